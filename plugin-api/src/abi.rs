@@ -1,0 +1,177 @@
+//! The types that cross the boundary between the host and a plugin.
+//!
+//! Everything here is `#[repr(C)]` and derives [`StableAbi`], so that abi_stable can compare the
+//! layout the host was compiled with against the layout a plugin was compiled with, type by
+//! type, when the plugin is loaded. Task authors never touch these types: the [`plugin!`]
+//! macro builds them and [`Job`](crate::Job) wraps the context. The host uses them directly.
+//!
+//! Growth rules: [`PluginMod`] is a prefix type, so fields can be appended after the last one
+//! in a minor release (older plugins lack them, which the host must handle). Any other change
+//! to a type in this module changes the layout; it needs a new minor version of this crate
+//! (0.x) and every plugin must be rebuilt. See the crate docs for the version rules.
+//!
+//! [`plugin!`]: crate::plugin
+
+// `PluginMod_Ref` is abi_stable's naming convention.
+#![allow(non_camel_case_types)]
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RResult, RSlice, RStr, RString, RVec},
+    StableAbi,
+};
+
+/// The root module a plugin exports: who it is and what tasks it has.
+///
+/// Built by [`plugin!`](crate::plugin) when the host first asks for it (the "loader"); the host
+/// keeps the reference for the life of the process (libraries are never unloaded).
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginMod_Ref)))]
+#[sabi(missing_field(panic))]
+pub struct PluginMod {
+    /// The plugin's name, by default its crate name.
+    pub name: RStr<'static>,
+    /// The plugin's own version, by default its crate version.
+    pub version: RStr<'static>,
+    /// Lists the plugin's tasks. Called once by the host after loading.
+    #[sabi(last_prefix_field)]
+    pub tasks: extern "C" fn() -> RVec<TaskDecl>,
+}
+
+impl RootModule for PluginMod_Ref {
+    declare_root_module_statics! {PluginMod_Ref}
+
+    const BASE_NAME: &'static str = "li3g_plugin";
+    const NAME: &'static str = "li3g plugin";
+    const VERSION_STRINGS: VersionStrings = interface_version();
+}
+
+#[cfg(not(feature = "__test_version_mismatch"))]
+const fn interface_version() -> VersionStrings {
+    package_version_strings!()
+}
+
+#[cfg(feature = "__test_version_mismatch")]
+const fn interface_version() -> VersionStrings {
+    // Older than any real release, so a host at 0.1 or later refuses it.
+    VersionStrings::new("0.0.1")
+}
+
+/// The signature of a task's entry point.
+///
+/// `args` is a JSON array with the positional arguments. `Ok` carries the result as JSON text;
+/// `Err` a [`TaskError`]. The function never unwinds: panics are caught before the boundary.
+pub type TaskFn =
+    for<'a> extern "C" fn(args: RStr<'a>, job: &'a JobCtx<'a>) -> RResult<RString, TaskError>;
+
+/// One task of a plugin, as listed by [`PluginMod::tasks`].
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct TaskDecl {
+    /// `Class::method`, where the class may carry a namespace (`app\tasks\Hello::say`).
+    pub name: RString,
+    /// The positional parameters, in order.
+    pub params: RVec<Param>,
+    /// A readable name of the result type, for listings.
+    pub output: RString,
+    /// The entry point, a [`TaskFn`] (spelled out: the derive must see the fn pointer).
+    pub call: for<'a> extern "C" fn(RStr<'a>, &'a JobCtx<'a>) -> RResult<RString, TaskError>,
+    /// Test-only: an incompatible layout (see the crate's features).
+    #[cfg(feature = "__test_layout_mismatch")]
+    pub mismatch: u64,
+}
+
+impl TaskDecl {
+    /// Declares a task. Used by [`plugin!`](crate::plugin).
+    pub fn new(name: &str, params: Vec<Param>, output: &str, call: TaskFn) -> Self {
+        TaskDecl {
+            name: name.into(),
+            params: params.into(),
+            output: output.into(),
+            call,
+            #[cfg(feature = "__test_layout_mismatch")]
+            mismatch: 0,
+        }
+    }
+}
+
+/// A task parameter, for listings and error messages.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// The name the author gave it, or empty when none was given.
+    pub name: RString,
+    /// A readable name of its Rust type (`String`, `Vec<u32>`).
+    pub ty: RString,
+}
+
+/// What the host tells a task about the job it runs, and how the task reports back.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct JobCtx<'a> {
+    /// The task name as dispatched (`Hello::say`).
+    pub task: RStr<'a>,
+    /// The job id: given by whoever submitted the job, or generated.
+    pub id: RStr<'a>,
+    /// The environment name (`--environment`), empty when none.
+    pub environment: RStr<'a>,
+    /// Where progress and data go.
+    pub sink: JobSink_TO<'a, abi_stable::sabi_types::RRef<'a, ()>>,
+}
+
+/// Receives what a running task reports. Implemented by the host.
+///
+/// The host's implementations must not panic: a panic here would cross the boundary.
+#[sabi_trait]
+pub trait JobSink {
+    /// Progress: `numerator` of `denominator` done (Gearman `WORK_STATUS`).
+    fn status(&self, numerator: u64, denominator: u64);
+    /// A chunk of partial result data (Gearman `WORK_DATA`).
+    fn data(&self, data: RSlice<'_, u8>);
+    /// A warning for the client (Gearman `WORK_WARNING`).
+    #[sabi(last_prefix_field)]
+    fn warning(&self, data: RSlice<'_, u8>);
+}
+
+/// Why a task did not produce a result.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskErrorKind {
+    /// The task ran and returned an error.
+    Failed,
+    /// The arguments did not fit the task's parameters (count or type).
+    BadArguments,
+    /// The task panicked; the message is the panic's.
+    Panicked,
+    /// The result could not be encoded as JSON.
+    BadOutput,
+}
+
+/// A task's error: what kind, and a message for the caller.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct TaskError {
+    /// What went wrong.
+    pub kind: TaskErrorKind,
+    /// A message for the caller, naming the task.
+    pub message: RString,
+}
+
+impl TaskError {
+    /// A new error of `kind` with `message`.
+    pub fn new(kind: TaskErrorKind, message: impl Into<String>) -> Self {
+        TaskError { kind, message: RString::from(message.into()) }
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}

@@ -1,0 +1,277 @@
+//! The [`plugin!`](crate::plugin) macro and the runtime support it expands to.
+//!
+//! Everything under `__private` is used by the macro's expansion only; its shape may change
+//! in any release.
+
+use crate::abi::{Param, PluginMod, TaskError, TaskErrorKind, TaskFn};
+use crate::task::{Signature, Task};
+use crate::Job;
+use abi_stable::prefix_type::PrefixTypeTrait;
+use std::cell::{Cell, RefCell};
+use std::panic::{self, AssertUnwindSafe};
+
+/// Checks a task name: `Class::method`, where the class may carry a `\`-separated namespace.
+///
+/// # Errors
+/// A message saying what is wrong with the name.
+pub fn validate_task_name(name: &str) -> Result<(), String> {
+    const MAX: usize = 512; // gearmand's limit on function names
+    if name.len() > MAX {
+        return Err(format!("task name {name:?} is longer than {MAX} bytes"));
+    }
+    let Some((class, method)) = name.split_once("::") else {
+        return Err(format!("task name {name:?} is not of the form Class::method"));
+    };
+    let ident = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+            && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+    };
+    let class_ok = class.split('\\').all(ident);
+    if !class_ok || !ident(method) {
+        return Err(format!(
+            "task name {name:?} is not of the form Class::method (namespace parts separated by \\, \
+             identifiers of letters, digits and _)"
+        ));
+    }
+    Ok(())
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    pub use abi_stable::library::{
+        CheckTypeLayout, LibHeader, RootModuleResult, __call_root_module_loader,
+    };
+    pub use crate::abi::{JobCtx, PluginMod_Ref, TaskDecl, TaskError};
+    pub use abi_stable::std_types::{RBoxError, RResult, RStr, RString, RVec};
+
+    /// Picks the given value, or the default when none was given.
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __li3g_or {
+        (; $default:expr) => {
+            $default
+        };
+        ($value:expr; $default:expr) => {
+            $value
+        };
+    }
+
+    /// Declares one task: its name, its parameters (typed by `F`, named by `names`), its entry.
+    ///
+    /// # Errors
+    /// When the names do not match the function's parameters (reported by [`root_module`]).
+    pub fn declare<M, F: Task<M>>(
+        name: &str,
+        names: &[&str],
+        _f: F,
+        call: TaskFn,
+    ) -> Result<TaskDecl, String> {
+        let types = F::param_types();
+        if !names.is_empty() && names.len() != types.len() {
+            return Err(format!(
+                "task {name}: {} parameter names given, but its function takes {} arguments",
+                names.len(),
+                types.len()
+            ));
+        }
+        let params = types
+            .into_iter()
+            .enumerate()
+            .map(|(i, ty)| Param { name: names.get(i).copied().unwrap_or("").into(), ty: ty.into() })
+            .collect();
+        Ok(TaskDecl::new(name, params, &F::output_type(), call))
+    }
+
+    /// The list the macro builds: one declaration, or one error, per task.
+    pub type TaskList = fn() -> Vec<Result<TaskDecl, String>>;
+
+    /// Runs a task: decodes the arguments, calls it, catches a panic, encodes the result.
+    pub fn call<'a, M, F: Task<M>>(
+        task: &str,
+        names: &[&str],
+        f: F,
+        args: RStr<'a>,
+        ctx: &'a JobCtx<'a>,
+    ) -> RResult<RString, TaskError> {
+        let sig = Signature { task, names };
+        let job = Job::new(ctx);
+        let outcome = catching_panics(task, || {
+            let args = parse_args(task, args.as_str())?;
+            f.invoke(&sig, &job, args)
+        });
+        match outcome {
+            Ok(value) => RResult::ROk(RString::from(value.to_string())),
+            Err(err) => RResult::RErr(err),
+        }
+    }
+
+    /// Lists the tasks for the host, never unwinding across the boundary.
+    pub fn tasks(list: TaskList) -> RVec<TaskDecl> {
+        // `list` only builds vectors of names; should it still panic, an empty list is the
+        // answer the host can live with (it then reports a plugin without tasks).
+        panic::catch_unwind(list)
+            .map(|decls| decls.into_iter().filter_map(Result::ok).collect())
+            .unwrap_or_default()
+    }
+
+    /// The root module loader: installs the panic hook, runs the author's `init`, checks the
+    /// declarations, and builds the module.
+    pub fn root_module(
+        name: &'static str,
+        version: &'static str,
+        init: fn() -> Result<(), String>,
+        list: TaskList,
+        tasks: extern "C" fn() -> RVec<TaskDecl>,
+    ) -> Result<PluginMod_Ref, RBoxError> {
+        let fail = |err: String| RBoxError::from_fmt(&format!("plugin {name}: {err}"));
+        install_panic_hook();
+        init().map_err(|err| fail(format!("init failed: {err}")))?;
+        let mut seen = std::collections::HashSet::new();
+        for decl in list() {
+            let decl = decl.map_err(fail)?;
+            validate_task_name(&decl.name).map_err(fail)?;
+            if !seen.insert(decl.name.clone()) {
+                return Err(fail(format!("task {} is declared twice", decl.name)));
+            }
+        }
+        Ok(PluginMod { name: RStr::from_str(name), version: RStr::from_str(version), tasks }.leak_into_prefix())
+    }
+}
+
+thread_local! {
+    /// Set while a task runs, so that the hook records the panic's location instead of printing.
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Records where a task panicked. This plugin has its own copy of std, so the hook is this
+/// plugin's alone; panics outside tasks still go to the previous (default) hook.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if IN_TASK.with(Cell::get) {
+                let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                PANIC_LOCATION.with(|cell| *cell.borrow_mut() = location);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn catching_panics<T>(task: &str, f: impl FnOnce() -> Result<T, TaskError>) -> Result<T, TaskError> {
+    IN_TASK.with(|flag| flag.set(true));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    IN_TASK.with(|flag| flag.set(false));
+    outcome.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".to_string());
+        // A payload whose destructor panics would unwind out of here: keep it.
+        std::mem::forget(payload);
+        let at = PANIC_LOCATION
+            .with(|cell| cell.borrow_mut().take())
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        Err(TaskError::new(TaskErrorKind::Panicked, format!("task {task} panicked{at}: {message}")))
+    })
+}
+
+fn parse_args(task: &str, args: &str) -> Result<Vec<serde_json::Value>, TaskError> {
+    match serde_json::from_str(args) {
+        Ok(serde_json::Value::Array(list)) => Ok(list),
+        Ok(other) => Ok(vec![other]),
+        Err(err) => Err(TaskError::new(
+            TaskErrorKind::BadArguments,
+            format!("{task}: the arguments are not valid JSON: {err}"),
+        )),
+    }
+}
+
+/// Exports a plugin: its tasks, and optionally its name, version and an init function.
+///
+/// ```ignore
+/// li3g_plugin_api::plugin! {
+///     tasks: {
+///         "Hello::run" => run,
+///         "Hello::say"(name) => say,
+///     }
+/// }
+/// ```
+///
+/// - Each task is `"Class::method" => function`. The optional list after the name gives the
+///   parameters' names for error messages and listings; without it they are numbered.
+/// - `name:` and `version:` default to the crate's name and version.
+/// - `init: path,` names a `fn() -> Result<(), E: Display>` run once when the host loads the
+///   plugin; an error rejects the plugin with that message. It must not start threads.
+///
+/// Use it once per crate, at the crate root, in a crate built as a `cdylib`.
+#[macro_export]
+macro_rules! plugin {
+    (
+        $(name: $name:expr,)?
+        $(version: $version:expr,)?
+        $(init: $init:path,)?
+        tasks: {
+            $( $task:literal $( ( $($arg:ident),* $(,)? ) )? => $func:path ),* $(,)?
+        } $(,)?
+    ) => {
+        fn __li3g_task_list() -> ::std::vec::Vec<
+            ::std::result::Result<$crate::__private::TaskDecl, ::std::string::String>,
+        > {
+            ::std::vec![$({
+                extern "C" fn call<'a>(
+                    args: $crate::__private::RStr<'a>,
+                    job: &'a $crate::__private::JobCtx<'a>,
+                ) -> $crate::__private::RResult<$crate::__private::RString, $crate::__private::TaskError> {
+                    $crate::__private::call($task, &[$($(stringify!($arg)),*)?], $func, args, job)
+                }
+                $crate::__private::declare($task, &[$($(stringify!($arg)),*)?], $func, call)
+            }),*]
+        }
+
+        extern "C" fn __li3g_tasks() -> $crate::__private::RVec<$crate::__private::TaskDecl> {
+            $crate::__private::tasks(__li3g_task_list)
+        }
+
+        fn __li3g_init() -> ::std::result::Result<(), ::std::string::String> {
+            $( return $init().map_err(|err| ::std::string::ToString::to_string(&err)); )?
+            #[allow(unreachable_code)]
+            Ok(())
+        }
+
+        fn __li3g_root_module() -> ::std::result::Result<
+            $crate::__private::PluginMod_Ref,
+            $crate::__private::RBoxError,
+        > {
+            $crate::__private::root_module(
+                $crate::__li3g_or!($($name)?; env!("CARGO_PKG_NAME")),
+                $crate::__li3g_or!($($version)?; env!("CARGO_PKG_VERSION")),
+                __li3g_init,
+                __li3g_task_list,
+                __li3g_tasks,
+            )
+        }
+
+        /// The header abi_stable looks for when the host loads this library. The symbol name
+        /// is abi_stable's `ROOT_MODULE_LOADER_NAME` (checked by a test in li3g-plugin-api).
+        #[unsafe(no_mangle)]
+        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader = {
+            extern "C" fn erased() -> $crate::__private::RootModuleResult {
+                $crate::__private::__call_root_module_loader(__li3g_root_module)
+            }
+            unsafe {
+                $crate::__private::LibHeader::from_constructor::<$crate::__private::PluginMod_Ref>(
+                    erased,
+                    $crate::__private::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
