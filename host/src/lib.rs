@@ -1,1 +1,13 @@
+//! li3g-host: the host that loads task plugins and runs them as Gearman jobs.
+//!
+//! # Layout
+//! - [`plugins`]: loading `.so` plugins through the stable ABI, the registry of task names, and
+//!   running a task with its job context.
+//! - [`job_id`]: random job ids.
+//! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
 
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod job_id;
+pub mod plugins;

@@ -66,7 +66,7 @@ const fn interface_version() -> VersionStrings {
 /// `args` is a JSON array with the positional arguments. `Ok` carries the result as JSON text;
 /// `Err` a [`TaskError`]. The function never unwinds: panics are caught before the boundary.
 pub type TaskFn =
-    for<'a> extern "C" fn(args: RStr<'a>, job: &'a JobCtx<'a>) -> RResult<RString, TaskError>;
+    for<'a, 'b> extern "C" fn(args: RStr<'a>, job: &'a JobCtx<'b>) -> RResult<RString, TaskError>;
 
 /// One task of a plugin, as listed by [`PluginMod::tasks`].
 #[repr(C)]
@@ -79,7 +79,7 @@ pub struct TaskDecl {
     /// A readable name of the result type, for listings.
     pub output: RString,
     /// The entry point, a [`TaskFn`] (spelled out: the derive must see the fn pointer).
-    pub call: for<'a> extern "C" fn(RStr<'a>, &'a JobCtx<'a>) -> RResult<RString, TaskError>,
+    pub call: for<'a, 'b> extern "C" fn(RStr<'a>, &'a JobCtx<'b>) -> RResult<RString, TaskError>,
     /// Test-only: an incompatible layout (see the crate's features).
     #[cfg(feature = "__test_layout_mismatch")]
     pub mismatch: u64,

@@ -88,12 +88,12 @@ pub mod __private {
     pub type TaskList = fn() -> Vec<Result<TaskDecl, String>>;
 
     /// Runs a task: decodes the arguments, calls it, catches a panic, encodes the result.
-    pub fn call<'a, M, F: Task<M>>(
+    pub fn call<'a, 'b: 'a, M, F: Task<M>>(
         task: &str,
         names: &[&str],
         f: F,
         args: RStr<'a>,
-        ctx: &'a JobCtx<'a>,
+        ctx: &'a JobCtx<'b>,
     ) -> RResult<RString, TaskError> {
         let sig = Signature { task, names };
         let job = Job::new(ctx);
@@ -226,9 +226,9 @@ macro_rules! plugin {
             ::std::result::Result<$crate::__private::TaskDecl, ::std::string::String>,
         > {
             ::std::vec![$({
-                extern "C" fn call<'a>(
+                extern "C" fn call<'a, 'b>(
                     args: $crate::__private::RStr<'a>,
-                    job: &'a $crate::__private::JobCtx<'a>,
+                    job: &'a $crate::__private::JobCtx<'b>,
                 ) -> $crate::__private::RResult<$crate::__private::RString, $crate::__private::TaskError> {
                     $crate::__private::call($task, &[$($(stringify!($arg)),*)?], $func, args, job)
                 }

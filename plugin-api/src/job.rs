@@ -14,7 +14,12 @@ pub struct Job<'a> {
 
 impl<'a> Job<'a> {
     /// Wraps the context the host passed in.
-    pub fn new(ctx: &'a JobCtx<'a>) -> Self {
+    pub fn new<'b: 'a>(ctx: &'a JobCtx<'b>) -> Self {
+        // SAFETY: `JobCtx` is invariant in its lifetime only because of the sink's trait
+        // object. Shortening 'b to 'a behind a shared reference is sound: nothing reachable
+        // from `&JobCtx` can store a value of the shorter lifetime, and `Job<'a>` cannot
+        // outlive 'a, so every borrow it hands out ends before 'b does.
+        let ctx = unsafe { &*(ctx as *const JobCtx<'b>).cast::<JobCtx<'a>>() };
         Job { ctx }
     }
 

@@ -1,0 +1,89 @@
+//! `li3g-host exec TASK [ARG...]`: run one task in this process, without a job server.
+
+use super::PluginDir;
+use crate::plugins::{JobEvents, JobInfo, Registry};
+use clap::Args;
+use serde_json::Value;
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub(super) struct ExecArgs {
+    /// The task: `Class::method`, or `Class` for `Class::run`.
+    task: String,
+    /// The task's arguments: JSON values, or bare words taken as strings.
+    #[arg(allow_negative_numbers = true)]
+    args: Vec<String>,
+    /// The environment name the task sees.
+    #[arg(long, env = "LI3G_ENVIRONMENT", default_value = "")]
+    environment: String,
+    /// The job id the task sees [default: a new random id]
+    #[arg(long)]
+    id: Option<String>,
+    #[command(flatten)]
+    dir: PluginDir,
+}
+
+/// Reads each argument as JSON, or as a string when it is not JSON.
+pub fn parse_args(args: &[String]) -> Value {
+    Value::Array(
+        args.iter()
+            .map(|arg| serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.clone())))
+            .collect(),
+    )
+}
+
+/// Partial data to stdout as it comes, progress and warnings to stderr.
+struct Console;
+
+impl JobEvents for Console {
+    fn status(&mut self, numerator: u64, denominator: u64) {
+        eprintln!("progress: {numerator}/{denominator}");
+    }
+    fn data(&mut self, data: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(data).and_then(|()| out.flush());
+    }
+    fn warning(&mut self, data: &[u8]) {
+        eprintln!("warning: {}", String::from_utf8_lossy(data));
+    }
+}
+
+pub(super) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.resolve()?;
+    let registry = Registry::scan(&dir)?;
+    for rejected in registry.rejected() {
+        eprintln!("li3g-host: warning: skipped {rejected}");
+    }
+    let info = JobInfo {
+        id: args.id.clone().unwrap_or_else(|| crate::job_id::new()),
+        environment: args.environment.clone(),
+    };
+    let json = parse_args(&args.args).to_string();
+    match registry.dispatch(&args.task, &json, &info, &mut Console) {
+        Ok(output) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(output.as_bytes())?;
+            out.write_all(b"\n")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("li3g-host: {err}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_are_json_or_bare_strings() {
+        let args: Vec<String> = ["Mariano", "5", "true", "[1,2]", "\"7\"", "-3", "a b"].map(String::from).into();
+        assert_eq!(
+            parse_args(&args),
+            serde_json::json!(["Mariano", 5, true, [1, 2], "7", -3, "a b"])
+        );
+    }
+}

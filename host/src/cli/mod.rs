@@ -1,0 +1,73 @@
+//! The `li3g-host` command line: parsing with clap, then one function per subcommand.
+//!
+//! This is the only place that prints and picks exit codes; the library modules return typed
+//! values and errors. `main.rs` calls [`run`] and nothing else.
+
+mod exec;
+mod plugins;
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// li3g: run Gearman jobs in Rust task plugins.
+#[derive(Debug, Parser)]
+#[command(name = "li3g-host", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the plugins in the plugins directory, their tasks, and every file rejected with why.
+    Plugins(PluginDir),
+    /// Run one task locally, without a job server, and print its result.
+    ///
+    /// Each ARG is read as a JSON value (`5`, `true`, `[1,2]`, `"quoted"`); a bare word that is
+    /// not JSON is taken as a string. Partial data goes to stdout as it arrives, progress and
+    /// warnings to stderr. Exits 1 when the task fails.
+    Exec(exec::ExecArgs),
+}
+
+/// Where plugins are loaded from.
+#[derive(Debug, Clone, Args)]
+pub struct PluginDir {
+    /// Directory of plugin `.so` files [default: the directory of the li3g-host executable,
+    /// where `cargo build` puts the example plugins]
+    #[arg(long, env = "LI3G_PLUGINS", value_name = "DIR")]
+    plugins: Option<PathBuf>,
+}
+
+impl PluginDir {
+    /// The directory given, or the executable's own.
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.plugins {
+            return Ok(dir.clone());
+        }
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().ok_or_else(|| anyhow::anyhow!("{} has no parent directory", exe.display()))?;
+        Ok(dir.to_path_buf())
+    }
+}
+
+/// Parses `args` and runs the command; returns the process's exit code.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    let result = match cli.command {
+        Command::Plugins(dir) => plugins::run(&dir),
+        Command::Exec(args) => exec::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("li3g-host: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `li3g-host plugins`: what loaded, with versions and task signatures, and what did not.
+
+use super::PluginDir;
+use crate::plugins::Registry;
+use std::process::ExitCode;
+use li3g_plugin_api::abi::TaskDecl;
+
+pub(super) fn run(dir: &PluginDir) -> anyhow::Result<ExitCode> {
+    let dir = dir.resolve()?;
+    let registry = Registry::scan(&dir)?;
+    print!("{}", render(&dir, &registry));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The listing: a header line, each plugin with its tasks, then the rejected files.
+fn render(dir: &std::path::Path, registry: &Registry) -> String {
+    let mut out = String::new();
+    let (loaded, rejected) = (registry.plugins().len(), registry.rejected().len());
+    out += &format!(
+        "{}: {loaded} plugin{} loaded, {rejected} file{} rejected\n",
+        dir.display(),
+        if loaded == 1 { "" } else { "s" },
+        if rejected == 1 { "" } else { "s" },
+    );
+    for plugin in registry.plugins() {
+        let file = plugin.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
+        out += &format!("\n{} {} ({file})\n", plugin.name, plugin.version);
+        if plugin.tasks.is_empty() {
+            out += "    (no tasks)\n";
+        }
+        let mut tasks: Vec<&TaskDecl> = plugin.tasks.iter().collect();
+        tasks.sort_by(|a, b| a.name.cmp(&b.name));
+        for task in tasks {
+            out += &format!("    {}\n", signature(task));
+        }
+    }
+    if rejected > 0 {
+        out += "\nrejected:\n";
+        for file in registry.rejected() {
+            out += &format!("    {file}\n");
+        }
+    }
+    out
+}
+
+/// `Hello::say(name: String) -> String`.
+fn signature(task: &TaskDecl) -> String {
+    let params: Vec<String> = task
+        .params
+        .iter()
+        .map(|p| if p.name.is_empty() { p.ty.to_string() } else { format!("{}: {}", p.name, p.ty) })
+        .collect();
+    format!("{}({}) -> {}", task.name, params.join(", "), task.output)
+}

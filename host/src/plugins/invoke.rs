@@ -1,0 +1,110 @@
+//! Running one task: building the job context a plugin sees, calling across the ABI, and
+//! turning the JSON it returns into the bytes a client gets.
+
+use li3g_plugin_api::abi::{JobCtx, JobSink, JobSink_TO, TaskDecl};
+use li3g_plugin_api::{TaskError, TaskErrorKind};
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RSlice, RStr};
+use std::cell::RefCell;
+
+/// What the host tells a task about its job.
+#[derive(Debug, Clone, Default)]
+pub struct JobInfo {
+    /// The job id.
+    pub id: String,
+    /// The environment name, empty for none.
+    pub environment: String,
+}
+
+/// Receives what a task reports while it runs. Implementations must not panic: they are
+/// called from inside the plugin, and a panic cannot cross back.
+pub trait JobEvents {
+    /// Progress: `numerator` of `denominator`.
+    fn status(&mut self, numerator: u64, denominator: u64);
+    /// Partial data.
+    fn data(&mut self, data: &[u8]);
+    /// A warning.
+    fn warning(&mut self, data: &[u8]);
+}
+
+/// Ignores every event.
+pub struct NoEvents;
+
+impl JobEvents for NoEvents {
+    fn status(&mut self, _: u64, _: u64) {}
+    fn data(&mut self, _: &[u8]) {}
+    fn warning(&mut self, _: &[u8]) {}
+}
+
+/// A task's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOutput {
+    /// The task returned a string: sent as its bytes.
+    Text(String),
+    /// Anything else, as JSON text.
+    Json(String),
+}
+
+impl TaskOutput {
+    /// The bytes a client receives: a string as is, anything else as JSON.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            TaskOutput::Text(s) | TaskOutput::Json(s) => s.as_bytes(),
+        }
+    }
+
+    fn from_json(json: String) -> Result<TaskOutput, TaskError> {
+        if json.starts_with('"') {
+            serde_json::from_str(&json).map(TaskOutput::Text).map_err(|err| {
+                TaskError::new(TaskErrorKind::BadOutput, format!("the plugin returned malformed JSON: {err}"))
+            })
+        } else {
+            Ok(TaskOutput::Json(json))
+        }
+    }
+}
+
+/// Adapts [`JobEvents`] to the ABI's [`JobSink`]. The RefCell is never contended: a `Job` is
+/// not `Sync`, so a task reports from one thread at a time.
+struct Sink<'a>(RefCell<&'a mut dyn JobEvents>);
+
+impl JobSink for Sink<'_> {
+    fn status(&self, numerator: u64, denominator: u64) {
+        if let Ok(mut events) = self.0.try_borrow_mut() {
+            events.status(numerator, denominator);
+        }
+    }
+    fn data(&self, data: RSlice<'_, u8>) {
+        if let Ok(mut events) = self.0.try_borrow_mut() {
+            events.data(data.as_slice());
+        }
+    }
+    fn warning(&self, data: RSlice<'_, u8>) {
+        if let Ok(mut events) = self.0.try_borrow_mut() {
+            events.warning(data.as_slice());
+        }
+    }
+}
+
+/// Calls the task `decl` with the JSON array `args`.
+///
+/// # Errors
+/// The task's [`TaskError`]: bad arguments, an error it returned, a caught panic.
+pub fn invoke(
+    decl: &TaskDecl,
+    args: &str,
+    info: &JobInfo,
+    events: &mut dyn JobEvents,
+) -> Result<TaskOutput, TaskError> {
+    let sink = Sink(RefCell::new(events));
+    let ctx = JobCtx {
+        task: RStr::from_str(&decl.name),
+        id: RStr::from_str(&info.id),
+        environment: RStr::from_str(&info.environment),
+        sink: JobSink_TO::from_ptr(&sink, TD_Opaque),
+    };
+    match (decl.call)(RStr::from_str(args), &ctx) {
+        RResult::ROk(json) => TaskOutput::from_json(json.into_string()),
+        RResult::RErr(err) => Err(err),
+    }
+}

@@ -1,0 +1,259 @@
+//! The registry of loaded plugins and their tasks.
+//!
+//! [`Registry::scan`] loads every `*.so` in a directory, in file-name order so that the result
+//! does not depend on the file system. A file that cannot be used is skipped and kept in
+//! [`Registry::rejected`] with its reason; the others load. A task name defined twice rejects
+//! the later file, naming both.
+
+use super::invoke::{self, JobEvents, JobInfo, TaskOutput};
+use super::loader::{self, LoadError};
+use super::permissions::{self, Insecure};
+use li3g_plugin_api::abi::TaskDecl;
+use li3g_plugin_api::{validate_task_name, TaskError};
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A loaded plugin.
+pub struct Plugin {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// Its name, as it declares it.
+    pub name: String,
+    /// Its version, as it declares it.
+    pub version: String,
+    /// Its tasks, as it declares them.
+    pub tasks: Vec<TaskDecl>,
+}
+
+/// A file that was not loaded, and why.
+#[derive(Debug)]
+pub struct Rejected {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was not loaded.
+    pub reason: Reason,
+}
+
+/// Why a file was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Reason {
+    /// Someone else could have written it.
+    #[error("refused: {0}")]
+    Insecure(#[from] Insecure),
+    /// abi_stable refused it, or its loader failed.
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    /// It declares a task name that is not `Class::method`.
+    #[error("{0}")]
+    BadTaskName(String),
+    /// It declares a task that an earlier file already declared.
+    #[error("task {task} is already defined by {}; not loading this file (rename or remove one of them)", .first.display())]
+    DuplicateTask {
+        /// The task name.
+        task: String,
+        /// The file that defined it first, and keeps it.
+        first: PathBuf,
+    },
+    /// The file's metadata could not be read.
+    #[error("cannot be read: {0}")]
+    Io(String),
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// Why a plugins directory could not be scanned at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The directory cannot be read.
+    #[error("plugins directory {}: {source}", .path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Someone else could write into the directory.
+    #[error("plugins directory refused: {0}")]
+    Insecure(#[from] Insecure),
+}
+
+/// Why a task could not be dispatched or did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// No loaded plugin has a task of that name.
+    #[error("unknown task {name}{}", known_list(.known))]
+    UnknownTask {
+        /// The name as resolved (`Class::method`).
+        name: String,
+        /// The task names that exist.
+        known: Vec<String>,
+    },
+    /// The task ran (or tried to) and failed; the message names the task.
+    #[error("{0}")]
+    Task(#[from] TaskError),
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        " (no tasks are loaded)".to_string()
+    } else {
+        format!(" (known tasks: {})", known.join(", "))
+    }
+}
+
+/// Where a task lives: plugin index and task index within it.
+#[derive(Clone, Copy)]
+struct Slot {
+    plugin: usize,
+    task: usize,
+}
+
+/// The loaded plugins and the task names they answer to.
+#[derive(Default)]
+pub struct Registry {
+    plugins: Vec<Plugin>,
+    rejected: Vec<Rejected>,
+    tasks: HashMap<String, Slot>,
+}
+
+/// The name a job name dispatches to: a leading `\` is dropped (li3_gearman wrote
+/// `\app\tasks\Hello`), and a class alone means its `run` method.
+pub fn canonical_task_name(name: &str) -> String {
+    let name = name.strip_prefix('\\').unwrap_or(name);
+    if name.contains("::") {
+        name.to_string()
+    } else {
+        format!("{name}::run")
+    }
+}
+
+impl Registry {
+    /// Loads every `*.so` file in `dir` (not recursively; hidden files are skipped).
+    ///
+    /// # Errors
+    /// [`ScanError`] when the directory itself cannot be read or is insecure. Files that
+    /// cannot be loaded do not fail the scan: they are listed by [`Registry::rejected`].
+    pub fn scan(dir: &Path) -> Result<Registry, ScanError> {
+        let io = |source| ScanError::Io { path: dir.to_path_buf(), source };
+        let meta = fs::metadata(dir).map_err(io)?;
+        if !meta.is_dir() {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
+        }
+        permissions::check(dir, &meta)?;
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| is_plugin_file_name(path))
+            .collect();
+        files.sort();
+        let mut registry = Registry::default();
+        for path in files {
+            registry.add_file(path);
+        }
+        Ok(registry)
+    }
+
+    /// Loads one file, recording it as loaded or rejected.
+    fn add_file(&mut self, path: PathBuf) {
+        if let Err(reason) = self.try_add_file(&path) {
+            self.rejected.push(Rejected { path, reason });
+        }
+    }
+
+    fn try_add_file(&mut self, path: &Path) -> Result<(), Reason> {
+        let meta = fs::metadata(path).map_err(|e| Reason::Io(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(Reason::Io("not a regular file".into()));
+        }
+        permissions::check(path, &meta)?;
+        let module = loader::load(path)?;
+        let tasks: Vec<TaskDecl> = (module.tasks())().into_iter().collect();
+        for decl in &tasks {
+            validate_task_name(&decl.name).map_err(Reason::BadTaskName)?;
+            if let Some(slot) = self.tasks.get(decl.name.as_str()) {
+                return Err(Reason::DuplicateTask {
+                    task: decl.name.to_string(),
+                    first: self.plugins[slot.plugin].path.clone(),
+                });
+            }
+        }
+        let plugin = self.plugins.len();
+        for (task, decl) in tasks.iter().enumerate() {
+            self.tasks.insert(decl.name.to_string(), Slot { plugin, task });
+        }
+        self.plugins.push(Plugin {
+            path: path.to_path_buf(),
+            name: module.name().to_string(),
+            version: module.version().to_string(),
+            tasks,
+        });
+        Ok(())
+    }
+
+    /// The loaded plugins, in file-name order.
+    pub fn plugins(&self) -> &[Plugin] {
+        &self.plugins
+    }
+
+    /// The files that were not loaded, with their reasons.
+    pub fn rejected(&self) -> &[Rejected] {
+        &self.rejected
+    }
+
+    /// Every task name, sorted.
+    pub fn task_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tasks.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The declaration of the task a job name dispatches to (see [`canonical_task_name`]).
+    pub fn task(&self, job_name: &str) -> Option<&TaskDecl> {
+        let slot = self.tasks.get(&canonical_task_name(job_name))?;
+        Some(&self.plugins[slot.plugin].tasks[slot.task])
+    }
+
+    /// Runs the task `job_name` dispatches to with the JSON array `args`.
+    ///
+    /// # Errors
+    /// [`DispatchError::UnknownTask`] when no plugin has the task, [`DispatchError::Task`]
+    /// when it fails (bad arguments, an error it returned, a panic).
+    pub fn dispatch(
+        &self,
+        job_name: &str,
+        args: &str,
+        info: &JobInfo,
+        events: &mut dyn JobEvents,
+    ) -> Result<TaskOutput, DispatchError> {
+        let name = canonical_task_name(job_name);
+        let decl = self.task(&name).ok_or_else(|| DispatchError::UnknownTask {
+            name: name.clone(),
+            known: self.task_names(),
+        })?;
+        Ok(invoke::invoke(decl, args, info, events)?)
+    }
+}
+
+fn is_plugin_file_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    !name.starts_with('.') && name.ends_with(".so")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_task_name as c;
+
+    #[test]
+    fn job_names_resolve_like_li3_gearman() {
+        assert_eq!(c("Hello::say"), "Hello::say");
+        assert_eq!(c("Hello"), "Hello::run");
+        assert_eq!(c("\\app\\tasks\\Hello"), "app\\tasks\\Hello::run");
+        assert_eq!(c("\\app\\tasks\\Hello::say"), "app\\tasks\\Hello::say");
+    }
+}
