@@ -18,7 +18,7 @@
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings, sabi_trait,
+    sabi_trait,
     sabi_types::VersionStrings,
     std_types::{RResult, RSlice, RStr, RString, RVec},
     StableAbi,
@@ -52,7 +52,7 @@ impl RootModule for PluginMod_Ref {
 
 #[cfg(not(feature = "__test_version_mismatch"))]
 const fn interface_version() -> VersionStrings {
-    package_version_strings!()
+    abi_stable::package_version_strings!()
 }
 
 #[cfg(feature = "__test_version_mismatch")]

@@ -97,7 +97,7 @@ pub mod __private {
     ) -> RResult<RString, TaskError> {
         let sig = Signature { task, names };
         let job = Job::new(ctx);
-        let outcome = catching_panics(task, || {
+        let outcome = catching_panics(&format!("task {task}"), || {
             let args = parse_args(task, args.as_str())?;
             f.invoke(&sig, &job, args)
         });
@@ -127,7 +127,8 @@ pub mod __private {
     ) -> Result<PluginMod_Ref, RBoxError> {
         let fail = |err: String| RBoxError::from_fmt(&format!("plugin {name}: {err}"));
         install_panic_hook();
-        init().map_err(|err| fail(format!("init failed: {err}")))?;
+        catching_panics("init", || init().map_err(|err| TaskError::new(TaskErrorKind::Failed, err)))
+            .map_err(|err| fail(format!("init failed: {}", err.message)))?;
         let mut seen = std::collections::HashSet::new();
         for decl in list() {
             let decl = decl.map_err(fail)?;
@@ -163,7 +164,8 @@ fn install_panic_hook() {
     });
 }
 
-fn catching_panics<T>(task: &str, f: impl FnOnce() -> Result<T, TaskError>) -> Result<T, TaskError> {
+/// Runs `f`, turning a panic into an error: `{what} panicked at {location}: {message}`.
+fn catching_panics<T>(what: &str, f: impl FnOnce() -> Result<T, TaskError>) -> Result<T, TaskError> {
     IN_TASK.with(|flag| flag.set(true));
     let outcome = panic::catch_unwind(AssertUnwindSafe(f));
     IN_TASK.with(|flag| flag.set(false));
@@ -179,7 +181,7 @@ fn catching_panics<T>(task: &str, f: impl FnOnce() -> Result<T, TaskError>) -> R
             .with(|cell| cell.borrow_mut().take())
             .map(|l| format!(" at {l}"))
             .unwrap_or_default();
-        Err(TaskError::new(TaskErrorKind::Panicked, format!("task {task} panicked{at}: {message}")))
+        Err(TaskError::new(TaskErrorKind::Panicked, format!("{what} panicked{at}: {message}")))
     })
 }
 
@@ -196,7 +198,12 @@ fn parse_args(task: &str, args: &str) -> Result<Vec<serde_json::Value>, TaskErro
 
 /// Exports a plugin: its tasks, and optionally its name, version and an init function.
 ///
-/// ```ignore
+/// ```
+/// fn run() {}
+/// fn say(name: String) -> String {
+///     format!("Hello {name}")
+/// }
+///
 /// li3g_plugin_api::plugin! {
 ///     tasks: {
 ///         "Hello::run" => run,

@@ -15,7 +15,7 @@
 //! li3g-plugin-api = "0.1"
 //! ```
 //!
-//! ```ignore
+//! ```
 //! use li3g_plugin_api::{plugin, Job};
 //!
 //! fn run() -> &'static str {

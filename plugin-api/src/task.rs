@@ -3,7 +3,7 @@
 //! A task is any function whose parameters implement `serde::Deserialize` and whose result
 //! implements [`Output`], optionally taking a [`&Job`](crate::Job) first:
 //!
-//! ```ignore
+//! ```text
 //! fn say(name: String) -> String
 //! fn add(a: i64, b: i64) -> Result<i64, String>
 //! fn report(job: &Job, steps: u32) -> ()

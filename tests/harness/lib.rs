@@ -1,1 +1,172 @@
+//! The test harness: builds what the integration tests run, and gives each test its own
+//! plugins directory.
+//!
+//! `cargo test` does not rebuild the cdylibs that tests load, and the misbehaving test plugins
+//! live outside the workspace on purpose. So the first test that needs an artifact runs
+//! `cargo build` itself, once per test process, into `target/harness/{main,testing}`: the host binary and the
+//! example plugins from the workspace, the test plugins from `plugins/testing`, and the
+//! ABI-mismatch plugin twice more with the features that make it incompatible. Cargo decides
+//! what is stale, so a test never loads an old `.so`. Building into a target directory of its
+//! own keeps the nested cargo from waiting on the lock the outer `cargo test` holds.
 
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root (the parent of `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Everything the harness built.
+pub struct Artifacts {
+    /// The `li3g-host` binary.
+    pub host: PathBuf,
+    /// Plugin libraries by short name: `hello`, `misbehave`, `loader_panic`, `loader_error`,
+    /// `not_a_plugin`, `duplicate`, `abi_mismatch` (compatible build), `abi_layout` and
+    /// `abi_version` (incompatible builds).
+    pub libs: HashMap<&'static str, PathBuf>,
+}
+
+impl Artifacts {
+    /// The library called `name`; panics on an unknown name (a bug in the test).
+    pub fn lib(&self, name: &str) -> &Path {
+        self.libs.get(name).unwrap_or_else(|| panic!("the harness builds no plugin called {name}"))
+    }
+}
+
+/// Builds everything once per test process and returns where it is.
+///
+/// # Panics
+/// When a build fails, with cargo's output.
+pub fn artifacts() -> &'static Artifacts {
+    static BUILT: OnceLock<Artifacts> = OnceLock::new();
+    BUILT.get_or_init(build)
+}
+
+fn build() -> Artifacts {
+    let root = workspace_root();
+    let harness = root.join("target").join("harness");
+    // Two target directories: the host's stays as a user's build tree looks (the host and the
+    // example plugins side by side), with no test plugin next to it.
+    let (main, testing_target) = (harness.join("main"), harness.join("testing"));
+    let saved = harness.join("artifacts");
+    fs::create_dir_all(&saved).expect("create target/harness/artifacts");
+
+    cargo(&root, &main, &["build", "-p", "li3g-host", "-p", "li3g-plugin-hello"]);
+    let testing = root.join("plugins/testing/Cargo.toml");
+    let testing = testing.to_str().expect("utf-8 path");
+    cargo(&root, &testing_target, &["build", "--manifest-path", testing]);
+
+    let mut libs = HashMap::new();
+    let mut keep = |name: &'static str, built: PathBuf| {
+        let dest = saved.join(format!("{name}.so"));
+        fs::copy(&built, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+        libs.insert(name, dest);
+    };
+    keep("hello", main.join("debug/libhello.so"));
+    for name in ["misbehave", "loader_panic", "loader_error", "not_a_plugin", "duplicate", "abi_mismatch"] {
+        keep(name, testing_target.join(format!("debug/lib{name}.so")));
+    }
+    for (name, feature) in [("abi_layout", "layout"), ("abi_version", "version")] {
+        cargo(
+            &root,
+            &testing_target,
+            &["build", "--manifest-path", testing, "-p", "li3g-test-abi-mismatch", "--features", feature],
+        );
+        keep(name, testing_target.join("debug/libabi_mismatch.so"));
+    }
+    Artifacts { host: main.join("debug/li3g-host"), libs }
+}
+
+fn cargo(root: &Path, target: &Path, args: &[&str]) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(args)
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(root)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("run cargo");
+    assert!(
+        output.status.success(),
+        "cargo {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A plugins directory of its own for one test, removed when dropped.
+///
+/// Files are copied in with mode 0755 in a 0700 directory, so they pass the host's permission
+/// checks; each copy has its own path, so the dynamic loader loads it afresh (its globals are
+/// this test's alone).
+pub struct PluginDir {
+    dir: tempfile::TempDir,
+}
+
+impl PluginDir {
+    /// An empty directory.
+    pub fn empty() -> PluginDir {
+        PluginDir { dir: tempfile::tempdir().expect("create a temporary directory") }
+    }
+
+    /// A directory holding the plugins `names` (short names, see [`Artifacts::libs`]).
+    pub fn with(names: &[&str]) -> PluginDir {
+        let dir = PluginDir::empty();
+        for name in names {
+            dir.add(name, &format!("lib{name}.so"));
+        }
+        dir
+    }
+
+    /// Copies the plugin `name` in as `file_name`; returns its path.
+    pub fn add(&self, name: &str, file_name: &str) -> PathBuf {
+        let dest = self.dir.path().join(file_name);
+        fs::copy(artifacts().lib(name), &dest).expect("copy a plugin");
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).expect("chmod a plugin");
+        dest
+    }
+
+    /// Writes a file with `contents` (mode 0644); returns its path.
+    pub fn write(&self, file_name: &str, contents: &[u8]) -> PathBuf {
+        let dest = self.dir.path().join(file_name);
+        fs::write(&dest, contents).expect("write a file");
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).expect("chmod a file");
+        dest
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A `li3g-host` command, built fresh by the harness.
+pub fn host() -> Command {
+    Command::new(&artifacts().host)
+}
+
+/// The outcome of running a command: status and both streams as text.
+pub struct Run {
+    /// Exit code, or `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `command` to completion and captures its output.
+pub fn run(command: &mut Command) -> Run {
+    let output = command.output().expect("run a command");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

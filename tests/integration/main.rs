@@ -1,1 +1,6 @@
+//! li3g's integration tests: one binary, one module per area. Artifacts come fresh from the
+//! harness (`li3g_tests`), never from a stale build.
 
+mod cli;
+mod dispatch;
+mod loading;

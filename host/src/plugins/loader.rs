@@ -5,6 +5,7 @@
 //! module type and hand it back for every later call, so only one plugin would ever load.
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModule, RootModuleError};
+use abi_stable::std_types::RBoxError;
 use li3g_plugin_api::abi::PluginMod_Ref;
 use std::path::Path;
 
@@ -58,9 +59,9 @@ fn explain(err: LibraryError) -> LoadError {
             LoadError::Incompatible(format!("its plugin API version cannot be read: {err}"))
         }
         LibraryError::AbiInstability(report) => LoadError::Incompatible(format!(
-            "its type layouts differ from this host's (rebuild it against li3g-plugin-api {}):\n{}",
+            "its type layouts differ from this host's (rebuild it against li3g-plugin-api {}): {}",
             PluginMod_Ref::VERSION_STRINGS.version,
-            condense(&report.to_string())
+            summarize_instability(&report)
         )),
         LibraryError::InvalidCAbi { expected, found } => {
             LoadError::Incompatible(format!("its C ABI differs: expected {expected}, found {found}"))
@@ -74,6 +75,76 @@ fn explain(err: LibraryError) -> LoadError {
             LoadError::Incompatible(reasons.join("; "))
         }
     }
+}
+
+/// One line per mismatched type: `TaskDecl: incompatible type size (expected 104, found 112)`.
+///
+/// abi_stable's report (only available as text) runs to hundreds of lines, both layouts in
+/// full, in sections headed `N error(s)`; the types with errors and the mismatches are what a
+/// plugin author needs. Falls back to the report's head when the shape is not recognised.
+fn summarize_instability(report: &RBoxError) -> String {
+    let text = report.to_string();
+    let mut lines = Vec::new();
+    for section in split_sections(&text) {
+        let ty = section
+            .split("Layout of expected type:")
+            .nth(1)
+            .and_then(|rest| rest.lines().find_map(|l| l.trim().strip_prefix("type:")))
+            .unwrap_or("a type");
+        let found = mismatches(section);
+        if !found.is_empty() {
+            lines.push(format!("{ty}: {}", found.join("; ")));
+        }
+    }
+    if lines.is_empty() {
+        return format!("\n{}", condense(&text));
+    }
+    lines.join("; ")
+}
+
+/// The report's sections that start with a non-zero `N error(s)` line.
+fn split_sections(text: &str) -> Vec<&str> {
+    let mut starts: Vec<usize> = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let count = line.split(" error(s)").next().filter(|_| line.contains(" error(s)"));
+        if count.is_some_and(|n| n.trim().parse::<usize>().is_ok_and(|n| n > 0)) {
+            starts.push(offset);
+        }
+        offset += line.len();
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| &text[start..starts.get(i + 1).copied().unwrap_or(text.len())])
+        .collect()
+}
+
+/// The `Error:`/`Expected:`/`Found:` blocks of an abi_stable error, as `what (expected X, found Y)`.
+fn mismatches(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().map(str::trim).peekable();
+    while let Some(line) = lines.next() {
+        let Some(what) = line.strip_prefix("Error:") else { continue };
+        let mut section = "";
+        let (mut expected, mut found) = (Vec::new(), Vec::new());
+        while let Some(next) = lines.peek() {
+            if next.starts_with("Error:") {
+                break;
+            }
+            let next = lines.next().unwrap_or_default();
+            match next {
+                "Expected:" => section = "expected",
+                "Found:" => section = "found",
+                "" => {}
+                value if section == "expected" => expected.push(value),
+                value if section == "found" => found.push(value),
+                _ => {}
+            }
+        }
+        out.push(format!("{what} (expected {}, found {})", expected.join(" "), found.join(" ")));
+    }
+    out
 }
 
 /// The first lines of a long report, without blank lines, ending with a count of what was cut.

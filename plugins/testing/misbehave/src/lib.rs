@@ -1,0 +1,118 @@
+//! Tasks that misbehave on purpose, and tasks that exercise the typed argument decoding.
+//! The host's tests use them to prove that bad tasks cannot take the host down.
+
+use li3g_plugin_api::{plugin, Job, Json};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn panic(message: String) -> String {
+    panic!("{message}")
+}
+
+fn fail(message: String) -> Result<String, String> {
+    Err(message)
+}
+
+fn abort() {
+    std::process::abort()
+}
+
+fn segfault() {
+    // SAFETY: none; this writes through a null pointer on purpose.
+    unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u64>(), 1) }
+}
+
+fn exit(code: i32) {
+    std::process::exit(code)
+}
+
+fn sleep(seconds: f64) -> f64 {
+    std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
+    seconds
+}
+
+/// Allocates and touches `mib` MiB, and never frees it.
+fn leak(mib: usize) -> usize {
+    let mut block = vec![0u8; mib << 20];
+    for page in block.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::mem::forget(block);
+    mib
+}
+
+fn spin() {
+    #[allow(clippy::empty_loop)]
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A process-global counter: 1 on the first call in a fresh process.
+fn counter() -> u64 {
+    COUNTER.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+fn greet(name: String, greeting: Option<String>) -> String {
+    format!("{} {name}", greeting.as_deref().unwrap_or("Hello"))
+}
+
+fn echo(value: Value) -> Value {
+    value
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    count: usize,
+    total: i64,
+}
+
+fn summary(values: Vec<i64>) -> Json<Summary> {
+    Json(Summary { count: values.len(), total: values.iter().sum() })
+}
+
+fn context(job: &Job) -> Value {
+    json!({"task": job.task(), "id": job.id(), "environment": job.environment()})
+}
+
+/// Reports `steps` progress steps, sends each as data, and warns once.
+fn progress(job: &Job, steps: u64) -> u64 {
+    job.warn("starting");
+    for i in 1..=steps {
+        job.progress(i, steps);
+        job.send_data(format!("step {i}"));
+    }
+    steps
+}
+
+fn run() -> &'static str {
+    "Misbehave::run"
+}
+
+plugin! {
+    name: "misbehave",
+    tasks: {
+        "Misbehave::run" => run,
+        "Misbehave::panic"(message) => panic,
+        "Misbehave::fail"(message) => fail,
+        "Misbehave::abort" => abort,
+        "Misbehave::segfault" => segfault,
+        "Misbehave::exit"(code) => exit,
+        "Misbehave::sleep"(seconds) => sleep,
+        "Misbehave::leak"(mib) => leak,
+        "Misbehave::spin" => spin,
+        "Misbehave::counter" => counter,
+        "Misbehave::add"(a, b) => add,
+        "Misbehave::greet"(name, greeting) => greet,
+        "Misbehave::echo"(value) => echo,
+        "Misbehave::summary"(values) => summary,
+        "Misbehave::context" => context,
+        "Misbehave::progress"(steps) => progress,
+    }
+}
