@@ -3,11 +3,13 @@
 //! # Layout
 //! - [`plugins`]: loading `.so` plugins through the stable ABI, the registry of task names, and
 //!   running a task with its job context.
+//! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`job_id`]: random job ids.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
 
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod gearman;
 pub mod job_id;
 pub mod plugins;

@@ -1,0 +1,14 @@
+//! The Gearman protocol: our own blocking implementation.
+//!
+//! - [`packet`]: the binary protocol's codec, bytes to typed packets and back, free of I/O, so
+//!   that the worker, the client and (in a later issue) an embedded job server share it.
+//! - [`admin`]: the text admin protocol's answers (`status`, `workers`, `version`), parsed.
+//!
+//! Why hand-written, and why blocking: li3g's worker processes fork, per job under `--atomic`,
+//! and forking is only safe from a single-threaded process. Every Rust Gearman crate we know
+//! of either sits on an async runtime (which starts threads) or is unmaintained, so li3g
+//! speaks the protocol itself over blocking sockets, one connection per server, multiplexed
+//! with `poll(2)` where a worker serves several servers.
+
+pub mod admin;
+pub mod packet;
