@@ -170,3 +170,134 @@ pub fn run(command: &mut Command) -> Run {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped, so no test leaves one behind.
+pub struct ChildGuard {
+    child: std::process::Child,
+}
+
+impl ChildGuard {
+    /// Spawns `command` under the guard.
+    pub fn spawn(command: &mut Command) -> ChildGuard {
+        ChildGuard { child: command.spawn().expect("spawn a process") }
+    }
+
+    /// Its PID.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to exit, at most `timeout`; returns its status, or `None` on timeout.
+    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Kills it now and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process itself, e.g. to take its stdout.
+    pub fn child(&mut self) -> &mut std::process::Child {
+        &mut self.child
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port no one listens on right now (the kernel picks it; it is free again once returned).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`, at most `timeout`.
+pub fn wait_for_port(port: u16, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
+/// A real gearmand on a free loopback port, killed by PID when dropped.
+pub struct Gearmand {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    process: ChildGuard,
+    _log: tempfile::TempDir,
+}
+
+impl Gearmand {
+    /// Starts gearmand (`--threads=1`, as REFERENCE.md measured fastest on 2 cores) and waits
+    /// until it accepts connections.
+    ///
+    /// # Panics
+    /// When gearmand is not installed (`.ci/run` installs gearman-job-server) or does not start.
+    pub fn start() -> Gearmand {
+        Gearmand::start_on(free_port())
+    }
+
+    /// Starts gearmand on `port` (to restart one on the port it had).
+    pub fn start_on(port: u16) -> Gearmand {
+        let log = tempfile::tempdir().expect("a log directory");
+        let process = ChildGuard::spawn(
+            Command::new("gearmand")
+                .arg("--listen=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .arg("--threads=1")
+                .arg(format!("--log-file={}", log.path().join("gearmand.log").display()))
+                .arg("--verbose=ERROR")
+                .stdin(std::process::Stdio::null()),
+        );
+        assert!(
+            wait_for_port(port, std::time::Duration::from_secs(10)),
+            "gearmand did not start on port {port}"
+        );
+        Gearmand { port, process, _log: log }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Kills it (SIGKILL) and waits until it is gone.
+    pub fn kill(mut self) {
+        self.process.kill();
+    }
+
+    /// The text admin protocol's `status`, as (function, total, running, workers).
+    pub fn status(&self) -> Vec<(String, u64, u64, u64)> {
+        let out = run(Command::new("gearadmin").args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--status"]));
+        out.stdout
+            .lines()
+            .filter(|l| *l != ".")
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                Some((f.first()?.to_string(), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+            })
+            .collect()
+    }
+}

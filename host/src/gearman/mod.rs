@@ -2,6 +2,8 @@
 //!
 //! - [`packet`]: the binary protocol's codec, bytes to typed packets and back, free of I/O, so
 //!   that the worker, the client and (in a later issue) an embedded job server share it.
+//! - [`client`]: submitting jobs and waiting for results, over several servers.
+//! - [`conn`]: one blocking connection to a job server.
 //! - [`admin`]: the text admin protocol's answers (`status`, `workers`, `version`), parsed.
 //!
 //! Why hand-written, and why blocking: li3g's worker processes fork, per job under `--atomic`,
@@ -11,4 +13,6 @@
 //! with `poll(2)` where a worker serves several servers.
 
 pub mod admin;
+pub mod client;
+pub mod conn;
 pub mod packet;
