@@ -5,6 +5,8 @@
 //!   running a task with its job context.
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`job_id`]: random job ids.
+//! - [`workload`]: the job wire format (what a workload means, how results go back).
+//! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
 
 #![deny(missing_docs)]
@@ -13,3 +15,5 @@ pub mod cli;
 pub mod gearman;
 pub mod job_id;
 pub mod plugins;
+pub mod worker;
+pub mod workload;

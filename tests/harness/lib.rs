@@ -161,14 +161,36 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs `command` to completion and captures its output.
+/// How long [`run`] lets a command take before killing it, so a hung peer fails the test
+/// instead of hanging the suite.
+pub const RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `command` to completion (killed after [`RUN_TIMEOUT`]) and captures its output.
+///
+/// # Panics
+/// When the command cannot start or runs past the timeout.
 pub fn run(command: &mut Command) -> Run {
-    let output = command.output().expect("run a command");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = ChildGuard::spawn(command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()));
+    let mut stdout = child.child().stdout.take().expect("piped stdout");
+    let mut stderr = child.child().stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stdout.read_to_end(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let status = child.wait_timeout(RUN_TIMEOUT);
+    child.kill();
+    let (stdout, stderr) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    let status = status.unwrap_or_else(|| panic!("{command:?} ran past {RUN_TIMEOUT:?}; stderr: {stderr}"));
+    Run { code: status.code(), stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr }
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped, so no test leaves one behind.

@@ -5,3 +5,4 @@ mod cli;
 mod dispatch;
 mod gearman_client;
 mod loading;
+mod worker;

@@ -5,6 +5,8 @@
 
 mod exec;
 mod plugins;
+mod run;
+mod work;
 
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
@@ -29,6 +31,28 @@ enum Command {
     /// not JSON is taken as a string. Partial data goes to stdout as it arrives, progress and
     /// warnings to stderr. Exits 1 when the task fails.
     Exec(exec::ExecArgs),
+    /// Submit a job to the job servers: queue it (default) or, with --sync, wait and print the result.
+    Run(run::RunArgs),
+    /// Run one worker in the foreground (for supervisor or systemd); SIGTERM stops it after the job in hand.
+    Work(work::WorkArgs),
+}
+
+/// Which job servers to talk to.
+#[derive(Debug, Clone, Args)]
+pub struct Servers {
+    /// Job servers, `host[:port]` separated by commas (port 4730 by default).
+    #[arg(long, env = "LI3G_SERVERS", value_name = "LIST", default_value = "127.0.0.1:4730")]
+    servers: String,
+}
+
+impl Servers {
+    fn list(&self) -> anyhow::Result<Vec<crate::gearman::conn::ServerAddr>> {
+        self.servers
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse().map_err(|e: String| anyhow::anyhow!("--servers: {e}")))
+            .collect()
+    }
 }
 
 /// Where plugins are loaded from.
@@ -62,6 +86,8 @@ where
     let result = match cli.command {
         Command::Plugins(dir) => plugins::run(&dir),
         Command::Exec(args) => exec::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Work(args) => work::run(&args),
     };
     match result {
         Ok(code) => code,

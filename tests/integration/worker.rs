@@ -1,0 +1,183 @@
+//! The li3g worker (`li3g-host work`) against a real gearmand, with the `gearman` CLI and
+//! li3g's own client as clients.
+
+use li3g_host::gearman::client::{Client, ClientError, JobEvent, Submit};
+use li3g_host::gearman::conn::ServerAddr;
+use li3g_host::workload::COMPAT_FUNCTION;
+use li3g_tests::{host, run, ChildGuard, Gearmand, PluginDir};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn addr(port: u16) -> ServerAddr {
+    ServerAddr { host: "127.0.0.1".into(), port }
+}
+
+/// Waits until every gearmand in `servers` lists `function` with `workers` workers.
+fn wait_for_workers(servers: &[&Gearmand], function: &str, workers: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if servers.iter().all(|g| g.status().iter().any(|(f, _, _, w)| f == function && *w == workers)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{function} never had {workers} workers on every server");
+}
+
+fn start_worker(servers: &[&Gearmand], dir: &PluginDir) -> ChildGuard {
+    let list: Vec<String> = servers.iter().map(|g| g.addr()).collect();
+    let mut command = host();
+    command
+        .args(["work", "--servers", &list.join(",")])
+        .arg("--plugins")
+        .arg(dir.path())
+        .env("LI3G_ENVIRONMENT", "staging")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let worker = ChildGuard::spawn(&mut command);
+    wait_for_workers(servers, "Hello::say", 1);
+    worker
+}
+
+fn job(function: &str, workload: &[u8]) -> Submit {
+    Submit { function: function.into(), workload: workload.to_vec(), ..Submit::default() }
+}
+
+fn sync(client: &mut Client, function: &str, workload: &[u8]) -> Result<Vec<u8>, ClientError> {
+    client.submit_sync(&job(function, workload), Some(Duration::from_secs(20)), &mut |_| {}).map(|(_, r)| r)
+}
+
+#[test]
+fn the_gearman_cli_gets_hello_mariano() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let _worker = start_worker(&[&gearmand], &dir);
+    let out = run(Command::new("gearman").args(["-h", "127.0.0.1", "-p", &gearmand.port.to_string(), "-f", "Hello::say", "Mariano"]));
+    assert_eq!(out.stdout.trim_end(), "Hello Mariano", "{}", out.stderr);
+    // A class alone means its run method; `[]` is an empty argument list.
+    let out = run(Command::new("gearman").args(["-h", "127.0.0.1", "-p", &gearmand.port.to_string(), "-f", "Hello", "[]"]));
+    assert_eq!(out.stdout.trim_end(), "I am Hello::run", "{}", out.stderr);
+}
+
+#[test]
+fn li3g_host_run_sync_prints_the_result_and_background_queues() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let _worker = start_worker(&[&gearmand], &dir);
+    let out = run(host().args(["run", "Hello::say", "Mariano", "--sync", "--servers", &gearmand.addr()]));
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Hello Mariano\n"), "{}", out.stderr);
+    let out = run(host().args(["run", "Hello::say", "later", "--servers", &gearmand.addr()]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.starts_with("queued job ") && out.stdout.contains(" as H:"), "{}", out.stdout);
+}
+
+#[test]
+fn results_exceptions_progress_data_and_context() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "misbehave"]);
+    let _worker = start_worker(&[&gearmand], &dir);
+    let mut client = Client::new(vec![addr(gearmand.port)]);
+    assert_eq!(sync(&mut client, "Misbehave::add", b"[40, 2]").unwrap(), b"42");
+    match sync(&mut client, "Misbehave::fail", b"disk full") {
+        Err(ClientError::Exception(message)) => assert_eq!(message, "disk full"),
+        other => panic!("{other:?}"),
+    }
+    match sync(&mut client, "Misbehave::panic", b"boom") {
+        Err(ClientError::Exception(message)) => {
+            assert!(message.starts_with("task Misbehave::panic panicked at "), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    match sync(&mut client, "Misbehave::add", b"[1, \"two\"]") {
+        Err(ClientError::Exception(message)) => assert!(message.contains("argument 2 (b: i64)"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let mut events = Vec::new();
+    let (_, result) = client
+        .submit_sync(&job("Misbehave::progress", b"[2]"), Some(Duration::from_secs(20)), &mut |e: JobEvent<'_>| {
+            events.push(match e {
+                JobEvent::Status(n, d) => format!("status {n}/{d}"),
+                JobEvent::Data(d) => format!("data {}", String::from_utf8_lossy(d)),
+                JobEvent::Warning(d) => format!("warning {}", String::from_utf8_lossy(d)),
+            })
+        })
+        .unwrap();
+    assert_eq!(result, b"2");
+    assert_eq!(events, ["warning starting", "status 1/2", "data step 1", "status 2/2", "data step 2"]);
+    let context = sync(&mut client, "Misbehave::context", br#"{"args":[],"id":"job-7"}"#).unwrap();
+    let context: serde_json::Value = serde_json::from_slice(&context).unwrap();
+    assert_eq!(context, serde_json::json!({"task": "Misbehave::context", "id": "job-7", "environment": "staging"}));
+    // The worker went through all of that and still serves.
+    assert_eq!(sync(&mut client, "Hello::say", b"still here").unwrap(), b"Hello still here");
+}
+
+#[test]
+fn the_li3_gearman_envelope_works_and_a_malformed_one_is_an_exception() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let _worker = start_worker(&[&gearmand], &dir);
+    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let php = br#"{"id":"5a1f","args":["Mariano"],"env":"production","configName":"default","task":"\\Hello::say","background":false,"retry":0,"retries":3}"#;
+    assert_eq!(sync(&mut client, COMPAT_FUNCTION, php).unwrap(), b"Hello Mariano");
+    match sync(&mut client, COMPAT_FUNCTION, b"not json") {
+        Err(ClientError::Exception(message)) => assert!(message.starts_with("malformed li3_gearman workload"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    match sync(&mut client, COMPAT_FUNCTION, br#"{"task":"\\app\\Nope","args":[]}"#) {
+        Err(ClientError::Exception(message)) => assert!(message.starts_with("unknown task app\\Nope::run"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sync(&mut client, "Hello::say", b"after").unwrap(), b"Hello after");
+}
+
+#[test]
+fn the_worker_re_registers_after_gearmand_restarts() {
+    let gearmand = Gearmand::start();
+    let port = gearmand.port;
+    let dir = PluginDir::with(&["hello"]);
+    let _worker = start_worker(&[&gearmand], &dir);
+    gearmand.kill();
+    let gearmand = Gearmand::start_on(port);
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    let mut client = Client::new(vec![addr(port)]);
+    assert_eq!(sync(&mut client, "Hello::say", b"again").unwrap(), b"Hello again");
+}
+
+#[test]
+fn two_servers_one_killed_the_other_still_serves() {
+    let (a, b) = (Gearmand::start(), Gearmand::start());
+    let dir = PluginDir::with(&["hello"]);
+    let _worker = start_worker(&[&a, &b], &dir);
+    let mut client_b = Client::new(vec![addr(b.port)]);
+    assert_eq!(sync(&mut client_b, "Hello::say", b"b").unwrap(), b"Hello b");
+    let mut client_a = Client::new(vec![addr(a.port)]);
+    assert_eq!(sync(&mut client_a, "Hello::say", b"a").unwrap(), b"Hello a");
+    let dead = a.port;
+    a.kill();
+    // A client of both servers fails over to the live one, and the worker serves it there.
+    let mut client = Client::new(vec![addr(dead), addr(b.port)]);
+    assert_eq!(sync(&mut client, "Hello::say", b"survivor").unwrap(), b"Hello survivor");
+}
+
+#[test]
+fn ping_is_answered_and_set_client_id_shows_in_gearadmin() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let worker = start_worker(&[&gearmand], &dir);
+    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let pong = sync(&mut client, "li3g::ping", b"").unwrap();
+    assert!(String::from_utf8_lossy(&pong).ends_with(&format!(":{}", worker.id())), "{}", String::from_utf8_lossy(&pong));
+    let out = run(Command::new("gearadmin").args(["-h", "127.0.0.1", "-p", &gearmand.port.to_string(), "--workers"]));
+    assert!(out.stdout.contains(&format!(":{} : ", worker.id())), "{}", out.stdout);
+}
+
+#[test]
+fn sigterm_stops_the_worker() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let mut worker = start_worker(&[&gearmand], &dir);
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let status = worker.wait_timeout(Duration::from_secs(10)).expect("the worker exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
