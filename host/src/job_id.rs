@@ -2,7 +2,7 @@
 //! processes do not collide without any coordination.
 
 /// A new random job id.
-pub fn new() -> String {
+pub fn generate() -> String {
     let mut bytes = [0u8; 16];
     // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
@@ -22,7 +22,7 @@ pub fn new() -> String {
 mod tests {
     #[test]
     fn ids_are_32_hex_digits_and_differ() {
-        let (a, b) = (super::new(), super::new());
+        let (a, b) = (super::generate(), super::generate());
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);

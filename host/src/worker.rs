@@ -209,7 +209,7 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
             Err(err) => Err(err.to_string()),
             Ok(decoded) => {
                 let info = JobInfo {
-                    id: decoded.id.unwrap_or_else(crate::job_id::new),
+                    id: decoded.id.unwrap_or_else(crate::job_id::generate),
                     environment: decoded.env.unwrap_or_else(|| config.environment.clone()),
                 };
                 let mut reporter = Reporter { conn, handle: &handle, failed: None };

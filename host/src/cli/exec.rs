@@ -56,7 +56,7 @@ pub(super) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
         eprintln!("li3g-host: warning: skipped {rejected}");
     }
     let info = JobInfo {
-        id: args.id.clone().unwrap_or_else(crate::job_id::new),
+        id: args.id.clone().unwrap_or_else(crate::job_id::generate),
         environment: args.environment.clone(),
     };
     let json = parse_args(&args.args).to_string();

@@ -48,7 +48,7 @@ pub(super) struct RunArgs {
 }
 
 pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let id = args.id.clone().unwrap_or_else(crate::job_id::new);
+    let id = args.id.clone().unwrap_or_else(crate::job_id::generate);
     let workload = crate::workload::encode(&parse_args(&args.args), &id, args.environment.as_deref());
     let job = Submit {
         function: canonical_task_name(&args.task).into_bytes(),

@@ -290,6 +290,6 @@ fn server_error(code: Vec<u8>, message: Vec<u8>) -> ClientError {
 }
 
 fn random_index(n: usize) -> usize {
-    let id = crate::job_id::new();
+    let id = crate::job_id::generate();
     usize::from_str_radix(&id[..8], 16).unwrap_or(0) % n
 }
