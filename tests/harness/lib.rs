@@ -323,3 +323,18 @@ impl Gearmand {
             .collect()
     }
 }
+
+/// Waits until every gearmand in `servers` lists `function` with `workers` workers.
+///
+/// # Panics
+/// After 15 s without that.
+pub fn wait_for_workers(servers: &[&Gearmand], function: &str, workers: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if servers.iter().all(|g| g.status().iter().any(|(f, _, _, w)| f == function && *w == workers)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{function} never had {workers} workers on every server");
+}

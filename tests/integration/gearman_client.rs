@@ -4,24 +4,12 @@
 use li3g_host::gearman::client::{Client, ClientError, JobEvent, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_host::gearman::packet::Priority;
-use li3g_tests::{free_port, ChildGuard, Gearmand};
+use li3g_tests::{free_port, wait_for_workers, ChildGuard, Gearmand};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn addr(port: u16) -> ServerAddr {
     ServerAddr { host: "127.0.0.1".into(), port }
-}
-
-/// Waits until gearmand reports `workers` workers for `function`.
-fn wait_for_workers(gearmand: &Gearmand, function: &str, workers: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if gearmand.status().iter().any(|(f, _, _, w)| f == function && *w == workers) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{function} never had {workers} workers: {:?}", gearmand.status());
 }
 
 /// `gearman -w -f FUNCTION -- CMD...`: the gearman-tools worker, forking CMD per job.
@@ -45,7 +33,7 @@ fn job(function: &str, workload: &[u8]) -> Submit {
 fn a_synchronous_job_returns_the_workers_result() {
     let gearmand = Gearmand::start();
     let _worker = cli_worker(&gearmand, "upper", &[], &["tr", "a-z", "A-Z"]);
-    wait_for_workers(&gearmand, "upper", 1);
+    wait_for_workers(&[&gearmand], "upper", 1);
     let mut client = Client::new(vec![addr(gearmand.port)]);
     let (_, result) = client.submit_sync(&job("upper", b"hello"), Some(Duration::from_secs(10)), &mut |_| {}).unwrap();
     assert_eq!(result, b"HELLO");
@@ -84,7 +72,7 @@ fn background_jobs_run_high_before_normal_before_low() {
 fn a_failing_job_is_an_error_and_a_timeout_is_reported() {
     let gearmand = Gearmand::start();
     let _worker = cli_worker(&gearmand, "fail", &[], &["false"]);
-    wait_for_workers(&gearmand, "fail", 1);
+    wait_for_workers(&[&gearmand], "fail", 1);
     let mut client = Client::new(vec![addr(gearmand.port)]);
     let err = client.submit_sync(&job("fail", b""), Some(Duration::from_secs(10)), &mut |_| {}).unwrap_err();
     assert!(matches!(err, ClientError::Failed), "{err:?}");
@@ -125,7 +113,7 @@ fn echo_and_partial_data_events() {
     // gearman -w without a command sends no partial data; events are covered with li3g's own
     // worker. Here: a job without events gets none.
     let _worker = cli_worker(&gearmand, "cat", &[], &["cat"]);
-    wait_for_workers(&gearmand, "cat", 1);
+    wait_for_workers(&[&gearmand], "cat", 1);
     let mut events = Vec::new();
     let (_, result) = client
         .submit_sync(&job("cat", b"a\0b"), Some(Duration::from_secs(10)), &mut |e: JobEvent<'_>| {

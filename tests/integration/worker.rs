@@ -4,24 +4,12 @@
 use li3g_host::gearman::client::{Client, ClientError, JobEvent, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_host::workload::COMPAT_FUNCTION;
-use li3g_tests::{host, run, ChildGuard, Gearmand, PluginDir};
+use li3g_tests::{host, run, wait_for_workers, ChildGuard, Gearmand, PluginDir};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn addr(port: u16) -> ServerAddr {
     ServerAddr { host: "127.0.0.1".into(), port }
-}
-
-/// Waits until every gearmand in `servers` lists `function` with `workers` workers.
-fn wait_for_workers(servers: &[&Gearmand], function: &str, workers: u64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if servers.iter().all(|g| g.status().iter().any(|(f, _, _, w)| f == function && *w == workers)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{function} never had {workers} workers on every server");
 }
 
 fn start_worker(servers: &[&Gearmand], dir: &PluginDir) -> ChildGuard {

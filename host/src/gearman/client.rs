@@ -150,6 +150,15 @@ impl Client {
         }
     }
 
+    /// Sends one request and reads its answer, failing over while no server answers.
+    fn request(&mut self, packet: &Packet) -> Result<Packet, ClientError> {
+        self.with_failover(|conn| {
+            conn.set_read_timeout(None)?;
+            conn.write_packet(packet)?;
+            conn.read_packet()
+        })
+    }
+
     fn submit(&mut self, job: &Submit, background: bool) -> Result<Vec<u8>, ClientError> {
         let packet = Packet::SubmitJob {
             priority: job.priority,
@@ -158,12 +167,7 @@ impl Client {
             unique: job.unique.clone(),
             workload: job.workload.clone(),
         };
-        let answer = self.with_failover(|conn| {
-            conn.set_read_timeout(None)?;
-            conn.write_packet(&packet)?;
-            conn.read_packet()
-        })?;
-        match answer {
+        match self.request(&packet)? {
             Packet::JobCreated { handle } => Ok(handle),
             Packet::Error { code, message } => Err(server_error(code, message)),
             other => Err(ClientError::Unexpected(format!("{:?} to a submission", other.kind()))),
@@ -250,13 +254,7 @@ impl Client {
     /// [`ClientError`] when no server answers. The handle is only known to the server that
     /// created it: ask a client connected to that one.
     pub fn status(&mut self, handle: &[u8]) -> Result<JobStatus, ClientError> {
-        let request = Packet::GetStatus { handle: handle.to_vec() };
-        let answer = self.with_failover(|conn| {
-            conn.set_read_timeout(None)?;
-            conn.write_packet(&request)?;
-            conn.read_packet()
-        })?;
-        match answer {
+        match self.request(&Packet::GetStatus { handle: handle.to_vec() })? {
             Packet::StatusRes { known, running, numerator, denominator, .. } => {
                 Ok(JobStatus { known, running, numerator, denominator })
             }
@@ -270,12 +268,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`] when no server answers, or answers something else.
     pub fn echo(&mut self, data: &[u8]) -> Result<(), ClientError> {
-        let request = Packet::EchoReq { data: data.to_vec() };
-        match self.with_failover(|conn| {
-            conn.set_read_timeout(None)?;
-            conn.write_packet(&request)?;
-            conn.read_packet()
-        })? {
+        match self.request(&Packet::EchoReq { data: data.to_vec() })? {
             Packet::EchoRes { data: echoed } if echoed == data => Ok(()),
             other => Err(ClientError::Unexpected(format!("{:?} to ECHO_REQ", other.kind()))),
         }
