@@ -17,7 +17,7 @@
 
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::Packet;
-use crate::plugins::{canonical_task_name, JobEvents, JobInfo, Registry};
+use crate::plugins::{JobEvents, JobInfo, Registry};
 use crate::workload::{self, COMPAT_FUNCTION};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -213,8 +213,7 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                     environment: decoded.env.unwrap_or_else(|| config.environment.clone()),
                 };
                 let mut reporter = Reporter { conn, handle: &handle, failed: None };
-                let task = canonical_task_name(&decoded.task);
-                let outcome = registry.dispatch(&task, &decoded.args.to_string(), &info, &mut reporter);
+                let outcome = registry.dispatch(&decoded.task, &decoded.args.to_string(), &info, &mut reporter);
                 if let Some(err) = reporter.failed {
                     return Err(err);
                 }
@@ -244,17 +243,25 @@ fn sleep(servers: &mut [Server], log: &dyn Fn(String)) {
     }
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut which: Vec<usize> = Vec::new();
+    let mut buffered = false;
     for (i, server) in servers.iter().enumerate() {
         if let (Some(conn), true) = (&server.conn, server.asleep) {
-            fds.push(libc::pollfd { fd: conn.stream().as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            // A packet read along with an earlier one sits in our buffer, where poll cannot
+            // see it: such a connection is ready now.
+            let ready = conn.has_buffered_packet();
+            buffered |= ready;
+            let revents = if ready { libc::POLLIN } else { 0 };
+            fds.push(libc::pollfd { fd: conn.stream().as_raw_fd(), events: libc::POLLIN, revents });
             which.push(i);
         }
     }
-    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that outlives the call.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-    if ready <= 0 {
-        return; // timeout, or EINTR from a signal: the caller looks at its stop flag
+    if !buffered {
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that outlives the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if ready <= 0 {
+            return; // timeout, or EINTR from a signal: the caller looks at its stop flag
+        }
     }
     for (fd, &i) in fds.iter().zip(&which) {
         if fd.revents == 0 {

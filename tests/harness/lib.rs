@@ -310,17 +310,11 @@ impl Gearmand {
         self.process.kill();
     }
 
-    /// The text admin protocol's `status`, as (function, total, running, workers).
-    pub fn status(&self) -> Vec<(String, u64, u64, u64)> {
+    /// The text admin protocol's `status`, asked with gearadmin (a peer) and read with li3g's parser.
+    pub fn status(&self) -> Vec<li3g_host::gearman::admin::FunctionStatus> {
         let out = run(Command::new("gearadmin").args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--status"]));
-        out.stdout
-            .lines()
-            .filter(|l| *l != ".")
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                Some((f.first()?.to_string(), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
-            })
-            .collect()
+        let lines = out.stdout.lines().take_while(|l| !li3g_host::gearman::admin::is_end(l));
+        li3g_host::gearman::admin::parse_status(lines).expect("gearadmin --status answers status lines")
     }
 }
 
@@ -331,7 +325,7 @@ impl Gearmand {
 pub fn wait_for_workers(servers: &[&Gearmand], function: &str, workers: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while std::time::Instant::now() < deadline {
-        if servers.iter().all(|g| g.status().iter().any(|(f, _, _, w)| f == function && *w == workers)) {
+        if servers.iter().all(|g| g.status().iter().any(|s| s.function == function && s.workers == workers)) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

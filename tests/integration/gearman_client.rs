@@ -47,7 +47,7 @@ fn a_background_job_returns_a_handle_the_server_knows() {
     assert!(handle.starts_with(b"H:"), "{}", String::from_utf8_lossy(&handle));
     let status = client.status(&handle).unwrap();
     assert!(status.known && !status.running, "{status:?}");
-    assert_eq!(gearmand.status().iter().find(|s| s.0 == "nobody_serves_this").map(|s| s.1), Some(1));
+    assert_eq!(gearmand.status().iter().find(|s| s.function == "nobody_serves_this").map(|s| s.total), Some(1));
     let unknown = client.status(b"H:nowhere:1").unwrap();
     assert!(!unknown.known);
 }
@@ -92,7 +92,7 @@ fn the_client_fails_over_to_a_live_server() {
         let mut client = Client::new(vec![addr(dead), addr(gearmand.port)]);
         client.submit_background(&job("failover", b"x")).unwrap();
     }
-    assert_eq!(gearmand.status().iter().find(|s| s.0 == "failover").map(|s| s.1), Some(8));
+    assert_eq!(gearmand.status().iter().find(|s| s.function == "failover").map(|s| s.total), Some(8));
 }
 
 #[test]

@@ -35,6 +35,14 @@ fn sync(client: &mut Client, function: &str, workload: &[u8]) -> Result<Vec<u8>,
     client.submit_sync(&job(function, workload), Some(Duration::from_secs(20)), &mut |_| {}).map(|(_, r)| r)
 }
 
+/// Runs a job that must fail with an exception; returns its message.
+fn exception(client: &mut Client, function: &str, workload: &[u8]) -> String {
+    match sync(client, function, workload) {
+        Err(ClientError::Exception(message)) => message,
+        other => panic!("{function}: expected an exception, got {other:?}"),
+    }
+}
+
 #[test]
 fn the_gearman_cli_gets_hello_mariano() {
     let gearmand = Gearmand::start();
@@ -66,20 +74,12 @@ fn results_exceptions_progress_data_and_context() {
     let _worker = start_worker(&[&gearmand], &dir);
     let mut client = Client::new(vec![addr(gearmand.port)]);
     assert_eq!(sync(&mut client, "Misbehave::add", b"[40, 2]").unwrap(), b"42");
-    match sync(&mut client, "Misbehave::fail", b"disk full") {
-        Err(ClientError::Exception(message)) => assert_eq!(message, "disk full"),
-        other => panic!("{other:?}"),
-    }
-    match sync(&mut client, "Misbehave::panic", b"boom") {
-        Err(ClientError::Exception(message)) => {
-            assert!(message.starts_with("task Misbehave::panic panicked at "), "{message}")
-        }
-        other => panic!("{other:?}"),
-    }
-    match sync(&mut client, "Misbehave::add", b"[1, \"two\"]") {
-        Err(ClientError::Exception(message)) => assert!(message.contains("argument 2 (b: i64)"), "{message}"),
-        other => panic!("{other:?}"),
-    }
+    let message = exception(&mut client, "Misbehave::fail", b"disk full");
+    assert_eq!(message, "disk full");
+    let message = exception(&mut client, "Misbehave::panic", b"boom");
+    assert!(message.starts_with("task Misbehave::panic panicked at "), "{message}");
+    let message = exception(&mut client, "Misbehave::add", b"[1, \"two\"]");
+    assert!(message.contains("argument 2 (b: i64)"), "{message}");
     let mut events = Vec::new();
     let (_, result) = client
         .submit_sync(&job("Misbehave::progress", b"[2]"), Some(Duration::from_secs(20)), &mut |e: JobEvent<'_>| {
@@ -107,14 +107,10 @@ fn the_li3_gearman_envelope_works_and_a_malformed_one_is_an_exception() {
     let mut client = Client::new(vec![addr(gearmand.port)]);
     let php = br#"{"id":"5a1f","args":["Mariano"],"env":"production","configName":"default","task":"\\Hello::say","background":false,"retry":0,"retries":3}"#;
     assert_eq!(sync(&mut client, COMPAT_FUNCTION, php).unwrap(), b"Hello Mariano");
-    match sync(&mut client, COMPAT_FUNCTION, b"not json") {
-        Err(ClientError::Exception(message)) => assert!(message.starts_with("malformed li3_gearman workload"), "{message}"),
-        other => panic!("{other:?}"),
-    }
-    match sync(&mut client, COMPAT_FUNCTION, br#"{"task":"\\app\\Nope","args":[]}"#) {
-        Err(ClientError::Exception(message)) => assert!(message.starts_with("unknown task app\\Nope::run"), "{message}"),
-        other => panic!("{other:?}"),
-    }
+    let message = exception(&mut client, COMPAT_FUNCTION, b"not json");
+    assert!(message.starts_with("malformed li3_gearman workload"), "{message}");
+    let message = exception(&mut client, COMPAT_FUNCTION, br#"{"task":"\\app\\Nope","args":[]}"#);
+    assert!(message.starts_with("unknown task app\\Nope::run"), "{message}");
     assert_eq!(sync(&mut client, "Hello::say", b"after").unwrap(), b"Hello after");
 }
 

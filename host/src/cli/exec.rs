@@ -1,10 +1,9 @@
 //! `li3g-host exec TASK [ARG...]`: run one task in this process, without a job server.
 
-use super::PluginDir;
-use crate::plugins::{JobEvents, JobInfo, Registry};
+use super::{print_result, Console, PluginDir};
+use crate::plugins::JobInfo;
 use clap::Args;
 use serde_json::Value;
-use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -33,28 +32,8 @@ pub fn parse_args(args: &[String]) -> Value {
     )
 }
 
-/// Partial data to stdout as it comes, progress and warnings to stderr.
-struct Console;
-
-impl JobEvents for Console {
-    fn status(&mut self, numerator: u64, denominator: u64) {
-        eprintln!("progress: {numerator}/{denominator}");
-    }
-    fn data(&mut self, data: &[u8]) {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(data).and_then(|()| out.flush());
-    }
-    fn warning(&mut self, data: &[u8]) {
-        eprintln!("warning: {}", String::from_utf8_lossy(data));
-    }
-}
-
 pub(super) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
-    let dir = args.dir.resolve()?;
-    let registry = Registry::scan(&dir)?;
-    for rejected in registry.rejected() {
-        eprintln!("li3g-host: warning: skipped {rejected}");
-    }
+    let registry = args.dir.load()?;
     let info = JobInfo {
         id: args.id.clone().unwrap_or_else(crate::job_id::generate),
         environment: args.environment.clone(),
@@ -62,9 +41,7 @@ pub(super) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let json = parse_args(&args.args).to_string();
     match registry.dispatch(&args.task, &json, &info, &mut Console) {
         Ok(output) => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(output.as_bytes())?;
-            out.write_all(b"\n")?;
+            print_result(output.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {

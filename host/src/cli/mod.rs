@@ -64,7 +64,42 @@ pub struct PluginDir {
     plugins: Option<PathBuf>,
 }
 
+/// Prints a task's reports as they come: partial data to stdout, progress and warnings to
+/// stderr. Used by `exec` (local) and `run --sync` (remote), so both look the same.
+pub(crate) struct Console;
+
+impl crate::plugins::JobEvents for Console {
+    fn status(&mut self, numerator: u64, denominator: u64) {
+        eprintln!("progress: {numerator}/{denominator}");
+    }
+    fn data(&mut self, data: &[u8]) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(data).and_then(|()| out.flush());
+    }
+    fn warning(&mut self, data: &[u8]) {
+        eprintln!("warning: {}", String::from_utf8_lossy(data));
+    }
+}
+
+/// Prints a result on stdout, followed by a newline.
+fn print_result(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.write_all(b"\n")
+}
+
 impl PluginDir {
+    /// Loads the plugins, warning on stderr about every file that was skipped.
+    fn load(&self) -> anyhow::Result<crate::plugins::Registry> {
+        let registry = crate::plugins::Registry::scan(&self.resolve()?)?;
+        for rejected in registry.rejected() {
+            eprintln!("li3g-host: warning: skipped {rejected}");
+        }
+        Ok(registry)
+    }
+
     /// The directory given, or the executable's own.
     fn resolve(&self) -> anyhow::Result<PathBuf> {
         if let Some(dir) = &self.plugins {

@@ -2,12 +2,11 @@
 //! default, as in li3_gearman) or synchronously with `--sync`.
 
 use super::exec::parse_args;
-use super::Servers;
+use super::{print_result, Console, Servers};
 use crate::gearman::client::{Client, JobEvent, Submit};
 use crate::gearman::packet::Priority;
-use crate::plugins::canonical_task_name;
+use crate::plugins::{canonical_task_name, JobEvents};
 use clap::{Args, ValueEnum};
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -68,18 +67,13 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let timeout = args.timeout.map(Duration::from_secs_f64);
     let mut on_event = |event: JobEvent<'_>| match event {
-        JobEvent::Status(n, d) => eprintln!("progress: {n}/{d}"),
-        JobEvent::Data(data) => {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(data).and_then(|()| out.flush());
-        }
-        JobEvent::Warning(data) => eprintln!("warning: {}", String::from_utf8_lossy(data)),
+        JobEvent::Status(n, d) => Console.status(n, d),
+        JobEvent::Data(data) => Console.data(data),
+        JobEvent::Warning(data) => Console.warning(data),
     };
     match client.submit_sync(&job, timeout, &mut on_event) {
         Ok((_, result)) => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&result)?;
-            out.write_all(b"\n")?;
+            print_result(&result)?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {

@@ -1,7 +1,6 @@
 //! `li3g-host work`: one worker in the foreground, for supervisor or systemd.
 
 use super::{PluginDir, Servers};
-use crate::plugins::Registry;
 use crate::worker::{self, WorkerConfig};
 use clap::Args;
 use std::process::ExitCode;
@@ -45,10 +44,7 @@ fn install_stop_handlers() {
 }
 
 pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
-    let registry = Registry::scan(&args.dir.resolve()?)?;
-    for rejected in registry.rejected() {
-        eprintln!("li3g-host: warning: skipped {rejected}");
-    }
+    let registry = args.dir.load()?;
     install_stop_handlers();
     let host = hostname();
     let config = WorkerConfig {

@@ -40,15 +40,17 @@ pub fn is_end(line: &str) -> bool {
     line.trim_end_matches(['\r', '\n']) == "."
 }
 
+/// The answer's lines without line ends, blank lines dropped.
+fn answer_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> impl Iterator<Item = &'a str> {
+    lines.into_iter().map(|line| line.trim_end_matches(['\r', '\n'])).filter(|line| !line.is_empty())
+}
+
 /// Parses the lines of a `status` answer (without the final `.`).
 ///
 /// # Errors
 /// [`Malformed`] naming the first line that is not `function TAB total TAB running TAB workers`.
 pub fn parse_status<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Vec<FunctionStatus>, Malformed> {
-    lines
-        .into_iter()
-        .map(|line| line.trim_end_matches(['\r', '\n']))
-        .filter(|line| !line.is_empty())
+    answer_lines(lines)
         .map(|line| {
             let bad = || Malformed(line.to_string());
             let mut parts = line.split('\t');
@@ -64,10 +66,7 @@ pub fn parse_status<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Vec<
 /// # Errors
 /// [`Malformed`] naming the first line that is not `FD IP CLIENT-ID : FUNCTION...`.
 pub fn parse_workers<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Vec<WorkerStatus>, Malformed> {
-    lines
-        .into_iter()
-        .map(|line| line.trim_end_matches(['\r', '\n']))
-        .filter(|line| !line.is_empty())
+    answer_lines(lines)
         .map(|line| {
             let bad = || Malformed(line.to_string());
             // Function names contain `::` and IPv6 addresses `:`: the separator is a lone `:`.

@@ -112,7 +112,7 @@ impl Client {
     fn with_failover<T>(&mut self, mut request: impl FnMut(&mut Conn) -> Result<T, ConnError>) -> Result<T, ClientError> {
         let mut errors = Vec::new();
         for _ in 0..self.servers.len().max(1) {
-            let conn = match self.conn.take() {
+            let mut conn = match self.conn.take() {
                 Some(conn) => conn,
                 None => match self.connect_next() {
                     Ok(conn) => conn,
@@ -123,7 +123,6 @@ impl Client {
                     Err(None) => break,
                 },
             };
-            let mut conn = conn;
             match request(&mut conn) {
                 Ok(value) => {
                     self.conn = Some(conn);

@@ -215,7 +215,12 @@ impl Registry {
 
     /// The declaration of the task a job name dispatches to (see [`canonical_task_name`]).
     pub fn task(&self, job_name: &str) -> Option<&TaskDecl> {
-        let slot = self.tasks.get(&canonical_task_name(job_name))?;
+        self.lookup(&canonical_task_name(job_name))
+    }
+
+    /// The declaration of the task named exactly `name` (already canonical).
+    fn lookup(&self, name: &str) -> Option<&TaskDecl> {
+        let slot = self.tasks.get(name)?;
         Some(&self.plugins[slot.plugin].tasks[slot.task])
     }
 
@@ -232,7 +237,7 @@ impl Registry {
         events: &mut dyn JobEvents,
     ) -> Result<TaskOutput, DispatchError> {
         let name = canonical_task_name(job_name);
-        let decl = self.task(&name).ok_or_else(|| DispatchError::UnknownTask {
+        let decl = self.lookup(&name).ok_or_else(|| DispatchError::UnknownTask {
             name: name.clone(),
             known: self.task_names(),
         })?;
