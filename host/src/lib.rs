@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`plugins`]: loading `.so` plugins through the stable ABI, the registry of task names, and
 //!   running a task with its job context.
+//! - [`config`]: the TOML configuration file (named configurations, environments).
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`job_id`]: random job ids.
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
@@ -12,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod gearman;
 pub mod job_id;
 pub mod plugins;

@@ -17,7 +17,7 @@
 
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::Packet;
-use crate::plugins::{JobEvents, JobInfo, Registry};
+use crate::plugins::{canonical_task_name, JobEvents, JobInfo, Registry};
 use crate::workload::{self, COMPAT_FUNCTION};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -34,6 +34,9 @@ pub struct WorkerConfig {
     pub environment: String,
     /// `SET_CLIENT_ID`, shown by `gearadmin --workers` (`host:pid` by default).
     pub client_id: String,
+    /// Per-task timeouts, registered with `CAN_DO_TIMEOUT` (the server then gives the job to
+    /// another worker when one runs past it; killing the runaway is `--atomic`'s job).
+    pub timeouts: std::collections::BTreeMap<String, Duration>,
     /// Stop after this many jobs (`None`: never).
     pub max_jobs: Option<u64>,
     /// Print what happens to stderr.
@@ -83,7 +86,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
                 return stats;
             }
             if server.conn.is_none() && Instant::now() >= server.retry_at {
-                match register(&server.addr, &functions, &config.client_id) {
+                match register(&server.addr, &functions, config) {
                     Ok(conn) => {
                         log(format!("Connected to {} and registered {} functions", server.addr, functions.len()));
                         server.conn = Some(conn);
@@ -138,13 +141,23 @@ fn functions(registry: &Registry) -> Vec<String> {
     names
 }
 
-fn register(addr: &ServerAddr, functions: &[String], client_id: &str) -> Result<Conn, ConnError> {
+fn register(addr: &ServerAddr, functions: &[String], config: &WorkerConfig) -> Result<Conn, ConnError> {
     let mut conn = Conn::connect(addr, Duration::from_secs(5))?;
-    conn.write_packet(&Packet::SetClientId { id: client_id.as_bytes().to_vec() })?;
-    for function in functions {
-        conn.write_packet(&Packet::CanDo { function: function.as_bytes().to_vec() })?;
+    conn.write_packet(&Packet::SetClientId { id: config.client_id.as_bytes().to_vec() })?;
+    for name in functions {
+        let function = name.as_bytes().to_vec();
+        let packet = match config.timeouts.get(&canonical_task_name(name)) {
+            Some(timeout) => Packet::CanDoTimeout { function, timeout: timeout_millis(*timeout) },
+            None => Packet::CanDo { function },
+        };
+        conn.write_packet(&packet)?;
     }
     Ok(conn)
+}
+
+/// A timeout as `CAN_DO_TIMEOUT` wants it: milliseconds, at least gearmand's minimum of 1000.
+fn timeout_millis(timeout: Duration) -> u32 {
+    u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1000)
 }
 
 struct Assigned {

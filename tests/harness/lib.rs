@@ -146,9 +146,14 @@ impl PluginDir {
     }
 }
 
-/// A `li3g-host` command, built fresh by the harness.
+/// A `li3g-host` command, built fresh by the harness, with none of the caller's `LI3G_*`
+/// settings (a test sets what it needs).
 pub fn host() -> Command {
-    Command::new(&artifacts().host)
+    let mut command = Command::new(&artifacts().host);
+    for var in ["LI3G_CONFIG", "LI3G_SERVERS", "LI3G_ENVIRONMENT", "LI3G_PLUGINS"] {
+        command.env_remove(var);
+    }
+    command
 }
 
 /// The outcome of running a command: status and both streams as text.

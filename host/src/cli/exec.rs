@@ -1,6 +1,6 @@
 //! `li3g-host exec TASK [ARG...]`: run one task in this process, without a job server.
 
-use super::{print_result, Console, PluginDir};
+use super::{load_plugins, print_result, Common, Console};
 use crate::plugins::JobInfo;
 use clap::Args;
 use serde_json::Value;
@@ -13,14 +13,14 @@ pub(super) struct ExecArgs {
     /// The task's arguments: JSON values, or bare words taken as strings.
     #[arg(allow_negative_numbers = true)]
     args: Vec<String>,
-    /// The environment name the task sees.
-    #[arg(long, env = "LI3G_ENVIRONMENT", default_value = "")]
-    environment: String,
     /// The job id the task sees [default: a new random id]
     #[arg(long)]
     id: Option<String>,
+    /// The named configuration in the configuration file.
+    #[arg(long = "name", value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
+    name: String,
     #[command(flatten)]
-    dir: PluginDir,
+    common: Common,
 }
 
 /// Reads each argument as JSON, or as a string when it is not JSON.
@@ -33,10 +33,11 @@ pub fn parse_args(args: &[String]) -> Value {
 }
 
 pub(super) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
-    let registry = args.dir.load()?;
+    let config = args.common.settings(&args.name)?;
+    let registry = load_plugins(&config)?;
     let info = JobInfo {
         id: args.id.clone().unwrap_or_else(crate::job_id::generate),
-        environment: args.environment.clone(),
+        environment: config.environment.clone().unwrap_or_default(),
     };
     let json = parse_args(&args.args).to_string();
     match registry.dispatch(&args.task, &json, &info, &mut Console) {

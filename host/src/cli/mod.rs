@@ -2,12 +2,17 @@
 //!
 //! This is the only place that prints and picks exit codes; the library modules return typed
 //! values and errors. `main.rs` calls [`run`] and nothing else.
+//!
+//! Settings come, in order of precedence, from the command line, the environment (`LI3G_*`),
+//! the configuration file (see [`crate::config`]), and built-in defaults.
 
 mod exec;
 mod plugins;
 mod run;
 mod work;
 
+use crate::config::{self, Config};
+use crate::plugins::{JobEvents, Registry};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -24,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the plugins in the plugins directory, their tasks, and every file rejected with why.
-    Plugins(PluginDir),
+    Plugins(plugins::PluginsArgs),
     /// Run one task locally, without a job server, and print its result.
     ///
     /// Each ARG is read as a JSON value (`5`, `true`, `[1,2]`, `"quoted"`); a bare word that is
@@ -37,38 +42,68 @@ enum Command {
     Work(work::WorkArgs),
 }
 
-/// Which job servers to talk to.
+/// The settings every command shares.
 #[derive(Debug, Clone, Args)]
-pub struct Servers {
-    /// Job servers, `host[:port]` separated by commas (port 4730 by default).
-    #[arg(long, env = "LI3G_SERVERS", value_name = "LIST", default_value = "127.0.0.1:4730")]
-    servers: String,
+pub struct Common {
+    /// Configuration file [default: ./li3g.toml, then /etc/li3g/li3g.toml, else built-in defaults]
+    #[arg(long, env = "LI3G_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Environment: selects the configuration's overrides and is passed to tasks.
+    #[arg(long, env = "LI3G_ENVIRONMENT", value_name = "NAME")]
+    environment: Option<String>,
+    /// Job servers, `host[:port]` separated by commas [default: the configuration's, else 127.0.0.1:4730]
+    #[arg(long, env = "LI3G_SERVERS", value_name = "LIST")]
+    servers: Option<String>,
+    /// Directory of plugin `.so` files [default: the configuration's, else the directory of
+    /// the li3g-host executable, where `cargo build` puts the example plugins]
+    #[arg(long, env = "LI3G_PLUGINS", value_name = "DIR")]
+    plugins: Option<PathBuf>,
 }
 
-impl Servers {
-    fn list(&self) -> anyhow::Result<Vec<crate::gearman::conn::ServerAddr>> {
-        self.servers
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| s.parse().map_err(|e: String| anyhow::anyhow!("--servers: {e}")))
-            .collect()
+impl Common {
+    /// The named configuration with the command line's overrides applied.
+    fn settings(&self, name: &str) -> anyhow::Result<Config> {
+        let file = config::find(self.config.as_deref());
+        let mut config = config::load(file.as_deref(), name, self.environment.as_deref())?;
+        if let Some(list) = &self.servers {
+            config.servers = list
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.parse().map_err(|e: String| anyhow::anyhow!("--servers: {e}")))
+                .collect::<anyhow::Result<_>>()?;
+            anyhow::ensure!(!config.servers.is_empty(), "--servers: no servers given");
+        }
+        if let Some(dir) = &self.plugins {
+            config.plugins = Some(dir.clone());
+        }
+        Ok(config)
     }
 }
 
-/// Where plugins are loaded from.
-#[derive(Debug, Clone, Args)]
-pub struct PluginDir {
-    /// Directory of plugin `.so` files [default: the directory of the li3g-host executable,
-    /// where `cargo build` puts the example plugins]
-    #[arg(long, env = "LI3G_PLUGINS", value_name = "DIR")]
-    plugins: Option<PathBuf>,
+/// The plugins directory: configured, or the executable's own.
+fn plugins_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &config.plugins {
+        return Ok(dir.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| anyhow::anyhow!("{} has no parent directory", exe.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+/// Loads the plugins, warning on stderr about every file that was skipped.
+fn load_plugins(config: &Config) -> anyhow::Result<Registry> {
+    let registry = Registry::scan(&plugins_dir(config)?)?;
+    for rejected in registry.rejected() {
+        eprintln!("li3g-host: warning: skipped {rejected}");
+    }
+    Ok(registry)
 }
 
 /// Prints a task's reports as they come: partial data to stdout, progress and warnings to
 /// stderr. Used by `exec` (local) and `run --sync` (remote), so both look the same.
 pub(crate) struct Console;
 
-impl crate::plugins::JobEvents for Console {
+impl JobEvents for Console {
     fn status(&mut self, numerator: u64, denominator: u64) {
         eprintln!("progress: {numerator}/{denominator}");
     }
@@ -90,27 +125,6 @@ fn print_result(bytes: &[u8]) -> std::io::Result<()> {
     out.write_all(b"\n")
 }
 
-impl PluginDir {
-    /// Loads the plugins, warning on stderr about every file that was skipped.
-    fn load(&self) -> anyhow::Result<crate::plugins::Registry> {
-        let registry = crate::plugins::Registry::scan(&self.resolve()?)?;
-        for rejected in registry.rejected() {
-            eprintln!("li3g-host: warning: skipped {rejected}");
-        }
-        Ok(registry)
-    }
-
-    /// The directory given, or the executable's own.
-    fn resolve(&self) -> anyhow::Result<PathBuf> {
-        if let Some(dir) = &self.plugins {
-            return Ok(dir.clone());
-        }
-        let exe = std::env::current_exe()?;
-        let dir = exe.parent().ok_or_else(|| anyhow::anyhow!("{} has no parent directory", exe.display()))?;
-        Ok(dir.to_path_buf())
-    }
-}
-
 /// Parses `args` and runs the command; returns the process's exit code.
 pub fn run<I, T>(args: I) -> ExitCode
 where
@@ -119,7 +133,7 @@ where
 {
     let cli = Cli::parse_from(args);
     let result = match cli.command {
-        Command::Plugins(dir) => plugins::run(&dir),
+        Command::Plugins(args) => plugins::run(&args),
         Command::Exec(args) => exec::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Work(args) => work::run(&args),

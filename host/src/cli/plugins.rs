@@ -1,12 +1,22 @@
 //! `li3g-host plugins`: what loaded, with versions and task signatures, and what did not.
 
-use super::PluginDir;
+use super::{plugins_dir, Common};
 use crate::plugins::Registry;
+use clap::Args;
 use std::process::ExitCode;
 use li3g_plugin_api::abi::TaskDecl;
 
-pub(super) fn run(dir: &PluginDir) -> anyhow::Result<ExitCode> {
-    let dir = dir.resolve()?;
+#[derive(Debug, Args)]
+pub(super) struct PluginsArgs {
+    /// The named configuration in the configuration file.
+    #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
+    name: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
+    let dir = plugins_dir(&args.common.settings(&args.name)?)?;
     let registry = Registry::scan(&dir)?;
     print!("{}", render(&dir, &registry));
     Ok(ExitCode::SUCCESS)

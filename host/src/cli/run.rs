@@ -2,7 +2,7 @@
 //! default, as in li3_gearman) or synchronously with `--sync`.
 
 use super::exec::parse_args;
-use super::{print_result, Console, Servers};
+use super::{print_result, Common, Console};
 use crate::gearman::client::{Client, JobEvent, Submit};
 use crate::gearman::packet::Priority;
 use crate::plugins::{canonical_task_name, JobEvents};
@@ -36,19 +36,20 @@ pub(super) struct RunArgs {
     /// The job id tasks see [default: a new random id]
     #[arg(long)]
     id: Option<String>,
-    /// The environment name tasks see.
-    #[arg(long, env = "LI3G_ENVIRONMENT")]
-    environment: Option<String>,
     /// With --sync: give up after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
+    /// The named configuration in the configuration file.
+    #[arg(long = "name", value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
+    name: String,
     #[command(flatten)]
-    servers: Servers,
+    common: Common,
 }
 
 pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let config = args.common.settings(&args.name)?;
     let id = args.id.clone().unwrap_or_else(crate::job_id::generate);
-    let workload = crate::workload::encode(&parse_args(&args.args), &id, args.environment.as_deref());
+    let workload = crate::workload::encode(&parse_args(&args.args), &id, config.environment.as_deref());
     let job = Submit {
         function: canonical_task_name(&args.task).into_bytes(),
         unique: args.unique.clone().unwrap_or_default().into_bytes(),
@@ -59,7 +60,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             PriorityArg::High => Priority::High,
         },
     };
-    let mut client = Client::new(args.servers.list()?);
+    let mut client = Client::new(config.servers.clone());
     if !args.sync {
         let handle = client.submit_background(&job)?;
         println!("queued job {id} as {}", String::from_utf8_lossy(&handle));

@@ -1,6 +1,6 @@
 //! `li3g-host work`: one worker in the foreground, for supervisor or systemd.
 
-use super::{PluginDir, Servers};
+use super::{load_plugins, Common};
 use crate::worker::{self, WorkerConfig};
 use clap::Args;
 use std::process::ExitCode;
@@ -8,13 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Args)]
 pub(super) struct WorkArgs {
+    /// The named configuration in the configuration file.
+    #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
+    name: String,
     #[command(flatten)]
-    servers: Servers,
-    #[command(flatten)]
-    dir: PluginDir,
-    /// The environment name tasks see (when a job does not name one).
-    #[arg(long, env = "LI3G_ENVIRONMENT", default_value = "")]
-    environment: String,
+    common: Common,
     /// Exit after this many jobs.
     #[arg(long, value_name = "N")]
     max_jobs: Option<u64>,
@@ -44,12 +42,14 @@ fn install_stop_handlers() {
 }
 
 pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
-    let registry = args.dir.load()?;
+    let config = args.common.settings(&args.name)?;
+    let registry = load_plugins(&config)?;
     install_stop_handlers();
     let host = hostname();
     let config = WorkerConfig {
-        servers: args.servers.list()?,
-        environment: args.environment.clone(),
+        servers: config.servers.clone(),
+        environment: config.environment.clone().unwrap_or_default(),
+        timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
         client_id: format!("{host}:{}", std::process::id()),
         max_jobs: args.max_jobs,
         verbose: args.verbose,

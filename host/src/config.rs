@@ -1,0 +1,320 @@
+//! The configuration file: named configurations, as li3_gearman's `Gearman::config()`.
+//!
+//! ```toml
+//! [default]
+//! servers = ["127.0.0.1:4730", "gearman2"]   # host or host:port (default port 4730); or "a,b"
+//! plugins = "/usr/lib/li3g/plugins"
+//! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
+//! environment = "development"                 # what tasks see unless --environment says otherwise
+//!
+//! [default.tasks."Image::resize"]
+//! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
+//!
+//! [default.environments.production]           # applied on top when --environment production
+//! servers = ["gearman1.internal", "gearman2.internal"]
+//!
+//! [reports]                                   # another configuration: `li3g-host work reports`
+//! servers = ["127.0.0.1:4731"]
+//! ```
+//!
+//! Where it is read from: `--config PATH` or `LI3G_CONFIG`; otherwise `li3g.toml` in the
+//! current directory, then `/etc/li3g/li3g.toml`; with neither, built-in defaults (and only
+//! the configuration `default` exists). Unknown keys are errors, so a typo never goes unseen;
+//! every error names the file, the key and what was expected.
+
+use crate::gearman::conn::ServerAddr;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default configuration's name.
+pub const DEFAULT_NAME: &str = "default";
+
+/// Where the configuration file is looked for when none is given.
+pub const SEARCH_PATH: [&str; 2] = ["li3g.toml", "/etc/li3g/li3g.toml"];
+
+/// One named configuration, with the environment's overrides applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Its name.
+    pub name: String,
+    /// The file it came from, if any.
+    pub file: Option<PathBuf>,
+    /// Job servers (default `127.0.0.1:4730`).
+    pub servers: Vec<ServerAddr>,
+    /// The plugins directory, when set.
+    pub plugins: Option<PathBuf>,
+    /// The Redis URL for the scheduler, when set.
+    pub redis: Option<String>,
+    /// The environment name tasks see, when set.
+    pub environment: Option<String>,
+    /// Per-task options, by task name.
+    pub tasks: BTreeMap<String, TaskOptions>,
+}
+
+/// Options for one task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskOptions {
+    /// How long a job of this task may run.
+    pub timeout: Option<Duration>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("{}: {message}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message: line, column, key and what was expected.
+        message: String,
+    },
+    /// A value has the right type but is not valid.
+    #[error("{}: {key}: {message}", .path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into()))]
+    Invalid {
+        /// The file, if any.
+        path: Option<PathBuf>,
+        /// The key, as a dotted path.
+        key: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// The named configuration is not in the file.
+    #[error("no configuration named {name:?} in {}{}", .file, known_names(.known))]
+    UnknownName {
+        /// The name asked for.
+        name: String,
+        /// The file, or "the built-in defaults".
+        file: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
+}
+
+fn known_names(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (it has: {})", names.join(", "))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Servers {
+    List(Vec<String>),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    timeout: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    servers: Option<Servers>,
+    plugins: Option<PathBuf>,
+    redis: Option<String>,
+    #[serde(default)]
+    tasks: BTreeMap<String, RawTask>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    servers: Option<Servers>,
+    plugins: Option<PathBuf>,
+    redis: Option<String>,
+    environment: Option<String>,
+    #[serde(default)]
+    tasks: BTreeMap<String, RawTask>,
+    #[serde(default)]
+    environments: BTreeMap<String, RawOverride>,
+}
+
+/// The file to read: the one given, or the first of [`SEARCH_PATH`] that exists.
+pub fn find(given: Option<&Path>) -> Option<PathBuf> {
+    given.map(Path::to_path_buf).or_else(|| SEARCH_PATH.iter().map(PathBuf::from).find(|p| p.is_file()))
+}
+
+/// Loads configuration `name` from `file` (see [`find`]) with `environment`'s overrides.
+///
+/// # Errors
+/// [`ConfigError`] naming the file, the key and what was expected.
+pub fn load(file: Option<&Path>, name: &str, environment: Option<&str>) -> Result<Config, ConfigError> {
+    let Some(path) = file else {
+        if name != DEFAULT_NAME {
+            return Err(ConfigError::UnknownName {
+                name: name.into(),
+                file: format!("the built-in defaults (no {} found)", SEARCH_PATH.join(" or ")),
+                known: vec![DEFAULT_NAME.into()],
+            });
+        }
+        return resolve(None, name, RawConfig::default(), environment);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    parse(path, &text, name, environment)
+}
+
+/// Parses `text` (the contents of `path`) and resolves configuration `name`.
+///
+/// # Errors
+/// As [`load`].
+pub fn parse(path: &Path, text: &str, name: &str, environment: Option<&str>) -> Result<Config, ConfigError> {
+    let mut all: BTreeMap<String, RawConfig> =
+        toml::from_str(text).map_err(|err| ConfigError::Parse { path: path.into(), message: err.to_string() })?;
+    let known: Vec<String> = all.keys().cloned().collect();
+    let raw = match all.remove(name) {
+        Some(raw) => raw,
+        // A file that does not define `default` still has the built-in one.
+        None if name == DEFAULT_NAME => RawConfig::default(),
+        None => {
+            return Err(ConfigError::UnknownName { name: name.into(), file: path.display().to_string(), known })
+        }
+    };
+    resolve(Some(path), name, raw, environment)
+}
+
+fn resolve(path: Option<&Path>, name: &str, mut raw: RawConfig, environment: Option<&str>) -> Result<Config, ConfigError> {
+    let invalid = |key: String, message: String| ConfigError::Invalid { path: path.map(Into::into), key, message };
+    let environment = environment.map(str::to_string).or(raw.environment.take());
+    let mut servers_key = format!("{name}.servers");
+    if let Some(env) = environment.as_deref() {
+        if let Some(over) = raw.environments.remove(env) {
+            if over.servers.is_some() {
+                raw.servers = over.servers;
+                servers_key = format!("{name}.environments.{env}.servers");
+            }
+            raw.plugins = over.plugins.or(raw.plugins);
+            raw.redis = over.redis.or(raw.redis);
+            raw.tasks.extend(over.tasks);
+        }
+    }
+    let entries: Vec<String> = match raw.servers {
+        None => vec!["127.0.0.1:4730".into()],
+        Some(Servers::List(list)) => list,
+        Some(Servers::Text(text)) => text.split(',').map(str::to_string).collect(),
+    };
+    let mut servers = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let addr = entry.parse().map_err(|err| {
+            invalid(format!("{servers_key}[{i}]"), format!("{err}; expected host or host:port"))
+        })?;
+        servers.push(addr);
+    }
+    if servers.is_empty() {
+        return Err(invalid(servers_key, "no servers; expected at least one host or host:port".into()));
+    }
+    let mut tasks = BTreeMap::new();
+    for (task, options) in raw.tasks {
+        let timeout = match options.timeout {
+            None => None,
+            Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+            Some(secs) => {
+                return Err(invalid(
+                    format!("{name}.tasks.\"{task}\".timeout"),
+                    format!("{secs} is not a positive number of seconds"),
+                ))
+            }
+        };
+        tasks.insert(task, TaskOptions { timeout });
+    }
+    Ok(Config {
+        name: name.into(),
+        file: path.map(Into::into),
+        servers,
+        plugins: raw.plugins,
+        redis: raw.redis,
+        environment,
+        tasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[default]
+servers = ["127.0.0.1:4730", "gearman2"]
+plugins = "/opt/plugins"
+environment = "development"
+
+[default.tasks."Image::resize"]
+timeout = 120
+
+[default.environments.production]
+servers = "g1:4731,g2"
+redis = "redis://r1/0"
+
+[reports]
+servers = ["127.0.0.1:4731"]
+"#;
+
+    fn addr(host: &str, port: u16) -> ServerAddr {
+        ServerAddr { host: host.into(), port }
+    }
+
+    #[test]
+    fn named_configurations_and_environment_overrides() {
+        let path = Path::new("li3g.toml");
+        let config = parse(path, FILE, "default", None).unwrap();
+        assert_eq!(config.servers, [addr("127.0.0.1", 4730), addr("gearman2", 4730)]);
+        assert_eq!(config.plugins.as_deref(), Some(Path::new("/opt/plugins")));
+        assert_eq!(config.environment.as_deref(), Some("development"));
+        assert_eq!(config.tasks["Image::resize"].timeout, Some(Duration::from_secs(120)));
+
+        let production = parse(path, FILE, "default", Some("production")).unwrap();
+        assert_eq!(production.servers, [addr("g1", 4731), addr("g2", 4730)]);
+        assert_eq!(production.redis.as_deref(), Some("redis://r1/0"));
+        assert_eq!(production.plugins.as_deref(), Some(Path::new("/opt/plugins")));
+        assert_eq!(production.environment.as_deref(), Some("production"));
+
+        let reports = parse(path, FILE, "reports", None).unwrap();
+        assert_eq!(reports.servers, [addr("127.0.0.1", 4731)]);
+        assert!(reports.tasks.is_empty());
+    }
+
+    #[test]
+    fn no_file_means_the_built_in_default() {
+        let config = load(None, "default", None).unwrap();
+        assert_eq!(config.servers, [addr("127.0.0.1", 4730)]);
+        let err = load(None, "reports", None).unwrap_err().to_string();
+        assert!(err.starts_with("no configuration named \"reports\" in the built-in defaults"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let path = Path::new("/etc/li3g/li3g.toml");
+        let err = parse(path, "[default]\nserverz = []\n", "default", None).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/li3g/li3g.toml: "), "{err}");
+        assert!(err.contains("line 2") && err.contains("unknown field `serverz`"), "{err}");
+        assert!(err.contains("expected one of"), "{err}");
+
+        let err = parse(path, "[default]\nservers = [\"ok\", \"h:port\"]\n", "default", None).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/li3g/li3g.toml: default.servers[1]: "), "{err}");
+        assert!(err.contains("expected host or host:port"), "{err}");
+
+        let err = parse(path, "[default.tasks.\"A::b\"]\ntimeout = -1\n", "default", None).unwrap_err().to_string();
+        assert!(err.contains("default.tasks.\"A::b\".timeout: -1 is not a positive number of seconds"), "{err}");
+
+        let err = parse(path, "[default]\nplugins = 5\n", "default", None).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("plugins"), "{err}");
+
+        let err = parse(path, "[a]\n[b]\n", "c", None).unwrap_err().to_string();
+        assert_eq!(err, "no configuration named \"c\" in /etc/li3g/li3g.toml (it has: a, b)");
+    }
+}
