@@ -165,3 +165,16 @@ fn sigterm_stops_the_worker() {
     let status = worker.wait_timeout(Duration::from_secs(10)).expect("the worker exits on SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_python_gearman_client_sending_the_li3_gearman_envelope_gets_the_result() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let _worker = start_worker(&[&gearmand], &dir);
+    let script = li3g_tests::workspace_root().join("tests/peers/li3_gearman_client.py");
+    let out = run(Command::new("python3").arg(&script).arg(gearmand.addr()).args(["Hello::say", "Mariano"]));
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Hello Mariano\n"), "{}", out.stderr);
+    // `Hello` alone runs Hello::run, as li3_gearman's `\Hello` did.
+    let out = run(Command::new("python3").arg(&script).arg(gearmand.addr()).arg("Hello"));
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "I am Hello::run\n"), "{}", out.stderr);
+}
