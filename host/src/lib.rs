@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`plugins`]: loading `.so` plugins through the stable ABI, the registry of task names, and
 //!   running a task with its job context.
+//! - [`client`]: run a task by name from Rust (background or sync, priority, unique).
 //! - [`config`]: the TOML configuration file (named configurations, environments).
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`job_id`]: random job ids.
@@ -13,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod gearman;
 pub mod job_id;

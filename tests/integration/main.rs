@@ -2,6 +2,7 @@
 //! harness (`li3g_tests`), never from a stale build.
 
 mod cli;
+mod client;
 mod config;
 mod dispatch;
 mod gearman_client;

@@ -3,9 +3,10 @@
 
 use super::exec::parse_args;
 use super::{print_result, Common, Console};
-use crate::gearman::client::{Client, JobEvent, Submit};
+use crate::client::{Client, Outcome, RunError, RunOptions, Unique};
+use crate::gearman::client::{ClientError, JobEvent};
 use crate::gearman::packet::Priority;
-use crate::plugins::{canonical_task_name, JobEvents};
+use crate::plugins::JobEvents;
 use clap::{Args, ValueEnum};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,15 +25,19 @@ pub(super) struct RunArgs {
     /// The task's arguments: JSON values, or bare words taken as strings.
     #[arg(allow_negative_numbers = true)]
     args: Vec<String>,
-    /// Wait for the result and print it (default: queue the job and print its handle).
+    /// Wait for the result and print it (default: queue the job and print its id and handle).
     #[arg(long)]
     sync: bool,
     /// The job's priority.
     #[arg(long, value_enum, default_value = "normal")]
     priority: PriorityArg,
-    /// A unique key: jobs with the same task and key coalesce into one.
+    /// A unique key (at most 63 bytes): jobs with the same task and key run once for all
+    /// their clients.
     #[arg(long, value_name = "KEY")]
     unique: Option<String>,
+    /// Derive the unique key from the task and its arguments.
+    #[arg(long, conflicts_with = "unique")]
+    unique_args: bool,
     /// The job id tasks see [default: a new random id]
     #[arg(long)]
     id: Option<String>,
@@ -48,38 +53,45 @@ pub(super) struct RunArgs {
 
 pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
-    let id = args.id.clone().unwrap_or_else(crate::job_id::generate);
-    let workload = crate::workload::encode(&parse_args(&args.args), &id, config.environment.as_deref());
-    let job = Submit {
-        function: canonical_task_name(&args.task).into_bytes(),
-        unique: args.unique.clone().unwrap_or_default().into_bytes(),
-        workload,
+    let options = RunOptions {
+        background: !args.sync,
         priority: match args.priority {
             PriorityArg::Low => Priority::Low,
             PriorityArg::Normal => Priority::Normal,
             PriorityArg::High => Priority::High,
         },
+        unique: match (&args.unique, args.unique_args) {
+            (Some(key), _) => Unique::Key(key.clone()),
+            (None, true) => Unique::FromArgs,
+            (None, false) => Unique::None,
+        },
+        id: args.id.clone(),
+        environment: config.environment.clone(),
+        timeout: args.timeout.map(Duration::from_secs_f64),
     };
-    let mut client = Client::new(config.servers.clone());
-    if !args.sync {
-        let handle = client.submit_background(&job)?;
-        println!("queued job {id} as {}", String::from_utf8_lossy(&handle));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let timeout = args.timeout.map(Duration::from_secs_f64);
+    let task_args = match parse_args(&args.args) {
+        serde_json::Value::Array(list) => list,
+        other => vec![other],
+    };
     let mut on_event = |event: JobEvent<'_>| match event {
         JobEvent::Status(n, d) => Console.status(n, d),
         JobEvent::Data(data) => Console.data(data),
         JobEvent::Warning(data) => Console.warning(data),
     };
-    match client.submit_sync(&job, timeout, &mut on_event) {
-        Ok((_, result)) => {
+    match Client::from_config(&config).run(&args.task, &task_args, &options, &mut on_event) {
+        Ok(Outcome::Queued { id, handle }) => {
+            println!("queued job {id} as {handle}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Outcome::Completed { result, .. }) => {
             print_result(&result)?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(err) => {
+        // The job ran and failed: say why, exit 1. Anything else is an error of this command.
+        Err(RunError::Client(err @ (ClientError::Exception(_) | ClientError::Failed | ClientError::Timeout(_)))) => {
             eprintln!("li3g-host: {err}");
             Ok(ExitCode::FAILURE)
         }
+        Err(err) => Err(err.into()),
     }
 }

@@ -47,6 +47,21 @@ pub struct JobStatus {
     pub denominator: u64,
 }
 
+/// A status by unique key, from `GET_STATUS_UNIQUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueStatus {
+    /// Whether the server knows a job with that key.
+    pub known: bool,
+    /// Whether a worker is running it.
+    pub running: bool,
+    /// Progress numerator.
+    pub numerator: u64,
+    /// Progress denominator.
+    pub denominator: u64,
+    /// How many clients wait for it (jobs coalesced on the key share one run).
+    pub clients: u64,
+}
+
 /// Why a job could not be submitted, or did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -259,6 +274,20 @@ impl Client {
             }
             Packet::Error { code, message } => Err(server_error(code, message)),
             other => Err(ClientError::Unexpected(format!("{:?} to GET_STATUS", other.kind()))),
+        }
+    }
+
+    /// Asks the server for the status of the job with `unique` key (any function).
+    ///
+    /// # Errors
+    /// [`ClientError`] when no server answers.
+    pub fn status_unique(&mut self, unique: &[u8]) -> Result<UniqueStatus, ClientError> {
+        match self.request(&Packet::GetStatusUnique { unique: unique.to_vec() })? {
+            Packet::StatusResUnique { known, running, numerator, denominator, clients, .. } => {
+                Ok(UniqueStatus { known, running, numerator, denominator, clients })
+            }
+            Packet::Error { code, message } => Err(server_error(code, message)),
+            other => Err(ClientError::Unexpected(format!("{:?} to GET_STATUS_UNIQUE", other.kind()))),
         }
     }
 

@@ -1,0 +1,199 @@
+//! The li3g client API: run a task by name from Rust, as li3_gearman's `Gearman::run()` did
+//! from PHP. The CLI's `run` command and (in a later issue) the scheduler use it.
+//!
+//! ```no_run
+//! use li3g_host::client::{Client, RunOptions, Outcome};
+//! use serde_json::json;
+//!
+//! let mut client = Client::new(vec!["127.0.0.1:4730".parse().unwrap()]);
+//! // Background by default: returns once a job server has the job.
+//! let queued = client.run("Hello::say", &[json!("Mariano")], &RunOptions::default(), &mut |_| {})?;
+//! // Synchronous: returns the task's result, or its failure message as an error.
+//! let sync = RunOptions { background: false, ..RunOptions::default() };
+//! if let Outcome::Completed { result, .. } = client.run("Hello::say", &[json!("Mariano")], &sync, &mut |_| {})? {
+//!     assert_eq!(result, b"Hello Mariano");
+//! }
+//! # Ok::<(), li3g_host::client::RunError>(())
+//! ```
+//!
+//! The job goes out in li3g's wire format ([`crate::workload`]): the function is the task's
+//! canonical name, the workload the envelope `{"args", "id", "env"}`.
+
+use crate::config::Config;
+use crate::gearman::client::{self, ClientError, JobEvent, Submit};
+use crate::gearman::conn::ServerAddr;
+use crate::gearman::packet::Priority;
+use crate::plugins::canonical_task_name;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// The longest unique key that works. gearmand 1.1.20 refuses keys over 64 bytes and, as seen
+/// here, accepts 64-byte keys but never merges jobs on them; 63 bytes merge.
+pub const MAX_UNIQUE: usize = 63;
+
+/// How jobs are made unique, i.e. when the job server merges them into one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Unique {
+    /// Never merged (an empty unique key).
+    #[default]
+    None,
+    /// Merged with every queued or running job of the same task and key.
+    Key(String),
+    /// Merged with every queued or running job of the same task and arguments: the key is the
+    /// first 128 bits of a SHA-256 of the task name and the JSON arguments, in hex.
+    FromArgs,
+}
+
+/// How to run a job. The defaults are li3_gearman's: background, normal priority.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// Queue and return (true), or wait for the result (false).
+    pub background: bool,
+    /// The job's priority.
+    pub priority: Priority,
+    /// Whether and how the job may be merged with equal ones.
+    pub unique: Unique,
+    /// The job id the task sees; a random one when `None`.
+    pub id: Option<String>,
+    /// The environment the task sees; the worker's when `None`.
+    pub environment: Option<String>,
+    /// For a synchronous job: how long to wait for the result.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            background: true,
+            priority: Priority::Normal,
+            unique: Unique::None,
+            id: None,
+            environment: None,
+            timeout: None,
+        }
+    }
+}
+
+/// What running a job gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A background job a job server accepted.
+    Queued {
+        /// The job id.
+        id: String,
+        /// The job server's handle, for status queries on that server.
+        handle: String,
+    },
+    /// A synchronous job's result: a string result as its bytes, anything else as JSON.
+    Completed {
+        /// The job id.
+        id: String,
+        /// The result.
+        result: Vec<u8>,
+    },
+}
+
+/// Why a job could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The unique key is longer than gearmand accepts.
+    #[error("unique key of {0} bytes is longer than {MAX_UNIQUE}")]
+    UniqueTooLong(usize),
+    /// Submitting or waiting failed, or the task failed ([`ClientError::Exception`] carries
+    /// the task's message).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// A client of one or more job servers, running li3g tasks.
+pub struct Client {
+    gearman: client::Client,
+}
+
+impl Client {
+    /// A client of `servers` (see [`client::Client`] for failover).
+    pub fn new(servers: Vec<ServerAddr>) -> Client {
+        Client { gearman: client::Client::new(servers) }
+    }
+
+    /// A client of a configuration's servers.
+    pub fn from_config(config: &Config) -> Client {
+        Client::new(config.servers.clone())
+    }
+
+    /// Runs `task` with `args`; progress, data and warnings of a synchronous job go to
+    /// `on_event` as they arrive.
+    ///
+    /// # Errors
+    /// [`RunError`]: no server, a refused submission, a timeout, or the task's failure.
+    pub fn run(
+        &mut self,
+        task: &str,
+        args: &[Value],
+        options: &RunOptions,
+        on_event: &mut dyn FnMut(JobEvent<'_>),
+    ) -> Result<Outcome, RunError> {
+        let function = canonical_task_name(task);
+        let args = Value::Array(args.to_vec());
+        let unique = unique_key(&function, &args, &options.unique)?;
+        let id = options.id.clone().unwrap_or_else(crate::job_id::generate);
+        let job = Submit {
+            workload: crate::workload::encode(&args, &id, options.environment.as_deref()),
+            function: function.into_bytes(),
+            unique: unique.into_bytes(),
+            priority: options.priority,
+        };
+        if options.background {
+            let handle = self.gearman.submit_background(&job)?;
+            return Ok(Outcome::Queued { id, handle: String::from_utf8_lossy(&handle).into_owned() });
+        }
+        let (_, result) = self.gearman.submit_sync(&job, options.timeout, on_event)?;
+        Ok(Outcome::Completed { id, result })
+    }
+
+    /// The protocol-level client, for status queries.
+    pub fn gearman(&mut self) -> &mut client::Client {
+        &mut self.gearman
+    }
+}
+
+/// The unique key a job is submitted with.
+///
+/// # Errors
+/// [`RunError::UniqueTooLong`] for a key gearmand would refuse.
+pub fn unique_key(function: &str, args: &Value, unique: &Unique) -> Result<String, RunError> {
+    match unique {
+        Unique::None => Ok(String::new()),
+        Unique::Key(key) if key.len() > MAX_UNIQUE => Err(RunError::UniqueTooLong(key.len())),
+        Unique::Key(key) => Ok(key.clone()),
+        Unique::FromArgs => {
+            let mut hash = Sha256::new();
+            hash.update(function.as_bytes());
+            hash.update([0]);
+            hash.update(args.to_string().as_bytes());
+            Ok(hash.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unique_keys() {
+        let args = json!(["a", 1]);
+        assert_eq!(unique_key("T::m", &args, &Unique::None).unwrap(), "");
+        let derived = unique_key("T::m", &args, &Unique::FromArgs).unwrap();
+        assert_eq!(derived.len(), 32);
+        assert_eq!(derived, unique_key("T::m", &json!(["a", 1]), &Unique::FromArgs).unwrap());
+        assert_ne!(derived, unique_key("T::m", &json!(["a", 2]), &Unique::FromArgs).unwrap());
+        assert_ne!(derived, unique_key("T::n", &args, &Unique::FromArgs).unwrap());
+        assert!(matches!(
+            unique_key("T::m", &args, &Unique::Key("k".repeat(64))),
+            Err(RunError::UniqueTooLong(64))
+        ));
+    }
+}
