@@ -123,3 +123,40 @@ fn echo_and_partial_data_events() {
     assert_eq!(result, b"a\0b");
     assert!(events.is_empty(), "{events:?}");
 }
+
+#[test]
+fn the_admin_protocol_against_gearmand() {
+    use li3g_host::gearman::admin;
+    use li3g_host::gearman::conn::Conn;
+    let gearmand = Gearmand::start();
+    let _worker = cli_worker(&gearmand, "adminfn", &[], &["cat"]);
+    wait_for_workers(&[&gearmand], "adminfn", 1);
+    let mut conn = Conn::connect(&addr(gearmand.port), Duration::from_secs(5)).unwrap();
+    let version = conn.admin("version").unwrap();
+    assert!(version[0].starts_with("OK 1."), "{version:?}");
+    let status = admin::parse_status(conn.admin("status").unwrap().iter().map(String::as_str)).unwrap();
+    assert!(status.iter().any(|s| s.function == "adminfn" && s.workers == 1), "{status:?}");
+    let workers = admin::parse_workers(conn.admin("workers").unwrap().iter().map(String::as_str)).unwrap();
+    assert!(workers.iter().any(|w| w.functions == ["adminfn"]), "{workers:?}");
+    // The same connection still speaks the binary protocol afterwards.
+    let mut client = Client::new(vec![addr(gearmand.port)]);
+    client.echo(b"still binary").unwrap();
+}
+
+#[test]
+fn a_peer_that_is_not_a_job_server_is_a_clear_error() {
+    // A real socket whose peer answers like a web server.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 64];
+        let _ = stream.read(&mut request);
+        stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").unwrap();
+    });
+    let mut client = Client::new(vec![addr(port)]);
+    let err = client.submit_background(&job("x", b"")).unwrap_err().to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}: protocol error: bad packet magic")), "{err}");
+    server.join().unwrap();
+}
