@@ -4,8 +4,13 @@
 //! - [`plugins`]: loading `.so` plugins through the stable ABI, the registry of task names, and
 //!   running a task with its job context.
 //! - [`client`]: run a task by name from Rust (background or sync, priority, unique).
+//! - [`daemon`]: the supervisor of `start`: worker pool, daemon mode.
 //! - [`config`]: the TOML configuration file (named configurations, environments).
+//! - [`fork`]: running one job in a forked child (`--atomic`).
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
+//! - [`log`]: log lines to stderr (`--verbose`) or syslog.
+//! - [`pidfile`]: the daemon's locked PID file.
+//! - [`signals`]: signals as flags and a wake-up pipe.
 //! - [`job_id`]: random job ids.
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
@@ -15,9 +20,14 @@
 
 pub mod cli;
 pub mod client;
+pub mod daemon;
 pub mod config;
+pub mod fork;
 pub mod gearman;
 pub mod job_id;
+pub mod log;
+pub mod pidfile;
+pub mod signals;
 pub mod plugins;
 pub mod worker;
 pub mod workload;

@@ -17,6 +17,7 @@
 
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::Packet;
+use crate::fork::{self, ChildLimits};
 use crate::plugins::{canonical_task_name, JobEvents, JobInfo, Registry};
 use crate::workload::{self, COMPAT_FUNCTION};
 use std::os::fd::AsRawFd;
@@ -37,10 +38,18 @@ pub struct WorkerConfig {
     /// Per-task timeouts, registered with `CAN_DO_TIMEOUT` (the server then gives the job to
     /// another worker when one runs past it; killing the runaway is `--atomic`'s job).
     pub timeouts: std::collections::BTreeMap<String, Duration>,
+    /// Run every job in a freshly forked child (`--atomic`).
+    pub atomic: bool,
+    /// The timeout of tasks without one of their own. Under `atomic`, a job past its timeout
+    /// is killed and failed.
+    pub timeout: Option<Duration>,
+    /// Memory limit in bytes: under `atomic`, the job child's `RLIMIT_DATA`; otherwise the
+    /// worker ends after a job that leaves its resident memory above it (to be replaced).
+    pub memlimit: Option<u64>,
     /// Stop after this many jobs (`None`: never).
     pub max_jobs: Option<u64>,
-    /// Print what happens to stderr.
-    pub verbose: bool,
+    /// Where log lines go.
+    pub log: crate::log::Log,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -63,6 +72,17 @@ pub struct WorkerStats {
     pub completed: u64,
     /// Jobs that failed.
     pub failed: u64,
+    /// Whether the worker stopped because its memory passed the limit.
+    pub over_memory: bool,
+}
+
+/// This process's resident memory in bytes, from `/proc/self/statm`.
+pub fn resident_memory() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 /// Runs the worker until `stop()` returns true or `max_jobs` jobs are done.
@@ -74,15 +94,11 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         .map(|addr| Server { addr: addr.clone(), conn: None, asleep: false, retry_at: Instant::now(), backoff: MIN_BACKOFF })
         .collect();
     let mut stats = WorkerStats::default();
-    let log = |message: String| {
-        if config.verbose {
-            eprintln!("li3g-host[{}]: (Worker) {message}", std::process::id());
-        }
-    };
+    let log = |message: String| config.log.worker(&message);
     loop {
         let mut worked = false;
         for server in &mut servers {
-            if stop() || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
+            if stop() || stats.over_memory || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
                 return stats;
             }
             if server.conn.is_none() && Instant::now() >= server.retry_at {
@@ -111,6 +127,14 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
                     log(format!("Handling job #{} {}", String::from_utf8_lossy(&job.handle), job.function));
                     let ok = work(registry, config, conn, &job)?;
                     if ok { stats.completed += 1 } else { stats.failed += 1 }
+                    if !config.atomic {
+                        if let (Some(limit), Some(rss)) = (config.memlimit, resident_memory()) {
+                            if rss > limit {
+                                log(format!("Resident memory {rss} bytes exceeds the limit of {limit}; exiting to be replaced"));
+                                stats.over_memory = true;
+                            }
+                        }
+                    }
                     Ok(())
                 }
                 None => {
@@ -225,12 +249,36 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                     id: decoded.id.unwrap_or_else(crate::job_id::generate),
                     environment: decoded.env.unwrap_or_else(|| config.environment.clone()),
                 };
+                let task = canonical_task_name(&decoded.task);
+                let args = decoded.args.to_string();
                 let mut reporter = Reporter { conn, handle: &handle, failed: None };
-                let outcome = registry.dispatch(&decoded.task, &decoded.args.to_string(), &info, &mut reporter);
+                let run = |events: &mut dyn JobEvents| {
+                    registry
+                        .dispatch(&task, &args, &info, events)
+                        .map(|output| output.as_bytes().to_vec())
+                        .map_err(|err| err.to_string())
+                };
+                let outcome = if config.atomic {
+                    let limits = ChildLimits {
+                        timeout: config.timeouts.get(&task).copied().or(config.timeout),
+                        memory: config.memlimit,
+                    };
+                    fork::run_in_child(run, limits, &mut reporter).unwrap_or_else(|err| {
+                        let hint = match (&err, config.memlimit) {
+                            (fork::ForkError::Signaled { signal, .. }, Some(limit)) if signal == "SIGABRT" => {
+                                format!(" (an allocation past the memory limit of {} MiB aborts)", limit >> 20)
+                            }
+                            _ => String::new(),
+                        };
+                        Err(format!("task {task} {err}{hint}"))
+                    })
+                } else {
+                    run(&mut reporter)
+                };
                 if let Some(err) = reporter.failed {
                     return Err(err);
                 }
-                outcome.map(|output| output.as_bytes().to_vec()).map_err(|err| err.to_string())
+                outcome
             }
         }
     };

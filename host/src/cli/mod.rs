@@ -9,6 +9,7 @@
 mod exec;
 mod plugins;
 mod run;
+mod start;
 mod work;
 
 use crate::config::{self, Config};
@@ -40,6 +41,15 @@ enum Command {
     Run(run::RunArgs),
     /// Run one worker in the foreground (for supervisor or systemd); SIGTERM stops it after the job in hand.
     Work(work::WorkArgs),
+    /// Start the daemon: a supervised pool of workers.
+    Start(start::StartArgs),
+    /// Stop the daemon gracefully: workers finish the job in hand; waits until it is gone.
+    Shutdown(start::ShutdownArgs),
+    /// Restart the daemon's workers gracefully: new workers load the plugins afresh while the
+    /// old ones finish their job; the daemon keeps its PID.
+    Restart(start::RestartArgs),
+    /// Check that a worker answers: prints `Pinging... OK` (exit 0) or `Pinging... ERROR` (exit 1).
+    Ping(start::PingArgs),
 }
 
 /// The settings every command shares.
@@ -137,6 +147,10 @@ where
         Command::Exec(args) => exec::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Work(args) => work::run(&args),
+        Command::Start(args) => start::start(&args),
+        Command::Shutdown(args) => start::shutdown(&args),
+        Command::Restart(args) => start::restart(&args),
+        Command::Ping(args) => start::ping(&args),
     };
     match result {
         Ok(code) => code,

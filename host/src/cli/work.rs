@@ -1,10 +1,82 @@
-//! `li3g-host work`: one worker in the foreground, for supervisor or systemd.
+//! `li3g-host work`: one worker in the foreground, for supervisor or systemd; and the worker
+//! options it shares with `start`.
 
 use super::{load_plugins, Common};
+use crate::config::Config;
+use crate::log::Log;
+use crate::signals;
 use crate::worker::{self, WorkerConfig};
 use clap::Args;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How each worker runs (shared by `work` and `start`).
+#[derive(Debug, Clone, Args)]
+pub(super) struct WorkerOptions {
+    /// Once a worker has performed its job, a fresh process takes the next one: every job
+    /// runs in a newly forked child, so a leak, crash, abort or global never reaches the next.
+    #[arg(long)]
+    atomic: bool,
+    /// Interact with Gearman in blocking mode. li3g's workers always block (sleeping in
+    /// poll(2) until the server wakes them, never busy-polling) and still react to signals at
+    /// once; the flag is accepted for compatibility with li3_gearman.
+    #[arg(long)]
+    blocking: bool,
+    /// Seconds a job may run (tasks with a timeout in the configuration keep theirs). With
+    /// --atomic the job is killed and failed; without, the server hands it to another worker.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Memory limit such as 512M or 2G. With --atomic, each job's (an allocation past it
+    /// fails the job); without, a worker whose resident memory passes it after a job ends,
+    /// to be replaced (with --resuscitate).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memlimit: Option<u64>,
+    /// A worker ends after this many jobs (to be replaced with --resuscitate).
+    #[arg(long, value_name = "N")]
+    max_jobs: Option<u64>,
+    /// Debug messages to the console; otherwise to syslog.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+/// `512M`, `2G`, `64K` or plain bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 512M"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+impl WorkerOptions {
+    pub(super) fn log(&self) -> Log {
+        Log { verbose: self.verbose }
+    }
+
+    /// The worker's settings from these options and the configuration.
+    pub(super) fn worker_config(&self, config: &Config) -> WorkerConfig {
+        WorkerConfig {
+            servers: config.servers.clone(),
+            environment: config.environment.clone().unwrap_or_default(),
+            client_id: format!("{}:{}", hostname(), std::process::id()),
+            timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
+            atomic: self.atomic,
+            timeout: self.timeout.map(Duration::from_secs_f64),
+            memlimit: self.memlimit,
+            max_jobs: self.max_jobs,
+            log: self.log(),
+        }
+    }
+}
 
 #[derive(Debug, Args)]
 pub(super) struct WorkArgs {
@@ -12,56 +84,22 @@ pub(super) struct WorkArgs {
     #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
     #[command(flatten)]
+    worker: WorkerOptions,
+    #[command(flatten)]
     common: Common,
-    /// Exit after this many jobs.
-    #[arg(long, value_name = "N")]
-    max_jobs: Option<u64>,
-    /// Print connections and jobs to stderr.
-    #[arg(long, short)]
-    verbose: bool,
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// SIGTERM and SIGINT ask the worker to stop after the job in hand. No SA_RESTART, so a
-/// sleeping `poll` returns at once.
-fn install_stop_handlers() {
-    for signal in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: a zeroed sigaction with a handler that only stores to an atomic is valid.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = request_stop as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
-    }
 }
 
 pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
     let registry = load_plugins(&config)?;
-    install_stop_handlers();
-    let host = hostname();
-    let config = WorkerConfig {
-        servers: config.servers.clone(),
-        environment: config.environment.clone().unwrap_or_default(),
-        timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
-        client_id: format!("{host}:{}", std::process::id()),
-        max_jobs: args.max_jobs,
-        verbose: args.verbose,
-    };
-    let stats = worker::run(&registry, &config, &|| STOP.load(Ordering::SeqCst));
-    if args.verbose {
-        eprintln!("li3g-host[{}]: (Worker) Done: {} jobs completed, {} failed", std::process::id(), stats.completed, stats.failed);
-    }
+    signals::install_worker();
+    let worker = args.worker.worker_config(&config);
+    let stats = worker::run(&registry, &worker, &signals::stop_requested);
+    worker.log.worker(&format!("Done: {} jobs completed, {} failed", stats.completed, stats.failed));
     Ok(ExitCode::SUCCESS)
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `len` bytes into our buffer.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -70,4 +108,16 @@ fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_size("512M"), Ok(512 << 20));
+        assert_eq!(super::parse_size("2G"), Ok(2 << 30));
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert!(super::parse_size("12X").is_err());
+        assert!(super::parse_size("lots").is_err());
+    }
 }

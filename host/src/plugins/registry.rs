@@ -140,12 +140,8 @@ impl Registry {
     /// [`ScanError`] when the directory itself cannot be read or is insecure. Files that
     /// cannot be loaded do not fail the scan: they are listed by [`Registry::rejected`].
     pub fn scan(dir: &Path) -> Result<Registry, ScanError> {
+        check_dir(dir)?;
         let io = |source| ScanError::Io { path: dir.to_path_buf(), source };
-        let meta = fs::metadata(dir).map_err(io)?;
-        if !meta.is_dir() {
-            return Err(io(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
-        }
-        permissions::check(dir, &meta)?;
         let mut files: Vec<PathBuf> = fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -243,6 +239,21 @@ impl Registry {
         })?;
         Ok(invoke::invoke(decl, args, info, events)?)
     }
+}
+
+/// Checks that `dir` is a directory that only its owner (us or root) can write, without
+/// loading anything from it.
+///
+/// # Errors
+/// [`ScanError`] when it is missing, not a directory, or insecure.
+pub fn check_dir(dir: &Path) -> Result<(), ScanError> {
+    let io = |source| ScanError::Io { path: dir.to_path_buf(), source };
+    let meta = fs::metadata(dir).map_err(io)?;
+    if !meta.is_dir() {
+        return Err(io(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
+    }
+    permissions::check(dir, &meta)?;
+    Ok(())
 }
 
 fn is_plugin_file_name(path: &Path) -> bool {

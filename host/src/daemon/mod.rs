@@ -1,0 +1,17 @@
+//! The supervisor behind `li3g-host start`: a pool of worker processes.
+//!
+//! - [`pool`]: the supervision loop: spawn, reap, resuscitate with backoff, `--limit`,
+//!   graceful stop (SIGTERM/SIGINT; a second one kills), graceful restart (SIGHUP).
+//! - [`spawn`]: forking one worker process from the (single-threaded) supervisor.
+//! - [`detach`]: `--daemon`: a new session, stdio away from the terminal, readiness reported
+//!   back to the command that started it.
+//!
+//! The supervisor never loads plugins: each worker loads them after it is forked, so a worker
+//! started after `restart` sees the plugin files as they are now, and the supervisor stays
+//! small and single-threaded, safe to fork from.
+
+pub mod detach;
+pub mod pool;
+pub mod spawn;
+
+pub use pool::{supervise, PoolOptions};

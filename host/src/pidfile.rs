@@ -1,0 +1,132 @@
+//! The daemon's PID file: created without following symlinks, locked for the daemon's life,
+//! removed when it ends.
+//!
+//! The lock (`flock`) is what says "a daemon is alive": a second daemon cannot take it, and a
+//! file left by a daemon that died is not locked, so it is taken over. The PID inside is for
+//! `shutdown`, `restart` and people.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Why the PID file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PidFileError {
+    /// A live daemon holds it.
+    #[error("a daemon is already running with PID {pid} (PID file {})", .path.display())]
+    Running {
+        /// The file.
+        path: PathBuf,
+        /// The live daemon's PID.
+        pid: i32,
+    },
+    /// No daemon holds it (or it does not exist).
+    #[error("no daemon is running (PID file {}: {reason})", .path.display())]
+    NotRunning {
+        /// The file.
+        path: PathBuf,
+        /// Why we think so.
+        reason: String,
+    },
+    /// It cannot be opened, for example because it is a symlink.
+    #[error("PID file {}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+}
+
+/// A PID file this process holds; removed when dropped.
+pub struct PidFile {
+    path: PathBuf,
+    file: File,
+}
+
+fn open(path: &Path, create: bool) -> Result<File, PidFileError> {
+    OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| PidFileError::Io { path: path.into(), source })
+}
+
+fn try_lock(file: &File, mode: libc::c_int) -> bool {
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) == 0 }
+}
+
+fn read_pid(file: &mut File) -> Option<i32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+impl PidFile {
+    /// Creates or takes over `path` for this process and writes its PID.
+    ///
+    /// # Errors
+    /// [`PidFileError::Running`] when a live daemon holds it; [`PidFileError::Io`] when it
+    /// cannot be opened (a symlink is refused).
+    pub fn acquire(path: &Path) -> Result<PidFile, PidFileError> {
+        let mut file = open(path, true)?;
+        if !try_lock(&file, libc::LOCK_EX) {
+            let pid = read_pid(&mut file).unwrap_or(0);
+            return Err(PidFileError::Running { path: path.into(), pid });
+        }
+        let io = |source| PidFileError::Io { path: path.into(), source };
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(PidFile { path: path.into(), file })
+    }
+
+    /// Writes another PID (after daemonizing, the daemon's).
+    ///
+    /// # Errors
+    /// [`PidFileError::Io`].
+    pub fn rewrite(&mut self, pid: u32) -> Result<(), PidFileError> {
+        let io = |source| PidFileError::Io { path: self.path.clone(), source };
+        self.file.set_len(0).map_err(io)?;
+        self.file.rewind().map_err(io)?;
+        writeln!(self.file, "{pid}").map_err(io)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The PID of the live daemon holding `path`.
+///
+/// # Errors
+/// [`PidFileError::NotRunning`] when the file is missing or not locked (a stale file).
+pub fn running_pid(path: &Path) -> Result<i32, PidFileError> {
+    let not_running = |reason: &str| PidFileError::NotRunning { path: path.into(), reason: reason.into() };
+    let mut file = match open(path, false) {
+        Ok(file) => file,
+        Err(PidFileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Err(not_running("it does not exist"))
+        }
+        Err(err) => return Err(err),
+    };
+    if try_lock(&file, libc::LOCK_SH) {
+        return Err(not_running("no process holds it; it is stale"));
+    }
+    read_pid(&mut file).ok_or_else(|| not_running("it holds no PID"))
+}

@@ -1,0 +1,120 @@
+//! Signals as flags and a wake-up pipe (the self-pipe trick).
+//!
+//! Handlers only store to atomics and write one byte to a non-blocking pipe, which is all a
+//! signal handler may safely do. A loop that waits in `poll(2)` includes [`wake_fd`] and so
+//! wakes up for a signal even when it arrives just before the wait.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static STOP_COUNT: AtomicI32 = AtomicI32::new(0);
+static RELOAD: AtomicBool = AtomicBool::new(false);
+static CHILD: AtomicBool = AtomicBool::new(false);
+static WAKE_READ: AtomicI32 = AtomicI32::new(-1);
+static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    match signal {
+        libc::SIGTERM | libc::SIGINT => {
+            STOP.store(true, Ordering::SeqCst);
+            STOP_COUNT.fetch_add(1, Ordering::SeqCst);
+        }
+        libc::SIGHUP => RELOAD.store(true, Ordering::SeqCst),
+        libc::SIGCHLD => CHILD.store(true, Ordering::SeqCst),
+        _ => {}
+    }
+    let fd = WAKE_WRITE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking, so a full pipe
+        // (already enough to wake the loop) drops the byte instead of blocking.
+        unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+    }
+}
+
+fn install(signals: &[libc::c_int]) {
+    for &signal in signals {
+        // SAFETY: a zeroed sigaction with our async-signal-safe handler and no SA_RESTART, so
+        // a blocking poll returns EINTR at once.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+fn ensure_pipe() {
+    if WAKE_READ.load(Ordering::SeqCst) >= 0 {
+        return;
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
+        WAKE_READ.store(fds[0], Ordering::SeqCst);
+        WAKE_WRITE.store(fds[1], Ordering::SeqCst);
+    }
+}
+
+/// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand.
+pub fn install_worker() {
+    ensure_pipe();
+    install(&[libc::SIGTERM, libc::SIGINT]);
+}
+
+/// For the supervisor: stop (TERM, INT), reload (HUP) and child exits (CHLD).
+pub fn install_daemon() {
+    ensure_pipe();
+    install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+}
+
+/// In a freshly forked worker: forget the parent's pending flags and handlers, keep the pipe
+/// machinery (its own copy), and take the worker's handlers.
+pub fn reset_for_worker() {
+    STOP.store(false, Ordering::SeqCst);
+    STOP_COUNT.store(0, Ordering::SeqCst);
+    RELOAD.store(false, Ordering::SeqCst);
+    CHILD.store(false, Ordering::SeqCst);
+    for signal in [libc::SIGHUP, libc::SIGCHLD] {
+        // SAFETY: restoring the default disposition.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    install_worker();
+}
+
+/// Whether a stop was asked for.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// How many stop signals arrived (a second one means: now).
+pub fn stop_count() -> i32 {
+    STOP_COUNT.load(Ordering::SeqCst)
+}
+
+/// Takes the reload flag.
+pub fn take_reload() -> bool {
+    RELOAD.swap(false, Ordering::SeqCst)
+}
+
+/// Takes the child-exited flag.
+pub fn take_child() -> bool {
+    CHILD.swap(false, Ordering::SeqCst)
+}
+
+/// The descriptor that becomes readable when a signal arrived; see [`drain_wake`].
+pub fn wake_fd() -> RawFd {
+    WAKE_READ.load(Ordering::SeqCst)
+}
+
+/// Empties the wake-up pipe.
+pub fn drain_wake() {
+    let fd = wake_fd();
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 64];
+    // SAFETY: reading into our buffer from a non-blocking pipe.
+    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+}
