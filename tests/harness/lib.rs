@@ -337,3 +337,81 @@ pub fn wait_for_workers(servers: &[&Gearmand], function: &str, workers: u64) {
     }
     panic!("{function} never had {workers} workers on every server");
 }
+
+impl Gearmand {
+    /// The text admin protocol's `workers`, asked with gearadmin and read with li3g's parser.
+    pub fn workers(&self) -> Vec<li3g_host::gearman::admin::WorkerStatus> {
+        let out = run(Command::new("gearadmin").args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--workers"]));
+        let lines = out.stdout.lines().take_while(|l| !li3g_host::gearman::admin::is_end(l));
+        li3g_host::gearman::admin::parse_workers(lines).expect("gearadmin --workers answers worker lines")
+    }
+
+    /// The PIDs of the li3g workers connected (from their `host:pid` client ids).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .workers()
+            .iter()
+            .filter_map(|w| w.client_id.rsplit_once(':').and_then(|(_, pid)| pid.parse().ok()))
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+}
+
+/// Waits until `condition` holds, at most `timeout`; panics with `what` otherwise.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The lines a process writes to a pipe, collected by a thread as they come.
+pub struct Lines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    /// Starts collecting from `pipe`.
+    pub fn collect(pipe: impl std::io::Read + Send + 'static) -> Lines {
+        use std::io::BufRead;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Lines { lines }
+    }
+
+    /// Everything so far.
+    pub fn all(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until a line contains `text`, at most `timeout`; returns it.
+    pub fn wait_for(&self, text: &str, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.all().into_iter().find(|l| l.contains(text)) {
+                return line;
+            }
+            assert!(std::time::Instant::now() < deadline, "no line contains {text:?}; got {:#?}", self.all());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// How many lines contain `text`.
+    pub fn count(&self, text: &str) -> usize {
+        self.all().iter().filter(|l| l.contains(text)).count()
+    }
+}
+
+/// Whether a process with `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod config;
+mod daemon;
 mod dispatch;
 mod gearman_client;
 mod loading;
