@@ -54,12 +54,32 @@ impl From<nix::Error> for ForkError {
     }
 }
 
-/// How many threads this process has.
+/// How many threads this process has (field 20 of `/proc/self/stat`: one read, no listing).
 ///
 /// # Errors
-/// When `/proc/self/task` cannot be read.
+/// When `/proc/self/stat` cannot be read or parsed.
 pub fn thread_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/task")?.count())
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may contain spaces: count after it.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    after_name
+        .split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("cannot read the thread count from /proc/self/stat"))
+}
+
+thread_local! {
+    /// Children that answered and are exiting: reaped later, off the job's critical path.
+    static EXITING: std::cell::RefCell<Vec<Pid>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reaps the job children that have exited since; with `block`, waits for all of them.
+pub fn reap_children(block: bool) {
+    let flag = if block { None } else { Some(nix::sys::wait::WaitPidFlag::WNOHANG) };
+    EXITING.with(|pids| {
+        pids.borrow_mut().retain(|pid| matches!(waitpid(*pid, flag), Ok(WaitStatus::StillAlive)));
+    });
 }
 
 /// Checks that this process has one thread, so that it may fork.
@@ -134,6 +154,7 @@ pub fn run_in_child(
     limits: ChildLimits,
     events: &mut dyn JobEvents,
 ) -> Result<Result<Vec<u8>, String>, ForkError> {
+    reap_children(false);
     ensure_single_threaded()?;
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // SAFETY: this process is single-threaded (checked above); the child only runs the job and
@@ -223,6 +244,12 @@ fn parent(
         }
         if fds[0].revents != 0 {
             pipe_open = drain(&mut pipe, &mut frames, events)?;
+            if let Some(outcome) = frames.outcome.take() {
+                // The child answered and only `_exit`s now: answer the job at once and reap
+                // the child later, so its teardown is not on the job's critical path.
+                EXITING.with(|pids| pids.borrow_mut().push(child));
+                return Ok(outcome);
+            }
         }
         if fds[1].revents != 0 {
             // The child is gone: take what is left in the pipe, without waiting for an end of
@@ -246,7 +273,9 @@ fn parent(
 
 /// Reads what the pipe has now; returns whether it is still open.
 fn drain(pipe: &mut std::fs::File, frames: &mut Frames, events: &mut dyn JobEvents) -> Result<bool, ForkError> {
-    let mut chunk = [0u8; 64 * 1024];
+    // One page: after a fork every page the parent writes is copied (copy-on-write), so a
+    // bigger buffer costs a page fault per page per job.
+    let mut chunk = [0u8; 4096];
     loop {
         match pipe.read(&mut chunk) {
             Ok(0) => return Ok(false),

@@ -99,6 +99,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         let mut worked = false;
         for server in &mut servers {
             if stop() || stats.over_memory || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
+                fork::reap_children(true);
                 return stats;
             }
             if server.conn.is_none() && Instant::now() >= server.retry_at {
