@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod config;
 mod daemon;
+mod deploy;
 mod dispatch;
 mod gearman_client;
 mod loading;
