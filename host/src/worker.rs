@@ -125,7 +125,6 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             let outcome = grab(conn).and_then(|job| match job {
                 Some(job) => {
                     worked = true;
-                    log(format!("Handling job #{} {}", String::from_utf8_lossy(&job.handle), job.function));
                     let ok = work(registry, config, conn, &job)?;
                     if ok { stats.completed += 1 } else { stats.failed += 1 }
                     if !config.atomic {
@@ -241,16 +240,21 @@ impl JobEvents for Reporter<'_> {
 fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assigned) -> Result<bool, ConnError> {
     let handle = job.handle.clone();
     let result: Result<Vec<u8>, String> = if job.function == PING_FUNCTION {
+        config.log.worker(&format!("Handling job #{} {PING_FUNCTION}", String::from_utf8_lossy(&handle)));
         Ok(format!("pong from {}", config.client_id).into_bytes())
     } else {
         match workload::decode(&job.function, &job.workload) {
-            Err(err) => Err(err.to_string()),
+            Err(err) => {
+                config.log.worker(&format!("Refusing job #{}: {err}", String::from_utf8_lossy(&handle)));
+                Err(err.to_string())
+            }
             Ok(decoded) => {
                 let info = JobInfo {
                     id: decoded.id.unwrap_or_else(crate::job_id::generate),
                     environment: decoded.env.unwrap_or_else(|| config.environment.clone()),
                 };
                 let task = canonical_task_name(&decoded.task);
+                config.log.worker(&format!("Handling job #{} {task}", info.id));
                 let args = decoded.args.to_string();
                 let mut reporter = Reporter { conn, handle: &handle, failed: None };
                 let run = |events: &mut dyn JobEvents| {
@@ -271,7 +275,12 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                             }
                             _ => String::new(),
                         };
-                        Err(format!("task {task} {err}{hint}"))
+                        match err {
+                            fork::ForkError::MultiThreaded(_) | fork::ForkError::Os(_) => {
+                                Err(format!("task {task} cannot run: {err}"))
+                            }
+                            _ => Err(format!("task {task} {err}{hint}")),
+                        }
                     })
                 } else {
                     run(&mut reporter)

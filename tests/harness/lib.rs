@@ -68,7 +68,7 @@ fn build() -> Artifacts {
         libs.insert(name, dest);
     };
     keep("hello", main.join("debug/libhello.so"));
-    for name in ["misbehave", "loader_panic", "loader_error", "not_a_plugin", "duplicate", "abi_mismatch"] {
+    for name in ["misbehave", "loader_panic", "loader_error", "not_a_plugin", "duplicate", "abi_mismatch", "threaded"] {
         keep(name, testing_target.join(format!("debug/lib{name}.so")));
     }
     for (name, feature) in [("abi_layout", "layout"), ("abi_version", "version")] {

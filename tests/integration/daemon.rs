@@ -54,6 +54,11 @@ fn a_pool_of_three_serves_and_a_killed_worker_is_resuscitated() {
     assert_eq!(lines.count("(Daemon) Created worker number"), 3);
     let mut client = client(&gearmand);
     assert_eq!(call(&mut client, "Hello::say", &[json!("pool")]).unwrap(), b"Hello pool");
+    // li3_gearman's log lines, with the job id.
+    let options = RunOptions { id: Some("job-42".into()), ..sync_options() };
+    client.run("Hello::say", &[json!("logged")], &options, &mut |_| {}).unwrap();
+    let line = lines.wait_for("(Worker) Handling job #job-42 Hello::say", WAIT);
+    assert!(line.starts_with("li3g-host["), "{line}");
 
     let before = gearmand.worker_pids();
     let victim = before[0];
@@ -325,4 +330,19 @@ fn workers_that_fail_fast_are_respawned_with_growing_delays() {
     assert!(lines.count("Created worker number") <= 6, "{:#?}", lines.all());
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     wait_for_workers(&[&gearmand], "Hello::say", 1);
+}
+
+#[test]
+fn atomic_mode_refuses_to_fork_a_multi_threaded_worker() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "threaded"]);
+    let (_daemon, _lines) = start(&gearmand, &dir, &["--workers", "1", "--atomic"]);
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    let mut client = client(&gearmand);
+    let err = call(&mut client, "Hello::say", &[json!("x")]).unwrap_err();
+    assert_eq!(
+        err,
+        "task Hello::say cannot run: refusing to fork: this process has 2 threads (a plugin started one?); \
+         a forking process must be single-threaded"
+    );
 }
