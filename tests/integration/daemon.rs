@@ -346,3 +346,22 @@ fn atomic_mode_refuses_to_fork_a_multi_threaded_worker() {
          a forking process must be single-threaded"
     );
 }
+
+#[test]
+fn a_worker_over_its_memory_limit_is_replaced() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (_daemon, lines) = start(&gearmand, &dir, &["--workers", "1", "--resuscitate", "--memlimit", "100M"]);
+    wait_for_workers(&[&gearmand], "Misbehave::leak", 1);
+    let first = gearmand.worker_pids();
+    let mut client = client(&gearmand);
+    // Without --atomic the leak stays in the worker; the job still succeeds.
+    assert_eq!(call(&mut client, "Misbehave::leak", &[json!(200)]).unwrap(), b"200");
+    lines.wait_for("exceeds the limit of 104857600; exiting to be replaced", WAIT);
+    lines.wait_for("Created worker number 2", WAIT);
+    wait_until("a fresh worker serves", WAIT, || {
+        let now = gearmand.worker_pids();
+        now.len() == 1 && now != first
+    });
+    assert_eq!(call(&mut client, "Misbehave::counter", &[]).unwrap(), b"1");
+}
