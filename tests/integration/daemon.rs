@@ -44,6 +44,20 @@ fn call(client: &mut Client, task: &str, args: &[Value]) -> Result<Vec<u8>, Stri
     }
 }
 
+/// Runs `Misbehave::sleep(seconds)` synchronously on another thread and returns once a worker
+/// runs it; join the handle for its result.
+fn sleep_in_flight(gearmand: &Gearmand, seconds: f64) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
+    let port = gearmand.port;
+    let job = std::thread::spawn(move || {
+        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+        call(&mut client, "Misbehave::sleep", &[json!(seconds)])
+    });
+    wait_until("the sleep job runs", WAIT, || {
+        gearmand.status().iter().any(|s| s.function == "Misbehave::sleep" && s.running == 1)
+    });
+    job
+}
+
 #[test]
 fn a_pool_of_three_serves_and_a_killed_worker_is_resuscitated() {
     let gearmand = Gearmand::start();
@@ -204,14 +218,7 @@ fn daemon_mode_ping_restart_with_a_rebuilt_plugin_and_shutdown() {
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Pinging... OK\n"), "{}", out.stderr);
 
     // A long job in flight on the only worker.
-    let port = gearmand.port;
-    let long = std::thread::spawn(move || {
-        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
-        call(&mut client, "Misbehave::sleep", &[json!(1.5)])
-    });
-    wait_until("the long job runs", WAIT, || {
-        gearmand.status().iter().any(|s| s.function == "Misbehave::sleep" && s.running == 1)
-    });
+    let long = sleep_in_flight(&gearmand, 1.5);
     let old_workers = gearmand.worker_pids();
 
     // Rebuild: Hello::say now answers "Hi" (the duplicate plugin's), dropped in atomically.
@@ -228,14 +235,7 @@ fn daemon_mode_ping_restart_with_a_rebuilt_plugin_and_shutdown() {
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), daemon_pid.to_string(), "same PID");
 
     // Shutdown waits for the job in hand.
-    let port = gearmand.port;
-    let last = std::thread::spawn(move || {
-        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
-        call(&mut client, "Misbehave::sleep", &[json!(1.0)])
-    });
-    wait_until("the last job runs", WAIT, || {
-        gearmand.status().iter().any(|s| s.function == "Misbehave::sleep" && s.running == 1)
-    });
+    let last = sleep_in_flight(&gearmand, 1.0);
     let workers = gearmand.worker_pids();
     let out = run(host().arg("shutdown").arg("--pid").arg(&pid_file));
     assert_eq!(out.code, Some(0), "{}", out.stderr);

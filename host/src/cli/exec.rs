@@ -24,12 +24,8 @@ pub(super) struct ExecArgs {
 }
 
 /// Reads each argument as JSON, or as a string when it is not JSON.
-pub fn parse_args(args: &[String]) -> Value {
-    Value::Array(
-        args.iter()
-            .map(|arg| serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.clone())))
-            .collect(),
-    )
+pub fn parse_args(args: &[String]) -> Vec<Value> {
+    args.iter().map(|arg| serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.clone()))).collect()
 }
 
 pub(super) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
@@ -39,7 +35,7 @@ pub(super) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
         id: args.id.clone().unwrap_or_else(crate::job_id::generate),
         environment: config.environment.clone().unwrap_or_default(),
     };
-    let json = parse_args(&args.args).to_string();
+    let json = Value::Array(parse_args(&args.args)).to_string();
     match registry.dispatch(&args.task, &json, &info, &mut Console) {
         Ok(output) => {
             print_result(output.as_bytes())?;
@@ -60,7 +56,7 @@ mod tests {
     fn args_are_json_or_bare_strings() {
         let args: Vec<String> = ["Mariano", "5", "true", "[1,2]", "\"7\"", "-3", "a b"].map(String::from).into();
         assert_eq!(
-            parse_args(&args),
+            Value::Array(parse_args(&args)),
             serde_json::json!(["Mariano", 5, true, [1, 2], "7", -3, "a b"])
         );
     }

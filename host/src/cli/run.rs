@@ -69,10 +69,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         environment: config.environment.clone(),
         timeout: args.timeout.map(Duration::from_secs_f64),
     };
-    let task_args = match parse_args(&args.args) {
-        serde_json::Value::Array(list) => list,
-        other => vec![other],
-    };
+    let task_args = parse_args(&args.args);
     let mut on_event = |event: JobEvent<'_>| match event {
         JobEvent::Status(n, d) => Console.status(n, d),
         JobEvent::Data(data) => Console.data(data),

@@ -1,22 +1,23 @@
 //! `li3g-host start`: the daemon; and `shutdown`, `restart`, `ping` to control it.
 
-use super::work::WorkerOptions;
+use super::work::{run_worker, WorkerOptions};
 use super::{plugins_dir, Common};
 use crate::client::{Client, Outcome, RunOptions};
 use crate::daemon::detach::{detach, Started};
 use crate::daemon::{supervise, PoolOptions};
 use crate::gearman::packet::Priority;
 use crate::pidfile::{running_pid, PidFile};
-use crate::{signals, worker};
+use crate::signals;
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// Where the PID file goes.
 #[derive(Debug, Clone, Args)]
 pub(super) struct PidArg {
-    /// PID file [default: /run/li3g-host.pid as root, else /tmp/li3g-host-UID.pid]
+    /// PID file [default: /run/li3g-host.pid as root, else $XDG_RUNTIME_DIR/li3g-host.pid, else
+    /// /tmp/li3g-host-UID.pid]
     #[arg(long, env = "LI3G_PID", value_name = "PATH")]
     pid: Option<PathBuf>,
 }
@@ -28,7 +29,11 @@ impl PidArg {
             None => {
                 // SAFETY: geteuid cannot fail.
                 let uid = unsafe { libc::geteuid() };
-                PathBuf::from(if uid == 0 { "/run/li3g-host.pid".into() } else { format!("/tmp/li3g-host-{uid}.pid") })
+                match std::env::var_os("XDG_RUNTIME_DIR") {
+                    _ if uid == 0 => PathBuf::from("/run/li3g-host.pid"),
+                    Some(dir) => PathBuf::from(dir).join("li3g-host.pid"),
+                    None => PathBuf::from(format!("/tmp/li3g-host-{uid}.pid")),
+                }
             }
         };
         Ok(std::path::absolute(path)?)
@@ -99,23 +104,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
     signals::install_daemon();
     let options = PoolOptions { workers: args.workers, limit: args.limit, resuscitate: args.resuscitate, log };
-    let work = |_number: u32| -> i32 {
-        let registry = match crate::plugins::Registry::scan(config.plugins.as_deref().unwrap_or(Path::new("."))) {
-            Ok(registry) => registry,
-            Err(err) => {
-                log.worker(&format!("Cannot load plugins: {err}"));
-                return 2;
-            }
-        };
-        for rejected in registry.rejected() {
-            log.worker(&format!("Skipped {rejected}"));
-        }
-        let mut worker_config = args.worker.worker_config(&config);
-        worker_config.log = log;
-        let stats = worker::run(&registry, &worker_config, &signals::stop_requested);
-        log.worker(&format!("Done: {} jobs completed, {} failed", stats.completed, stats.failed));
-        0
-    };
+    let work = |_number: u32| i32::from(run_worker(&config, &args.worker, log));
     let code = supervise(&options, &work);
     drop(pid_file);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))

@@ -1,7 +1,8 @@
 //! `li3g-host work`: one worker in the foreground, for supervisor or systemd; and the worker
 //! options it shares with `start`.
 
-use super::{load_plugins, Common};
+use super::{plugins_dir, Common};
+use crate::plugins::Registry;
 use crate::config::Config;
 use crate::log::Log;
 use crate::signals;
@@ -91,12 +92,30 @@ pub(super) struct WorkArgs {
 
 pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
-    let registry = load_plugins(&config)?;
+    // What would make every start fail is an error here, on stderr, not only a log line.
+    crate::plugins::registry::check_dir(&plugins_dir(&config)?)?;
     signals::install_worker();
-    let worker = args.worker.worker_config(&config);
+    Ok(ExitCode::from(run_worker(&config, &args.worker, args.worker.log())))
+}
+
+/// Loads the plugins and runs one worker until it is stopped; returns its exit code (2 when
+/// the plugins cannot be loaded). Used by `work` and by each worker `start` forks.
+pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> u8 {
+    let registry = match plugins_dir(config).and_then(|dir| Ok(Registry::scan(&dir)?)) {
+        Ok(registry) => registry,
+        Err(err) => {
+            log.worker(&format!("Cannot load plugins: {err:#}"));
+            return 2;
+        }
+    };
+    for rejected in registry.rejected() {
+        log.worker(&format!("Skipped {rejected}"));
+    }
+    let mut worker = options.worker_config(config);
+    worker.log = log;
     let stats = worker::run(&registry, &worker, &signals::stop_requested);
-    worker.log.worker(&format!("Done: {} jobs completed, {} failed", stats.completed, stats.failed));
-    Ok(ExitCode::SUCCESS)
+    log.worker(&format!("Done: {} jobs completed, {} failed", stats.completed, stats.failed));
+    0
 }
 
 pub(super) fn hostname() -> String {
