@@ -43,7 +43,8 @@ pub enum PidFileError {
 /// A PID file this process holds; removed when dropped.
 pub struct PidFile {
     path: PathBuf,
-    file: File,
+    /// Held open for the daemon's life: the lock lives as long as this descriptor.
+    _lock: File,
 }
 
 fn open(path: &Path, create: bool) -> Result<File, PidFileError> {
@@ -86,18 +87,7 @@ impl PidFile {
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.flush().map_err(io)?;
-        Ok(PidFile { path: path.into(), file })
-    }
-
-    /// Writes another PID (after daemonizing, the daemon's).
-    ///
-    /// # Errors
-    /// [`PidFileError::Io`].
-    pub fn rewrite(&mut self, pid: u32) -> Result<(), PidFileError> {
-        let io = |source| PidFileError::Io { path: self.path.clone(), source };
-        self.file.set_len(0).map_err(io)?;
-        self.file.rewind().map_err(io)?;
-        writeln!(self.file, "{pid}").map_err(io)
+        Ok(PidFile { path: path.into(), _lock: file })
     }
 
     /// The file.

@@ -160,3 +160,16 @@ fn a_peer_that_is_not_a_job_server_is_a_clear_error() {
     assert!(err.contains(&format!("127.0.0.1:{port}: protocol error: bad packet magic")), "{err}");
     server.join().unwrap();
 }
+
+#[test]
+fn a_client_survives_its_server_restarting() {
+    let gearmand = Gearmand::start();
+    let port = gearmand.port;
+    let mut client = Client::new(vec![addr(port)]);
+    client.submit_background(&job("restart", b"1")).unwrap();
+    gearmand.kill();
+    let gearmand = Gearmand::start_on(port);
+    // The kept connection is dead; the client notices and reconnects instead of failing.
+    client.submit_background(&job("restart", b"2")).unwrap();
+    assert_eq!(gearmand.status().iter().find(|s| s.function == "restart").map(|s| s.total), Some(1));
+}

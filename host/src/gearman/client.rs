@@ -126,7 +126,10 @@ impl Client {
     /// the server has accepted what it sent.
     fn with_failover<T>(&mut self, mut request: impl FnMut(&mut Conn) -> Result<T, ConnError>) -> Result<T, ClientError> {
         let mut errors = Vec::new();
-        for _ in 0..self.servers.len().max(1) {
+        // A connection kept from an earlier request may have gone stale (its server
+        // restarted): its failure earns one more try, on a fresh connection.
+        let attempts = self.servers.len().max(1) + usize::from(self.conn.is_some());
+        for _ in 0..attempts {
             let mut conn = match self.conn.take() {
                 Some(conn) => conn,
                 None => match self.connect_next() {

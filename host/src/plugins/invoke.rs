@@ -27,15 +27,6 @@ pub trait JobEvents {
     fn warning(&mut self, data: &[u8]);
 }
 
-/// Ignores every event.
-pub struct NoEvents;
-
-impl JobEvents for NoEvents {
-    fn status(&mut self, _: u64, _: u64) {}
-    fn data(&mut self, _: &[u8]) {}
-    fn warning(&mut self, _: &[u8]) {}
-}
-
 /// A task's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskOutput {
