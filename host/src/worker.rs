@@ -327,9 +327,19 @@ fn sleep(servers: &mut [Server], log: &dyn Fn(String)) {
         }
     }
     if !buffered {
+        // The signal wake-up pipe too: a stop signal that lands just before the wait still
+        // ends it at once.
+        let wake = crate::signals::wake_fd();
+        if wake >= 0 {
+            fds.push(libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 });
+        }
         let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that outlives the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if wake >= 0 {
+            fds.pop();
+            crate::signals::drain_wake();
+        }
         if ready <= 0 {
             return; // timeout, or EINTR from a signal: the caller looks at its stop flag
         }
