@@ -191,9 +191,6 @@ mod tests {
         assert_eq!(derived, unique_key("T::m", &json!(["a", 1]), &Unique::FromArgs).unwrap());
         assert_ne!(derived, unique_key("T::m", &json!(["a", 2]), &Unique::FromArgs).unwrap());
         assert_ne!(derived, unique_key("T::n", &args, &Unique::FromArgs).unwrap());
-        assert!(matches!(
-            unique_key("T::m", &args, &Unique::Key("k".repeat(64))),
-            Err(RunError::UniqueTooLong(64))
-        ));
+        assert!(matches!(unique_key("T::m", &args, &Unique::Key("k".repeat(64))), Err(RunError::UniqueTooLong(64))));
     }
 }

@@ -181,14 +181,17 @@ pub fn parse(path: &Path, text: &str, name: &str, environment: Option<&str>) -> 
         Some(raw) => raw,
         // A file that does not define `default` still has the built-in one.
         None if name == DEFAULT_NAME => RawConfig::default(),
-        None => {
-            return Err(ConfigError::UnknownName { name: name.into(), file: path.display().to_string(), known })
-        }
+        None => return Err(ConfigError::UnknownName { name: name.into(), file: path.display().to_string(), known }),
     };
     resolve(Some(path), name, raw, environment)
 }
 
-fn resolve(path: Option<&Path>, name: &str, mut raw: RawConfig, environment: Option<&str>) -> Result<Config, ConfigError> {
+fn resolve(
+    path: Option<&Path>,
+    name: &str,
+    mut raw: RawConfig,
+    environment: Option<&str>,
+) -> Result<Config, ConfigError> {
     let invalid = |key: String, message: String| ConfigError::Invalid { path: path.map(Into::into), key, message };
     let environment = environment.map(str::to_string).or(raw.environment.take());
     let mut servers_key = format!("{name}.servers");
@@ -210,9 +213,9 @@ fn resolve(path: Option<&Path>, name: &str, mut raw: RawConfig, environment: Opt
     };
     let mut servers = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let addr = entry.parse().map_err(|err| {
-            invalid(format!("{servers_key}[{i}]"), format!("{err}; expected host or host:port"))
-        })?;
+        let addr = entry
+            .parse()
+            .map_err(|err| invalid(format!("{servers_key}[{i}]"), format!("{err}; expected host or host:port")))?;
         servers.push(addr);
     }
     if servers.is_empty() {

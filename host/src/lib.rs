@@ -20,14 +20,14 @@
 
 pub mod cli;
 pub mod client;
-pub mod daemon;
 pub mod config;
+pub mod daemon;
 pub mod fork;
 pub mod gearman;
 pub mod job_id;
 pub mod log;
 pub mod pidfile;
-pub mod signals;
 pub mod plugins;
+pub mod signals;
 pub mod worker;
 pub mod workload;

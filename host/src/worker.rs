@@ -15,9 +15,9 @@
 //! runs; its result as `WORK_COMPLETE`, its failure as `WORK_EXCEPTION` with the message
 //! (gearmand turns that into `WORK_FAIL` for clients that did not ask for exceptions).
 
+use crate::fork::{self, ChildLimits};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::Packet;
-use crate::fork::{self, ChildLimits};
 use crate::plugins::{canonical_task_name, JobEvents, JobInfo, Registry};
 use crate::workload::{self, COMPAT_FUNCTION};
 use std::os::fd::AsRawFd;
@@ -91,7 +91,13 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
     let mut servers: Vec<Server> = config
         .servers
         .iter()
-        .map(|addr| Server { addr: addr.clone(), conn: None, asleep: false, retry_at: Instant::now(), backoff: MIN_BACKOFF })
+        .map(|addr| Server {
+            addr: addr.clone(),
+            conn: None,
+            asleep: false,
+            retry_at: Instant::now(),
+            backoff: MIN_BACKOFF,
+        })
         .collect();
     let mut stats = WorkerStats::default();
     let log = |message: String| config.log.worker(&message);
@@ -126,11 +132,17 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
                 Some(job) => {
                     worked = true;
                     let ok = work(registry, config, conn, &job)?;
-                    if ok { stats.completed += 1 } else { stats.failed += 1 }
+                    if ok {
+                        stats.completed += 1
+                    } else {
+                        stats.failed += 1
+                    }
                     if !config.atomic {
                         if let (Some(limit), Some(rss)) = (config.memlimit, resident_memory()) {
                             if rss > limit {
-                                log(format!("Resident memory {rss} bytes exceeds the limit of {limit}; exiting to be replaced"));
+                                log(format!(
+                                    "Resident memory {rss} bytes exceeds the limit of {limit}; exiting to be replaced"
+                                ));
                                 stats.over_memory = true;
                             }
                         }

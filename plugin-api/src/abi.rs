@@ -65,8 +65,7 @@ const fn interface_version() -> VersionStrings {
 ///
 /// `args` is a JSON array with the positional arguments. `Ok` carries the result as JSON text;
 /// `Err` a [`TaskError`]. The function never unwinds: panics are caught before the boundary.
-pub type TaskFn =
-    for<'a, 'b> extern "C" fn(args: RStr<'a>, job: &'a JobCtx<'b>) -> RResult<RString, TaskError>;
+pub type TaskFn = for<'a, 'b> extern "C" fn(args: RStr<'a>, job: &'a JobCtx<'b>) -> RResult<RString, TaskError>;
 
 /// One task of a plugin, as listed by [`PluginMod::tasks`].
 #[repr(C)]

@@ -40,10 +40,8 @@ pub fn validate_task_name(name: &str) -> Result<(), String> {
 #[doc(hidden)]
 pub mod __private {
     use super::*;
-    pub use abi_stable::library::{
-        CheckTypeLayout, LibHeader, RootModuleResult, __call_root_module_loader,
-    };
     pub use crate::abi::{JobCtx, PluginMod_Ref, TaskDecl, TaskError};
+    pub use abi_stable::library::{__call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult};
     pub use abi_stable::std_types::{RBoxError, RResult, RStr, RString, RVec};
 
     /// Picks the given value, or the default when none was given.
@@ -62,12 +60,7 @@ pub mod __private {
     ///
     /// # Errors
     /// When the names do not match the function's parameters (reported by [`root_module`]).
-    pub fn declare<M, F: Task<M>>(
-        name: &str,
-        names: &[&str],
-        _f: F,
-        call: TaskFn,
-    ) -> Result<TaskDecl, String> {
+    pub fn declare<M, F: Task<M>>(name: &str, names: &[&str], _f: F, call: TaskFn) -> Result<TaskDecl, String> {
         let types = F::param_types();
         if !names.is_empty() && names.len() != types.len() {
             return Err(format!(
@@ -111,9 +104,7 @@ pub mod __private {
     pub fn tasks(list: TaskList) -> RVec<TaskDecl> {
         // `list` only builds vectors of names; should it still panic, an empty list is the
         // answer the host can live with (it then reports a plugin without tasks).
-        panic::catch_unwind(list)
-            .map(|decls| decls.into_iter().filter_map(Result::ok).collect())
-            .unwrap_or_default()
+        panic::catch_unwind(list).map(|decls| decls.into_iter().filter_map(Result::ok).collect()).unwrap_or_default()
     }
 
     /// The root module loader: installs the panic hook, runs the author's `init`, checks the
@@ -177,10 +168,7 @@ fn catching_panics<T>(what: &str, f: impl FnOnce() -> Result<T, TaskError>) -> R
             .unwrap_or_else(|| "a non-string panic payload".to_string());
         // A payload whose destructor panics would unwind out of here: keep it.
         std::mem::forget(payload);
-        let at = PANIC_LOCATION
-            .with(|cell| cell.borrow_mut().take())
-            .map(|l| format!(" at {l}"))
-            .unwrap_or_default();
+        let at = PANIC_LOCATION.with(|cell| cell.borrow_mut().take()).map(|l| format!(" at {l}")).unwrap_or_default();
         Err(TaskError::new(TaskErrorKind::Panicked, format!("{what} panicked{at}: {message}")))
     })
 }
@@ -189,10 +177,9 @@ fn parse_args(task: &str, args: &str) -> Result<Vec<serde_json::Value>, TaskErro
     match serde_json::from_str(args) {
         Ok(serde_json::Value::Array(list)) => Ok(list),
         Ok(other) => Ok(vec![other]),
-        Err(err) => Err(TaskError::new(
-            TaskErrorKind::BadArguments,
-            format!("{task}: the arguments are not valid JSON: {err}"),
-        )),
+        Err(err) => {
+            Err(TaskError::new(TaskErrorKind::BadArguments, format!("{task}: the arguments are not valid JSON: {err}")))
+        }
     }
 }
 

@@ -102,10 +102,7 @@ mod tests {
     #[test]
     fn exported_symbol_is_the_one_abi_stable_looks_for() {
         // The `plugin!` macro spells the symbol out, since a macro_rules macro cannot compute it.
-        assert_eq!(
-            abi_stable::library::ROOT_MODULE_LOADER_NAME,
-            "_1as_0lib_1header_0root_bmodule_bloader"
-        );
+        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
     }
 
     #[test]

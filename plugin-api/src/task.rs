@@ -63,12 +63,7 @@ impl Signature<'_> {
         let plural = if types.len() == 1 { "" } else { "s" };
         TaskError::new(
             TaskErrorKind::BadArguments,
-            format!(
-                "{} takes {} argument{plural} ({}), got {got}",
-                self.task,
-                types.len(),
-                list.join(", ")
-            ),
+            format!("{} takes {} argument{plural} ({}), got {got}", self.task, types.len(), list.join(", ")),
         )
     }
 }
@@ -215,8 +210,26 @@ macro_rules! impl_output {
 }
 
 impl_output!(
-    (), bool, char, String, &'static str, Value,
-    i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64,
+    (),
+    bool,
+    char,
+    String,
+    &'static str,
+    Value,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    f32,
+    f64,
 );
 
 macro_rules! impl_output_generic {
@@ -274,10 +287,7 @@ mod tests {
     fn type_names_lose_their_paths() {
         assert_eq!(readable_type_name::<String>(), "String");
         assert_eq!(readable_type_name::<Vec<Option<String>>>(), "Vec<Option<String>>");
-        assert_eq!(
-            readable_type_name::<std::collections::HashMap<String, u8>>(),
-            "HashMap<String, u8>"
-        );
+        assert_eq!(readable_type_name::<std::collections::HashMap<String, u8>>(), "HashMap<String, u8>");
         assert_eq!(readable_type_name::<(u8, &str)>(), "(u8, &str)");
     }
 }

@@ -47,7 +47,10 @@ fn main() {
         let gearmand = Gearmand::start();
         queue(&gearmand, "Hello::say", b"bench", jobs);
         let mut command = Command::new(&host);
-        command.args(["work", "--max-jobs", &jobs.to_string(), "--servers", &gearmand.addr()]).arg("--plugins").arg(&release);
+        command
+            .args(["work", "--max-jobs", &jobs.to_string(), "--servers", &gearmand.addr()])
+            .arg("--plugins")
+            .arg(&release);
         if atomic {
             command.arg("--atomic");
         }
@@ -58,7 +61,19 @@ fn main() {
     let elapsed = drain(
         &gearmand,
         "bench_true",
-        Command::new("gearman").args(["-w", "-h", "127.0.0.1", "-p", &gearmand.port.to_string(), "-c", &jobs.to_string(), "-f", "bench_true", "--", "/bin/true"]),
+        Command::new("gearman").args([
+            "-w",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gearmand.port.to_string(),
+            "-c",
+            &jobs.to_string(),
+            "-f",
+            "bench_true",
+            "--",
+            "/bin/true",
+        ]),
     );
     results.push(("gearman -w -- /bin/true", elapsed));
 
@@ -67,14 +82,12 @@ fn main() {
     let atomic = results[1].1.as_secs_f64();
     for (name, elapsed) in &results {
         let secs = elapsed.as_secs_f64();
-        println!(
-            "{name:<26} {:>10.0} {:>12.1} {:>11.2}x",
-            jobs as f64 / secs,
-            secs * 1e6 / jobs as f64,
-            secs / atomic
-        );
+        println!("{name:<26} {:>10.0} {:>12.1} {:>11.2}x", jobs as f64 / secs, secs * 1e6 / jobs as f64, secs / atomic);
     }
     let per_job_cost = (results[1].1.as_secs_f64() - results[0].1.as_secs_f64()) * 1e6 / jobs as f64;
     println!("\natomic mode costs {per_job_cost:.1} us more per job than running in the worker;");
-    println!("gearman -w (fork+exec per job) takes {:.1}x as long as li3g --atomic", results[2].1.as_secs_f64() / atomic);
+    println!(
+        "gearman -w (fork+exec per job) takes {:.1}x as long as li3g --atomic",
+        results[2].1.as_secs_f64() / atomic
+    );
 }

@@ -92,12 +92,7 @@ fn cargo(root: &Path, target: &Path, args: &[&str]) {
         .env_remove("CARGO_TARGET_DIR")
         .output()
         .expect("run cargo");
-    assert!(
-        output.status.success(),
-        "cargo {} failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "cargo {} failed:\n{}", args.join(" "), String::from_utf8_lossy(&output.stderr));
 }
 
 /// The release build of the host and the example plugins, for benchmarks: the `li3g-host`
@@ -305,10 +300,7 @@ impl Gearmand {
                 .arg("--verbose=ERROR")
                 .stdin(std::process::Stdio::null()),
         );
-        assert!(
-            wait_for_port(port, std::time::Duration::from_secs(10)),
-            "gearmand did not start on port {port}"
-        );
+        assert!(wait_for_port(port, std::time::Duration::from_secs(10)), "gearmand did not start on port {port}");
         Gearmand { port, process, _log: log }
     }
 

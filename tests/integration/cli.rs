@@ -48,7 +48,11 @@ fn exec_of_bad_arguments_or_unknown_task_exits_1_with_the_reason() {
     assert!(out.stderr.contains("Hello::say: argument 1 (name: String): invalid type: integer `5`"), "{}", out.stderr);
     let out = run(host().args(["exec", "Hello::nope"]).env("LI3G_PLUGINS", dir.path()));
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("unknown task Hello::nope (known tasks: Hello::count, Hello::run, Hello::say)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown task Hello::nope (known tasks: Hello::count, Hello::run, Hello::say)"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -26,7 +26,12 @@ fn a_named_configuration_and_an_environment_pick_servers_plugins_and_environment
     );
     let spawn = |extra: &[&str]| {
         let mut command = host();
-        command.args(["work", "reports", "--config"]).arg(&config).args(extra).stdout(Stdio::null()).stderr(Stdio::null());
+        command
+            .args(["work", "reports", "--config"])
+            .arg(&config)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         ChildGuard::spawn(&mut command)
     };
     let _staging_worker = spawn(&[]);

@@ -123,7 +123,8 @@ fn workers_are_recycled_after_max_jobs() {
 fn atomic_mode_isolates_crashes_leaks_globals_and_runaways() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello", "misbehave"]);
-    let (_daemon, lines) = start(&gearmand, &dir, &["--workers", "1", "--atomic", "--timeout", "1", "--memlimit", "512M"]);
+    let (_daemon, lines) =
+        start(&gearmand, &dir, &["--workers", "1", "--atomic", "--timeout", "1", "--memlimit", "512M"]);
     wait_for_workers(&[&gearmand], "Misbehave::segfault", 1);
     let mut client = client(&gearmand);
     let worker = gearmand.worker_pids();
@@ -164,10 +165,7 @@ fn atomic_mode_isolates_crashes_leaks_globals_and_runaways() {
         })
         .unwrap();
     assert!(matches!(&outcome, Outcome::Completed { result, .. } if result == b"2"), "{outcome:?}");
-    assert_eq!(
-        events,
-        ["warning starting", "status 1/2", "data step 1", "status 2/2", "data step 2"]
-    );
+    assert_eq!(events, ["warning starting", "status 1/2", "data step 1", "status 2/2", "data step 2"]);
 
     // A result far larger than a pipe's buffer arrives whole.
     let big = "x".repeat(4 << 20);

@@ -29,7 +29,8 @@ fn the_systemd_unit_verifies() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(!out.stderr.contains("li3g-host.service"), "{}", out.stderr);
     // The check can fail: a unit with a misspelt key does not verify.
-    let broken = dir.write("broken.service", adapted("li3g-host.service", &config).replace("ExecStart=", "ExecStrat=").as_bytes());
+    let broken = dir
+        .write("broken.service", adapted("li3g-host.service", &config).replace("ExecStart=", "ExecStrat=").as_bytes());
     let out = run(Command::new("systemd-analyze").arg("verify").arg(&broken));
     assert_ne!(out.code, Some(0));
 }
@@ -40,7 +41,8 @@ fn the_supervisor_program_runs_the_daemon_and_serves_a_job() {
     let plugins = PluginDir::with(&["hello"]);
     let config = plugins.write(
         "li3g.toml",
-        format!("[default]\nservers = [\"{}\"]\nplugins = \"{}\"\n", gearmand.addr(), plugins.path().display()).as_bytes(),
+        format!("[default]\nservers = [\"{}\"]\nplugins = \"{}\"\n", gearmand.addr(), plugins.path().display())
+            .as_bytes(),
     );
     let work = PluginDir::empty();
     let conf = format!(
@@ -57,7 +59,9 @@ fn the_supervisor_program_runs_the_daemon_and_serves_a_job() {
             .stderr(Stdio::null()),
     );
     wait_for_workers(&[&gearmand], "Hello::say", 4);
-    let out = run(Command::new(&artifacts().host).args(["run", "Hello::say", "supervisor", "--sync", "--config"]).arg(&config));
+    let out = run(Command::new(&artifacts().host)
+        .args(["run", "Hello::say", "supervisor", "--sync", "--config"])
+        .arg(&config));
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Hello supervisor\n"), "{}", out.stderr);
     let workers = gearmand.worker_pids();
     // Stopping supervisord stops the program with SIGTERM: the pool goes down with it.

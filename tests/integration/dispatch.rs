@@ -72,10 +72,7 @@ fn a_class_alone_means_run_and_a_leading_backslash_is_dropped() {
 fn non_string_results_are_json() {
     let host = host();
     assert_eq!(host.ok("Misbehave::add", json!([2, 40])), TaskOutput::Json("42".into()));
-    assert_eq!(
-        host.ok("Misbehave::summary", json!([[1, 2, 3]])),
-        TaskOutput::Json(r#"{"count":3,"total":6}"#.into())
-    );
+    assert_eq!(host.ok("Misbehave::summary", json!([[1, 2, 3]])), TaskOutput::Json(r#"{"count":3,"total":6}"#.into()));
     let value = json!({"nested": [1, "two", null]});
     let echoed = host.ok("Misbehave::echo", json!([value.clone()]));
     assert_eq!(serde_json::from_slice::<Value>(echoed.as_bytes()).unwrap(), value);
@@ -149,10 +146,7 @@ fn progress_data_and_warnings_arrive_in_order() {
     let info = JobInfo::default();
     let out = host.registry.dispatch("Misbehave::progress", "[2]", &info, &mut events).unwrap();
     assert_eq!(out.as_bytes(), b"2");
-    assert_eq!(
-        events.0,
-        ["warning starting", "status 1/2", "data step 1", "status 2/2", "data step 2"]
-    );
+    assert_eq!(events.0, ["warning starting", "status 1/2", "data step 1", "status 2/2", "data step 2"]);
 }
 
 #[test]

@@ -48,10 +48,19 @@ fn the_gearman_cli_gets_hello_mariano() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
     let _worker = start_worker(&[&gearmand], &dir);
-    let out = run(Command::new("gearman").args(["-h", "127.0.0.1", "-p", &gearmand.port.to_string(), "-f", "Hello::say", "Mariano"]));
+    let out = run(Command::new("gearman").args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &gearmand.port.to_string(),
+        "-f",
+        "Hello::say",
+        "Mariano",
+    ]));
     assert_eq!(out.stdout.trim_end(), "Hello Mariano", "{}", out.stderr);
     // A class alone means its run method; `[]` is an empty argument list.
-    let out = run(Command::new("gearman").args(["-h", "127.0.0.1", "-p", &gearmand.port.to_string(), "-f", "Hello", "[]"]));
+    let out =
+        run(Command::new("gearman").args(["-h", "127.0.0.1", "-p", &gearmand.port.to_string(), "-f", "Hello", "[]"]));
     assert_eq!(out.stdout.trim_end(), "I am Hello::run", "{}", out.stderr);
 }
 
@@ -150,7 +159,11 @@ fn ping_is_answered_and_set_client_id_shows_in_gearadmin() {
     let worker = start_worker(&[&gearmand], &dir);
     let mut client = Client::new(vec![addr(gearmand.port)]);
     let pong = sync(&mut client, "li3g::ping", b"").unwrap();
-    assert!(String::from_utf8_lossy(&pong).ends_with(&format!(":{}", worker.id())), "{}", String::from_utf8_lossy(&pong));
+    assert!(
+        String::from_utf8_lossy(&pong).ends_with(&format!(":{}", worker.id())),
+        "{}",
+        String::from_utf8_lossy(&pong)
+    );
     let out = run(Command::new("gearadmin").args(["-h", "127.0.0.1", "-p", &gearmand.port.to_string(), "--workers"]));
     assert!(out.stdout.contains(&format!(":{} : ", worker.id())), "{}", out.stdout);
 }

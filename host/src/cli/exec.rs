@@ -55,9 +55,6 @@ mod tests {
     #[test]
     fn args_are_json_or_bare_strings() {
         let args: Vec<String> = ["Mariano", "5", "true", "[1,2]", "\"7\"", "-3", "a b"].map(String::from).into();
-        assert_eq!(
-            Value::Array(parse_args(&args)),
-            serde_json::json!(["Mariano", 5, true, [1, 2], "7", -3, "a b"])
-        );
+        assert_eq!(Value::Array(parse_args(&args)), serde_json::json!(["Mariano", 5, true, [1, 2], "7", -3, "a b"]));
     }
 }

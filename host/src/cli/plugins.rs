@@ -3,8 +3,8 @@
 use super::{plugins_dir, Common};
 use crate::plugins::Registry;
 use clap::Args;
-use std::process::ExitCode;
 use li3g_plugin_api::abi::TaskDecl;
+use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub(super) struct PluginsArgs {

@@ -2,9 +2,9 @@
 //! options it shares with `start`.
 
 use super::{plugins_dir, Common};
-use crate::plugins::Registry;
 use crate::config::Config;
 use crate::log::Log;
+use crate::plugins::Registry;
 use crate::signals;
 use crate::worker::{self, WorkerConfig};
 use clap::Args;

@@ -91,10 +91,7 @@ mod tests {
     #[test]
     fn status_and_workers_as_gearmand_prints_them() {
         let status = parse_status(["Hello::say\t3\t1\t2\n", "ping\t0\t0\t4"]).unwrap();
-        assert_eq!(
-            status[0],
-            FunctionStatus { function: "Hello::say".into(), total: 3, running: 1, workers: 2 }
-        );
+        assert_eq!(status[0], FunctionStatus { function: "Hello::say".into(), total: 3, running: 1, workers: 2 });
         assert_eq!(status[1].workers, 4);
         let workers = parse_workers(["33 127.0.0.1 host:42 : Hello::say ping\n", "34 ::1 - :"]).unwrap();
         assert_eq!(workers[0].client_id, "host:42");

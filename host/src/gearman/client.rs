@@ -124,7 +124,10 @@ impl Client {
     /// Runs `request` on the current server, failing over to the next servers while the
     /// connection fails. `request` must be safe to repeat on another server: it runs until
     /// the server has accepted what it sent.
-    fn with_failover<T>(&mut self, mut request: impl FnMut(&mut Conn) -> Result<T, ConnError>) -> Result<T, ClientError> {
+    fn with_failover<T>(
+        &mut self,
+        mut request: impl FnMut(&mut Conn) -> Result<T, ConnError>,
+    ) -> Result<T, ClientError> {
         let mut errors = Vec::new();
         // A connection kept from an earlier request may have gone stale (its server
         // restarted): its failure earns one more try, on a fresh connection.

@@ -158,45 +158,128 @@ impl PacketType {
 #[allow(missing_docs)]
 pub enum Packet {
     // Worker to server.
-    CanDo { function: Vec<u8> },
+    CanDo {
+        function: Vec<u8>,
+    },
     /// `timeout` as sent on the wire; gearmand reads it as milliseconds.
-    CanDoTimeout { function: Vec<u8>, timeout: u32 },
-    CantDo { function: Vec<u8> },
+    CanDoTimeout {
+        function: Vec<u8>,
+        timeout: u32,
+    },
+    CantDo {
+        function: Vec<u8>,
+    },
     ResetAbilities,
     PreSleep,
     GrabJob,
     GrabJobUniq,
     GrabJobAll,
-    SetClientId { id: Vec<u8> },
+    SetClientId {
+        id: Vec<u8>,
+    },
     // Server to worker.
     Noop,
     NoJob,
-    JobAssign { handle: Vec<u8>, function: Vec<u8>, workload: Vec<u8> },
-    JobAssignUniq { handle: Vec<u8>, function: Vec<u8>, unique: Vec<u8>, workload: Vec<u8> },
-    JobAssignAll { handle: Vec<u8>, function: Vec<u8>, unique: Vec<u8>, reducer: Vec<u8>, workload: Vec<u8> },
+    JobAssign {
+        handle: Vec<u8>,
+        function: Vec<u8>,
+        workload: Vec<u8>,
+    },
+    JobAssignUniq {
+        handle: Vec<u8>,
+        function: Vec<u8>,
+        unique: Vec<u8>,
+        workload: Vec<u8>,
+    },
+    JobAssignAll {
+        handle: Vec<u8>,
+        function: Vec<u8>,
+        unique: Vec<u8>,
+        reducer: Vec<u8>,
+        workload: Vec<u8>,
+    },
     // Worker to server, and server to client.
-    WorkStatus { handle: Vec<u8>, numerator: u64, denominator: u64 },
-    WorkComplete { handle: Vec<u8>, data: Vec<u8> },
-    WorkFail { handle: Vec<u8> },
-    WorkException { handle: Vec<u8>, data: Vec<u8> },
-    WorkData { handle: Vec<u8>, data: Vec<u8> },
-    WorkWarning { handle: Vec<u8>, data: Vec<u8> },
+    WorkStatus {
+        handle: Vec<u8>,
+        numerator: u64,
+        denominator: u64,
+    },
+    WorkComplete {
+        handle: Vec<u8>,
+        data: Vec<u8>,
+    },
+    WorkFail {
+        handle: Vec<u8>,
+    },
+    WorkException {
+        handle: Vec<u8>,
+        data: Vec<u8>,
+    },
+    WorkData {
+        handle: Vec<u8>,
+        data: Vec<u8>,
+    },
+    WorkWarning {
+        handle: Vec<u8>,
+        data: Vec<u8>,
+    },
     // Client to server.
-    SubmitJob { priority: Priority, background: bool, function: Vec<u8>, unique: Vec<u8>, workload: Vec<u8> },
+    SubmitJob {
+        priority: Priority,
+        background: bool,
+        function: Vec<u8>,
+        unique: Vec<u8>,
+        workload: Vec<u8>,
+    },
     /// A background job to run at a Unix time (seconds).
-    SubmitJobEpoch { function: Vec<u8>, unique: Vec<u8>, epoch: u64, workload: Vec<u8> },
-    GetStatus { handle: Vec<u8> },
-    GetStatusUnique { unique: Vec<u8> },
-    OptionReq { option: Vec<u8> },
+    SubmitJobEpoch {
+        function: Vec<u8>,
+        unique: Vec<u8>,
+        epoch: u64,
+        workload: Vec<u8>,
+    },
+    GetStatus {
+        handle: Vec<u8>,
+    },
+    GetStatusUnique {
+        unique: Vec<u8>,
+    },
+    OptionReq {
+        option: Vec<u8>,
+    },
     // Server to client.
-    JobCreated { handle: Vec<u8> },
-    StatusRes { handle: Vec<u8>, known: bool, running: bool, numerator: u64, denominator: u64 },
-    StatusResUnique { unique: Vec<u8>, known: bool, running: bool, numerator: u64, denominator: u64, clients: u64 },
-    OptionRes { option: Vec<u8> },
-    Error { code: Vec<u8>, message: Vec<u8> },
+    JobCreated {
+        handle: Vec<u8>,
+    },
+    StatusRes {
+        handle: Vec<u8>,
+        known: bool,
+        running: bool,
+        numerator: u64,
+        denominator: u64,
+    },
+    StatusResUnique {
+        unique: Vec<u8>,
+        known: bool,
+        running: bool,
+        numerator: u64,
+        denominator: u64,
+        clients: u64,
+    },
+    OptionRes {
+        option: Vec<u8>,
+    },
+    Error {
+        code: Vec<u8>,
+        message: Vec<u8>,
+    },
     // Either way.
-    EchoReq { data: Vec<u8> },
-    EchoRes { data: Vec<u8> },
+    EchoReq {
+        data: Vec<u8>,
+    },
+    EchoRes {
+        data: Vec<u8>,
+    },
 }
 
 /// Why bytes are not a packet, or a packet cannot be encoded.
@@ -364,8 +447,7 @@ fn parse_body(kind: PacketType, body: &[u8]) -> Result<Packet, Error> {
             Packet::JobAssignUniq { handle, function, unique, workload }
         }
         T::JobAssignAll => {
-            let [handle, function, unique, reducer, workload] =
-                take(5)?.try_into().expect("split gives n parts");
+            let [handle, function, unique, reducer, workload] = take(5)?.try_into().expect("split gives n parts");
             Packet::JobAssignAll { handle, function, unique, reducer, workload }
         }
         T::WorkStatus => {
@@ -390,8 +472,7 @@ fn parse_body(kind: PacketType, body: &[u8]) -> Result<Packet, Error> {
                 _ => Packet::WorkWarning { handle, data },
             }
         }
-        T::SubmitJob | T::SubmitJobBg | T::SubmitJobHigh | T::SubmitJobHighBg | T::SubmitJobLow
-        | T::SubmitJobLowBg => {
+        T::SubmitJob | T::SubmitJobBg | T::SubmitJobHigh | T::SubmitJobHighBg | T::SubmitJobLow | T::SubmitJobLowBg => {
             let [function, unique, workload] = take(3)?.try_into().expect("split gives n parts");
             let (priority, background) = submit_flavour(kind).expect("a submit type");
             Packet::SubmitJob { priority, background, function, unique, workload }
@@ -414,8 +495,7 @@ fn parse_body(kind: PacketType, body: &[u8]) -> Result<Packet, Error> {
             }
         }
         T::StatusResUnique => {
-            let [unique, known, running, num, den, clients] =
-                take(6)?.try_into().expect("split gives n parts");
+            let [unique, known, running, num, den, clients] = take(6)?.try_into().expect("split gives n parts");
             Packet::StatusResUnique {
                 unique,
                 known: flag(kind, "known", &known)?,
@@ -529,12 +609,9 @@ fn fields(packet: &Packet) -> Vec<(&'static str, std::borrow::Cow<'_, [u8]>)> {
         Packet::JobAssign { handle, function, workload } => {
             vec![("handle", B(handle)), ("function", B(function)), ("workload", B(workload))]
         }
-        Packet::JobAssignUniq { handle, function, unique, workload } => vec![
-            ("handle", B(handle)),
-            ("function", B(function)),
-            ("unique", B(unique)),
-            ("workload", B(workload)),
-        ],
+        Packet::JobAssignUniq { handle, function, unique, workload } => {
+            vec![("handle", B(handle)), ("function", B(function)), ("unique", B(unique)), ("workload", B(workload))]
+        }
         Packet::JobAssignAll { handle, function, unique, reducer, workload } => vec![
             ("handle", B(handle)),
             ("function", B(function)),
@@ -553,12 +630,9 @@ fn fields(packet: &Packet) -> Vec<(&'static str, std::borrow::Cow<'_, [u8]>)> {
         Packet::SubmitJob { function, unique, workload, .. } => {
             vec![("function", B(function)), ("unique", B(unique)), ("workload", B(workload))]
         }
-        Packet::SubmitJobEpoch { function, unique, epoch, workload } => vec![
-            ("function", B(function)),
-            ("unique", B(unique)),
-            ("epoch", num(epoch)),
-            ("workload", B(workload)),
-        ],
+        Packet::SubmitJobEpoch { function, unique, epoch, workload } => {
+            vec![("function", B(function)), ("unique", B(unique)), ("epoch", num(epoch)), ("workload", B(workload))]
+        }
         Packet::GetStatus { handle } | Packet::JobCreated { handle } => vec![("handle", B(handle))],
         Packet::GetStatusUnique { unique } => vec![("unique", B(unique))],
         Packet::OptionReq { option } | Packet::OptionRes { option } => vec![("option", B(option))],
@@ -648,10 +722,7 @@ mod tests {
     fn roundtrip(magic: Magic, packet: Packet) {
         let mut buf = Vec::new();
         encode(magic, &packet, &mut buf).unwrap();
-        assert_eq!(
-            decode(&buf, DEFAULT_MAX_BODY).unwrap(),
-            Decoded::Packet { magic, packet, len: buf.len() }
-        );
+        assert_eq!(decode(&buf, DEFAULT_MAX_BODY).unwrap(), Decoded::Packet { magic, packet, len: buf.len() });
     }
 
     #[test]
@@ -769,16 +840,22 @@ mod props {
             data().prop_map(|id| Packet::SetClientId { id }),
             Just(Packet::Noop),
             Just(Packet::NoJob),
-            (field(), field(), data())
-                .prop_map(|(handle, function, workload)| Packet::JobAssign { handle, function, workload }),
+            (field(), field(), data()).prop_map(|(handle, function, workload)| Packet::JobAssign {
+                handle,
+                function,
+                workload
+            }),
             (field(), field(), field(), data()).prop_map(|(handle, function, unique, workload)| {
                 Packet::JobAssignUniq { handle, function, unique, workload }
             }),
             (field(), field(), field(), field(), data()).prop_map(|(handle, function, unique, reducer, workload)| {
                 Packet::JobAssignAll { handle, function, unique, reducer, workload }
             }),
-            (field(), any::<u64>(), any::<u64>())
-                .prop_map(|(handle, numerator, denominator)| Packet::WorkStatus { handle, numerator, denominator }),
+            (field(), any::<u64>(), any::<u64>()).prop_map(|(handle, numerator, denominator)| Packet::WorkStatus {
+                handle,
+                numerator,
+                denominator
+            }),
             (field(), data()).prop_map(|(handle, data)| Packet::WorkComplete { handle, data }),
             field().prop_map(|handle| Packet::WorkFail { handle }),
             (field(), data()).prop_map(|(handle, data)| Packet::WorkException { handle, data }),
@@ -793,8 +870,9 @@ mod props {
                     workload
                 }
             ),
-            (field(), field(), any::<u64>(), data())
-                .prop_map(|(function, unique, epoch, workload)| Packet::SubmitJobEpoch { function, unique, epoch, workload }),
+            (field(), field(), any::<u64>(), data()).prop_map(|(function, unique, epoch, workload)| {
+                Packet::SubmitJobEpoch { function, unique, epoch, workload }
+            }),
             field().prop_map(|handle| Packet::GetStatus { handle }),
             field().prop_map(|unique| Packet::GetStatusUnique { unique }),
             field().prop_map(|option| Packet::OptionReq { option }),

@@ -1,10 +1,10 @@
 //! Running one task: building the job context a plugin sees, calling across the ABI, and
 //! turning the JSON it returns into the bytes a client gets.
 
-use li3g_plugin_api::abi::{JobCtx, JobSink, JobSink_TO, TaskDecl};
-use li3g_plugin_api::{TaskError, TaskErrorKind};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RSlice, RStr};
+use li3g_plugin_api::abi::{JobCtx, JobSink, JobSink_TO, TaskDecl};
+use li3g_plugin_api::{TaskError, TaskErrorKind};
 use std::cell::RefCell;
 
 /// What the host tells a task about its job.

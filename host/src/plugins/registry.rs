@@ -233,10 +233,9 @@ impl Registry {
         events: &mut dyn JobEvents,
     ) -> Result<TaskOutput, DispatchError> {
         let name = canonical_task_name(job_name);
-        let decl = self.lookup(&name).ok_or_else(|| DispatchError::UnknownTask {
-            name: name.clone(),
-            known: self.task_names(),
-        })?;
+        let decl = self
+            .lookup(&name)
+            .ok_or_else(|| DispatchError::UnknownTask { name: name.clone(), known: self.task_names() })?;
         Ok(invoke::invoke(decl, args, info, events)?)
     }
 }
