@@ -285,11 +285,19 @@ impl Gearmand {
     /// # Panics
     /// When gearmand is not installed (`.ci/run` installs gearman-job-server) or does not start.
     pub fn start() -> Gearmand {
-        Gearmand::start_on(free_port())
+        on_a_free_port("gearmand", Gearmand::try_start_on)
     }
 
     /// Starts gearmand on `port` (to restart one on the port it had).
+    ///
+    /// # Panics
+    /// When it does not start there, or another process holds the port.
     pub fn start_on(port: u16) -> Gearmand {
+        Gearmand::try_start_on(port).unwrap_or_else(|why| panic!("gearmand on port {port}: {why}"))
+    }
+
+    /// Starts gearmand on `port`; `Err` says why it is not the one serving the port.
+    pub fn try_start_on(port: u16) -> Result<Gearmand, String> {
         let log = tempfile::tempdir().expect("a log directory");
         let process = ChildGuard::spawn(
             Command::new("gearmand")
@@ -300,10 +308,13 @@ impl Gearmand {
                 .arg("--verbose=ERROR")
                 .stdin(std::process::Stdio::null()),
         );
-        assert!(wait_for_port(port, std::time::Duration::from_secs(10)), "gearmand did not start on port {port}");
-        Gearmand { port, process, _log: log }
+        // The port may accept because someone else holds it (a race with another test between
+        // picking a free port and binding it): the server that answers must be ours, by PID.
+        serving(&process, port, b"getpid\n", |answer| {
+            answer.lines().next().and_then(|l| l.strip_prefix("OK ")).and_then(|pid| pid.trim().parse().ok())
+        })?;
+        Ok(Gearmand { port, process, _log: log })
     }
-
     /// `127.0.0.1:port`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -418,4 +429,117 @@ pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         .unwrap_or(false)
+}
+
+/// Starts a server with `start` on a free port, trying other ports when one was taken between
+/// picking it and binding it.
+///
+/// # Panics
+/// After five failed tries, with the reasons.
+pub fn on_a_free_port<T>(what: &str, start: impl Fn(u16) -> Result<T, String>) -> T {
+    let mut why = Vec::new();
+    for _ in 0..5 {
+        match start(free_port()) {
+            Ok(server) => return server,
+            Err(err) => why.push(err),
+        }
+    }
+    panic!("{what} did not start on a free port: {why:#?}")
+}
+
+/// Waits until `process` serves 127.0.0.1:`port`: the port accepts, and asked `question` there,
+/// the server names `process`'s PID (`pid_of` reads it from the answer). Fails at once when the
+/// process exits (it could not bind), or after 10 s.
+fn serving(
+    process: &ChildGuard,
+    port: u16,
+    question: &[u8],
+    pid_of: impl Fn(&str) -> Option<u32>,
+) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if !alive(process.id()) {
+            return Err(format!("the server exited (port {port} taken?)"));
+        }
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut answer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            if stream.write_all(question).is_ok() {
+                while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                    answer.extend_from_slice(&chunk[..n]);
+                    if let Some(pid) = pid_of(&String::from_utf8_lossy(&answer)) {
+                        return if pid == process.id() {
+                            Ok(())
+                        } else {
+                            Err(format!("port {port} is served by PID {pid}, not ours ({})", process.id()))
+                        };
+                    }
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("nothing served port {port} within 10 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A real redis-server on a free loopback port, with no persistence, killed by PID when dropped.
+pub struct Redis {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    process: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts redis-server and waits until it serves.
+    ///
+    /// # Panics
+    /// When redis-server is not installed (`.ci/run` installs redis-server) or does not start.
+    pub fn start() -> Redis {
+        on_a_free_port("redis-server", Redis::try_start_on)
+    }
+
+    /// Starts redis-server on `port` (to restart one on the port it had).
+    ///
+    /// # Panics
+    /// When it does not start there.
+    pub fn start_on(port: u16) -> Redis {
+        Redis::try_start_on(port).unwrap_or_else(|why| panic!("redis-server on port {port}: {why}"))
+    }
+
+    /// Starts redis-server on `port`; `Err` says why it is not the one serving the port.
+    pub fn try_start_on(port: u16) -> Result<Redis, String> {
+        let dir = tempfile::tempdir().expect("a directory for redis");
+        let process = ChildGuard::spawn(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null()),
+        );
+        serving(&process, port, b"INFO server\r\n", |answer| {
+            answer.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|pid| pid.trim().parse().ok())
+        })?;
+        Ok(Redis { port, process, _dir: dir })
+    }
+
+    /// `redis://127.0.0.1:port/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Kills it (SIGKILL) and waits until it is gone.
+    pub fn kill(mut self) {
+        self.process.kill();
+    }
 }

@@ -8,5 +8,6 @@ mod daemon;
 mod deploy;
 mod dispatch;
 mod gearman_client;
+mod harness;
 mod loading;
 mod worker;
