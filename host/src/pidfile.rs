@@ -3,7 +3,9 @@
 //!
 //! The lock (`flock`) is what says "a daemon is alive": a second daemon cannot take it, and a
 //! file left by a daemon that died is not locked, so it is taken over. The PID inside is for
-//! `shutdown`, `restart` and people.
+//! `shutdown`, `restart` and people. Forked children close their copy of the locked
+//! descriptor ([`crate::process::keep_from_children`]): `flock` belongs to the open file, so
+//! any process holding a copy would hold the lock.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -87,6 +89,9 @@ impl PidFile {
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.flush().map_err(io)?;
+        // The lock belongs to the daemon alone: a worker or job child that outlived it must
+        // not keep a new daemon from starting.
+        crate::process::keep_from_children(&file);
         Ok(PidFile { path: path.into(), _lock: file })
     }
 

@@ -3,6 +3,13 @@
 //! Handlers only store to atomics and write one byte to a non-blocking pipe, which is all a
 //! signal handler may safely do. A loop that waits in `poll(2)` includes [`wake_fd`] and so
 //! wakes up for a signal even when it arrives just before the wait.
+//!
+//! Every process has its own pipe: a forked child calls [`reset_for_child`] or
+//! [`reset_for_job`] (from [`crate::process::fork`]'s setup, while signals are blocked), which
+//! closes the copy of its parent's pipe and makes a new one. A shared pipe would let a worker
+//! eat the byte meant to wake its supervisor.
+//!
+//! Must not: do anything in a handler but store flags and write the byte.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -49,6 +56,20 @@ fn ensure_pipe() {
     if WAKE_READ.load(Ordering::SeqCst) >= 0 {
         return;
     }
+    new_pipe();
+}
+
+/// Closes this process's copy of the wake pipe, if any.
+fn close_pipe() {
+    for fd in [WAKE_READ.swap(-1, Ordering::SeqCst), WAKE_WRITE.swap(-1, Ordering::SeqCst)] {
+        if fd >= 0 {
+            // SAFETY: closing a descriptor this module created and no one else uses.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+fn new_pipe() {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors into the array we own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
@@ -69,18 +90,38 @@ pub fn install_daemon() {
     install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
 }
 
-/// In a freshly forked worker: forget the parent's pending flags and handlers, keep the pipe
-/// machinery (its own copy), and take the worker's handlers.
-pub fn reset_for_worker() {
+fn clear_flags() {
     STOP.store(false, Ordering::SeqCst);
     STOP_COUNT.store(0, Ordering::SeqCst);
     RELOAD.store(false, Ordering::SeqCst);
     CHILD.store(false, Ordering::SeqCst);
-    for signal in [libc::SIGHUP, libc::SIGCHLD] {
-        // SAFETY: restoring the default disposition.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
+}
+
+fn set_disposition(signals: &[libc::c_int], disposition: libc::sighandler_t) {
+    for &signal in signals {
+        // SAFETY: setting a default or ignored disposition installs no handler code.
+        unsafe { libc::signal(signal, disposition) };
     }
-    install_worker();
+}
+
+/// In a freshly forked child of the supervisor (a worker or another kind), with signals
+/// blocked: forget the parent's flags, handlers and wake pipe; take a pipe of its own and the
+/// worker's handlers (SIGTERM/SIGINT stop it).
+pub fn reset_for_child() {
+    clear_flags();
+    set_disposition(&[libc::SIGHUP, libc::SIGCHLD], libc::SIG_DFL);
+    close_pipe();
+    new_pipe();
+    install(&[libc::SIGTERM, libc::SIGINT]);
+}
+
+/// In a freshly forked job child (`--atomic`), with signals blocked: no wake pipe, and stop
+/// signals ignored: the job finishes unless its worker kills it (timeout, second stop).
+pub fn reset_for_job() {
+    clear_flags();
+    set_disposition(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP], libc::SIG_IGN);
+    set_disposition(&[libc::SIGCHLD], libc::SIG_DFL);
+    close_pipe();
 }
 
 /// Whether a stop was asked for.

@@ -6,7 +6,8 @@
 //! and points its stdio at `/dev/null`. A pipe from the daemon back to the command carries
 //! `OK <pid>` or `ERR <message>`.
 
-use nix::unistd::{fork, setsid, ForkResult};
+use crate::process;
+use nix::unistd::{setsid, ForkResult};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -41,11 +42,10 @@ pub enum Started {
 /// # Errors
 /// When fork, setsid or the pipe fail.
 pub fn detach() -> io::Result<Result<Ready, Started>> {
-    crate::fork::ensure_single_threaded().map_err(io::Error::other)?;
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: single-threaded (checked); every child path below ends in `_exit` or becomes the
-    // daemon, which never returns into the command's code path.
-    match unsafe { fork() }? {
+    // Every child path below ends in `_exit` or becomes the daemon, which never returns into
+    // the command's code path.
+    match process::fork(|| ()).map_err(io::Error::other)? {
         ForkResult::Parent { child } => {
             drop(write);
             let mut text = String::new();
@@ -61,8 +61,9 @@ pub fn detach() -> io::Result<Result<Ready, Started>> {
         ForkResult::Child => {
             drop(read);
             setsid()?;
-            // SAFETY: still single-threaded; the middle process leaves through `_exit`.
-            match unsafe { fork() }? {
+            // The middle process leaves through `_exit`.
+            match process::fork(|| ()).map_err(io::Error::other)? {
+                // SAFETY: _exit, without running destructors that belong to the daemon.
                 ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
                 ForkResult::Child => {
                     std::env::set_current_dir("/")?;

@@ -1,8 +1,9 @@
-//! The supervisor behind `li3g-host start`: a pool of worker processes.
+//! The supervisor behind `li3g-host start`: a pool of child processes of several kinds
+//! (workers, and whatever else a [`ChildSpec`] describes).
 //!
-//! - [`pool`]: the supervision loop: spawn, reap, resuscitate with backoff, `--limit`,
+//! - [`pool`]: the supervision loop: spawn, reap, restart policies with backoff, limits,
 //!   graceful stop (SIGTERM/SIGINT; a second one kills), graceful restart (SIGHUP).
-//! - [`spawn`]: forking one worker process from the (single-threaded) supervisor.
+//! - [`spawn`]: forking one child from the (single-threaded) supervisor.
 //! - [`detach`]: `--daemon`: a new session, stdio away from the terminal, readiness reported
 //!   back to the command that started it.
 //!
@@ -14,4 +15,4 @@ pub mod detach;
 pub mod pool;
 pub mod spawn;
 
-pub use pool::{supervise, PoolOptions};
+pub use pool::{supervise, ChildSpec, PoolOptions, Restart, EXIT_RECYCLE};
