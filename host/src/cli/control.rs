@@ -52,7 +52,7 @@ pub(super) struct ShutdownArgs {
     #[command(flatten)]
     pid: PidArg,
     /// How long to wait for the workers to finish their jobs and the daemon to end.
-    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds, allow_negative_numbers = true)]
     timeout: Duration,
 }
 
@@ -91,7 +91,7 @@ pub(super) struct PingArgs {
     #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
     /// How long to wait for a worker's answer.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds, allow_negative_numbers = true)]
     timeout: Duration,
     #[command(flatten)]
     common: Common,

@@ -29,7 +29,7 @@ pub(super) struct WorkerOptions {
     /// fails it. Without, the worker cannot stop a running job: it registers the timeout with
     /// the job server (CAN_DO_TIMEOUT, whole seconds, at least 1), which then gives the job to
     /// another worker; the first one still finishes it.
-    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, allow_negative_numbers = true)]
     timeout: Option<Duration>,
     /// Memory limit such as 512M or 2G. With --atomic, each job's (an allocation past it
     /// fails the job); without, a worker whose resident memory passes it after a job ends,
