@@ -12,6 +12,7 @@
 //! - [`pidfile`]: the daemon's locked PID file.
 //! - [`signals`]: signals as flags and a wake-up pipe.
 //! - [`job_id`]: random job ids.
+//! - [`retries`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
@@ -28,6 +29,7 @@ pub mod job_id;
 pub mod log;
 pub mod pidfile;
 pub mod plugins;
+pub mod retries;
 pub mod signals;
 pub mod worker;
 pub mod workload;
