@@ -14,6 +14,7 @@
 //!   children must not inherit.
 //! - [`signals`]: signals as flags and a per-process wake-up pipe.
 //! - [`job_id`]: random job ids.
+//! - [`retries`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
@@ -31,6 +32,7 @@ pub mod log;
 pub mod pidfile;
 pub mod plugins;
 pub mod process;
+pub mod retries;
 pub mod signals;
 pub mod worker;
 pub mod workload;
