@@ -6,7 +6,7 @@
 //!
 //! Protocol between them: one pipe, child to parent, of length-prefixed frames (progress,
 //! data, warning, then the result or the error). The parent reads it *while* it waits, so a
-//! result of any size never blocks the child, forwards progress and data to the job server as
+//! large result never blocks the child, forwards progress and data to the job server as
 //! they come, and waits on a pidfd for the child's exit, all in one `poll(2)`. A child that
 //! ends without a result frame failed: the wait status says how (a signal, an exit code).
 //!

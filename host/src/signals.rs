@@ -11,7 +11,9 @@
 //!
 //! Must not: do anything in a handler but store flags and write the byte.
 
-use std::os::fd::RawFd;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -39,16 +41,17 @@ extern "C" fn on_signal(signal: libc::c_int) {
     }
 }
 
-fn install(signals: &[libc::c_int]) {
+fn install(signals: &[Signal]) {
+    set_handler(signals, SigHandler::Handler(on_signal));
+}
+
+fn set_handler(signals: &[Signal], handler: SigHandler) {
+    // No SA_RESTART, so a blocking poll returns EINTR at once.
+    let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
     for &signal in signals {
-        // SAFETY: a zeroed sigaction with our async-signal-safe handler and no SA_RESTART, so
-        // a blocking poll returns EINTR at once.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
+        // SAFETY: the handler only stores to atomics and writes to a pipe (async-signal-safe);
+        // default and ignore install no code.
+        let _ = unsafe { sigaction(signal, &action) };
     }
 }
 
@@ -70,24 +73,23 @@ fn close_pipe() {
 }
 
 fn new_pipe() {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors into the array we own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
-        WAKE_READ.store(fds[0], Ordering::SeqCst);
-        WAKE_WRITE.store(fds[1], Ordering::SeqCst);
+    if let Ok((read, write)) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) {
+        // Owned by this module from now on, as raw numbers the handler can read.
+        WAKE_READ.store(read.into_raw_fd(), Ordering::SeqCst);
+        WAKE_WRITE.store(write.into_raw_fd(), Ordering::SeqCst);
     }
 }
 
 /// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand.
 pub fn install_worker() {
     ensure_pipe();
-    install(&[libc::SIGTERM, libc::SIGINT]);
+    install(&[Signal::SIGTERM, Signal::SIGINT]);
 }
 
 /// For the supervisor: stop (TERM, INT), reload (HUP) and child exits (CHLD).
 pub fn install_daemon() {
     ensure_pipe();
-    install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD]);
 }
 
 fn clear_flags() {
@@ -97,30 +99,23 @@ fn clear_flags() {
     CHILD.store(false, Ordering::SeqCst);
 }
 
-fn set_disposition(signals: &[libc::c_int], disposition: libc::sighandler_t) {
-    for &signal in signals {
-        // SAFETY: setting a default or ignored disposition installs no handler code.
-        unsafe { libc::signal(signal, disposition) };
-    }
-}
-
 /// In a freshly forked child of the supervisor (a worker or another kind), with signals
 /// blocked: forget the parent's flags, handlers and wake pipe; take a pipe of its own and the
 /// worker's handlers (SIGTERM/SIGINT stop it).
 pub fn reset_for_child() {
     clear_flags();
-    set_disposition(&[libc::SIGHUP, libc::SIGCHLD], libc::SIG_DFL);
+    set_handler(&[Signal::SIGHUP, Signal::SIGCHLD], SigHandler::SigDfl);
     close_pipe();
     new_pipe();
-    install(&[libc::SIGTERM, libc::SIGINT]);
+    install(&[Signal::SIGTERM, Signal::SIGINT]);
 }
 
 /// In a freshly forked job child (`--atomic`), with signals blocked: no wake pipe, and stop
 /// signals ignored: the job finishes unless its worker kills it (timeout, second stop).
 pub fn reset_for_job() {
     clear_flags();
-    set_disposition(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP], libc::SIG_IGN);
-    set_disposition(&[libc::SIGCHLD], libc::SIG_DFL);
+    set_handler(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP], SigHandler::SigIgn);
+    set_handler(&[Signal::SIGCHLD], SigHandler::SigDfl);
     close_pipe();
 }
 

@@ -34,10 +34,9 @@ impl PidArg {
         let path = match &self.pid {
             Some(path) => path.clone(),
             None => {
-                // SAFETY: geteuid cannot fail.
-                let uid = unsafe { libc::geteuid() };
+                let uid = nix::unistd::geteuid();
                 match std::env::var_os("XDG_RUNTIME_DIR") {
-                    _ if uid == 0 => PathBuf::from("/run/li3g-host.pid"),
+                    _ if uid.is_root() => PathBuf::from("/run/li3g-host.pid"),
                     Some(dir) => PathBuf::from(dir).join("li3g-host.pid"),
                     None => PathBuf::from(format!("/tmp/li3g-host-{uid}.pid")),
                 }

@@ -9,7 +9,6 @@
 use crate::process;
 use nix::unistd::{setsid, ForkResult};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
 
 /// The daemon's end of the readiness pipe.
 pub struct Ready {
@@ -76,12 +75,9 @@ pub fn detach() -> io::Result<Result<Ready, Started>> {
 }
 
 fn to_dev_null() -> io::Result<()> {
-    let null: OwnedFd = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.into();
-    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-        // SAFETY: dup2 onto the standard descriptors, from one we own.
-        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&null)?;
     Ok(())
 }
