@@ -90,11 +90,17 @@ thread_local! {
     static EXITING: std::cell::RefCell<Vec<Pid>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Reaps the job children that have exited since; with `block`, waits for all of them.
+/// Reaps the job children that answered since; with `block`, waits for all of them. Whatever
+/// a job left running in its process group is killed first: nothing a job started outlives it.
 pub fn reap_children(block: bool) {
     let flag = if block { None } else { Some(nix::sys::wait::WaitPidFlag::WNOHANG) };
     EXITING.with(|pids| {
-        pids.borrow_mut().retain(|pid| matches!(waitpid(*pid, flag), Ok(WaitStatus::StillAlive)));
+        pids.borrow_mut().retain(|pid| {
+            // The group keeps the child's PID as its id until the child is reaped, so this
+            // cannot reach another process's group.
+            let _ = signal::killpg(*pid, Signal::SIGKILL);
+            matches!(waitpid(*pid, flag), Ok(WaitStatus::StillAlive))
+        });
     });
 }
 

@@ -105,6 +105,13 @@ fn a_timeout_kills_the_job_with_everything_it_started() {
     let err = call(&mut client, "Misbehave::shell", &[json!(format!("sleep {marker}"))]).unwrap_err();
     assert_eq!(err, "task Misbehave::shell ran past its timeout of 1s and was killed");
     wait_until("the job's sleep was killed with it", WAIT, || processes_with_arg(&marker).is_empty());
+
+    // A job that answers but leaves a process running: the process goes with the job's child.
+    let marker = format!("{}", 4000 + std::process::id() % 1000);
+    let background = format!("sleep {marker} >/dev/null 2>&1 &");
+    assert_eq!(call(&mut client, "Misbehave::shell", &[json!(background)]).unwrap(), b"");
+    assert_eq!(call(&mut client, "Misbehave::counter", &[]).unwrap(), b"1");
+    wait_until("what the job left running was killed", WAIT, || processes_with_arg(&marker).is_empty());
 }
 
 #[test]
@@ -137,8 +144,8 @@ fn recycled_workers_are_replaced_without_backoff() {
         assert_eq!(call(&mut client, "Misbehave::counter", &[]).unwrap(), b"1", "round {round}");
     }
     lines.wait_for("Created worker number 5", WAIT);
-    assert_eq!(lines.count("ended to be replaced"), 4, "{:#?}", lines.all());
     assert_eq!(lines.count("failing fast"), 0, "{:#?}", lines.all());
+    assert_eq!(lines.count("ended to be replaced"), 4, "{:#?}", lines.all());
 }
 
 #[test]
