@@ -4,8 +4,10 @@
 use super::control::PidArg;
 use super::work::{run_worker, WorkerOptions};
 use super::{plugins_dir, Common};
+use crate::config::Config;
 use crate::daemon::detach::{detach, Started};
 use crate::daemon::{supervise, ChildSpec, PoolOptions, Restart};
+use crate::log::Log;
 use crate::pidfile::PidFile;
 use crate::signals;
 use clap::Args;
@@ -75,12 +77,18 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     }
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
     signals::install_daemon();
-    let mut workers =
-        ChildSpec::new("worker", args.workers, |_number| i32::from(run_worker(&config, &args.worker, log)));
-    workers.restart = if args.resuscitate { Restart::Permanent } else { Restart::Temporary };
-    workers.limit = args.limit;
-    let options = PoolOptions { children: vec![workers], log };
+    let options = PoolOptions { children: children(args, &config, log), log };
     let code = supervise(&options);
     drop(pid_file);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// The kinds of children the daemon supervises, in start order. Another kind (a scheduler, an
+/// embedded job server) is one more [`ChildSpec`] here.
+fn children<'a>(args: &'a StartArgs, config: &'a Config, log: Log) -> Vec<ChildSpec<'a>> {
+    let mut workers =
+        ChildSpec::new("worker", args.workers, move |_number| i32::from(run_worker(config, &args.worker, log)));
+    workers.restart = if args.resuscitate { Restart::Permanent } else { Restart::Temporary };
+    workers.limit = args.limit;
+    vec![workers]
 }

@@ -7,6 +7,21 @@
 //! - [`detach`]: `--daemon`: a new session, stdio away from the terminal, readiness reported
 //!   back to the command that started it.
 //!
+//! Adding a kind of child is one [`ChildSpec`] in the list given to [`supervise`]:
+//!
+//! ```
+//! use li3g_host::daemon::{ChildSpec, PoolOptions, Restart};
+//! // One scheduler, replaced only when it crashes, left alone by `restart`.
+//! let mut scheduler = ChildSpec::new("scheduler", 1, |_number| {
+//!     // ... runs in the forked child; returns its exit code
+//!     0
+//! });
+//! scheduler.restart = Restart::Transient;
+//! scheduler.reload = false;
+//! let options = PoolOptions { children: vec![scheduler], log: li3g_host::log::Log { verbose: true } };
+//! assert_eq!(options.children[0].name, "scheduler");
+//! ```
+//!
 //! The supervisor never loads plugins: each worker loads them after it is forked, so a worker
 //! started after `restart` sees the plugin files as they are now, and the supervisor stays
 //! small and single-threaded, safe to fork from.
