@@ -12,8 +12,8 @@
 //!    registered again, so a job server restart never needs a worker restart.
 //!
 //! A job's progress and partial data go out as `WORK_STATUS`/`WORK_DATA`/`WORK_WARNING` while it
-//! runs; its result as `WORK_COMPLETE`, its failure as `WORK_EXCEPTION` with the message
-//! (gearmand turns that into `WORK_FAIL` for clients that did not ask for exceptions).
+//! runs; its result as `WORK_COMPLETE`, its failure as `WORK_WARNING` with the message followed by
+//! a plain `WORK_FAIL`, a form every Gearman client reads.
 
 use crate::fork::{self, ChildLimits};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
@@ -318,7 +318,13 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
             Ok(true)
         }
         Err(message) => {
-            conn.write_packet(&Packet::WorkException { handle, data: message.into_bytes() })?;
+            // Not WORK_EXCEPTION: gearmand passes that only to clients that asked for
+            // exceptions and relays it to the others as a `WORK_FAIL handle\0` that stock
+            // clients cannot match (the gearman CLI waits forever). The message as a warning,
+            // then a plain WORK_FAIL, reaches every client; li3g's client reads the warning
+            // just before the WORK_FAIL as the failure's message.
+            conn.write_packet(&Packet::WorkWarning { handle: handle.clone(), data: message.into_bytes() })?;
+            conn.write_packet(&Packet::WorkFail { handle })?;
             Ok(false)
         }
     }

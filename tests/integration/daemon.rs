@@ -161,6 +161,7 @@ fn atomic_mode_isolates_crashes_leaks_globals_and_runaways() {
                 JobEvent::Status(n, d) => format!("status {n}/{d}"),
                 JobEvent::Data(d) => format!("data {}", String::from_utf8_lossy(d)),
                 JobEvent::Warning(d) => format!("warning {}", String::from_utf8_lossy(d)),
+                JobEvent::NoWorker { .. } => "no worker".to_string(),
             })
         })
         .unwrap();
