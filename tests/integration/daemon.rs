@@ -18,6 +18,7 @@ fn start(gearmand: &Gearmand, dir: &PluginDir, args: &[&str]) -> (ChildGuard, Li
         .arg("start")
         .args(args)
         .args(["--verbose", "--servers", &gearmand.addr()])
+        .env("LI3G_LOG", "debug")
         .arg("--plugins")
         .arg(dir.path())
         .stdout(Stdio::null())

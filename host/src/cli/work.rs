@@ -4,7 +4,6 @@
 use super::{plugins_dir, Common};
 use crate::config::Config;
 use crate::log::Log;
-use crate::plugins::Registry;
 use crate::signals;
 use crate::worker::{self, WorkerConfig};
 use clap::Args;
@@ -35,7 +34,8 @@ pub(super) struct WorkerOptions {
     /// A worker ends after this many jobs (to be replaced with --resuscitate).
     #[arg(long, value_name = "N")]
     max_jobs: Option<u64>,
-    /// Debug messages to the console; otherwise to syslog.
+    /// Log lines to the console (stderr); otherwise to syslog. Levels as RUST_LOG (or LI3G_LOG)
+    /// says, `info` by default: workers started and ended, failures; `debug` adds every job.
     #[arg(long, short)]
     verbose: bool,
 }
@@ -98,24 +98,13 @@ pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(run_worker(&config, &args.worker, args.worker.log())))
 }
 
-/// Loads the plugins and runs one worker until it is stopped; returns its exit code (2 when
-/// the plugins cannot be loaded). Used by `work` and by each worker `start` forks.
+/// Runs one worker until it is stopped ([`worker::serve`]); returns its exit code. Used by
+/// `work` and by each worker `start` forks.
 pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> u8 {
-    let registry = match plugins_dir(config).and_then(|dir| Ok(Registry::scan(&dir)?)) {
-        Ok(registry) => registry,
-        Err(err) => {
-            log.worker(&format!("Cannot load plugins: {err:#}"));
-            return 2;
-        }
-    };
-    for rejected in registry.rejected() {
-        log.worker(&format!("Skipped {rejected}"));
-    }
     let mut worker = options.worker_config(config);
     worker.log = log;
-    let stats = worker::run(&registry, &worker, &signals::stop_requested);
-    log.worker(&format!("Done: {} jobs completed, {} failed", stats.completed, stats.failed));
-    0
+    let dir = plugins_dir(config).map_err(|err| format!("{err:#}"));
+    worker::serve(dir.as_deref().map_err(Clone::clone), &worker)
 }
 
 pub(super) fn hostname() -> String {
