@@ -10,5 +10,6 @@ mod dispatch;
 mod gearman_client;
 mod harness;
 mod loading;
+mod logging;
 mod multi_server;
 mod worker;
