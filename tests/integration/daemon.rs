@@ -18,6 +18,7 @@ pub(crate) fn start(gearmand: &Gearmand, dir: &PluginDir, args: &[&str]) -> (Chi
         .arg("start")
         .args(args)
         .args(["--verbose", "--servers", &gearmand.addr()])
+        .env("LI3G_LOG", "debug")
         .arg("--plugins")
         .arg(dir.path())
         .stdout(Stdio::null())

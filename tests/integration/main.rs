@@ -10,5 +10,7 @@ mod dispatch;
 mod gearman_client;
 mod harness;
 mod loading;
+mod logging;
+mod multi_server;
 mod processes;
 mod worker;
