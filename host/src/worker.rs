@@ -478,6 +478,7 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                 let info = JobInfo {
                     id: decoded.id.unwrap_or_else(crate::job_id::generate),
                     environment: decoded.env.unwrap_or_else(|| config.environment.clone()),
+                    env_vars: decoded.env_vars,
                 };
                 task = canonical_task_name(&decoded.task);
                 debug!("Handling job #{} {task} ({})", info.id, String::from_utf8_lossy(&handle));

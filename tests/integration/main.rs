@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod compat;
 mod config;
 mod daemon;
 mod deploy;
