@@ -12,6 +12,7 @@
 //! - [`pidfile`]: the daemon's locked PID file.
 //! - [`signals`]: signals as flags and a wake-up pipe.
 //! - [`job_id`]: random job ids.
+//! - [`scheduler`]: scheduled and retried jobs in Redis, and the scheduler process.
 //! - [`retries`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
@@ -30,6 +31,7 @@ pub mod log;
 pub mod pidfile;
 pub mod plugins;
 pub mod retries;
+pub mod scheduler;
 pub mod signals;
 pub mod worker;
 pub mod workload;

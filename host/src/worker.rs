@@ -50,6 +50,8 @@ pub struct WorkerConfig {
     pub max_jobs: Option<u64>,
     /// Where log lines go.
     pub log: crate::log::Log,
+    /// Job status and retries in Redis, when the configuration names Redis.
+    pub hooks: Option<crate::scheduler::retry::JobHooks>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -268,6 +270,10 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                 };
                 let task = canonical_task_name(&decoded.task);
                 config.log.worker(&format!("Handling job #{} {task}", info.id));
+                let hook_log = |line: &str| config.log.worker(line);
+                if let Some(hooks) = &config.hooks {
+                    hooks.report_start(&info.id, &hook_log);
+                }
                 let args = decoded.args.to_string();
                 let mut reporter = Reporter { conn, handle: &handle, failed: None };
                 let run = |events: &mut dyn JobEvents| {
@@ -300,6 +306,9 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                 };
                 if let Some(err) = reporter.failed {
                     return Err(err);
+                }
+                if let Some(hooks) = &config.hooks {
+                    hooks.report_end(&info.id, &job.function, &job.workload, &outcome, &hook_log);
                 }
                 outcome
             }

@@ -9,6 +9,7 @@
 mod exec;
 mod plugins;
 mod run;
+mod schedule;
 mod start;
 mod work;
 
@@ -50,6 +51,17 @@ enum Command {
     Restart(start::RestartArgs),
     /// Check that a worker answers: prints `Pinging... OK` (exit 0) or `Pinging... ERROR` (exit 1).
     Ping(start::PingArgs),
+    /// Move due scheduled jobs from Redis to the job servers (`start` runs one when the
+    /// configuration names Redis).
+    Scheduler(schedule::SchedulerArgs),
+    /// List pending scheduled jobs (id, task, due time, retries) and the dead set.
+    Scheduled(schedule::ScheduledArgs),
+    /// Remove a pending scheduled job.
+    Cancel(schedule::IdArgs),
+    /// Bring a job back from the dead set: it runs again at once.
+    Retry(schedule::IdArgs),
+    /// Show a job's status: pending, running, finished or error.
+    Status(schedule::IdArgs),
 }
 
 /// The settings every command shares.
@@ -151,6 +163,11 @@ where
         Command::Shutdown(args) => start::shutdown(&args),
         Command::Restart(args) => start::restart(&args),
         Command::Ping(args) => start::ping(&args),
+        Command::Scheduler(args) => schedule::scheduler(&args),
+        Command::Scheduled(args) => schedule::scheduled(&args),
+        Command::Cancel(args) => schedule::cancel(&args),
+        Command::Retry(args) => schedule::retry(&args),
+        Command::Status(args) => schedule::status(&args),
     };
     match result {
         Ok(code) => code,

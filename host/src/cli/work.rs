@@ -75,6 +75,7 @@ impl WorkerOptions {
             memlimit: self.memlimit,
             max_jobs: self.max_jobs,
             log: self.log(),
+            hooks: crate::scheduler::retry::JobHooks::from_config(config),
         }
     }
 }

@@ -106,6 +106,26 @@ fn record(job: &Job, path: String, tag: String) -> Result<String, String> {
     Ok(line.trim_end().to_string())
 }
 
+/// Appends `line` and a newline to the file at `path` (one `write` with `O_APPEND`, so lines
+/// from many workers never interleave): a counter that proves how often a job ran.
+fn append(path: String, line: String) -> Result<String, String> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    file.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("{path}: {e}"))?;
+    Ok(line)
+}
+
+/// Fails its first `failures` runs (counted as lines in the file at `path`), then succeeds.
+fn flaky(path: String, failures: usize) -> Result<String, String> {
+    append(path.clone(), "run".into())?;
+    let runs = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?.lines().count();
+    if runs <= failures {
+        Err(format!("failure {runs} of {failures}"))
+    } else {
+        Ok(format!("succeeded on run {runs}"))
+    }
+}
+
 fn run() -> &'static str {
     "Misbehave::run"
 }
@@ -131,5 +151,7 @@ plugin! {
         "Misbehave::progress"(steps) => progress,
         "Misbehave::server" => server,
         "Misbehave::record"(path, tag) => record,
+        "Misbehave::append"(path, line) => append,
+        "Misbehave::flaky"(path, failures) => flaky,
     }
 }
