@@ -10,7 +10,6 @@
 use super::record::{unique_for, Level, Record};
 use super::store::{Status, Store, StoreError};
 use super::Settings;
-use crate::retries::Retries;
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant, SystemTime};
@@ -144,18 +143,15 @@ pub fn after_failure(
     error: &str,
     now: SystemTime,
 ) -> Result<AfterFailure, StoreError> {
+    // What the job asked for, read as the worker reads it.
+    let Ok(job) = crate::workload::decode(function, workload) else { return Ok(AfterFailure::NotRetried) };
+    let (Some(true), false, Some(id)) = (job.background, job.retries.is_none(), job.id) else {
+        return Ok(AfterFailure::NotRetried);
+    };
     let Ok(Value::Object(mut envelope)) = serde_json::from_slice::<Value>(workload) else {
         return Ok(AfterFailure::NotRetried);
     };
-    if envelope.get("background") != Some(&Value::Bool(true)) {
-        return Ok(AfterFailure::NotRetried);
-    }
-    let retries = envelope.get("retries").map(Retries::from_json).transpose().ok().flatten();
-    let Some(retries) = retries.filter(|r| !r.is_none()) else { return Ok(AfterFailure::NotRetried) };
-    let Some(id) = envelope.get("id").and_then(Value::as_str).map(str::to_string) else {
-        return Ok(AfterFailure::NotRetried);
-    };
-    let retry = envelope.get("retry").and_then(Value::as_u64).unwrap_or(0) as u32;
+    let (retries, retry) = (job.retries, job.retry);
     match retries.delay(retry) {
         Some(after) => {
             envelope.insert("retry".into(), Value::from(retry + 1));
