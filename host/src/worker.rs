@@ -181,11 +181,16 @@ fn functions(registry: &Registry) -> Vec<String> {
 
 fn register(addr: &ServerAddr, functions: &[String], config: &WorkerConfig) -> Result<Conn, ConnError> {
     let mut conn = Conn::connect(addr, Duration::from_secs(5))?;
+    // A job child (`--atomic`) must not keep this connection open past its worker.
+    crate::process::keep_from_children(conn.stream());
     conn.write_packet(&Packet::SetClientId { id: config.client_id.as_bytes().to_vec() })?;
     for name in functions {
         let function = name.as_bytes().to_vec();
-        let packet = match config.timeouts.get(&canonical_task_name(name)) {
-            Some(timeout) => Packet::CanDoTimeout { function, timeout: timeout_millis(*timeout) },
+        // Under `atomic` the worker enforces timeouts itself (it kills and fails the job); a
+        // server-side timeout too would requeue the job it is failing.
+        let timeout = config.timeouts.get(&canonical_task_name(name)).copied().or(config.timeout);
+        let packet = match timeout.filter(|_| !config.atomic) {
+            Some(timeout) => Packet::CanDoTimeout { function, timeout: timeout_millis(timeout) },
             None => Packet::CanDo { function },
         };
         conn.write_packet(&packet)?;
@@ -289,7 +294,10 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                     };
                     fork::run_in_child(run, limits, &mut reporter).unwrap_or_else(|err| {
                         let hint = match (&err, config.memlimit) {
-                            (fork::ForkError::Signaled { signal, .. }, Some(limit)) if signal == "SIGABRT" => {
+                            (
+                                fork::ForkError::Signaled { signal: nix::sys::signal::Signal::SIGABRT, .. },
+                                Some(limit),
+                            ) => {
                                 format!(" (an allocation past the memory limit of {} MiB aborts)", limit >> 20)
                             }
                             _ => String::new(),

@@ -11,5 +11,6 @@ mod dispatch;
 mod gearman_client;
 mod harness;
 mod loading;
+mod processes;
 mod scheduler;
 mod worker;

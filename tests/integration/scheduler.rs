@@ -365,3 +365,41 @@ fn li3_gearman_members_are_moved_and_status_reads_as_the_original_reads_it() {
     let listed = setup.li3g(&["scheduled"]).stdout;
     assert!(listed.contains("Dead: 1") && listed.contains("not a li3g job nor a li3_gearman member"), "{listed}");
 }
+
+#[test]
+fn start_supervises_a_scheduler_when_redis_is_configured() {
+    let setup = Setup::new();
+    let start = |extra: &[&str]| {
+        let mut command = host();
+        command.args(["start", "--workers", "1", "--resuscitate", "--verbose", "--config"]).arg(&setup.config_path);
+        command.args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut daemon = ChildGuard::spawn(&mut command);
+        let lines = Lines::collect(daemon.child().stderr.take().unwrap());
+        (daemon, lines)
+    };
+    let (mut daemon, log) = start(&[]);
+    log.wait_for("(Scheduler) Moving due jobs", LONG);
+    wait_for_workers(&[&setup.gearmand], APPEND, 1);
+    let path = setup.file("started");
+    let id = schedule(&setup, &path, "started", SystemTime::now() + Duration::from_millis(500));
+    wait_until("the job runs", LONG, || lines(&path).len() == 1);
+    log.wait_for(&format!("Job #{id} moved for immediate execution"), LONG);
+
+    // A scheduler that dies is replaced.
+    let line = log.wait_for("Created scheduler", LONG);
+    let pid: i32 = line.rsplit("PID ").next().and_then(|p| p.trim().parse().ok()).expect(&line);
+    // SAFETY: kill(2) on the scheduler's PID, read from the daemon's log.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("a new scheduler", LONG, || log.count("(Scheduler) Moving due jobs") == 2);
+    let again = setup.file("again");
+    schedule(&setup, &again, "again", SystemTime::now() + Duration::from_millis(300));
+    wait_until("the job runs", LONG, || lines(&again).len() == 1);
+    // SAFETY: as above, on the daemon we started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait_timeout(LONG).is_some(), "the daemon stops");
+
+    let (_daemon, log) = start(&["--no-scheduler"]);
+    wait_for_workers(&[&setup.gearmand], APPEND, 1);
+    log.wait_for("Created worker", LONG);
+    assert_eq!(log.count("Created scheduler") + log.count("(Scheduler)"), 0, "{:#?}", log.all());
+}

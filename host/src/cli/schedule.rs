@@ -11,6 +11,9 @@ use clap::Args;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
+/// Jobs a scheduler takes from Redis at once, unless `--batch` says otherwise.
+pub(super) const DEFAULT_BATCH: usize = 1000;
+
 #[derive(Debug, Args)]
 pub(super) struct SchedulerArgs {
     /// The named configuration in the configuration file.
@@ -24,7 +27,7 @@ pub(super) struct SchedulerArgs {
     #[arg(long, value_name = "SECONDS")]
     lease: Option<f64>,
     /// Jobs taken from Redis at once.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=5000))]
     batch: u32,
     #[command(flatten)]
     common: Common,

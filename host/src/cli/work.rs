@@ -3,6 +3,7 @@
 
 use super::{plugins_dir, Common};
 use crate::config::Config;
+use crate::daemon::EXIT_RECYCLE;
 use crate::log::Log;
 use crate::plugins::Registry;
 use crate::signals;
@@ -23,17 +24,21 @@ pub(super) struct WorkerOptions {
     /// once; the flag is accepted for compatibility with li3_gearman.
     #[arg(long)]
     blocking: bool,
-    /// Seconds a job may run (tasks with a timeout in the configuration keep theirs). With
-    /// --atomic the job is killed and failed; without, the server hands it to another worker.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    /// Seconds a job may run, for every task without a timeout of its own in the
+    /// configuration. With --atomic the worker kills the job (its whole process group) and
+    /// fails it. Without, the worker cannot stop a running job: it registers the timeout with
+    /// the job server (CAN_DO_TIMEOUT, whole seconds, at least 1), which then gives the job to
+    /// another worker; the first one still finishes it.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, allow_negative_numbers = true)]
+    timeout: Option<Duration>,
     /// Memory limit such as 512M or 2G. With --atomic, each job's (an allocation past it
     /// fails the job); without, a worker whose resident memory passes it after a job ends,
     /// to be replaced (with --resuscitate).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memlimit: Option<u64>,
-    /// A worker ends after this many jobs (to be replaced with --resuscitate).
-    #[arg(long, value_name = "N")]
+    /// A worker ends after this many jobs (to be replaced with --resuscitate; `work` then exits
+    /// with code 75 so that systemd or supervisor restart it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_jobs: Option<u64>,
     /// Debug messages to the console; otherwise to syslog.
     #[arg(long, short)]
@@ -71,7 +76,7 @@ impl WorkerOptions {
             client_id: format!("{}:{}", hostname(), std::process::id()),
             timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
             atomic: self.atomic,
-            timeout: self.timeout.map(Duration::from_secs_f64),
+            timeout: self.timeout,
             memlimit: self.memlimit,
             max_jobs: self.max_jobs,
             log: self.log(),
@@ -99,8 +104,9 @@ pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(run_worker(&config, &args.worker, args.worker.log())))
 }
 
-/// Loads the plugins and runs one worker until it is stopped; returns its exit code (2 when
-/// the plugins cannot be loaded). Used by `work` and by each worker `start` forks.
+/// Loads the plugins and runs one worker until it is stopped; returns its exit code: 0 when
+/// stopped, [`EXIT_RECYCLE`] when it ended to be replaced (`--max-jobs`, `--memlimit`), 2 when
+/// the plugins cannot be loaded. Used by `work` and by each worker `start` forks.
 pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> u8 {
     let registry = match plugins_dir(config).and_then(|dir| Ok(Registry::scan(&dir)?)) {
         Ok(registry) => registry,
@@ -112,11 +118,31 @@ pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> 
     for rejected in registry.rejected() {
         log.worker(&format!("Skipped {rejected}"));
     }
+    for unknown in unknown_tasks(config, &registry) {
+        log.worker(&format!("Configuration: {unknown}"));
+    }
     let mut worker = options.worker_config(config);
     worker.log = log;
     let stats = worker::run(&registry, &worker, &signals::stop_requested);
     log.worker(&format!("Done: {} jobs completed, {} failed", stats.completed, stats.failed));
-    0
+    let used_up = options.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
+    if stats.over_memory || (used_up && !signals::stop_requested()) {
+        EXIT_RECYCLE as u8
+    } else {
+        0
+    }
+}
+
+/// A line for every task the configuration sets options for that no loaded plugin has: a typo
+/// there would otherwise go unseen.
+pub(super) fn unknown_tasks(config: &Config, registry: &Registry) -> Vec<String> {
+    let known = registry.task_names();
+    config
+        .tasks
+        .keys()
+        .filter(|task| !known.contains(task))
+        .map(|task| format!("tasks.\"{task}\" names no loaded task; its settings are unused"))
+        .collect()
 }
 
 pub(super) fn hostname() -> String {

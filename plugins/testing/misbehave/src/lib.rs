@@ -101,7 +101,8 @@ fn server(job: &Job) -> Value {
 fn record(job: &Job, path: String, tag: String) -> Result<String, String> {
     use std::io::Write;
     let line = format!("{tag} {} {}\n", job.environment(), job.env("HTTP_HOST").unwrap_or("-"));
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
     file.write_all(line.as_bytes()).map_err(|e| format!("{path}: {e}"))?;
     Ok(line.trim_end().to_string())
 }
@@ -110,7 +111,8 @@ fn record(job: &Job, path: String, tag: String) -> Result<String, String> {
 /// from many workers never interleave): a counter that proves how often a job ran.
 fn append(path: String, line: String) -> Result<String, String> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    let mut file =
+        std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
     file.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("{path}: {e}"))?;
     Ok(line)
 }
@@ -124,6 +126,17 @@ fn flaky(path: String, failures: usize) -> Result<String, String> {
     } else {
         Ok(format!("succeeded on run {runs}"))
     }
+}
+
+/// A result of `mib` MiB (to test result caps).
+fn big(mib: usize) -> String {
+    "x".repeat(mib << 20)
+}
+
+/// Runs `sh -c command` and waits for it: a job with a process of its own.
+fn shell(command: String) -> Result<String, String> {
+    let out = std::process::Command::new("sh").arg("-c").arg(&command).output().map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn run() -> &'static str {
@@ -153,5 +166,7 @@ plugin! {
         "Misbehave::record"(path, tag) => record,
         "Misbehave::append"(path, line) => append,
         "Misbehave::flaky"(path, failures) => flaky,
+        "Misbehave::big"(mib) => big,
+        "Misbehave::shell"(command) => shell,
     }
 }
