@@ -14,6 +14,7 @@
 //!   children must not inherit.
 //! - [`signals`]: signals as flags and a per-process wake-up pipe.
 //! - [`job_id`]: random job ids.
+//! - [`scheduler`]: scheduled and retried jobs in Redis, and the scheduler process.
 //! - [`retries`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
@@ -33,6 +34,7 @@ pub mod pidfile;
 pub mod plugins;
 pub mod process;
 pub mod retries;
+pub mod scheduler;
 pub mod signals;
 pub mod worker;
 pub mod workload;

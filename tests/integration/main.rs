@@ -14,4 +14,5 @@ mod loading;
 mod logging;
 mod multi_server;
 mod processes;
+mod scheduler;
 mod worker;
