@@ -9,6 +9,7 @@
 //! - [`fork`]: running one job in a forked child (`--atomic`).
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`log`]: log lines to stderr (`--verbose`) or syslog.
+//! - [`server`]: the embedded Gearman job server (`li3g-host server`): mio event loop, SQLite store.
 //! - [`pidfile`]: the daemon's locked PID file.
 //! - [`signals`]: signals as flags and a wake-up pipe.
 //! - [`job_id`]: random job ids.
@@ -28,6 +29,7 @@ pub mod job_id;
 pub mod log;
 pub mod pidfile;
 pub mod plugins;
+pub mod server;
 pub mod signals;
 pub mod worker;
 pub mod workload;

@@ -9,6 +9,7 @@
 mod exec;
 mod plugins;
 mod run;
+mod server;
 mod start;
 mod work;
 
@@ -48,6 +49,8 @@ enum Command {
     /// Restart the daemon's workers gracefully: new workers load the plugins afresh while the
     /// old ones finish their job; the daemon keeps its PID.
     Restart(start::RestartArgs),
+    /// Run the embedded Gearman job server in the foreground (gearmand's protocol, loopback by default).
+    Server(server::ServerArgs),
     /// Check that a worker answers: prints `Pinging... OK` (exit 0) or `Pinging... ERROR` (exit 1).
     Ping(start::PingArgs),
 }
@@ -151,6 +154,7 @@ where
         Command::Shutdown(args) => start::shutdown(&args),
         Command::Restart(args) => start::restart(&args),
         Command::Ping(args) => start::ping(&args),
+        Command::Server(args) => server::run(&args),
     };
     match result {
         Ok(code) => code,
