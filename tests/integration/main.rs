@@ -10,4 +10,5 @@ mod dispatch;
 mod gearman_client;
 mod harness;
 mod loading;
+mod server;
 mod worker;

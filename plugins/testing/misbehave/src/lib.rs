@@ -55,6 +55,14 @@ fn counter() -> u64 {
     COUNTER.fetch_add(1, Ordering::SeqCst) + 1
 }
 
+/// Appends `line` and a newline to the file at `path` (one write, O_APPEND): a counting task,
+/// so a test can see which jobs ran and how many times.
+fn append(path: String, line: String) -> Result<(), String> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| e.to_string())?;
+    file.write_all(format!("{line}\n").as_bytes()).map_err(|e| e.to_string())
+}
+
 fn add(a: i64, b: i64) -> i64 {
     a + b
 }
@@ -109,6 +117,7 @@ plugin! {
         "Misbehave::spin" => spin,
         "Misbehave::counter" => counter,
         "Misbehave::add"(a, b) => add,
+        "Misbehave::append"(path, line) => append,
         "Misbehave::greet"(name, greeting) => greet,
         "Misbehave::echo"(value) => echo,
         "Misbehave::summary"(values) => summary,
