@@ -312,6 +312,11 @@ impl Gearmand {
         if embedded_backend() {
             return Gearmand::try_embedded_on(port, None, &[]);
         }
+        Gearmand::try_gearmand_on(port, &[])
+    }
+
+    /// Starts gearmand itself on `port` with `extra` arguments (a queue store, say).
+    pub fn try_gearmand_on(port: u16, extra: &[&str]) -> Result<Gearmand, String> {
         let log = tempfile::tempdir().expect("a log directory");
         let process = ChildGuard::spawn(
             Command::new("gearmand")
@@ -320,6 +325,7 @@ impl Gearmand {
                 .arg("--threads=1")
                 .arg(format!("--log-file={}", log.path().join("gearmand.log").display()))
                 .arg("--verbose=ERROR")
+                .args(extra)
                 .stdin(std::process::Stdio::null()),
         );
         // The port may accept because someone else holds it (a race with another test between
@@ -340,8 +346,16 @@ impl Gearmand {
     /// li3g's embedded job server on `port`, with `store` and `extra` arguments; `Err` says why
     /// it is not the one serving the port.
     pub fn try_embedded_on(port: u16, store: Option<&Path>, extra: &[&str]) -> Result<Gearmand, String> {
+        Gearmand::try_binary_on(&artifacts().host, port, store, extra)
+    }
+
+    /// The embedded job server of the `li3g-host` at `binary` (a release build, for benchmarks).
+    pub fn try_binary_on(binary: &Path, port: u16, store: Option<&Path>, extra: &[&str]) -> Result<Gearmand, String> {
         let log = tempfile::tempdir().expect("a log directory");
-        let mut command = host();
+        let mut command = Command::new(binary);
+        for var in ["LI3G_CONFIG", "LI3G_SERVERS", "LI3G_ENVIRONMENT", "LI3G_PLUGINS"] {
+            command.env_remove(var);
+        }
         command.args(["server", "--listen", &format!("127.0.0.1:{port}")]).args(extra);
         if let Some(store) = store {
             command.arg("--store").arg(store);

@@ -18,6 +18,8 @@ const MAX_FUNCTION: usize = 512;
 const MAX_UNIQUE: usize = 64;
 /// The longest client id kept (`SET_CLIENT_ID`).
 const MAX_CLIENT_ID: usize = 256;
+/// Most functions one connection may register: memory stays bounded whatever a peer sends.
+const MAX_ABILITIES: usize = 4096;
 
 /// A submission, whatever packet carried it.
 struct Submit {
@@ -145,7 +147,7 @@ impl Server {
                 }
             }
             // The job it joins may still wait for this turn's commit.
-            if stored && self.store.as_ref().is_some_and(|s| s.is_dirty()) {
+            if stored && self.store.as_ref().is_some_and(|s| s.has_inserts()) {
                 self.hold(token);
             }
             let handle = self.jobs.handle(id);
@@ -259,6 +261,9 @@ impl Server {
         if let Some(ability) = conn.abilities.iter_mut().find(|a| a.function == function) {
             ability.timeout = timeout;
             return;
+        }
+        if conn.abilities.len() >= MAX_ABILITIES {
+            return self.refuse(token, "TOO_MANY_FUNCTIONS", "a connection may register 4096 functions");
         }
         conn.abilities.push(Ability { function: function.clone(), timeout });
         self.functions.entry(&function).workers.push(token);

@@ -37,7 +37,8 @@
 //!   `job_retries` times, then failed to its clients: a poison job cannot loop forever
 //!   (gearmand 1.1.20 retries forever by default).
 //! - `shutdown` and `shutdown graceful` are supported (gearmand 1.1.20 refuses them).
-//! - With a store, commits are batched per turn (see `store.rs`).
+//! - With a store, commits are batched per turn, and deletes of finished jobs batched further
+//!   (see `store.rs`): at least once, never lost.
 //! - Garbage (a bad magic, an unknown type, a body over the limit, a malformed body, a `\0RES`
 //!   packet, an endless admin line) gets an `ERROR` packet and the connection is closed; the
 //!   server keeps serving. A peer that does not read its answers is cut off past
@@ -219,11 +220,7 @@ impl Server {
     fn serve(&mut self, stop: &dyn Fn() -> bool) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let wait = if self.more.is_empty() {
-                self.timers.next_wait(now_ms(), Instant::now())
-            } else {
-                Some(Duration::ZERO)
-            };
+            let wait = if self.more.is_empty() { self.next_wait() } else { Some(Duration::ZERO) };
             // Round up so a timer is never woken for a millisecond early.
             let wait = wait.map(|w| if w.subsec_nanos() % 1_000_000 != 0 { w + Duration::from_millis(1) } else { w });
             match self.poll.poll(&mut events, wait) {
@@ -251,18 +248,29 @@ impl Server {
                 self.read(token);
             }
             self.fire_timers();
-            self.commit();
+            let stopping = stop()
+                || match self.shutdown {
+                    Some(graceful) => !graceful || self.nothing_running(),
+                    None => false,
+                };
+            self.commit(stopping);
             for token in std::mem::take(&mut self.dirty) {
                 self.flush(token);
             }
-            if stop() {
+            if stopping {
                 return Ok(());
             }
-            match self.shutdown {
-                Some(false) => return Ok(()),
-                Some(true) if self.nothing_running() => return Ok(()),
-                _ => {}
-            }
+        }
+    }
+
+    /// How long the loop may sleep: until the next timer or store commit.
+    fn next_wait(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let timers = self.timers.next_wait(now_ms(), now);
+        let store = self.store.as_ref().and_then(|s| s.due_in(now));
+        match (timers, store) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -320,7 +328,11 @@ impl Server {
                 return;
             }
             match conn.read_chunk() {
-                Ok(0) => return self.close(token),
+                Ok(0) => {
+                    // The peer is done sending; answer what it asked, then close.
+                    conn.closing = true;
+                    return self.touch(token);
+                }
                 Ok(n) => budget = budget.saturating_sub(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -385,12 +397,13 @@ impl Server {
         }
     }
 
-    /// Commits the turn's store writes, then releases (or, on failure, withdraws) the answers
+    /// Commits the turn's store writes when due (or `force`d), then releases (or, on failure, withdraws) the answers
     /// held for them.
-    fn commit(&mut self) {
+    fn commit(&mut self, force: bool) {
         let Some(store) = &mut self.store else { return };
-        if !store.is_dirty() {
-            return;
+        match store.due_in(Instant::now()) {
+            Some(wait) if wait.is_zero() || force => {}
+            _ => return,
         }
         let result = store.commit();
         if let Err(err) = &result {

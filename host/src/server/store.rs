@@ -8,14 +8,24 @@
 //! its own). `JOB_CREATED` waits for that commit, so a job a client was told about is on disk.
 //! WAL journal with `synchronous=FULL`: a commit survives SIGKILL and power loss.
 //!
-//! A job completed and deleted in the same turn it was inserted costs nothing on disk. It
-//! must not: decide which jobs are durable (foreground jobs die with their client anyway).
+//! Deletes (a job ended) are not urgent: a delete lost in a crash means the job runs again
+//! after the restart (at least once, never lost). So they wait for the next commit that inserts,
+//! or [`DELETE_DELAY`], or [`DELETE_BATCH`] of them, whichever comes first: a server draining
+//! its queue pays a few fsyncs a second, not one per job. A job completed and deleted in the
+//! same turn it was inserted costs nothing on disk. It must not: decide which jobs are durable
+//! (foreground jobs die with their client anyway).
 
 use super::jobs::JobId;
 use crate::gearman::packet::Priority;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The longest a delete waits for a commit.
+pub(super) const DELETE_DELAY: Duration = Duration::from_millis(100);
+/// Pending deletes that make a commit due at once.
+pub(super) const DELETE_BATCH: usize = 1000;
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +61,10 @@ pub(super) struct Store {
     pending: HashMap<JobId, Op>,
     /// Their order (a job's insert may precede its delete in the same turn).
     order: Vec<JobId>,
+    /// Pending inserts (they make a commit due now).
+    inserts: usize,
+    /// When the oldest pending write was made.
+    since: Option<Instant>,
 }
 
 fn priority_code(p: Priority) -> i64 {
@@ -90,7 +104,7 @@ impl Store {
              );",
         )
         .map_err(fail)?;
-        Ok(Store { db, path: path.to_path_buf(), pending: HashMap::new(), order: Vec::new() })
+        Ok(Store { db, path: path.to_path_buf(), pending: HashMap::new(), order: Vec::new(), inserts: 0, since: None })
     }
 
     /// Every stored job, oldest first.
@@ -123,21 +137,34 @@ impl Store {
         let id = row.id;
         self.order.push(id);
         self.pending.insert(id, Op::Insert(row));
+        self.inserts += 1;
+        self.since.get_or_insert_with(Instant::now);
     }
 
     /// Deletes a job at the next commit (or never writes it, when its insert is pending too).
     pub fn delete(&mut self, id: JobId) {
         if matches!(self.pending.get(&id), Some(Op::Insert(_))) {
             self.pending.remove(&id);
+            self.inserts -= 1;
             return;
         }
         self.order.push(id);
         self.pending.insert(id, Op::Delete(id));
+        self.since.get_or_insert_with(Instant::now);
     }
 
-    /// Whether writes wait for a commit.
-    pub fn is_dirty(&self) -> bool {
-        !self.order.is_empty()
+    /// Whether inserts wait for a commit (answers are held for them).
+    pub fn has_inserts(&self) -> bool {
+        self.inserts > 0
+    }
+
+    /// How long until a commit is due (zero: now), or `None` when nothing waits.
+    pub fn due_in(&self, now: Instant) -> Option<Duration> {
+        let since = self.since?;
+        if self.inserts > 0 || self.pending.len() >= DELETE_BATCH {
+            return Some(Duration::ZERO);
+        }
+        Some((since + DELETE_DELAY).saturating_duration_since(now))
     }
 
     /// Commits this turn's writes in one transaction.
@@ -149,6 +176,8 @@ impl Store {
         let fail = |source| StoreError { path: path.clone(), source };
         let order = std::mem::take(&mut self.order);
         let mut pending = std::mem::take(&mut self.pending);
+        self.inserts = 0;
+        self.since = None;
         let tx = self.db.transaction().map_err(fail)?;
         {
             let mut insert = tx
@@ -207,9 +236,13 @@ mod tests {
         store.insert(row(2));
         store.delete(2);
         store.commit().unwrap();
+        assert_eq!(store.due_in(Instant::now()), None, "nothing pending");
         store.insert(row(3));
+        assert_eq!(store.due_in(Instant::now()), Some(Duration::ZERO), "an insert is due now");
         store.commit().unwrap();
         store.delete(3);
+        assert!(store.due_in(Instant::now()).unwrap() > Duration::ZERO, "a delete may wait");
+        assert!(!store.has_inserts());
         store.commit().unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
