@@ -15,4 +15,5 @@ mod logging;
 mod multi_server;
 mod processes;
 mod scheduler;
+mod server;
 mod worker;

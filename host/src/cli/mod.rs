@@ -11,6 +11,7 @@ mod exec;
 mod plugins;
 mod run;
 mod schedule;
+mod server;
 mod start;
 mod work;
 
@@ -50,6 +51,8 @@ enum Command {
     /// Restart the daemon's workers gracefully: new workers load the plugins afresh while the
     /// old ones finish their job; the daemon keeps its PID.
     Restart(control::RestartArgs),
+    /// Run the embedded Gearman job server in the foreground (gearmand's protocol, loopback by default).
+    Server(server::ServerArgs),
     /// Check that a worker answers: prints `Pinging... OK` (exit 0) or `Pinging... ERROR` (exit 1).
     Ping(control::PingArgs),
     /// Move due scheduled jobs from Redis to the job servers (`start` runs one when the
@@ -169,6 +172,7 @@ where
         Command::Cancel(args) => schedule::cancel(&args),
         Command::Retry(args) => schedule::retry(&args),
         Command::Status(args) => schedule::status(&args),
+        Command::Server(args) => server::run(&args),
     };
     match result {
         Ok(code) => code,
