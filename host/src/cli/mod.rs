@@ -6,6 +6,7 @@
 //! Settings come, in order of precedence, from the command line, the environment (`LI3G_*`),
 //! the configuration file (see [`crate::config`]), and built-in defaults.
 
+mod control;
 mod exec;
 mod plugins;
 mod run;
@@ -44,12 +45,12 @@ enum Command {
     /// Start the daemon: a supervised pool of workers.
     Start(start::StartArgs),
     /// Stop the daemon gracefully: workers finish the job in hand; waits until it is gone.
-    Shutdown(start::ShutdownArgs),
+    Shutdown(control::ShutdownArgs),
     /// Restart the daemon's workers gracefully: new workers load the plugins afresh while the
     /// old ones finish their job; the daemon keeps its PID.
-    Restart(start::RestartArgs),
+    Restart(control::RestartArgs),
     /// Check that a worker answers: prints `Pinging... OK` (exit 0) or `Pinging... ERROR` (exit 1).
-    Ping(start::PingArgs),
+    Ping(control::PingArgs),
 }
 
 /// The settings every command shares.
@@ -148,9 +149,9 @@ where
         Command::Run(args) => run::run(&args),
         Command::Work(args) => work::run(&args),
         Command::Start(args) => start::start(&args),
-        Command::Shutdown(args) => start::shutdown(&args),
-        Command::Restart(args) => start::restart(&args),
-        Command::Ping(args) => start::ping(&args),
+        Command::Shutdown(args) => control::shutdown(&args),
+        Command::Restart(args) => control::restart(&args),
+        Command::Ping(args) => control::ping(&args),
     };
     match result {
         Ok(code) => code,

@@ -91,6 +91,33 @@ fn progress(job: &Job, steps: u64) -> u64 {
     steps
 }
 
+/// A result of `mib` MiB (to test result caps).
+fn big(mib: usize) -> String {
+    "x".repeat(mib << 20)
+}
+
+/// Runs `sh -c command` and waits for it: a job with a process of its own.
+fn shell(command: String) -> Result<String, String> {
+    let out = std::process::Command::new("sh").arg("-c").arg(&command).output().map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What li3_gearman gave a task through `$_SERVER` and the environment.
+fn server(job: &Job) -> Value {
+    let vars: serde_json::Map<String, Value> = job.env_vars().map(|(k, v)| (k.into(), v.into())).collect();
+    json!({"environment": job.environment(), "HTTP_HOST": job.env("HTTP_HOST"), "vars": vars})
+}
+
+/// Appends `{tag} {environment} {HTTP_HOST}` to the file `path`, so a test sees background jobs run.
+fn record(job: &Job, path: String, tag: String) -> Result<String, String> {
+    use std::io::Write;
+    let line = format!("{tag} {} {}\n", job.environment(), job.env("HTTP_HOST").unwrap_or("-"));
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    file.write_all(line.as_bytes()).map_err(|e| format!("{path}: {e}"))?;
+    Ok(line.trim_end().to_string())
+}
+
 fn run() -> &'static str {
     "Misbehave::run"
 }
@@ -114,5 +141,9 @@ plugin! {
         "Misbehave::summary"(values) => summary,
         "Misbehave::context" => context,
         "Misbehave::progress"(steps) => progress,
+        "Misbehave::big"(mib) => big,
+        "Misbehave::shell"(command) => shell,
+        "Misbehave::server" => server,
+        "Misbehave::record"(path, tag) => record,
     }
 }
