@@ -89,6 +89,21 @@ impl<'a> ChildSpec<'a> {
         matches!(status, WaitStatus::Exited(_, code) if self.expected_exits.contains(code))
     }
 
+    /// What to do about one of these that ended with `status` after living `lived`.
+    fn replacement(&self, status: &WaitStatus, lived: Duration) -> Replacement {
+        let expected = self.expected(status);
+        let replace = match self.restart {
+            Restart::Permanent => true,
+            Restart::Transient => !expected,
+            Restart::Temporary => false,
+        };
+        match replace {
+            false => Replacement::None,
+            true if !expected && lived < FAST_FAILURE => Replacement::AfterBackoff,
+            true => Replacement::Now,
+        }
+    }
+
     fn capitalised(&self) -> String {
         let mut chars = self.name.chars();
         chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
@@ -115,6 +130,17 @@ pub struct PoolOptions<'a> {
     pub children: Vec<ChildSpec<'a>>,
     /// Where log lines go.
     pub log: Log,
+}
+
+/// Whether and when a child that ended is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replacement {
+    /// Not at all.
+    None,
+    /// At once (and the kind's backoff starts over).
+    Now,
+    /// After the kind's backoff: it failed fast.
+    AfterBackoff,
 }
 
 #[derive(Debug)]
@@ -204,14 +230,9 @@ impl Pool<'_, '_> {
             let Some(slot) = self.children.remove(&pid) else { continue };
             let spec = &self.options.children[slot.kind];
             self.log(&format!("{} number {} with PID {pid} {how}", spec.capitalised(), slot.number));
-            let expected = spec.expected(&status);
-            let replace = match spec.restart {
-                Restart::Permanent => true,
-                Restart::Transient => !expected,
-                Restart::Temporary => false,
-            };
-            if replace && !self.stopping && !slot.retiring {
-                self.owe(slot.kind, !expected && slot.started.elapsed() < FAST_FAILURE);
+            let replacement = spec.replacement(&status, slot.started.elapsed());
+            if replacement != Replacement::None && !self.stopping && !slot.retiring {
+                self.owe(slot.kind, replacement == Replacement::AfterBackoff);
             }
         }
     }
@@ -318,5 +339,33 @@ pub fn supervise(options: &PoolOptions) -> i32 {
             return 0;
         }
         pool.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_and_expected_exits() {
+        let pid = Pid::from_raw(1);
+        let (quick, long) = (Duration::from_millis(10), Duration::from_secs(60));
+        let recycled = WaitStatus::Exited(pid, EXIT_RECYCLE);
+        let crashed = WaitStatus::Exited(pid, 2);
+        let killed = WaitStatus::Signaled(pid, Signal::SIGKILL, false);
+        let mut spec = ChildSpec::new("worker", 1, |_| 0);
+
+        assert_eq!(spec.replacement(&recycled, quick), Replacement::Now, "a recycle is no crash");
+        assert_eq!(spec.replacement(&crashed, quick), Replacement::AfterBackoff);
+        assert_eq!(spec.replacement(&killed, quick), Replacement::AfterBackoff);
+        assert_eq!(spec.replacement(&crashed, long), Replacement::Now, "it ran a while first");
+
+        spec.restart = Restart::Transient;
+        assert_eq!(spec.replacement(&recycled, quick), Replacement::None);
+        assert_eq!(spec.replacement(&WaitStatus::Exited(pid, 0), long), Replacement::None);
+        assert_eq!(spec.replacement(&killed, long), Replacement::Now);
+
+        spec.restart = Restart::Temporary;
+        assert_eq!(spec.replacement(&killed, quick), Replacement::None);
     }
 }
