@@ -44,6 +44,17 @@ fn processes_with_arg(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// What the descriptors 3 and up of `pid` point to (`socket:[123]`, `pipe:[45]`, paths).
+fn descriptors(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
+        (fd > 2).then(|| std::fs::read_link(entry.path()).ok().map(|p| p.display().to_string()))?
+    })
+    .collect()
+}
+
 fn start_with_pid_file(gearmand: &Gearmand, dir: &PluginDir, pid_file: &Path, extra: &[&str]) -> (ChildGuard, Lines) {
     let mut args = vec!["--workers", "1", "--pid", pid_file.to_str().expect("UTF-8 path")];
     args.extend_from_slice(extra);
@@ -59,6 +70,14 @@ fn a_sigkilled_atomic_daemon_with_a_job_in_flight_leaves_nothing_behind() {
     wait_for_workers(&[&gearmand], "Misbehave::sleep", 1);
     let _job = sleep_in_flight(&gearmand, 30.0);
     let (worker, job) = job_child(&gearmand);
+    // Workers never hold the PID file. The job child holds nothing of its worker's (no job
+    // server socket, no wake pipe) but its result pipe; descriptors the daemon itself inherited
+    // from whoever started it (cargo's jobserver) are not ours to judge.
+    let pid_path = pid_file.display().to_string();
+    assert!(!descriptors(worker).contains(&pid_path), "{:?}", descriptors(worker));
+    let outside = descriptors(daemon.id());
+    let held: Vec<String> = descriptors(job).into_iter().filter(|d| !outside.contains(d)).collect();
+    assert!(held.len() == 1 && held[0].starts_with("pipe:"), "{held:?}, the worker's: {:?}", descriptors(worker));
 
     let killed = Instant::now();
     daemon.kill(); // SIGKILL: the daemon cannot stop anything itself
