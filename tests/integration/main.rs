@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod compat;
 mod config;
 mod daemon;
 mod deploy;
@@ -10,5 +11,7 @@ mod dispatch;
 mod gearman_client;
 mod harness;
 mod loading;
+mod logging;
+mod multi_server;
 mod processes;
 mod worker;

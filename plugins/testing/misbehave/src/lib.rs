@@ -102,6 +102,22 @@ fn shell(command: String) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// What li3_gearman gave a task through `$_SERVER` and the environment.
+fn server(job: &Job) -> Value {
+    let vars: serde_json::Map<String, Value> = job.env_vars().map(|(k, v)| (k.into(), v.into())).collect();
+    json!({"environment": job.environment(), "HTTP_HOST": job.env("HTTP_HOST"), "vars": vars})
+}
+
+/// Appends `{tag} {environment} {HTTP_HOST}` to the file `path`, so a test sees background jobs run.
+fn record(job: &Job, path: String, tag: String) -> Result<String, String> {
+    use std::io::Write;
+    let line = format!("{tag} {} {}\n", job.environment(), job.env("HTTP_HOST").unwrap_or("-"));
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    file.write_all(line.as_bytes()).map_err(|e| format!("{path}: {e}"))?;
+    Ok(line.trim_end().to_string())
+}
+
 fn run() -> &'static str {
     "Misbehave::run"
 }
@@ -127,5 +143,7 @@ plugin! {
         "Misbehave::progress"(steps) => progress,
         "Misbehave::big"(mib) => big,
         "Misbehave::shell"(command) => shell,
+        "Misbehave::server" => server,
+        "Misbehave::record"(path, tag) => record,
     }
 }
