@@ -136,6 +136,19 @@ fn a_timeout_kills_the_job_with_everything_it_started() {
 }
 
 #[test]
+fn programs_an_atomic_job_runs_keep_the_default_signal_dispositions() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (_daemon, _lines) = start(&gearmand, &dir, &["--workers", "1", "--atomic", "--timeout", "15"]);
+    wait_for_workers(&[&gearmand], "Misbehave::shell", 1);
+    let mut client = client(&gearmand);
+    // The job child shrugs off SIGTERM, but what it runs must not inherit that: a `sleep` the
+    // job terminates ends at once, with 128 + SIGTERM.
+    let script = "sleep 30 & kill -TERM $!; wait $!; echo $?";
+    assert_eq!(call(&mut client, "Misbehave::shell", &[json!(script)]).unwrap(), b"143\n");
+}
+
+#[test]
 fn a_stop_right_after_restart_always_stops_the_daemon() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
