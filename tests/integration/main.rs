@@ -14,4 +14,6 @@ mod loading;
 mod logging;
 mod multi_server;
 mod processes;
+mod scheduler;
+mod server;
 mod worker;
