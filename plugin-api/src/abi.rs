@@ -40,7 +40,20 @@ pub struct PluginMod {
     /// Lists the plugin's tasks. Called once by the host after loading.
     #[sabi(last_prefix_field)]
     pub tasks: extern "C" fn() -> RVec<TaskDecl>,
+    /// What settings the plugin takes, for listings: `RedisSettings { url, pool }`, empty when
+    /// none. Appended in 0.2; absent from older plugins.
+    #[sabi(missing_field(option))]
+    pub settings: extern "C" fn() -> RString,
+    /// Builds the plugin's per-worker state from its settings (the JSON object of its
+    /// configuration section, `{}` when it has none), or `None` when the plugin has no state.
+    /// An error of kind [`TaskErrorKind::BadArguments`] means the settings do not fit; any
+    /// other, that the constructor failed or panicked. Appended in 0.2.
+    #[sabi(missing_field(option))]
+    pub connect: Option<extern "C" fn(RStr<'_>) -> RResult<PluginState, TaskError>>,
 }
+
+/// The signature of a plugin's state constructor (see [`PluginMod::connect`]).
+pub type ConnectFn = extern "C" fn(settings: RStr<'_>) -> RResult<PluginState, TaskError>;
 
 impl RootModule for PluginMod_Ref {
     declare_root_module_statics! {PluginMod_Ref}

@@ -25,7 +25,7 @@ pub fn workspace_root() -> PathBuf {
 pub struct Artifacts {
     /// The `li3g-host` binary.
     pub host: PathBuf,
-    /// Plugin libraries by short name: `hello`, `misbehave`, `loader_panic`, `loader_error`,
+    /// Plugin libraries by short name: `hello`, `redis_counter`, `misbehave`, `loader_panic`, `loader_error`,
     /// `not_a_plugin`, `duplicate`, `abi_mismatch` (compatible build), `abi_layout` and
     /// `abi_version` (incompatible builds).
     pub libs: HashMap<&'static str, PathBuf>,
@@ -56,7 +56,7 @@ fn build() -> Artifacts {
     let saved = harness.join("artifacts");
     fs::create_dir_all(&saved).expect("create target/harness/artifacts");
 
-    cargo(&root, &main, &["build", "-p", "li3g-host", "-p", "li3g-plugin-hello"]);
+    cargo(&root, &main, &["build", "-p", "li3g-host", "-p", "li3g-plugin-hello", "-p", "li3g-plugin-redis-counter"]);
     let testing = root.join("plugins/testing/Cargo.toml");
     let testing = testing.to_str().expect("utf-8 path");
     cargo(&root, &testing_target, &["build", "--manifest-path", testing]);
@@ -68,6 +68,7 @@ fn build() -> Artifacts {
         libs.insert(name, dest);
     };
     keep("hello", main.join("debug/libhello.so"));
+    keep("redis_counter", main.join("debug/libredis_counter.so"));
     for name in ["misbehave", "loader_panic", "loader_error", "not_a_plugin", "duplicate", "abi_mismatch", "threaded"] {
         keep(name, testing_target.join(format!("debug/lib{name}.so")));
     }

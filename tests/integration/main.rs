@@ -11,4 +11,5 @@ mod dispatch;
 mod gearman_client;
 mod harness;
 mod loading;
+mod state;
 mod worker;

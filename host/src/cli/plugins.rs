@@ -35,6 +35,9 @@ fn render(dir: &std::path::Path, registry: &Registry) -> String {
     for plugin in registry.plugins() {
         let file = plugin.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
         out += &format!("\n{} {} ({file})\n", plugin.name, plugin.version);
+        if !plugin.settings.is_empty() {
+            out += &format!("    settings: {} (section plugins.{})\n", plugin.settings, plugin.name);
+        }
         if plugin.tasks.is_empty() {
             out += "    (no tasks)\n";
         }

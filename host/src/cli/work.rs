@@ -4,7 +4,7 @@
 use super::{plugins_dir, Common};
 use crate::config::Config;
 use crate::log::Log;
-use crate::plugins::Registry;
+use crate::plugins::{Registry, StateMode};
 use crate::signals;
 use crate::worker::{self, WorkerConfig};
 use clap::Args;
@@ -110,6 +110,12 @@ pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> 
     };
     for rejected in registry.rejected() {
         log.worker(&format!("Skipped {rejected}"));
+    }
+    let mut registry = registry;
+    // Plugin state, here in the worker (after the fork), before the first job.
+    let mode = if options.atomic { StateMode::PerJob } else { StateMode::Eager };
+    for refused in registry.build_states(&config.plugin_settings(), mode) {
+        log.worker(&format!("Skipped {refused}"));
     }
     let mut worker = options.worker_config(config);
     worker.log = log;
