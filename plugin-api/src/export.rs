@@ -356,6 +356,9 @@ fn parse_args(task: &str, args: &str) -> Result<Vec<serde_json::Value>, TaskErro
 /// - `name:` and `version:` default to the crate's name and version.
 /// - `init: path,` names a `fn() -> Result<(), E: Display>` run once when the host loads the
 ///   plugin; an error rejects the plugin with that message. It must not start threads.
+/// - `state: path,` names the plugin's state constructor, a `fn(Settings) -> Result<State, E>`
+///   where `Settings: Deserialize` (decoded from the plugin's configuration section) and
+///   `E: Display`. Tasks then may take `&State` first (before `&Job`). See the crate docs.
 ///
 /// Use it once per crate, at the crate root, in a crate built as a `cdylib`.
 #[macro_export]
@@ -425,4 +428,109 @@ macro_rules! plugin {
             }
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::__private::*;
+    use crate::abi::{JobSink, JobSink_TO, TaskErrorKind};
+    use crate::Job;
+    use abi_stable::sabi_trait::TD_Opaque;
+    use abi_stable::std_types::RSlice;
+    use std::cell::Cell;
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Settings {
+        start: u64,
+        #[serde(default)]
+        pool: Pool,
+    }
+
+    #[derive(serde::Deserialize, Default)]
+    #[allow(dead_code)]
+    struct Pool {
+        size: u32,
+    }
+
+    struct Counter(Cell<u64>);
+
+    fn open(settings: Settings) -> Result<Counter, String> {
+        if settings.start == 13 {
+            return Err("unlucky".into());
+        }
+        if settings.start == 666 {
+            panic!("constructor exploded");
+        }
+        Ok(Counter(Cell::new(settings.start)))
+    }
+
+    fn next(counter: &Counter, job: &Job, by: u64) -> u64 {
+        assert_eq!(job.task(), "C::next");
+        counter.0.set(counter.0.get() + by);
+        counter.0.get()
+    }
+
+    struct Quiet;
+    impl JobSink for Quiet {
+        fn status(&self, _: u64, _: u64) {}
+        fn data(&self, _: RSlice<'_, u8>) {}
+        fn warning(&self, _: RSlice<'_, u8>) {}
+    }
+
+    /// The error of a constructor that must fail (the state is not `Debug`, so no `unwrap_err`).
+    fn failed(settings: &str) -> TaskError {
+        match connect("counter", open as fn(_) -> _, RStr::from_str(settings)) {
+            RResult::ROk(_) => panic!("{settings}: the constructor succeeded"),
+            RResult::RErr(err) => err,
+        }
+    }
+
+    fn run(state: Option<&PluginState>, args: &str) -> Result<String, TaskError> {
+        let sink = Quiet;
+        let ctx = JobCtx {
+            task: RStr::from_str("C::next"),
+            id: RStr::from_str("1"),
+            environment: RStr::from_str(""),
+            env_vars: RSlice::from_slice(&[]),
+            state,
+            sink: JobSink_TO::from_ptr(&sink, TD_Opaque),
+        };
+        call("C::next", &["by"], next, open as fn(_) -> _, RStr::from_str(args), &ctx).into_result().map(Into::into)
+    }
+
+    #[test]
+    fn typed_settings_build_a_state_that_tasks_share() {
+        let RResult::ROk(state) = connect("counter", open as fn(_) -> _, RStr::from_str(r#"{"start": 40}"#)) else {
+            panic!("the constructor failed")
+        };
+        assert_eq!(run(Some(&state), "[1]").unwrap(), "41");
+        assert_eq!(run(Some(&state), "[1]").unwrap(), "42");
+        // Without its state the task fails with a message, it does not crash.
+        let err = run(None, "[1]").unwrap_err();
+        assert!(err.message.contains("the plugin's state was not built"), "{}", err.message);
+    }
+
+    #[test]
+    fn settings_errors_name_the_key_and_constructor_failures_are_kept_apart() {
+        let err = failed(r#"{"start": "x"}"#);
+        assert_eq!(err.kind, TaskErrorKind::BadArguments);
+        assert_eq!(err.message, "start: invalid type: string \"x\", expected u64");
+        let err = failed(r#"{"start": 1, "pool": {"size": -1}}"#);
+        assert!(err.message.starts_with("pool.size: invalid value"), "{}", err.message);
+        let err = failed("{}");
+        assert_eq!(err.message, ".: missing field `start`");
+        let err = failed(r#"{"start": 13}"#);
+        assert_eq!((err.kind, err.message.as_str()), (TaskErrorKind::Failed, "unlucky"));
+        let err = failed(r#"{"start": 666}"#);
+        assert_eq!(err.kind, TaskErrorKind::Panicked);
+        assert!(err.message.contains("the state constructor of plugin counter panicked"), "{}", err.message);
+        assert!(err.message.ends_with("constructor exploded"), "{}", err.message);
+    }
+
+    #[test]
+    fn settings_are_described_by_type_and_fields() {
+        assert_eq!(describe(open as fn(_) -> _, true).as_str(), "Settings { start, pool }");
+        assert_eq!(describe(no_state as fn(_) -> _, false).as_str(), "");
+    }
 }

@@ -49,6 +49,40 @@
 //! its bytes). A `Result`'s error becomes the job's exception message; a panic is caught in
 //! the plugin and becomes an error naming the task, the panic message and its location.
 //!
+//! # Settings and per-worker state
+//!
+//! A task that needs a database, a Redis connection or an HTTP client declares it as the
+//! plugin's **state**, built by a constructor from the plugin's **settings**:
+//!
+//! ```ignore
+//! #[derive(serde::Deserialize)]
+//! struct Settings { url: String }
+//!
+//! fn connect(settings: Settings) -> Result<Db, DbError> { Db::open(&settings.url) }
+//! fn save(db: &Db, job: &Job, row: Row) -> Result<u64, DbError> { db.insert(row) }
+//!
+//! plugin! { state: connect, tasks: { "Rows::save"(row) => save } }
+//! ```
+//!
+//! - The settings are the plugin's section of the li3g configuration,
+//!   `[<config>.plugins.<plugin name>]` (with `[<config>.environments.<env>.plugins.<name>]`
+//!   merged over it), decoded with serde; `{}` when there is none. When they do not fit, the
+//!   plugin is refused with a message naming the file, the key and what was expected.
+//! - The constructor runs in each worker, after the fork and before its first job, never in
+//!   the supervisor. A constructor that fails or panics refuses the plugin in that worker (its
+//!   tasks are not registered, a log line says why); the worker serves the other plugins.
+//! - The state lives until the worker ends gracefully, then it is dropped (so connections
+//!   close cleanly). Tasks get `&State`: keep mutable parts in a `RefCell` (a worker runs one
+//!   job at a time, on one thread).
+//! - **Under `--atomic`** a job child must never share a live connection with its parent or
+//!   its siblings (two processes writing one socket corrupt the stream). So the worker only
+//!   checks that the state can be built (and drops it at once); each job child builds its own
+//!   state before the task runs and drops it after. The price is one constructor per job (for
+//!   Redis: a TCP connect and a `CLIENT SETNAME`, a couple of loopback round trips). Never keep
+//!   a connection in a global or a lazy static: under `--atomic` it would be inherited by every
+//!   child.
+//! - `plugins/redis-counter` in the li3g repository is a complete example.
+//!
 //! # The ABI contract
 //!
 //! A plugin is a `cdylib` exporting one abi_stable root module, [`abi::PluginMod`]. When the
