@@ -11,5 +11,8 @@ mod dispatch;
 mod gearman_client;
 mod harness;
 mod loading;
+mod logging;
+mod multi_server;
+mod processes;
 mod state;
 mod worker;

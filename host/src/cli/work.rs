@@ -4,7 +4,6 @@
 use super::{plugins_dir, Common};
 use crate::config::Config;
 use crate::log::Log;
-use crate::plugins::{Registry, StateMode};
 use crate::signals;
 use crate::worker::{self, WorkerConfig};
 use clap::Args;
@@ -23,19 +22,24 @@ pub(super) struct WorkerOptions {
     /// once; the flag is accepted for compatibility with li3_gearman.
     #[arg(long)]
     blocking: bool,
-    /// Seconds a job may run (tasks with a timeout in the configuration keep theirs). With
-    /// --atomic the job is killed and failed; without, the server hands it to another worker.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    /// Seconds a job may run, for every task without a timeout of its own in the
+    /// configuration. With --atomic the worker kills the job (its whole process group) and
+    /// fails it. Without, the worker cannot stop a running job: it registers the timeout with
+    /// the job server (CAN_DO_TIMEOUT, whole seconds, at least 1), which then gives the job to
+    /// another worker; the first one still finishes it.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, allow_negative_numbers = true)]
+    timeout: Option<Duration>,
     /// Memory limit such as 512M or 2G. With --atomic, each job's (an allocation past it
     /// fails the job); without, a worker whose resident memory passes it after a job ends,
     /// to be replaced (with --resuscitate).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memlimit: Option<u64>,
-    /// A worker ends after this many jobs (to be replaced with --resuscitate).
-    #[arg(long, value_name = "N")]
+    /// A worker ends after this many jobs (to be replaced with --resuscitate; `work` then exits
+    /// with code 75 so that systemd or supervisor restart it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_jobs: Option<u64>,
-    /// Debug messages to the console; otherwise to syslog.
+    /// Log lines to the console (stderr); otherwise to syslog. Levels as RUST_LOG (or LI3G_LOG)
+    /// says, `info` by default: workers started and ended, failures; `debug` adds every job.
     #[arg(long, short)]
     verbose: bool,
 }
@@ -71,9 +75,11 @@ impl WorkerOptions {
             client_id: format!("{}:{}", hostname(), std::process::id()),
             timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
             atomic: self.atomic,
-            timeout: self.timeout.map(Duration::from_secs_f64),
+            timeout: self.timeout,
             memlimit: self.memlimit,
             max_jobs: self.max_jobs,
+            configured_tasks: config.tasks.keys().cloned().collect(),
+            plugin_settings: config.plugin_settings(),
             log: self.log(),
         }
     }
@@ -98,30 +104,13 @@ pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(run_worker(&config, &args.worker, args.worker.log())))
 }
 
-/// Loads the plugins and runs one worker until it is stopped; returns its exit code (2 when
-/// the plugins cannot be loaded). Used by `work` and by each worker `start` forks.
+/// Runs one worker until it is stopped ([`worker::serve`]); returns its exit code. Used by
+/// `work` and by each worker `start` forks.
 pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> u8 {
-    let registry = match plugins_dir(config).and_then(|dir| Ok(Registry::scan(&dir)?)) {
-        Ok(registry) => registry,
-        Err(err) => {
-            log.worker(&format!("Cannot load plugins: {err:#}"));
-            return 2;
-        }
-    };
-    for rejected in registry.rejected() {
-        log.worker(&format!("Skipped {rejected}"));
-    }
-    let mut registry = registry;
-    // Plugin state, here in the worker (after the fork), before the first job.
-    let mode = if options.atomic { StateMode::PerJob } else { StateMode::Eager };
-    for refused in registry.build_states(&config.plugin_settings(), mode) {
-        log.worker(&format!("Skipped {refused}"));
-    }
     let mut worker = options.worker_config(config);
     worker.log = log;
-    let stats = worker::run(&registry, &worker, &signals::stop_requested);
-    log.worker(&format!("Done: {} jobs completed, {} failed", stats.completed, stats.failed));
-    0
+    let dir = plugins_dir(config).map_err(|err| format!("{err:#}"));
+    worker::serve(dir.as_deref().map_err(Clone::clone), &worker)
 }
 
 pub(super) fn hostname() -> String {

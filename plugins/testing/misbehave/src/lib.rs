@@ -106,6 +106,17 @@ fn record(job: &Job, path: String, tag: String) -> Result<String, String> {
     Ok(line.trim_end().to_string())
 }
 
+/// A result of `mib` MiB (to test result caps).
+fn big(mib: usize) -> String {
+    "x".repeat(mib << 20)
+}
+
+/// Runs `sh -c command` and waits for it: a job with a process of its own.
+fn shell(command: String) -> Result<String, String> {
+    let out = std::process::Command::new("sh").arg("-c").arg(&command).output().map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn run() -> &'static str {
     "Misbehave::run"
 }
@@ -131,5 +142,7 @@ plugin! {
         "Misbehave::progress"(steps) => progress,
         "Misbehave::server" => server,
         "Misbehave::record"(path, tag) => record,
+        "Misbehave::big"(mib) => big,
+        "Misbehave::shell"(command) => shell,
     }
 }
