@@ -50,6 +50,10 @@ pub struct PluginMod {
     /// other, that the constructor failed or panicked. Appended in 0.2.
     #[sabi(missing_field(option))]
     pub connect: Option<extern "C" fn(RStr<'_>) -> RResult<PluginState, TaskError>>,
+    /// The names of the tasks that take the state (the others never need it built). Appended
+    /// in 0.2.1.
+    #[sabi(missing_field(option))]
+    pub stateful_tasks: extern "C" fn() -> RVec<RString>,
 }
 
 /// The signature of a plugin's state constructor (see [`PluginMod::connect`]).

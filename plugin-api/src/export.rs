@@ -161,10 +161,9 @@ pub mod __private {
         version: &'static str,
         init: fn() -> Result<(), String>,
         list: TaskList,
-        tasks: extern "C" fn() -> RVec<TaskDecl>,
-        settings: extern "C" fn() -> RString,
-        connect: Option<ConnectFnPtr>,
+        entries: Entries,
     ) -> Result<PluginMod_Ref, RBoxError> {
+        let Entries { tasks, settings, connect, stateful_tasks } = entries;
         let fail = |err: String| RBoxError::from_fmt(&format!("plugin {name}: {err}"));
         install_panic_hook();
         catching_panics("init", || init().map_err(|err| TaskError::new(TaskErrorKind::Failed, err)))
@@ -177,12 +176,36 @@ pub mod __private {
                 return Err(fail(format!("task {} is declared twice", decl.name)));
             }
         }
-        Ok(PluginMod { name: RStr::from_str(name), version: RStr::from_str(version), tasks, settings, connect }
-            .leak_into_prefix())
+        Ok(PluginMod {
+            name: RStr::from_str(name),
+            version: RStr::from_str(version),
+            tasks,
+            settings,
+            connect,
+            stateful_tasks,
+        }
+        .leak_into_prefix())
+    }
+
+    /// The plugin's entry points the macro generates, for [`root_module`].
+    pub struct Entries {
+        /// [`crate::abi::PluginMod::tasks`].
+        pub tasks: extern "C" fn() -> RVec<TaskDecl>,
+        /// [`crate::abi::PluginMod::settings`].
+        pub settings: extern "C" fn() -> RString,
+        /// [`crate::abi::PluginMod::connect`].
+        pub connect: Option<ConnectFnPtr>,
+        /// [`crate::abi::PluginMod::stateful_tasks`].
+        pub stateful_tasks: extern "C" fn() -> RVec<RString>,
     }
 
     /// [`crate::abi::PluginMod::connect`]'s type.
     pub type ConnectFnPtr = extern "C" fn(RStr<'_>) -> RResult<PluginState, TaskError>;
+
+    /// Whether task function `f` takes the state its plugin's constructor `C` builds.
+    pub fn takes_state<C: Constructor, M, F: Task<C::State, M>>(_f: F, _ctor: C) -> bool {
+        F::takes_state()
+    }
 
     /// A plugin's state constructor: a `fn(Settings) -> Result<State, E>`, `Settings` decoded
     /// with serde from the plugin's configuration section.
@@ -392,6 +415,16 @@ macro_rules! plugin {
             $crate::__private::tasks(__li3g_task_list)
         }
 
+        extern "C" fn __li3g_stateful_tasks() -> $crate::__private::RVec<$crate::__private::RString> {
+            let mut names = $crate::__private::RVec::new();
+            $(
+                if $crate::__private::takes_state($func, __li3g_ctor!()) {
+                    names.push($crate::__private::RString::from($task));
+                }
+            )*
+            names
+        }
+
         fn __li3g_init() -> ::std::result::Result<(), ::std::string::String> {
             $( return $init().map_err(|err| ::std::string::ToString::to_string(&err)); )?
             #[allow(unreachable_code)]
@@ -407,9 +440,12 @@ macro_rules! plugin {
                 $crate::__li3g_or!($($version)?; env!("CARGO_PKG_VERSION")),
                 __li3g_init,
                 __li3g_task_list,
-                __li3g_tasks,
-                __li3g_settings,
-                __LI3G_CONNECT,
+                $crate::__private::Entries {
+                    tasks: __li3g_tasks,
+                    settings: __li3g_settings,
+                    connect: __LI3G_CONNECT,
+                    stateful_tasks: __li3g_stateful_tasks,
+                },
             )
         }
 
@@ -526,6 +562,23 @@ mod tests {
         assert_eq!(err.kind, TaskErrorKind::Panicked);
         assert!(err.message.contains("the state constructor of plugin counter panicked"), "{}", err.message);
         assert!(err.message.ends_with("constructor exploded"), "{}", err.message);
+    }
+
+    #[test]
+    fn which_tasks_take_the_state() {
+        fn plain(by: u64) -> u64 {
+            by
+        }
+        fn with_job(_: &Job, by: u64) -> u64 {
+            by
+        }
+        fn with_state(counter: &Counter) -> u64 {
+            counter.0.get()
+        }
+        assert!(takes_state(next, open as fn(_) -> _));
+        assert!(takes_state(with_state, open as fn(_) -> _));
+        assert!(!takes_state(plain, open as fn(_) -> _));
+        assert!(!takes_state(with_job, open as fn(_) -> _));
     }
 
     #[test]

@@ -100,7 +100,9 @@
 //! [`abi::PluginMod`] bumps this crate's minor version.
 //!
 //! Versions: 0.2 added the job's environment values and the plugin's state to
-//! [`abi::JobCtx`] (plugins built against 0.1 are refused: rebuild them).
+//! [`abi::JobCtx`] (plugins built against 0.1 are refused: rebuild them). 0.2.1 appended the
+//! settings, the state constructor and the list of state-taking tasks to [`abi::PluginMod`]
+//! (a plugin built against 0.2.0 still loads; it has no state).
 //!
 //! What a plugin may do:
 //! - run any code inside its tasks, including blocking I/O and its own threads *inside* a task

@@ -40,6 +40,8 @@ pub trait Task<S, M> {
     fn param_types() -> Vec<String>;
     /// The readable type name of the result.
     fn output_type() -> String;
+    /// Whether the function takes the plugin's state (`&S` first).
+    fn takes_state() -> bool;
     /// Decodes `args`, runs the function (with `state` when it takes it) and encodes its result.
     fn invoke(
         &self,
@@ -126,6 +128,9 @@ macro_rules! impl_task {
             fn output_type() -> String {
                 R::type_name()
             }
+            fn takes_state() -> bool {
+                impl_task!(@takes $marker)
+            }
             fn invoke(
                 &self,
                 sig: &Signature<'_>,
@@ -149,6 +154,10 @@ macro_rules! impl_task {
             }
         }
     };
+    (@takes Plain) => { false };
+    (@takes WithJob) => { false };
+    (@takes WithState) => { true };
+    (@takes WithStateAndJob) => { true };
     (@state Plain, $sig:ident, $state:ident) => {};
     (@state WithJob, $sig:ident, $state:ident) => {};
     (@state WithState, $sig:ident, $state:ident) => { let $state = need_state($sig, $state)?; };

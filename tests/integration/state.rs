@@ -106,7 +106,25 @@ fn under_atomic_no_connection_is_shared_between_processes() {
     let pids: HashSet<u64> = records.iter().map(|r| r["pid"].as_u64().unwrap()).collect();
     assert_eq!((pids.len(), pids_by_connection.len()), (200, 200));
     wait_until("the job children's connections are closed", WAIT, || plugin_connections(&redis) == 0);
+    // A task that does not take the state opens no connection, even in a stateful plugin.
+    let before = connections_received(&redis);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    for _ in 0..20 {
+        call(&mut client, "Counter::pid", &[]).expect("Counter::pid succeeds");
+    }
+    // Our own redis-cli INFO is one connection.
+    assert_eq!(connections_received(&redis), before + 1);
     stop(&mut daemon);
+}
+
+/// redis-server's `total_connections_received`.
+fn connections_received(redis: &Redis) -> u64 {
+    let out = run(Command::new("redis-cli").args(["-p", &redis.port.to_string(), "INFO", "stats"]));
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_connections_received in {}", out.stdout))
 }
 
 #[test]
@@ -149,4 +167,10 @@ fn plugins_lists_the_settings_a_plugin_takes() {
         "{}",
         out.stdout
     );
+    assert!(
+        out.stdout.contains("    Counter::incr(key: String) -> i64  (takes the plugin's state)\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("    Counter::pid() -> u32\n"), "{}", out.stdout);
 }

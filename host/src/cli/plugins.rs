@@ -48,7 +48,8 @@ fn render(dir: &std::path::Path, registry: &Registry) -> String {
         let mut tasks: Vec<&TaskDecl> = plugin.tasks.iter().collect();
         tasks.sort_by(|a, b| a.name.cmp(&b.name));
         for task in tasks {
-            out += &format!("    {}\n", signature(task));
+            let state = if plugin.takes_state(&task.name) { "  (takes the plugin's state)" } else { "" };
+            out += &format!("    {}{state}\n", signature(task));
         }
     }
     if rejected > 0 {

@@ -38,6 +38,15 @@ pub struct Plugin {
     pub settings: String,
     /// Its state constructor, when it declares one.
     connect: Option<ConnectFn>,
+    /// The tasks that take the state (`None`: unknown, so all of them).
+    pub stateful: Option<std::collections::HashSet<String>>,
+}
+
+impl Plugin {
+    /// Whether task `name` of this plugin takes its state.
+    pub fn takes_state(&self, name: &str) -> bool {
+        self.connect.is_some() && self.stateful.as_ref().is_none_or(|tasks| tasks.contains(name))
+    }
 }
 
 /// Where plugins' settings come from: the configuration's `[<config>.plugins.<name>]` sections.
@@ -233,6 +242,7 @@ impl Registry {
             // Both are absent from plugins built before 0.2's prefix fields.
             settings: module.settings().map(|f| f().into_string()).unwrap_or_default(),
             connect: module.connect().flatten(),
+            stateful: module.stateful_tasks().map(|f| f().into_iter().map(|n| n.into_string()).collect()),
         });
         self.states.get_mut().push(None);
         Ok(())
@@ -332,8 +342,9 @@ impl Registry {
             .lookup(&name)
             .ok_or_else(|| DispatchError::UnknownTask { name: name.clone(), known: self.task_names() })?;
         let plugin = self.tasks[&name].plugin;
-        if self.mode == Some(StateMode::PerJob) && self.plugins[plugin].connect.is_some() {
-            // This job's own state, built here (in the job's child) and dropped after the job.
+        if self.mode == Some(StateMode::PerJob) && self.plugins[plugin].takes_state(&name) {
+            // This job's own state, built here (in the job's child) and dropped after the job;
+            // only for a task that takes it.
             let state = self.construct(plugin).map_err(|message| {
                 TaskError::new(TaskErrorKind::Failed, format!("task {name} cannot run: {message}"))
             })?;

@@ -9,6 +9,8 @@
 //! - `Counter::incr(key)`: `INCR key` on the worker's connection; returns the new value.
 //! - `Counter::whoami`: `{"id": CLIENT ID, "pid": ...}`: which connection and which process ran
 //!   the job (the tests use it to prove that no connection is shared between processes).
+//! - `Counter::pid`: the process that ran the job; it takes no state, so under `--atomic` its
+//!   jobs open no connection.
 //!
 //! The connection is a `RefCell` because tasks get `&State`; a worker runs one job at a time,
 //! so it is never borrowed twice. Under `--atomic`, each job child builds its own.
@@ -66,11 +68,17 @@ pub fn whoami(redis: &Redis, job: &Job) -> Result<Whoami, redis::RedisError> {
     Ok(Whoami { id, pid: std::process::id(), job: job.id().to_string() })
 }
 
+/// `Counter::pid`: the process that ran the job (no state needed).
+pub fn pid() -> u32 {
+    std::process::id()
+}
+
 plugin! {
     name: "redis_counter",
     state: connect,
     tasks: {
         "Counter::incr"(key) => incr,
         "Counter::whoami" => whoami,
+        "Counter::pid" => pid,
     }
 }
