@@ -3,7 +3,7 @@
 //! ```toml
 //! [default]
 //! servers = ["127.0.0.1:4730", "gearman2"]   # host or host:port (default port 4730); or "a,b"
-//! plugins = "/usr/lib/li3g/plugins"
+//! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
 //!
@@ -13,8 +13,8 @@
 //! [default.environments.production]           # applied on top when --environment production
 //! servers = ["gearman1.internal", "gearman2.internal"]
 //!
-//! [default.plugins.redis_counter]              # a plugin's settings, by plugin name (then
-//! url = "redis://127.0.0.1:6379/0"            # `plugins = DIR` is written `plugins.dir = DIR`)
+//! [default.plugins.redis_counter]             # a plugin's settings, by plugin name
+//! url = "redis://127.0.0.1:6379/0"
 //!
 //! [default.environments.production.plugins.redis_counter]
 //! url = "redis://redis.internal/0"            # merged key by key over the section above
@@ -451,6 +451,13 @@ x = 1
         let settings = production.plugin_settings();
         assert_eq!(settings.key, "default.plugins");
         assert_eq!(settings.file.as_deref(), Some(path));
+
+        // The README's shape: the directory as a dotted key, sections as sub-tables.
+        let readme =
+            "[default]\nplugins.dir = \"/usr/lib/li3g/plugins\"\n\n[default.plugins.redis_counter]\nurl = \"u\"\n";
+        let config = parse(path, readme, "default", None).unwrap();
+        assert_eq!(config.plugins.as_deref(), Some(Path::new("/usr/lib/li3g/plugins")));
+        assert_eq!(config.plugin_settings["redis_counter"], serde_json::json!({"url": "u"}));
     }
 
     #[test]

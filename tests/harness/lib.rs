@@ -97,14 +97,18 @@ fn cargo(root: &Path, target: &Path, args: &[&str]) {
 }
 
 /// The release build of the host and the example plugins, for benchmarks: the `li3g-host`
-/// binary and the directory holding `libhello.so` next to it.
+/// binary and the directory holding `libhello.so` and `libredis_counter.so` next to it.
 ///
 /// # Panics
 /// When the build fails.
 pub fn release_build() -> PathBuf {
     let root = workspace_root();
     let target = root.join("target").join("harness").join("main");
-    cargo(&root, &target, &["build", "--release", "-p", "li3g-host", "-p", "li3g-plugin-hello"]);
+    cargo(
+        &root,
+        &target,
+        &["build", "--release", "-p", "li3g-host", "-p", "li3g-plugin-hello", "-p", "li3g-plugin-redis-counter"],
+    );
     target.join("release")
 }
 

@@ -174,3 +174,27 @@ fn plugins_lists_the_settings_a_plugin_takes() {
     );
     assert!(out.stdout.contains("    Counter::pid() -> u32\n"), "{}", out.stdout);
 }
+
+#[test]
+fn exec_builds_the_state_from_the_settings() {
+    let redis = Redis::start();
+    let dir = PluginDir::with(&["redis_counter"]);
+    let config =
+        dir.write("li3g.toml", format!("[default.plugins.redis_counter]\nurl = {:?}\n", redis.url()).as_bytes());
+    let exec = |key: &str| {
+        run(host().args(["exec", "Counter::incr", key, "--config"]).arg(&config).arg("--plugins").arg(dir.path()))
+    };
+    let out = exec("k");
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "1\n"), "{}", out.stderr);
+    assert_eq!(exec("k").stdout, "2\n");
+    // Without settings the plugin is refused, with the reason, and the task is unknown.
+    let out = run(host().args(["exec", "Counter::incr", "k"]).arg("--plugins").arg(dir.path()));
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "plugin redis_counter refused: configuration: default.plugins.redis_counter: missing field `url`"
+        ),
+        "{}",
+        out.stderr
+    );
+}
