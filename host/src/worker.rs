@@ -71,6 +71,8 @@ pub struct WorkerConfig {
     pub plugin_settings: crate::plugins::PluginSettings,
     /// Where log lines go.
     pub log: crate::log::Log,
+    /// Job status and retries in Redis, when the configuration names Redis.
+    pub hooks: Option<crate::scheduler::retry::JobHooks>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -490,6 +492,10 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                 };
                 task = canonical_task_name(&decoded.task);
                 debug!("Handling job #{} {task} ({})", info.id, String::from_utf8_lossy(&handle));
+                let hook_log = |line: &str| info!("{line}");
+                if let Some(hooks) = &config.hooks {
+                    hooks.report_start(&info.id, &hook_log);
+                }
                 let args = decoded.args.to_string();
                 let mut reporter = Reporter { conn: &mut *conn, handle: &handle, failed: None };
                 let run = |events: &mut dyn JobEvents| {
@@ -525,6 +531,9 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                 };
                 if let Some(err) = reporter.failed {
                     return Err(err);
+                }
+                if let Some(hooks) = &config.hooks {
+                    hooks.report_end(&info.id, &job.function, &job.workload, &outcome, &hook_log);
                 }
                 outcome
             }

@@ -14,5 +14,7 @@ mod loading;
 mod logging;
 mod multi_server;
 mod processes;
+mod scheduler;
+mod server;
 mod state;
 mod worker;

@@ -81,6 +81,7 @@ impl WorkerOptions {
             configured_tasks: config.tasks.keys().cloned().collect(),
             plugin_settings: config.plugin_settings(),
             log: self.log(),
+            hooks: crate::scheduler::retry::JobHooks::from_config(config),
         }
     }
 }

@@ -101,9 +101,31 @@ fn server(job: &Job) -> Value {
 fn record(job: &Job, path: String, tag: String) -> Result<String, String> {
     use std::io::Write;
     let line = format!("{tag} {} {}\n", job.environment(), job.env("HTTP_HOST").unwrap_or("-"));
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
     file.write_all(line.as_bytes()).map_err(|e| format!("{path}: {e}"))?;
     Ok(line.trim_end().to_string())
+}
+
+/// Appends `line` and a newline to the file at `path` (one `write` with `O_APPEND`, so lines
+/// from many workers never interleave): a counter that proves how often a job ran.
+fn append(path: String, line: String) -> Result<String, String> {
+    use std::io::Write;
+    let mut file =
+        std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    file.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("{path}: {e}"))?;
+    Ok(line)
+}
+
+/// Fails its first `failures` runs (counted as lines in the file at `path`), then succeeds.
+fn flaky(path: String, failures: usize) -> Result<String, String> {
+    append(path.clone(), "run".into())?;
+    let runs = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?.lines().count();
+    if runs <= failures {
+        Err(format!("failure {runs} of {failures}"))
+    } else {
+        Ok(format!("succeeded on run {runs}"))
+    }
 }
 
 /// A result of `mib` MiB (to test result caps).
@@ -142,6 +164,8 @@ plugin! {
         "Misbehave::progress"(steps) => progress,
         "Misbehave::server" => server,
         "Misbehave::record"(path, tag) => record,
+        "Misbehave::append"(path, line) => append,
+        "Misbehave::flaky"(path, failures) => flaky,
         "Misbehave::big"(mib) => big,
         "Misbehave::shell"(command) => shell,
     }
