@@ -60,23 +60,33 @@ fn stop(daemon: &mut ChildGuard) {
 fn a_thousand_jobs_through_two_workers_use_two_connections_closed_at_shutdown() {
     let (gearmand, redis) = (Gearmand::start(), Redis::start());
     let dir = PluginDir::with(&["hello", "redis_counter"]);
-    let (mut daemon, lines) = start(&gearmand, &dir, &format!("url = {:?}", redis.url()), &["--workers", "2"]);
+    let settings = format!("url = {:?}\nclosed_key = \"closed\"", redis.url());
+    let (mut daemon, lines) = start(&gearmand, &dir, &settings, &["--workers", "2"]);
     wait_for_workers(&[&gearmand], "Counter::incr", 2);
     let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
     for i in 1..=1000 {
         assert_eq!(call(&mut client, "Counter::incr", &[json!("jobs")]).unwrap(), i.to_string().into_bytes());
     }
     assert_eq!(plugin_connections(&redis), 2, "{:#?}", lines.all());
+    assert_eq!(get(&redis, "closed"), "");
     stop(&mut daemon);
     wait_until("the workers' connections are closed", WAIT, || plugin_connections(&redis) == 0);
+    // Closed by the state's destructor (the host dropped it), not only by the process's exit.
+    assert_eq!(get(&redis, "closed"), "2");
+}
+
+/// `GET key` with redis-cli (empty when unset).
+fn get(redis: &Redis, key: &str) -> String {
+    let out = run(Command::new("redis-cli").args(["-p", &redis.port.to_string(), "GET", key]));
+    out.stdout.trim().to_string()
 }
 
 #[test]
 fn under_atomic_no_connection_is_shared_between_processes() {
     let (gearmand, redis) = (Gearmand::start(), Redis::start());
     let dir = PluginDir::with(&["redis_counter"]);
-    let (mut daemon, _lines) =
-        start(&gearmand, &dir, &format!("url = {:?}", redis.url()), &["--workers", "2", "--atomic"]);
+    let settings = format!("url = {:?}\nclosed_key = \"closed\"", redis.url());
+    let (mut daemon, _lines) = start(&gearmand, &dir, &settings, &["--workers", "2", "--atomic"]);
     wait_for_workers(&[&gearmand], "Counter::whoami", 2);
     // Two clients at once, so both workers fork job children side by side.
     let port = gearmand.port;
@@ -106,6 +116,9 @@ fn under_atomic_no_connection_is_shared_between_processes() {
     let pids: HashSet<u64> = records.iter().map(|r| r["pid"].as_u64().unwrap()).collect();
     assert_eq!((pids.len(), pids_by_connection.len()), (200, 200));
     wait_until("the job children's connections are closed", WAIT, || plugin_connections(&redis) == 0);
+    // Every child dropped its state after its job, and each worker the one it built to check
+    // the settings at start (before any fork).
+    assert_eq!(get(&redis, "closed"), "202");
     // A task that does not take the state opens no connection, even in a stateful plugin.
     let before = connections_received(&redis);
     let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
@@ -163,7 +176,8 @@ fn plugins_lists_the_settings_a_plugin_takes() {
     let out = run(host().arg("plugins").arg("--plugins").arg(dir.path()));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
-        out.stdout.contains("    settings: Settings { url, client_name } (section plugins.redis_counter)\n"),
+        out.stdout
+            .contains("    settings: Settings { url, client_name, closed_key } (section plugins.redis_counter)\n"),
         "{}",
         out.stdout
     );

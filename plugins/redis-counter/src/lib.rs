@@ -28,6 +28,10 @@ pub struct Settings {
     /// The name the connection shows in `CLIENT LIST`.
     #[serde(default = "default_name")]
     pub client_name: String,
+    /// When set, the state's destructor counts its clean closes in this key (`INCR`), which
+    /// shows when the host drops the state (the tests use it).
+    #[serde(default)]
+    pub closed_key: Option<String>,
 }
 
 fn default_name() -> String {
@@ -37,13 +41,24 @@ fn default_name() -> String {
 /// The per-worker state: an open connection.
 pub struct Redis {
     conn: RefCell<redis::Connection>,
+    closed_key: Option<String>,
+}
+
+impl Drop for Redis {
+    /// The host drops the state when the worker ends gracefully (or, under `--atomic`, when
+    /// the job is done); the connection closes with it.
+    fn drop(&mut self) {
+        if let Some(key) = &self.closed_key {
+            let _ = redis::cmd("INCR").arg(key).query::<i64>(self.conn.get_mut());
+        }
+    }
 }
 
 /// The constructor: opens the connection and names it. Runs in the worker before its first job.
 pub fn connect(settings: Settings) -> Result<Redis, redis::RedisError> {
     let mut conn = redis::Client::open(settings.url.as_str())?.get_connection()?;
     redis::cmd("CLIENT").arg("SETNAME").arg(&settings.client_name).query::<()>(&mut conn)?;
-    Ok(Redis { conn: RefCell::new(conn) })
+    Ok(Redis { conn: RefCell::new(conn), closed_key: settings.closed_key })
 }
 
 /// `Counter::incr(key)`.
