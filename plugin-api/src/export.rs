@@ -163,6 +163,7 @@ pub mod __private {
         list: TaskList,
         entries: Entries,
     ) -> Result<PluginMod_Ref, RBoxError> {
+        #[cfg_attr(feature = "__test_prefix_0_2", allow(unused_variables))]
         let Entries { tasks, settings, connect, stateful_tasks } = entries;
         let fail = |err: String| RBoxError::from_fmt(&format!("plugin {name}: {err}"));
         install_panic_hook();
@@ -180,8 +181,11 @@ pub mod __private {
             name: RStr::from_str(name),
             version: RStr::from_str(version),
             tasks,
+            #[cfg(not(feature = "__test_prefix_0_2"))]
             settings,
+            #[cfg(not(feature = "__test_prefix_0_2"))]
             connect,
+            #[cfg(not(feature = "__test_prefix_0_2"))]
             stateful_tasks,
         }
         .leak_into_prefix())

@@ -12,7 +12,7 @@
 //! crate-type = ["cdylib", "rlib"]
 //!
 //! [dependencies]
-//! li3g-plugin-api = "0.2"
+//! li3g-plugin-api = "0.3"
 //! ```
 //!
 //! ```
@@ -99,13 +99,14 @@
 //!    has the same layout in the host and in the plugin. Any difference is refused with a
 //!    report of which field of which type differs.
 //!
-//! Any change to a type in [`abi`] other than appending a field to the prefix type
-//! [`abi::PluginMod`] bumps this crate's minor version.
+//! Any change to a type in [`abi`], appending a field to the prefix type [`abi::PluginMod`]
+//! included, bumps this crate's minor version: a host refuses a plugin whose `PluginMod` is
+//! shorter than its own, while a newer plugin (a longer `PluginMod`) loads in an older host.
 //!
 //! Versions: 0.2 added the job's environment values and the plugin's state to
-//! [`abi::JobCtx`] (plugins built against 0.1 are refused: rebuild them). 0.2.1 appended the
+//! [`abi::JobCtx`] (plugins built against 0.1 are refused: rebuild them). 0.3 appended the
 //! settings, the state constructor and the list of state-taking tasks to [`abi::PluginMod`]
-//! (a plugin built against 0.2.0 still loads; it has no state).
+//! (plugins built against 0.2 are refused: rebuild them).
 //!
 //! What a plugin may do:
 //! - run any code inside its tasks, including blocking I/O and its own threads *inside* a task

@@ -27,7 +27,7 @@ pub struct Artifacts {
     pub host: PathBuf,
     /// Plugin libraries by short name: `hello`, `redis_counter`, `misbehave`, `loader_panic`, `loader_error`,
     /// `not_a_plugin`, `duplicate`, `abi_mismatch` (compatible build), `abi_layout` and
-    /// `abi_version` (incompatible builds).
+    /// `abi_version` (incompatible builds), `abi_old_prefix` (its root module laid out as in 0.2).
     pub libs: HashMap<&'static str, PathBuf>,
 }
 
@@ -72,7 +72,7 @@ fn build() -> Artifacts {
     for name in ["misbehave", "loader_panic", "loader_error", "not_a_plugin", "duplicate", "abi_mismatch", "threaded"] {
         keep(name, testing_target.join(format!("debug/lib{name}.so")));
     }
-    for (name, feature) in [("abi_layout", "layout"), ("abi_version", "version")] {
+    for (name, feature) in [("abi_layout", "layout"), ("abi_version", "version"), ("abi_old_prefix", "old_prefix")] {
         cargo(
             &root,
             &testing_target,
