@@ -82,6 +82,7 @@ impl WorkerOptions {
             memlimit: self.memlimit,
             max_jobs: self.max_jobs,
             configured_tasks: config.tasks.keys().cloned().collect(),
+            plugin_settings: config.plugin_settings(),
             log: self.log(),
             hooks: crate::scheduler::retry::JobHooks::from_config(config),
         }
