@@ -1,0 +1,243 @@
+//! The Redis scheduler against li3_gearman's way of moving due jobs, in the same run, on the
+//! same redis-server and gearmand:
+//!
+//! 1. **Move rate.** `JOBS` jobs (default 50,000) all due, moved into gearmand by one
+//!    `li3g-host scheduler` (release build: Lua-leased batches of 1000, pipelined
+//!    submissions), timed from their due time until the last is acknowledged. Then the
+//!    original's method, written here in Rust over the same crates (the original was PHP, so
+//!    this flatters it): per job `WATCH`, `ZRANGEBYSCORE ... LIMIT 0 1`, `MULTI`, `ZREM`,
+//!    `EXEC`, then one `SUBMIT_JOB_BG` waiting for `JOB_CREATED`, over `ORIGINAL_JOBS` jobs
+//!    (default 5,000).
+//! 2. **Lateness**, due time to the job server's `JOB_CREATED` (the scheduler's per-job
+//!    `--verbose` line, stamped as it arrives on a pipe): 2,000 jobs scheduled ahead, spread
+//!    over 4 s, and 200 jobs each scheduled 0–100 ms ahead while the scheduler sleeps (the
+//!    pub/sub wake-up path). The original polled every 30 s: 15 s late on average by design.
+//!
+//! Goals (issue 9): at least 50,000 jobs/s and 20x the original's rate; lateness p99 < 50 ms.
+//! Run: `cargo bench -p li3g-tests --bench scheduler`.
+
+use li3g_host::gearman::client::{Client as GearmanClient, Submit};
+use li3g_host::gearman::conn::ServerAddr;
+use li3g_host::scheduler::record::unique_for;
+use li3g_host::scheduler::{Record, Settings, Store};
+use li3g_tests::{release_build, wait_until, ChildGuard, Gearmand, Redis};
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const FUNCTION: &str = "Bench::noop";
+
+fn record(i: usize) -> Record {
+    let id = format!("{:032x}", (i as u128) * 0x9e37_79b9_7f4a_7c15 + 1);
+    Record {
+        unique: unique_for(&id, 0),
+        workload: format!(r#"{{"args":[{i}],"id":"{id}","background":true,"retry":0,"retries":[]}}"#),
+        id,
+        function: FUNCTION.into(),
+        priority: Default::default(),
+        retry: 0,
+    }
+}
+
+fn epoch_ms(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The scheduler (release build) with its per-job lines stamped on arrival.
+struct Scheduler {
+    _child: ChildGuard,
+    moved: Arc<Mutex<HashMap<String, SystemTime>>>,
+}
+
+fn scheduler(host: &std::path::Path, redis: &Redis, gearmand: &Gearmand, verbose: bool) -> Scheduler {
+    let mut child = ChildGuard::spawn(
+        Command::new(host)
+            .args(["scheduler", "--servers", &gearmand.addr()])
+            .args(verbose.then_some("--verbose"))
+            .arg("--config")
+            .arg(config_file(redis))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let stderr = child.child().stderr.take().unwrap();
+    let moved = Arc::new(Mutex::new(HashMap::new()));
+    let sink = moved.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let now = SystemTime::now();
+            if let Some(rest) = line.split("Job #").nth(1) {
+                if let Some(id) = rest.strip_suffix(" moved for immediate execution") {
+                    sink.lock().unwrap().insert(id.to_string(), now);
+                }
+            } else if line.contains("Moving due jobs") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    if verbose {
+        ready_rx.recv_timeout(Duration::from_secs(30)).expect("the scheduler starts");
+    }
+    // Ready once it listens for wake-ups.
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    wait_until("the scheduler subscribes", Duration::from_secs(30), || {
+        let subscribers: (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg("li3g:wake").query(&mut conn).unwrap();
+        subscribers.1 == 1
+    });
+    Scheduler { _child: child, moved }
+}
+
+fn config_file(redis: &Redis) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("li3g-bench-scheduler-{}.toml", std::process::id()));
+    std::fs::write(&path, format!("[default]\nredis = \"{}\"\n", redis.url())).unwrap();
+    path
+}
+
+fn main() {
+    let jobs: usize = std::env::var("JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(50_000);
+    let original_jobs: usize = std::env::var("ORIGINAL_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(5_000);
+    let host = release_build().join("li3g-host");
+    let redis = Redis::start();
+    let gearmand = Gearmand::start();
+    let mut store = Store::open(&redis.url(), &Settings::default()).unwrap();
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+
+    // 1a. li3g: stored due in an hour, then all made due at one moment (every score set to 0
+    // in one command) and the scheduler woken, as a client scheduling an earlier job does.
+    let quiet = scheduler(&host, &redis, &gearmand, false);
+    let records: Vec<Record> = (0..jobs).map(record).collect();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    for chunk in records.chunks(5000) {
+        store.schedule_many(chunk, &vec![later; chunk.len()]).unwrap();
+    }
+    let queued_before = queued(&gearmand);
+    let start = Instant::now();
+    let _: () = redis::pipe()
+        .cmd("ZUNIONSTORE")
+        .arg("li3g:scheduled")
+        .arg(1)
+        .arg("li3g:scheduled")
+        .arg("WEIGHTS")
+        .arg(0)
+        .ignore()
+        .cmd("PUBLISH")
+        .arg("li3g:wake")
+        .arg(0)
+        .ignore()
+        .query(&mut conn)
+        .unwrap();
+    wait_until("every job is moved", Duration::from_secs(300), || {
+        let (s, l): (u64, u64) = redis::pipe().zcard("li3g:scheduled").zcard("li3g:leased").query(&mut conn).unwrap();
+        s + l == 0
+    });
+    let li3g_secs = start.elapsed().as_secs_f64();
+    assert_eq!(queued(&gearmand) - queued_before, jobs as u64, "gearmand holds every job");
+    let li3g_rate = jobs as f64 / li3g_secs;
+    drop(quiet);
+
+    // 1b. The original's move, one job at a time, then its submission.
+    let members: Vec<(f64, String)> = (0..original_jobs)
+        .map(|i| (1.0, format!(r#"{{"id":"o{i}","action":"doBackground","workload":{{}}}}"#)))
+        .collect();
+    for chunk in members.chunks(5000) {
+        let _: () = redis::cmd("ZADD").arg("bench_original").arg(chunk).query(&mut conn).unwrap();
+    }
+    let mut gearman = GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let start = Instant::now();
+    let mut moved = 0;
+    loop {
+        let _: () = redis::cmd("WATCH").arg("bench_original").query(&mut conn).unwrap();
+        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg("bench_original")
+            .arg("-inf")
+            .arg(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs())
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .query(&mut conn)
+            .unwrap();
+        let Some(member) = due.into_iter().next() else {
+            let _: () = redis::cmd("UNWATCH").query(&mut conn).unwrap();
+            break;
+        };
+        let done: Option<(i64,)> = redis::pipe().atomic().zrem("bench_original", &member).query(&mut conn).unwrap();
+        if done.is_none() {
+            continue; // another scheduler touched the set: try again
+        }
+        let job = Submit { function: FUNCTION.into(), workload: member.into_bytes(), ..Submit::default() };
+        gearman.submit_background(&job).unwrap();
+        moved += 1;
+    }
+    let original_secs = start.elapsed().as_secs_f64();
+    assert_eq!(moved, original_jobs);
+    let original_rate = original_jobs as f64 / original_secs;
+
+    // 2. Lateness: jobs scheduled ahead, spread over 4 s; then jobs scheduled while it sleeps.
+    let sched = scheduler(&host, &redis, &gearmand, true);
+    let ahead = 2000;
+    let base = SystemTime::now() + Duration::from_millis(500);
+    let mut due_at: HashMap<String, SystemTime> = HashMap::new();
+    let spread: Vec<Record> = (0..ahead).map(|i| record(1_000_000 + i)).collect();
+    let dues: Vec<SystemTime> =
+        (0..ahead).map(|i| base + Duration::from_micros((i as u64 * 4_000_000) / ahead as u64)).collect();
+    store.schedule_many(&spread, &dues).unwrap();
+    for (r, d) in spread.iter().zip(&dues) {
+        due_at.insert(r.id.clone(), *d);
+    }
+    let woken = 200;
+    let mut woken_ids = Vec::new();
+    std::thread::sleep(Duration::from_millis(4800));
+    for i in 0..woken {
+        let r = record(2_000_000 + i);
+        let d = SystemTime::now() + Duration::from_millis((i as u64 * 37) % 100);
+        store.schedule(&r, d).unwrap();
+        due_at.insert(r.id.clone(), d);
+        woken_ids.push(r.id.clone());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_until("every lateness job is moved", Duration::from_secs(60), || {
+        let moved = sched.moved.lock().unwrap();
+        due_at.keys().all(|id| moved.contains_key(id))
+    });
+    let moved = sched.moved.lock().unwrap();
+    let lateness = |ids: &mut dyn Iterator<Item = &String>| {
+        let mut ms: Vec<f64> = ids.map(|id| epoch_ms(moved[id]) - epoch_ms(due_at[id])).collect();
+        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        ms
+    };
+    let all = lateness(&mut due_at.keys());
+    let spread_ms = lateness(&mut spread.iter().map(|r| &r.id));
+    let woken_ms = lateness(&mut woken_ids.iter());
+
+    println!("Redis scheduler vs li3_gearman's move, same redis-server 7 and gearmand --threads=1, loopback\n");
+    println!("move rate (due jobs into gearmand):");
+    println!("  li3g-host scheduler     {jobs:>7} jobs in {li3g_secs:>6.2} s = {li3g_rate:>8.0} jobs/s");
+    println!(
+        "  original WATCH/MULTI    {original_jobs:>7} jobs in {original_secs:>6.2} s = {original_rate:>8.0} jobs/s"
+    );
+    println!("  ratio                   {:.1}x   (goals: >= 50000 jobs/s, >= 20x)", li3g_rate / original_rate);
+    println!("\nlateness, due time to JOB_CREATED (ms):      p50      p99      max");
+    for (name, ms) in
+        [("scheduled ahead (2000)", &spread_ms), ("scheduled while asleep (200)", &woken_ms), ("all", &all)]
+    {
+        println!(
+            "  {name:<30} {:>8.1} {:>8.1} {:>8.1}",
+            percentile(ms, 0.5),
+            percentile(ms, 0.99),
+            ms.last().copied().unwrap_or(0.0)
+        );
+    }
+    println!("  (goal: p99 < 50 ms; the original polled every 30 s)");
+    let early = all.iter().filter(|&&ms| ms < -1.0).count();
+    println!("  moved more than 1 ms early: {early}");
+}
+
+fn queued(gearmand: &Gearmand) -> u64 {
+    gearmand.status().iter().filter(|s| s.function == FUNCTION).map(|s| s.total).sum()
+}
