@@ -79,9 +79,12 @@ pub fn run(store: &mut Store, config: &SchedulerConfig, stop: &dyn Fn() -> bool,
     let mut stats = SchedulerStats::default();
     let mut backoff = MIN_BACKOFF;
     let mut redis_down = false;
+    // Jobs a job server accepted, acknowledged with the next take.
+    let mut accepted: Vec<String> = Vec::new();
     while !stop() {
-        let taken = match store.take(config.lease, config.batch) {
+        let taken = match store.take(config.lease, config.batch, &accepted) {
             Ok(taken) => {
+                accepted.clear();
                 if redis_down {
                     log("Redis is back");
                     redis_down = false;
@@ -113,7 +116,7 @@ pub fn run(store: &mut Store, config: &SchedulerConfig, stop: &dyn Fn() -> bool,
             unsafe { libc::raise(libc::SIGSTOP) };
         }
         let mut jobs = Vec::with_capacity(taken.jobs.len());
-        let mut done = Vec::new();
+        let done = &mut accepted;
         for (id, text) in taken.jobs {
             match text.as_deref().map(Record::decode) {
                 Some(Ok(record)) => jobs.push(record),
@@ -163,15 +166,11 @@ pub fn run(store: &mut Store, config: &SchedulerConfig, stop: &dyn Fn() -> bool,
                 }
             }
         }
-        while let Err(err) = store.ack(&done) {
-            // Unacknowledged jobs would be submitted again after their lease: try hard.
-            log(&format!("Cannot acknowledge {} jobs: {err}; retrying in {backoff:?}", done.len()));
-            if stop() {
-                break;
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+    }
+    // What was accepted since the last take; if this fails, the leases run out and the jobs
+    // are submitted again, to coalesce while queued.
+    if let Err(err) = store.ack(&accepted) {
+        log(&format!("Cannot acknowledge {} jobs: {err}", accepted.len()));
     }
     stats
 }
