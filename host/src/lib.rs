@@ -9,6 +9,7 @@
 //! - [`fork`]: running one job in a forked child (`--atomic`).
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`log`]: log lines to stderr (`--verbose`) or syslog.
+//! - [`server`]: the embedded Gearman job server (`li3g-host server`): mio event loop, SQLite store.
 //! - [`pidfile`]: the daemon's locked PID file.
 //! - [`process`]: process plumbing: fork with signals blocked, pidfds, poll, backoff, what
 //!   children must not inherit.
@@ -35,6 +36,7 @@ pub mod plugins;
 pub mod process;
 pub mod retries;
 pub mod scheduler;
+pub mod server;
 pub mod signals;
 pub mod worker;
 pub mod workload;

@@ -1,13 +1,35 @@
 //! The log lines of the daemon and its workers, in li3_gearman's style:
 //! `li3g-host[6333]: (Daemon) Created worker number 2 with PID 6334`.
 //!
-//! With `--verbose` they go to stderr; otherwise to syslog (facility daemon, ident
-//! `li3g-host`, with the PID). Written by hand over libc's `syslog(3)`: the lines are plain
-//! text and the process forks, so a logging framework's global state and background threads
-//! are what we must not have.
+//! Every line goes through the [`log`] facade, so a library's or a plugin's lines join ours.
+//! [`init`] installs one `env_logger` logger per process, which filters by `RUST_LOG`-style
+//! levels (`LI3G_LOG`, else `RUST_LOG`, else `info`) and formats the line:
+//! - with `--verbose`, to stderr;
+//! - otherwise to syslog (facility daemon), through [`Syslog`]: a datagram socket to
+//!   `/dev/log` connected once and kept. Hand-written rather than over `syslog(3)` or the
+//!   `syslog` crate: glibc's `syslog(3)` reads the time-zone file and, with no `/dev/log`,
+//!   opens and closes a socket for every line; the crate formats a local time stamp per line.
+//!   We send no time stamp (the syslog daemon stamps what it receives, RFC 3164 4.3.2).
+//!
+//! Targets name the speaker: anything under `li3g_host::daemon` (and [`DAEMON`]) is
+//! `(Daemon)`, the rest of li3g `(Worker)`, any other crate its own target.
+//!
+//! Each line is one `write(2)` (one datagram for syslog), so lines from several processes
+//! sharing a pipe never interleave. Neither sink starts a thread: forking stays safe. The PID
+//! is read once per process and forgotten in a forked child (`pthread_atfork`).
+//!
+//! Must not: do per-line work a process can do once (PID, time zone, connecting).
 
-use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// The target of the supervisor's lines.
+pub const DAEMON: &str = "li3g_host::daemon";
+/// The target of a worker's lines.
+pub const WORKER: &str = "li3g_host::worker";
 
 /// Who is speaking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +40,7 @@ pub enum Role {
     Worker,
 }
 
-/// Where log lines go.
+/// Where log lines go: a handle kept for the callers that write plain lines by role.
 #[derive(Debug, Clone, Copy)]
 pub struct Log {
     /// stderr (true) or syslog (false).
@@ -26,22 +48,14 @@ pub struct Log {
 }
 
 impl Log {
-    /// Writes one line.
+    /// Writes one line at info level (installs the logger on first use).
     pub fn line(&self, role: Role, message: &str) {
-        let role = match role {
-            Role::Daemon => "Daemon",
-            Role::Worker => "Worker",
+        init(self.verbose);
+        let target = match role {
+            Role::Daemon => DAEMON,
+            Role::Worker => WORKER,
         };
-        if self.verbose {
-            eprintln!("li3g-host[{}]: ({role}) {message}", std::process::id());
-            return;
-        }
-        static OPEN: Once = Once::new();
-        // SAFETY: the ident is a static NUL-terminated string, as openlog requires.
-        OPEN.call_once(|| unsafe { libc::openlog(c"li3g-host".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) });
-        let Ok(text) = CString::new(format!("({role}) {message}").replace('\0', " ")) else { return };
-        // SAFETY: a constant "%s" format with one NUL-terminated string argument.
-        unsafe { libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), text.as_ptr()) };
+        log::info!(target: target, "{message}");
     }
 
     /// A worker line.
@@ -52,5 +66,153 @@ impl Log {
     /// A daemon line.
     pub fn daemon(&self, message: &str) {
         self.line(Role::Daemon, message);
+    }
+}
+
+static PID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// This process's PID, read once (and again in a forked child).
+pub fn pid() -> u32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
+/// The level spec: `LI3G_LOG`, else `RUST_LOG`, else `info`.
+fn spec() -> String {
+    std::env::var("LI3G_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into())
+}
+
+/// The part in parentheses.
+fn role(target: &str) -> &str {
+    if target.starts_with(DAEMON) {
+        "Daemon"
+    } else if target.starts_with("li3g_host") {
+        "Worker"
+    } else {
+        target
+    }
+}
+
+/// syslog's severity for a level.
+fn severity(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// Installs the process's logger: stderr with `verbose`, syslog otherwise. Only the first call
+/// in a process counts.
+pub fn init(verbose: bool) {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic; no other preconditions.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+        let mut builder = env_logger::Builder::new();
+        builder.parse_filters(&spec()).write_style(env_logger::WriteStyle::Never);
+        if verbose {
+            builder.target(env_logger::Target::Stderr).format(|buf, record| {
+                writeln!(buf, "li3g-host[{}]: ({}) {}", pid(), role(record.target()), record.args())
+            });
+        } else {
+            builder.target(env_logger::Target::Pipe(Box::new(Syslog::default()))).format(|buf, record| {
+                // <facility daemon (3) * 8 + severity>
+                let priority = 24 + severity(record.level());
+                writeln!(buf, "<{priority}>li3g-host[{}]: ({}) {}", pid(), role(record.target()), record.args())
+            });
+        }
+        let logger = builder.build();
+        log::set_max_level(logger.filter());
+        let _ = log::set_boxed_logger(Box::new(logger));
+    });
+}
+
+/// A syslog sink: one datagram per line to `/dev/log`, over a socket connected once. When no
+/// syslog daemon listens, lines go to stderr instead (one write each) and a reconnect is tried
+/// at most every few seconds, not per line.
+#[derive(Default)]
+pub struct Syslog {
+    socket: Option<UnixDatagram>,
+    retry_at: Option<Instant>,
+}
+
+const SYSLOG_RETRY: Duration = Duration::from_secs(5);
+
+impl Syslog {
+    fn connect(&mut self) {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let socket = UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s));
+        match socket {
+            Ok(socket) => {
+                self.socket = Some(socket);
+                self.retry_at = None;
+            }
+            Err(_) => self.retry_at = Some(Instant::now() + SYSLOG_RETRY),
+        }
+    }
+}
+
+impl Write for Syslog {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        if self.socket.is_none() {
+            self.connect();
+        }
+        let datagram = line.strip_suffix(b"\n").unwrap_or(line);
+        if let Some(socket) = &self.socket {
+            if socket.send(datagram).is_ok() {
+                return Ok(line.len());
+            }
+            // The syslog daemon restarted: reconnect once, now.
+            self.socket = None;
+            self.retry_at = None;
+            self.connect();
+            if let Some(socket) = &self.socket {
+                if socket.send(datagram).is_ok() {
+                    return Ok(line.len());
+                }
+            }
+        }
+        // No syslog: stderr, without the priority prefix.
+        let text = match line.iter().position(|&b| b == b'>') {
+            Some(end) if line.first() == Some(&b'<') => &line[end + 1..],
+            _ => line,
+        };
+        let _ = io::stderr().write_all(text);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn roles_from_targets() {
+        assert_eq!(super::role("li3g_host::daemon::pool"), "Daemon");
+        assert_eq!(super::role("li3g_host::worker"), "Worker");
+        assert_eq!(super::role("li3g_host::fork"), "Worker");
+        assert_eq!(super::role("hello"), "hello");
+    }
+
+    #[test]
+    fn the_pid_is_cached() {
+        assert_eq!(super::pid(), std::process::id());
+        assert_eq!(super::pid(), std::process::id());
     }
 }

@@ -1,25 +1,41 @@
 //! The Gearman worker: takes jobs from every configured job server and runs them in plugins.
 //!
-//! One worker is one single-threaded process holding one connection per server. It registers
-//! every task (`CAN_DO`; a class whose `run` exists is also registered by its bare name, since
-//! `Hello` means `Hello::run`), the built-in [`PING_FUNCTION`] and li3_gearman's
+//! One worker is one single-threaded process holding one non-blocking connection per server,
+//! all watched by one `poll(2)` together with the signal wake-up pipe. It registers every task
+//! (`CAN_DO`; a class whose `run` exists is also registered by its bare name, since `Hello`
+//! means `Hello::run`), the built-in [`PING_FUNCTION`] and li3_gearman's
 //! [`COMPAT_FUNCTION`](crate::workload::COMPAT_FUNCTION), then loops:
 //!
-//! 1. ask each awake server for a job (`GRAB_JOB_UNIQ`) and run what it gives;
-//! 2. when no server has work, tell each one `PRE_SLEEP` and wait in `poll(2)` until one
-//!    wakes us with `NOOP` — never a busy poll;
-//! 3. a server that goes away is reconnected with exponential backoff (100 ms to 30 s) and
-//!    registered again, so a job server restart never needs a worker restart.
+//! 1. run at most one job that a server assigned, taking servers in turn (round robin), and
+//!    queue its answer (`WORK_COMPLETE`) with the next `GRAB_JOB_UNIQ` for that server;
+//! 2. ask every server that is free for a job (`GRAB_JOB_UNIQ`), at most one request
+//!    outstanding per server; one `write(2)` per server for all it is owed;
+//! 3. `poll(2)` every connection (without waiting while a job is already assigned) and read
+//!    each readable one once; decode every whole packet: `NO_JOB` means `PRE_SLEEP` and wait for
+//!    `NOOP`, `NOOP` wakes a sleeping server, `JOB_ASSIGN*` is a job held for step 1.
+//!
+//! So a job on an idle server waits for at most one job per other server, whatever those
+//! hold; nothing ever blocks on one server (a partial packet, a silent or flooding server only
+//! costs its own connection); a server owes each answer and each started packet within
+//! [`ANSWER_DEADLINE`], or it is dropped and reconnected; and a stop signal ends the wait at
+//! once (between jobs: the job in hand always finishes). A server that goes away is reconnected
+//! with exponential backoff (100 ms to 30 s) and registered again.
+//!
+//! In the steady state a job costs three system calls: one `write` (the answer and the next
+//! grab), one `poll`, one `read`.
 //!
 //! A job's progress and partial data go out as `WORK_STATUS`/`WORK_DATA`/`WORK_WARNING` while it
-//! runs; its result as `WORK_COMPLETE`, its failure as `WORK_EXCEPTION` with the message
-//! (gearmand turns that into `WORK_FAIL` for clients that did not ask for exceptions).
+//! runs; its result as `WORK_COMPLETE`, its failure as `WORK_WARNING` with the message followed by
+//! a plain `WORK_FAIL`, a form every Gearman client reads.
+//!
+//! [`serve`] is a worker process's whole body: load the plugins, run, say how it went.
 
 use crate::fork::{self, ChildLimits};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::Packet;
 use crate::plugins::{canonical_task_name, JobEvents, JobInfo, Registry};
 use crate::workload::{self, COMPAT_FUNCTION};
+use log::{debug, info, warn};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -48,6 +64,9 @@ pub struct WorkerConfig {
     pub memlimit: Option<u64>,
     /// Stop after this many jobs (`None`: never).
     pub max_jobs: Option<u64>,
+    /// The task names the configuration sets options for: those no loaded plugin has are
+    /// reported, since a typo there would otherwise go unseen.
+    pub configured_tasks: Vec<String>,
     /// Where log lines go.
     pub log: crate::log::Log,
     /// Job status and retries in Redis, when the configuration names Redis.
@@ -58,13 +77,45 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a sleeping worker looks at its stop flag when nothing wakes it.
 const STOP_CHECK: Duration = Duration::from_millis(500);
+/// How long a server may take to answer a `GRAB_JOB_UNIQ`, or to finish a packet it started.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where one server's conversation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not connected; reconnect at `retry_at`.
+    Down,
+    /// Free: the next loop asks it for a job.
+    Ready,
+    /// `GRAB_JOB_UNIQ` sent at this instant; waiting for the answer.
+    Grabbing(Instant),
+    /// `PRE_SLEEP` sent; waiting for `NOOP`.
+    Asleep,
+    /// It assigned us a job (in `Server::job`) that we have not run yet.
+    Holding,
+}
 
 struct Server {
     addr: ServerAddr,
     conn: Option<Conn>,
-    asleep: bool,
+    state: State,
+    job: Option<Assigned>,
     retry_at: Instant,
     backoff: Duration,
+    /// Since when part of a packet sits in the buffer.
+    partial_since: Option<Instant>,
+}
+
+impl Server {
+    fn drop_conn(&mut self, why: &str) {
+        warn!("Lost {why}; reconnecting");
+        self.conn = None;
+        self.job = None;
+        self.partial_since = None;
+        self.state = State::Down;
+        self.retry_at = Instant::now();
+    }
 }
 
 /// What the worker did, for the caller's summary.
@@ -87,6 +138,52 @@ pub fn resident_memory() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
+/// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
+/// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
+/// [`EXIT_RECYCLE`](crate::daemon::EXIT_RECYCLE) when it ended to be replaced (`--max-jobs`,
+/// `--memlimit`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
+/// `start` forks.
+pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -> u8 {
+    crate::log::init(worker.log.verbose);
+    let registry = match plugins.and_then(|dir| Registry::scan(dir).map_err(|e| e.to_string())) {
+        Ok(registry) => registry,
+        Err(err) => {
+            log::error!("Cannot load plugins: {err}");
+            return 2;
+        }
+    };
+    for rejected in registry.rejected() {
+        warn!("Skipped {rejected}");
+    }
+    for unknown in unknown_tasks(&worker.configured_tasks, &registry) {
+        warn!("Configuration: {unknown}");
+    }
+    info!("Worker started: {} tasks, servers {}", registry.task_names().len(), list(&worker.servers));
+    let stats = run(&registry, worker, &crate::signals::stop_requested);
+    info!("Worker ended: {} jobs completed, {} failed", stats.completed, stats.failed);
+    let used_up = worker.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
+    if stats.over_memory || (used_up && !crate::signals::stop_requested()) {
+        crate::daemon::EXIT_RECYCLE as u8
+    } else {
+        0
+    }
+}
+
+/// A line for every task in `configured` (the configuration sets options for it) that no
+/// loaded plugin has.
+pub fn unknown_tasks<'a>(configured: impl IntoIterator<Item = &'a String>, registry: &Registry) -> Vec<String> {
+    let known = registry.task_names();
+    configured
+        .into_iter()
+        .filter(|task| !known.contains(task))
+        .map(|task| format!("tasks.\"{task}\" names no loaded task; its settings are unused"))
+        .collect()
+}
+
+fn list(servers: &[ServerAddr]) -> String {
+    servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// Runs the worker until `stop()` returns true or `max_jobs` jobs are done.
 pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) -> WorkerStats {
     let functions = functions(registry);
@@ -96,75 +193,203 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         .map(|addr| Server {
             addr: addr.clone(),
             conn: None,
-            asleep: false,
+            state: State::Down,
+            job: None,
             retry_at: Instant::now(),
             backoff: MIN_BACKOFF,
+            partial_since: None,
         })
         .collect();
     let mut stats = WorkerStats::default();
-    let log = |message: String| config.log.worker(&message);
+    // The server whose held job runs next when several hold one.
+    let mut turn = 0;
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(servers.len() + 1);
     loop {
-        let mut worked = false;
-        for server in &mut servers {
-            if stop() || stats.over_memory || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
-                fork::reap_children(true);
-                return stats;
-            }
-            if server.conn.is_none() && Instant::now() >= server.retry_at {
-                match register(&server.addr, &functions, config) {
-                    Ok(conn) => {
-                        log(format!("Connected to {} and registered {} functions", server.addr, functions.len()));
-                        server.conn = Some(conn);
-                        server.asleep = false;
-                        server.backoff = MIN_BACKOFF;
+        if stop() || stats.over_memory || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
+            fork::reap_children(true);
+            return stats;
+        }
+        let now = Instant::now();
+        for server in servers.iter_mut().filter(|s| s.state == State::Down && now >= s.retry_at) {
+            connect(server, &functions, config);
+        }
+
+        // 1. One held job, servers in turn.
+        let n = servers.len();
+        if let Some(i) = (0..n).map(|k| (turn + k) % n).find(|&i| servers[i].state == State::Holding) {
+            turn = (i + 1) % n;
+            let server = &mut servers[i];
+            let job = server.job.take().expect("a holding server has a job");
+            let conn = server.conn.as_mut().expect("a holding server is connected");
+            match work(registry, config, conn, &job) {
+                Ok(ok) => {
+                    if ok {
+                        stats.completed += 1;
+                    } else {
+                        stats.failed += 1;
                     }
-                    Err(err) => {
-                        log(format!("Cannot reach {err}; retrying in {:?}", server.backoff));
-                        server.retry_at = Instant::now() + server.backoff;
-                        server.backoff = (server.backoff * 2).min(MAX_BACKOFF);
-                        continue;
+                    server.state = State::Ready;
+                    check_memory(config, &mut stats);
+                }
+                Err(err) => server.drop_conn(&err.to_string()),
+            }
+            if stop() || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
+                // Send the answer, grab nothing more.
+                if let Some(conn) = servers[i].conn.as_mut() {
+                    if let Err(err) = conn.flush() {
+                        servers[i].drop_conn(&err.to_string());
                     }
                 }
-            }
-            let Some(conn) = server.conn.as_mut() else { continue };
-            if server.asleep {
                 continue;
             }
-            let outcome = grab(conn).and_then(|job| match job {
-                Some(job) => {
-                    worked = true;
-                    let ok = work(registry, config, conn, &job)?;
-                    if ok {
-                        stats.completed += 1
-                    } else {
-                        stats.failed += 1
-                    }
-                    if !config.atomic {
-                        if let (Some(limit), Some(rss)) = (config.memlimit, resident_memory()) {
-                            if rss > limit {
-                                log(format!(
-                                    "Resident memory {rss} bytes exceeds the limit of {limit}; exiting to be replaced"
-                                ));
-                                stats.over_memory = true;
-                            }
-                        }
-                    }
-                    Ok(())
+        }
+
+        // 2. Ask every free server for a job; send what each is owed.
+        let now = Instant::now();
+        for server in &mut servers {
+            let Some(conn) = server.conn.as_mut() else { continue };
+            if server.state == State::Ready {
+                if let Err(err) = conn.queue_packet(&Packet::GrabJobUniq) {
+                    server.drop_conn(&err.to_string());
+                    continue;
                 }
-                None => {
-                    conn.write_packet(&Packet::PreSleep)?;
-                    server.asleep = true;
-                    Ok(())
+                server.state = State::Grabbing(now);
+            }
+            if conn.has_queued() {
+                if let Err(err) = conn.flush() {
+                    server.drop_conn(&err.to_string());
                 }
-            });
-            if let Err(err) = outcome {
-                log(format!("Lost {err}; reconnecting"));
-                server.conn = None;
-                server.retry_at = Instant::now();
             }
         }
-        if !worked {
-            sleep(&mut servers, &log);
+
+        // 3. Wait for what the servers send (not at all while a job is held), then read.
+        let holding = servers.iter().any(|s| s.state == State::Holding);
+        let timeout = if holding { Duration::ZERO } else { wait_time(&servers) };
+        fds.clear();
+        for server in &servers {
+            let fd = server.conn.as_ref().map_or(-1, |c| c.stream().as_raw_fd());
+            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        }
+        let wake = crate::signals::wake_fd();
+        fds.push(libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 });
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that outlives the call;
+        // negative descriptors are ignored by poll.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if ready > 0 && fds[n].revents != 0 {
+            crate::signals::drain_wake();
+        }
+        let now = Instant::now();
+        for (server, fd) in servers.iter_mut().zip(&fds) {
+            if ready > 0 && fd.revents != 0 {
+                receive(server, now);
+            }
+            overdue(server, now);
+        }
+    }
+}
+
+/// How long `poll` may wait: until the next deadline, reconnect, or stop-flag look.
+fn wait_time(servers: &[Server]) -> Duration {
+    let now = Instant::now();
+    let mut until = now + STOP_CHECK;
+    for server in servers {
+        let deadline = match server.state {
+            State::Down => Some(server.retry_at),
+            State::Grabbing(since) => Some(since + ANSWER_DEADLINE),
+            _ => None,
+        };
+        for at in deadline.into_iter().chain(server.partial_since.map(|since| since + ANSWER_DEADLINE)) {
+            until = until.min(at);
+        }
+    }
+    until.saturating_duration_since(now)
+}
+
+/// Connects and registers a server that is down and due.
+fn connect(server: &mut Server, functions: &[String], config: &WorkerConfig) {
+    match register(&server.addr, functions, config) {
+        Ok(conn) => {
+            info!("Connected to {} and registered {} functions", server.addr, functions.len());
+            server.conn = Some(conn);
+            server.state = State::Ready;
+            server.backoff = MIN_BACKOFF;
+        }
+        Err(err) => {
+            warn!("Cannot reach {err}; retrying in {:?}", server.backoff);
+            server.retry_at = Instant::now() + server.backoff;
+            server.backoff = (server.backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Reads once from a readable server and acts on every whole packet.
+fn receive(server: &mut Server, now: Instant) {
+    let Some(conn) = server.conn.as_mut() else { return };
+    if let Err(err) = conn.read_some() {
+        return server.drop_conn(&err.to_string());
+    }
+    loop {
+        let packet = match conn.next_packet() {
+            Ok(Some(packet)) => packet,
+            Ok(None) => break,
+            Err(err) => return server.drop_conn(&err.to_string()),
+        };
+        match (packet, server.state) {
+            (
+                Packet::JobAssignUniq { handle, function, workload, .. }
+                | Packet::JobAssign { handle, function, workload }
+                | Packet::JobAssignAll { handle, function, workload, .. },
+                State::Grabbing(_),
+            ) => {
+                let function = String::from_utf8_lossy(&function).into_owned();
+                server.job = Some(Assigned { handle, function, workload });
+                server.state = State::Holding;
+            }
+            (Packet::NoJob, State::Grabbing(_)) => {
+                if let Err(err) = conn.queue_packet(&Packet::PreSleep) {
+                    return server.drop_conn(&err.to_string());
+                }
+                server.state = State::Asleep;
+            }
+            (Packet::Noop, State::Asleep) => server.state = State::Ready,
+            (Packet::Error { code, message }, _) => {
+                let (code, text) = (String::from_utf8_lossy(&code), String::from_utf8_lossy(&message));
+                return server.drop_conn(&format!("{}: the server answered ERROR {code} {text}", server.addr));
+            }
+            (Packet::JobAssignUniq { .. } | Packet::JobAssign { .. } | Packet::JobAssignAll { .. }, _) => {
+                return server.drop_conn(&format!("{}: a job assigned that we did not ask for", server.addr));
+            }
+            // A NOOP while awake, or an answer we do not need.
+            _ => {}
+        }
+    }
+    server.partial_since = if conn.has_partial_packet() { server.partial_since.or(Some(now)) } else { None };
+}
+
+/// Drops a server that owes an answer or the rest of a packet past its deadline.
+fn overdue(server: &mut Server, now: Instant) {
+    if server.conn.is_none() {
+        return;
+    }
+    if server.partial_since.is_some_and(|since| now >= since + ANSWER_DEADLINE) {
+        let why = format!("{}: a packet left unfinished for {ANSWER_DEADLINE:?}", server.addr);
+        server.drop_conn(&why);
+    } else if matches!(server.state, State::Grabbing(since) if now >= since + ANSWER_DEADLINE) {
+        let why = format!("{}: no answer to GRAB_JOB_UNIQ within {ANSWER_DEADLINE:?}", server.addr);
+        server.drop_conn(&why);
+    }
+}
+
+/// Without `--atomic`, a worker whose memory passed the limit ends after its job.
+fn check_memory(config: &WorkerConfig, stats: &mut WorkerStats) {
+    if config.atomic {
+        return;
+    }
+    if let (Some(limit), Some(rss)) = (config.memlimit, config.memlimit.and_then(|_| resident_memory())) {
+        if rss > limit {
+            info!("Resident memory {rss} bytes exceeds the limit of {limit}; exiting to be replaced");
+            stats.over_memory = true;
         }
     }
 }
@@ -180,10 +405,11 @@ fn functions(registry: &Registry) -> Vec<String> {
 }
 
 fn register(addr: &ServerAddr, functions: &[String], config: &WorkerConfig) -> Result<Conn, ConnError> {
-    let mut conn = Conn::connect(addr, Duration::from_secs(5))?;
+    let mut conn = Conn::connect(addr, CONNECT_TIMEOUT)?;
     // A job child (`--atomic`) must not keep this connection open past its worker.
     crate::process::keep_from_children(conn.stream());
-    conn.write_packet(&Packet::SetClientId { id: config.client_id.as_bytes().to_vec() })?;
+    conn.set_nonblocking(true)?;
+    conn.queue_packet(&Packet::SetClientId { id: config.client_id.as_bytes().to_vec() })?;
     for name in functions {
         let function = name.as_bytes().to_vec();
         // Under `atomic` the worker enforces timeouts itself (it kills and fails the job); a
@@ -193,8 +419,9 @@ fn register(addr: &ServerAddr, functions: &[String], config: &WorkerConfig) -> R
             Some(timeout) => Packet::CanDoTimeout { function, timeout: timeout_millis(timeout) },
             None => Packet::CanDo { function },
         };
-        conn.write_packet(&packet)?;
+        conn.queue_packet(&packet)?;
     }
+    // Sent with the first GRAB_JOB_UNIQ.
     Ok(conn)
 }
 
@@ -207,23 +434,6 @@ struct Assigned {
     handle: Vec<u8>,
     function: String,
     workload: Vec<u8>,
-}
-
-fn grab(conn: &mut Conn) -> Result<Option<Assigned>, ConnError> {
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    conn.write_packet(&Packet::GrabJobUniq)?;
-    loop {
-        match conn.read_packet()? {
-            Packet::JobAssignUniq { handle, function, workload, .. }
-            | Packet::JobAssign { handle, function, workload }
-            | Packet::JobAssignAll { handle, function, workload, .. } => {
-                let function = String::from_utf8_lossy(&function).into_owned();
-                return Ok(Some(Assigned { handle, function, workload }));
-            }
-            Packet::NoJob => return Ok(None),
-            _ => {} // a NOOP from an earlier sleep, or an answer we do not need
-        }
-    }
 }
 
 /// Sends what a task reports to the job's server as it happens.
@@ -255,32 +465,31 @@ impl JobEvents for Reporter<'_> {
     }
 }
 
-/// Runs one job and answers it; `Ok(true)` when it completed, `Ok(false)` when it failed.
+/// Runs one job and queues its answer on `conn`; `Ok(true)` when it completed, `Ok(false)`
+/// when it failed.
 fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assigned) -> Result<bool, ConnError> {
     let handle = job.handle.clone();
+    let mut task = job.function.clone();
     let result: Result<Vec<u8>, String> = if job.function == PING_FUNCTION {
-        config.log.worker(&format!("Handling job #{} {PING_FUNCTION}", String::from_utf8_lossy(&handle)));
+        debug!("Handling job {} {PING_FUNCTION}", String::from_utf8_lossy(&handle));
         Ok(format!("pong from {}", config.client_id).into_bytes())
     } else {
         match workload::decode(&job.function, &job.workload) {
-            Err(err) => {
-                config.log.worker(&format!("Refusing job #{}: {err}", String::from_utf8_lossy(&handle)));
-                Err(err.to_string())
-            }
+            Err(err) => Err(err.to_string()),
             Ok(decoded) => {
                 let info = JobInfo {
                     id: decoded.id.unwrap_or_else(crate::job_id::generate),
                     environment: decoded.env.unwrap_or_else(|| config.environment.clone()),
                     env_vars: decoded.env_vars,
                 };
-                let task = canonical_task_name(&decoded.task);
-                config.log.worker(&format!("Handling job #{} {task}", info.id));
-                let hook_log = |line: &str| config.log.worker(line);
+                task = canonical_task_name(&decoded.task);
+                debug!("Handling job #{} {task} ({})", info.id, String::from_utf8_lossy(&handle));
+                let hook_log = |line: &str| info!("{line}");
                 if let Some(hooks) = &config.hooks {
                     hooks.report_start(&info.id, &hook_log);
                 }
                 let args = decoded.args.to_string();
-                let mut reporter = Reporter { conn, handle: &handle, failed: None };
+                let mut reporter = Reporter { conn: &mut *conn, handle: &handle, failed: None };
                 let run = |events: &mut dyn JobEvents| {
                     registry
                         .dispatch(&task, &args, &info, events)
@@ -322,72 +531,23 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
             }
         }
     };
+    // The answer goes out with the next GRAB_JOB_UNIQ, in one write.
     match result {
         Ok(data) => {
-            conn.write_packet(&Packet::WorkComplete { handle, data })?;
+            debug!("Job {} {task} completed", String::from_utf8_lossy(&handle));
+            conn.queue_packet(&Packet::WorkComplete { handle, data })?;
             Ok(true)
         }
         Err(message) => {
-            conn.write_packet(&Packet::WorkException { handle, data: message.into_bytes() })?;
+            warn!("Job {} {task} failed: {message}", String::from_utf8_lossy(&handle));
+            // Not WORK_EXCEPTION: gearmand passes that only to clients that asked for
+            // exceptions and relays it to the others as a `WORK_FAIL handle\0` that stock
+            // clients cannot match (the gearman CLI waits forever). The message as a warning,
+            // then a plain WORK_FAIL, reaches every client; li3g's client reads the warning
+            // just before the WORK_FAIL as the failure's message.
+            conn.queue_packet(&Packet::WorkWarning { handle: handle.clone(), data: message.into_bytes() })?;
+            conn.queue_packet(&Packet::WorkFail { handle })?;
             Ok(false)
-        }
-    }
-}
-
-/// Waits until a sleeping server sends `NOOP`, a reconnect is due, or it is time to look at
-/// the stop flag.
-fn sleep(servers: &mut [Server], log: &dyn Fn(String)) {
-    let now = Instant::now();
-    let mut timeout = STOP_CHECK;
-    for server in servers.iter().filter(|s| s.conn.is_none()) {
-        timeout = timeout.min(server.retry_at.saturating_duration_since(now));
-    }
-    let mut fds: Vec<libc::pollfd> = Vec::new();
-    let mut which: Vec<usize> = Vec::new();
-    let mut buffered = false;
-    for (i, server) in servers.iter().enumerate() {
-        if let (Some(conn), true) = (&server.conn, server.asleep) {
-            // A packet read along with an earlier one sits in our buffer, where poll cannot
-            // see it: such a connection is ready now.
-            let ready = conn.has_buffered_packet();
-            buffered |= ready;
-            let revents = if ready { libc::POLLIN } else { 0 };
-            fds.push(libc::pollfd { fd: conn.stream().as_raw_fd(), events: libc::POLLIN, revents });
-            which.push(i);
-        }
-    }
-    if !buffered {
-        // The signal wake-up pipe too: a stop signal that lands just before the wait still
-        // ends it at once.
-        let wake = crate::signals::wake_fd();
-        if wake >= 0 {
-            fds.push(libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 });
-        }
-        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that outlives the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-        if wake >= 0 {
-            fds.pop();
-            crate::signals::drain_wake();
-        }
-        if ready <= 0 {
-            return; // timeout, or EINTR from a signal: the caller looks at its stop flag
-        }
-    }
-    for (fd, &i) in fds.iter().zip(&which) {
-        if fd.revents == 0 {
-            continue;
-        }
-        let server = &mut servers[i];
-        let Some(conn) = server.conn.as_mut() else { continue };
-        match conn.read_packet() {
-            Ok(Packet::Noop) => server.asleep = false,
-            Ok(_) => {}
-            Err(err) => {
-                log(format!("Lost {err}; reconnecting"));
-                server.conn = None;
-                server.retry_at = Instant::now();
-            }
         }
     }
 }

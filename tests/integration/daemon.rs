@@ -18,6 +18,7 @@ pub(crate) fn start(gearmand: &Gearmand, dir: &PluginDir, args: &[&str]) -> (Chi
         .arg("start")
         .args(args)
         .args(["--verbose", "--servers", &gearmand.addr()])
+        .env("LI3G_LOG", "debug")
         .arg("--plugins")
         .arg(dir.path())
         .stdout(Stdio::null())
@@ -161,6 +162,7 @@ fn atomic_mode_isolates_crashes_leaks_globals_and_runaways() {
                 JobEvent::Status(n, d) => format!("status {n}/{d}"),
                 JobEvent::Data(d) => format!("data {}", String::from_utf8_lossy(d)),
                 JobEvent::Warning(d) => format!("warning {}", String::from_utf8_lossy(d)),
+                JobEvent::NoWorker { .. } => "no worker".to_string(),
             })
         })
         .unwrap();

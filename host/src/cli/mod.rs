@@ -11,6 +11,7 @@ mod exec;
 mod plugins;
 mod run;
 mod schedule;
+mod server;
 mod start;
 mod work;
 
@@ -50,6 +51,8 @@ enum Command {
     /// Restart the daemon's workers gracefully: new workers load the plugins afresh while the
     /// old ones finish their job; the daemon keeps its PID.
     Restart(control::RestartArgs),
+    /// Run the embedded Gearman job server in the foreground (gearmand's protocol, loopback by default).
+    Server(server::ServerArgs),
     /// Check that a worker answers: prints `Pinging... OK` (exit 0) or `Pinging... ERROR` (exit 1).
     Ping(control::PingArgs),
     /// Move due scheduled jobs from Redis to the job servers (`start` runs one when the
@@ -169,12 +172,53 @@ where
         Command::Cancel(args) => schedule::cancel(&args),
         Command::Retry(args) => schedule::retry(&args),
         Command::Status(args) => schedule::status(&args),
+        Command::Server(args) => server::run(&args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("li3g-host: error: {err:#}");
+            eprintln!("li3g-host: error: {}", error_line(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, joined with `: ` like anyhow's `{:#}`, except that a
+/// cause the line already says is left out: many errors include their cause in their own
+/// message, and a reason printed twice reads as two failures.
+fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading {path}: {source}")]
+    struct Repeats {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let err = anyhow::Error::new(Repeats { path: "./nope", source: io });
+        assert_eq!(error_line(&err), "reading ./nope: No such file or directory (os error 2)");
+        // A cause the message does not say is kept, as context adds it.
+        let err = anyhow::Error::new(std::io::Error::from_raw_os_error(13)).context("opening the PID file");
+        assert_eq!(error_line(&err), "opening the PID file: Permission denied (os error 13)");
     }
 }

@@ -20,7 +20,7 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     let dir = plugins_dir(&config)?;
     let registry = Registry::scan(&dir)?;
     print!("{}", render(&dir, &registry));
-    for unknown in super::work::unknown_tasks(&config, &registry) {
+    for unknown in crate::worker::unknown_tasks(config.tasks.keys(), &registry) {
         eprintln!("li3g-host: warning: configuration {}: {unknown}", config.name);
     }
     Ok(ExitCode::SUCCESS)

@@ -3,9 +3,7 @@
 
 use super::{plugins_dir, Common};
 use crate::config::Config;
-use crate::daemon::EXIT_RECYCLE;
 use crate::log::Log;
-use crate::plugins::Registry;
 use crate::signals;
 use crate::worker::{self, WorkerConfig};
 use clap::Args;
@@ -40,7 +38,8 @@ pub(super) struct WorkerOptions {
     /// with code 75 so that systemd or supervisor restart it).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_jobs: Option<u64>,
-    /// Debug messages to the console; otherwise to syslog.
+    /// Log lines to the console (stderr); otherwise to syslog. Levels as RUST_LOG (or LI3G_LOG)
+    /// says, `info` by default: workers started and ended, failures; `debug` adds every job.
     #[arg(long, short)]
     verbose: bool,
 }
@@ -79,6 +78,7 @@ impl WorkerOptions {
             timeout: self.timeout,
             memlimit: self.memlimit,
             max_jobs: self.max_jobs,
+            configured_tasks: config.tasks.keys().cloned().collect(),
             log: self.log(),
             hooks: crate::scheduler::retry::JobHooks::from_config(config),
         }
@@ -104,45 +104,13 @@ pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(run_worker(&config, &args.worker, args.worker.log())))
 }
 
-/// Loads the plugins and runs one worker until it is stopped; returns its exit code: 0 when
-/// stopped, [`EXIT_RECYCLE`] when it ended to be replaced (`--max-jobs`, `--memlimit`), 2 when
-/// the plugins cannot be loaded. Used by `work` and by each worker `start` forks.
+/// Runs one worker until it is stopped ([`worker::serve`]); returns its exit code. Used by
+/// `work` and by each worker `start` forks.
 pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> u8 {
-    let registry = match plugins_dir(config).and_then(|dir| Ok(Registry::scan(&dir)?)) {
-        Ok(registry) => registry,
-        Err(err) => {
-            log.worker(&format!("Cannot load plugins: {err:#}"));
-            return 2;
-        }
-    };
-    for rejected in registry.rejected() {
-        log.worker(&format!("Skipped {rejected}"));
-    }
-    for unknown in unknown_tasks(config, &registry) {
-        log.worker(&format!("Configuration: {unknown}"));
-    }
     let mut worker = options.worker_config(config);
     worker.log = log;
-    let stats = worker::run(&registry, &worker, &signals::stop_requested);
-    log.worker(&format!("Done: {} jobs completed, {} failed", stats.completed, stats.failed));
-    let used_up = options.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
-    if stats.over_memory || (used_up && !signals::stop_requested()) {
-        EXIT_RECYCLE as u8
-    } else {
-        0
-    }
-}
-
-/// A line for every task the configuration sets options for that no loaded plugin has: a typo
-/// there would otherwise go unseen.
-pub(super) fn unknown_tasks(config: &Config, registry: &Registry) -> Vec<String> {
-    let known = registry.task_names();
-    config
-        .tasks
-        .keys()
-        .filter(|task| !known.contains(task))
-        .map(|task| format!("tasks.\"{task}\" names no loaded task; its settings are unused"))
-        .collect()
+    let dir = plugins_dir(config).map_err(|err| format!("{err:#}"));
+    worker::serve(dir.as_deref().map_err(Clone::clone), &worker)
 }
 
 pub(super) fn hostname() -> String {

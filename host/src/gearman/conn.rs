@@ -9,6 +9,7 @@ use super::packet::{self, Decoded, Magic, Packet};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -97,14 +98,31 @@ impl ConnError {
     }
 }
 
-/// A blocking connection to one job server.
+/// A connection to one job server.
+///
+/// Blocking by default ([`read_packet`](Conn::read_packet) waits, bounded by
+/// [`set_read_timeout`](Conn::set_read_timeout)); the worker switches it to non-blocking with
+/// [`set_nonblocking`](Conn::set_nonblocking) and drives it from one `poll(2)` over all its
+/// servers: [`read_some`](Conn::read_some) (one `read(2)`), [`next_packet`](Conn::next_packet)
+/// (no I/O), [`queue_packet`](Conn::queue_packet) and [`flush`](Conn::flush) (one `write(2)` for
+/// all that is queued).
 pub struct Conn {
     stream: TcpStream,
     server: ServerAddr,
+    /// Bytes read land in `buf[end..]`; `buf[pos..end]` is not yet decoded. Allocated and
+    /// zeroed once, so a read costs no memset.
     buf: Vec<u8>,
+    pos: usize,
+    end: usize,
     out: Vec<u8>,
+    nonblocking: bool,
     max_body: usize,
 }
+
+/// How much one read asks for.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long a write may wait for the server to take our bytes.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Conn {
     /// Connects to `server`, trying each address it resolves to, within `timeout` each.
@@ -122,7 +140,10 @@ impl Conn {
                     return Ok(Conn {
                         stream,
                         server: server.clone(),
-                        buf: Vec::with_capacity(4096),
+                        buf: vec![0; READ_CHUNK],
+                        pos: 0,
+                        end: 0,
+                        nonblocking: false,
                         out: Vec::with_capacity(256),
                         max_body: packet::DEFAULT_MAX_BODY,
                     });
@@ -143,9 +164,18 @@ impl Conn {
         &self.stream
     }
 
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
     /// Whether a whole packet is already buffered (so `read_packet` will not block).
     pub fn has_buffered_packet(&self) -> bool {
-        matches!(packet::decode(&self.buf, self.max_body), Ok(Decoded::Packet { .. }) | Err(_))
+        matches!(packet::decode(self.pending(), self.max_body), Ok(Decoded::Packet { .. }) | Err(_))
+    }
+
+    /// Whether part of a packet is buffered: the server owes us the rest.
+    pub fn has_partial_packet(&self) -> bool {
+        !self.pending().is_empty() && !self.has_buffered_packet()
     }
 
     /// Sets how long `read_packet` may block; `None` blocks forever.
@@ -156,21 +186,135 @@ impl Conn {
         self.stream.set_read_timeout(timeout).map_err(|e| self.io(e))
     }
 
+    /// Makes reads and writes return at once instead of waiting (the worker's mode).
+    ///
+    /// # Errors
+    /// [`ConnError::Io`] from the socket.
+    pub fn set_nonblocking(&mut self, nonblocking: bool) -> Result<(), ConnError> {
+        self.stream.set_nonblocking(nonblocking).map_err(|e| self.io(e))?;
+        self.nonblocking = nonblocking;
+        Ok(())
+    }
+
     fn io(&self, source: io::Error) -> ConnError {
         ConnError::Io { server: self.server.to_string(), source }
     }
 
-    /// Sends one request packet.
+    /// Sends one request packet (and whatever was queued before it).
     ///
     /// # Errors
     /// [`ConnError::Protocol`] when the packet cannot be encoded, [`ConnError::Io`] when the
-    /// write fails.
+    /// write fails or the server takes nothing for [`WRITE_DEADLINE`].
     pub fn write_packet(&mut self, packet: &Packet) -> Result<(), ConnError> {
-        self.out.clear();
+        self.queue_packet(packet)?;
+        self.flush()
+    }
+
+    /// Encodes one request packet after those already queued; [`flush`](Conn::flush) sends them.
+    ///
+    /// # Errors
+    /// [`ConnError::Protocol`] when the packet cannot be encoded.
+    pub fn queue_packet(&mut self, packet: &Packet) -> Result<(), ConnError> {
         packet::encode(Magic::Req, packet, &mut self.out)
-            .map_err(|source| ConnError::Protocol { server: self.server.to_string(), source })?;
-        let result = self.stream.write_all(&self.out);
+            .map_err(|source| ConnError::Protocol { server: self.server.to_string(), source })
+    }
+
+    /// Whether packets are queued.
+    pub fn has_queued(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Sends everything queued, in one `write(2)` when the socket takes it all. In non-blocking
+    /// mode a full socket is waited for in `poll(2)`, for at most [`WRITE_DEADLINE`] without
+    /// progress.
+    ///
+    /// # Errors
+    /// [`ConnError::Io`] when the write fails or times out.
+    pub fn flush(&mut self) -> Result<(), ConnError> {
+        let mut done = 0;
+        let result = loop {
+            if done == self.out.len() {
+                break Ok(());
+            }
+            match self.stream.write(&self.out[done..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut fd = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                    let millis = i32::try_from(WRITE_DEADLINE.as_millis()).unwrap_or(i32::MAX);
+                    // SAFETY: one valid pollfd that outlives the call.
+                    match unsafe { libc::poll(&mut fd, 1, millis) } {
+                        0 => break Err(io::Error::new(io::ErrorKind::TimedOut, "the server takes no data")),
+                        n if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted => {
+                            break Err(io::Error::last_os_error())
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.out.clear();
         result.map_err(|e| self.io(e))
+    }
+
+    /// Reads once, whatever the socket holds (at most 64 KiB), into the buffer. Returns how
+    /// many bytes came; 0 only when a non-blocking socket had none.
+    ///
+    /// # Errors
+    /// [`ConnError::Closed`] at end of stream, [`ConnError::Io`] otherwise.
+    pub fn read_some(&mut self) -> Result<usize, ConnError> {
+        if self.pos > 0 {
+            // Only the undecoded tail (part of one packet) moves.
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK / 2 {
+            // A packet larger than the buffer is arriving (bounded by the packet cap).
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        let read = loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        if let Ok(n) = read {
+            self.end += n;
+        }
+        match read {
+            Ok(0) => Err(ConnError::Closed { server: self.server.to_string() }),
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.nonblocking => Ok(0),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// The next whole packet in the buffer, without reading; `None` when none is whole.
+    ///
+    /// # Errors
+    /// [`ConnError::Protocol`] for bytes that are not a packet, or a request where a response
+    /// belongs.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, ConnError> {
+        match packet::decode(self.pending(), self.max_body) {
+            Ok(Decoded::Packet { magic, packet, len }) => {
+                self.pos += len;
+                if self.pos == self.end {
+                    (self.pos, self.end) = (0, 0);
+                }
+                if magic != Magic::Res {
+                    return Err(ConnError::Protocol {
+                        server: self.server.to_string(),
+                        source: packet::Error::BadMagic(*b"\0REQ"),
+                    });
+                }
+                Ok(Some(packet))
+            }
+            Ok(Decoded::Incomplete) => Ok(None),
+            Err(source) => Err(ConnError::Protocol { server: self.server.to_string(), source }),
+        }
     }
 
     /// Reads one response packet, blocking until it is whole (or the read timeout passes).
@@ -180,38 +324,16 @@ impl Conn {
     /// not a packet or a request where a response belongs, [`ConnError::Io`] otherwise.
     pub fn read_packet(&mut self) -> Result<Packet, ConnError> {
         loop {
-            match packet::decode(&self.buf, self.max_body) {
-                Ok(Decoded::Packet { magic, packet, len }) => {
-                    self.buf.drain(..len);
-                    if magic != Magic::Res {
-                        return Err(ConnError::Protocol {
-                            server: self.server.to_string(),
-                            source: packet::Error::BadMagic(*b"\0REQ"),
-                        });
-                    }
-                    return Ok(packet);
-                }
-                Ok(Decoded::Incomplete) => self.fill()?,
-                Err(source) => return Err(ConnError::Protocol { server: self.server.to_string(), source }),
+            if let Some(packet) = self.next_packet()? {
+                return Ok(packet);
             }
+            self.fill()?;
         }
     }
 
-    /// Reads more bytes into the buffer.
+    /// Reads more bytes into the buffer (blocking mode).
     fn fill(&mut self) -> Result<(), ConnError> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.io(e)),
-            }
-        };
-        if n == 0 {
-            return Err(ConnError::Closed { server: self.server.to_string() });
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
+        self.read_some().map(drop)
     }
 
     /// Sends a text admin command and returns its answer's lines: one line for `version`
@@ -225,9 +347,10 @@ impl Conn {
         self.stream.write_all(line.as_bytes()).map_err(|e| self.io(e))?;
         let mut lines = Vec::new();
         loop {
-            while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+            while let Some(end) = self.pending().iter().position(|&b| b == b'\n') {
+                let line = &self.buf[self.pos..self.pos + end + 1];
+                let line = String::from_utf8_lossy(line).trim_end_matches(['\r', '\n']).to_string();
+                self.pos += end + 1;
                 if !multi_line {
                     return Ok(vec![line]);
                 }

@@ -1,0 +1,361 @@
+//! li3g's worker against its peers, side by side in one run, and `docs/BENCHMARKS.md`.
+//!
+//! Run: `cargo bench -p li3g-tests --bench workers` (about 2-3 minutes; `REPS=N`, default 3;
+//! `SCALE=0.5` runs half the jobs). It builds and starts all it needs:
+//! - the release `li3g-host` and the example plugin (the no-op task `Hello::run`);
+//! - from `tests/peers/*.c` with `cc ... -lgearman` (`libgearman-dev`): a no-op C worker on
+//!   libgearman (`gearman_worker_work`, empty result) and a C client that queues background jobs
+//!   pipelined (1000 per `gearman_client_run_tasks`) and times synchronous round trips;
+//! - a python3-gearman worker (`tests/peers/noop_worker.py`) and `gearman -w -- /bin/true`
+//!   (fork and exec per job);
+//! - its own gearmand (`--threads=1`) on a free port, a fresh one per measurement.
+//!
+//! Background throughput: N jobs are queued first, then P worker processes each take N/P and
+//! exit; the time is from spawning them to the last exit (median of REPS runs). Synchronous
+//! round trips: one worker, the C client submits one job at a time; p50 and p99. Memory: the
+//! resident set (VmRSS) of an idle `start` supervisor, its idle worker, and the idle C worker.
+//!
+//! Not part of `cargo test`: it takes minutes and its figures depend on the machine.
+
+use li3g_tests::{release_build, wait_until, workspace_root, ChildGuard, Gearmand};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One worker under test.
+struct Kind {
+    name: &'static str,
+    function: &'static str,
+    workload: &'static str,
+    /// Background jobs per measurement.
+    jobs: usize,
+    /// Synchronous jobs for the latency figures.
+    sync_jobs: usize,
+}
+
+struct Tools {
+    host: PathBuf,
+    plugins: PathBuf,
+    c_worker: PathBuf,
+    c_client: PathBuf,
+    python_worker: PathBuf,
+}
+
+impl Tools {
+    /// The command for one worker process of `kind` that exits after `count` jobs (0: never).
+    fn worker(&self, kind: &Kind, gearmand: &Gearmand, count: usize) -> Command {
+        let port = gearmand.port.to_string();
+        let count = count.to_string();
+        match kind.name {
+            "C (libgearman)" => {
+                let mut c = Command::new(&self.c_worker);
+                c.args(["127.0.0.1", &port, kind.function, &count]);
+                c
+            }
+            "Python" => {
+                let mut c = Command::new("python3");
+                c.arg(&self.python_worker).args([&gearmand.addr(), kind.function, &count]);
+                c
+            }
+            "fork+exec" => {
+                let mut c = Command::new("gearman");
+                c.args(["-w", "-h", "127.0.0.1", "-p", &port, "-f", kind.function]);
+                if count != "0" {
+                    c.args(["-c", &count]);
+                }
+                c.args(["--", "/bin/true"]);
+                c
+            }
+            name => {
+                let mut c = Command::new(&self.host);
+                c.args(["work", "--servers", &gearmand.addr()]).arg("--plugins").arg(&self.plugins);
+                if count != "0" {
+                    c.args(["--max-jobs", &count]);
+                }
+                if name.contains("atomic") {
+                    c.arg("--atomic");
+                }
+                c
+            }
+        }
+    }
+
+    fn client(&self, gearmand: &Gearmand, kind: &Kind, mode: &str, n: usize) -> String {
+        let out = Command::new(&self.c_client)
+            .args(["127.0.0.1", &gearmand.port.to_string(), kind.function, kind.workload, mode, &n.to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run the C client");
+        assert!(out.status.success(), "the C client failed ({mode} {n} {})", kind.name);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn cc(source: &str, out: &Path) -> PathBuf {
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(out)
+        .arg(workspace_root().join("tests/peers").join(source))
+        .arg("-lgearman")
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc {source} failed (is libgearman-dev installed?)");
+    out.to_path_buf()
+}
+
+fn queued(gearmand: &Gearmand, function: &str) -> u64 {
+    gearmand.status().iter().find(|s| s.function == function).map_or(0, |s| s.total)
+}
+
+/// Background jobs/s with `procs` worker processes.
+fn throughput(tools: &Tools, kind: &Kind, procs: usize) -> f64 {
+    let gearmand = Gearmand::start();
+    tools.client(&gearmand, kind, "bg", kind.jobs);
+    wait_until("the jobs are queued", WAIT, || queued(&gearmand, kind.function) == kind.jobs as u64);
+    let started = Instant::now();
+    let mut workers: Vec<ChildGuard> = (0..procs)
+        .map(|_| {
+            ChildGuard::spawn(
+                tools.worker(kind, &gearmand, kind.jobs / procs).stdout(Stdio::null()).stderr(Stdio::null()),
+            )
+        })
+        .collect();
+    for worker in &mut workers {
+        let status = worker.wait_timeout(Duration::from_secs(300)).expect("the worker finishes its jobs");
+        assert!(status.success(), "{}: {status:?}", kind.name);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(queued(&gearmand, kind.function), 0, "{} left jobs behind", kind.name);
+    kind.jobs as f64 / elapsed.as_secs_f64()
+}
+
+fn wait_registered(gearmand: &Gearmand, function: &str, workers: u64) {
+    wait_until("the worker registered", WAIT, || {
+        gearmand.status().iter().any(|s| s.function == function && s.workers >= workers)
+    });
+}
+
+/// Synchronous round trips (us): p50, p99.
+fn latency(tools: &Tools, kind: &Kind) -> (f64, f64) {
+    let gearmand = Gearmand::start();
+    let _worker = ChildGuard::spawn(tools.worker(kind, &gearmand, 0).stdout(Stdio::null()).stderr(Stdio::null()));
+    wait_registered(&gearmand, kind.function, 1);
+    tools.client(&gearmand, kind, "sync", 50); // warm up
+    let out = tools.client(&gearmand, kind, "sync", kind.sync_jobs);
+    let mut times: Vec<f64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Resident KiB of an idle supervisor, its idle worker, an idle C worker.
+fn memory(tools: &Tools, li3g: &Kind, c: &Kind) -> (u64, u64, u64) {
+    let gearmand = Gearmand::start();
+    let dir = tempfile::tempdir().expect("a directory for the PID file");
+    let mut start = Command::new(&tools.host);
+    start
+        .args(["start", "--workers", "1", "--servers", &gearmand.addr()])
+        .arg("--plugins")
+        .arg(&tools.plugins)
+        .arg("--pid")
+        .arg(dir.path().join("li3g.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let supervisor = ChildGuard::spawn(&mut start);
+    wait_registered(&gearmand, li3g.function, 1);
+    let worker = children(supervisor.id()).into_iter().next().expect("the supervisor has a worker");
+    let (sup, work) = (rss_kib(supervisor.id()), rss_kib(worker));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(supervisor.id() as i32, libc::SIGTERM) };
+    let c_worker = ChildGuard::spawn(tools.worker(c, &gearmand, 0).stdout(Stdio::null()));
+    wait_registered(&gearmand, c.function, 1);
+    (sup, work, rss_kib(c_worker.id()))
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn version(command: &str, args: &[&str]) -> String {
+    Command::new(command)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn main() {
+    let reps: usize = std::env::var("REPS").ok().and_then(|n| n.parse().ok()).unwrap_or(3);
+    let scale: f64 = std::env::var("SCALE").ok().and_then(|n| n.parse().ok()).unwrap_or(1.0);
+    let jobs = |n: usize| ((n as f64 * scale) as usize / 2 * 2).max(2);
+    let release = release_build();
+    let bench = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&bench).expect("create target/bench");
+    let tools = Tools {
+        host: release.join("li3g-host"),
+        plugins: release.clone(),
+        c_worker: cc("noop_worker.c", &bench.join("noop_worker")),
+        c_client: cc("bench_client.c", &bench.join("bench_client")),
+        python_worker: workspace_root().join("tests/peers/noop_worker.py"),
+    };
+    let kinds = [
+        Kind { name: "C (libgearman)", function: "noop", workload: "x", jobs: jobs(20000), sync_jobs: 2000 },
+        Kind { name: "li3g", function: "Hello::run", workload: "[]", jobs: jobs(20000), sync_jobs: 2000 },
+        Kind { name: "li3g --atomic", function: "Hello::run", workload: "[]", jobs: jobs(8000), sync_jobs: 1000 },
+        Kind { name: "Python", function: "noop", workload: "x", jobs: jobs(6000), sync_jobs: 1000 },
+        Kind { name: "fork+exec", function: "noop", workload: "x", jobs: jobs(2000), sync_jobs: 300 },
+    ];
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for kind in &kinds {
+        let one = median((0..reps).map(|_| throughput(&tools, kind, 1)).collect());
+        let two = median((0..reps).map(|_| throughput(&tools, kind, 2)).collect());
+        let (p50, p99) = latency(&tools, kind);
+        eprintln!("{:<16} {one:>8.0} {two:>8.0} jobs/s   p50 {p50:.0} us p99 {p99:.0} us", kind.name);
+        rows.push((kind.name, one, two, p50, p99));
+    }
+    let (sup, work, c_rss) = memory(&tools, &kinds[1], &kinds[0]);
+    let took = started.elapsed();
+
+    let c = rows[0];
+    let fe = rows[4];
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| worker | jobs/s, 1 process | jobs/s, 2 processes | vs C (1 / 2) | vs fork+exec (1 / 2) | sync p50 | sync p99 |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|");
+    for (name, one, two, p50, p99) in &rows {
+        let _ = writeln!(
+            table,
+            "| {name} | {one:.0} | {two:.0} | {:.2}x / {:.2}x | {:.1}x / {:.1}x | {p50:.0} us | {p99:.0} us |",
+            one / c.1,
+            two / c.2,
+            one / fe.1,
+            two / fe.2
+        );
+    }
+    let _ = writeln!(table);
+    let _ = writeln!(table, "| idle process | resident memory |");
+    let _ = writeln!(table, "|---|---:|");
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let _ = writeln!(table, "| li3g supervisor (`start`) | {:.1} MiB |", mib(sup));
+    let _ = writeln!(table, "| li3g worker (hello plugin loaded) | {:.1} MiB |", mib(work));
+    let _ = writeln!(table, "| C worker (libgearman) | {:.1} MiB |", mib(c_rss));
+    println!("\n{table}");
+    println!("(run took {took:.0?})");
+
+    let machine = format!(
+        "{}, {} cores, {}",
+        std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+            .unwrap_or_else(|| "unknown CPU".into()),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        version("uname", &["-sr"]),
+    );
+    let doc = format!(
+        "# Benchmarks\n\n\
+         Written by `cargo bench -p li3g-tests --bench workers` (the source, \
+         `tests/benches/workers.rs`, says what it measures and how). Rerun it to replace this page.\n\n\
+         - Machine: {machine}\n\
+         - gearmand: {} (`--threads=1`, its own on a free port, loopback)\n\
+         - Rust: {}; li3g release build, task `Hello::run` (returns a constant)\n\
+         - Peers: no-op C worker on libgearman and C client (`tests/peers/*.c`), python3-gearman \
+         worker (`tests/peers/noop_worker.py`), `gearman -w -- /bin/true` (fork+exec per job)\n\
+         - Background: jobs queued first (pipelined by the C client), then drained; median of {reps} \
+         runs. Sync: one job at a time, one worker. Whole run: {took:.0?}.\n\n\
+         {table}\n\
+         ![background throughput](benchmarks.svg)\n",
+        version("gearmand", &["--version"]),
+        version("rustc", &["--version"]),
+    );
+    let docs = workspace_root().join("docs");
+    std::fs::create_dir_all(&docs).expect("create docs/");
+    std::fs::write(docs.join("BENCHMARKS.md"), doc).expect("write docs/BENCHMARKS.md");
+    std::fs::write(docs.join("benchmarks.svg"), svg(&rows)).expect("write docs/benchmarks.svg");
+    println!("wrote docs/BENCHMARKS.md and docs/benchmarks.svg");
+}
+
+/// A grouped bar chart (1 and 2 processes per worker), hand-written SVG: no plotting crate is
+/// worth its build time for six bars.
+fn svg(rows: &[(&str, f64, f64, f64, f64)]) -> String {
+    let (width, height, left, top, bottom) = (720.0, 360.0, 70.0, 40.0, 60.0);
+    let max = rows.iter().map(|r| r.1.max(r.2)).fold(1.0, f64::max) * 1.1;
+    let plot_h = height - top - bottom;
+    let group = (width - left - 20.0) / rows.len() as f64;
+    let bar = group * 0.35;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Background no-op jobs per second (higher is better)</text>\n",
+        width / 2.0
+    );
+    for i in 0..=4 {
+        let v = max * f64::from(i) / 4.0;
+        let y = top + plot_h - plot_h * f64::from(i) / 4.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text>",
+            width - 20.0,
+            left - 6.0,
+            y + 4.0
+        );
+    }
+    for (i, (name, one, two, _, _)) in rows.iter().enumerate() {
+        let x = left + group * i as f64 + group * 0.12;
+        for (j, (value, color)) in [(*one, "#4e79a7"), (*two, "#f28e2b")].into_iter().enumerate() {
+            let h = plot_h * value / max;
+            let bx = x + bar * j as f64;
+            let _ = writeln!(
+                s,
+                "<rect x=\"{bx:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{h:.1}\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{value:.0}</text>",
+                top + plot_h - h,
+                bx + bar / 2.0,
+                top + plot_h - h - 3.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{name}</text>",
+            x + bar,
+            top + plot_h + 18.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<rect x=\"{left}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"#4e79a7\"/><text x=\"{}\" y=\"{:.1}\">1 worker process</text>\
+         <rect x=\"{}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"#f28e2b\"/><text x=\"{}\" y=\"{:.1}\">2 worker processes</text>",
+        height - 24.0,
+        left + 16.0,
+        height - 14.0,
+        left + 160.0,
+        height - 24.0,
+        left + 176.0,
+        height - 14.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
