@@ -18,7 +18,7 @@ const LONG: Duration = Duration::from_secs(60);
 
 /// gearmand, redis-server, the misbehave plugin and a configuration naming them.
 struct Setup {
-    gearmand: Gearmand,
+    gearmand: Option<Gearmand>,
     redis: Option<Redis>,
     _plugins: PluginDir,
     dir: tempfile::TempDir,
@@ -42,7 +42,11 @@ impl Setup {
             ),
         )
         .unwrap();
-        Setup { gearmand, redis: Some(redis), _plugins: plugins, dir, config_path }
+        Setup { gearmand: Some(gearmand), redis: Some(redis), _plugins: plugins, dir, config_path }
+    }
+
+    fn gearmand(&self) -> &Gearmand {
+        self.gearmand.as_ref().unwrap()
     }
 
     fn config(&self) -> Config {
@@ -65,7 +69,7 @@ impl Setup {
         let worker = ChildGuard::spawn(
             host().args(["work", "--config"]).arg(&self.config_path).stdout(Stdio::null()).stderr(Stdio::null()),
         );
-        wait_for_workers(&[&self.gearmand], APPEND, 1);
+        wait_for_workers(&[self.gearmand()], APPEND, 1);
         worker
     }
 
@@ -205,7 +209,7 @@ fn ten_thousand_jobs_due_at_once_with_two_schedulers_run_exactly_once() {
         (s, l, j) == (0, 0, 0)
     });
     wait_until("gearmand has no job left", LONG, || {
-        setup.gearmand.status().iter().filter(|f| f.function == APPEND).all(|f| f.total == 0)
+        setup.gearmand().status().iter().filter(|f| f.function == APPEND).all(|f| f.total == 0)
     });
     let ran = lines(&path);
     let distinct: HashSet<&String> = ran.iter().collect();
@@ -379,7 +383,7 @@ fn start_supervises_a_scheduler_when_redis_is_configured() {
     };
     let (mut daemon, log) = start(&[]);
     log.wait_for("(Scheduler) Moving due jobs", LONG);
-    wait_for_workers(&[&setup.gearmand], APPEND, 1);
+    wait_for_workers(&[setup.gearmand()], APPEND, 1);
     let path = setup.file("started");
     let id = schedule(&setup, &path, "started", SystemTime::now() + Duration::from_millis(500));
     wait_until("the job runs", LONG, || lines(&path).len() == 1);
@@ -399,7 +403,29 @@ fn start_supervises_a_scheduler_when_redis_is_configured() {
     assert!(daemon.wait_timeout(LONG).is_some(), "the daemon stops");
 
     let (_daemon, log) = start(&["--no-scheduler"]);
-    wait_for_workers(&[&setup.gearmand], APPEND, 1);
+    wait_for_workers(&[setup.gearmand()], APPEND, 1);
     log.wait_for("Created worker", LONG);
     assert_eq!(log.count("Created scheduler") + log.count("(Scheduler)"), 0, "{:#?}", log.all());
+}
+
+#[test]
+fn gearmand_restarted_under_a_running_scheduler_loses_nothing() {
+    let mut setup = Setup::new();
+    let (scheduler, log) = setup.scheduler(&[]);
+    let gearmand = setup.gearmand.take().unwrap();
+    let port = gearmand.port;
+    gearmand.kill();
+    let path = setup.file("while-down");
+    for i in 0..20 {
+        schedule(&setup, &path, &format!("job {i}"), SystemTime::now() + Duration::from_millis(300));
+    }
+    log.wait_for("Cannot submit to a job server", LONG);
+    let mut redis = setup.redis();
+    let held: (u64, u64) = redis::pipe().zcard("li3g:scheduled").zcard("li3g:leased").query(&mut redis).unwrap();
+    assert_eq!(held.0 + held.1, 20, "the jobs wait in Redis");
+    setup.gearmand = Some(Gearmand::start_on(port));
+    let _worker = setup.worker();
+    wait_until("every job runs once gearmand is back", LONG, || lines(&path).len() >= 20);
+    assert_eq!(lines(&path).iter().collect::<HashSet<_>>().len(), 20);
+    assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up");
 }
