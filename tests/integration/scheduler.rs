@@ -365,6 +365,18 @@ fn li3_gearman_members_are_moved_and_status_reads_as_the_original_reads_it() {
     let ttl: i64 = redis::cmd("TTL").arg(format!("li3g:{id}.status")).query(&mut redis).unwrap();
     assert!(ttl > 0 && ttl <= 86400, "ttl {ttl}");
 
+    // A future member is listed, and cancelled by its id.
+    let future = member.replace(id, "62cdb7020ff920e5aa642c3d4066950dd1f01f4d");
+    let _: () = redis::cmd("ZADD").arg("job_scheduled").arg(past + 3600).arg(&future).query(&mut redis).unwrap();
+    let listed = setup.li3g(&["scheduled"]).stdout;
+    assert!(
+        listed.lines().any(|l| l.contains("62cdb7020ff920e5aa642c3d4066950dd1f01f4d") && l.contains("li3_gearman")),
+        "{listed}"
+    );
+    assert_eq!(setup.li3g(&["cancel", "62cdb7020ff920e5aa642c3d4066950dd1f01f4d"]).code, Some(0));
+    let left: u64 = redis::cmd("ZCARD").arg("job_scheduled").query(&mut redis).unwrap();
+    assert_eq!(left, 0);
+
     // An unreadable member goes to the dead set with why.
     let listed = setup.li3g(&["scheduled"]).stdout;
     assert!(listed.contains("Dead: 1") && listed.contains("not a li3g job nor a li3_gearman member"), "{listed}");
