@@ -185,6 +185,14 @@ fn the_cli_schedules_with_at_and_in() {
     );
     let out = setup.li3g(&["run", APPEND, "--at", "tomorrow"]);
     assert_ne!(out.code, Some(0));
+    // Without Redis: a clear error.
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(host().args(["scheduler", "--servers", &setup.gearmand().addr()]).current_dir(empty.path()));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("no redis URL is configured"), "{}", out.stderr);
+    let out = run(host().args(["run", APPEND, "--in", "5m"]).current_dir(empty.path()));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("no redis URL is configured"), "{}", out.stderr);
     let status = setup.li3g(&["status", &id]);
     assert!(status.stdout.starts_with("pending (expires in "), "{}", status.stdout);
 }
