@@ -20,7 +20,7 @@
 //! canonical name, the workload the envelope `{"args", "id", "env"}`.
 
 use crate::config::Config;
-use crate::gearman::client::{self, ClientError, JobEvent, Submit};
+use crate::gearman::client::{self, ClientError, JobEvent, JobHandle, Submit};
 use crate::gearman::conn::ServerAddr;
 use crate::gearman::packet::Priority;
 use crate::plugins::canonical_task_name;
@@ -82,8 +82,8 @@ pub enum Outcome {
     Queued {
         /// The job id.
         id: String,
-        /// The job server's handle, for status queries on that server.
-        handle: String,
+        /// The job server that holds it and its handle there, for status queries.
+        handle: JobHandle,
     },
     /// A synchronous job's result: a string result as its bytes, anything else as JSON.
     Completed {
@@ -117,6 +117,11 @@ impl Client {
         Client { gearman: client::Client::new(servers) }
     }
 
+    /// A client over a configured protocol-level client (start server, timeouts).
+    pub fn with(gearman: client::Client) -> Client {
+        Client { gearman }
+    }
+
     /// A client of a configuration's servers.
     pub fn from_config(config: &Config) -> Client {
         Client::new(config.servers.clone())
@@ -146,7 +151,7 @@ impl Client {
         };
         if options.background {
             let handle = self.gearman.submit_background(&job)?;
-            return Ok(Outcome::Queued { id, handle: String::from_utf8_lossy(&handle).into_owned() });
+            return Ok(Outcome::Queued { id, handle });
         }
         let (_, result) = self.gearman.submit_sync(&job, options.timeout, on_event)?;
         Ok(Outcome::Completed { id, result })

@@ -23,6 +23,7 @@
 //! every error names the file, the key and what was expected.
 
 use crate::gearman::conn::ServerAddr;
+use crate::plugins::canonical_task_name;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,8 +50,37 @@ pub struct Config {
     pub redis: Option<String>,
     /// The environment name tasks see, when set.
     pub environment: Option<String>,
-    /// Per-task options, by task name.
+    /// Per-task options, by canonical task name (`Hello` and `\\Hello` become `Hello::run`).
     pub tasks: BTreeMap<String, TaskOptions>,
+}
+
+/// The longest duration any setting may have: 30 days. Longer is a typo (and would not fit
+/// `CAN_DO_TIMEOUT`'s milliseconds or a poll timeout).
+pub const MAX_SECONDS: f64 = 30.0 * 86_400.0;
+
+/// A number of seconds as a [`Duration`]: positive, finite and at most [`MAX_SECONDS`].
+///
+/// # Errors
+/// What is wrong with it, for a message that names the flag or key.
+pub fn seconds(value: f64) -> Result<Duration, String> {
+    if value.is_nan() {
+        Err("NaN is not a number of seconds".into())
+    } else if value <= 0.0 {
+        Err(format!("{value} is not a positive number of seconds"))
+    } else if value > MAX_SECONDS {
+        Err(format!("{value} seconds is too long (at most {MAX_SECONDS}, 30 days)"))
+    } else {
+        Ok(Duration::from_secs_f64(value))
+    }
+}
+
+/// Parses a command-line number of seconds (`1.5`) with [`seconds`]; clap's `value_parser`.
+///
+/// # Errors
+/// When it is not a number, or not a valid duration.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    seconds(value)
 }
 
 /// Options for one task.
@@ -222,18 +252,16 @@ fn resolve(
         return Err(invalid(servers_key, "no servers; expected at least one host or host:port".into()));
     }
     let mut tasks = BTreeMap::new();
+    let mut keys: BTreeMap<String, String> = BTreeMap::new();
     for (task, options) in raw.tasks {
-        let timeout = match options.timeout {
-            None => None,
-            Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
-            Some(secs) => {
-                return Err(invalid(
-                    format!("{name}.tasks.\"{task}\".timeout"),
-                    format!("{secs} is not a positive number of seconds"),
-                ))
-            }
-        };
-        tasks.insert(task, TaskOptions { timeout });
+        let key = |field: &str| format!("{name}.tasks.\"{task}\"{field}");
+        let timeout = options.timeout.map(seconds).transpose().map_err(|err| invalid(key(".timeout"), err))?;
+        // Keys name tasks as jobs do: `Hello` is `Hello::run`, a leading `\` is ignored.
+        let canonical = canonical_task_name(&task);
+        if let Some(other) = keys.insert(canonical.clone(), task.clone()) {
+            return Err(invalid(key(""), format!("names the same task as \"{other}\" ({canonical})")));
+        }
+        tasks.insert(canonical, TaskOptions { timeout });
     }
     Ok(Config {
         name: name.into(),
@@ -259,6 +287,9 @@ environment = "development"
 [default.tasks."Image::resize"]
 timeout = 120
 
+[default.tasks.'\Thumbs']
+timeout = 1.5
+
 [default.environments.production]
 servers = "g1:4731,g2"
 redis = "redis://r1/0"
@@ -279,6 +310,7 @@ servers = ["127.0.0.1:4731"]
         assert_eq!(config.plugins.as_deref(), Some(Path::new("/opt/plugins")));
         assert_eq!(config.environment.as_deref(), Some("development"));
         assert_eq!(config.tasks["Image::resize"].timeout, Some(Duration::from_secs(120)));
+        assert_eq!(config.tasks["Thumbs::run"].timeout, Some(Duration::from_millis(1500)), "canonical key");
 
         let production = parse(path, FILE, "default", Some("production")).unwrap();
         assert_eq!(production.servers, [addr("g1", 4731), addr("g2", 4730)]);
@@ -313,6 +345,21 @@ servers = ["127.0.0.1:4731"]
 
         let err = parse(path, "[default.tasks.\"A::b\"]\ntimeout = -1\n", "default", None).unwrap_err().to_string();
         assert!(err.contains("default.tasks.\"A::b\".timeout: -1 is not a positive number of seconds"), "{err}");
+
+        for (value, expected) in [
+            ("1e30", "1000000000000000000000000000000 seconds is too long (at most 2592000, 30 days)"),
+            ("nan", "NaN is not a number of seconds"),
+            ("0", "0 is not a positive number of seconds"),
+            ("inf", "inf seconds is too long"),
+        ] {
+            let text = format!("[default.tasks.\"A::b\"]\ntimeout = {value}\n");
+            let err = parse(path, &text, "default", None).unwrap_err().to_string();
+            assert!(err.contains(&format!("default.tasks.\"A::b\".timeout: {expected}")), "{err}");
+        }
+
+        let text = "[default.tasks.Hello]\ntimeout = 1\n[default.tasks.\"Hello::run\"]\ntimeout = 2\n";
+        let err = parse(path, text, "default", None).unwrap_err().to_string();
+        assert!(err.contains("names the same task as"), "{err}");
 
         let err = parse(path, "[default]\nplugins = 5\n", "default", None).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("plugins"), "{err}");

@@ -6,22 +6,35 @@
 //!
 //! Protocol between them: one pipe, child to parent, of length-prefixed frames (progress,
 //! data, warning, then the result or the error). The parent reads it *while* it waits, so a
-//! result of any size never blocks the child, forwards progress and data to the job server as
+//! large result never blocks the child, forwards progress and data to the job server as
 //! they come, and waits on a pidfd for the child's exit, all in one `poll(2)`. A child that
 //! ends without a result frame failed: the wait status says how (a signal, an exit code).
 //!
-//! Forking is only sound from a single-threaded process (another thread may hold the
-//! allocator's or a logger's lock, which the child then never gets): [`ensure_single_threaded`]
-//! checks `/proc/self/task` before every fork and refuses otherwise.
+//! The child leads a process group of its own: a timeout or a second stop signal kills the
+//! group as a whole (whatever the job started goes too), and a Ctrl-C at the terminal does not
+//! reach it. It gets SIGKILL when its worker dies (checked against a worker that died before
+//! the request took effect), and closes what it must not hold: the worker's job server
+//! sockets and the PID file's lock ([`process::close_inherited`]), the worker's wake pipe.
+//! The parent caps what a frame may announce at the largest Gearman packet, so a runaway result
+//! fails the job with a clear message instead of filling the worker's memory or being cut.
+//!
+//! Forking goes through [`process::fork`] (single-thread check, signals blocked across it).
 
+use crate::gearman::packet::DEFAULT_MAX_BODY;
 use crate::plugins::JobEvents;
+use crate::process::{self, ForkFailed};
+use crate::signals;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{self, SigHandler, Signal};
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+/// The largest frame the child may send: what one Gearman packet can carry.
+pub const MAX_FRAME: usize = DEFAULT_MAX_BODY;
 
 /// Why a job could not be run in a child, or how the child failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +46,10 @@ pub enum ForkError {
     #[error("cannot run the job in a child process: {0}")]
     Os(#[from] io::Error),
     /// The child was killed by a signal before it answered.
-    #[error("was killed by signal {signal}{}", if *.core { " (core dumped)" } else { "" })]
+    #[error("was killed by signal {}{}", .signal.as_str(), if *.core { " (core dumped)" } else { "" })]
     Signaled {
-        /// The signal's name (`SIGSEGV`).
-        signal: String,
+        /// The signal (`SIGSEGV`).
+        signal: Signal,
         /// Whether it dumped core.
         core: bool,
     },
@@ -46,6 +59,15 @@ pub enum ForkError {
     /// The child ran past its timeout and was killed.
     #[error("ran past its timeout of {0:?} and was killed")]
     TimedOut(Duration),
+    /// The worker was told to stop now (a second stop signal) and killed the job.
+    #[error("was killed: the worker was told to stop at once (a second stop signal)")]
+    Stopped,
+    /// The child sent more in one piece than a Gearman packet can carry.
+    #[error("sent {size} bytes in one piece, more than the {} MiB a Gearman packet can carry; the job was stopped and failed, nothing was truncated", MAX_FRAME >> 20)]
+    TooBig {
+        /// What the child announced.
+        size: u64,
+    },
 }
 
 impl From<nix::Error> for ForkError {
@@ -54,19 +76,13 @@ impl From<nix::Error> for ForkError {
     }
 }
 
-/// How many threads this process has (field 20 of `/proc/self/stat`: one read, no listing).
-///
-/// # Errors
-/// When `/proc/self/stat` cannot be read or parsed.
-pub fn thread_count() -> io::Result<usize> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The command name (field 2) is in parentheses and may contain spaces: count after it.
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    after_name
-        .split_whitespace()
-        .nth(17)
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| io::Error::other("cannot read the thread count from /proc/self/stat"))
+impl From<ForkFailed> for ForkError {
+    fn from(err: ForkFailed) -> Self {
+        match err {
+            ForkFailed::MultiThreaded(n) => ForkError::MultiThreaded(n),
+            ForkFailed::Os(err) => ForkError::Os(err),
+        }
+    }
 }
 
 thread_local! {
@@ -74,23 +90,18 @@ thread_local! {
     static EXITING: std::cell::RefCell<Vec<Pid>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Reaps the job children that have exited since; with `block`, waits for all of them.
+/// Reaps the job children that answered since; with `block`, waits for all of them. Whatever
+/// a job left running in its process group is killed first: nothing a job started outlives it.
 pub fn reap_children(block: bool) {
     let flag = if block { None } else { Some(nix::sys::wait::WaitPidFlag::WNOHANG) };
     EXITING.with(|pids| {
-        pids.borrow_mut().retain(|pid| matches!(waitpid(*pid, flag), Ok(WaitStatus::StillAlive)));
+        pids.borrow_mut().retain(|pid| {
+            // The group keeps the child's PID as its id until the child is reaped, so this
+            // cannot reach another process's group.
+            let _ = signal::killpg(*pid, Signal::SIGKILL);
+            matches!(waitpid(*pid, flag), Ok(WaitStatus::StillAlive))
+        });
     });
-}
-
-/// Checks that this process has one thread, so that it may fork.
-///
-/// # Errors
-/// [`ForkError::MultiThreaded`] with the count, or the error reading it.
-pub fn ensure_single_threaded() -> Result<(), ForkError> {
-    match thread_count()? {
-        1 => Ok(()),
-        n => Err(ForkError::MultiThreaded(n)),
-    }
 }
 
 const STATUS: u8 = 1;
@@ -114,7 +125,13 @@ impl PipeEvents {
         let mut header = [0u8; 5];
         header[0] = tag;
         header[1..].copy_from_slice(&len.to_be_bytes());
-        let sent = self.pipe.write_all(&header).and_then(|()| self.pipe.write_all(&payload[..len as usize]));
+        if payload.len() > MAX_FRAME {
+            // The header alone tells the parent, which fails the job; never a cut payload.
+            let _ = self.pipe.write_all(&header);
+            self.broken = true;
+            return;
+        }
+        let sent = self.pipe.write_all(&header).and_then(|()| self.pipe.write_all(payload));
         self.broken = sent.is_err();
     }
 }
@@ -147,37 +164,43 @@ pub struct ChildLimits {
 /// reach `events` while it runs.
 ///
 /// # Errors
-/// [`ForkError`] when the process may not fork, or when the child died, exited or timed out
-/// before returning.
+/// [`ForkError`] when the process may not fork, or when the child died, exited, timed out, was
+/// stopped or sent too much before returning.
 pub fn run_in_child(
     job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
     limits: ChildLimits,
     events: &mut dyn JobEvents,
 ) -> Result<Result<Vec<u8>, String>, ForkError> {
     reap_children(false);
-    ensure_single_threaded()?;
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    // SAFETY: this process is single-threaded (checked above); the child only runs the job and
-    // leaves with `_exit`, never returning into the caller's frames.
-    match unsafe { fork() }? {
+    let worker = nix::unistd::getpid();
+    match process::fork(signals::reset_for_job)? {
         ForkResult::Child => {
             drop(read);
-            child(job, write, limits)
+            child(job, write, limits, worker)
         }
         ForkResult::Parent { child } => {
             drop(write);
+            // Both sides set the group, so it exists whichever runs first; the child may be
+            // gone already (ESRCH), which the wait below reports.
+            let _ = nix::unistd::setpgid(child, child);
             parent(child, read, limits.timeout, events)
         }
     }
 }
 
-fn child(job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>, write: OwnedFd, limits: ChildLimits) -> ! {
-    // The job finishes even when a Ctrl-C or a graceful stop reaches its process group; the
-    // worker decides its fate (it kills it on timeout).
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: setting a signal to SIG_IGN installs no handler code.
-        let _ = unsafe { signal::signal(sig, SigHandler::SigIgn) };
+fn child(
+    job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
+    write: OwnedFd,
+    limits: ChildLimits,
+    worker: Pid,
+) -> ! {
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    if !process::parent_death_signal(Signal::SIGKILL, worker) {
+        // SAFETY: the worker died before the request took effect: leave without a trace.
+        unsafe { libc::_exit(1) }
     }
+    process::close_inherited();
     if let Some(bytes) = limits.memory {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes);
     }
@@ -194,6 +217,13 @@ fn child(job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>, write:
     unsafe { libc::_exit(if events.broken { 1 } else { 0 }) }
 }
 
+/// Kills the child's whole process group and reaps the child.
+fn kill_group(child: Pid) {
+    let _ = signal::killpg(child, Signal::SIGKILL);
+    let _ = signal::kill(child, Signal::SIGKILL);
+    let _ = waitpid(child, None);
+}
+
 fn parent(
     child: Pid,
     read: OwnedFd,
@@ -201,49 +231,51 @@ fn parent(
     events: &mut dyn JobEvents,
 ) -> Result<Result<Vec<u8>, String>, ForkError> {
     // A pidfd becomes readable when the child exits: one poll waits for data and exit alike.
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
-    if raw < 0 {
-        let err = io::Error::last_os_error();
-        let _ = signal::kill(child, Signal::SIGKILL);
-        let _ = waitpid(child, None);
-        return Err(ForkError::Os(err));
-    }
-    // SAFETY: `raw` is a new descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    let pidfd = match process::pidfd(child) {
+        Ok(fd) => fd,
+        Err(err) => {
+            kill_group(child);
+            return Err(ForkError::Os(err));
+        }
+    };
     nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     let mut pipe = std::fs::File::from(read);
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut frames = Frames::default();
     let mut pipe_open = true;
     loop {
-        let millis = match deadline {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    let _ = signal::kill(child, Signal::SIGKILL);
-                    let _ = waitpid(child, None);
-                    return Err(ForkError::TimedOut(timeout.unwrap_or_default()));
-                }
-                i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1)
-            }
-            None => -1,
-        };
-        let mut fds = [
-            libc::pollfd { fd: pipe.as_raw_fd(), events: if pipe_open { libc::POLLIN } else { 0 }, revents: 0 },
-            libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd structs.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
-        if ready < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(ForkError::Os(err));
+        if signals::stop_count() >= 2 {
+            kill_group(child);
+            return Err(ForkError::Stopped);
         }
-        if fds[0].revents != 0 {
-            pipe_open = drain(&mut pipe, &mut frames, events)?;
+        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|left| left.is_zero()) {
+            kill_group(child);
+            return Err(ForkError::TimedOut(timeout.unwrap_or_default()));
+        }
+        let wake_fd = signals::wake_fd();
+        // SAFETY: the wake pipe lives as long as this process; signals only replace it in a child.
+        let wake = (wake_fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(wake_fd) });
+        let pipe_events = if pipe_open { PollFlags::POLLIN } else { PollFlags::empty() };
+        let mut fds = vec![PollFd::new(pipe.as_fd(), pipe_events), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        fds.extend(wake.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+        if !process::poll(&mut fds, left)? {
+            continue;
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let (pipe_ready, exited) = (ready(&fds[0]), ready(&fds[1]));
+        drop(fds);
+        if wake.is_some() {
+            signals::drain_wake();
+        }
+        if pipe_ready {
+            match drain(&mut pipe, &mut frames, events) {
+                Ok(open) => pipe_open = open,
+                Err(err) => {
+                    kill_group(child);
+                    return Err(err);
+                }
+            }
             if let Some(outcome) = frames.outcome.take() {
                 // The child answered and only `_exit`s now: answer the job at once and reap
                 // the child later, so its teardown is not on the job's critical path.
@@ -251,11 +283,14 @@ fn parent(
                 return Ok(outcome);
             }
         }
-        if fds[1].revents != 0 {
+        if exited {
             // The child is gone: take what is left in the pipe, without waiting for an end of
             // file that a grandchild holding the write end could withhold.
             if pipe_open {
-                drain(&mut pipe, &mut frames, events)?;
+                if let Err(err) = drain(&mut pipe, &mut frames, events) {
+                    kill_group(child);
+                    return Err(err);
+                }
             }
             break;
         }
@@ -265,7 +300,7 @@ fn parent(
         return Ok(outcome);
     }
     Err(match status {
-        WaitStatus::Signaled(_, sig, core) => ForkError::Signaled { signal: sig.as_str().to_string(), core },
+        WaitStatus::Signaled(_, signal, core) => ForkError::Signaled { signal, core },
         WaitStatus::Exited(_, code) => ForkError::Exited(code),
         other => ForkError::Os(io::Error::other(format!("unexpected wait status {other:?}"))),
     })
@@ -279,7 +314,7 @@ fn drain(pipe: &mut std::fs::File, frames: &mut Frames, events: &mut dyn JobEven
     loop {
         match pipe.read(&mut chunk) {
             Ok(0) => return Ok(false),
-            Ok(n) => frames.feed(&chunk[..n], events),
+            Ok(n) => frames.feed(&chunk[..n], events)?,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ForkError::Os(e)),
@@ -295,15 +330,22 @@ struct Frames {
 }
 
 impl Frames {
-    fn feed(&mut self, bytes: &[u8], events: &mut dyn JobEvents) {
+    /// Takes `bytes` from the pipe.
+    ///
+    /// # Errors
+    /// [`ForkError::TooBig`] as soon as a header announces more than [`MAX_FRAME`].
+    fn feed(&mut self, bytes: &[u8], events: &mut dyn JobEvents) -> Result<(), ForkError> {
         self.buf.extend_from_slice(bytes);
         loop {
             if self.buf.len() < 5 {
-                return;
+                return Ok(());
             }
             let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+            if len > MAX_FRAME {
+                return Err(ForkError::TooBig { size: len as u64 });
+            }
             if self.buf.len() < 5 + len {
-                return;
+                return Ok(());
             }
             let tag = self.buf[0];
             let payload: Vec<u8> = self.buf.drain(..5 + len).skip(5).collect();
@@ -320,5 +362,38 @@ impl Frames {
                 _ => {} // the child's own code wrote this; it cannot be a frame we sent
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ignore;
+    impl JobEvents for Ignore {
+        fn status(&mut self, _: u64, _: u64) {}
+        fn data(&mut self, _: &[u8]) {}
+        fn warning(&mut self, _: &[u8]) {}
+    }
+
+    #[test]
+    fn a_frame_over_the_packet_cap_fails_at_its_header() {
+        let mut frames = Frames::default();
+        let mut header = vec![RESULT_OK];
+        header.extend_from_slice(&(MAX_FRAME as u32 + 1).to_be_bytes());
+        let err = frames.feed(&header, &mut Ignore).unwrap_err();
+        assert!(matches!(err, ForkError::TooBig { size } if size == MAX_FRAME as u64 + 1), "{err}");
+        assert!(err.to_string().contains("more than the 64 MiB a Gearman packet can carry"), "{err}");
+        assert!(frames.buf.capacity() < 1 << 20, "nothing was buffered for it");
+    }
+
+    #[test]
+    fn a_frame_at_the_cap_is_accepted() {
+        let mut frames = Frames::default();
+        let mut bytes = vec![RESULT_OK];
+        bytes.extend_from_slice(&(MAX_FRAME as u32).to_be_bytes());
+        bytes.resize(5 + MAX_FRAME, b'x');
+        frames.feed(&bytes, &mut Ignore).unwrap();
+        assert_eq!(frames.outcome.map(|o| o.unwrap().len()), Some(MAX_FRAME));
     }
 }

@@ -10,8 +10,11 @@
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`log`]: log lines to stderr (`--verbose`) or syslog.
 //! - [`pidfile`]: the daemon's locked PID file.
-//! - [`signals`]: signals as flags and a wake-up pipe.
+//! - [`process`]: process plumbing: fork with signals blocked, pidfds, poll, backoff, what
+//!   children must not inherit.
+//! - [`signals`]: signals as flags and a per-process wake-up pipe.
 //! - [`job_id`]: random job ids.
+//! - [`retries`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
@@ -28,6 +31,8 @@ pub mod job_id;
 pub mod log;
 pub mod pidfile;
 pub mod plugins;
+pub mod process;
+pub mod retries;
 pub mod signals;
 pub mod worker;
 pub mod workload;

@@ -3,11 +3,13 @@
 //!
 //! The lock (`flock`) is what says "a daemon is alive": a second daemon cannot take it, and a
 //! file left by a daemon that died is not locked, so it is taken over. The PID inside is for
-//! `shutdown`, `restart` and people.
+//! `shutdown`, `restart` and people. Forked children close their copy of the locked
+//! descriptor ([`crate::process::keep_from_children`]): `flock` belongs to the open file, so
+//! any process holding a copy would hold the lock.
 
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -44,7 +46,7 @@ pub enum PidFileError {
 pub struct PidFile {
     path: PathBuf,
     /// Held open for the daemon's life: the lock lives as long as this descriptor.
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 fn open(path: &Path, create: bool) -> Result<File, PidFileError> {
@@ -56,11 +58,6 @@ fn open(path: &Path, create: bool) -> Result<File, PidFileError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|source| PidFileError::Io { path: path.into(), source })
-}
-
-fn try_lock(file: &File, mode: libc::c_int) -> bool {
-    // SAFETY: flock on a descriptor we own.
-    unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) == 0 }
 }
 
 fn read_pid(file: &mut File) -> Option<i32> {
@@ -77,16 +74,21 @@ impl PidFile {
     /// [`PidFileError::Running`] when a live daemon holds it; [`PidFileError::Io`] when it
     /// cannot be opened (a symlink is refused).
     pub fn acquire(path: &Path) -> Result<PidFile, PidFileError> {
-        let mut file = open(path, true)?;
-        if !try_lock(&file, libc::LOCK_EX) {
-            let pid = read_pid(&mut file).unwrap_or(0);
-            return Err(PidFileError::Running { path: path.into(), pid });
-        }
+        let mut file = match Flock::lock(open(path, true)?, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, _)) => {
+                let pid = read_pid(&mut file).unwrap_or(0);
+                return Err(PidFileError::Running { path: path.into(), pid });
+            }
+        };
         let io = |source| PidFileError::Io { path: path.into(), source };
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.flush().map_err(io)?;
+        // The lock belongs to the daemon alone: a worker or job child that outlived it must
+        // not keep a new daemon from starting.
+        crate::process::keep_from_children(&*file);
         Ok(PidFile { path: path.into(), _lock: file })
     }
 
@@ -108,15 +110,15 @@ impl Drop for PidFile {
 /// [`PidFileError::NotRunning`] when the file is missing or not locked (a stale file).
 pub fn running_pid(path: &Path) -> Result<i32, PidFileError> {
     let not_running = |reason: &str| PidFileError::NotRunning { path: path.into(), reason: reason.into() };
-    let mut file = match open(path, false) {
+    let file = match open(path, false) {
         Ok(file) => file,
         Err(PidFileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return Err(not_running("it does not exist"))
         }
         Err(err) => return Err(err),
     };
-    if try_lock(&file, libc::LOCK_SH) {
-        return Err(not_running("no process holds it; it is stale"));
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => Err(not_running("no process holds it; it is stale")),
+        Err((mut file, _)) => read_pid(&mut file).ok_or_else(|| not_running("it holds no PID")),
     }
-    read_pid(&mut file).ok_or_else(|| not_running("it holds no PID"))
 }

@@ -3,8 +3,17 @@
 //! Handlers only store to atomics and write one byte to a non-blocking pipe, which is all a
 //! signal handler may safely do. A loop that waits in `poll(2)` includes [`wake_fd`] and so
 //! wakes up for a signal even when it arrives just before the wait.
+//!
+//! Every process has its own pipe: a forked child calls [`reset_for_child`] or
+//! [`reset_for_job`] (from [`crate::process::fork`]'s setup, while signals are blocked), which
+//! closes the copy of its parent's pipe and makes a new one. A shared pipe would let a worker
+//! eat the byte meant to wake its supervisor.
+//!
+//! Must not: do anything in a handler but store flags and write the byte.
 
-use std::os::fd::RawFd;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -32,16 +41,17 @@ extern "C" fn on_signal(signal: libc::c_int) {
     }
 }
 
-fn install(signals: &[libc::c_int]) {
+fn install(signals: &[Signal]) {
+    set_handler(signals, SigHandler::Handler(on_signal));
+}
+
+fn set_handler(signals: &[Signal], handler: SigHandler) {
+    // No SA_RESTART, so a blocking poll returns EINTR at once.
+    let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
     for &signal in signals {
-        // SAFETY: a zeroed sigaction with our async-signal-safe handler and no SA_RESTART, so
-        // a blocking poll returns EINTR at once.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
+        // SAFETY: the handler only stores to atomics and writes to a pipe (async-signal-safe);
+        // default and ignore install no code.
+        let _ = unsafe { sigaction(signal, &action) };
     }
 }
 
@@ -49,38 +59,64 @@ fn ensure_pipe() {
     if WAKE_READ.load(Ordering::SeqCst) >= 0 {
         return;
     }
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors into the array we own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
-        WAKE_READ.store(fds[0], Ordering::SeqCst);
-        WAKE_WRITE.store(fds[1], Ordering::SeqCst);
+    new_pipe();
+}
+
+/// Closes this process's copy of the wake pipe, if any.
+fn close_pipe() {
+    for fd in [WAKE_READ.swap(-1, Ordering::SeqCst), WAKE_WRITE.swap(-1, Ordering::SeqCst)] {
+        if fd >= 0 {
+            // SAFETY: closing a descriptor this module created and no one else uses.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+fn new_pipe() {
+    if let Ok((read, write)) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) {
+        // Owned by this module from now on, as raw numbers the handler can read.
+        WAKE_READ.store(read.into_raw_fd(), Ordering::SeqCst);
+        WAKE_WRITE.store(write.into_raw_fd(), Ordering::SeqCst);
     }
 }
 
 /// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand.
 pub fn install_worker() {
     ensure_pipe();
-    install(&[libc::SIGTERM, libc::SIGINT]);
+    install(&[Signal::SIGTERM, Signal::SIGINT]);
 }
 
 /// For the supervisor: stop (TERM, INT), reload (HUP) and child exits (CHLD).
 pub fn install_daemon() {
     ensure_pipe();
-    install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD]);
 }
 
-/// In a freshly forked worker: forget the parent's pending flags and handlers, keep the pipe
-/// machinery (its own copy), and take the worker's handlers.
-pub fn reset_for_worker() {
+fn clear_flags() {
     STOP.store(false, Ordering::SeqCst);
     STOP_COUNT.store(0, Ordering::SeqCst);
     RELOAD.store(false, Ordering::SeqCst);
     CHILD.store(false, Ordering::SeqCst);
-    for signal in [libc::SIGHUP, libc::SIGCHLD] {
-        // SAFETY: restoring the default disposition.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
-    }
-    install_worker();
+}
+
+/// In a freshly forked child of the supervisor (a worker or another kind), with signals
+/// blocked: forget the parent's flags, handlers and wake pipe; take a pipe of its own and the
+/// worker's handlers (SIGTERM/SIGINT stop it).
+pub fn reset_for_child() {
+    clear_flags();
+    set_handler(&[Signal::SIGHUP, Signal::SIGCHLD], SigHandler::SigDfl);
+    close_pipe();
+    new_pipe();
+    install(&[Signal::SIGTERM, Signal::SIGINT]);
+}
+
+/// In a freshly forked job child (`--atomic`), with signals blocked: no wake pipe, and stop
+/// signals ignored: the job finishes unless its worker kills it (timeout, second stop).
+pub fn reset_for_job() {
+    clear_flags();
+    set_handler(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP], SigHandler::SigIgn);
+    set_handler(&[Signal::SIGCHLD], SigHandler::SigDfl);
+    close_pipe();
 }
 
 /// Whether a stop was asked for.

@@ -25,8 +25,8 @@
 //! grab), one `poll`, one `read`.
 //!
 //! A job's progress and partial data go out as `WORK_STATUS`/`WORK_DATA`/`WORK_WARNING` while it
-//! runs; its result as `WORK_COMPLETE`, its failure as `WORK_EXCEPTION` with the message
-//! (gearmand turns that into `WORK_FAIL` for clients that did not ask for exceptions).
+//! runs; its result as `WORK_COMPLETE`, its failure as `WORK_WARNING` with the message followed by
+//! a plain `WORK_FAIL`, a form every Gearman client reads.
 //!
 //! [`serve`] is a worker process's whole body: load the plugins, run, say how it went.
 
@@ -64,6 +64,9 @@ pub struct WorkerConfig {
     pub memlimit: Option<u64>,
     /// Stop after this many jobs (`None`: never).
     pub max_jobs: Option<u64>,
+    /// The task names the configuration sets options for: those no loaded plugin has are
+    /// reported, since a typo there would otherwise go unseen.
+    pub configured_tasks: Vec<String>,
     /// Where log lines go.
     pub log: crate::log::Log,
 }
@@ -134,8 +137,10 @@ pub fn resident_memory() -> Option<u64> {
 }
 
 /// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
-/// stopped, logs how it went. Returns the process's exit code (2 when the plugins cannot be
-/// loaded). Used by `work` and by each worker `start` forks.
+/// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
+/// [`EXIT_RECYCLE`](crate::daemon::EXIT_RECYCLE) when it ended to be replaced (`--max-jobs`,
+/// `--memlimit`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
+/// `start` forks.
 pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -> u8 {
     crate::log::init(worker.log.verbose);
     let registry = match plugins.and_then(|dir| Registry::scan(dir).map_err(|e| e.to_string())) {
@@ -148,10 +153,29 @@ pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -
     for rejected in registry.rejected() {
         warn!("Skipped {rejected}");
     }
+    for unknown in unknown_tasks(&worker.configured_tasks, &registry) {
+        warn!("Configuration: {unknown}");
+    }
     info!("Worker started: {} tasks, servers {}", registry.task_names().len(), list(&worker.servers));
     let stats = run(&registry, worker, &crate::signals::stop_requested);
     info!("Worker ended: {} jobs completed, {} failed", stats.completed, stats.failed);
-    0
+    let used_up = worker.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
+    if stats.over_memory || (used_up && !crate::signals::stop_requested()) {
+        crate::daemon::EXIT_RECYCLE as u8
+    } else {
+        0
+    }
+}
+
+/// A line for every task in `configured` (the configuration sets options for it) that no
+/// loaded plugin has.
+pub fn unknown_tasks<'a>(configured: impl IntoIterator<Item = &'a String>, registry: &Registry) -> Vec<String> {
+    let known = registry.task_names();
+    configured
+        .into_iter()
+        .filter(|task| !known.contains(task))
+        .map(|task| format!("tasks.\"{task}\" names no loaded task; its settings are unused"))
+        .collect()
 }
 
 fn list(servers: &[ServerAddr]) -> String {
@@ -380,12 +404,17 @@ fn functions(registry: &Registry) -> Vec<String> {
 
 fn register(addr: &ServerAddr, functions: &[String], config: &WorkerConfig) -> Result<Conn, ConnError> {
     let mut conn = Conn::connect(addr, CONNECT_TIMEOUT)?;
+    // A job child (`--atomic`) must not keep this connection open past its worker.
+    crate::process::keep_from_children(conn.stream());
     conn.set_nonblocking(true)?;
     conn.queue_packet(&Packet::SetClientId { id: config.client_id.as_bytes().to_vec() })?;
     for name in functions {
         let function = name.as_bytes().to_vec();
-        let packet = match config.timeouts.get(&canonical_task_name(name)) {
-            Some(timeout) => Packet::CanDoTimeout { function, timeout: timeout_millis(*timeout) },
+        // Under `atomic` the worker enforces timeouts itself (it kills and fails the job); a
+        // server-side timeout too would requeue the job it is failing.
+        let timeout = config.timeouts.get(&canonical_task_name(name)).copied().or(config.timeout);
+        let packet = match timeout.filter(|_| !config.atomic) {
+            Some(timeout) => Packet::CanDoTimeout { function, timeout: timeout_millis(timeout) },
             None => Packet::CanDo { function },
         };
         conn.queue_packet(&packet)?;
@@ -467,7 +496,10 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                     };
                     fork::run_in_child(run, limits, &mut reporter).unwrap_or_else(|err| {
                         let hint = match (&err, config.memlimit) {
-                            (fork::ForkError::Signaled { signal, .. }, Some(limit)) if signal == "SIGABRT" => {
+                            (
+                                fork::ForkError::Signaled { signal: nix::sys::signal::Signal::SIGABRT, .. },
+                                Some(limit),
+                            ) => {
                                 format!(" (an allocation past the memory limit of {} MiB aborts)", limit >> 20)
                             }
                             _ => String::new(),
@@ -498,7 +530,13 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
         }
         Err(message) => {
             warn!("Job {} {task} failed: {message}", String::from_utf8_lossy(&handle));
-            conn.queue_packet(&Packet::WorkException { handle, data: message.into_bytes() })?;
+            // Not WORK_EXCEPTION: gearmand passes that only to clients that asked for
+            // exceptions and relays it to the others as a `WORK_FAIL handle\0` that stock
+            // clients cannot match (the gearman CLI waits forever). The message as a warning,
+            // then a plain WORK_FAIL, reaches every client; li3g's client reads the warning
+            // just before the WORK_FAIL as the failure's message.
+            conn.queue_packet(&Packet::WorkWarning { handle: handle.clone(), data: message.into_bytes() })?;
+            conn.queue_packet(&Packet::WorkFail { handle })?;
             Ok(false)
         }
     }

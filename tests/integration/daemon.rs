@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// `li3g-host start ARGS --verbose` in the foreground, its log lines collected.
-fn start(gearmand: &Gearmand, dir: &PluginDir, args: &[&str]) -> (ChildGuard, Lines) {
+pub(crate) fn start(gearmand: &Gearmand, dir: &PluginDir, args: &[&str]) -> (ChildGuard, Lines) {
     let mut command = host();
     command
         .arg("start")
@@ -28,7 +28,7 @@ fn start(gearmand: &Gearmand, dir: &PluginDir, args: &[&str]) -> (ChildGuard, Li
     (daemon, lines)
 }
 
-fn client(gearmand: &Gearmand) -> Client {
+pub(crate) fn client(gearmand: &Gearmand) -> Client {
     Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
 }
 
@@ -36,7 +36,7 @@ fn sync_options() -> RunOptions {
     RunOptions { background: false, timeout: Some(WAIT), ..RunOptions::default() }
 }
 
-fn call(client: &mut Client, task: &str, args: &[Value]) -> Result<Vec<u8>, String> {
+pub(crate) fn call(client: &mut Client, task: &str, args: &[Value]) -> Result<Vec<u8>, String> {
     match client.run(task, args, &sync_options(), &mut |_| {}) {
         Ok(Outcome::Completed { result, .. }) => Ok(result),
         Ok(other) => panic!("{other:?}"),
@@ -47,7 +47,7 @@ fn call(client: &mut Client, task: &str, args: &[Value]) -> Result<Vec<u8>, Stri
 
 /// Runs `Misbehave::sleep(seconds)` synchronously on another thread and returns once a worker
 /// runs it; join the handle for its result.
-fn sleep_in_flight(gearmand: &Gearmand, seconds: f64) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
+pub(crate) fn sleep_in_flight(gearmand: &Gearmand, seconds: f64) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
     let port = gearmand.port;
     let job = std::thread::spawn(move || {
         let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
@@ -162,6 +162,7 @@ fn atomic_mode_isolates_crashes_leaks_globals_and_runaways() {
                 JobEvent::Status(n, d) => format!("status {n}/{d}"),
                 JobEvent::Data(d) => format!("data {}", String::from_utf8_lossy(d)),
                 JobEvent::Warning(d) => format!("warning {}", String::from_utf8_lossy(d)),
+                JobEvent::NoWorker { .. } => "no worker".to_string(),
             })
         })
         .unwrap();

@@ -1,7 +1,7 @@
 //! The Gearman client against a real gearmand, with the `gearman` CLI (gearman-tools) as
 //! the worker: a peer no one here wrote.
 
-use li3g_host::gearman::client::{Client, ClientError, JobEvent, Submit};
+use li3g_host::gearman::client::{Client, ClientError, JobEvent, JobHandle, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_host::gearman::packet::Priority;
 use li3g_tests::{free_port, wait_for_workers, ChildGuard, Gearmand};
@@ -44,11 +44,12 @@ fn a_background_job_returns_a_handle_the_server_knows() {
     let gearmand = Gearmand::start();
     let mut client = Client::new(vec![addr(gearmand.port)]);
     let handle = client.submit_background(&job("nobody_serves_this", b"x")).unwrap();
-    assert!(handle.starts_with(b"H:"), "{}", String::from_utf8_lossy(&handle));
+    assert!(handle.handle.starts_with(b"H:"), "{handle}");
+    assert_eq!(handle.server, addr(gearmand.port));
     let status = client.status(&handle).unwrap();
     assert!(status.known && !status.running, "{status:?}");
     assert_eq!(gearmand.status().iter().find(|s| s.function == "nobody_serves_this").map(|s| s.total), Some(1));
-    let unknown = client.status(b"H:nowhere:1").unwrap();
+    let unknown = client.status(&JobHandle { handle: b"H:nowhere:1".to_vec(), ..handle }).unwrap();
     assert!(!unknown.known);
 }
 
@@ -87,12 +88,28 @@ fn a_failing_job_is_an_error_and_a_timeout_is_reported() {
 fn the_client_fails_over_to_a_live_server() {
     let gearmand = Gearmand::start();
     let dead = free_port();
-    // Whatever server each client starts at, every submission lands on the live one.
-    for _ in 0..8 {
-        let mut client = Client::new(vec![addr(dead), addr(gearmand.port)]);
-        client.submit_background(&job("failover", b"x")).unwrap();
+    // Both starting points: from the dead server over to the live one, and the live one at once.
+    for start in [0, 1, 0, 1] {
+        let mut client = Client::new(vec![addr(dead), addr(gearmand.port)]).start_at(start);
+        let handle = client.submit_background(&job("failover", b"x")).unwrap();
+        assert_eq!(handle.server, addr(gearmand.port));
     }
-    assert_eq!(gearmand.status().iter().find(|s| s.function == "failover").map(|s| s.total), Some(8));
+    assert_eq!(gearmand.status().iter().find(|s| s.function == "failover").map(|s| s.total), Some(4));
+}
+
+#[test]
+fn a_status_lookup_asks_the_server_that_holds_the_job() {
+    let (a, b) = (Gearmand::start(), Gearmand::start());
+    let mut client = Client::new(vec![addr(a.port), addr(b.port)]).start_at(1);
+    let held = client.submit_background(&job("where", b"x")).unwrap();
+    assert_eq!(held.server, addr(b.port));
+    // This client's connection now goes to A; the lookup still asks B, which knows the handle.
+    let mut other = Client::new(vec![addr(a.port), addr(b.port)]).start_at(0);
+    other.echo(b"connect to A first").unwrap();
+    assert!(other.status(&held).unwrap().known);
+    // A handle given by A asks A, which does not know B's job.
+    let on_a = JobHandle { server: addr(a.port), ..held.clone() };
+    assert!(!other.status(&on_a).unwrap().known);
 }
 
 #[test]
@@ -172,4 +189,102 @@ fn a_client_survives_its_server_restarting() {
     // The kept connection is dead; the client notices and reconnects instead of failing.
     client.submit_background(&job("restart", b"2")).unwrap();
     assert_eq!(gearmand.status().iter().find(|s| s.function == "restart").map(|s| s.total), Some(1));
+}
+
+/// A proxy to gearmand that, on its first connection, delivers the submission and then closes
+/// the client's side instead of passing the `JOB_CREATED` on: the job is queued, and the client
+/// never hears so. Later connections are passed through both ways. Returns its port.
+fn unconfirming_proxy(gearmand: u16) -> u16 {
+    use std::io::{copy, Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { return };
+            let mut server = TcpStream::connect(("127.0.0.1", gearmand)).unwrap();
+            let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = copy(&mut client_in, &mut server_out);
+                let _ = server_out.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                if n > 0 {
+                    let _ = copy(&mut server, &mut client);
+                    let _ = client.shutdown(Shutdown::Write);
+                    return;
+                }
+                let mut header = [0u8; 12];
+                while server.read_exact(&mut header).is_ok() {
+                    let kind = u32::from_be_bytes(header[4..8].try_into().unwrap());
+                    let mut body = vec![0u8; u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize];
+                    server.read_exact(&mut body).unwrap();
+                    if kind == 8 {
+                        // JOB_CREATED: the job is queued; drop the client without telling it.
+                        let _ = client.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    client.write_all(&header).and_then(|()| client.write_all(&body)).unwrap();
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_submission_sent_but_not_confirmed_is_not_sent_elsewhere() {
+    let gearmand = Gearmand::start();
+    let proxy = unconfirming_proxy(gearmand.port);
+    // The proxy first, then gearmand itself: failing over would queue the job a second time.
+    let mut client = Client::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0);
+    let err = client.submit_background(&job("once", b"x")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "127.0.0.1:{proxy} did not confirm the submission (the server closed the connection): the job may be \
+             queued there; it was not sent to another server, where it could run twice (a unique key makes a \
+             resubmission safe)"
+        )
+    );
+    assert_eq!(gearmand.status().iter().find(|s| s.function == "once").map(|s| s.total), Some(1));
+}
+
+#[test]
+fn an_unconfirmed_submission_with_a_unique_key_is_sent_again_and_coalesces() {
+    let gearmand = Gearmand::start();
+    let proxy = unconfirming_proxy(gearmand.port);
+    let mut client = Client::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0);
+    let submit = Submit { unique: b"only-once".to_vec(), ..job("keyed", b"x") };
+    let handle = client.submit_background(&submit).unwrap();
+    assert_eq!(handle.server, addr(proxy), "sent again to the same server");
+    assert_eq!(gearmand.status().iter().find(|s| s.function == "keyed").map(|s| s.total), Some(1));
+    assert!(client.status(&handle).unwrap().known);
+}
+
+/// A server that accepts connections and never answers; returns its port.
+fn wedged_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    port
+}
+
+#[test]
+fn every_request_has_a_deadline_even_on_a_server_that_never_answers() {
+    let port = wedged_server();
+    let started = Instant::now();
+    let err = Client::new(vec![addr(port)]).request_timeout(Duration::from_secs(1)).echo(b"hello?").unwrap_err();
+    assert_eq!(err.to_string(), format!("no job server could take the job: 127.0.0.1:{port}: no answer within 1.0 s"));
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+
+    // A synchronous job's own timeout bounds its submission too.
+    let started = Instant::now();
+    let mut client = Client::new(vec![addr(port)]);
+    let err = client.submit_sync(&job("x", b""), Some(Duration::from_secs(1)), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().ends_with("no answer within 1.0 s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
 }

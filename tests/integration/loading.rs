@@ -1,10 +1,15 @@
 //! Loading plugins: what loads, what is rejected and why, and that one bad file never stops
 //! the others from loading.
 
-use li3g_host::plugins::Registry;
-use li3g_tests::PluginDir;
+use li3g_host::client::{Client, Outcome, RunOptions};
+use li3g_host::gearman::conn::ServerAddr;
+use li3g_host::plugins::{loader, Registry};
+use li3g_tests::{host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, PluginDir};
+use serde_json::json;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn rejection(registry: &Registry, file: &str) -> String {
     registry
@@ -164,4 +169,119 @@ fn only_so_files_are_considered_and_a_missing_directory_is_an_error() {
     let missing = dir.path().join("nope");
     let err = Registry::scan(&missing).err().expect("a missing directory is an error");
     assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+}
+
+#[test]
+fn messages_say_each_reason_once() {
+    let dir = PluginDir::with(&["hello"]);
+    let missing = dir.path().join("nope");
+    let out = run(host().args(["plugins", "--plugins"]).arg(&missing));
+    assert_eq!(out.code, Some(1));
+    assert_eq!(
+        out.stderr,
+        format!("li3g-host: error: plugins directory {}: No such file or directory (os error 2)\n", missing.display())
+    );
+
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o770)).unwrap();
+    let out = run(host().args(["plugins", "--plugins"]).arg(dir.path()));
+    let shown = dir.path().display();
+    assert_eq!(
+        out.stderr,
+        format!("li3g-host: error: plugins directory {shown} refused: writable by group (mode 770); fix it with: chmod go-w {shown}\n")
+    );
+
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let file = dir.path().join("libhello.so");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o757)).unwrap();
+    let garbage = dir.write("garbage.so", b"not ELF\n");
+    let registry = Registry::scan(dir.path()).unwrap();
+    assert_eq!(
+        rejection(&registry, "libhello.so"),
+        format!(
+            "{}: refused: writable by others (mode 757); fix it with: chmod go-w {}",
+            file.display(),
+            file.display()
+        )
+    );
+    assert_eq!(
+        rejection(&registry, "garbage.so"),
+        format!("{}: cannot be opened as a shared library: file too short", garbage.display())
+    );
+}
+
+#[test]
+fn a_symbolic_link_is_refused_even_to_a_good_plugin() {
+    let elsewhere = PluginDir::with(&["hello"]);
+    let dir = PluginDir::with(&["misbehave"]);
+    let link = dir.path().join("libhello.so");
+    std::os::unix::fs::symlink(elsewhere.path().join("libhello.so"), &link).unwrap();
+    let registry = Registry::scan(dir.path()).unwrap();
+    assert_eq!(
+        rejection(&registry, "libhello.so"),
+        format!(
+            "{}: is a symbolic link; plugins load only from regular files in the plugins directory (copy the file \
+             there instead of linking it)",
+            link.display()
+        )
+    );
+    assert!(registry.task("Hello::say").is_none());
+    assert_eq!(registry.plugins().len(), 1);
+}
+
+#[test]
+fn the_file_that_was_checked_is_the_file_that_loads() {
+    let dir = PluginDir::with(&["hello"]);
+    let path = dir.path().join("libhello.so");
+    let (file, meta) = loader::open(&path).unwrap();
+    li3g_host::plugins::permissions::check(&path, &meta).unwrap();
+    // The path now names another file: a world-writable one that is no plugin.
+    let swapped = dir.write("swapped.so", b"not what was checked");
+    fs::set_permissions(&swapped, fs::Permissions::from_mode(0o666)).unwrap();
+    fs::rename(&swapped, &path).unwrap();
+    let module = loader::load(&file).unwrap();
+    assert_eq!(module.name().as_str(), "li3g-plugin-hello");
+}
+
+#[test]
+fn a_plugin_overwritten_in_place_does_not_crash_running_workers() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let mut command = host();
+    command.args(["work", "--servers", &gearmand.addr()]).arg("--plugins").arg(dir.path());
+    let mut worker = ChildGuard::spawn(command.stdout(Stdio::null()).stderr(Stdio::null()));
+    wait_for_workers(&[&gearmand], "Misbehave::counter", 1);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let sync = RunOptions { background: false, timeout: Some(Duration::from_secs(30)), ..RunOptions::default() };
+    let mut call = |task: &str, args: &[serde_json::Value]| match client.run(task, args, &sync, &mut |_| {}) {
+        Ok(Outcome::Completed { result, .. }) => String::from_utf8(result).unwrap(),
+        other => panic!("{task}: {other:?}"),
+    };
+    assert_eq!(call("Misbehave::counter", &[]), "1");
+
+    // A job in flight while another library is copied over the file, in place (same inode).
+    let file = dir.path().join("libmisbehave.so");
+    let inode = fs::metadata(&file).unwrap().ino();
+    let (port, options) = (gearmand.port, sync.clone());
+    let in_flight = std::thread::spawn(move || {
+        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+        client.run("Misbehave::sleep", &[json!(1)], &options, &mut |_| {}).map(|_| ())
+    });
+    wait_until("the job runs", Duration::from_secs(15), || {
+        gearmand.status().iter().any(|s| s.function == "Misbehave::sleep" && s.running == 1)
+    });
+    let status = Command::new("cp").arg(li3g_tests::artifacts().lib("hello")).arg(&file).status().unwrap();
+    assert!(status.success());
+    assert_eq!(fs::metadata(&file).unwrap().ino(), inode, "cp wrote over the same file");
+    in_flight.join().unwrap().expect("the job in flight completes");
+
+    // The same worker process still runs the code it loaded, and keeps its state.
+    for expected in ["2", "3"] {
+        assert_eq!(call("Misbehave::counter", &[]), expected);
+    }
+    assert_eq!(call("Misbehave::add", &[json!(40), json!(2)]), "42");
+    assert!(worker.wait_timeout(Duration::from_millis(1)).is_none(), "the worker is still running");
+
+    // A new process (what `restart` starts) loads the new file.
+    let registry = Registry::scan(dir.path()).unwrap();
+    assert_eq!(registry.task_names(), ["Hello::count", "Hello::run", "Hello::say"]);
 }

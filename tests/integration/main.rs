@@ -12,4 +12,5 @@ mod harness;
 mod loading;
 mod logging;
 mod multi_server;
+mod processes;
 mod worker;

@@ -96,6 +96,7 @@ fn results_exceptions_progress_data_and_context() {
                 JobEvent::Status(n, d) => format!("status {n}/{d}"),
                 JobEvent::Data(d) => format!("data {}", String::from_utf8_lossy(d)),
                 JobEvent::Warning(d) => format!("warning {}", String::from_utf8_lossy(d)),
+                JobEvent::NoWorker { .. } => "no worker".to_string(),
             })
         })
         .unwrap();

@@ -6,6 +6,7 @@
 //! Settings come, in order of precedence, from the command line, the environment (`LI3G_*`),
 //! the configuration file (see [`crate::config`]), and built-in defaults.
 
+mod control;
 mod exec;
 mod plugins;
 mod run;
@@ -44,12 +45,12 @@ enum Command {
     /// Start the daemon: a supervised pool of workers.
     Start(start::StartArgs),
     /// Stop the daemon gracefully: workers finish the job in hand; waits until it is gone.
-    Shutdown(start::ShutdownArgs),
+    Shutdown(control::ShutdownArgs),
     /// Restart the daemon's workers gracefully: new workers load the plugins afresh while the
     /// old ones finish their job; the daemon keeps its PID.
-    Restart(start::RestartArgs),
+    Restart(control::RestartArgs),
     /// Check that a worker answers: prints `Pinging... OK` (exit 0) or `Pinging... ERROR` (exit 1).
-    Ping(start::PingArgs),
+    Ping(control::PingArgs),
 }
 
 /// The settings every command shares.
@@ -148,15 +149,55 @@ where
         Command::Run(args) => run::run(&args),
         Command::Work(args) => work::run(&args),
         Command::Start(args) => start::start(&args),
-        Command::Shutdown(args) => start::shutdown(&args),
-        Command::Restart(args) => start::restart(&args),
-        Command::Ping(args) => start::ping(&args),
+        Command::Shutdown(args) => control::shutdown(&args),
+        Command::Restart(args) => control::restart(&args),
+        Command::Ping(args) => control::ping(&args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("li3g-host: error: {err:#}");
+            eprintln!("li3g-host: error: {}", error_line(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, joined with `: ` like anyhow's `{:#}`, except that a
+/// cause the line already says is left out: many errors include their cause in their own
+/// message, and a reason printed twice reads as two failures.
+fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading {path}: {source}")]
+    struct Repeats {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let err = anyhow::Error::new(Repeats { path: "./nope", source: io });
+        assert_eq!(error_line(&err), "reading ./nope: No such file or directory (os error 2)");
+        // A cause the message does not say is kept, as context adds it.
+        let err = anyhow::Error::new(std::io::Error::from_raw_os_error(13)).context("opening the PID file");
+        assert_eq!(error_line(&err), "opening the PID file: Permission denied (os error 13)");
     }
 }

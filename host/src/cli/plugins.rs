@@ -16,9 +16,13 @@ pub(super) struct PluginsArgs {
 }
 
 pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
-    let dir = plugins_dir(&args.common.settings(&args.name)?)?;
+    let config = args.common.settings(&args.name)?;
+    let dir = plugins_dir(&config)?;
     let registry = Registry::scan(&dir)?;
     print!("{}", render(&dir, &registry));
+    for unknown in crate::worker::unknown_tasks(config.tasks.keys(), &registry) {
+        eprintln!("li3g-host: warning: configuration {}: {unknown}", config.name);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

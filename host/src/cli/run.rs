@@ -70,10 +70,18 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout.map(Duration::from_secs_f64),
     };
     let task_args = parse_args(&args.args);
+    let until = match args.timeout {
+        Some(seconds) => format!("until the --timeout of {seconds} s"),
+        None => "without a limit (see --timeout)".to_string(),
+    };
     let mut on_event = |event: JobEvent<'_>| match event {
         JobEvent::Status(n, d) => Console.status(n, d),
         JobEvent::Data(data) => Console.data(data),
         JobEvent::Warning(data) => Console.warning(data),
+        JobEvent::NoWorker { server, function } => eprintln!(
+            "li3g-host: no worker has registered {} on {server}; still waiting, {until}",
+            String::from_utf8_lossy(function)
+        ),
     };
     match Client::from_config(&config).run(&args.task, &task_args, &options, &mut on_event) {
         Ok(Outcome::Queued { id, handle }) => {

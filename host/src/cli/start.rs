@@ -1,44 +1,17 @@
-//! `li3g-host start`: the daemon; and `shutdown`, `restart`, `ping` to control it.
+//! `li3g-host start`: the daemon, a supervised pool of workers (see [`crate::daemon`]).
+//! `shutdown`, `restart` and `ping`, which control it, are in `control.rs`.
 
+use super::control::PidArg;
 use super::work::{run_worker, WorkerOptions};
 use super::{plugins_dir, Common};
-use crate::client::{Client, Outcome, RunOptions};
+use crate::config::Config;
 use crate::daemon::detach::{detach, Started};
-use crate::daemon::{supervise, PoolOptions};
-use crate::gearman::packet::Priority;
-use crate::pidfile::{running_pid, PidFile};
+use crate::daemon::{supervise, ChildSpec, PoolOptions, Restart};
+use crate::log::Log;
+use crate::pidfile::PidFile;
 use crate::signals;
 use clap::Args;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-
-/// Where the PID file goes.
-#[derive(Debug, Clone, Args)]
-pub(super) struct PidArg {
-    /// PID file [default: /run/li3g-host.pid as root, else $XDG_RUNTIME_DIR/li3g-host.pid, else
-    /// /tmp/li3g-host-UID.pid]
-    #[arg(long, env = "LI3G_PID", value_name = "PATH")]
-    pid: Option<PathBuf>,
-}
-
-impl PidArg {
-    fn path(&self) -> anyhow::Result<PathBuf> {
-        let path = match &self.pid {
-            Some(path) => path.clone(),
-            None => {
-                // SAFETY: geteuid cannot fail.
-                let uid = unsafe { libc::geteuid() };
-                match std::env::var_os("XDG_RUNTIME_DIR") {
-                    _ if uid == 0 => PathBuf::from("/run/li3g-host.pid"),
-                    Some(dir) => PathBuf::from(dir).join("li3g-host.pid"),
-                    None => PathBuf::from(format!("/tmp/li3g-host-{uid}.pid")),
-                }
-            }
-        };
-        Ok(std::path::absolute(path)?)
-    }
-}
 
 #[derive(Debug, Args)]
 pub(super) struct StartArgs {
@@ -55,7 +28,8 @@ pub(super) struct StartArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     limit: u64,
     /// Keep --workers alive: respawn any worker that ends, up to --limit. Workers that fail
-    /// within a second of starting are respawned with a growing delay (0.1 s to 30 s).
+    /// within a second of starting are respawned with a growing delay (0.1 s to 30 s); a
+    /// worker recycled by --max-jobs or --memlimit is replaced at once.
     #[arg(long)]
     resuscitate: bool,
     #[command(flatten)]
@@ -98,95 +72,23 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
                 }
             },
         }
-    } else if args.pid.pid.is_some() {
+    } else if args.pid.is_set() {
         pid_file = Some(PidFile::acquire(&pid_path)?);
     }
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
     signals::install_daemon();
-    let options = PoolOptions { workers: args.workers, limit: args.limit, resuscitate: args.resuscitate, log };
-    let work = |_number: u32| i32::from(run_worker(&config, &args.worker, log));
-    let code = supervise(&options, &work);
+    let options = PoolOptions { children: children(args, &config, log), log };
+    let code = supervise(&options);
     drop(pid_file);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
-#[derive(Debug, Args)]
-pub(super) struct ShutdownArgs {
-    #[command(flatten)]
-    pid: PidArg,
-    /// How long to wait for the workers to finish their jobs and the daemon to end.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-    timeout: f64,
-}
-
-pub(super) fn shutdown(args: &ShutdownArgs) -> anyhow::Result<ExitCode> {
-    let path = args.pid.path()?;
-    let pid = running_pid(&path)?;
-    // A pidfd lets us wait for a process that is not our child.
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    anyhow::ensure!(pidfd >= 0, "cannot watch PID {pid}: {}", std::io::Error::last_os_error());
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)?;
-    println!("li3g-host: asked the daemon (PID {pid}) to shut down; waiting for its workers to finish their jobs");
-    let mut fds = [libc::pollfd { fd: pidfd as i32, events: libc::POLLIN, revents: 0 }];
-    let millis = i32::try_from(Duration::from_secs_f64(args.timeout).as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd; then close the descriptor we own.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
-    unsafe { libc::close(pidfd as i32) };
-    if ready == 1 {
-        println!("li3g-host: daemon (PID {pid}) stopped");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("li3g-host: the daemon (PID {pid}) is still running after {} s", args.timeout);
-        Ok(ExitCode::FAILURE)
-    }
-}
-
-#[derive(Debug, Args)]
-pub(super) struct RestartArgs {
-    #[command(flatten)]
-    pid: PidArg,
-}
-
-pub(super) fn restart(args: &RestartArgs) -> anyhow::Result<ExitCode> {
-    let pid = running_pid(&args.pid.path()?)?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)?;
-    println!("li3g-host: the daemon (PID {pid}) is restarting its workers: new ones load the plugins afresh, old ones finish their job");
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, Args)]
-pub(super) struct PingArgs {
-    /// The named configuration in the configuration file.
-    #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
-    name: String,
-    /// How long to wait for a worker's answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    timeout: f64,
-    #[command(flatten)]
-    common: Common,
-}
-
-pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
-    let config = args.common.settings(&args.name)?;
-    let options = RunOptions {
-        background: false,
-        priority: Priority::High,
-        timeout: Some(Duration::from_secs_f64(args.timeout)),
-        ..RunOptions::default()
-    };
-    print!("Pinging... ");
-    let outcome = Client::from_config(&config).run(crate::worker::PING_FUNCTION, &[], &options, &mut |_| {});
-    match outcome {
-        Ok(Outcome::Completed { .. }) => {
-            println!("OK");
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Outcome::Queued { .. }) => unreachable!("a synchronous run completes or fails"),
-        Err(err) => {
-            println!("ERROR");
-            eprintln!("li3g-host: {err}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+/// The kinds of children the daemon supervises, in start order. Another kind (a scheduler, an
+/// embedded job server) is one more [`ChildSpec`] here.
+fn children<'a>(args: &'a StartArgs, config: &'a Config, log: Log) -> Vec<ChildSpec<'a>> {
+    let mut workers =
+        ChildSpec::new("worker", args.workers, move |_number| i32::from(run_worker(config, &args.worker, log)));
+    workers.restart = if args.resuscitate { Restart::Permanent } else { Restart::Temporary };
+    workers.limit = args.limit;
+    vec![workers]
 }

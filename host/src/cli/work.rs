@@ -22,17 +22,21 @@ pub(super) struct WorkerOptions {
     /// once; the flag is accepted for compatibility with li3_gearman.
     #[arg(long)]
     blocking: bool,
-    /// Seconds a job may run (tasks with a timeout in the configuration keep theirs). With
-    /// --atomic the job is killed and failed; without, the server hands it to another worker.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    /// Seconds a job may run, for every task without a timeout of its own in the
+    /// configuration. With --atomic the worker kills the job (its whole process group) and
+    /// fails it. Without, the worker cannot stop a running job: it registers the timeout with
+    /// the job server (CAN_DO_TIMEOUT, whole seconds, at least 1), which then gives the job to
+    /// another worker; the first one still finishes it.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, allow_negative_numbers = true)]
+    timeout: Option<Duration>,
     /// Memory limit such as 512M or 2G. With --atomic, each job's (an allocation past it
     /// fails the job); without, a worker whose resident memory passes it after a job ends,
     /// to be replaced (with --resuscitate).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memlimit: Option<u64>,
-    /// A worker ends after this many jobs (to be replaced with --resuscitate).
-    #[arg(long, value_name = "N")]
+    /// A worker ends after this many jobs (to be replaced with --resuscitate; `work` then exits
+    /// with code 75 so that systemd or supervisor restart it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_jobs: Option<u64>,
     /// Log lines to the console (stderr); otherwise to syslog. Levels as RUST_LOG (or LI3G_LOG)
     /// says, `info` by default: workers started and ended, failures; `debug` adds every job.
@@ -71,9 +75,10 @@ impl WorkerOptions {
             client_id: format!("{}:{}", hostname(), std::process::id()),
             timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
             atomic: self.atomic,
-            timeout: self.timeout.map(Duration::from_secs_f64),
+            timeout: self.timeout,
             memlimit: self.memlimit,
             max_jobs: self.max_jobs,
+            configured_tasks: config.tasks.keys().cloned().collect(),
             log: self.log(),
         }
     }

@@ -6,9 +6,9 @@
 //! and points its stdio at `/dev/null`. A pipe from the daemon back to the command carries
 //! `OK <pid>` or `ERR <message>`.
 
-use nix::unistd::{fork, setsid, ForkResult};
+use crate::process;
+use nix::unistd::{setsid, ForkResult};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
 
 /// The daemon's end of the readiness pipe.
 pub struct Ready {
@@ -41,11 +41,10 @@ pub enum Started {
 /// # Errors
 /// When fork, setsid or the pipe fail.
 pub fn detach() -> io::Result<Result<Ready, Started>> {
-    crate::fork::ensure_single_threaded().map_err(io::Error::other)?;
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: single-threaded (checked); every child path below ends in `_exit` or becomes the
-    // daemon, which never returns into the command's code path.
-    match unsafe { fork() }? {
+    // Every child path below ends in `_exit` or becomes the daemon, which never returns into
+    // the command's code path.
+    match process::fork(|| ()).map_err(io::Error::other)? {
         ForkResult::Parent { child } => {
             drop(write);
             let mut text = String::new();
@@ -61,8 +60,9 @@ pub fn detach() -> io::Result<Result<Ready, Started>> {
         ForkResult::Child => {
             drop(read);
             setsid()?;
-            // SAFETY: still single-threaded; the middle process leaves through `_exit`.
-            match unsafe { fork() }? {
+            // The middle process leaves through `_exit`.
+            match process::fork(|| ()).map_err(io::Error::other)? {
+                // SAFETY: _exit, without running destructors that belong to the daemon.
                 ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
                 ForkResult::Child => {
                     std::env::set_current_dir("/")?;
@@ -75,12 +75,9 @@ pub fn detach() -> io::Result<Result<Ready, Started>> {
 }
 
 fn to_dev_null() -> io::Result<()> {
-    let null: OwnedFd = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.into();
-    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-        // SAFETY: dup2 onto the standard descriptors, from one we own.
-        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&null)?;
     Ok(())
 }

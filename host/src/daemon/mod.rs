@@ -1,10 +1,26 @@
-//! The supervisor behind `li3g-host start`: a pool of worker processes.
+//! The supervisor behind `li3g-host start`: a pool of child processes of several kinds
+//! (workers, and whatever else a [`ChildSpec`] describes).
 //!
-//! - [`pool`]: the supervision loop: spawn, reap, resuscitate with backoff, `--limit`,
+//! - [`pool`]: the supervision loop: spawn, reap, restart policies with backoff, limits,
 //!   graceful stop (SIGTERM/SIGINT; a second one kills), graceful restart (SIGHUP).
-//! - [`spawn`]: forking one worker process from the (single-threaded) supervisor.
+//! - [`spawn`]: forking one child from the (single-threaded) supervisor.
 //! - [`detach`]: `--daemon`: a new session, stdio away from the terminal, readiness reported
 //!   back to the command that started it.
+//!
+//! Adding a kind of child is one [`ChildSpec`] in the list given to [`supervise`]:
+//!
+//! ```
+//! use li3g_host::daemon::{ChildSpec, PoolOptions, Restart};
+//! // One scheduler, replaced only when it crashes, left alone by `restart`.
+//! let mut scheduler = ChildSpec::new("scheduler", 1, |_number| {
+//!     // ... runs in the forked child; returns its exit code
+//!     0
+//! });
+//! scheduler.restart = Restart::Transient;
+//! scheduler.reload = false;
+//! let options = PoolOptions { children: vec![scheduler], log: li3g_host::log::Log { verbose: true } };
+//! assert_eq!(options.children[0].name, "scheduler");
+//! ```
 //!
 //! The supervisor never loads plugins: each worker loads them after it is forked, so a worker
 //! started after `restart` sees the plugin files as they are now, and the supervisor stays
@@ -14,4 +30,4 @@ pub mod detach;
 pub mod pool;
 pub mod spawn;
 
-pub use pool::{supervise, PoolOptions};
+pub use pool::{supervise, ChildSpec, PoolOptions, Restart, EXIT_RECYCLE};

@@ -1,93 +1,191 @@
-//! The supervision loop.
+//! The supervision loop, for children of several kinds.
 //!
-//! State lives in one place, [`Pool`]: the live workers by PID, how many were ever spawned,
-//! and the respawns owed. The loop reaps exited workers, reacts to signals (through the
-//! self-pipe in [`crate::signals`]), spawns what is owed, and waits in `poll(2)`.
+//! What a child is comes from one data type, [`ChildSpec`] (after Erlang/OTP's child spec and
+//! supervisord's `[program:x]`): a name, how many to keep, a [`Restart`] policy with the exit
+//! codes that are expected (a recycle is not a crash), a spawn limit, whether `restart`
+//! (SIGHUP) replaces it, and the function the forked child runs. Workers are one kind; a
+//! scheduler or an embedded job server are others. One loop applies the specs to every kind.
+//!
+//! State lives in one place, [`Pool`]: the live children by PID, and per kind how many were
+//! spawned, the respawns owed and the backoff. The loop reaps exited children, reacts to
+//! signals (through the self-pipe in [`crate::signals`]), spawns what is owed, and waits.
+//!
+//! Stopping: the first SIGTERM/SIGINT asks every child to stop (SIGTERM: a worker finishes the
+//! job in hand); a second one passes SIGTERM on again (a worker's second: it kills its job's
+//! process group and leaves) and SIGKILLs whatever is left [`KILL_GRACE`] later.
+//!
+//! Must not: load plugins, start threads, or block anywhere but in its one wait.
 
-use super::spawn::spawn_worker;
+use super::spawn::spawn_child;
 use crate::log::Log;
+use crate::process::{self, Backoff};
 use crate::signals;
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
-/// How the pool runs.
-#[derive(Debug, Clone)]
-pub struct PoolOptions {
-    /// How many workers to keep.
-    pub workers: u32,
-    /// How many workers may be spawned in total; 0 for no limit.
+/// The exit code of a child that ends to be replaced (a worker after `--max-jobs`, or over
+/// `--memlimit`): an expected exit, respawned without backoff (`EX_TEMPFAIL`).
+pub const EXIT_RECYCLE: i32 = 75;
+
+/// A child that lived less than this and exited unexpectedly failed fast: its replacement
+/// waits (backoff).
+pub const FAST_FAILURE: Duration = Duration::from_secs(1);
+
+/// After a second stop signal, how long children get to leave before SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// When a child that ended is replaced (Erlang/OTP's restart values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Always (`--resuscitate`).
+    Permanent,
+    /// Only when it ended unexpectedly: killed by a signal, or an exit code not in
+    /// [`ChildSpec::expected_exits`] (supervisord's `autorestart=unexpected`).
+    Transient,
+    /// Never (workers without `--resuscitate`).
+    Temporary,
+}
+
+/// One kind of child: what it runs and how it is kept.
+pub struct ChildSpec<'a> {
+    /// Its name in log lines (`worker`).
+    pub name: String,
+    /// How many to run.
+    pub count: u32,
+    /// When one that ended is replaced.
+    pub restart: Restart,
+    /// Exit codes that are not failures: no backoff, and no restart under
+    /// [`Restart::Transient`].
+    pub expected_exits: Vec<i32>,
+    /// How many may be spawned in total; 0 for no limit (`--limit`).
     pub limit: u64,
-    /// Respawn workers that end.
-    pub resuscitate: bool,
+    /// Whether `restart` (SIGHUP) replaces these children with fresh ones.
+    pub reload: bool,
+    /// What the forked child runs, given its number (1, 2, ...); returns its exit code.
+    pub run: Box<dyn Fn(u32) -> i32 + 'a>,
+}
+
+impl<'a> ChildSpec<'a> {
+    /// `count` children named `name` running `run`: permanent, exits 0 and [`EXIT_RECYCLE`]
+    /// expected, no limit, replaced on restart.
+    pub fn new(name: impl Into<String>, count: u32, run: impl Fn(u32) -> i32 + 'a) -> ChildSpec<'a> {
+        ChildSpec {
+            name: name.into(),
+            count,
+            restart: Restart::Permanent,
+            expected_exits: vec![0, EXIT_RECYCLE],
+            limit: 0,
+            reload: true,
+            run: Box::new(run),
+        }
+    }
+
+    fn expected(&self, status: &WaitStatus) -> bool {
+        matches!(status, WaitStatus::Exited(_, code) if self.expected_exits.contains(code))
+    }
+
+    fn capitalised(&self) -> String {
+        let mut chars = self.name.chars();
+        chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for ChildSpec<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .field("count", &self.count)
+            .field("restart", &self.restart)
+            .field("expected_exits", &self.expected_exits)
+            .field("limit", &self.limit)
+            .field("reload", &self.reload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the pool runs.
+#[derive(Debug)]
+pub struct PoolOptions<'a> {
+    /// The kinds of children, started in this order.
+    pub children: Vec<ChildSpec<'a>>,
     /// Where log lines go.
     pub log: Log,
 }
 
-/// A worker that lived less than this failed fast: its replacement waits (backoff).
-const FAST_FAILURE: Duration = Duration::from_secs(1);
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
 #[derive(Debug)]
 struct Slot {
+    kind: usize,
     number: u32,
     started: Instant,
     /// Asked to stop by a restart; not replaced when it ends.
     retiring: bool,
 }
 
-/// The supervisor's state.
-struct Pool<'a> {
-    options: &'a PoolOptions,
-    work: &'a dyn Fn(u32) -> i32,
-    workers: BTreeMap<Pid, Slot>,
+/// Per kind: what was spawned and what is owed.
+#[derive(Debug)]
+struct Kind {
     spawned: u64,
     next_number: u32,
     owed: u32,
     respawn_at: Instant,
-    backoff: Duration,
+    backoff: Backoff,
+}
+
+/// The supervisor's state.
+struct Pool<'a, 'b> {
+    options: &'b PoolOptions<'a>,
+    kinds: Vec<Kind>,
+    children: BTreeMap<Pid, Slot>,
     stopping: bool,
+    /// When set, a second stop came: SIGKILL what is left at this time.
+    kill_at: Option<Instant>,
     killed: bool,
 }
 
-impl Pool<'_> {
-    fn may_spawn(&self) -> bool {
-        self.options.limit == 0 || self.spawned < self.options.limit
+impl Pool<'_, '_> {
+    fn log(&self, message: &str) {
+        self.options.log.daemon(message);
     }
 
-    fn spawn(&mut self) {
-        if !self.may_spawn() {
-            self.options.log.daemon(&format!("Limit of {} workers reached; not spawning more", self.options.limit));
-            self.owed = 0;
+    fn spawn(&mut self, kind: usize) {
+        let spec = &self.options.children[kind];
+        let state = &mut self.kinds[kind];
+        if spec.limit != 0 && state.spawned >= spec.limit {
+            state.owed = 0;
+            self.log(&format!("Limit of {} {}s reached; not spawning more", spec.limit, spec.name));
             return;
         }
-        let number = self.next_number;
-        match spawn_worker(number, self.work) {
+        let number = state.next_number;
+        match spawn_child(number, &*spec.run) {
             Ok(pid) => {
-                self.next_number += 1;
-                self.spawned += 1;
-                self.workers.insert(pid, Slot { number, started: Instant::now(), retiring: false });
-                self.options.log.daemon(&format!("Created worker number {number} with PID {pid}"));
+                state.next_number += 1;
+                state.spawned += 1;
+                self.children.insert(pid, Slot { kind, number, started: Instant::now(), retiring: false });
+                self.log(&format!("Created {} number {number} with PID {pid}", spec.name));
             }
             Err(err) => {
-                self.options.log.daemon(&format!("Could not create worker number {number}: {err}"));
-                self.owe_one(true);
+                self.log(&format!("Could not create {} number {number}: {err}", spec.name));
+                self.owe(kind, true);
             }
         }
     }
 
     /// Records a respawn owed; a fast failure delays it (doubling), a normal end does not.
-    fn owe_one(&mut self, fast: bool) {
-        self.owed += 1;
+    fn owe(&mut self, kind: usize, fast: bool) {
+        let spec = &self.options.children[kind];
+        let state = &mut self.kinds[kind];
+        state.owed += 1;
         if fast {
-            self.respawn_at = Instant::now() + self.backoff;
-            self.options.log.daemon(&format!("Workers are failing fast; next spawn in {:?}", self.backoff));
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            let delay = state.backoff.failed();
+            state.respawn_at = Instant::now() + delay;
+            self.log(&format!("{}s are failing fast; next spawn in {delay:?}", spec.capitalised()));
         } else {
-            self.backoff = MIN_BACKOFF;
+            state.backoff.reset();
         }
     }
 
@@ -98,20 +196,28 @@ impl Pool<'_> {
                 Ok(status) => status,
             };
             let (pid, how) = match status {
+                WaitStatus::Exited(pid, EXIT_RECYCLE) => (pid, "ended to be replaced".to_string()),
                 WaitStatus::Exited(pid, code) => (pid, format!("exited with code {code}")),
                 WaitStatus::Signaled(pid, sig, _) => (pid, format!("was killed by {}", sig.as_str())),
                 _ => continue,
             };
-            let Some(slot) = self.workers.remove(&pid) else { continue };
-            self.options.log.daemon(&format!("Worker number {} with PID {pid} {how}", slot.number));
-            if self.options.resuscitate && !self.stopping && !slot.retiring {
-                self.owe_one(slot.started.elapsed() < FAST_FAILURE);
+            let Some(slot) = self.children.remove(&pid) else { continue };
+            let spec = &self.options.children[slot.kind];
+            self.log(&format!("{} number {} with PID {pid} {how}", spec.capitalised(), slot.number));
+            let expected = spec.expected(&status);
+            let replace = match spec.restart {
+                Restart::Permanent => true,
+                Restart::Transient => !expected,
+                Restart::Temporary => false,
+            };
+            if replace && !self.stopping && !slot.retiring {
+                self.owe(slot.kind, !expected && slot.started.elapsed() < FAST_FAILURE);
             }
         }
     }
 
     fn signal_all(&self, signal: Signal) {
-        for pid in self.workers.keys() {
+        for pid in self.children.keys() {
             let _ = kill(*pid, signal);
         }
     }
@@ -119,75 +225,96 @@ impl Pool<'_> {
     fn handle_signals(&mut self) {
         if signals::stop_requested() && !self.stopping {
             self.stopping = true;
-            self.owed = 0;
-            self.options.log.daemon("Shutting down: workers finish the job in hand");
+            for state in &mut self.kinds {
+                state.owed = 0;
+            }
+            self.log("Shutting down: workers finish the job in hand");
             self.signal_all(Signal::SIGTERM);
         }
-        if signals::stop_count() >= 2 && !self.killed {
+        if signals::stop_count() >= 2 && self.kill_at.is_none() {
+            self.kill_at = Some(Instant::now() + KILL_GRACE);
+            self.log("Second stop signal: workers stop now, killing their jobs");
+            self.signal_all(Signal::SIGTERM);
+        }
+        if self.kill_at.is_some_and(|at| Instant::now() >= at) && !self.killed {
             self.killed = true;
-            self.options.log.daemon("Second stop signal: killing the workers now");
+            self.log("Killing what is left");
             self.signal_all(Signal::SIGKILL);
         }
         if signals::take_reload() && !self.stopping {
-            self.options.log.daemon("Restarting: new workers load the plugins afresh, old ones finish their job");
-            for (pid, slot) in &mut self.workers {
-                slot.retiring = true;
-                let _ = kill(*pid, Signal::SIGTERM);
+            self.log("Restarting: new workers load the plugins afresh, old ones finish their job");
+            for (pid, slot) in &mut self.children {
+                if self.options.children[slot.kind].reload {
+                    slot.retiring = true;
+                    let _ = kill(*pid, Signal::SIGTERM);
+                }
             }
-            self.owed = 0;
-            self.backoff = MIN_BACKOFF;
-            for _ in 0..self.options.workers {
-                self.spawn();
+            for (kind, spec) in self.options.children.iter().enumerate() {
+                if spec.reload {
+                    self.kinds[kind].owed = 0;
+                    self.kinds[kind].backoff.reset();
+                    for _ in 0..spec.count {
+                        self.spawn(kind);
+                    }
+                }
             }
         }
     }
 
+    fn spawn_owed(&mut self) {
+        for kind in 0..self.kinds.len() {
+            while self.kinds[kind].owed > 0 && !self.stopping && Instant::now() >= self.kinds[kind].respawn_at {
+                self.kinds[kind].owed -= 1;
+                self.spawn(kind);
+            }
+        }
+    }
+
+    fn owed(&self) -> bool {
+        self.kinds.iter().any(|state| state.owed > 0)
+    }
+
     fn wait(&self) {
+        let now = Instant::now();
+        let respawn = self.kinds.iter().filter(|state| state.owed > 0).map(|state| state.respawn_at);
+        let kill = self.kill_at.filter(|_| !self.killed);
+        let timeout = respawn.chain(kill).min().map(|at| at.saturating_duration_since(now));
         let fd = signals::wake_fd();
-        let timeout = if self.owed > 0 {
-            let left = self.respawn_at.saturating_duration_since(Instant::now());
-            i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
-        } else {
-            -1
-        };
-        let mut fds = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout) };
-        signals::drain_wake();
+        if fd >= 0 {
+            // SAFETY: the wake pipe lives as long as this process.
+            let wake = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = process::poll(&mut [PollFd::new(wake, PollFlags::POLLIN)], timeout);
+            signals::drain_wake();
+        } else if let Some(timeout) = timeout {
+            std::thread::sleep(timeout);
+        }
     }
 }
 
-/// Runs the pool until it is stopped, or until no worker is left and none is owed (without
+/// Runs the pool until it is stopped, or until no child is left and none is owed (without
 /// `--resuscitate`, or once `--limit` is reached). Returns the process's exit code.
 ///
 /// Call [`signals::install_daemon`] first.
-pub fn supervise(options: &PoolOptions, work: &dyn Fn(u32) -> i32) -> i32 {
-    let mut pool = Pool {
-        options,
-        work,
-        workers: BTreeMap::new(),
-        spawned: 0,
-        next_number: 1,
-        owed: 0,
-        respawn_at: Instant::now(),
-        backoff: MIN_BACKOFF,
-        stopping: false,
-        killed: false,
-    };
-    options.log.daemon(&format!("Starting {} workers", options.workers));
-    for _ in 0..options.workers {
-        pool.spawn();
+pub fn supervise(options: &PoolOptions) -> i32 {
+    let kinds = options
+        .children
+        .iter()
+        .map(|_| Kind { spawned: 0, next_number: 1, owed: 0, respawn_at: Instant::now(), backoff: Backoff::DEFAULT })
+        .collect();
+    let mut pool = Pool { options, kinds, children: BTreeMap::new(), stopping: false, kill_at: None, killed: false };
+    for (kind, spec) in options.children.iter().enumerate() {
+        pool.log(&format!("Starting {} {}s", spec.count, spec.name));
+        for _ in 0..spec.count {
+            pool.spawn(kind);
+        }
     }
     loop {
         signals::take_child();
         pool.reap();
         pool.handle_signals();
-        while pool.owed > 0 && !pool.stopping && Instant::now() >= pool.respawn_at {
-            pool.owed -= 1;
-            pool.spawn();
-        }
-        if pool.workers.is_empty() && (pool.stopping || pool.owed == 0) {
-            options.log.daemon("No workers left; exiting");
+        pool.spawn_owed();
+        if pool.children.is_empty() && (pool.stopping || !pool.owed()) {
+            pool.log("No children left; exiting");
             return 0;
         }
         pool.wait();

@@ -1,30 +1,29 @@
-//! Forking one worker process from the supervisor.
+//! Forking one child of the supervisor.
 
-use crate::fork::{ensure_single_threaded, ForkError};
+use crate::process::{self, ForkFailed};
 use crate::signals;
-use nix::unistd::{fork, getppid, ForkResult, Pid};
+use nix::sys::signal::Signal;
+use nix::unistd::{getpid, ForkResult, Pid};
 
-/// Forks a worker that runs `work(number)` and exits with its code via `_exit`.
+/// Forks a child that runs `run(number)` and exits with its code via `_exit`.
 ///
-/// The worker gets the worker signal handlers, and SIGTERM when the supervisor dies (so no
-/// worker is ever orphaned, even when the supervisor is killed with SIGKILL).
+/// The child gets a wake pipe and stop handlers of its own (installed while signals are
+/// blocked, so a stop sent right after the fork is never lost), closes what only the supervisor
+/// may hold (the PID file's lock), and gets SIGKILL when the supervisor dies: a supervisor that
+/// was killed leaves nothing running, and a new one can start at once.
 ///
 /// # Errors
-/// [`ForkError`] when this process is not single-threaded or fork fails.
-pub fn spawn_worker(number: u32, work: &dyn Fn(u32) -> i32) -> Result<Pid, ForkError> {
-    ensure_single_threaded()?;
-    let supervisor = nix::unistd::getpid();
-    // SAFETY: single-threaded (checked above); the child leaves only through `_exit`.
-    match unsafe { fork() }? {
+/// [`ForkFailed`] when this process is not single-threaded or fork fails.
+pub fn spawn_child(number: u32, run: &dyn Fn(u32) -> i32) -> Result<Pid, ForkFailed> {
+    let supervisor = getpid();
+    match process::fork(signals::reset_for_child)? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
-            signals::reset_for_worker();
-            // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
-            let code = if getppid() != supervisor {
-                0 // the supervisor died between fork and prctl
+            let code = if process::parent_death_signal(Signal::SIGKILL, supervisor) {
+                process::close_inherited();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(number))).unwrap_or(101)
             } else {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(number))).unwrap_or(101)
+                0 // the supervisor died between fork and prctl
             };
             // SAFETY: leave without running the supervisor's destructors in this copy.
             unsafe { libc::_exit(code) }

@@ -1,14 +1,36 @@
 //! A Gearman client: submit jobs, wait for results, ask for status.
 //!
 //! Works against a list of job servers: it starts at a random one (to spread clients over
-//! servers) and, when a server cannot be reached or drops the connection before it accepted
-//! the job, fails over to the next. Once a server has accepted a job (`JOB_CREATED`), the job
-//! lives there: a background job is done, and a synchronous job whose connection is lost
-//! fails with [`ClientError::Lost`] rather than being submitted twice.
+//! servers; [`Client::start_at`] picks one) and, while a server cannot be reached, fails over to
+//! the next. Rules that keep a job from hanging, being lost, or running twice:
+//!
+//! - Every request has a deadline: each answer must come within [`Client::request_timeout`]
+//!   (and within the caller's overall timeout where it gives one), so a server that accepts a
+//!   connection and never answers is an error, not a hang.
+//! - A submission whose write failed never reached the server whole: it goes to the next one. A
+//!   submission that was sent but got no `JOB_CREATED` may be queued on that server. It is sent
+//!   again only when it has a unique key, and only to the same server, where gearmand coalesces
+//!   it with the first one; without a key the error says the job may be queued there
+//!   ([`ClientError::MaybeQueued`]). Jobs on different servers never coalesce, so no submission
+//!   that may already be queued is ever sent elsewhere.
+//! - A job lives on the server that accepted it: [`JobHandle`] is that server and its handle,
+//!   and a status lookup asks that server. A synchronous job whose connection is lost fails with
+//!   [`ClientError::Lost`] rather than being submitted twice.
+//! - A failure's message: li3g's worker sends it as `WORK_WARNING` right before a plain
+//!   `WORK_FAIL` (every client reads those), and other workers may send `WORK_EXCEPTION` (we ask
+//!   for exceptions). A warning is held back until the job's next packet, or
+//!   [`WARNING_GRACE`] passes: when that packet is the `WORK_FAIL`, the warning is the failure's
+//!   message ([`ClientError::Exception`]) and is not also passed on as a warning.
 
+use super::admin;
 use super::conn::{Conn, ConnError, ServerAddr};
 use super::packet::{Packet, Priority};
+use std::fmt;
 use std::time::{Duration, Instant};
+
+/// How long a warning is held back to see whether a `WORK_FAIL` follows it (the worker sends
+/// the two back to back).
+pub const WARNING_GRACE: Duration = Duration::from_millis(500);
 
 /// A job to submit.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +45,22 @@ pub struct Submit {
     pub priority: Priority,
 }
 
+/// A job as a server knows it: the server that accepted it, and the handle it gave. A handle
+/// means nothing to another server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobHandle {
+    /// The server that holds the job.
+    pub server: ServerAddr,
+    /// Its handle there (`H:host:N` for gearmand).
+    pub handle: Vec<u8>,
+}
+
+impl fmt::Display for JobHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {}", String::from_utf8_lossy(&self.handle), self.server)
+    }
+}
+
 /// What a running job reports to a synchronous client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEvent<'a> {
@@ -32,6 +70,14 @@ pub enum JobEvent<'a> {
     Data(&'a [u8]),
     /// A warning, `WORK_WARNING`.
     Warning(&'a [u8]),
+    /// The job has been waiting a while and its server says no worker has registered its
+    /// function (admin `status`); sent once, and the wait goes on.
+    NoWorker {
+        /// The server holding the job.
+        server: &'a ServerAddr,
+        /// The job's function.
+        function: &'a [u8],
+    },
 }
 
 /// A job's status, from `GET_STATUS`.
@@ -65,12 +111,24 @@ pub struct UniqueStatus {
 /// Why a job could not be submitted, or did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No configured server could be reached.
+    /// No configured server could be reached or answered: one reason per server tried.
     #[error("no job server could take the job: {}", list(.0))]
-    NoServer(Vec<ConnError>),
+    NoServer(Vec<String>),
+    /// The submission was sent but not confirmed: the job may be queued on that server, and
+    /// was not sent anywhere else (that could run it twice).
+    #[error(
+        "{server} did not confirm the submission ({reason}): the job may be queued there; it was not sent to \
+         another server, where it could run twice (a unique key makes a resubmission safe)"
+    )]
+    MaybeQueued {
+        /// The server that may hold the job.
+        server: ServerAddr,
+        /// What happened instead of `JOB_CREATED`.
+        reason: String,
+    },
     /// The connection to the server that had accepted the job was lost.
     #[error("lost the connection while waiting for the job's result: {0}")]
-    Lost(ConnError),
+    Lost(String),
     /// The server answered with an error.
     #[error("the job server refused: {code}: {message}")]
     Server {
@@ -82,7 +140,7 @@ pub enum ClientError {
     /// The job failed without a message (`WORK_FAIL`).
     #[error("the job failed")]
     Failed,
-    /// The job failed with a message (`WORK_EXCEPTION`).
+    /// The job failed with a message (a `WORK_WARNING` then `WORK_FAIL`, or `WORK_EXCEPTION`).
     #[error("{0}")]
     Exception(String),
     /// The job did not finish within the timeout.
@@ -93,11 +151,100 @@ pub enum ClientError {
     Unexpected(String),
 }
 
-fn list(errors: &[ConnError]) -> String {
+fn list(errors: &[String]) -> String {
     if errors.is_empty() {
         return "no servers are configured".into();
     }
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors.join("; ")
+}
+
+/// A connection error as a reason: a read that timed out says how long it waited.
+fn describe(err: &ConnError, waited: Duration) -> String {
+    if err.is_timeout() {
+        return format!("{}: no answer within {:.1} s", server_of(err), waited.as_secs_f64());
+    }
+    err.to_string()
+}
+
+/// The reason without the server's name, for messages that name it already.
+fn reason_only(err: &ConnError, waited: Duration) -> String {
+    let text = describe(err, waited);
+    let prefix = format!("{}: ", server_of(err));
+    text.strip_prefix(&prefix).map(str::to_string).unwrap_or(text)
+}
+
+fn server_of(err: &ConnError) -> &str {
+    match err {
+        ConnError::Io { server, .. } | ConnError::Closed { server } | ConnError::Protocol { server, .. } => server,
+    }
+}
+
+/// The default for [`Client::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default for [`Client::no_worker_check`].
+pub const DEFAULT_NO_WORKER_CHECK: Duration = Duration::from_secs(3);
+
+/// When a request must be answered: the earlier of the request timeout and the caller's deadline.
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    /// What to report as waited for when it passes.
+    waited: Duration,
+}
+
+impl Deadline {
+    fn new(request_timeout: Duration, overall: Option<Instant>) -> Deadline {
+        let now = Instant::now();
+        let at = match overall {
+            Some(overall) => overall.min(now + request_timeout),
+            None => now + request_timeout,
+        };
+        Deadline { at, waited: at.saturating_duration_since(now) }
+    }
+
+    /// The time left, at least 1 ms (a zero socket timeout would mean "forever").
+    fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+    }
+}
+
+/// How a request failed: before the server had all of it, or after.
+enum Failure {
+    NotSent(ConnError),
+    Unanswered(ConnError),
+}
+
+/// Writes `packet` and reads one answer, both within `deadline`.
+fn exchange(conn: &mut Conn, packet: &Packet, deadline: Deadline) -> Result<Packet, Failure> {
+    let left = deadline.left();
+    let _ = conn.stream().set_write_timeout(Some(left));
+    conn.write_packet(packet).map_err(Failure::NotSent)?;
+    conn.set_read_timeout(Some(deadline.left())).map_err(Failure::Unanswered)?;
+    conn.read_packet().map_err(Failure::Unanswered)
+}
+
+/// Whether a kept connection still looks usable: its server has not closed it (it restarted,
+/// say) and sent nothing unasked. Looked at before reuse, so that a request is never written
+/// into a connection already known to be dead.
+fn still_open(conn: &Conn) -> bool {
+    let stream = conn.stream();
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let open = matches!(stream.peek(&mut byte), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).is_ok() && open
+}
+
+/// What to do when a request was sent but not answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Harmless to repeat anywhere (echo, status by key).
+    Anywhere,
+    /// A submission with a unique key: once more on the same server, where it coalesces.
+    SameServer,
+    /// A submission without a unique key: never.
+    Never,
 }
 
 /// A client of one or more job servers.
@@ -106,13 +253,22 @@ pub struct Client {
     conn: Option<Conn>,
     next: usize,
     connect_timeout: Duration,
+    request_timeout: Duration,
+    no_worker_check: Duration,
 }
 
 impl Client {
     /// A client of `servers`; nothing connects until the first request.
     pub fn new(servers: Vec<ServerAddr>) -> Client {
         let next = if servers.is_empty() { 0 } else { random_index(servers.len()) };
-        Client { servers, conn: None, next, connect_timeout: Duration::from_secs(5) }
+        Client {
+            servers,
+            conn: None,
+            next,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            no_worker_check: DEFAULT_NO_WORKER_CHECK,
+        }
     }
 
     /// Sets how long a connection attempt may take (default 5 s).
@@ -121,65 +277,131 @@ impl Client {
         self
     }
 
-    /// Runs `request` on the current server, failing over to the next servers while the
-    /// connection fails. `request` must be safe to repeat on another server: it runs until
-    /// the server has accepted what it sent.
-    fn with_failover<T>(
-        &mut self,
-        mut request: impl FnMut(&mut Conn) -> Result<T, ConnError>,
-    ) -> Result<T, ClientError> {
-        let mut errors = Vec::new();
-        // A connection kept from an earlier request may have gone stale (its server
-        // restarted): its failure earns one more try, on a fresh connection.
-        let attempts = self.servers.len().max(1) + usize::from(self.conn.is_some());
-        for _ in 0..attempts {
-            let mut conn = match self.conn.take() {
-                Some(conn) => conn,
-                None => match self.connect_next() {
-                    Ok(conn) => conn,
-                    Err(Some(err)) => {
-                        errors.push(err);
-                        continue;
-                    }
-                    Err(None) => break,
-                },
-            };
-            match request(&mut conn) {
-                Ok(value) => {
-                    self.conn = Some(conn);
-                    return Ok(value);
-                }
-                Err(err) => errors.push(err),
-            }
-        }
-        Err(ClientError::NoServer(errors))
+    /// Sets how long a server may take to answer one request (default 10 s); waiting for a
+    /// synchronous job's result is bounded by its own timeout instead.
+    pub fn request_timeout(mut self, timeout: Duration) -> Client {
+        self.request_timeout = timeout;
+        self
     }
 
-    fn connect_next(&mut self) -> Result<Conn, Option<ConnError>> {
+    /// Sets how long a synchronous job may wait without news before the client asks its
+    /// server whether any worker registered its function (default 3 s; see [`JobEvent::NoWorker`]).
+    pub fn no_worker_check(mut self, after: Duration) -> Client {
+        self.no_worker_check = after;
+        self
+    }
+
+    /// Starts at the server with this index in the list (modulo its length) instead of a
+    /// random one.
+    pub fn start_at(mut self, index: usize) -> Client {
+        if !self.servers.is_empty() {
+            self.next = index % self.servers.len();
+        }
+        self
+    }
+
+    /// The kept connection if it is still open, else a new one to the next server.
+    fn connection(&mut self, overall: Option<Instant>) -> Result<Conn, Option<String>> {
+        if let Some(conn) = self.conn.take().filter(still_open) {
+            return Ok(conn);
+        }
         if self.servers.is_empty() {
             return Err(None);
         }
         let server = self.servers[self.next % self.servers.len()].clone();
         self.next = (self.next + 1) % self.servers.len();
-        let mut conn = Conn::connect(&server, self.connect_timeout).map_err(Some)?;
-        // Ask for WORK_EXCEPTION, so that failures arrive with their message.
-        conn.write_packet(&Packet::OptionReq { option: b"exceptions".to_vec() }).map_err(Some)?;
-        match conn.read_packet().map_err(Some)? {
-            Packet::OptionRes { .. } | Packet::Error { .. } => Ok(conn),
-            other => Err(Some(ConnError::Closed { server: format!("{server} (answered {:?})", other.kind()) })),
+        self.connect(&server, overall).map_err(Some)
+    }
+
+    /// Connects to `server` and asks it for exceptions, within the deadlines.
+    fn connect(&self, server: &ServerAddr, overall: Option<Instant>) -> Result<Conn, String> {
+        let deadline = Deadline::new(self.request_timeout, overall);
+        let mut conn = Conn::connect(server, self.connect_timeout.min(deadline.left()))
+            .map_err(|err| describe(&err, self.connect_timeout))?;
+        // Ask for WORK_EXCEPTION, so that failures from workers that send it keep their message.
+        let option = Packet::OptionReq { option: b"exceptions".to_vec() };
+        match exchange(&mut conn, &option, deadline) {
+            Ok(Packet::OptionRes { .. } | Packet::Error { .. }) => Ok(conn),
+            Ok(other) => Err(format!("{server}: answered {:?} to OPTION_REQ", other.kind())),
+            Err(Failure::NotSent(err) | Failure::Unanswered(err)) => Err(describe(&err, deadline.waited)),
         }
     }
 
-    /// Sends one request and reads its answer, failing over while no server answers.
-    fn request(&mut self, packet: &Packet) -> Result<Packet, ClientError> {
-        self.with_failover(|conn| {
-            conn.set_read_timeout(None)?;
-            conn.write_packet(packet)?;
-            conn.read_packet()
-        })
+    /// Sends `packet` and reads its answer, failing over to the next servers while the request
+    /// cannot be delivered, and following `resend` when it was delivered but not answered.
+    fn request(&mut self, packet: &Packet, overall: Option<Instant>, resend: Resend) -> Result<Packet, ClientError> {
+        let mut errors = Vec::new();
+        // A kept connection that fails before the request was delivered earns its server one
+        // more try, on a fresh connection.
+        for _ in 0..self.servers.len().max(1) + usize::from(self.conn.is_some()) {
+            let mut conn = match self.connection(overall) {
+                Ok(conn) => conn,
+                Err(Some(err)) => {
+                    errors.push(err);
+                    continue;
+                }
+                Err(None) => break,
+            };
+            let deadline = Deadline::new(self.request_timeout, overall);
+            match exchange(&mut conn, packet, deadline) {
+                Ok(answer) => {
+                    self.conn = Some(conn);
+                    return Ok(answer);
+                }
+                Err(Failure::NotSent(err)) => errors.push(describe(&err, deadline.waited)),
+                Err(Failure::Unanswered(err)) => match resend {
+                    Resend::Anywhere => errors.push(describe(&err, deadline.waited)),
+                    Resend::Never => {
+                        let reason = reason_only(&err, deadline.waited);
+                        return Err(ClientError::MaybeQueued { server: conn.server().clone(), reason });
+                    }
+                    Resend::SameServer => {
+                        let server = conn.server().clone();
+                        let first = reason_only(&err, deadline.waited);
+                        return self.resend_on(&server, packet, overall).map_err(|again| ClientError::MaybeQueued {
+                            server,
+                            reason: format!("{first}; sent again: {again}"),
+                        });
+                    }
+                },
+            }
+        }
+        Err(ClientError::NoServer(errors))
     }
 
-    fn submit(&mut self, job: &Submit, background: bool) -> Result<Vec<u8>, ClientError> {
+    /// Sends `packet` once more on a new connection to `server`.
+    fn resend_on(&mut self, server: &ServerAddr, packet: &Packet, overall: Option<Instant>) -> Result<Packet, String> {
+        let mut conn = self.connect(server, overall)?;
+        let deadline = Deadline::new(self.request_timeout, overall);
+        match exchange(&mut conn, packet, deadline) {
+            Ok(answer) => {
+                self.conn = Some(conn);
+                Ok(answer)
+            }
+            Err(Failure::NotSent(err) | Failure::Unanswered(err)) => Err(reason_only(&err, deadline.waited)),
+        }
+    }
+
+    /// Sends `packet` to `server` (the kept connection when it goes there) and reads its answer.
+    fn request_on(&mut self, server: &ServerAddr, packet: &Packet) -> Result<Packet, ClientError> {
+        if let Some(conn) = self.conn.take().filter(|c| c.server() == server && still_open(c)) {
+            let mut conn = conn;
+            let deadline = Deadline::new(self.request_timeout, None);
+            match exchange(&mut conn, packet, deadline) {
+                Ok(answer) => {
+                    self.conn = Some(conn);
+                    return Ok(answer);
+                }
+                Err(Failure::NotSent(err) | Failure::Unanswered(err)) => {
+                    return Err(ClientError::NoServer(vec![describe(&err, deadline.waited)]))
+                }
+            }
+        }
+        self.resend_on(server, packet, None)
+            .map_err(|reason| ClientError::NoServer(vec![format!("{server}: {reason}")]))
+    }
+
+    fn submit(&mut self, job: &Submit, background: bool, overall: Option<Instant>) -> Result<JobHandle, ClientError> {
         let packet = Packet::SubmitJob {
             priority: job.priority,
             background,
@@ -187,8 +409,12 @@ impl Client {
             unique: job.unique.clone(),
             workload: job.workload.clone(),
         };
-        match self.request(&packet)? {
-            Packet::JobCreated { handle } => Ok(handle),
+        let resend = if job.unique.is_empty() { Resend::Never } else { Resend::SameServer };
+        match self.request(&packet, overall, resend)? {
+            Packet::JobCreated { handle } => {
+                let server = self.conn.as_ref().expect("an answered request keeps its connection").server().clone();
+                Ok(JobHandle { server, handle })
+            }
             Packet::Error { code, message } => Err(server_error(code, message)),
             other => Err(ClientError::Unexpected(format!("{:?} to a submission", other.kind()))),
         }
@@ -197,14 +423,15 @@ impl Client {
     /// Submits a background job and returns its handle once a server has accepted it.
     ///
     /// # Errors
-    /// [`ClientError::NoServer`] when no server takes it, [`ClientError::Server`] when the
-    /// server refuses it.
-    pub fn submit_background(&mut self, job: &Submit) -> Result<Vec<u8>, ClientError> {
-        self.submit(job, true)
+    /// [`ClientError::NoServer`] when no server takes it, [`ClientError::MaybeQueued`] when a
+    /// server took it without confirming, [`ClientError::Server`] when the server refuses it.
+    pub fn submit_background(&mut self, job: &Submit) -> Result<JobHandle, ClientError> {
+        self.submit(job, true, None)
     }
 
     /// Submits a job and waits for its result, passing progress, data and warnings to
-    /// `on_event` as they arrive. Returns the handle and the result.
+    /// `on_event` as they arrive. Returns the handle and the result. `timeout` bounds the whole
+    /// call, connecting and submitting included.
     ///
     /// # Errors
     /// [`ClientError::Exception`] with the job's message or [`ClientError::Failed`] when it
@@ -215,10 +442,10 @@ impl Client {
         job: &Submit,
         timeout: Option<Duration>,
         on_event: &mut dyn FnMut(JobEvent<'_>),
-    ) -> Result<(Vec<u8>, Vec<u8>), ClientError> {
+    ) -> Result<(JobHandle, Vec<u8>), ClientError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let handle = self.submit(job, false)?;
-        let result = self.wait(&handle, deadline, timeout, on_event);
+        let handle = self.submit(job, false, deadline)?;
+        let result = self.wait(&handle, &job.function, deadline, timeout, on_event);
         if result.is_err() {
             // Whatever is left on this connection belongs to a job we gave up on.
             self.conn = None;
@@ -228,53 +455,87 @@ impl Client {
 
     fn wait(
         &mut self,
-        handle: &[u8],
+        job: &JobHandle,
+        function: &[u8],
         deadline: Option<Instant>,
         timeout: Option<Duration>,
         on_event: &mut dyn FnMut(JobEvent<'_>),
     ) -> Result<Vec<u8>, ClientError> {
+        let handle = job.handle.as_slice();
+        let mut check_workers_at = Some(Instant::now() + self.no_worker_check);
+        // A warning not passed on yet: it may be the message of a WORK_FAIL that follows.
+        let mut held: Option<(Vec<u8>, Instant)> = None;
+        let flush = |held: &mut Option<(Vec<u8>, Instant)>, on_event: &mut dyn FnMut(JobEvent<'_>)| {
+            if let Some((warning, _)) = held.take() {
+                on_event(JobEvent::Warning(&warning));
+            }
+        };
+        let request_timeout = self.request_timeout;
         let conn = self.conn.as_mut().expect("submit leaves a connection");
         loop {
-            let remaining = match deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(ClientError::Timeout(timeout.unwrap_or_default()));
-                    }
-                    Some(left)
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                flush(&mut held, on_event);
+                return Err(ClientError::Timeout(timeout.unwrap_or_default()));
+            }
+            if held.as_ref().is_some_and(|(_, until)| now >= *until) {
+                flush(&mut held, on_event);
+            }
+            if check_workers_at.is_some_and(|at| now >= at) {
+                check_workers_at = None;
+                if no_worker(&job.server, function, request_timeout, deadline) {
+                    on_event(JobEvent::NoWorker { server: &job.server, function });
                 }
-                None => None,
-            };
-            conn.set_read_timeout(remaining).map_err(ClientError::Lost)?;
+            }
+            let wake = [deadline, check_workers_at, held.as_ref().map(|(_, until)| *until)].into_iter().flatten().min();
+            let wait = wake.map(|at| at.saturating_duration_since(now).max(Duration::from_millis(1)));
+            conn.set_read_timeout(wait).map_err(|err| ClientError::Lost(err.to_string()))?;
             let packet = match conn.read_packet() {
                 Ok(packet) => packet,
-                Err(err) if err.is_timeout() => return Err(ClientError::Timeout(timeout.unwrap_or_default())),
-                Err(err) => return Err(ClientError::Lost(err)),
+                Err(err) if err.is_timeout() => continue,
+                Err(err) => return Err(ClientError::Lost(err.to_string())),
             };
             match packet {
-                Packet::WorkComplete { handle: h, data } if h == handle => return Ok(data),
-                Packet::WorkFail { handle: h } if h == handle => return Err(ClientError::Failed),
+                Packet::WorkFail { handle: h } if h == handle => {
+                    return Err(match held {
+                        Some((message, _)) => ClientError::Exception(String::from_utf8_lossy(&message).into_owned()),
+                        None => ClientError::Failed,
+                    })
+                }
+                Packet::WorkWarning { handle: h, data } if h == handle => {
+                    flush(&mut held, on_event);
+                    held = Some((data, Instant::now() + WARNING_GRACE));
+                }
+                Packet::WorkComplete { handle: h, data } if h == handle => {
+                    flush(&mut held, on_event);
+                    return Ok(data);
+                }
                 Packet::WorkException { handle: h, data } if h == handle => {
-                    return Err(ClientError::Exception(String::from_utf8_lossy(&data).into_owned()))
+                    flush(&mut held, on_event);
+                    return Err(ClientError::Exception(String::from_utf8_lossy(&data).into_owned()));
                 }
                 Packet::WorkStatus { handle: h, numerator, denominator } if h == handle => {
+                    flush(&mut held, on_event);
+                    check_workers_at = None; // a worker has it
                     on_event(JobEvent::Status(numerator, denominator))
                 }
-                Packet::WorkData { handle: h, data } if h == handle => on_event(JobEvent::Data(&data)),
-                Packet::WorkWarning { handle: h, data } if h == handle => on_event(JobEvent::Warning(&data)),
+                Packet::WorkData { handle: h, data } if h == handle => {
+                    flush(&mut held, on_event);
+                    check_workers_at = None;
+                    on_event(JobEvent::Data(&data))
+                }
                 Packet::Error { code, message } => return Err(server_error(code, message)),
                 _ => {} // a packet for another job of this connection: not ours to handle
             }
         }
     }
 
-    /// Asks the server for a job's status by handle.
+    /// Asks the job's server for its status.
     ///
     /// # Errors
-    /// [`ClientError`] when no server answers. The handle is only known to the server that
-    /// created it: ask a client connected to that one.
-    pub fn status(&mut self, handle: &[u8]) -> Result<JobStatus, ClientError> {
-        match self.request(&Packet::GetStatus { handle: handle.to_vec() })? {
+    /// [`ClientError`] when that server does not answer.
+    pub fn status(&mut self, job: &JobHandle) -> Result<JobStatus, ClientError> {
+        match self.request_on(&job.server, &Packet::GetStatus { handle: job.handle.clone() })? {
             Packet::StatusRes { known, running, numerator, denominator, .. } => {
                 Ok(JobStatus { known, running, numerator, denominator })
             }
@@ -288,7 +549,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`] when no server answers.
     pub fn status_unique(&mut self, unique: &[u8]) -> Result<UniqueStatus, ClientError> {
-        match self.request(&Packet::GetStatusUnique { unique: unique.to_vec() })? {
+        match self.request(&Packet::GetStatusUnique { unique: unique.to_vec() }, None, Resend::Anywhere)? {
             Packet::StatusResUnique { known, running, numerator, denominator, clients, .. } => {
                 Ok(UniqueStatus { known, running, numerator, denominator, clients })
             }
@@ -302,11 +563,26 @@ impl Client {
     /// # Errors
     /// [`ClientError`] when no server answers, or answers something else.
     pub fn echo(&mut self, data: &[u8]) -> Result<(), ClientError> {
-        match self.request(&Packet::EchoReq { data: data.to_vec() })? {
+        match self.request(&Packet::EchoReq { data: data.to_vec() }, None, Resend::Anywhere)? {
             Packet::EchoRes { data: echoed } if echoed == data => Ok(()),
             other => Err(ClientError::Unexpected(format!("{:?} to ECHO_REQ", other.kind()))),
         }
     }
+}
+
+/// Whether `server` says that no worker has registered `function` (admin `status`, on a
+/// connection of its own). Any failure to ask counts as "don't know": false.
+fn no_worker(server: &ServerAddr, function: &[u8], request_timeout: Duration, overall: Option<Instant>) -> bool {
+    let deadline = Deadline::new(request_timeout, overall);
+    let Ok(mut conn) = Conn::connect(server, deadline.left()) else { return false };
+    let _ = conn.stream().set_write_timeout(Some(deadline.left()));
+    if conn.set_read_timeout(Some(deadline.left())).is_err() {
+        return false;
+    }
+    let Ok(lines) = conn.admin("status") else { return false };
+    let Ok(functions) = admin::parse_status(lines.iter().map(String::as_str)) else { return false };
+    let function = String::from_utf8_lossy(function);
+    !functions.iter().any(|f| f.function == function && f.workers > 0)
 }
 
 fn server_error(code: Vec<u8>, message: Vec<u8>) -> ClientError {

@@ -3,15 +3,48 @@
 //! We call `lib_header_from_path` and `init_root_module` for each file rather than
 //! abi_stable's `load_from_file`/`load_from_directory`: those cache the first module per root
 //! module type and hand it back for every later call, so only one plugin would ever load.
+//!
+//! The file that is checked is the file that loads, and a loaded plugin never changes under a
+//! running process:
+//! - [`open`] opens the path without following a symbolic link (`O_NOFOLLOW`) and reads the
+//!   metadata of that descriptor, for the permission checks ([`super::permissions`]). A plugin
+//!   that is a symbolic link is refused: a link's target is outside the checked directory, and
+//!   resolving the path twice (once to check, once to load) is a race.
+//! - [`load`] copies that descriptor's contents into a sealed memory file (`memfd_create`) and
+//!   loads the copy through `/proc/self/fd/N`. The process maps its private snapshot, not the
+//!   file on disk, so `cp new.so plugins/libx.so` over a loaded plugin cannot change the code a
+//!   running worker executes (it used to die with SIGILL or SIGBUS); the next process (after
+//!   `restart`) loads the new file. The cost is the file's size in memory per process that
+//!   loads it (see the README). The memory file stays open for the life of the process: the
+//!   dynamic loader knows the library by its `/proc/self/fd/N` name, and a number reused for
+//!   another plugin would be taken for the already loaded library.
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModule, RootModuleError};
 use abi_stable::std_types::RBoxError;
 use li3g_plugin_api::abi::PluginMod_Ref;
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Seek};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Why a file could not be loaded as a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The path is a symbolic link.
+    #[error(
+        "is a symbolic link; plugins load only from regular files in the plugins directory (copy the file there \
+         instead of linking it)"
+    )]
+    SymbolicLink,
+    /// Not a regular file (a directory, a socket, ...).
+    #[error("not a regular file")]
+    NotAFile,
+    /// It cannot be opened or read.
+    #[error("cannot be read: {0}")]
+    Unreadable(String),
     /// The dynamic loader refused it (not a shared library, missing dependency, ...).
     #[error("cannot be opened as a shared library: {0}")]
     Open(String),
@@ -29,21 +62,92 @@ pub enum LoadError {
     LoaderPanicked,
 }
 
-/// How many lines of abi_stable's layout report to keep: the head names the mismatch.
-const REPORT_LINES: usize = 12;
+/// Opens the plugin file at `path` without following a symbolic link; returns it with the
+/// metadata of that very descriptor, for the permission checks.
+///
+/// # Errors
+/// [`LoadError::SymbolicLink`], [`LoadError::NotAFile`], [`LoadError::Unreadable`].
+pub fn open(path: &Path) -> Result<(File, Metadata), LoadError> {
+    let file = OpenOptions::new()
+        .read(true)
+        // O_NONBLOCK: opening a FIFO someone put there must not hang the scan.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => LoadError::SymbolicLink,
+            _ => LoadError::Unreadable(os_reason(&err)),
+        })?;
+    let meta = file.metadata().map_err(|err| LoadError::Unreadable(os_reason(&err)))?;
+    if !meta.is_file() {
+        return Err(LoadError::NotAFile);
+    }
+    Ok((file, meta))
+}
 
-/// Loads the library at `path` and returns its root module.
+/// Loads the plugin in `file` (from [`open`]) and returns its root module.
 ///
 /// # Errors
 /// [`LoadError`] saying why the file is not a usable plugin.
-pub fn load(path: &Path) -> Result<PluginMod_Ref, LoadError> {
-    let header = lib_header_from_path(path).map_err(explain)?;
-    header.init_root_module::<PluginMod_Ref>().map_err(explain)
+pub fn load(file: &File) -> Result<PluginMod_Ref, LoadError> {
+    let snapshot = snapshot(file).map_err(|err| LoadError::Unreadable(os_reason(&err)))?;
+    let name = format!("/proc/self/fd/{}", snapshot.as_raw_fd());
+    let loaded = lib_header_from_path(Path::new(&name)).and_then(|header| header.init_root_module::<PluginMod_Ref>());
+    if !matches!(loaded, Err(LibraryError::OpenError { .. })) {
+        // The library is mapped (and never unloaded): its name must stay its own.
+        std::mem::forget(snapshot);
+    }
+    loaded.map_err(|err| explain(err, &name))
 }
 
-fn explain(err: LibraryError) -> LoadError {
+/// How many times [`snapshot`] copies a file that changes while it is copied.
+const SNAPSHOT_TRIES: usize = 3;
+
+/// A sealed in-memory copy of `file`. A file that changes during the copy (a `cp` over it
+/// under way) is copied again.
+fn snapshot(file: &File) -> io::Result<OwnedFd> {
+    for _ in 0..SNAPSHOT_TRIES {
+        let before = file.metadata()?;
+        let copy: File = memfd_create("li3g-plugin", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?.into();
+        let mut source = file.try_clone()?;
+        source.seek(io::SeekFrom::Start(0))?;
+        io::copy(&mut source, &mut &copy)?;
+        let after = file.metadata()?;
+        if unchanged(&before, &after) {
+            let seals =
+                SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
+            fcntl(&copy, FcntlArg::F_ADD_SEALS(seals))?;
+            return Ok(copy.into());
+        }
+    }
+    Err(io::Error::other("it kept changing while it was read; try again once it is written"))
+}
+
+fn unchanged(a: &Metadata, b: &Metadata) -> bool {
+    (a.size(), a.mtime(), a.mtime_nsec(), a.ctime(), a.ctime_nsec())
+        == (b.size(), b.mtime(), b.mtime_nsec(), b.ctime(), b.ctime_nsec())
+}
+
+/// An OS error's text without Rust's `(os error N)` suffix.
+fn os_reason(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error ") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    }
+}
+
+/// How many lines of abi_stable's layout report to keep: the head names the mismatch.
+const REPORT_LINES: usize = 12;
+
+/// abi_stable's error as a reason; `name` is the path the library was loaded by, which the
+/// dynamic loader's messages repeat and the caller's message already names otherwise.
+fn explain(err: LibraryError, name: &str) -> LoadError {
     match err {
-        LibraryError::OpenError { err, .. } => LoadError::Open(err.to_string()),
+        LibraryError::OpenError { err, .. } => {
+            let text = err.to_string();
+            let text = text.split_once(&format!("{name}: ")).map_or(text.as_str(), |(_, rest)| rest).to_string();
+            LoadError::Open(text)
+        }
         LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin,
         LibraryError::InvalidAbiHeader(_) => {
             LoadError::Incompatible("it was built with another major version of abi_stable".into())
@@ -71,7 +175,7 @@ fn explain(err: LibraryError) -> LoadError {
             LoadError::LoaderFailed(err.to_string())
         }
         LibraryError::Many(list) => {
-            let reasons: Vec<String> = list.into_iter().map(|e| explain(e).to_string()).collect();
+            let reasons: Vec<String> = list.into_iter().map(|e| explain(e, name).to_string()).collect();
             LoadError::Incompatible(reasons.join("; "))
         }
     }

@@ -9,11 +9,12 @@ use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// What is wrong with a path's ownership or mode, with the command that fixes it.
+/// What is wrong with a path's ownership or mode, with the command that fixes it. The message
+/// names the path only in the fix: the caller's message leads with the path it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Insecure {
     /// Group or others may write it.
-    #[error("{path} is writable by {who} (mode {mode:o}); fix it with: chmod go-w {path}")]
+    #[error("writable by {who} (mode {mode:o}); fix it with: chmod go-w {path}")]
     Writable {
         /// The path, for the message.
         path: String,
@@ -23,7 +24,7 @@ pub enum Insecure {
         mode: u32,
     },
     /// Owned by a user who is neither the host's user nor root.
-    #[error("{path} is owned by uid {owner}, not by this user (uid {me}) or root; fix it with: chown {me} {path}")]
+    #[error("owned by uid {owner}, not by this user (uid {me}) or root; fix it with: chown {me} {path}")]
     Owner {
         /// The path, for the message.
         path: String,
@@ -32,6 +33,15 @@ pub enum Insecure {
         /// The host's effective uid.
         me: u32,
     },
+}
+
+impl Insecure {
+    /// The path it is about.
+    pub fn path(&self) -> &str {
+        match self {
+            Insecure::Writable { path, .. } | Insecure::Owner { path, .. } => path,
+        }
+    }
 }
 
 /// Checks that `meta` (of `path`) is owned by us or root and not writable by group/others.
@@ -74,7 +84,13 @@ mod tests {
             let result = check(&file, &fs::metadata(&file).unwrap());
             assert_eq!(result.is_ok(), ok, "mode {mode:o}: {result:?}");
             if let Err(err) = result {
-                assert!(err.to_string().contains("chmod go-w"), "{err}");
+                let who = match mode {
+                    0o664 => "group",
+                    0o646 => "others",
+                    _ => "group and others",
+                };
+                let fix = format!("writable by {who} (mode {mode:o}); fix it with: chmod go-w {}", file.display());
+                assert_eq!(err.to_string(), fix);
             }
         }
     }

@@ -68,19 +68,22 @@ impl fmt::Display for Rejected {
 }
 
 /// Why a plugins directory could not be scanned at all.
+///
+/// The messages say their cause, so the cause is not also a `source()`: a chain printer
+/// (`{:#}`) would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     /// The directory cannot be read.
-    #[error("plugins directory {}: {source}", .path.display())]
+    #[error("plugins directory {}: {error}", .path.display())]
     Io {
         /// The directory.
         path: PathBuf,
         /// What failed.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Someone else could write into the directory.
-    #[error("plugins directory refused: {0}")]
-    Insecure(#[from] Insecure),
+    #[error("plugins directory {} refused: {}", .0.path(), .0)]
+    Insecure(Insecure),
 }
 
 /// Why a task could not be dispatched or did not succeed.
@@ -141,7 +144,7 @@ impl Registry {
     /// cannot be loaded do not fail the scan: they are listed by [`Registry::rejected`].
     pub fn scan(dir: &Path) -> Result<Registry, ScanError> {
         check_dir(dir)?;
-        let io = |source| ScanError::Io { path: dir.to_path_buf(), source };
+        let io = |error| ScanError::Io { path: dir.to_path_buf(), error };
         let mut files: Vec<PathBuf> = fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -163,12 +166,10 @@ impl Registry {
     }
 
     fn try_add_file(&mut self, path: &Path) -> Result<(), Reason> {
-        let meta = fs::metadata(path).map_err(|e| Reason::Io(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(Reason::Io("not a regular file".into()));
-        }
+        // The descriptor that is checked is the file that loads (see the loader).
+        let (file, meta) = loader::open(path)?;
         permissions::check(path, &meta)?;
-        let module = loader::load(path)?;
+        let module = loader::load(&file)?;
         let tasks: Vec<TaskDecl> = (module.tasks())().into_iter().collect();
         for decl in &tasks {
             validate_task_name(&decl.name).map_err(Reason::BadTaskName)?;
@@ -246,13 +247,12 @@ impl Registry {
 /// # Errors
 /// [`ScanError`] when it is missing, not a directory, or insecure.
 pub fn check_dir(dir: &Path) -> Result<(), ScanError> {
-    let io = |source| ScanError::Io { path: dir.to_path_buf(), source };
+    let io = |error| ScanError::Io { path: dir.to_path_buf(), error };
     let meta = fs::metadata(dir).map_err(io)?;
     if !meta.is_dir() {
         return Err(io(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
     }
-    permissions::check(dir, &meta)?;
-    Ok(())
+    permissions::check(dir, &meta).map_err(ScanError::Insecure)
 }
 
 fn is_plugin_file_name(path: &Path) -> bool {

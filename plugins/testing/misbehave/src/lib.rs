@@ -91,6 +91,17 @@ fn progress(job: &Job, steps: u64) -> u64 {
     steps
 }
 
+/// A result of `mib` MiB (to test result caps).
+fn big(mib: usize) -> String {
+    "x".repeat(mib << 20)
+}
+
+/// Runs `sh -c command` and waits for it: a job with a process of its own.
+fn shell(command: String) -> Result<String, String> {
+    let out = std::process::Command::new("sh").arg("-c").arg(&command).output().map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn run() -> &'static str {
     "Misbehave::run"
 }
@@ -114,5 +125,7 @@ plugin! {
         "Misbehave::summary"(values) => summary,
         "Misbehave::context" => context,
         "Misbehave::progress"(steps) => progress,
+        "Misbehave::big"(mib) => big,
+        "Misbehave::shell"(command) => shell,
     }
 }

@@ -1,0 +1,121 @@
+//! `li3g-host shutdown`, `restart` and `ping`: controlling a running daemon through its PID
+//! file and signals, and asking a worker to answer.
+
+use super::Common;
+use crate::client::{Client, Outcome, RunOptions};
+use crate::config::parse_seconds;
+use crate::gearman::packet::Priority;
+use crate::pidfile::running_pid;
+use crate::process;
+use clap::Args;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Where the PID file goes.
+#[derive(Debug, Clone, Args)]
+pub(super) struct PidArg {
+    /// PID file [default: /run/li3g-host.pid as root, else $XDG_RUNTIME_DIR/li3g-host.pid, else
+    /// /tmp/li3g-host-UID.pid]
+    #[arg(long, env = "LI3G_PID", value_name = "PATH")]
+    pid: Option<PathBuf>,
+}
+
+impl PidArg {
+    /// Whether a PID file was asked for (flag or environment).
+    pub(super) fn is_set(&self) -> bool {
+        self.pid.is_some()
+    }
+
+    /// The PID file: given, or the default for this user.
+    pub(super) fn path(&self) -> anyhow::Result<PathBuf> {
+        let path = match &self.pid {
+            Some(path) => path.clone(),
+            None => {
+                let uid = nix::unistd::geteuid();
+                match std::env::var_os("XDG_RUNTIME_DIR") {
+                    _ if uid.is_root() => PathBuf::from("/run/li3g-host.pid"),
+                    Some(dir) => PathBuf::from(dir).join("li3g-host.pid"),
+                    None => PathBuf::from(format!("/tmp/li3g-host-{uid}.pid")),
+                }
+            }
+        };
+        Ok(std::path::absolute(path)?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ShutdownArgs {
+    #[command(flatten)]
+    pid: PidArg,
+    /// How long to wait for the workers to finish their jobs and the daemon to end.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds, allow_negative_numbers = true)]
+    timeout: Duration,
+}
+
+pub(super) fn shutdown(args: &ShutdownArgs) -> anyhow::Result<ExitCode> {
+    let path = args.pid.path()?;
+    let pid = running_pid(&path)?;
+    // A pidfd lets us wait for a process that is not our child.
+    let pidfd = process::pidfd(Pid::from_raw(pid)).map_err(|err| anyhow::anyhow!("cannot watch PID {pid}: {err}"))?;
+    kill(Pid::from_raw(pid), Signal::SIGTERM)?;
+    println!("li3g-host: asked the daemon (PID {pid}) to shut down; waiting for its workers to finish their jobs");
+    if process::wait_readable(&pidfd, Some(args.timeout))? {
+        println!("li3g-host: daemon (PID {pid}) stopped");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("li3g-host: the daemon (PID {pid}) is still running after {:?}", args.timeout);
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RestartArgs {
+    #[command(flatten)]
+    pid: PidArg,
+}
+
+pub(super) fn restart(args: &RestartArgs) -> anyhow::Result<ExitCode> {
+    let pid = running_pid(&args.pid.path()?)?;
+    kill(Pid::from_raw(pid), Signal::SIGHUP)?;
+    println!("li3g-host: the daemon (PID {pid}) is restarting its workers: new ones load the plugins afresh, old ones finish their job");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub(super) struct PingArgs {
+    /// The named configuration in the configuration file.
+    #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
+    name: String,
+    /// How long to wait for a worker's answer.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds, allow_negative_numbers = true)]
+    timeout: Duration,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
+    let config = args.common.settings(&args.name)?;
+    let options = RunOptions {
+        background: false,
+        priority: Priority::High,
+        timeout: Some(args.timeout),
+        ..RunOptions::default()
+    };
+    print!("Pinging... ");
+    let outcome = Client::from_config(&config).run(crate::worker::PING_FUNCTION, &[], &options, &mut |_| {});
+    match outcome {
+        Ok(Outcome::Completed { .. }) => {
+            println!("OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Outcome::Queued { .. }) => unreachable!("a synchronous run completes or fails"),
+        Err(err) => {
+            println!("ERROR");
+            eprintln!("li3g-host: {err}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Process plumbing shared by the supervisor, its workers and `--atomic`'s job children: the one
+//! place that forks, waits and backs off.
+//!
+//! - [`fork`]: refuses from a multi-threaded process ([`ensure_single_threaded`]), and blocks
+//!   every signal across `fork(2)` until the child has run its setup (new handlers, its own wake
+//!   pipe), so a signal sent to the new PID right away is held, not lost or handled by the
+//!   parent's handlers in the child.
+//! - [`keep_from_children`] / [`close_inherited`]: descriptors a forked child must not hold
+//!   (the PID file's lock, job server sockets): registered by whoever opens them, closed by the
+//!   child after the fork. A `fork` without `exec` keeps every descriptor, `O_CLOEXEC` or not.
+//! - [`parent_death_signal`]: `PR_SET_PDEATHSIG`, checked against the parent having died
+//!   before it took effect.
+//! - [`pidfd`]: a descriptor that becomes readable when a process exits, for any process.
+//! - [`poll`]: `poll(2)` with a [`Duration`] timeout; `EINTR` is a wake-up, not an error.
+//! - [`Backoff`]: the doubling delay used for respawns and reconnects.
+//!
+//! What it must not do: start threads, allocate in a child before its setup ran, or hold locks
+//! across a fork. Written over `nix` where nix has a safe call; pidfd_open and the
+//! `/proc/self/stat` thread count have none.
+
+use nix::poll::{PollFd, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::unistd::{ForkResult, Pid};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Why this process could not fork.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkFailed {
+    /// The process has other threads: forking now could deadlock the child.
+    #[error("refusing to fork: this process has {0} threads (a plugin started one?); a forking process must be single-threaded")]
+    MultiThreaded(usize),
+    /// fork(2) or reading the thread count failed.
+    #[error("{0}")]
+    Os(#[from] io::Error),
+}
+
+/// How many threads this process has (field 20 of `/proc/self/stat`: one read, no listing).
+///
+/// # Errors
+/// When `/proc/self/stat` cannot be read or parsed.
+pub fn thread_count() -> io::Result<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may contain spaces: count after it.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    after_name
+        .split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("cannot read the thread count from /proc/self/stat"))
+}
+
+/// Checks that this process has one thread, so that it may fork.
+///
+/// # Errors
+/// [`ForkFailed::MultiThreaded`] with the count, or the error reading it.
+pub fn ensure_single_threaded() -> Result<(), ForkFailed> {
+    match thread_count()? {
+        1 => Ok(()),
+        n => Err(ForkFailed::MultiThreaded(n)),
+    }
+}
+
+/// Forks this single-threaded process. Every signal is blocked across the fork: the child runs
+/// `setup` (install its handlers, make its own wake pipe) before any signal reaches it, then
+/// gets what arrived meanwhile; the parent's mask is restored at once.
+///
+/// The child must leave through `_exit` (or become a process that never returns into its
+/// parent's callers, such as the daemon after [`crate::daemon::detach`]).
+///
+/// # Errors
+/// [`ForkFailed`] when the process has other threads or fork fails.
+pub fn fork(setup: impl FnOnce()) -> Result<ForkResult, ForkFailed> {
+    ensure_single_threaded()?;
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old))
+        .map_err(io::Error::from)?;
+    // SAFETY: the process is single-threaded (checked above), so the child's copy holds no
+    // lock another thread took; callers end the child with `_exit`.
+    let forked = unsafe { nix::unistd::fork() };
+    if let Ok(ForkResult::Child) = forked {
+        setup();
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    Ok(forked.map_err(io::Error::from)?)
+}
+
+/// Asks the kernel to send `signal` to this process when its parent dies, and checks that the
+/// parent (`parent`, taken before the fork) has not died already, before the request took
+/// effect. Returns `false` when it has: the caller should leave.
+pub fn parent_death_signal(signal: Signal, parent: Pid) -> bool {
+    let _ = nix::sys::prctl::set_pdeathsig(signal);
+    nix::unistd::getppid() == parent
+}
+
+/// A descriptor registered by [`keep_from_children`]: its number and the file it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Private {
+    fd: RawFd,
+    dev: u64,
+    ino: u64,
+}
+
+static PRIVATE: Mutex<Vec<Private>> = Mutex::new(Vec::new());
+
+fn identify(fd: RawFd) -> Option<Private> {
+    // SAFETY: fstat writes into the struct we own; a closed descriptor just fails.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some(Private { fd, dev: stat.st_dev, ino: stat.st_ino })
+}
+
+/// Marks `fd` as this process's own: children forked later close it ([`close_inherited`]).
+///
+/// The file's identity (device, inode) is kept with the number, so a number that was closed
+/// and reused for another file is left alone; such stale entries are dropped here.
+pub fn keep_from_children(fd: &impl AsRawFd) {
+    let Some(entry) = identify(fd.as_raw_fd()) else { return };
+    let mut list = PRIVATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    list.retain(|old| old.fd != entry.fd && identify(old.fd) == Some(*old));
+    list.push(entry);
+}
+
+/// In a freshly forked child: closes every descriptor its parent marked with
+/// [`keep_from_children`] that is still the file it was.
+pub fn close_inherited() {
+    // try_lock: a single-threaded parent never forks while holding the lock.
+    let Ok(mut list) = PRIVATE.try_lock() else { return };
+    for entry in list.drain(..) {
+        if identify(entry.fd) == Some(entry) {
+            // SAFETY: closing the child's copy of a descriptor its parent owns; nothing in the
+            // child uses it (the parent said so by registering it).
+            unsafe { libc::close(entry.fd) };
+        }
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` exits (pidfd_open(2)); it works for
+/// processes that are not our children too.
+///
+/// # Errors
+/// When the process does not exist or the kernel has no pidfds.
+pub fn pidfd(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; nix has no
+    // wrapper for it.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as RawFd) })
+}
+
+/// Waits until one of `fds` is ready or `timeout` passes (`None`: no timeout). Returns whether
+/// any is ready; a signal (`EINTR`) returns `false` too, so the caller looks at its flags.
+///
+/// # Errors
+/// What poll(2) reports other than `EINTR`.
+pub fn poll(fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result<bool> {
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        // Round up, so a wait for 0.4 ms does not become a busy loop of zero-length polls.
+        Some(t) => PollTimeout::try_from(t.as_millis() + u128::from(t.subsec_nanos() % 1_000_000 != 0))
+            .unwrap_or(PollTimeout::MAX),
+    };
+    match nix::poll::poll(fds, timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Waits until `fd` is readable or `timeout` passes; returns whether it is readable.
+///
+/// # Errors
+/// As [`poll`].
+pub fn wait_readable(fd: impl AsFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let mut fds = [PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+        if poll(&mut fds, left)? {
+            return Ok(true);
+        }
+        if left.is_some_and(|left| left.is_zero()) {
+            return Ok(false);
+        }
+    }
+}
+
+/// A delay that doubles with every failure, between a minimum and a maximum, and falls back to
+/// the minimum after a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// The policy for respawns and reconnects: 100 ms, doubling, at most 30 s.
+    pub const DEFAULT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+
+    /// A backoff from `min` to `max`.
+    pub const fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { min, max, next: min }
+    }
+
+    /// A failure: returns the delay to wait now, and doubles the next one.
+    pub fn failed(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// The delay the next failure will return.
+    pub fn peek(&self) -> Duration {
+        self.next
+    }
+
+    /// A success: the next failure waits the minimum again.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<_> = (0..4).map(|_| backoff.failed().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 350, 350]);
+        backoff.reset();
+        assert_eq!(backoff.failed(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn poll_times_out_and_sees_a_readable_pipe() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        assert!(!wait_readable(&read, Some(Duration::from_millis(10))).unwrap());
+        nix::unistd::write(&write, b"x").unwrap();
+        assert!(wait_readable(&read, Some(Duration::ZERO)).unwrap());
+    }
+
+    #[test]
+    fn a_registered_descriptor_is_recognised_only_while_it_is_the_same_file() {
+        let file = tempfile::tempfile().unwrap();
+        let entry = identify(file.as_raw_fd()).unwrap();
+        let other = tempfile::tempfile().unwrap();
+        assert_ne!(identify(other.as_raw_fd()).map(|p| p.ino), Some(entry.ino));
+    }
+
+    #[test]
+    fn a_pidfd_for_ourselves_is_not_readable() {
+        let fd = pidfd(nix::unistd::getpid()).unwrap();
+        assert!(!wait_readable(&fd, Some(Duration::ZERO)).unwrap());
+    }
+}

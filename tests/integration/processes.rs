@@ -1,0 +1,260 @@
+//! The daemon's processes on their fault paths, against a real gearmand: no job child outlives
+//! its daemon, no stop signal is lost, recycling is not a crash; and the limits on what the
+//! command line, the configuration and a job child may hand over.
+
+use crate::daemon::{call, client, sleep_in_flight, start, WAIT};
+use li3g_tests::{alive, host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir};
+use serde_json::json;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The children of `pid` (`/proc/PID/task/PID/children`).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The one job child of the one worker of gearmand's only worker process.
+fn job_child(gearmand: &Gearmand) -> (u32, u32) {
+    let workers = gearmand.worker_pids();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let worker = workers[0];
+    let mut found = Vec::new();
+    wait_until("the job child exists", WAIT, || {
+        found = children(worker);
+        found.len() == 1
+    });
+    (worker, found[0])
+}
+
+/// Processes whose command line holds `needle` as one argument.
+fn processes_with_arg(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmd| cmd.split(|&b| b == 0).any(|arg| arg == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+fn start_with_pid_file(gearmand: &Gearmand, dir: &PluginDir, pid_file: &Path, extra: &[&str]) -> (ChildGuard, Lines) {
+    let mut args = vec!["--workers", "1", "--pid", pid_file.to_str().expect("UTF-8 path")];
+    args.extend_from_slice(extra);
+    start(gearmand, dir, &args)
+}
+
+#[test]
+fn a_sigkilled_atomic_daemon_with_a_job_in_flight_leaves_nothing_behind() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let pid_file = dir.path().join("li3g.pid");
+    let (mut daemon, _lines) = start_with_pid_file(&gearmand, &dir, &pid_file, &["--atomic"]);
+    wait_for_workers(&[&gearmand], "Misbehave::sleep", 1);
+    let _job = sleep_in_flight(&gearmand, 30.0);
+    let (worker, job) = job_child(&gearmand);
+
+    let killed = Instant::now();
+    daemon.kill(); // SIGKILL: the daemon cannot stop anything itself
+    let all = [daemon.id(), worker, job];
+    wait_until("no li3g process is left", Duration::from_secs(2), || all.iter().all(|pid| !alive(*pid)));
+    wait_until("gearmand lists no worker of it", Duration::from_secs(2), || gearmand.worker_pids().is_empty());
+    assert!(killed.elapsed() < Duration::from_secs(2), "{:?}", killed.elapsed());
+
+    // No leftover holds the PID file's lock: a new daemon starts on it at once.
+    let (_again, lines) = start_with_pid_file(&gearmand, &dir, &pid_file, &[]);
+    lines.wait_for("Created worker number 1", WAIT);
+    assert_eq!(lines.count("already running"), 0, "{:#?}", lines.all());
+}
+
+#[test]
+fn two_stop_signals_with_an_atomic_job_in_flight_leave_no_orphan() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (mut daemon, lines) = start(&gearmand, &dir, &["--workers", "1", "--atomic"]);
+    wait_for_workers(&[&gearmand], "Misbehave::sleep", 1);
+    let job = sleep_in_flight(&gearmand, 30.0);
+    let (worker, child) = job_child(&gearmand);
+
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    lines.wait_for("Shutting down", WAIT);
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait_timeout(WAIT).expect("the daemon ends after a second stop");
+    assert!(status.success(), "{status:?}");
+    wait_until("the job child and its worker are gone", WAIT, || !alive(child) && !alive(worker));
+    let err = job.join().unwrap().unwrap_err();
+    assert!(err.contains("the worker was told to stop at once"), "{err}");
+}
+
+#[test]
+fn a_timeout_kills_the_job_with_everything_it_started() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (_daemon, _lines) = start(&gearmand, &dir, &["--workers", "1", "--atomic", "--timeout", "1"]);
+    wait_for_workers(&[&gearmand], "Misbehave::shell", 1);
+    let mut client = client(&gearmand);
+    // The job's own process: a `sleep` the job child waits for, in the job's process group.
+    let marker = format!("{}", 3000 + std::process::id() % 1000);
+    let err = call(&mut client, "Misbehave::shell", &[json!(format!("sleep {marker}"))]).unwrap_err();
+    assert_eq!(err, "task Misbehave::shell ran past its timeout of 1s and was killed");
+    wait_until("the job's sleep was killed with it", WAIT, || processes_with_arg(&marker).is_empty());
+
+    // A job that answers but leaves a process running: the process goes with the job's child.
+    let marker = format!("{}", 4000 + std::process::id() % 1000);
+    let background = format!("sleep {marker} >/dev/null 2>&1 &");
+    assert_eq!(call(&mut client, "Misbehave::shell", &[json!(background)]).unwrap(), b"");
+    assert_eq!(call(&mut client, "Misbehave::counter", &[]).unwrap(), b"1");
+    wait_until("what the job left running was killed", WAIT, || processes_with_arg(&marker).is_empty());
+}
+
+#[test]
+fn a_stop_right_after_restart_always_stops_the_daemon() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    for round in 0..50 {
+        let (mut daemon, lines) = start(&gearmand, &dir, &["--workers", "2"]);
+        lines.wait_for("Created worker number 2", WAIT);
+        let pid = daemon.id() as i32;
+        // SAFETY: kill(2) on the daemon this test started: restart, and at once stop.
+        unsafe {
+            libc::kill(pid, libc::SIGHUP);
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let status = daemon.wait_timeout(WAIT);
+        assert!(status.is_some_and(|s| s.success()), "round {round}: the daemon did not stop: {:#?}", lines.all());
+    }
+}
+
+#[test]
+fn recycled_workers_are_replaced_without_backoff() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (_daemon, lines) = start(&gearmand, &dir, &["--workers", "1", "--resuscitate", "--max-jobs", "1"]);
+    wait_for_workers(&[&gearmand], "Misbehave::counter", 1);
+    let mut client = client(&gearmand);
+    for round in 1..=4 {
+        // A fresh worker for every job: its global counter starts again.
+        assert_eq!(call(&mut client, "Misbehave::counter", &[]).unwrap(), b"1", "round {round}");
+    }
+    lines.wait_for("Created worker number 5", WAIT);
+    assert_eq!(lines.count("failing fast"), 0, "{:#?}", lines.all());
+    assert_eq!(lines.count("ended to be replaced"), 4, "{:#?}", lines.all());
+}
+
+#[test]
+fn an_oversized_result_fails_the_job_with_a_clear_message() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (_daemon, _lines) = start(&gearmand, &dir, &["--workers", "1", "--atomic"]);
+    wait_for_workers(&[&gearmand], "Misbehave::big", 1);
+    let mut client = client(&gearmand);
+    let err = call(&mut client, "Misbehave::big", &[json!(65)]).unwrap_err();
+    assert!(err.starts_with("task Misbehave::big sent "), "{err}");
+    assert!(err.contains("more than the 64 MiB a Gearman packet can carry"), "{err}");
+    assert_eq!(call(&mut client, "Misbehave::big", &[json!(1)]).unwrap().len(), 1 << 20);
+}
+
+#[test]
+fn durations_are_validated_where_they_are_given() {
+    let dir = PluginDir::with(&["hello"]);
+    for (args, flag, reason) in [
+        (&["work", "--timeout", "1e30"][..], "--timeout", "seconds is too long"),
+        (&["work", "--timeout", "-1"][..], "--timeout", "not a positive number of seconds"),
+        (&["work", "--timeout", "NaN"][..], "--timeout", "NaN is not a number of seconds"),
+        (&["start", "--timeout", "0"][..], "--timeout", "0 is not a positive number of seconds"),
+        (&["ping", "--timeout", "inf"][..], "--timeout", "seconds is too long"),
+        (&["shutdown", "--timeout", "soon"][..], "--timeout", "\"soon\" is not a number of seconds"),
+        (&["ping", "--timeout", "-0.5"][..], "--timeout", "-0.5 is not a positive number of seconds"),
+    ] {
+        let out = run(host().args(args));
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(flag) && out.stderr.contains(reason), "{args:?}: {}", out.stderr);
+    }
+    let config = dir.path().join("li3g.toml");
+    std::fs::write(&config, "[default.tasks.'Hello::say']\ntimeout = 1e30\n").unwrap();
+    let out = run(host().args(["work", "--config"]).arg(&config));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("default.tasks.\"Hello::say\".timeout: "), "{}", out.stderr);
+    assert!(out.stderr.contains("seconds is too long"), "{}", out.stderr);
+}
+
+/// Whether gearmand requeues a `Misbehave::sleep` job while the only worker still runs it: the
+/// sign that a CAN_DO_TIMEOUT reached it.
+fn requeued_while_running(gearmand: &Gearmand) -> bool {
+    let port = gearmand.port;
+    std::thread::spawn(move || {
+        let mut client = li3g_host::client::Client::new(vec![li3g_host::gearman::conn::ServerAddr {
+            host: "127.0.0.1".into(),
+            port,
+        }]);
+        let options = li3g_host::client::RunOptions::default();
+        let _ = client.run("Misbehave::sleep", &[json!(6)], &options, &mut |_| {});
+    })
+    .join()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen_running = false;
+    while Instant::now() < deadline {
+        let status = gearmand.status().into_iter().find(|s| s.function == "Misbehave::sleep").expect("registered");
+        seen_running |= status.running == 1;
+        if seen_running && status.running == 0 && status.total == 1 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn timeout_without_atomic_is_registered_with_the_job_server() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let mut command = host();
+    command
+        .args(["work", "--timeout", "1", "--servers", &gearmand.addr()])
+        .arg("--plugins")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _worker = ChildGuard::spawn(&mut command);
+    wait_for_workers(&[&gearmand], "Misbehave::sleep", 1);
+    assert!(requeued_while_running(&gearmand), "the --timeout never reached gearmand");
+}
+
+#[test]
+fn config_task_keys_are_canonical_and_unknown_ones_are_reported() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let config = dir.path().join("li3g.toml");
+    let text = format!(
+        "[default]\nservers = [\"{}\"]\nplugins = \"{}\"\n\n[default.tasks.'\\Misbehave::sleep']\ntimeout = 1\n\n\
+         [default.tasks.Nope]\ntimeout = 5\n",
+        gearmand.addr(),
+        dir.path().display()
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let out = run(host().args(["plugins", "--config"]).arg(&config));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: configuration default: tasks.\"Nope::run\" names no loaded task"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("Misbehave::sleep"), "{}", out.stderr);
+
+    let mut command = host();
+    command.args(["work", "--verbose", "--config"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut worker = ChildGuard::spawn(&mut command);
+    let lines = Lines::collect(worker.child().stderr.take().expect("piped"));
+    lines.wait_for("tasks.\"Nope::run\" names no loaded task; its settings are unused", WAIT);
+    wait_for_workers(&[&gearmand], "Misbehave::sleep", 1);
+    assert!(requeued_while_running(&gearmand), "`\\Misbehave::sleep`'s timeout never reached gearmand");
+}
