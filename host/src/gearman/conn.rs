@@ -6,10 +6,11 @@
 
 use super::admin;
 use super::packet::{self, Decoded, Magic, Packet};
+use nix::poll::{PollFd, PollFlags};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -231,6 +232,8 @@ impl Conn {
     /// # Errors
     /// [`ConnError::Io`] when the write fails or times out.
     pub fn flush(&mut self) -> Result<(), ConnError> {
+        let started = std::time::Instant::now();
+        let timed_out = |started: std::time::Instant| started.elapsed() >= WRITE_DEADLINE;
         let mut done = 0;
         let result = loop {
             if done == self.out.len() {
@@ -241,15 +244,13 @@ impl Conn {
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut fd = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-                    let millis = i32::try_from(WRITE_DEADLINE.as_millis()).unwrap_or(i32::MAX);
-                    // SAFETY: one valid pollfd that outlives the call.
-                    match unsafe { libc::poll(&mut fd, 1, millis) } {
-                        0 => break Err(io::Error::new(io::ErrorKind::TimedOut, "the server takes no data")),
-                        n if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted => {
-                            break Err(io::Error::last_os_error())
-                        }
-                        _ => {}
+                    let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLOUT)];
+                    match crate::process::poll(&mut fds, Some(WRITE_DEADLINE)) {
+                        Ok(true) => {}
+                        // A signal: try again (the job's answer still goes out).
+                        Ok(false) if fds[0].revents().is_none_or(|r| r.is_empty()) && !timed_out(started) => {}
+                        Ok(false) => break Err(io::Error::new(io::ErrorKind::TimedOut, "the server takes no data")),
+                        Err(e) => break Err(e),
                     }
                 }
                 Err(e) => break Err(e),
