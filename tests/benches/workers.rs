@@ -217,12 +217,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// The first non-empty line a command prints (stdout, then stderr).
 fn version(command: &str, args: &[&str]) -> String {
-    Command::new(command)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
-        .unwrap_or_else(|_| "?".into())
+    let Ok(out) = Command::new(command).args(args).output() else { return "?".into() };
+    let text = [out.stdout, out.stderr].concat();
+    String::from_utf8_lossy(&text).lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("?").to_string()
 }
 
 fn main() {
@@ -246,6 +245,8 @@ fn main() {
         Kind { name: "Python", function: "noop", workload: "x", jobs: jobs(6000), sync_jobs: 1000 },
         Kind { name: "fork+exec", function: "noop", workload: "x", jobs: jobs(2000), sync_jobs: 300 },
     ];
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     let started = Instant::now();
     // Rounds over every kind, so that the machine's load drifting during the run reaches all
     // kinds alike and the ratios stay fair.
@@ -303,7 +304,8 @@ fn main() {
     println!("(run took {took:.0?})");
 
     let machine = format!(
-        "{}, {} cores, {}",
+        "{}, {} cores, {}; load average {load} when the run began (other work on the machine makes \
+         single figures noisy: compare within one run)",
         std::fs::read_to_string("/proc/cpuinfo")
             .unwrap_or_default()
             .lines()
