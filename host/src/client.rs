@@ -24,9 +24,12 @@ use crate::gearman::client::{self, ClientError, JobEvent, JobHandle, Submit};
 use crate::gearman::conn::ServerAddr;
 use crate::gearman::packet::Priority;
 use crate::plugins::canonical_task_name;
+use crate::retries::Retries;
+use crate::scheduler::record::unique_for;
+use crate::scheduler::{Record, Store, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The longest unique key that works. gearmand 1.1.20 refuses keys over 64 bytes and, as seen
 /// here, accepts 64-byte keys but never merges jobs on them; 63 bytes merge.
@@ -60,6 +63,11 @@ pub struct RunOptions {
     pub environment: Option<String>,
     /// For a synchronous job: how long to wait for the result.
     pub timeout: Option<Duration>,
+    /// Run it at this time, not now: the job waits in Redis until a scheduler moves it
+    /// (background jobs only; a time in the past submits it at once).
+    pub schedule: Option<SystemTime>,
+    /// When the task fails, run it again per this policy (background jobs only).
+    pub retries: Option<Retries>,
 }
 
 impl Default for RunOptions {
@@ -71,6 +79,8 @@ impl Default for RunOptions {
             id: None,
             environment: None,
             timeout: None,
+            schedule: None,
+            retries: None,
         }
     }
 }
@@ -84,6 +94,13 @@ pub enum Outcome {
         id: String,
         /// The job server that holds it and its handle there, for status queries.
         handle: JobHandle,
+    },
+    /// A job waiting in Redis for its time.
+    Scheduled {
+        /// The job id.
+        id: String,
+        /// When it is due.
+        at: SystemTime,
     },
     /// A synchronous job's result: a string result as its bytes, anything else as JSON.
     Completed {
@@ -104,27 +121,49 @@ pub enum RunError {
     /// the task's message).
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// Scheduling or retries asked of a synchronous job.
+    #[error("only background jobs can be {0}")]
+    NotBackground(&'static str),
+    /// The configured Redis URL is wrong.
+    #[error("the configured redis URL: {0}")]
+    RedisUrl(String),
+    /// Scheduling failed in Redis (nothing was scheduled).
+    #[error("cannot schedule the job: {0}")]
+    Schedule(#[from] StoreError),
 }
 
 /// A client of one or more job servers, running li3g tasks.
 pub struct Client {
     gearman: client::Client,
+    /// Where scheduled jobs go: the configured Redis, opened on first use.
+    store: Option<Result<Store, String>>,
 }
 
 impl Client {
     /// A client of `servers` (see [`client::Client`] for failover).
     pub fn new(servers: Vec<ServerAddr>) -> Client {
-        Client { gearman: client::Client::new(servers) }
+        Client { gearman: client::Client::new(servers), store: None }
+    }
+
+    /// Schedules jobs in `store` (see [`RunOptions::schedule`]).
+    pub fn with_store(mut self, store: Store) -> Client {
+        self.store = Some(Ok(store));
+        self
     }
 
     /// A client over a configured protocol-level client (start server, timeouts).
     pub fn with(gearman: client::Client) -> Client {
-        Client { gearman }
+        Client { gearman, store: None }
     }
 
     /// A client of a configuration's servers.
     pub fn from_config(config: &Config) -> Client {
-        Client::new(config.servers.clone())
+        let client = Client::new(config.servers.clone());
+        match Store::from_config(config) {
+            Ok(store) => client.with_store(store),
+            Err(StoreError::NotConfigured) => client,
+            Err(err) => Client { store: Some(Err(err.to_string())), ..client },
+        }
     }
 
     /// Runs `task` with `args`; progress, data and warnings of a synchronous job go to
@@ -143,8 +182,30 @@ impl Client {
         let args = Value::Array(args.to_vec());
         let unique = unique_key(&function, &args, &options.unique)?;
         let id = options.id.clone().unwrap_or_else(crate::job_id::generate);
+        let mut workload = crate::workload::encode(&args, &id, options.environment.as_deref());
+        if !options.background && options.schedule.is_some() {
+            return Err(RunError::NotBackground("scheduled"));
+        }
+        if !options.background && options.retries.is_some() {
+            return Err(RunError::NotBackground("retried"));
+        }
+        if options.schedule.is_some() || options.retries.is_some() {
+            workload = scheduled_envelope(&workload, options.retries.as_ref());
+        }
+        if let Some(at) = options.schedule.filter(|at| *at > SystemTime::now()) {
+            let record = Record {
+                unique: if unique.is_empty() { unique_for(&id, 0) } else { unique },
+                id: id.clone(),
+                function,
+                workload: String::from_utf8_lossy(&workload).into_owned(),
+                priority: options.priority.into(),
+                retry: 0,
+            };
+            self.store()?.schedule(&record, at)?;
+            return Ok(Outcome::Scheduled { id, at });
+        }
         let job = Submit {
-            workload: crate::workload::encode(&args, &id, options.environment.as_deref()),
+            workload,
             function: function.into_bytes(),
             unique: unique.into_bytes(),
             priority: options.priority,
@@ -157,10 +218,32 @@ impl Client {
         Ok(Outcome::Completed { id, result })
     }
 
+    /// The schedule in Redis.
+    ///
+    /// # Errors
+    /// [`RunError::Schedule`] when no Redis is configured or its URL is wrong.
+    pub fn store(&mut self) -> Result<&mut Store, RunError> {
+        match &mut self.store {
+            Some(Ok(store)) => Ok(store),
+            Some(Err(why)) => Err(RunError::RedisUrl(why.clone())),
+            None => Err(RunError::Schedule(StoreError::NotConfigured)),
+        }
+    }
+
     /// The protocol-level client, for status queries.
     pub fn gearman(&mut self) -> &mut client::Client {
         &mut self.gearman
     }
+}
+
+/// The envelope of a scheduled or retried job: li3_gearman's `background`, `retry` and
+/// `retries` added, which the worker reads when the job fails.
+fn scheduled_envelope(workload: &[u8], retries: Option<&Retries>) -> Vec<u8> {
+    let Ok(Value::Object(mut envelope)) = serde_json::from_slice::<Value>(workload) else { return workload.to_vec() };
+    envelope.insert("background".into(), Value::Bool(true));
+    envelope.insert("retry".into(), Value::from(0));
+    envelope.insert("retries".into(), retries.map(Retries::to_json).unwrap_or(Value::Array(vec![])));
+    Value::Object(envelope).to_string().into_bytes()
 }
 
 /// The unique key a job is submitted with.

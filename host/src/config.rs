@@ -46,6 +46,8 @@ pub struct Config {
     pub servers: Vec<ServerAddr>,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
+    /// The scheduler's settings (`[NAME.scheduler]`; see [`crate::scheduler::Settings`]).
+    pub scheduler: crate::scheduler::Settings,
     /// The Redis URL for the scheduler, when set.
     pub redis: Option<String>,
     /// The environment name tasks see, when set.
@@ -158,6 +160,7 @@ struct RawOverride {
     servers: Option<Servers>,
     plugins: Option<PathBuf>,
     redis: Option<String>,
+    scheduler: Option<crate::scheduler::RawSettings>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
 }
@@ -168,6 +171,7 @@ struct RawConfig {
     servers: Option<Servers>,
     plugins: Option<PathBuf>,
     redis: Option<String>,
+    scheduler: Option<crate::scheduler::RawSettings>,
     environment: Option<String>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
@@ -233,6 +237,9 @@ fn resolve(
             }
             raw.plugins = over.plugins.or(raw.plugins);
             raw.redis = over.redis.or(raw.redis);
+            if let Some(over) = over.scheduler {
+                raw.scheduler = Some(raw.scheduler.unwrap_or_default().merge(over));
+            }
             raw.tasks.extend(over.tasks);
         }
     }
@@ -263,8 +270,14 @@ fn resolve(
         }
         tasks.insert(canonical, TaskOptions { timeout });
     }
+    let scheduler = raw
+        .scheduler
+        .unwrap_or_default()
+        .resolve()
+        .map_err(|(key, message)| invalid(format!("{name}.{key}"), message))?;
     Ok(Config {
         name: name.into(),
+        scheduler,
         file: path.map(Into::into),
         servers,
         plugins: raw.plugins,

@@ -9,11 +9,13 @@
 //! - [`fork`]: running one job in a forked child (`--atomic`).
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`log`]: log lines to stderr (`--verbose`) or syslog.
+//! - [`server`]: the embedded Gearman job server (`li3g-host server`): mio event loop, SQLite store.
 //! - [`pidfile`]: the daemon's locked PID file.
 //! - [`process`]: process plumbing: fork with signals blocked, pidfds, poll, backoff, what
 //!   children must not inherit.
 //! - [`signals`]: signals as flags and a per-process wake-up pipe.
 //! - [`job_id`]: random job ids.
+//! - [`scheduler`]: scheduled and retried jobs in Redis, and the scheduler process.
 //! - [`retries`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
@@ -33,6 +35,8 @@ pub mod pidfile;
 pub mod plugins;
 pub mod process;
 pub mod retries;
+pub mod scheduler;
+pub mod server;
 pub mod signals;
 pub mod worker;
 pub mod workload;

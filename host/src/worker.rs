@@ -71,6 +71,8 @@ pub struct WorkerConfig {
     pub configured_tasks: Vec<String>,
     /// Where log lines go.
     pub log: crate::log::Log,
+    /// Job status and retries in Redis, when the configuration names Redis.
+    pub hooks: Option<crate::scheduler::retry::JobHooks>,
 }
 
 /// How often a sleeping worker looks at its stop flag when nothing wakes it.
@@ -494,9 +496,14 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                 let info = JobInfo {
                     id: decoded.id.unwrap_or_else(crate::job_id::generate),
                     environment: decoded.env.unwrap_or_else(|| config.environment.clone()),
+                    env_vars: decoded.env_vars,
                 };
                 task = canonical_task_name(&decoded.task);
                 debug!("Handling job #{} {task} ({})", info.id, String::from_utf8_lossy(&handle));
+                let hook_log = |line: &str| info!("{line}");
+                if let Some(hooks) = &config.hooks {
+                    hooks.report_start(&info.id, &hook_log);
+                }
                 let args = decoded.args.to_string();
                 let mut reporter = Reporter { conn: &mut *conn, handle: &handle, failed: None };
                 let run = |events: &mut dyn JobEvents| {
@@ -532,6 +539,9 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                 };
                 if let Some(err) = reporter.failed {
                     return Err(err);
+                }
+                if let Some(hooks) = &config.hooks {
+                    hooks.report_end(&info.id, &job.function, &job.workload, &outcome, &hook_log);
                 }
                 outcome
             }

@@ -20,8 +20,8 @@ use abi_stable::{
     library::RootModule,
     sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RResult, RSlice, RStr, RString, RVec},
-    StableAbi,
+    std_types::{RBox, RResult, RSlice, RStr, RString, RVec},
+    DynTrait, StableAbi,
 };
 
 /// The root module a plugin exports: who it is and what tasks it has.
@@ -57,8 +57,8 @@ const fn interface_version() -> VersionStrings {
 
 #[cfg(feature = "__test_version_mismatch")]
 const fn interface_version() -> VersionStrings {
-    // Older than any real release, so a host at 0.1 or later refuses it.
-    VersionStrings::new("0.0.1")
+    // The release before this one (0.2 changed `JobCtx`), so this host refuses it.
+    VersionStrings::new("0.1.0")
 }
 
 /// The signature of a task's entry point.
@@ -116,11 +116,37 @@ pub struct JobCtx<'a> {
     pub task: RStr<'a>,
     /// The job id: given by whoever submitted the job, or generated.
     pub id: RStr<'a>,
-    /// The environment name (`--environment`), empty when none.
+    /// The environment name (`--environment`, or the envelope's), empty when none.
     pub environment: RStr<'a>,
+    /// The job's other environment values: li3_gearman's `env` entries (`HTTP_HOST`, ...),
+    /// which the original merged into `$_SERVER`. Sorted by name, names unique.
+    pub env_vars: RSlice<'a, EnvVar<'a>>,
+    /// The per-worker state of the task's plugin, when it declares one and it was built.
+    pub state: Option<&'a PluginState>,
     /// Where progress and data go.
     pub sink: JobSink_TO<'a, abi_stable::sabi_types::RRef<'a, ()>>,
 }
+
+/// One environment value of a job: `HTTP_HOST` = `shop.example.com`.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnvVar<'a> {
+    /// Its name.
+    pub name: RStr<'a>,
+    /// Its value.
+    pub value: RStr<'a>,
+}
+
+/// A plugin's per-worker state, opaque to the host: built by the plugin's constructor, handed
+/// back to the plugin's tasks, and dropped (by the plugin's own destructor, through the
+/// vtable) when the worker ends.
+pub type PluginState = DynTrait<'static, RBox<()>, StateInterface>;
+
+/// The (empty) interface of [`PluginState`]: the host can only hold it and drop it.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(impl_InterfaceType())]
+pub struct StateInterface;
 
 /// Receives what a running task reports. Implemented by the host.
 ///

@@ -12,7 +12,7 @@
 //! crate-type = ["cdylib", "rlib"]
 //!
 //! [dependencies]
-//! li3g-plugin-api = "0.1"
+//! li3g-plugin-api = "0.2"
 //! ```
 //!
 //! ```
@@ -64,6 +64,9 @@
 //!
 //! Any change to a type in [`abi`] other than appending a field to the prefix type
 //! [`abi::PluginMod`] bumps this crate's minor version.
+//!
+//! Versions: 0.2 added the job's environment values and the plugin's state to
+//! [`abi::JobCtx`] (plugins built against 0.1 are refused: rebuild them).
 //!
 //! What a plugin may do:
 //! - run any code inside its tasks, including blocking I/O and its own threads *inside* a task

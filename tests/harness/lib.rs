@@ -270,7 +270,17 @@ pub fn wait_for_port(port: u16, timeout: std::time::Duration) -> bool {
     false
 }
 
-/// A real gearmand on a free loopback port, killed by PID when dropped.
+/// The environment variable that makes [`Gearmand::start`] run li3g's embedded job server
+/// (`li3g-host server`) instead of gearmand, so one suite runs against both back ends.
+pub const BACKEND_VAR: &str = "LI3G_TEST_SERVER";
+
+/// Whether the tests run against the embedded server (`LI3G_TEST_SERVER=embedded`).
+pub fn embedded_backend() -> bool {
+    std::env::var(BACKEND_VAR).is_ok_and(|v| v == "embedded")
+}
+
+/// A real job server on a free loopback port, killed by PID when dropped: gearmand, or li3g's
+/// embedded server (see [`BACKEND_VAR`], [`Gearmand::embedded`]); the same API for both.
 pub struct Gearmand {
     /// Its port on 127.0.0.1.
     pub port: u16,
@@ -296,8 +306,17 @@ impl Gearmand {
         Gearmand::try_start_on(port).unwrap_or_else(|why| panic!("gearmand on port {port}: {why}"))
     }
 
-    /// Starts gearmand on `port`; `Err` says why it is not the one serving the port.
+    /// Starts gearmand (or the embedded server, see [`BACKEND_VAR`]) on `port`; `Err` says why
+    /// it is not the one serving the port.
     pub fn try_start_on(port: u16) -> Result<Gearmand, String> {
+        if embedded_backend() {
+            return Gearmand::try_embedded_on(port, None, &[]);
+        }
+        Gearmand::try_gearmand_on(port, &[])
+    }
+
+    /// Starts gearmand itself on `port` with `extra` arguments (a queue store, say).
+    pub fn try_gearmand_on(port: u16, extra: &[&str]) -> Result<Gearmand, String> {
         let log = tempfile::tempdir().expect("a log directory");
         let process = ChildGuard::spawn(
             Command::new("gearmand")
@@ -306,6 +325,7 @@ impl Gearmand {
                 .arg("--threads=1")
                 .arg(format!("--log-file={}", log.path().join("gearmand.log").display()))
                 .arg("--verbose=ERROR")
+                .args(extra)
                 .stdin(std::process::Stdio::null()),
         );
         // The port may accept because someone else holds it (a race with another test between
@@ -315,6 +335,39 @@ impl Gearmand {
         })?;
         Ok(Gearmand { port, process, _log: log })
     }
+    /// li3g's embedded job server (`li3g-host server`), with its job store at `store` if given.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn embedded(store: Option<&Path>) -> Gearmand {
+        on_a_free_port("li3g-host server", |port| Gearmand::try_embedded_on(port, store, &[]))
+    }
+
+    /// li3g's embedded job server on `port`, with `store` and `extra` arguments; `Err` says why
+    /// it is not the one serving the port.
+    pub fn try_embedded_on(port: u16, store: Option<&Path>, extra: &[&str]) -> Result<Gearmand, String> {
+        Gearmand::try_binary_on(&artifacts().host, port, store, extra)
+    }
+
+    /// The embedded job server of the `li3g-host` at `binary` (a release build, for benchmarks).
+    pub fn try_binary_on(binary: &Path, port: u16, store: Option<&Path>, extra: &[&str]) -> Result<Gearmand, String> {
+        let log = tempfile::tempdir().expect("a log directory");
+        let mut command = Command::new(binary);
+        for var in ["LI3G_CONFIG", "LI3G_SERVERS", "LI3G_ENVIRONMENT", "LI3G_PLUGINS"] {
+            command.env_remove(var);
+        }
+        command.args(["server", "--listen", &format!("127.0.0.1:{port}")]).args(extra);
+        if let Some(store) = store {
+            command.arg("--store").arg(store);
+        }
+        let stderr = fs::File::create(log.path().join("server.log")).expect("a log file");
+        let process = ChildGuard::spawn(command.stdin(std::process::Stdio::null()).stderr(stderr));
+        serving(&process, port, b"getpid\n", |answer| {
+            answer.lines().next().and_then(|l| l.strip_prefix("OK ")).and_then(|pid| pid.trim().parse().ok())
+        })?;
+        Ok(Gearmand { port, process, _log: log })
+    }
+
     /// `127.0.0.1:port`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)

@@ -36,7 +36,7 @@ fn host() -> Host {
 
 impl Host {
     fn call(&self, task: &str, args: Value) -> Result<TaskOutput, DispatchError> {
-        let info = JobInfo { id: "job-1".into(), environment: "test".into() };
+        let info = JobInfo { id: "job-1".into(), environment: "test".into(), ..JobInfo::default() };
         self.registry.dispatch(task, &args.to_string(), &info, &mut Recorder::default())
     }
 

@@ -63,8 +63,8 @@ fn older_interface_version_is_rejected_with_both_versions() {
     let dir = PluginDir::with(&["hello", "abi_version"]);
     let registry = Registry::scan(dir.path()).unwrap();
     let reason = rejection(&registry, "libabi_version.so");
-    assert!(reason.contains("li3g-plugin-api 0.0.1"), "{reason}");
-    assert!(reason.contains("compatible with 0.1.0"), "{reason}");
+    assert!(reason.contains("li3g-plugin-api 0.1.0"), "{reason}");
+    assert!(reason.contains("compatible with 0.2.0"), "{reason}");
     assert_eq!(registry.plugins().len(), 1);
 }
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod compat;
 mod config;
 mod daemon;
 mod deploy;
@@ -13,4 +14,6 @@ mod loading;
 mod logging;
 mod multi_server;
 mod processes;
+mod scheduler;
+mod server;
 mod worker;

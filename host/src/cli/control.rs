@@ -111,7 +111,7 @@ pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
             println!("OK");
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Outcome::Queued { .. }) => unreachable!("a synchronous run completes or fails"),
+        Ok(Outcome::Queued { .. } | Outcome::Scheduled { .. }) => unreachable!("a synchronous run completes or fails"),
         Err(err) => {
             println!("ERROR");
             eprintln!("li3g-host: {err}");

@@ -34,6 +34,7 @@ pub(super) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let info = JobInfo {
         id: args.id.clone().unwrap_or_else(crate::job_id::generate),
         environment: config.environment.clone().unwrap_or_default(),
+        ..JobInfo::default()
     };
     let json = Value::Array(parse_args(&args.args)).to_string();
     match registry.dispatch(&args.task, &json, &info, &mut Console) {

@@ -10,6 +10,8 @@ mod control;
 mod exec;
 mod plugins;
 mod run;
+mod schedule;
+mod server;
 mod start;
 mod work;
 
@@ -49,8 +51,21 @@ enum Command {
     /// Restart the daemon's workers gracefully: new workers load the plugins afresh while the
     /// old ones finish their job; the daemon keeps its PID.
     Restart(control::RestartArgs),
+    /// Run the embedded Gearman job server in the foreground (gearmand's protocol, loopback by default).
+    Server(server::ServerArgs),
     /// Check that a worker answers: prints `Pinging... OK` (exit 0) or `Pinging... ERROR` (exit 1).
     Ping(control::PingArgs),
+    /// Move due scheduled jobs from Redis to the job servers (`start` runs one when the
+    /// configuration names Redis).
+    Scheduler(schedule::SchedulerArgs),
+    /// List pending scheduled jobs (id, task, due time, retries) and the dead set.
+    Scheduled(schedule::ScheduledArgs),
+    /// Remove a pending scheduled job.
+    Cancel(schedule::IdArgs),
+    /// Bring a job back from the dead set: it runs again at once.
+    Retry(schedule::IdArgs),
+    /// Show a job's status: pending, running, finished or error.
+    Status(schedule::IdArgs),
 }
 
 /// The settings every command shares.
@@ -152,6 +167,12 @@ where
         Command::Shutdown(args) => control::shutdown(&args),
         Command::Restart(args) => control::restart(&args),
         Command::Ping(args) => control::ping(&args),
+        Command::Scheduler(args) => schedule::scheduler(&args),
+        Command::Scheduled(args) => schedule::scheduled(&args),
+        Command::Cancel(args) => schedule::cancel(&args),
+        Command::Retry(args) => schedule::retry(&args),
+        Command::Status(args) => schedule::status(&args),
+        Command::Server(args) => server::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@ use crate::client::{Client, Outcome, RunError, RunOptions, Unique};
 use crate::gearman::client::{ClientError, JobEvent};
 use crate::gearman::packet::Priority;
 use crate::plugins::JobEvents;
+use crate::retries::Retries;
 use clap::{Args, ValueEnum};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,6 +45,20 @@ pub(super) struct RunArgs {
     /// With --sync: give up after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
+    /// Run at this UTC time (RFC 3339, e.g. 2026-12-01T10:00:00Z) instead of now; the job
+    /// waits in the configured Redis until a scheduler moves it. Prints the job id.
+    #[arg(long, value_name = "TIME", value_parser = humantime::parse_rfc3339_weak, conflicts_with_all = ["sync", "in_"])]
+    at: Option<std::time::SystemTime>,
+    /// Run after this delay (90s, 5m, 2h, 1h30m) instead of now.
+    #[arg(long = "in", id = "in_", value_name = "DELAY", value_parser = humantime::parse_duration, conflicts_with = "sync")]
+    in_: Option<Duration>,
+    /// When the task fails, run it again up to N times (li3_gearman's `retries`).
+    #[arg(long, value_name = "N", conflicts_with = "sync")]
+    retries: Option<u32>,
+    /// With --retries: the delays before each retry, comma-separated (the last one repeats)
+    /// [default: li3_gearman's 5m,10m,20m,30m,50m]
+    #[arg(long, value_name = "LIST", requires = "retries", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    retry_delays: Vec<Duration>,
     /// The named configuration in the configuration file.
     #[arg(long = "name", value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
@@ -68,6 +83,14 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         id: args.id.clone(),
         environment: config.environment.clone(),
         timeout: args.timeout.map(Duration::from_secs_f64),
+        schedule: args.at.or_else(|| args.in_.map(|delay| std::time::SystemTime::now() + delay)),
+        retries: args.retries.map(|maximum| {
+            let mut retries = Retries::with_maximum(maximum);
+            if !args.retry_delays.is_empty() {
+                retries.increments = args.retry_delays.clone();
+            }
+            retries
+        }),
     };
     let task_args = parse_args(&args.args);
     let until = match args.timeout {
@@ -86,6 +109,10 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     match Client::from_config(&config).run(&args.task, &task_args, &options, &mut on_event) {
         Ok(Outcome::Queued { id, handle }) => {
             println!("queued job {id} as {handle}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Outcome::Scheduled { id, at }) => {
+            println!("scheduled job {id} for {}", humantime::format_rfc3339_seconds(at));
             Ok(ExitCode::SUCCESS)
         }
         Ok(Outcome::Completed { result, .. }) => {

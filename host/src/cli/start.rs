@@ -2,6 +2,7 @@
 //! `shutdown`, `restart` and `ping`, which control it, are in `control.rs`.
 
 use super::control::PidArg;
+use super::schedule::{run_scheduler, DEFAULT_BATCH};
 use super::work::{run_worker, WorkerOptions};
 use super::{plugins_dir, Common};
 use crate::config::Config;
@@ -32,6 +33,10 @@ pub(super) struct StartArgs {
     /// worker recycled by --max-jobs or --memlimit is replaced at once.
     #[arg(long)]
     resuscitate: bool,
+    /// Do not run a scheduler, even though the configuration names Redis (run one elsewhere,
+    /// with `li3g-host scheduler`).
+    #[arg(long)]
+    no_scheduler: bool,
     #[command(flatten)]
     pid: PidArg,
     #[command(flatten)]
@@ -90,5 +95,15 @@ fn children<'a>(args: &'a StartArgs, config: &'a Config, log: Log) -> Vec<ChildS
         ChildSpec::new("worker", args.workers, move |_number| i32::from(run_worker(config, &args.worker, log)));
     workers.restart = if args.resuscitate { Restart::Permanent } else { Restart::Temporary };
     workers.limit = args.limit;
-    vec![workers]
+    let mut children = vec![workers];
+    if config.redis.is_some() && !args.no_scheduler {
+        // One scheduler, always replaced when it ends; it loads no plugin, so a restart
+        // (SIGHUP) has nothing to reload in it.
+        let verbose = log.verbose;
+        let mut scheduler =
+            ChildSpec::new("scheduler", 1, move |_number| i32::from(run_scheduler(config, verbose, DEFAULT_BATCH)));
+        scheduler.reload = false;
+        children.push(scheduler);
+    }
+    children
 }

@@ -80,6 +80,7 @@ impl WorkerOptions {
             max_jobs: self.max_jobs,
             configured_tasks: config.tasks.keys().cloned().collect(),
             log: self.log(),
+            hooks: crate::scheduler::retry::JobHooks::from_config(config),
         }
     }
 }

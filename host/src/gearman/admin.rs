@@ -1,8 +1,12 @@
-//! gearmand's text admin protocol, parsed: no I/O here.
+//! gearmand's text admin protocol, both sides: no I/O here.
 //!
 //! A command is a line (`status`, `workers`, `version`) sent on the same port as the binary
 //! protocol (the first byte is not NUL). `version` answers one line; `status` and `workers`
 //! answer lines ending with a line holding a single `.`.
+//!
+//! The client side parses answers ([`parse_status`], [`parse_workers`]); the server side (the
+//! embedded job server) parses commands ([`Command::parse`]) and writes answers
+//! ([`write_status`], [`write_workers`]) in gearmand's exact format, so `gearadmin` reads them.
 
 /// One line of `status`: a function and its queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +88,93 @@ pub fn parse_workers<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Vec
         .collect()
 }
 
+/// The longest command line a server accepts; longer is garbage (the peer is disconnected).
+pub const MAX_COMMAND_LINE: usize = 4096;
+
+/// An admin command, as a server reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `status`: every function's queue.
+    Status,
+    /// `workers`: every connection and its functions.
+    Workers,
+    /// `version`.
+    Version,
+    /// `getpid`.
+    Getpid,
+    /// `maxqueue FUNCTION [N]`: cap a function's queue (no N, or a negative one: unlimited).
+    MaxQueue {
+        /// The function.
+        function: String,
+        /// The cap.
+        max: Option<u64>,
+    },
+    /// `shutdown [graceful]`: stop the server (graceful: once no job runs).
+    Shutdown {
+        /// Whether to let running jobs finish.
+        graceful: bool,
+    },
+    /// A command the server does not know (answered `ERR UNKNOWN_COMMAND`).
+    Unknown(String),
+}
+
+impl Command {
+    /// Parses one command line (its line end optional).
+    pub fn parse(line: &str) -> Command {
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or("");
+        let rest: Vec<&str> = words.collect();
+        match (verb, rest.as_slice()) {
+            ("status", []) => Command::Status,
+            ("workers", []) => Command::Workers,
+            ("version", []) => Command::Version,
+            ("getpid", []) => Command::Getpid,
+            ("shutdown", []) => Command::Shutdown { graceful: false },
+            ("shutdown", ["graceful"]) => Command::Shutdown { graceful: true },
+            ("maxqueue", [function]) => Command::MaxQueue { function: function.to_string(), max: None },
+            // gearmand also takes one size per priority (high, normal, low): the smallest caps all.
+            ("maxqueue", [function, sizes @ ..]) if sizes.len() <= 3 => {
+                match sizes.iter().map(|s| s.parse::<i64>()).collect::<Result<Vec<_>, _>>() {
+                    Ok(sizes) => Command::MaxQueue {
+                        function: function.to_string(),
+                        max: sizes.into_iter().min().and_then(|n| u64::try_from(n).ok()),
+                    },
+                    Err(_) => Command::Unknown(line.trim_end().to_string()),
+                }
+            }
+            _ => Command::Unknown(line.trim_end().to_string()),
+        }
+    }
+}
+
+/// The answer to an unknown command, as gearmand words it.
+pub const UNKNOWN_COMMAND: &str = "ERR UNKNOWN_COMMAND Unknown+server+command\n";
+
+/// Writes a `status` answer, final `.` included.
+pub fn write_status(functions: &[FunctionStatus]) -> String {
+    let mut out = String::new();
+    for f in functions {
+        out.push_str(&format!("{}\t{}\t{}\t{}\n", f.function, f.total, f.running, f.workers));
+    }
+    out.push_str(".\n");
+    out
+}
+
+/// Writes a `workers` answer, final `.` included.
+pub fn write_workers(workers: &[WorkerStatus]) -> String {
+    let mut out = String::new();
+    for w in workers {
+        out.push_str(&format!("{} {} {} :", w.fd, w.ip, w.client_id));
+        for f in &w.functions {
+            out.push(' ');
+            out.push_str(f);
+        }
+        out.push('\n');
+    }
+    out.push_str(".\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +190,36 @@ mod tests {
         assert!(workers[1].functions.is_empty());
         assert!(parse_status(["nonsense"]).is_err());
         assert!(is_end(".\n") && !is_end("..\n"));
+    }
+
+    #[test]
+    fn server_side_round_trips_through_the_client_side() {
+        let status = vec![FunctionStatus { function: "Hello::say".into(), total: 3, running: 1, workers: 2 }];
+        let text = write_status(&status);
+        assert!(text.ends_with("\n.\n"));
+        assert_eq!(parse_status(text.lines().take_while(|l| !is_end(l))).unwrap(), status);
+        let workers = vec![
+            WorkerStatus { fd: "7".into(), ip: "127.0.0.1".into(), client_id: "-".into(), functions: vec![] },
+            WorkerStatus {
+                fd: "8".into(),
+                ip: "::1".into(),
+                client_id: "h:1".into(),
+                functions: vec!["a::b".into(), "c".into()],
+            },
+        ];
+        let text = write_workers(&workers);
+        assert_eq!(parse_workers(text.lines().take_while(|l| !is_end(l))).unwrap(), workers);
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(Command::parse("status\r\n"), Command::Status);
+        assert_eq!(Command::parse("maxqueue f 10"), Command::MaxQueue { function: "f".into(), max: Some(10) });
+        assert_eq!(Command::parse("maxqueue f 10 5 7"), Command::MaxQueue { function: "f".into(), max: Some(5) });
+        assert_eq!(Command::parse("maxqueue f -1"), Command::MaxQueue { function: "f".into(), max: None });
+        assert_eq!(Command::parse("maxqueue f"), Command::MaxQueue { function: "f".into(), max: None });
+        assert_eq!(Command::parse("shutdown graceful"), Command::Shutdown { graceful: true });
+        assert_eq!(Command::parse("bogus x"), Command::Unknown("bogus x".into()));
+        assert_eq!(Command::parse("maxqueue f x"), Command::Unknown("maxqueue f x".into()));
     }
 }

@@ -1,10 +1,10 @@
 //! The Gearman protocol: our own blocking implementation.
 //!
 //! - [`packet`]: the binary protocol's codec, bytes to typed packets and back, free of I/O, so
-//!   that the worker, the client and (in a later issue) an embedded job server share it.
+//!   that the worker, the client and the embedded job server (`crate::server`) share it.
 //! - [`client`]: submitting jobs and waiting for results, over several servers.
 //! - [`conn`]: one blocking connection to a job server.
-//! - [`admin`]: the text admin protocol's answers (`status`, `workers`, `version`), parsed.
+//! - [`admin`]: the text admin protocol: commands and answers, for both sides.
 //!
 //! Why hand-written, and why blocking: li3g's worker processes fork, per job under `--atomic`,
 //! and forking is only safe from a single-threaded process. Every Rust Gearman crate we know

@@ -4,8 +4,8 @@
 //! `u32` body size) and a body of NUL-separated arguments, the last of which runs to the end
 //! and may itself contain NULs. [`decode`] looks at a buffer and says either "not complete
 //! yet, read more" or "here is a packet, and it took this many bytes"; [`encode`] appends a
-//! packet to a buffer. The connection (`conn.rs`), a worker, a client and, later, an embedded
-//! job server all share this one codec.
+//! packet to a buffer. The connection (`conn.rs`), a worker, a client and the embedded job
+//! server (`crate::server`: it decodes `\0REQ` and encodes `\0RES`) all share this one codec.
 //!
 //! Hostile or broken peers: a wrong magic, an unknown type, a body larger than the limit, or
 //! arguments missing from a body are errors, never panics, and the size is checked from the
@@ -381,6 +381,14 @@ pub fn decode(buf: &[u8], max_body: usize) -> Result<Decoded, Error> {
     }
     let packet = parse_body(kind, &buf[HEADER_LEN..end])?;
     Ok(Decoded::Packet { magic, packet, len: end })
+}
+
+/// The length of the packet whose header starts `buf` (header included), once the header is
+/// whole: lets a server skip a well-framed packet it refuses ([`Error::Unsupported`]) and keep
+/// the connection.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let size = buf.get(8..HEADER_LEN)?;
+    Some(HEADER_LEN + u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize)
 }
 
 fn pad4(bytes: &[u8]) -> [u8; 4] {

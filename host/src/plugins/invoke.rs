@@ -3,7 +3,7 @@
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RSlice, RStr};
-use li3g_plugin_api::abi::{JobCtx, JobSink, JobSink_TO, TaskDecl};
+use li3g_plugin_api::abi::{EnvVar, JobCtx, JobSink, JobSink_TO, PluginState, TaskDecl};
 use li3g_plugin_api::{TaskError, TaskErrorKind};
 use std::cell::RefCell;
 
@@ -14,6 +14,8 @@ pub struct JobInfo {
     pub id: String,
     /// The environment name, empty for none.
     pub environment: String,
+    /// The job's other environment values (li3_gearman's `env` entries), any order.
+    pub env_vars: Vec<(String, String)>,
 }
 
 /// Receives what a task reports while it runs. Implementations must not panic: they are
@@ -77,7 +79,7 @@ impl JobSink for Sink<'_> {
     }
 }
 
-/// Calls the task `decl` with the JSON array `args`.
+/// Calls the task `decl` with the JSON array `args`, and its plugin's `state` when built.
 ///
 /// # Errors
 /// The task's [`TaskError`]: bad arguments, an error it returned, a caught panic.
@@ -85,13 +87,25 @@ pub fn invoke(
     decl: &TaskDecl,
     args: &str,
     info: &JobInfo,
+    state: Option<&PluginState>,
     events: &mut dyn JobEvents,
 ) -> Result<TaskOutput, TaskError> {
     let sink = Sink(RefCell::new(events));
+    // Sorted and unique by name, as the ABI promises (the last value of a repeated name wins).
+    let mut env_vars: Vec<EnvVar<'_>> = Vec::with_capacity(info.env_vars.len());
+    for (name, value) in &info.env_vars {
+        let var = EnvVar { name: RStr::from_str(name), value: RStr::from_str(value) };
+        match env_vars.binary_search_by(|v| v.name.as_str().cmp(name)) {
+            Ok(i) => env_vars[i] = var,
+            Err(i) => env_vars.insert(i, var),
+        }
+    }
     let ctx = JobCtx {
         task: RStr::from_str(&decl.name),
         id: RStr::from_str(&info.id),
         environment: RStr::from_str(&info.environment),
+        env_vars: RSlice::from_slice(&env_vars),
+        state,
         sink: JobSink_TO::from_ptr(&sink, TD_Opaque),
     };
     match (decl.call)(RStr::from_str(args), &ctx) {

@@ -237,7 +237,7 @@ impl Registry {
         let decl = self
             .lookup(&name)
             .ok_or_else(|| DispatchError::UnknownTask { name: name.clone(), known: self.task_names() })?;
-        Ok(invoke::invoke(decl, args, info, events)?)
+        Ok(invoke::invoke(decl, args, info, None, events)?)
     }
 }
 

@@ -91,6 +91,43 @@ fn progress(job: &Job, steps: u64) -> u64 {
     steps
 }
 
+/// What li3_gearman gave a task through `$_SERVER` and the environment.
+fn server(job: &Job) -> Value {
+    let vars: serde_json::Map<String, Value> = job.env_vars().map(|(k, v)| (k.into(), v.into())).collect();
+    json!({"environment": job.environment(), "HTTP_HOST": job.env("HTTP_HOST"), "vars": vars})
+}
+
+/// Appends `{tag} {environment} {HTTP_HOST}` to the file `path`, so a test sees background jobs run.
+fn record(job: &Job, path: String, tag: String) -> Result<String, String> {
+    use std::io::Write;
+    let line = format!("{tag} {} {}\n", job.environment(), job.env("HTTP_HOST").unwrap_or("-"));
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    file.write_all(line.as_bytes()).map_err(|e| format!("{path}: {e}"))?;
+    Ok(line.trim_end().to_string())
+}
+
+/// Appends `line` and a newline to the file at `path` (one `write` with `O_APPEND`, so lines
+/// from many workers never interleave): a counter that proves how often a job ran.
+fn append(path: String, line: String) -> Result<String, String> {
+    use std::io::Write;
+    let mut file =
+        std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(|e| format!("{path}: {e}"))?;
+    file.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("{path}: {e}"))?;
+    Ok(line)
+}
+
+/// Fails its first `failures` runs (counted as lines in the file at `path`), then succeeds.
+fn flaky(path: String, failures: usize) -> Result<String, String> {
+    append(path.clone(), "run".into())?;
+    let runs = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?.lines().count();
+    if runs <= failures {
+        Err(format!("failure {runs} of {failures}"))
+    } else {
+        Ok(format!("succeeded on run {runs}"))
+    }
+}
+
 /// A result of `mib` MiB (to test result caps).
 fn big(mib: usize) -> String {
     "x".repeat(mib << 20)
@@ -125,6 +162,10 @@ plugin! {
         "Misbehave::summary"(values) => summary,
         "Misbehave::context" => context,
         "Misbehave::progress"(steps) => progress,
+        "Misbehave::server" => server,
+        "Misbehave::record"(path, tag) => record,
+        "Misbehave::append"(path, line) => append,
+        "Misbehave::flaky"(path, failures) => flaky,
         "Misbehave::big"(mib) => big,
         "Misbehave::shell"(command) => shell,
     }

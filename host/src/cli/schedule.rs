@@ -1,0 +1,164 @@
+//! `li3g-host scheduler`, `scheduled`, `cancel`, `retry` and `status`: the scheduler process
+//! and the management of scheduled jobs (the library side is [`crate::scheduler`]).
+
+use super::Common;
+use crate::config::Config;
+use crate::scheduler::run::{self as scheduler_run, SchedulerConfig};
+use crate::scheduler::store::{epoch_ms, Place};
+use crate::scheduler::Store;
+use crate::signals;
+use clap::Args;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Jobs a scheduler takes from Redis at once, unless `--batch` says otherwise.
+pub(super) const DEFAULT_BATCH: usize = 1000;
+
+#[derive(Debug, Args)]
+pub(super) struct SchedulerArgs {
+    /// The named configuration in the configuration file.
+    #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
+    name: String,
+    /// Log to the console, with a line per job moved; otherwise to syslog.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Seconds a taken job stays leased before another scheduler takes it over
+    /// [default: the configuration's, else 30]
+    #[arg(long, value_name = "SECONDS")]
+    lease: Option<f64>,
+    /// Jobs taken from Redis at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    batch: u32,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ScheduledArgs {
+    /// The named configuration in the configuration file.
+    #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
+    name: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct IdArgs {
+    /// The job id.
+    id: String,
+    /// The named configuration in the configuration file.
+    #[arg(long = "name", value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
+    name: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// A log line of the scheduler: stderr with `--verbose`, else syslog.
+pub(super) fn scheduler_log(verbose: bool) -> impl Fn(&str) {
+    move |message: &str| {
+        if verbose {
+            eprintln!("li3g-host[{}]: (Scheduler) {message}", std::process::id());
+        } else {
+            crate::log::Log { verbose: false }.daemon(&format!("Scheduler: {message}"));
+        }
+    }
+}
+
+pub(super) fn scheduler(args: &SchedulerArgs) -> anyhow::Result<ExitCode> {
+    let mut config = args.common.settings(&args.name)?;
+    if let Some(lease) = args.lease {
+        anyhow::ensure!(lease.is_finite() && lease > 0.0, "--lease: {lease} is not a positive number of seconds");
+        config.scheduler.lease = Duration::from_secs_f64(lease);
+    }
+    signals::install_worker();
+    Ok(ExitCode::from(run_scheduler(&config, args.verbose, args.batch as usize)))
+}
+
+/// Runs a scheduler until it is stopped; its exit code (2 when the configuration names no
+/// Redis). Used by `scheduler` and by `start`'s scheduler child.
+pub(super) fn run_scheduler(config: &Config, verbose: bool, batch: usize) -> u8 {
+    let log = scheduler_log(verbose);
+    let mut store = match Store::from_config(config) {
+        Ok(store) => store,
+        Err(err) => {
+            log(&format!("Cannot start: {err}"));
+            return 2;
+        }
+    };
+    let mut options = SchedulerConfig::new(config.servers.clone());
+    options.lease = config.scheduler.lease;
+    options.batch = batch;
+    options.verbose = verbose;
+    log(&format!(
+        "Moving due jobs from {} to {} job servers",
+        config.redis.as_deref().unwrap_or(""),
+        config.servers.len()
+    ));
+    let stats = scheduler_run::run(&mut store, &options, &signals::stop_requested, &log);
+    log(&format!("Done: {} jobs moved, {} to the dead set", stats.moved, stats.buried));
+    0
+}
+
+fn time(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+pub(super) fn scheduled(args: &ScheduledArgs) -> anyhow::Result<ExitCode> {
+    let config = args.common.settings(&args.name)?;
+    let mut store = Store::from_config(&config)?;
+    let pending = store.pending()?;
+    let dead = store.dead()?;
+    let now = epoch_ms(std::time::SystemTime::now());
+    println!("Pending: {}", pending.len());
+    for job in &pending {
+        let place = match job.place {
+            Place::Scheduled if job.at_ms <= now => "due",
+            Place::Scheduled => "scheduled",
+            Place::Leased => "moving",
+            Place::Compat => "li3_gearman",
+        };
+        println!("  {}  {}  {}  retry {}  {place}", job.id, job.task, time(job.at_ms), job.retry);
+    }
+    println!("Dead: {}", dead.len());
+    for job in &dead {
+        println!("  {}  {}  {}  retry {}  error: {}", job.id, job.task, time(job.at_ms), job.retry, job.error);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn cancel(args: &IdArgs) -> anyhow::Result<ExitCode> {
+    let config = args.common.settings(&args.name)?;
+    if Store::from_config(&config)?.cancel(&args.id)? {
+        println!("cancelled job {}", args.id);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("li3g-host: no pending job {}", args.id);
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub(super) fn retry(args: &IdArgs) -> anyhow::Result<ExitCode> {
+    let config = args.common.settings(&args.name)?;
+    if Store::from_config(&config)?.requeue(&args.id)? {
+        println!("requeued job {}", args.id);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("li3g-host: no dead job {}", args.id);
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub(super) fn status(args: &IdArgs) -> anyhow::Result<ExitCode> {
+    let config = args.common.settings(&args.name)?;
+    match Store::from_config(&config)?.status(&args.id)? {
+        Some((status, ttl)) => {
+            println!("{status} (expires in {ttl} s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("li3g-host: no status for job {}", args.id);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

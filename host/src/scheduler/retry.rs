@@ -1,0 +1,212 @@
+//! The worker's side of scheduling: job status as it runs, and what happens to a failed
+//! background job, as li3_gearman did it: with retries left (the envelope's `retries`, see
+//! [`crate::retries`]) it is scheduled again after the next delay with `retry` + 1 in its
+//! envelope; out of retries it goes to the dead set with its last error.
+//!
+//! The worker calls [`JobHooks::started`] and [`JobHooks::finished`] around each job, nothing
+//! more. A Redis failure here is logged by the caller and never fails the job's answer. Must
+//! not run tasks or talk to job servers.
+
+use super::record::{unique_for, Level, Record};
+use super::store::{Status, Store, StoreError};
+use super::Settings;
+use serde_json::Value;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What became of a failed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// It asked for no retries (or is not a background job): nothing was done.
+    NotRetried,
+    /// Scheduled again: retry number `retry` after `after`.
+    Retrying {
+        /// The job id.
+        id: String,
+        /// Its retry number (1 for the first retry).
+        retry: u32,
+        /// The delay.
+        after: Duration,
+    },
+    /// Out of retries: in the dead set.
+    Dead {
+        /// The job id.
+        id: String,
+    },
+}
+
+/// A worker's connection to the schedule, for job status and retries.
+pub struct JobHooks {
+    url: String,
+    settings: Settings,
+    store: RefCell<Option<Store>>,
+    /// After a Redis failure, status writes are skipped until then, so that an unreachable
+    /// Redis does not cost every job a connect timeout. Retries are always tried.
+    quiet_until: Cell<Option<Instant>>,
+}
+
+const QUIET: Duration = Duration::from_secs(5);
+
+impl Clone for JobHooks {
+    fn clone(&self) -> JobHooks {
+        JobHooks {
+            url: self.url.clone(),
+            settings: self.settings.clone(),
+            store: RefCell::new(None),
+            quiet_until: Cell::new(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for JobHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHooks").field("url", &self.url).field("settings", &self.settings).finish()
+    }
+}
+
+impl JobHooks {
+    /// Hooks for a configuration that names Redis; `None` without one.
+    pub fn from_config(config: &crate::config::Config) -> Option<JobHooks> {
+        let url = config.redis.clone()?;
+        Some(JobHooks {
+            url,
+            settings: config.scheduler.clone(),
+            store: RefCell::new(None),
+            quiet_until: Cell::new(None),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut slot = self.store.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Store::open(&self.url, &self.settings)?);
+        }
+        let result = f(slot.as_mut().expect("opened above"));
+        if result.is_err() {
+            self.quiet_until.set(Some(Instant::now() + QUIET));
+        }
+        result
+    }
+
+    fn quiet(&self) -> bool {
+        self.quiet_until.get().is_some_and(|until| Instant::now() < until)
+    }
+
+    /// A job with `id` starts: status `running`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub fn started(&self, id: &str) -> Result<(), StoreError> {
+        if self.quiet() {
+            return Ok(());
+        }
+        self.with(|store| store.set_status(id, Status::Running))
+    }
+
+    /// A job ended: status `finished`, or for a failure (`Err(message)`) what
+    /// [`after_failure`] decides.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub fn finished(
+        &self,
+        id: &str,
+        function: &str,
+        workload: &[u8],
+        result: Result<(), &str>,
+    ) -> Result<AfterFailure, StoreError> {
+        match result {
+            Ok(()) if self.quiet() => Ok(AfterFailure::NotRetried),
+            Ok(()) => self.with(|store| store.set_status(id, Status::Finished)).map(|()| AfterFailure::NotRetried),
+            Err(message) => self.with(|store| {
+                let after = after_failure(store, function, workload, message, SystemTime::now())?;
+                let status =
+                    if matches!(after, AfterFailure::Retrying { .. }) { Status::Pending } else { Status::Error };
+                store.set_status(id, status)?;
+                Ok(after)
+            }),
+        }
+    }
+}
+
+/// Schedules the retry of a failed job, or buries it, per its envelope's `retries`.
+///
+/// Only background jobs are retried (`"background": true` in the envelope, as li3_gearman and
+/// li3g's scheduled jobs send it): nobody waits for a retried foreground job's result.
+///
+/// # Errors
+/// [`StoreError`] when Redis fails.
+pub fn after_failure(
+    store: &mut Store,
+    function: &str,
+    workload: &[u8],
+    error: &str,
+    now: SystemTime,
+) -> Result<AfterFailure, StoreError> {
+    // What the job asked for, read as the worker reads it.
+    let Ok(job) = crate::workload::decode(function, workload) else { return Ok(AfterFailure::NotRetried) };
+    let (Some(true), false, Some(id)) = (job.background, job.retries.is_none(), job.id) else {
+        return Ok(AfterFailure::NotRetried);
+    };
+    let Ok(Value::Object(mut envelope)) = serde_json::from_slice::<Value>(workload) else {
+        return Ok(AfterFailure::NotRetried);
+    };
+    let (retries, retry) = (job.retries, job.retry);
+    match retries.delay(retry) {
+        Some(after) => {
+            envelope.insert("retry".into(), Value::from(retry + 1));
+            let record = Record {
+                unique: unique_for(&id, retry + 1),
+                id: id.clone(),
+                function: function.to_string(),
+                workload: Value::Object(envelope).to_string(),
+                priority: Level::Normal,
+                retry: retry + 1,
+            };
+            store.schedule(&record, now + after)?;
+            Ok(AfterFailure::Retrying { id, retry: retry + 1, after })
+        }
+        None => {
+            let record = Record {
+                unique: unique_for(&id, retry),
+                id: id.clone(),
+                function: function.to_string(),
+                workload: String::from_utf8_lossy(workload).into_owned(),
+                priority: Level::Normal,
+                retry,
+            };
+            store.bury(&id, &record.encode(), error)?;
+            Ok(AfterFailure::Dead { id })
+        }
+    }
+}
+
+impl JobHooks {
+    /// [`JobHooks::started`], logging a failure instead of returning it.
+    pub fn report_start(&self, id: &str, log: &dyn Fn(&str)) {
+        if let Err(err) = self.started(id) {
+            log(&format!("Cannot record job #{id} as running: {err}"));
+        }
+    }
+
+    /// [`JobHooks::finished`] for a job's outcome, logging what became of a failure.
+    pub fn report_end<T>(
+        &self,
+        id: &str,
+        function: &str,
+        workload: &[u8],
+        outcome: &Result<T, String>,
+        log: &dyn Fn(&str),
+    ) {
+        match self.finished(id, function, workload, outcome.as_ref().map(|_| ()).map_err(String::as_str)) {
+            Ok(AfterFailure::NotRetried) => {}
+            Ok(AfterFailure::Retrying { id, retry, after }) => {
+                log(&format!("Job #{id} failed; retry {retry} scheduled in {}", humantime::format_duration(after)))
+            }
+            Ok(AfterFailure::Dead { id }) => {
+                log(&format!("Job #{id} failed and has no retries left; moved to the dead set"))
+            }
+            Err(err) => log(&format!("Cannot record the end of job #{id}: {err}")),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The scheduler's alarm clock: sleeps until a deadline, a wake-up from Redis (a client
+//! scheduled an earlier job), or a signal, whichever comes first, with millisecond precision.
+//!
+//! Hand-written over a plain socket subscribed to the wake channel, because neither of the
+//! `redis` crate's ways fits: its `PubSub` borrows the connection and unsubscribes when
+//! dropped (a wake-up published between two waits would be lost), and a read timeout on its
+//! `Connection` makes it skip the next reply. Redis's own blocking timeouts (`BLPOP`) are
+//! checked at `hz` (100 ms here), too coarse for the lateness target. We never parse what
+//! arrives: any byte means "look again", and missing one only costs a poll interval, never a
+//! job. Does not take jobs, and never blocks longer than asked.
+
+use redis::ConnectionAddr;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    fn fd(&self) -> RawFd {
+        match self {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
+        }
+    }
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.write_all(buf),
+            Sock::Unix(s) => s.write_all(buf),
+        }
+    }
+}
+
+/// A subscription to the wake channel (made again when it breaks).
+pub struct Wake {
+    info: redis::ConnectionInfo,
+    channel: String,
+    sock: Option<Sock>,
+}
+
+impl Wake {
+    /// A subscriber of `channel` on `client`'s server (connects on the first wait).
+    pub fn new(client: &redis::Client, channel: String) -> Wake {
+        Wake { info: client.get_connection_info().clone(), channel, sock: None }
+    }
+
+    fn connect(&self) -> std::io::Result<Sock> {
+        let mut sock = match self.info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                use std::net::ToSocketAddrs;
+                let addr = (host.as_str(), *port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("redis host resolves to no address"))?;
+                Sock::Tcp(TcpStream::connect_timeout(&addr, Duration::from_secs(2))?)
+            }
+            ConnectionAddr::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
+            _ => return Err(std::io::Error::other("TLS is not supported for the wake-up channel")),
+        };
+        let settings = self.info.redis_settings();
+        if let Some(password) = settings.password() {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = settings.username() {
+                auth.arg(user);
+            }
+            sock.write_all(&auth.arg(password).get_packed_command())?;
+        }
+        sock.write_all(&redis::cmd("SUBSCRIBE").arg(&self.channel).get_packed_command())?;
+        match &sock {
+            Sock::Tcp(s) => s.set_nonblocking(true)?,
+            Sock::Unix(s) => s.set_nonblocking(true)?,
+        }
+        Ok(sock)
+    }
+
+    /// Waits up to `timeout` for a wake-up or a signal. Returns at once if one is waiting.
+    pub fn wait(&mut self, timeout: Duration) {
+        if self.sock.is_none() {
+            // Unreachable Redis: the caller backs off on its own errors; here we just sleep.
+            self.sock = self.connect().ok();
+        }
+        let mut fds = Vec::with_capacity(2);
+        if let Some(sock) = &self.sock {
+            fds.push(libc::pollfd { fd: sock.fd(), events: libc::POLLIN, revents: 0 });
+        }
+        let signal = crate::signals::wake_fd();
+        if signal >= 0 {
+            fds.push(libc::pollfd { fd: signal, events: libc::POLLIN, revents: 0 });
+        }
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        if fds.is_empty() {
+            std::thread::sleep(timeout);
+            return;
+        }
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that outlives the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if signal >= 0 {
+            crate::signals::drain_wake();
+        }
+        if ready > 0 && self.sock.is_some() && fds[0].revents != 0 {
+            self.drain();
+        }
+    }
+
+    /// Reads whatever arrived; drops the socket at end of stream or on an error.
+    fn drain(&mut self) {
+        let Some(sock) = self.sock.as_mut() else { return };
+        let mut buf = [0u8; 4096];
+        loop {
+            match sock.read(&mut buf) {
+                Ok(0) => {
+                    self.sock = None;
+                    return;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.sock = None;
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! One peer connection of the job server: its socket, bounded input and output buffers, and
+//! what the peer is (a client waiting for jobs, a worker with abilities, or both).
+//!
+//! Input: bytes are read in chunks into a buffer and cut into requests with the shared codec
+//! ([`crate::gearman::packet::decode`]) or, when a message does not start with NUL, into admin
+//! command lines. The codec refuses a body over the limit from the header alone and an admin
+//! line is capped, so a connection never buffers more than one request (plus a read chunk),
+//! whatever the peer declares.
+//!
+//! Output: answers are encoded into one buffer and written when the socket takes them. Part of
+//! the buffer may be *held*: a `JOB_CREATED` for a durable job, and everything after it, waits
+//! for the store's commit ([`Conn::hold`], [`Conn::release`]). It must not: do protocol
+//! logic (that is `dispatch.rs`), or block.
+
+use super::jobs::JobId;
+use crate::gearman::admin::MAX_COMMAND_LINE;
+use crate::gearman::packet::{self, Decoded, Magic, Packet};
+use mio::net::TcpStream;
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How much is read from one socket at a time.
+const READ_CHUNK: usize = 64 << 10;
+
+/// What the peer sent next.
+#[derive(Debug)]
+pub(super) enum Incoming {
+    /// A request packet.
+    Packet(Packet),
+    /// A text admin command line, without its line end.
+    Admin(String),
+    /// A well-framed packet of a type the server refuses (`SUBMIT_JOB_SCHED`, reduce jobs).
+    Refused(packet::PacketType),
+    /// Bytes that are not the protocol: answered with ERROR, then the connection is closed.
+    Garbage(String),
+}
+
+/// A worker's registered function.
+#[derive(Debug, Clone)]
+pub(super) struct Ability {
+    /// The function name.
+    pub function: Vec<u8>,
+    /// From `CAN_DO_TIMEOUT`: how long a job may run before it is requeued.
+    pub timeout: Option<Duration>,
+}
+
+/// One connection.
+pub(super) struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    input: Vec<u8>,
+    /// Where the unread input starts (consumed bytes are dropped in bulk, not per packet).
+    start: usize,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    written: usize,
+    /// Where the held part of `out` starts, if some of it waits for a commit.
+    held_from: Option<usize>,
+    /// Answered garbage or asked to leave: closed once the output is written.
+    pub closing: bool,
+    /// Whether it is in the server's list of connections to flush at the end of the turn.
+    pub dirty: bool,
+    /// The id from `SET_CLIENT_ID` (`-` in `workers` when unset).
+    pub client_id: Option<String>,
+    /// `OPTION_REQ exceptions`: forward `WORK_EXCEPTION` instead of turning it into `WORK_FAIL`.
+    pub exceptions: bool,
+    /// Foreground jobs this client waits for.
+    pub attached: HashSet<JobId>,
+    /// Functions this worker can do, in registration order.
+    pub abilities: Vec<Ability>,
+    /// After `PRE_SLEEP`, until it grabs again.
+    pub sleeping: bool,
+    /// A NOOP was sent since it went to sleep (one is enough).
+    pub noop_sent: bool,
+    /// Jobs this worker holds.
+    pub in_hand: HashSet<JobId>,
+    /// Where the next grab starts in `abilities`, so no function starves another.
+    pub rotate: usize,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Conn {
+        Conn {
+            stream,
+            peer,
+            input: Vec::new(),
+            start: 0,
+            out: Vec::new(),
+            written: 0,
+            held_from: None,
+            closing: false,
+            dirty: false,
+            client_id: None,
+            exceptions: false,
+            attached: HashSet::new(),
+            abilities: Vec::new(),
+            sleeping: false,
+            noop_sent: false,
+            in_hand: HashSet::new(),
+            rotate: 0,
+        }
+    }
+
+    /// Reads one chunk. `Ok(0)` is the peer's end of stream.
+    ///
+    /// # Errors
+    /// The socket's, `WouldBlock` included (nothing more to read for now).
+    pub fn read_chunk(&mut self) -> io::Result<usize> {
+        if self.start > 0 && self.start == self.input.len() {
+            self.input.clear();
+            self.start = 0;
+        } else if self.start > READ_CHUNK {
+            self.input.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.input.len();
+        self.input.resize(len + READ_CHUNK, 0);
+        let got = self.stream.read(&mut self.input[len..]);
+        self.input.truncate(len + *got.as_ref().unwrap_or(&0));
+        got
+    }
+
+    /// The next whole request in the input, if there is one.
+    pub fn next_request(&mut self, max_body: usize) -> Option<Incoming> {
+        let buf = &self.input[self.start..];
+        let first = *buf.first()?;
+        if first != 0 {
+            let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                if buf.len() > MAX_COMMAND_LINE {
+                    return Some(Incoming::Garbage(format!("admin line longer than {MAX_COMMAND_LINE} bytes")));
+                }
+                return None;
+            };
+            if end > MAX_COMMAND_LINE {
+                return Some(Incoming::Garbage(format!("admin line longer than {MAX_COMMAND_LINE} bytes")));
+            }
+            let line = String::from_utf8_lossy(&buf[..end]).trim_end_matches('\r').to_string();
+            self.start += end + 1;
+            return Some(Incoming::Admin(line));
+        }
+        match packet::decode(buf, max_body) {
+            Ok(Decoded::Incomplete) => None,
+            Ok(Decoded::Packet { magic: Magic::Req, packet, len }) => {
+                self.start += len;
+                Some(Incoming::Packet(packet))
+            }
+            Ok(Decoded::Packet { magic: Magic::Res, .. }) => {
+                Some(Incoming::Garbage("a \\0RES packet sent to the server".into()))
+            }
+            Err(packet::Error::Unsupported(kind)) => {
+                let len = packet::frame_len(buf).expect("a whole header was decoded");
+                if buf.len() < len {
+                    return None;
+                }
+                self.start += len;
+                Some(Incoming::Refused(kind))
+            }
+            Err(err) => Some(Incoming::Garbage(err.to_string())),
+        }
+    }
+
+    /// Appends a response packet to the output.
+    pub fn send(&mut self, packet: &Packet) {
+        if let Err(err) = packet::encode(Magic::Res, packet, &mut self.out) {
+            // Only a field with a NUL can fail, and the server only echoes what it decoded.
+            log::warn!("cannot encode {:?} for {}: {err}", packet.kind(), self.peer);
+        }
+    }
+
+    /// Appends admin answer text to the output.
+    pub fn send_text(&mut self, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+    }
+
+    /// Holds what is sent from now on until [`Conn::release`].
+    pub fn hold(&mut self) {
+        if self.held_from.is_none() {
+            self.held_from = Some(self.out.len());
+        }
+    }
+
+    /// Whether some output waits for a commit.
+    pub fn is_held(&self) -> bool {
+        self.held_from.is_some()
+    }
+
+    /// Releases held output (the commit succeeded).
+    pub fn release(&mut self) {
+        self.held_from = None;
+    }
+
+    /// Drops held output and everything after it (the commit failed; the connection is then closed).
+    pub fn discard_held(&mut self) {
+        if let Some(from) = self.held_from.take() {
+            self.out.truncate(from);
+        }
+    }
+
+    /// Bytes waiting to be written (held ones included).
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    /// Writes what may be written.
+    ///
+    /// # Returns
+    /// Whether everything writable went out.
+    ///
+    /// # Errors
+    /// The socket's, other than `WouldBlock`.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        let limit = self.held_from.unwrap_or(self.out.len());
+        while self.written < limit {
+            match self.stream.write(&self.out[self.written..limit]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let done = self.written >= limit;
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+        } else if self.written > READ_CHUNK && self.written * 2 > self.out.len() {
+            self.out.drain(..self.written);
+            if let Some(from) = &mut self.held_from {
+                *from -= self.written;
+            }
+            self.written = 0;
+        }
+        Ok(done)
+    }
+
+    /// The `workers` line's client id.
+    pub fn shown_id(&self) -> String {
+        match &self.client_id {
+            Some(id) if !id.is_empty() => id.split_whitespace().collect::<Vec<_>>().join("_"),
+            _ => "-".into(),
+        }
+    }
+}

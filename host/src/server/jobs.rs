@@ -1,0 +1,176 @@
+//! The job table: every job the server knows, by id, by handle and by unique key.
+//!
+//! A job is queued, scheduled (a `SUBMIT_JOB_EPOCH` not yet due) or running on a worker. Its
+//! handle is `H:<host>:<id>`, so a handle is parsed back to its id rather than kept in a second
+//! map. Coalescing follows gearmand: jobs merge on (function, unique); an empty unique never
+//! merges; the unique `-` merges on identical workloads. It must not: do I/O or know about
+//! connections beyond the tokens of clients and workers.
+
+use crate::gearman::packet::Priority;
+use mio::Token;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// A job's number; its handle is built from it, and the store keys rows by it.
+pub(super) type JobId = u64;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum JobState {
+    /// In its function's queue.
+    Queued,
+    /// Waiting for its Unix time (milliseconds).
+    Scheduled(u64),
+    /// On a worker; `assignment` tells this run from a later one (for timeouts).
+    Running { worker: Token, assignment: u64, since: Instant },
+}
+
+/// One job.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub id: JobId,
+    pub function: Vec<u8>,
+    /// As the client sent it (given to workers with `GRAB_JOB_UNIQ`).
+    pub unique: Vec<u8>,
+    pub workload: Vec<u8>,
+    pub priority: Priority,
+    pub background: bool,
+    /// Whether the store holds it (background and scheduled jobs under `--store`).
+    pub stored: bool,
+    /// Foreground clients waiting for it.
+    pub clients: Vec<Token>,
+    pub state: JobState,
+    pub numerator: u64,
+    pub denominator: u64,
+    /// How many times a worker vanished (or timed out) while running it.
+    pub retries: u32,
+}
+
+/// The key jobs coalesce on, if they do.
+pub(super) fn coalesce_key(function: &[u8], unique: &[u8], workload: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    match unique {
+        b"" => None,
+        b"-" => Some((function.to_vec(), [b"-".as_slice(), workload].concat())),
+        _ => Some((function.to_vec(), unique.to_vec())),
+    }
+}
+
+/// Every job.
+pub(super) struct Jobs {
+    jobs: HashMap<JobId, Job>,
+    by_unique: HashMap<(Vec<u8>, Vec<u8>), JobId>,
+    prefix: Vec<u8>,
+    next_id: JobId,
+}
+
+impl Jobs {
+    /// An empty table whose handles are `H:<host>:<id>`.
+    pub fn new(host: &str) -> Jobs {
+        // Handles must stay within gearmand's 64 bytes: 20 digits of id, the rest for the host.
+        let host: String = host.chars().filter(|c| c.is_ascii_graphic() && *c != ':').take(32).collect();
+        Jobs { jobs: HashMap::new(), by_unique: HashMap::new(), prefix: format!("H:{host}:").into_bytes(), next_id: 1 }
+    }
+
+    /// A fresh id.
+    pub fn next_id(&mut self) -> JobId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// The handle of job `id`.
+    pub fn handle(&self, id: JobId) -> Vec<u8> {
+        let mut handle = self.prefix.clone();
+        handle.extend_from_slice(id.to_string().as_bytes());
+        handle
+    }
+
+    /// The id a handle names, if it is one of ours.
+    pub fn id_of(&self, handle: &[u8]) -> Option<JobId> {
+        let digits = handle.strip_prefix(self.prefix.as_slice())?;
+        std::str::from_utf8(digits).ok()?.parse().ok().filter(|id| self.jobs.contains_key(id))
+    }
+
+    /// The job coalescing with (function, unique, workload), if any.
+    pub fn find_unique(&self, function: &[u8], unique: &[u8], workload: &[u8]) -> Option<JobId> {
+        self.by_unique.get(&coalesce_key(function, unique, workload)?).copied()
+    }
+
+    /// A job by unique key alone (`GET_STATUS_UNIQUE` names no function).
+    pub fn find_unique_any(&self, unique: &[u8]) -> Option<&Job> {
+        self.jobs.values().find(|job| job.unique == unique)
+    }
+
+    /// Adds a job (its id from [`Jobs::next_id`], or restored from the store).
+    pub fn insert(&mut self, job: Job) {
+        self.next_id = self.next_id.max(job.id + 1);
+        if let Some(key) = coalesce_key(&job.function, &job.unique, &job.workload) {
+            self.by_unique.insert(key, job.id);
+        }
+        self.jobs.insert(job.id, job);
+    }
+
+    /// Removes a job.
+    pub fn remove(&mut self, id: JobId) -> Option<Job> {
+        let job = self.jobs.remove(&id)?;
+        if let Some(key) = coalesce_key(&job.function, &job.unique, &job.workload) {
+            if self.by_unique.get(&key) == Some(&id) {
+                self.by_unique.remove(&key);
+            }
+        }
+        Some(job)
+    }
+
+    pub fn get(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: JobId) -> Option<&mut Job> {
+        self.jobs.get_mut(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(jobs: &mut Jobs, unique: &[u8], workload: &[u8]) -> JobId {
+        let id = jobs.next_id();
+        jobs.insert(Job {
+            id,
+            function: b"f".to_vec(),
+            unique: unique.to_vec(),
+            workload: workload.to_vec(),
+            priority: Priority::Normal,
+            background: true,
+            stored: false,
+            clients: vec![],
+            state: JobState::Queued,
+            numerator: 0,
+            denominator: 0,
+            retries: 0,
+        });
+        id
+    }
+
+    #[test]
+    fn handles_and_coalescing_keys() {
+        let mut jobs = Jobs::new("a very long host name that goes on and on and on and on.example");
+        let id = job(&mut jobs, b"u", b"x");
+        let handle = jobs.handle(id);
+        assert!(handle.len() <= 64);
+        assert_eq!(jobs.id_of(&handle), Some(id));
+        assert_eq!(jobs.id_of(b"H:other:1"), None);
+        assert_eq!(jobs.find_unique(b"f", b"u", b"other"), Some(id));
+        assert_eq!(jobs.find_unique(b"g", b"u", b"x"), None);
+        let empty = job(&mut jobs, b"", b"x");
+        assert_eq!(jobs.find_unique(b"f", b"", b"x"), None, "an empty unique never coalesces");
+        let dash = job(&mut jobs, b"-", b"payload");
+        assert_eq!(jobs.find_unique(b"f", b"-", b"payload"), Some(dash));
+        assert_eq!(jobs.find_unique(b"f", b"-", b"other"), None);
+        jobs.remove(id);
+        assert_eq!(jobs.find_unique(b"f", b"u", b"x"), None);
+        assert_eq!(jobs.id_of(&handle), None);
+        assert!(jobs.get(empty).is_some());
+    }
+}

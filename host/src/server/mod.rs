@@ -1,0 +1,470 @@
+//! The embedded Gearman job server (`li3g-host server`): li3g with nothing else installed.
+//!
+//! # Theory of operation
+//! One process, one thread, one `mio` event loop ([`run`]): it must stay single-threaded
+//! because `start` runs it as a forked child. Each turn: wait for sockets or the next timer;
+//! accept connections; read each ready connection (a bounded amount per turn, so one busy peer
+//! cannot starve the others) and dispatch every whole request (`dispatch.rs`, one `match`);
+//! move scheduled jobs that came due into their queues and requeue jobs past their
+//! `CAN_DO_TIMEOUT`; commit the turn's store writes in one transaction (`store.rs`), which
+//! releases the `JOB_CREATED` answers held for them; write what each connection has to send.
+//!
+//! - `conn.rs`: one connection's buffers and role; `jobs.rs`: the job table; `queue.rs`:
+//!   per-function priority queues and the timers; `store.rs`: SQLite; `admin.rs`: the text
+//!   admin commands; `dispatch.rs`: what each request does.
+//!
+//! # Where it follows gearmand (1.1.20) rather than the protocol document
+//! - `WORK_EXCEPTION` reaches only clients that sent `OPTION_REQ exceptions`; others get
+//!   `WORK_FAIL`. Unlike gearmand, that `WORK_FAIL` is the plain `handle` (gearmand appends a
+//!   NUL that hangs the `gearman` CLI and breaks python3-gearman).
+//! - `GET_STATUS` of an unknown handle answers known 0 (`handle,0,0,0,0`).
+//! - `STATUS_RES_UNIQUE` carries the unique key first, then known, running, numerator,
+//!   denominator, client count.
+//! - Unique keys over 64 bytes are refused with `ERROR ARGUMENT_TOO_LARGE`; `-` coalesces on an
+//!   identical workload; an empty unique never coalesces.
+//! - `SUBMIT_JOB_SCHED` and the reduce submissions are refused (`ERROR INVALID_COMMAND`), the
+//!   connection kept; `SUBMIT_JOB_EPOCH` is a background job.
+//! - A foreground job whose clients all left before a worker grabbed it is dropped.
+//! - Sleeping workers that can do a new job are all woken with `NOOP` (gearmand's default).
+//! - `CAN_DO_TIMEOUT` is in milliseconds; on expiry the job is requeued silently.
+//! - Admin answers (`status`, `workers`, `version`, `getpid`, `maxqueue`) in gearmand's
+//!   format; unknown commands get `ERR UNKNOWN_COMMAND Unknown+server+command`.
+//!
+//! # Where it does better
+//! - `SUBMIT_JOB_EPOCH` has a real timer: a due job wakes sleeping workers on time (gearmand
+//!   hands it out only on a later grab).
+//! - A job whose worker vanishes mid-job (or runs past its timeout) is requeued at most
+//!   `job_retries` times, then failed to its clients: a poison job cannot loop forever
+//!   (gearmand 1.1.20 retries forever by default).
+//! - `shutdown` and `shutdown graceful` are supported (gearmand 1.1.20 refuses them).
+//! - With a store, commits are batched per turn, and deletes of finished jobs batched further
+//!   (see `store.rs`): at least once, never lost.
+//! - Garbage (a bad magic, an unknown type, a body over the limit, a malformed body, a `\0RES`
+//!   packet, an endless admin line) gets an `ERROR` packet and the connection is closed; the
+//!   server keeps serving. A peer that does not read its answers is cut off past
+//!   [`Options::max_output`]. Memory per connection is bounded by the limits, whatever a peer
+//!   declares.
+//!
+//! It must not: fork, start threads, or block on a socket.
+
+mod admin;
+mod conn;
+mod dispatch;
+mod jobs;
+mod queue;
+mod store;
+
+pub use store::StoreError;
+
+use conn::Conn;
+use jobs::{Job, JobState, Jobs};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use queue::{Functions, Timers};
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use store::Store;
+
+/// The default number of times a job is requeued after its worker vanished.
+pub const DEFAULT_JOB_RETRIES: u32 = 3;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// SQLite file for background and scheduled jobs; `None` keeps them in memory only.
+    pub store: Option<PathBuf>,
+    /// A job is requeued at most this many times after its worker vanished, then failed.
+    pub job_retries: u32,
+    /// The largest packet body accepted.
+    pub max_body: usize,
+    /// Output a peer leaves unread before it is disconnected.
+    pub max_output: usize,
+    /// The host name in job handles.
+    pub host: String,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            store: None,
+            job_retries: DEFAULT_JOB_RETRIES,
+            max_body: crate::gearman::packet::DEFAULT_MAX_BODY,
+            max_output: crate::gearman::packet::DEFAULT_MAX_BODY + (16 << 20),
+            host: "li3g".into(),
+        }
+    }
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The event loop failed.
+    #[error("event loop: {0}")]
+    Io(#[from] io::Error),
+}
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// Read at most this much from one connection per turn.
+const READ_BUDGET: usize = 256 << 10;
+/// Stop reading from a peer while this much output waits for it.
+const OUTPUT_BACKPRESSURE: usize = 4 << 20;
+
+/// The server's state.
+pub(crate) struct Server {
+    options: Options,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+    jobs: Jobs,
+    functions: Functions,
+    timers: Timers,
+    store: Option<Store>,
+    /// Connections to flush at the end of the turn.
+    dirty: Vec<Token>,
+    /// Connections with input left over (read budget spent).
+    more: Vec<Token>,
+    /// Connections holding output until the commit.
+    held: Vec<Token>,
+    /// Counts job assignments, to tell a timed-out run from a later one.
+    assignments: u64,
+    /// `shutdown` asked: `Some(graceful)`.
+    shutdown: Option<bool>,
+}
+
+/// Unix time in milliseconds.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs the server on `listener` until `stop()` says so (checked whenever the wake-up
+/// descriptor `wake_fd`, if any, becomes readable) or an admin `shutdown`.
+///
+/// # Errors
+/// [`Error::Store`] when the store cannot be opened or read; [`Error::Io`] when the event loop
+/// itself fails. A failing peer is never an error of the server.
+pub fn run(
+    listener: std::net::TcpListener,
+    options: Options,
+    wake_fd: Option<std::os::fd::RawFd>,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), Error> {
+    listener.set_nonblocking(true)?;
+    let mut server = Server::new(TcpListener::from_std(listener), options)?;
+    if let Some(fd) = wake_fd {
+        server.poll.registry().register(&mut mio::unix::SourceFd(&fd), SIGNALS, Interest::READABLE)?;
+    }
+    server.serve(stop)
+}
+
+impl Server {
+    fn new(mut listener: TcpListener, options: Options) -> Result<Server, Error> {
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut server = Server {
+            jobs: Jobs::new(&options.host),
+            store: None,
+            options,
+            poll,
+            listener: Some(listener),
+            conns: HashMap::new(),
+            next_token: 2,
+            functions: Functions::default(),
+            timers: Timers::default(),
+            dirty: Vec::new(),
+            more: Vec::new(),
+            held: Vec::new(),
+            assignments: 0,
+            shutdown: None,
+        };
+        if let Some(path) = server.options.store.clone() {
+            let store = Store::open(&path)?;
+            let rows = store.load()?;
+            server.store = Some(store);
+            for row in rows {
+                server.restore(row);
+            }
+        }
+        Ok(server)
+    }
+
+    /// Puts a job read from the store back in its queue or timer.
+    fn restore(&mut self, row: store::Row) {
+        let state = match row.when_ms {
+            Some(at) if at > now_ms() => JobState::Scheduled(at),
+            _ => JobState::Queued,
+        };
+        let job = Job {
+            id: row.id,
+            function: row.function,
+            unique: row.unique,
+            workload: row.workload,
+            priority: row.priority,
+            background: true,
+            stored: true,
+            clients: Vec::new(),
+            state,
+            numerator: 0,
+            denominator: 0,
+            retries: 0,
+        };
+        self.enqueue(job, false);
+    }
+
+    fn serve(&mut self, stop: &dyn Fn() -> bool) -> Result<(), Error> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let wait = if self.more.is_empty() { self.next_wait() } else { Some(Duration::ZERO) };
+            // Round up so a timer is never woken for a millisecond early.
+            let wait = wait.map(|w| if w.subsec_nanos() % 1_000_000 != 0 { w + Duration::from_millis(1) } else { w });
+            match self.poll.poll(&mut events, wait) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+            let mut ready: Vec<Token> = std::mem::take(&mut self.more);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    SIGNALS => crate::signals::drain_wake(),
+                    token => {
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            ready.push(token);
+                        }
+                    }
+                }
+            }
+            ready.dedup();
+            for token in ready {
+                self.read(token);
+            }
+            self.fire_timers();
+            let stopping = stop()
+                || match self.shutdown {
+                    Some(graceful) => !graceful || self.nothing_running(),
+                    None => false,
+                };
+            self.commit(stopping);
+            for token in std::mem::take(&mut self.dirty) {
+                self.flush(token);
+            }
+            if stopping {
+                return Ok(());
+            }
+        }
+    }
+
+    /// How long the loop may sleep: until the next timer or store commit.
+    fn next_wait(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let timers = self.timers.next_wait(now_ms(), now);
+        let store = self.store.as_ref().and_then(|s| s.due_in(now));
+        match (timers, store) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn nothing_running(&self) -> bool {
+        self.functions.0.values().all(|f| f.running == 0)
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if let Err(err) =
+                        self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                    {
+                        log::warn!("cannot watch a connection from {peer}: {err}");
+                        continue;
+                    }
+                    self.conns.insert(token, Conn::new(stream, peer));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and the like: try again next turn rather than spin.
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and dispatches what `token`'s peer sent, within the turn's budget.
+    fn read(&mut self, token: Token) {
+        let max_body = self.options.max_body;
+        let mut budget = READ_BUDGET;
+        loop {
+            loop {
+                let Some(conn) = self.conns.get_mut(&token) else { return };
+                if conn.closing {
+                    return;
+                }
+                let Some(incoming) = conn.next_request(max_body) else { break };
+                self.dispatch(token, incoming);
+            }
+            let Some(conn) = self.conns.get_mut(&token) else { return };
+            if conn.pending() > OUTPUT_BACKPRESSURE {
+                // Read on once the peer has taken its answers (see flush).
+                return;
+            }
+            if budget == 0 {
+                self.more.push(token);
+                return;
+            }
+            match conn.read_chunk() {
+                Ok(0) => {
+                    // The peer is done sending; answer what it asked, then close.
+                    conn.closing = true;
+                    return self.touch(token);
+                }
+                Ok(n) => budget = budget.saturating_sub(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(token),
+            }
+        }
+    }
+
+    /// Writes what `token` may be sent; closes it when it is closing and done, or failed.
+    fn flush(&mut self, token: Token) {
+        let max_output = self.options.max_output;
+        let Some(conn) = self.conns.get_mut(&token) else { return };
+        conn.dirty = false;
+        let was_blocked = conn.pending() > OUTPUT_BACKPRESSURE;
+        match conn.flush() {
+            Ok(done) => {
+                if conn.closing && done && !conn.is_held() {
+                    return self.close(token);
+                }
+                if conn.pending() > max_output {
+                    log::warn!("{} leaves {} bytes unread: disconnected", conn.peer, conn.pending());
+                    return self.close(token);
+                }
+                if was_blocked && conn.pending() <= OUTPUT_BACKPRESSURE {
+                    self.more.push(token);
+                }
+            }
+            Err(_) => self.close(token),
+        }
+    }
+
+    /// Marks `token` to be flushed at the end of the turn.
+    fn touch(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(&token) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(token);
+            }
+        }
+    }
+
+    /// Sends `packet` to `token`.
+    fn send(&mut self, token: Token, packet: &crate::gearman::packet::Packet) {
+        if let Some(conn) = self.conns.get_mut(&token) {
+            conn.send(packet);
+            self.touch(token);
+        }
+    }
+
+    /// Sends an ERROR and closes the connection once it is written.
+    fn refuse(&mut self, token: Token, code: &str, message: &str) {
+        log::info!("disconnecting {token:?}: {code} {message}");
+        self.send(
+            token,
+            &crate::gearman::packet::Packet::Error {
+                code: code.as_bytes().to_vec(),
+                message: message.as_bytes().to_vec(),
+            },
+        );
+        if let Some(conn) = self.conns.get_mut(&token) {
+            conn.closing = true;
+        }
+    }
+
+    /// Commits the turn's store writes when due (or `force`d), then releases (or, on failure, withdraws) the answers
+    /// held for them.
+    fn commit(&mut self, force: bool) {
+        let Some(store) = &mut self.store else { return };
+        match store.due_in(Instant::now()) {
+            Some(wait) if wait.is_zero() || force => {}
+            _ => return,
+        }
+        let result = store.commit();
+        if let Err(err) = &result {
+            log::error!("{err}");
+        }
+        for token in std::mem::take(&mut self.held) {
+            let Some(conn) = self.conns.get_mut(&token) else { continue };
+            match &result {
+                Ok(()) => conn.release(),
+                Err(err) => {
+                    conn.discard_held();
+                    let message = err.to_string();
+                    self.refuse(token, "STORE_FAILED", &message);
+                }
+            }
+            self.touch(token);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        for id in self.timers.take_due(now_ms()) {
+            let Some(job) = self.jobs.get_mut(id) else { continue };
+            if !matches!(job.state, JobState::Scheduled(_)) {
+                continue;
+            }
+            job.state = JobState::Queued;
+            let (function, rank) = (job.function.clone(), queue::rank(job.priority));
+            let f = self.functions.entry(&function);
+            f.scheduled -= 1;
+            f.queued += 1;
+            f.queues[rank].push_back(id);
+            self.wake(&function);
+        }
+        for (id, assignment) in self.timers.take_expired(Instant::now()) {
+            let Some(job) = self.jobs.get(id) else { continue };
+            if let JobState::Running { worker, assignment: a, .. } = job.state {
+                if a == assignment {
+                    if let Some(conn) = self.conns.get_mut(&worker) {
+                        conn.in_hand.remove(&id);
+                    }
+                    self.lost(id);
+                }
+            }
+        }
+    }
+
+    /// Closes a connection: its foreground jobs lose a client, its jobs in hand are requeued.
+    fn close(&mut self, token: Token) {
+        let Some(mut conn) = self.conns.remove(&token) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        for id in conn.attached.drain() {
+            self.detach(id, token);
+        }
+        for ability in &conn.abilities {
+            if let Some(f) = self.functions.get_mut(&ability.function) {
+                f.workers.retain(|&w| w != token);
+            }
+            self.functions.tidy(&ability.function);
+        }
+        for id in conn.in_hand.drain() {
+            self.lost(id);
+        }
+    }
+}
