@@ -258,8 +258,22 @@ fn a_plugin_overwritten_in_place_does_not_crash_running_workers() {
     };
     assert_eq!(call("Misbehave::counter", &[]), "1");
 
-    // A job in flight while another library is copied over the file, in place (same inode).
+    // The worker runs a private snapshot: a memory file holding the mapped part of the library,
+    // without the debug information that makes up most of the file.
     let file = dir.path().join("libmisbehave.so");
+    let snapshots: Vec<u64> = fs::read_dir(format!("/proc/{}/fd", worker.id()))
+        .unwrap()
+        .filter_map(|fd| {
+            let fd = fd.ok()?.path();
+            let target = fs::read_link(&fd).ok()?;
+            target.to_string_lossy().starts_with("/memfd:li3g-plugin").then(|| fs::metadata(&fd).unwrap().len())
+        })
+        .collect();
+    let [snapshot] = snapshots[..] else { panic!("one snapshot per plugin: {snapshots:?}") };
+    let size = fs::metadata(&file).unwrap().len();
+    assert!(snapshot > 0 && snapshot < size / 2, "snapshot of {snapshot} bytes for a file of {size}");
+
+    // A job in flight while another library is copied over the file, in place (same inode).
     let inode = fs::metadata(&file).unwrap().ino();
     let (port, options) = (gearmand.port, sync.clone());
     let in_flight = std::thread::spawn(move || {
@@ -284,4 +298,47 @@ fn a_plugin_overwritten_in_place_does_not_crash_running_workers() {
     // A new process (what `restart` starts) loads the new file.
     let registry = Registry::scan(dir.path()).unwrap();
     assert_eq!(registry.task_names(), ["Hello::count", "Hello::run", "Hello::say"]);
+}
+
+#[test]
+fn restart_after_a_plugin_is_overwritten_in_place_loads_the_new_one() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "misbehave"]);
+    let pid_file = dir.path().join("li3g.pid");
+    let mut command = host();
+    command
+        .args(["start", "--workers", "1", "--servers", &gearmand.addr()])
+        .arg("--plugins")
+        .arg(dir.path())
+        .arg("--pid")
+        .arg(&pid_file);
+    let _daemon = ChildGuard::spawn(command.stdout(Stdio::null()).stderr(Stdio::null()));
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let sync = RunOptions { background: false, timeout: Some(Duration::from_secs(30)), ..RunOptions::default() };
+    let mut call = |task: &str, args: &[serde_json::Value]| match client.run(task, args, &sync, &mut |_| {}) {
+        Ok(Outcome::Completed { result, .. }) => String::from_utf8(result).unwrap(),
+        other => panic!("{task}: {other:?}"),
+    };
+    assert_eq!(call("Hello::say", &[json!("x")]), "Hello x");
+
+    // The only worker is busy while Hello's file is rewritten in place with a rebuild whose
+    // Hello::say answers "Hi".
+    let (port, options) = (gearmand.port, sync.clone());
+    let in_flight = std::thread::spawn(move || {
+        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+        client.run("Misbehave::sleep", &[json!(1.5)], &options, &mut |_| {}).map(|_| ())
+    });
+    wait_until("the job runs", Duration::from_secs(15), || {
+        gearmand.status().iter().any(|s| s.function == "Misbehave::sleep" && s.running == 1)
+    });
+    let file = dir.path().join("libhello.so");
+    let status = Command::new("cp").arg(li3g_tests::artifacts().lib("duplicate")).arg(&file).status().unwrap();
+    assert!(status.success());
+    let out = run(host().arg("restart").arg("--pid").arg(&pid_file));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+
+    // The new worker loaded the new file; the old one finished its job and left without a crash.
+    assert_eq!(call("Hello::say", &[json!("x")]), "Hi x");
+    in_flight.join().unwrap().expect("the job in flight completes");
 }

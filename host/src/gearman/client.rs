@@ -478,9 +478,6 @@ impl Client {
                 flush(&mut held, on_event);
                 return Err(ClientError::Timeout(timeout.unwrap_or_default()));
             }
-            if held.as_ref().is_some_and(|(_, until)| now >= *until) {
-                flush(&mut held, on_event);
-            }
             if check_workers_at.is_some_and(|at| now >= at) {
                 check_workers_at = None;
                 if no_worker(&job.server, function, request_timeout, deadline) {
@@ -492,7 +489,14 @@ impl Client {
             conn.set_read_timeout(wait).map_err(|err| ClientError::Lost(err.to_string()))?;
             let packet = match conn.read_packet() {
                 Ok(packet) => packet,
-                Err(err) if err.is_timeout() => continue,
+                Err(err) if err.is_timeout() => {
+                    // Only a read that waited out the grace passes a held warning on: a
+                    // WORK_FAIL already received is read first, however late this process runs.
+                    if held.as_ref().is_some_and(|(_, until)| Instant::now() >= *until) {
+                        flush(&mut held, on_event);
+                    }
+                    continue;
+                }
                 Err(err) => return Err(ClientError::Lost(err.to_string())),
             };
             match packet {

@@ -14,8 +14,9 @@
 //!   loads the copy through `/proc/self/fd/N`. The process maps its private snapshot, not the
 //!   file on disk, so `cp new.so plugins/libx.so` over a loaded plugin cannot change the code a
 //!   running worker executes (it used to die with SIGILL or SIGBUS); the next process (after
-//!   `restart`) loads the new file. The cost is the file's size in memory per process that
-//!   loads it (see the README). The memory file stays open for the life of the process: the
+//!   `restart`) loads the new file. The cost is the mapped part of the file (not its debug
+//!   information) in memory per process that loads it (see the README). The ELF header and
+//!   program headers are read with the `object` crate. The memory file stays open for the life of the process: the
 //!   dynamic loader knows the library by its `/proc/self/fd/N` name, and a number reused for
 //!   another plugin would be taken for the already loaded library.
 
@@ -25,9 +26,9 @@ use li3g_plugin_api::abi::PluginMod_Ref;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::{self, Seek};
+use std::io::{self, Read, Seek};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Why a file could not be loaded as a plugin.
@@ -102,15 +103,28 @@ pub fn load(file: &File) -> Result<PluginMod_Ref, LoadError> {
 /// How many times [`snapshot`] copies a file that changes while it is copied.
 const SNAPSHOT_TRIES: usize = 3;
 
-/// A sealed in-memory copy of `file`. A file that changes during the copy (a `cp` over it
-/// under way) is copied again.
+/// How much of a file's head is read to find its program headers (they follow the ELF header).
+const HEAD: u64 = 64 << 10;
+
+/// A sealed in-memory copy of what the dynamic loader uses of `file`: everything up to the end
+/// of its last segment (see [`loaded_extent`]). A file that changes during the copy (a `cp`
+/// over it under way) is copied again.
 fn snapshot(file: &File) -> io::Result<OwnedFd> {
     for _ in 0..SNAPSHOT_TRIES {
         let before = file.metadata()?;
+        let mut head = Vec::new();
+        file.try_clone()?.take(HEAD).read_to_end(&mut head)?;
+        let extent = loaded_extent(&head).filter(|&end| end < before.size());
         let copy: File = memfd_create("li3g-plugin", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?.into();
         let mut source = file.try_clone()?;
         source.seek(io::SeekFrom::Start(0))?;
-        io::copy(&mut source, &mut &copy)?;
+        io::copy(&mut source.take(extent.unwrap_or(u64::MAX)), &mut &copy)?;
+        if extent.is_some() {
+            // The section headers were past the end: say there are none (e_shoff, e_shnum,
+            // e_shstrndx), so that nothing reads beyond the copy. The loader does not use them.
+            copy.write_all_at(&[0; 8], 0x28)?;
+            copy.write_all_at(&[0; 4], 0x3c)?;
+        }
         let after = file.metadata()?;
         if unchanged(&before, &after) {
             let seals =
@@ -120,6 +134,25 @@ fn snapshot(file: &File) -> io::Result<OwnedFd> {
         }
     }
     Err(io::Error::other("it kept changing while it was read; try again once it is written"))
+}
+
+/// Where the part of a 64-bit ELF file that the dynamic loader maps ends: the furthest end of
+/// its program headers and of every segment they describe. What follows (section headers,
+/// symbol tables and debug information, often 90% of a Rust library built with debug
+/// information) is never mapped. `None` when `head` is no 64-bit ELF file whose program
+/// headers it holds: then the whole file is copied.
+fn loaded_extent(head: &[u8]) -> Option<u64> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(head).ok()?;
+    let endian = header.endian().ok()?;
+    let segments = header.program_headers(endian, head).ok()?;
+    if segments.is_empty() {
+        return None;
+    }
+    let table_end = header.e_phoff(endian) + u64::from(header.e_phentsize(endian)) * segments.len() as u64;
+    segments.iter().try_fold(table_end, |end, segment| {
+        Some(end.max(segment.p_offset(endian).checked_add(segment.p_filesz(endian))?))
+    })
 }
 
 fn unchanged(a: &Metadata, b: &Metadata) -> bool {
@@ -259,4 +292,26 @@ fn condense(report: &str) -> String {
         out.push(format!("    ... ({} more lines)", lines.len() - REPORT_LINES));
     }
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loaded_extent_of_an_elf_file_and_none_for_anything_else() {
+        let exe = std::fs::read("/proc/self/exe").unwrap();
+        let head = &exe[..exe.len().min(HEAD as usize)];
+        let end = loaded_extent(head).expect("this test binary is a 64-bit ELF file");
+        // This debug build's symbols and debug information lie past its segments.
+        assert!(end > 0 && end < exe.len() as u64, "{end} of {}", exe.len());
+        assert_eq!(loaded_extent(b"not ELF at all"), None);
+        assert_eq!(loaded_extent(&exe[..32]), None, "a truncated header");
+    }
+
+    #[test]
+    fn os_errors_lose_their_number_only() {
+        assert_eq!(os_reason(&io::Error::from_raw_os_error(13)), "Permission denied");
+        assert_eq!(os_reason(&io::Error::other("plain")), "plain");
+    }
 }

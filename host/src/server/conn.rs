@@ -21,8 +21,11 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// How much is read from one socket at a time.
-const READ_CHUNK: usize = 64 << 10;
+/// The input buffer's starting size; it grows only for a packet that does not fit, and
+/// shrinks back once empty.
+const INPUT_START: usize = 16 << 10;
+/// Output already written is dropped from the buffer once it is this large.
+const COMPACT: usize = 64 << 10;
 
 /// What the peer sent next.
 #[derive(Debug)]
@@ -50,9 +53,10 @@ pub(super) struct Ability {
 pub(super) struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    /// Input bytes are `input[start..end]` (consumed bytes are dropped in bulk, not per packet).
     input: Vec<u8>,
-    /// Where the unread input starts (consumed bytes are dropped in bulk, not per packet).
     start: usize,
+    end: usize,
     out: Vec<u8>,
     /// Bytes of `out` already written.
     written: usize,
@@ -62,6 +66,8 @@ pub(super) struct Conn {
     pub closing: bool,
     /// Whether it is in the server's list of connections to flush at the end of the turn.
     pub dirty: bool,
+    /// Whether it is registered for writability (only while output is stuck).
+    pub want_write: bool,
     /// The id from `SET_CLIENT_ID` (`-` in `workers` when unset).
     pub client_id: Option<String>,
     /// `OPTION_REQ exceptions`: forward `WORK_EXCEPTION` instead of turning it into `WORK_FAIL`.
@@ -87,11 +93,13 @@ impl Conn {
             peer,
             input: Vec::new(),
             start: 0,
+            end: 0,
             out: Vec::new(),
             written: 0,
             held_from: None,
             closing: false,
             dirty: false,
+            want_write: false,
             client_id: None,
             exceptions: false,
             attached: HashSet::new(),
@@ -103,28 +111,46 @@ impl Conn {
         }
     }
 
-    /// Reads one chunk. `Ok(0)` is the peer's end of stream.
+    /// Reads what fits in the input buffer (growing it only when one request does not fit).
+    ///
+    /// # Returns
+    /// Bytes read (`0`: the peer's end of stream), and whether the socket was drained (a short
+    /// read: with edge-triggered readiness, more data will come with a new event).
     ///
     /// # Errors
     /// The socket's, `WouldBlock` included (nothing more to read for now).
-    pub fn read_chunk(&mut self) -> io::Result<usize> {
-        if self.start > 0 && self.start == self.input.len() {
-            self.input.clear();
+    pub fn read_chunk(&mut self) -> io::Result<(usize, bool)> {
+        if self.start == self.end {
             self.start = 0;
-        } else if self.start > READ_CHUNK {
-            self.input.drain(..self.start);
-            self.start = 0;
+            self.end = 0;
+            if self.input.len() > 4 * INPUT_START {
+                self.input = Vec::new();
+            }
         }
-        let len = self.input.len();
-        self.input.resize(len + READ_CHUNK, 0);
-        let got = self.stream.read(&mut self.input[len..]);
-        self.input.truncate(len + *got.as_ref().unwrap_or(&0));
-        got
+        if self.input.is_empty() {
+            self.input = vec![0; INPUT_START];
+        }
+        if self.end == self.input.len() {
+            if self.start > 0 {
+                self.input.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // One request larger than the buffer: the codec has checked its declared
+                // size against the limit already.
+                let len = self.input.len() * 2;
+                self.input.resize(len, 0);
+            }
+        }
+        let room = self.input.len() - self.end;
+        let n = self.stream.read(&mut self.input[self.end..])?;
+        self.end += n;
+        Ok((n, n < room))
     }
 
     /// The next whole request in the input, if there is one.
     pub fn next_request(&mut self, max_body: usize) -> Option<Incoming> {
-        let buf = &self.input[self.start..];
+        let buf = &self.input[self.start..self.end];
         let first = *buf.first()?;
         if first != 0 {
             let Some(end) = buf.iter().position(|&b| b == b'\n') else {
@@ -225,7 +251,7 @@ impl Conn {
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;
-        } else if self.written > READ_CHUNK && self.written * 2 > self.out.len() {
+        } else if self.written > COMPACT && self.written * 2 > self.out.len() {
             self.out.drain(..self.written);
             if let Some(from) = &mut self.held_from {
                 *from -= self.written;

@@ -14,6 +14,31 @@ use std::time::Instant;
 /// A job's number; its handle is built from it, and the store keys rows by it.
 pub(super) type JobId = u64;
 
+/// Hashes the server's own numbers (job ids, connection tokens) with one multiplication:
+/// peers do not choose them, so SipHash's flooding protection buys nothing there.
+#[derive(Default, Clone, Copy)]
+pub(super) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// A map keyed by the server's own numbers.
+pub(super) type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum JobState {
@@ -57,7 +82,7 @@ pub(super) fn coalesce_key(function: &[u8], unique: &[u8], workload: &[u8]) -> O
 
 /// Every job.
 pub(super) struct Jobs {
-    jobs: HashMap<JobId, Job>,
+    jobs: IdMap<JobId, Job>,
     by_unique: HashMap<(Vec<u8>, Vec<u8>), JobId>,
     prefix: Vec<u8>,
     next_id: JobId,
@@ -68,7 +93,12 @@ impl Jobs {
     pub fn new(host: &str) -> Jobs {
         // Handles must stay within gearmand's 64 bytes: 20 digits of id, the rest for the host.
         let host: String = host.chars().filter(|c| c.is_ascii_graphic() && *c != ':').take(32).collect();
-        Jobs { jobs: HashMap::new(), by_unique: HashMap::new(), prefix: format!("H:{host}:").into_bytes(), next_id: 1 }
+        Jobs {
+            jobs: IdMap::default(),
+            by_unique: HashMap::new(),
+            prefix: format!("H:{host}:").into_bytes(),
+            next_id: 1,
+        }
     }
 
     /// A fresh id.

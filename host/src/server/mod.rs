@@ -61,7 +61,6 @@ use jobs::{Job, JobState, Jobs};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use queue::{Functions, Timers};
-use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -120,7 +119,7 @@ pub(crate) struct Server {
     options: Options,
     poll: Poll,
     listener: Option<TcpListener>,
-    conns: HashMap<Token, Conn>,
+    conns: jobs::IdMap<Token, Conn>,
     next_token: usize,
     jobs: Jobs,
     functions: Functions,
@@ -173,7 +172,7 @@ impl Server {
             options,
             poll,
             listener: Some(listener),
-            conns: HashMap::new(),
+            conns: jobs::IdMap::default(),
             next_token: 2,
             functions: Functions::default(),
             timers: Timers::default(),
@@ -254,8 +253,12 @@ impl Server {
                     None => false,
                 };
             self.commit(stopping);
-            for token in std::mem::take(&mut self.dirty) {
-                self.flush(token);
+            // Closing a connection while flushing may give others something to send (a job
+            // requeued, failed): flush until nothing is left.
+            while !self.dirty.is_empty() {
+                for token in std::mem::take(&mut self.dirty) {
+                    self.flush(token);
+                }
             }
             if stopping {
                 return Ok(());
@@ -286,9 +289,7 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     let token = Token(self.next_token);
                     self.next_token += 1;
-                    if let Err(err) =
-                        self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                    {
+                    if let Err(err) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
                         log::warn!("cannot watch a connection from {peer}: {err}");
                         continue;
                     }
@@ -309,6 +310,7 @@ impl Server {
     fn read(&mut self, token: Token) {
         let max_body = self.options.max_body;
         let mut budget = READ_BUDGET;
+        let mut drained = false;
         loop {
             loop {
                 let Some(conn) = self.conns.get_mut(&token) else { return };
@@ -319,8 +321,9 @@ impl Server {
                 self.dispatch(token, incoming);
             }
             let Some(conn) = self.conns.get_mut(&token) else { return };
-            if conn.pending() > OUTPUT_BACKPRESSURE {
-                // Read on once the peer has taken its answers (see flush).
+            if drained || conn.pending() > OUTPUT_BACKPRESSURE {
+                // Drained: the next bytes bring a new event. Backpressure: read on once the
+                // peer has taken its answers (see flush).
                 return;
             }
             if budget == 0 {
@@ -328,12 +331,15 @@ impl Server {
                 return;
             }
             match conn.read_chunk() {
-                Ok(0) => {
+                Ok((0, _)) => {
                     // The peer is done sending; answer what it asked, then close.
                     conn.closing = true;
                     return self.touch(token);
                 }
-                Ok(n) => budget = budget.saturating_sub(n),
+                Ok((n, short)) => {
+                    budget = budget.saturating_sub(n);
+                    drained = short;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.close(token),
@@ -351,6 +357,15 @@ impl Server {
             Ok(done) => {
                 if conn.closing && done && !conn.is_held() {
                     return self.close(token);
+                }
+                // Watch for writability only while output is stuck.
+                let stuck = !done;
+                if stuck != conn.want_write {
+                    let interest = if stuck { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+                    if self.poll.registry().reregister(&mut conn.stream, token, interest).is_err() {
+                        return self.close(token);
+                    }
+                    conn.want_write = stuck;
                 }
                 if conn.pending() > max_output {
                     log::warn!("{} leaves {} bytes unread: disconnected", conn.peer, conn.pending());
