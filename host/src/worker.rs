@@ -22,7 +22,9 @@
 //! with exponential backoff (100 ms to 30 s) and registered again.
 //!
 //! In the steady state a job costs three system calls: one `write` (the answer and the next
-//! grab), one `poll`, one `read`.
+//! grab), one `poll`, one `read`; with a single server two, as its socket's reads block (for at
+//! most [`STOP_CHECK`], so a signal that lands just before a read is seen within that) and
+//! need no `poll`.
 //!
 //! A job's progress and partial data go out as `WORK_STATUS`/`WORK_DATA`/`WORK_WARNING` while it
 //! runs; its result as `WORK_COMPLETE`, its failure as `WORK_WARNING` with the message followed by
@@ -76,7 +78,9 @@ pub struct WorkerConfig {
 }
 
 /// How often a sleeping worker looks at its stop flag when nothing wakes it.
-const STOP_CHECK: Duration = Duration::from_millis(500);
+///
+/// (Public for the docs: the longest a stop signal can wait.)
+pub const STOP_CHECK: Duration = Duration::from_millis(500);
 /// How long a server may take to answer a `GRAB_JOB_UNIQ`, or to finish a packet it started.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -265,7 +269,12 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         // 3. Wait for what the servers send (not at all while a job is held), then read.
         let holding = servers.iter().any(|s| s.state == State::Holding);
         let timeout = if holding { Duration::ZERO } else { wait_time(&servers) };
-        wait(&servers, timeout, &mut readable);
+        if servers.len() == 1 && servers[0].conn.is_some() && !holding {
+            // One server: read at once, blocking up to STOP_CHECK (its deadlines are coarser).
+            readable[0] = true;
+        } else {
+            wait(&servers, timeout, &mut readable);
+        }
         let now = Instant::now();
         for (server, &readable) in servers.iter_mut().zip(&readable) {
             if readable {
@@ -424,7 +433,13 @@ fn register(addr: &ServerAddr, functions: &[String], config: &WorkerConfig) -> R
     let mut conn = Conn::connect(addr, CONNECT_TIMEOUT)?;
     // A job child (`--atomic`) must not keep this connection open past its worker.
     crate::process::keep_from_children(conn.stream());
-    conn.set_nonblocking(true)?;
+    if config.servers.len() == 1 {
+        // One server: a read that blocks (briefly) needs no poll before it. A signal cuts it
+        // short; one that lands just before the read waits at most STOP_CHECK.
+        conn.set_blocking_reads(STOP_CHECK)?;
+    } else {
+        conn.set_nonblocking(true)?;
+    }
     conn.queue_packet(&Packet::SetClientId { id: config.client_id.as_bytes().to_vec() })?;
     for name in functions {
         let function = name.as_bytes().to_vec();

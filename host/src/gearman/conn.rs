@@ -116,7 +116,9 @@ pub struct Conn {
     pos: usize,
     end: usize,
     out: Vec<u8>,
-    nonblocking: bool,
+    /// Whether a read that finds nothing (non-blocking, or past the read timeout, or cut short
+    /// by a signal) returns `Ok(0)` instead of an error: the worker's modes.
+    empty_ok: bool,
     max_body: usize,
 }
 
@@ -144,7 +146,7 @@ impl Conn {
                         buf: vec![0; READ_CHUNK],
                         pos: 0,
                         end: 0,
-                        nonblocking: false,
+                        empty_ok: false,
                         out: Vec::with_capacity(256),
                         max_body: packet::DEFAULT_MAX_BODY,
                     });
@@ -193,7 +195,21 @@ impl Conn {
     /// [`ConnError::Io`] from the socket.
     pub fn set_nonblocking(&mut self, nonblocking: bool) -> Result<(), ConnError> {
         self.stream.set_nonblocking(nonblocking).map_err(|e| self.io(e))?;
-        self.nonblocking = nonblocking;
+        self.empty_ok = nonblocking;
+        Ok(())
+    }
+
+    /// Makes reads block for at most `timeout` and return `Ok(0)` when it passes or a signal
+    /// arrives, and writes wait at most [`WRITE_DEADLINE`]: a worker with one server reads
+    /// without a `poll(2)` first.
+    ///
+    /// # Errors
+    /// [`ConnError::Io`] from the socket.
+    pub fn set_blocking_reads(&mut self, timeout: Duration) -> Result<(), ConnError> {
+        self.stream.set_nonblocking(false).map_err(|e| self.io(e))?;
+        self.stream.set_read_timeout(Some(timeout)).map_err(|e| self.io(e))?;
+        self.stream.set_write_timeout(Some(WRITE_DEADLINE)).map_err(|e| self.io(e))?;
+        self.empty_ok = true;
         Ok(())
     }
 
@@ -278,7 +294,7 @@ impl Conn {
         }
         let read = loop {
             match self.stream.read(&mut self.buf[self.end..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && !self.empty_ok => continue,
                 other => break other,
             }
         };
@@ -288,7 +304,15 @@ impl Conn {
         match read {
             Ok(0) => Err(ConnError::Closed { server: self.server.to_string() }),
             Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.nonblocking => Ok(0),
+            Err(e)
+                if self.empty_ok
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) =>
+            {
+                Ok(0)
+            }
             Err(e) => Err(self.io(e)),
         }
     }
