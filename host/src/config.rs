@@ -13,6 +13,9 @@
 //! [default.environments.production]           # applied on top when --environment production
 //! servers = ["gearman1.internal", "gearman2.internal"]
 //!
+//! [default.plugins]
+//! state_timeout = 30                          # seconds a plugin's state constructor may take
+//!
 //! [default.plugins.redis_counter]             # a plugin's settings, by plugin name
 //! url = "redis://127.0.0.1:6379/0"
 //!
@@ -63,6 +66,9 @@ pub struct Config {
     /// Each plugin's settings section (`[<name>.plugins.<plugin>]`), by plugin name, as JSON;
     /// the plugin decodes it into its own type.
     pub plugin_settings: BTreeMap<String, serde_json::Value>,
+    /// `plugins.state_timeout`: how long a plugin's state constructor may take in a worker
+    /// before the worker gives up and exits (`None`: [`crate::plugins::STATE_TIMEOUT`]).
+    pub state_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -72,6 +78,7 @@ impl Config {
             file: self.file.clone(),
             key: format!("{}.plugins", self.name),
             values: self.plugin_settings.clone(),
+            state_timeout: self.state_timeout.unwrap_or(crate::plugins::STATE_TIMEOUT),
         }
     }
 }
@@ -257,15 +264,18 @@ fn resolve(
     let invalid = |key: String, message: String| ConfigError::Invalid { path: path.map(Into::into), key, message };
     let environment = environment.map(str::to_string).or(raw.environment.take());
     let mut servers_key = format!("{name}.servers");
-    let (mut plugins, mut plugin_settings) = split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
+    let (mut plugins, mut state_timeout, mut plugin_settings) =
+        split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
     if let Some(env) = environment.as_deref() {
         if let Some(over) = raw.environments.remove(env) {
             if over.servers.is_some() {
                 raw.servers = over.servers;
                 servers_key = format!("{name}.environments.{env}.servers");
             }
-            let (dir, settings) = split_plugins(over.plugins, &format!("{name}.environments.{env}.plugins"), &invalid)?;
+            let (dir, timeout, settings) =
+                split_plugins(over.plugins, &format!("{name}.environments.{env}.plugins"), &invalid)?;
             plugins = dir.or(plugins);
+            state_timeout = timeout.or(state_timeout);
             for (plugin, section) in settings {
                 match plugin_settings.get_mut(&plugin) {
                     Some(base) => merge(base, section),
@@ -326,20 +336,22 @@ fn resolve(
             .into_iter()
             .map(|(plugin, section)| (plugin, serde_json::to_value(section).unwrap_or_default()))
             .collect(),
+        state_timeout,
     })
 }
 
 type Sections = BTreeMap<String, toml::Value>;
 
-/// The plugins directory and the plugin settings sections from `plugins`.
+/// The plugins directory, the state constructors' timeout and the plugin settings sections
+/// from `plugins`.
 fn split_plugins(
     raw: Option<RawPlugins>,
     key: &str,
     invalid: &dyn Fn(String, String) -> ConfigError,
-) -> Result<(Option<PathBuf>, Sections), ConfigError> {
+) -> Result<(Option<PathBuf>, Option<Duration>, Sections), ConfigError> {
     match raw {
-        None => Ok((None, Sections::new())),
-        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), Sections::new())),
+        None => Ok((None, None, Sections::new())),
+        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, Sections::new())),
         Some(RawPlugins::Table(mut table)) => {
             let dir = match table.remove("dir") {
                 None => None,
@@ -351,6 +363,21 @@ fn split_plugins(
                     ))
                 }
             };
+            let timeout = match table.remove("state_timeout") {
+                None => None,
+                Some(toml::Value::Integer(n)) => {
+                    Some(seconds(n as f64).map_err(|err| invalid(format!("{key}.state_timeout"), err))?)
+                }
+                Some(toml::Value::Float(n)) => {
+                    Some(seconds(n).map_err(|err| invalid(format!("{key}.state_timeout"), err))?)
+                }
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{key}.state_timeout"),
+                        format!("expected a number of seconds, found {}", other.type_str()),
+                    ))
+                }
+            };
             for (plugin, section) in &table {
                 if !section.is_table() {
                     return Err(invalid(
@@ -359,7 +386,7 @@ fn split_plugins(
                     ));
                 }
             }
-            Ok((dir, table))
+            Ok((dir, timeout, table))
         }
     }
 }

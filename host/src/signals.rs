@@ -165,3 +165,57 @@ pub fn drain_wake() {
     // SAFETY: reading into our buffer from a non-blocking pipe.
     while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
 }
+
+/// The exit code of a worker whose plugin state constructor ran past its deadline: not one
+/// the pool expects, so it backs off before replacing the worker.
+pub const EXIT_STATE_TIMEOUT: i32 = 3;
+
+static DEADLINE_MESSAGE: std::sync::atomic::AtomicPtr<u8> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static DEADLINE_LEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn exit_now(signal: libc::c_int) {
+    if signal == libc::SIGALRM {
+        let message = DEADLINE_MESSAGE.load(Ordering::SeqCst);
+        if !message.is_null() {
+            // SAFETY: write(2) is async-signal-safe; the message is leaked, so it lives forever.
+            unsafe { libc::write(2, message.cast(), DEADLINE_LEN.load(Ordering::SeqCst)) };
+        }
+        // SAFETY: _exit is async-signal-safe; nothing is in hand while states are built.
+        unsafe { libc::_exit(EXIT_STATE_TIMEOUT) };
+    }
+    // SAFETY: as above; a stop signal while states are built ends the worker at once.
+    unsafe { libc::_exit(0) };
+}
+
+/// Runs `build` (a worker building its plugins' states) where a stop signal (SIGTERM,
+/// SIGINT) ends the process at once with 0, since no job is in hand and a constructor may
+/// block; and SIGALRM (see [`state_deadline`]) ends it with [`EXIT_STATE_TIMEOUT`] and the
+/// deadline's message. The worker's handlers are back afterwards.
+pub fn while_building_states<T>(build: impl FnOnce() -> T) -> T {
+    set_handler(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGALRM], SigHandler::Handler(exit_now));
+    if stop_requested() {
+        // SAFETY: nothing to flush or finish yet.
+        unsafe { libc::_exit(0) };
+    }
+    let out = build();
+    state_deadline(None);
+    set_handler(&[Signal::SIGALRM], SigHandler::SigDfl);
+    install(&[Signal::SIGTERM, Signal::SIGINT]);
+    out
+}
+
+/// Arms (`Some((seconds, message))`) or disarms (`None`) the deadline of the constructor about
+/// to run, inside [`while_building_states`]: past it the worker writes `message` to stderr and
+/// exits.
+pub fn state_deadline(deadline: Option<(std::time::Duration, String)>) {
+    // SAFETY: alarm(2) has no preconditions.
+    unsafe { libc::alarm(0) };
+    if let Some((after, message)) = deadline {
+        let message: &'static mut [u8] = Box::leak(message.into_bytes().into_boxed_slice());
+        DEADLINE_LEN.store(message.len(), Ordering::SeqCst);
+        DEADLINE_MESSAGE.store(message.as_mut_ptr(), Ordering::SeqCst);
+        let seconds = u32::try_from(after.as_secs_f64().ceil() as u64).unwrap_or(u32::MAX).max(1);
+        // SAFETY: as above.
+        unsafe { libc::alarm(seconds) };
+    }
+}

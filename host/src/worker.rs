@@ -164,8 +164,34 @@ pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -
     // Plugin state, here in the worker (after the fork), before the first job; per job under
     // --atomic, so that no connection is shared between processes.
     let mode = if worker.atomic { StateMode::PerJob } else { StateMode::Eager };
-    for refused in registry.build_states(&worker.plugin_settings, mode) {
+    // A constructor may block (a Redis that accepts but never answers): each is logged before
+    // it runs, has `state_timeout` to return, and a stop signal meanwhile ends the worker.
+    let timeout = worker.plugin_settings.state_timeout;
+    let refusals = crate::signals::while_building_states(|| {
+        registry.build_states_watched(
+            &worker.plugin_settings,
+            mode,
+            &mut |plugin| {
+                info!("Building the state of plugin {plugin} (state_timeout {}s)", timeout.as_secs_f64());
+                let message = format!(
+                    "li3g-host: worker {}: plugin {plugin}'s state constructor did not return within {}s \
+                     (plugins.state_timeout); the worker exits\n",
+                    std::process::id(),
+                    timeout.as_secs_f64()
+                );
+                crate::signals::state_deadline(Some((timeout, message)));
+            },
+            &mut || crate::signals::state_deadline(None),
+        )
+    });
+    for refused in refusals {
         warn!("Skipped {refused}");
+    }
+    if worker.atomic {
+        if let Err(err) = crate::process::ensure_single_threaded() {
+            log::error!("Cannot serve with --atomic: {err}");
+            return crate::signals::EXIT_STATE_TIMEOUT as u8;
+        }
     }
     for unknown in unknown_tasks(&worker.configured_tasks, &registry) {
         warn!("Configuration: {unknown}");

@@ -71,9 +71,22 @@
 //! - The constructor runs in each worker, after the fork and before its first job, never in
 //!   the supervisor. A constructor that fails or panics refuses the plugin in that worker (its
 //!   tasks are not registered, a log line says why); the worker serves the other plugins.
+//! - A constructor must not block: set connect and read/write timeouts. The worker logs
+//!   `Building the state of plugin <name>` before each constructor and gives it
+//!   `plugins.state_timeout` seconds (30 by default); past that the worker exits (code 3, a
+//!   line naming the plugin) and its supervisor backs off before replacing it. A stop signal
+//!   while states are being built ends the worker at once.
 //! - The state lives until the worker ends gracefully, then it is dropped (so connections
 //!   close cleanly). Tasks get `&State`: keep mutable parts in a `RefCell` (a worker runs one
 //!   job at a time, on one thread).
+//! - The host never rebuilds a state: it must heal itself. After an I/O error (the server
+//!   restarted, the connection dropped), drop the connection, fail the job, and open a new one
+//!   on the next job, as `plugins/redis-counter` does.
+//! - **Under `--atomic`, a constructor must not leave threads running** (no pool or runtime
+//!   threads, even ones stopped when the state is dropped, are allowed while it is checked):
+//!   the worker forks each job and must stay single-threaded. A plugin whose constructor starts
+//!   a thread is refused in a forking worker, with a log line naming it; build such pools
+//!   inside the task instead, or run without `--atomic`.
 //! - **Under `--atomic`** a job child must never share a live connection with its parent or
 //!   its siblings (two processes writing one socket corrupt the stream). So the worker only
 //!   checks that the state can be built (and drops it at once); each job child whose task

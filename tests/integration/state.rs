@@ -212,3 +212,86 @@ fn exec_builds_the_state_from_the_settings() {
         out.stderr
     );
 }
+
+/// `li3g-host work --verbose` for `dir`'s plugins with `config` as the configuration file.
+fn work(gearmand: &Gearmand, dir: &PluginDir, config: &str) -> (ChildGuard, Lines) {
+    let config = dir.write("li3g.toml", config.as_bytes());
+    let mut command = host();
+    command
+        .args(["work", "--verbose", "--servers", &gearmand.addr()])
+        .arg("--plugins")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut worker = ChildGuard::spawn(&mut command);
+    let lines = Lines::collect(worker.child().stderr.take().expect("piped stderr"));
+    (worker, lines)
+}
+
+/// A Redis that accepts connections and never answers: a listener nobody accepts from (the
+/// kernel completes the handshakes).
+fn hung_redis() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a listener");
+    let url = format!("redis://127.0.0.1:{}/", listener.local_addr().unwrap().port());
+    (listener, url)
+}
+
+#[test]
+fn a_blocking_state_constructor_is_named_and_ends_the_worker_at_its_deadline() {
+    let gearmand = Gearmand::start();
+    let (_listener, url) = hung_redis();
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    // The plugin's own read timeout (5 s) is longer than this deadline.
+    let config = format!("[default.plugins]\nstate_timeout = 1\n\n[default.plugins.redis_counter]\nurl = {url:?}\n");
+    let (mut worker, lines) = work(&gearmand, &dir, &config);
+    lines.wait_for("Building the state of plugin redis_counter", WAIT);
+    let status = worker.wait_timeout(WAIT).expect("the worker exits at the deadline");
+    assert_eq!(status.code(), Some(li3g_host::signals::EXIT_STATE_TIMEOUT), "{:#?}", lines.all());
+    let line = lines.wait_for("did not return within", WAIT);
+    assert!(line.contains("plugin redis_counter's state constructor did not return within 1s"), "{line}");
+}
+
+#[test]
+fn a_stop_signal_while_a_constructor_blocks_ends_the_worker_at_once() {
+    let gearmand = Gearmand::start();
+    let (_listener, url) = hung_redis();
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let (mut worker, lines) = work(&gearmand, &dir, &format!("[default.plugins.redis_counter]\nurl = {url:?}\n"));
+    lines.wait_for("Building the state of plugin redis_counter", WAIT);
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let status = worker.wait_timeout(WAIT).expect("the worker stops on the first SIGTERM");
+    assert_eq!(status.code(), Some(0), "{:#?}", lines.all());
+    // It ended there: the constructor was not left to fail and the worker never started.
+    assert_eq!(lines.count("Worker started"), 0, "{:#?}", lines.all());
+    assert_eq!(lines.count("refused"), 0, "{:#?}", lines.all());
+}
+
+#[test]
+fn redis_restarted_under_a_running_worker_later_jobs_succeed() {
+    let (gearmand, redis) = (Gearmand::start(), Redis::start());
+    let port = redis.port;
+    let dir = PluginDir::with(&["redis_counter"]);
+    let (_worker, lines) =
+        work(&gearmand, &dir, &format!("[default.plugins.redis_counter]\nurl = {:?}\n", redis.url()));
+    wait_for_workers(&[&gearmand], "Counter::incr", 1);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    assert_eq!(call(&mut client, "Counter::incr", &[json!("k")]).unwrap(), b"1");
+    redis.kill();
+    let _redis = Redis::start_on(port);
+    // The first job may meet the broken connection; the state reconnects and later jobs succeed.
+    let mut outcomes = Vec::new();
+    wait_until("a job succeeds after the restart", WAIT, || {
+        let outcome = call(&mut client, "Counter::incr", &[json!("k")]);
+        let ok = outcome.is_ok();
+        outcomes.push(outcome);
+        ok
+    });
+    // At most the one job that met the broken connection failed.
+    assert!(outcomes.len() <= 2, "{outcomes:?} {:#?}", lines.all());
+    for _ in 0..3 {
+        call(&mut client, "Counter::incr", &[json!("k")]).expect("later jobs succeed");
+    }
+}

@@ -13,5 +13,5 @@ pub mod registry;
 
 pub use invoke::{JobEvents, JobInfo, TaskOutput};
 pub use registry::{
-    canonical_task_name, DispatchError, Plugin, PluginSettings, Registry, Rejected, ScanError, StateMode,
+    canonical_task_name, DispatchError, Plugin, PluginSettings, Registry, Rejected, ScanError, StateMode, STATE_TIMEOUT,
 };

@@ -49,8 +49,12 @@ impl Plugin {
     }
 }
 
+/// How long a plugin's state constructor may take in a worker by default (see
+/// [`PluginSettings::state_timeout`]).
+pub const STATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where plugins' settings come from: the configuration's `[<config>.plugins.<name>]` sections.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PluginSettings {
     /// The configuration file, for messages ("configuration" when none).
     pub file: Option<PathBuf>,
@@ -58,6 +62,15 @@ pub struct PluginSettings {
     pub key: String,
     /// Each plugin's section, by plugin name, as JSON.
     pub values: BTreeMap<String, serde_json::Value>,
+    /// How long one plugin's state constructor may take in a worker (`plugins.state_timeout`)
+    /// before the worker exits; enforced by the worker, not here.
+    pub state_timeout: std::time::Duration,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        Self { file: None, key: String::new(), values: BTreeMap::new(), state_timeout: STATE_TIMEOUT }
+    }
 }
 
 /// How plugin state is built (see the module doc).
@@ -252,6 +265,21 @@ impl Registry {
     /// settings do not fit or whose constructor fails or panics is refused: its tasks are
     /// dropped from this registry. Returns the refusals, to be logged.
     pub fn build_states(&mut self, settings: &PluginSettings, mode: StateMode) -> Vec<String> {
+        self.build_states_watched(settings, mode, &mut |_| {}, &mut || {})
+    }
+
+    /// [`Registry::build_states`], calling `before` with each plugin's name before its
+    /// constructor runs and `after` once it returned (a worker logs and arms a deadline).
+    ///
+    /// Under [`StateMode::PerJob`] the worker must stay single-threaded (it forks each job): a
+    /// plugin whose constructor leaves another thread running is refused, naming it.
+    pub fn build_states_watched(
+        &mut self,
+        settings: &PluginSettings,
+        mode: StateMode,
+        before: &mut dyn FnMut(&str),
+        after: &mut dyn FnMut(),
+    ) -> Vec<String> {
         self.settings = settings.clone();
         self.mode = Some(mode);
         let mut refused = Vec::new();
@@ -259,9 +287,30 @@ impl Registry {
             if self.plugins[index].connect.is_none() {
                 continue;
             }
-            match self.construct(index) {
-                Ok(state) if mode == StateMode::Eager => self.states.get_mut()[index] = Some(state),
-                Ok(state) => drop(state),
+            before(&self.plugins[index].name);
+            let built = self.construct(index);
+            after();
+            let built = match built {
+                Ok(state) if mode == StateMode::PerJob => {
+                    let with_state = crate::process::thread_count().unwrap_or(1);
+                    drop(state);
+                    let dropped = crate::process::thread_count().unwrap_or(1);
+                    match with_state.max(dropped) {
+                        1 => Ok(None),
+                        n => Err(format!(
+                            "plugin {} refused under --atomic: its state constructor started a thread \
+                             ({n} threads{}); a worker that forks each job must stay single-threaded, so a \
+                             constructor must not leave threads running",
+                            self.plugins[index].name,
+                            if dropped > 1 { ", still running after its state was dropped" } else { "" }
+                        )),
+                    }
+                }
+                other => other.map(Some),
+            };
+            match built {
+                Ok(Some(state)) => self.states.get_mut()[index] = Some(state),
+                Ok(None) => {}
                 Err(message) => {
                     self.tasks.retain(|_, slot| slot.plugin != index);
                     let plugin = &self.plugins[index];

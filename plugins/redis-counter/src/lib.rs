@@ -14,6 +14,13 @@
 //!
 //! The connection is a `RefCell` because tasks get `&State`; a worker runs one job at a time,
 //! so it is never borrowed twice. Under `--atomic`, each job child builds its own.
+//!
+//! Copy these two habits into a plugin of your own:
+//! - Timeouts on connect, read and write (5 s): a Redis that accepts but
+//!   never answers fails the constructor or the job instead of blocking the worker forever.
+//! - Recovery: the host keeps a state for the worker's life, so the state heals itself. After
+//!   an I/O error (Redis restarted, connection dropped, timeout) the connection is dropped and
+//!   the job fails; the next job opens a new one.
 
 use li3g_plugin_api::{plugin, Job};
 use serde::Deserialize;
@@ -34,36 +41,66 @@ pub struct Settings {
     pub closed_key: Option<String>,
 }
 
+/// How long a connect, and each read and write, may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn default_name() -> String {
     "li3g-redis-counter".into()
 }
 
-/// The per-worker state: an open connection.
+/// The per-worker state: a connection, opened again after one broke.
 pub struct Redis {
-    conn: RefCell<redis::Connection>,
-    closed_key: Option<String>,
+    conn: RefCell<Option<redis::Connection>>,
+    settings: Settings,
+}
+
+impl Redis {
+    /// Opens a connection with timeouts and names it.
+    fn open(settings: &Settings) -> Result<redis::Connection, redis::RedisError> {
+        let mut conn = redis::Client::open(settings.url.as_str())?.get_connection_with_timeout(TIMEOUT)?;
+        conn.set_read_timeout(Some(TIMEOUT))?;
+        conn.set_write_timeout(Some(TIMEOUT))?;
+        redis::cmd("CLIENT").arg("SETNAME").arg(&settings.client_name).query::<()>(&mut conn)?;
+        Ok(conn)
+    }
+
+    /// Runs `command` on the connection, opening one first if the last broke; drops it after
+    /// an error that leaves it unusable, so the next job reconnects.
+    fn with<T>(&self, command: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> redis::RedisResult<T> {
+        let mut slot = self.conn.borrow_mut();
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => slot.insert(Self::open(&self.settings)?),
+        };
+        let result = command(conn);
+        if let Err(err) = &result {
+            if err.is_io_error() || err.is_connection_dropped() || err.is_timeout() || err.is_unrecoverable_error() {
+                *slot = None;
+            }
+        }
+        result
+    }
 }
 
 impl Drop for Redis {
     /// The host drops the state when the worker ends gracefully (or, under `--atomic`, when
     /// the job is done); the connection closes with it.
     fn drop(&mut self) {
-        if let Some(key) = &self.closed_key {
-            let _ = redis::cmd("INCR").arg(key).query::<i64>(self.conn.get_mut());
+        if let (Some(key), Some(conn)) = (&self.settings.closed_key, self.conn.get_mut()) {
+            let _ = redis::cmd("INCR").arg(key).query::<i64>(conn);
         }
     }
 }
 
 /// The constructor: opens the connection and names it. Runs in the worker before its first job.
 pub fn connect(settings: Settings) -> Result<Redis, redis::RedisError> {
-    let mut conn = redis::Client::open(settings.url.as_str())?.get_connection()?;
-    redis::cmd("CLIENT").arg("SETNAME").arg(&settings.client_name).query::<()>(&mut conn)?;
-    Ok(Redis { conn: RefCell::new(conn), closed_key: settings.closed_key })
+    let conn = Redis::open(&settings)?;
+    Ok(Redis { conn: RefCell::new(Some(conn)), settings })
 }
 
 /// `Counter::incr(key)`.
 pub fn incr(redis: &Redis, key: String) -> Result<i64, redis::RedisError> {
-    redis::cmd("INCR").arg(key).query(&mut *redis.conn.borrow_mut())
+    redis.with(|conn| redis::cmd("INCR").arg(&key).query(conn))
 }
 
 /// Which connection and process ran a job.
@@ -79,7 +116,7 @@ pub struct Whoami {
 
 /// `Counter::whoami`: this job's connection id and process.
 pub fn whoami(redis: &Redis, job: &Job) -> Result<Whoami, redis::RedisError> {
-    let id = redis::cmd("CLIENT").arg("ID").query(&mut *redis.conn.borrow_mut())?;
+    let id = redis.with(|conn| redis::cmd("CLIENT").arg("ID").query(conn))?;
     Ok(Whoami { id, pid: std::process::id(), job: job.id().to_string() })
 }
 
