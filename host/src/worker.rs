@@ -187,12 +187,6 @@ pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -
     for refused in refusals {
         warn!("Skipped {refused}");
     }
-    if worker.atomic {
-        if let Err(err) = crate::process::ensure_single_threaded() {
-            log::error!("Cannot serve with --atomic: {err}");
-            return crate::signals::EXIT_STATE_TIMEOUT as u8;
-        }
-    }
     for unknown in unknown_tasks(&worker.configured_tasks, &registry) {
         warn!("Configuration: {unknown}");
     }

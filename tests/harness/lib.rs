@@ -26,7 +26,7 @@ pub struct Artifacts {
     /// The `li3g-host` binary.
     pub host: PathBuf,
     /// Plugin libraries by short name: `hello`, `redis_counter`, `misbehave`, `loader_panic`, `loader_error`,
-    /// `not_a_plugin`, `duplicate`, `abi_mismatch` (compatible build), `abi_layout` and
+    /// `not_a_plugin`, `duplicate`, `threaded`, `threaded_state`, `abi_mismatch` (compatible build), `abi_layout` and
     /// `abi_version` (incompatible builds), `abi_old_prefix` (its root module laid out as in 0.2).
     pub libs: HashMap<&'static str, PathBuf>,
 }
@@ -69,7 +69,16 @@ fn build() -> Artifacts {
     };
     keep("hello", main.join("debug/libhello.so"));
     keep("redis_counter", main.join("debug/libredis_counter.so"));
-    for name in ["misbehave", "loader_panic", "loader_error", "not_a_plugin", "duplicate", "abi_mismatch", "threaded"] {
+    for name in [
+        "misbehave",
+        "loader_panic",
+        "loader_error",
+        "not_a_plugin",
+        "duplicate",
+        "abi_mismatch",
+        "threaded",
+        "threaded_state",
+    ] {
         keep(name, testing_target.join(format!("debug/lib{name}.so")));
     }
     for (name, feature) in [("abi_layout", "layout"), ("abi_version", "version"), ("abi_old_prefix", "old_prefix")] {

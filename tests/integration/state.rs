@@ -215,10 +215,16 @@ fn exec_builds_the_state_from_the_settings() {
 
 /// `li3g-host work --verbose` for `dir`'s plugins with `config` as the configuration file.
 fn work(gearmand: &Gearmand, dir: &PluginDir, config: &str) -> (ChildGuard, Lines) {
+    work_with(gearmand, dir, config, &[])
+}
+
+/// [`work`] with more flags.
+fn work_with(gearmand: &Gearmand, dir: &PluginDir, config: &str, args: &[&str]) -> (ChildGuard, Lines) {
     let config = dir.write("li3g.toml", config.as_bytes());
     let mut command = host();
     command
         .args(["work", "--verbose", "--servers", &gearmand.addr()])
+        .args(args)
         .arg("--plugins")
         .arg(dir.path())
         .arg("--config")
@@ -294,4 +300,18 @@ fn redis_restarted_under_a_running_worker_later_jobs_succeed() {
     for _ in 0..3 {
         call(&mut client, "Counter::incr", &[json!("k")]).expect("later jobs succeed");
     }
+}
+
+#[test]
+fn under_atomic_a_constructor_that_starts_a_thread_refuses_only_its_plugin() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "threaded_state"]);
+    let (_worker, lines) = work_with(&gearmand, &dir, "", &["--atomic"]);
+    let line = lines.wait_for("plugin threaded_state refused under --atomic", WAIT);
+    assert!(line.contains("its state constructor started a thread"), "{line}");
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    // The worker stayed single-threaded: it forks the other plugins' jobs.
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    assert_eq!(call(&mut client, "Hello::say", &[json!("x")]).unwrap(), b"Hello x");
+    assert!(!gearmand.status().iter().any(|s| s.function == "ThreadedState::run" && s.workers > 0));
 }

@@ -288,25 +288,22 @@ impl Registry {
                 continue;
             }
             before(&self.plugins[index].name);
-            let built = self.construct(index);
+            // Threads others started (a plugin's `init`) are not this constructor's doing.
+            let baseline = crate::process::thread_count().unwrap_or(1);
+            let checked = if mode == StateMode::PerJob && baseline == 1 { self.check_in_child(index) } else { None };
+            let built = match checked {
+                Some(result) => result.map(|()| None),
+                None => self.construct(index).map(Some),
+            };
             after();
             let built = match built {
-                Ok(state) if mode == StateMode::PerJob => {
+                Ok(Some(state)) if mode == StateMode::PerJob => {
                     let with_state = crate::process::thread_count().unwrap_or(1);
                     drop(state);
                     let dropped = crate::process::thread_count().unwrap_or(1);
-                    match with_state.max(dropped) {
-                        1 => Ok(None),
-                        n => Err(format!(
-                            "plugin {} refused under --atomic: its state constructor started a thread \
-                             ({n} threads{}); a worker that forks each job must stay single-threaded, so a \
-                             constructor must not leave threads running",
-                            self.plugins[index].name,
-                            if dropped > 1 { ", still running after its state was dropped" } else { "" }
-                        )),
-                    }
+                    self.thread_check(index, baseline, with_state, dropped)
                 }
-                other => other.map(Some),
+                other => other,
             };
             match built {
                 Ok(Some(state)) => self.states.get_mut()[index] = Some(state),
@@ -320,6 +317,77 @@ impl Registry {
             }
         }
         refused
+    }
+
+    /// Under `--atomic`: `Err` naming the plugin when its constructor left threads running
+    /// (`with_state` and `dropped` threads against `baseline` before it ran).
+    fn thread_check(
+        &self,
+        index: usize,
+        baseline: usize,
+        with_state: usize,
+        dropped: usize,
+    ) -> Result<Option<PluginState>, String> {
+        match with_state.max(dropped) {
+            n if n <= baseline => Ok(None),
+            n => Err(format!(
+                "plugin {} refused under --atomic: its state constructor started a thread ({n} threads{}); \
+                 a worker that forks each job must stay single-threaded, so a constructor must not leave \
+                 threads running",
+                self.plugins[index].name,
+                if dropped > baseline { ", still running after its state was dropped" } else { "" }
+            )),
+        }
+    }
+
+    /// Under `--atomic`, checks plugin `index`'s state in a forked child (built, threads
+    /// counted, dropped), so that nothing the constructor or the destructor does (a thread, a
+    /// panic that aborts, a connection) stays in the forking worker. `None` when no child could
+    /// be forked (the caller checks in this process).
+    fn check_in_child(&self, index: usize) -> Option<Result<(), String>> {
+        use std::io::{Read, Write};
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        let parent = nix::unistd::getpid();
+        match crate::process::fork(|| {}).ok()? {
+            nix::unistd::ForkResult::Child => {
+                drop(read);
+                if !crate::process::parent_death_signal(nix::sys::signal::Signal::SIGKILL, parent) {
+                    // SAFETY: leaving a forked child.
+                    unsafe { libc::_exit(1) };
+                }
+                let answer = match self.construct(index) {
+                    Ok(state) => {
+                        let with_state = crate::process::thread_count().unwrap_or(1);
+                        drop(state);
+                        let dropped = crate::process::thread_count().unwrap_or(1);
+                        match self.thread_check(index, 1, with_state, dropped) {
+                            Ok(_) => String::new(),
+                            Err(message) => message,
+                        }
+                    }
+                    Err(message) => message,
+                };
+                let mut write = std::fs::File::from(write);
+                let _ = write.write_all(answer.as_bytes());
+                // SAFETY: leaving a forked child without running its parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(write);
+                let mut answer = String::new();
+                let _ = std::fs::File::from(read).read_to_string(&mut answer);
+                let status = nix::sys::wait::waitpid(child, None);
+                let name = &self.plugins[index].name;
+                Some(match status {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) if answer.is_empty() => Ok(()),
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Err(answer),
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => Err(format!(
+                        "plugin {name} refused: its state check (constructor, then destructor) was killed by {signal:?}"
+                    )),
+                    other => Err(format!("plugin {name} refused: its state check ended with {other:?}")),
+                })
+            }
+        }
     }
 
     /// Runs plugin `index`'s constructor with its settings; `Err` is the refusal message.
