@@ -136,7 +136,7 @@ pub mod __private {
         let sig = Signature { task, names };
         let job = Job::new(ctx);
         // The host hands a plugin only its own state, which this plugin built with `C`.
-        let state = ctx.state.and_then(|state| state.downcast_as::<C::State>().ok());
+        let state = ctx.state.and_then(|state| state.downcast_as::<Guarded<C::State>>().ok()).map(|g| &*g.state);
         let outcome = catching_panics(&format!("task {task}"), || {
             let args = parse_args(task, args.as_str())?;
             f.invoke(&sig, &job, state, args)
@@ -246,8 +246,34 @@ pub mod __private {
             })
         });
         match outcome {
-            Ok(state) => RResult::ROk(PluginState::from_value(state)),
+            Ok(state) => RResult::ROk(PluginState::from_value(Guarded {
+                state: std::mem::ManuallyDrop::new(state),
+                plugin: plugin.to_string(),
+            })),
             Err(err) => RResult::RErr(err),
+        }
+    }
+
+    /// A plugin's state as the host holds it: its destructor runs with panics caught, since a
+    /// panic unwinding into the host's `extern "C"` drop would abort the process. The panic is
+    /// reported on stderr, naming the plugin; the rest of the state is leaked.
+    pub struct Guarded<T> {
+        state: std::mem::ManuallyDrop<T>,
+        plugin: String,
+    }
+
+    impl<T> Drop for Guarded<T> {
+        fn drop(&mut self) {
+            let what = format!("the state destructor of plugin {}", self.plugin);
+            // SAFETY: dropped once, here; never used afterwards.
+            let outcome = catching_panics(&what, || {
+                unsafe { std::mem::ManuallyDrop::drop(&mut self.state) };
+                Ok(())
+            });
+            if let Err(err) = outcome {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "{}", err.message);
+            }
         }
     }
 

@@ -315,3 +315,25 @@ fn under_atomic_a_constructor_that_starts_a_thread_refuses_only_its_plugin() {
     assert_eq!(call(&mut client, "Hello::say", &[json!("x")]).unwrap(), b"Hello x");
     assert!(!gearmand.status().iter().any(|s| s.function == "ThreadedState::run" && s.workers > 0));
 }
+
+#[test]
+fn a_panicking_state_destructor_is_reported_and_the_worker_ends_cleanly() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "drop_panic"]);
+    for atomic in [false, true] {
+        let args: &[&str] = if atomic { &["--atomic"] } else { &[] };
+        let (mut worker, lines) = work_with(&gearmand, &dir, "", args);
+        wait_for_workers(&[&gearmand], "DropPanic::run", 1);
+        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+        assert_eq!(call(&mut client, "DropPanic::run", &[]).unwrap(), b"DropPanic::run");
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+        let status = worker.wait_timeout(WAIT).expect("the worker stops");
+        assert_eq!(status.code(), Some(0), "atomic {atomic}: {status:?} {:#?}", lines.all());
+        let line = lines.wait_for("the state destructor of plugin drop_panic panicked", WAIT);
+        assert!(line.contains("Fragile cannot be dropped"), "{line}");
+        wait_until("the worker is gone from the server", WAIT, || {
+            !gearmand.status().iter().any(|s| s.function == "DropPanic::run" && s.workers > 0)
+        });
+    }
+}
