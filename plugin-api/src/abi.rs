@@ -6,8 +6,10 @@
 //! macro builds them and [`Job`](crate::Job) wraps the context. The host uses them directly.
 //!
 //! Growth rules: [`PluginMod`] is a prefix type, so fields can be appended after the last one.
-//! abi_stable then lets an *older host* load a *newer plugin* (the host ignores the fields it
-//! does not know), but it refuses a plugin whose `PluginMod` has fewer fields than the host's
+//! abi_stable's layout check lets an *older host* load a *longer* `PluginMod` (the host ignores
+//! the fields it does not know), but the same check compares the package version each type
+//! was built in (0.y: the same minor, a plugin patch no lower than the host's), so a plugin
+//! built against a later minor is refused anyway; and it it refuses a plugin whose `PluginMod` has fewer fields than the host's
 //! ("too many fields"; a test shows it). So an append still bumps the minor version, which
 //! makes the version check refuse older plugins with a clear message first. Any other change
 //! to a type in this module changes the layout and bumps the minor version too (0.x). Either

@@ -106,15 +106,18 @@
 //!
 //! 1. **the abi_stable header**: plugin and host use the same abi_stable (0.11);
 //! 2. **the interface version**: the version of this crate the plugin was built against must be
-//!    compatible with the host's: the same major version and, while we are at `0.y`, a minor
-//!    version `y` no lower than the host's. A plugin built against an older minor is refused;
+//!    compatible with the host's: while we are at `0.y`, the *same* minor version `y` and a
+//!    patch version no lower than the host's (abi_stable checks the root module's version, then
+//!    the package version recorded in each type's layout, with this rule for 0.x). A plugin
+//!    built against an older or a newer minor is refused with one line naming both versions;
+//!    a host at 0.3.1 would refuse plugins built against 0.3.0;
 //! 3. **the layout**: every type reachable from the root module (this crate's [`abi`] types)
 //!    has the same layout in the host and in the plugin. Any difference is refused with a
 //!    report of which field of which type differs.
 //!
 //! Any change to a type in [`abi`], appending a field to the prefix type [`abi::PluginMod`]
-//! included, bumps this crate's minor version: a host refuses a plugin whose `PluginMod` is
-//! shorter than its own, while a newer plugin (a longer `PluginMod`) loads in an older host.
+//! included, bumps this crate's minor version, so plugins must be rebuilt against the host's
+//! minor version (neither an older nor a newer one loads).
 //!
 //! Versions: 0.2 added the job's environment values and the plugin's state to
 //! [`abi::JobCtx`] (plugins built against 0.1 are refused: rebuild them). 0.3 appended the

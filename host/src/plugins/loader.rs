@@ -188,18 +188,22 @@ fn explain(err: LibraryError, name: &str) -> LoadError {
         LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => {
             LoadError::Incompatible(format!(
                 "it was built against li3g-plugin-api {actual_version}, and this host needs a \
-                 version compatible with {expected_version} (same 0.{} minor or newer); rebuild it",
-                expected_version.minor
+                 version compatible with {expected_version} (the same 0.{} minor, patch {} or later); rebuild it",
+                expected_version.minor, expected_version.patch
             ))
         }
         LibraryError::ParseVersionError(err) => {
             LoadError::Incompatible(format!("its plugin API version cannot be read: {err}"))
         }
-        LibraryError::AbiInstability(report) => LoadError::Incompatible(format!(
-            "its type layouts differ from this host's (rebuild it against li3g-plugin-api {}): {}",
-            PluginMod_Ref::VERSION_STRINGS.version,
-            summarize_instability(&report)
-        )),
+        LibraryError::AbiInstability(report) => match summarize_instability(&report) {
+            // A package version mismatch found by the layout check: the versions say it all.
+            summary if summary.starts_with("it was built against") => LoadError::Incompatible(summary),
+            summary => LoadError::Incompatible(format!(
+                "its type layouts differ from this host's (rebuild it against li3g-plugin-api {}): {}",
+                PluginMod_Ref::VERSION_STRINGS.version,
+                summary
+            )),
+        },
         LibraryError::InvalidCAbi { expected, found } => {
             LoadError::Incompatible(format!("its C ABI differs: expected {expected}, found {found}"))
         }
@@ -221,6 +225,21 @@ fn explain(err: LibraryError, name: &str) -> LoadError {
 /// plugin author needs. Falls back to the report's head when the shape is not recognised.
 fn summarize_instability(report: &RBoxError) -> String {
     let text = report.to_string();
+    // A package version mismatch found inside the layout check (a plugin built against a later
+    // minor): abi_stable reports it within both layouts in full; say only the two versions.
+    if let Some(at) = text.find("incompatible package versions") {
+        let versions: Vec<&str> = text[at..]
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|w| w.split('.').count() == 3 && w.split('.').all(|n| !n.is_empty()))
+            .take(2)
+            .collect();
+        if let [expected, found] = versions[..] {
+            return format!(
+                "it was built against li3g-plugin-api {found}, and this host needs a version compatible with \
+                 {expected} (the same minor); rebuild it"
+            );
+        }
+    }
     let mut lines = Vec::new();
     for section in split_sections(&text) {
         let ty = section
