@@ -337,3 +337,30 @@ fn a_panicking_state_destructor_is_reported_and_the_worker_ends_cleanly() {
         });
     }
 }
+
+/// The connections named `name` that redis-server lists.
+fn connections_named(redis: &Redis, name: &str) -> usize {
+    let out = run(Command::new("redis-cli").args(["-p", &redis.port.to_string(), "CLIENT", "LIST"]));
+    out.stdout.lines().filter(|l| l.contains(&format!(" name={name} "))).count()
+}
+
+#[test]
+fn restart_applies_edited_plugin_settings_and_a_broken_file_keeps_the_old_ones() {
+    let (gearmand, redis) = (Gearmand::start(), Redis::start());
+    let dir = PluginDir::with(&["redis_counter"]);
+    let section = |name: &str| format!("url = {:?}\nclient_name = {name:?}", redis.url());
+    let (mut daemon, lines) = start(&gearmand, &dir, &section("before-restart"), &["--workers", "1"]);
+    wait_until("the worker connects", WAIT, || connections_named(&redis, "before-restart") == 1);
+    dir.write("li3g.toml", format!("[default.plugins.redis_counter]\n{}\n", section("after-restart")).as_bytes());
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    wait_until("the new worker uses the new settings", WAIT, || {
+        connections_named(&redis, "after-restart") == 1 && connections_named(&redis, "before-restart") == 0
+    });
+    // A file that no longer reads: the next workers get the settings the daemon started with.
+    dir.write("li3g.toml", b"[default.plugins.redis_counter\n");
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    lines.wait_for("Keeping the plugin settings read at start", WAIT);
+    wait_until("the replacement worker connects", WAIT, || connections_named(&redis, "before-restart") == 1);
+    stop(&mut daemon);
+}

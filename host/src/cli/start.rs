@@ -49,6 +49,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.common.settings(&args.name)?;
     // The daemon works from `/`: fix relative paths now.
     config.plugins = Some(std::path::absolute(plugins_dir(&config)?)?);
+    config.file = config.file.as_deref().map(std::path::absolute).transpose()?;
     // Fail in the foreground on what would fail in every worker, without loading any plugin
     // here: the supervisor must stay free of plugin code (workers load it after the fork, so a
     // restart sees changed files, and no plugin can put a thread in the process that forks).
@@ -88,11 +89,32 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
+/// A new worker's configuration: the plugin settings read from the file afresh, so that a
+/// `restart` (SIGHUP) applies an edited plugin section; when the file cannot be read now, the
+/// settings the daemon started with, with a log line saying so.
+fn with_fresh_plugin_settings(config: &Config, log: Log) -> Config {
+    let mut fresh = config.clone();
+    if let Some(file) = &config.file {
+        match crate::config::load(Some(file), &config.name, config.environment.as_deref()) {
+            Ok(new) => {
+                fresh.plugin_settings = new.plugin_settings;
+                fresh.state_timeout = new.state_timeout;
+            }
+            Err(err) => {
+                crate::log::init(log.verbose);
+                log::warn!("Keeping the plugin settings read at start: {err}");
+            }
+        }
+    }
+    fresh
+}
+
 /// The kinds of children the daemon supervises, in start order. Another kind (a scheduler, an
 /// embedded job server) is one more [`ChildSpec`] here.
 fn children<'a>(args: &'a StartArgs, config: &'a Config, log: Log) -> Vec<ChildSpec<'a>> {
-    let mut workers =
-        ChildSpec::new("worker", args.workers, move |_number| i32::from(run_worker(config, &args.worker, log)));
+    let mut workers = ChildSpec::new("worker", args.workers, move |_number| {
+        i32::from(run_worker(&with_fresh_plugin_settings(config, log), &args.worker, log))
+    });
     workers.restart = if args.resuscitate { Restart::Permanent } else { Restart::Temporary };
     workers.limit = args.limit;
     let mut children = vec![workers];
