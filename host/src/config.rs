@@ -3,7 +3,7 @@
 //! ```toml
 //! [default]
 //! servers = ["127.0.0.1:4730", "gearman2"]   # host or host:port (default port 4730); or "a,b"
-//! plugins = "/usr/lib/li3g/plugins"
+//! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
 //!
@@ -12,6 +12,12 @@
 //!
 //! [default.environments.production]           # applied on top when --environment production
 //! servers = ["gearman1.internal", "gearman2.internal"]
+//!
+//! [default.plugins.redis_counter]             # a plugin's settings, by plugin name
+//! url = "redis://127.0.0.1:6379/0"
+//!
+//! [default.environments.production.plugins.redis_counter]
+//! url = "redis://redis.internal/0"            # merged key by key over the section above
 //!
 //! [reports]                                   # another configuration: `li3g-host work reports`
 //! servers = ["127.0.0.1:4731"]
@@ -54,6 +60,20 @@ pub struct Config {
     pub environment: Option<String>,
     /// Per-task options, by canonical task name (`Hello` and `\\Hello` become `Hello::run`).
     pub tasks: BTreeMap<String, TaskOptions>,
+    /// Each plugin's settings section (`[<name>.plugins.<plugin>]`), by plugin name, as JSON;
+    /// the plugin decodes it into its own type.
+    pub plugin_settings: BTreeMap<String, serde_json::Value>,
+}
+
+impl Config {
+    /// The plugin settings, with where they come from, for the registry's messages.
+    pub fn plugin_settings(&self) -> crate::plugins::PluginSettings {
+        crate::plugins::PluginSettings {
+            file: self.file.clone(),
+            key: format!("{}.plugins", self.name),
+            values: self.plugin_settings.clone(),
+        }
+    }
 }
 
 /// The longest duration any setting may have: 30 days. Longer is a typo (and would not fit
@@ -148,6 +168,14 @@ enum Servers {
     Text(String),
 }
 
+/// `plugins = "DIR"`, or a table: `dir = "DIR"` and one table of settings per plugin.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a directory, or a table of `dir` and plugin settings sections")]
+enum RawPlugins {
+    Dir(PathBuf),
+    Table(BTreeMap<String, toml::Value>),
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawTask {
@@ -158,7 +186,7 @@ struct RawTask {
 #[serde(deny_unknown_fields)]
 struct RawOverride {
     servers: Option<Servers>,
-    plugins: Option<PathBuf>,
+    plugins: Option<RawPlugins>,
     redis: Option<String>,
     scheduler: Option<crate::scheduler::RawSettings>,
     #[serde(default)]
@@ -169,7 +197,7 @@ struct RawOverride {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     servers: Option<Servers>,
-    plugins: Option<PathBuf>,
+    plugins: Option<RawPlugins>,
     redis: Option<String>,
     scheduler: Option<crate::scheduler::RawSettings>,
     environment: Option<String>,
@@ -229,13 +257,23 @@ fn resolve(
     let invalid = |key: String, message: String| ConfigError::Invalid { path: path.map(Into::into), key, message };
     let environment = environment.map(str::to_string).or(raw.environment.take());
     let mut servers_key = format!("{name}.servers");
+    let (mut plugins, mut plugin_settings) = split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
     if let Some(env) = environment.as_deref() {
         if let Some(over) = raw.environments.remove(env) {
             if over.servers.is_some() {
                 raw.servers = over.servers;
                 servers_key = format!("{name}.environments.{env}.servers");
             }
-            raw.plugins = over.plugins.or(raw.plugins);
+            let (dir, settings) = split_plugins(over.plugins, &format!("{name}.environments.{env}.plugins"), &invalid)?;
+            plugins = dir.or(plugins);
+            for (plugin, section) in settings {
+                match plugin_settings.get_mut(&plugin) {
+                    Some(base) => merge(base, section),
+                    None => {
+                        plugin_settings.insert(plugin, section);
+                    }
+                }
+            }
             raw.redis = over.redis.or(raw.redis);
             if let Some(over) = over.scheduler {
                 raw.scheduler = Some(raw.scheduler.unwrap_or_default().merge(over));
@@ -280,11 +318,67 @@ fn resolve(
         scheduler,
         file: path.map(Into::into),
         servers,
-        plugins: raw.plugins,
+        plugins,
         redis: raw.redis,
         environment,
         tasks,
+        plugin_settings: plugin_settings
+            .into_iter()
+            .map(|(plugin, section)| (plugin, serde_json::to_value(section).unwrap_or_default()))
+            .collect(),
     })
+}
+
+type Sections = BTreeMap<String, toml::Value>;
+
+/// The plugins directory and the plugin settings sections from `plugins`.
+fn split_plugins(
+    raw: Option<RawPlugins>,
+    key: &str,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<(Option<PathBuf>, Sections), ConfigError> {
+    match raw {
+        None => Ok((None, Sections::new())),
+        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), Sections::new())),
+        Some(RawPlugins::Table(mut table)) => {
+            let dir = match table.remove("dir") {
+                None => None,
+                Some(toml::Value::String(dir)) => Some(PathBuf::from(dir)),
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{key}.dir"),
+                        format!("expected a directory, found {}", other.type_str()),
+                    ))
+                }
+            };
+            for (plugin, section) in &table {
+                if !section.is_table() {
+                    return Err(invalid(
+                        format!("{key}.{plugin}"),
+                        format!("expected a table of the plugin's settings, found {}", section.type_str()),
+                    ));
+                }
+            }
+            Ok((dir, table))
+        }
+    }
+}
+
+/// Merges `over` into `base` key by key (tables recursively; anything else replaces).
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(base), toml::Value::Table(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +431,49 @@ servers = ["127.0.0.1:4731"]
     }
 
     #[test]
+    fn plugin_settings_sections_with_environment_overrides() {
+        let file = r#"
+[default.plugins]
+dir = "/opt/plugins"
+
+[default.plugins.redis_counter]
+url = "redis://r1/0"
+pool = { size = 2, name = "a" }
+
+[default.environments.production.plugins.redis_counter]
+url = "redis://r2/0"
+pool = { size = 8 }
+
+[default.environments.production.plugins.other]
+x = 1
+"#;
+        let path = Path::new("li3g.toml");
+        let config = parse(path, file, "default", None).unwrap();
+        assert_eq!(config.plugins.as_deref(), Some(Path::new("/opt/plugins")));
+        assert_eq!(
+            config.plugin_settings["redis_counter"],
+            serde_json::json!({"url": "redis://r1/0", "pool": {"size": 2, "name": "a"}})
+        );
+        assert!(!config.plugin_settings.contains_key("other"));
+        let production = parse(path, file, "default", Some("production")).unwrap();
+        assert_eq!(
+            production.plugin_settings["redis_counter"],
+            serde_json::json!({"url": "redis://r2/0", "pool": {"size": 8, "name": "a"}})
+        );
+        assert_eq!(production.plugin_settings["other"], serde_json::json!({"x": 1}));
+        let settings = production.plugin_settings();
+        assert_eq!(settings.key, "default.plugins");
+        assert_eq!(settings.file.as_deref(), Some(path));
+
+        // The README's shape: the directory as a dotted key, sections as sub-tables.
+        let readme =
+            "[default]\nplugins.dir = \"/usr/lib/li3g/plugins\"\n\n[default.plugins.redis_counter]\nurl = \"u\"\n";
+        let config = parse(path, readme, "default", None).unwrap();
+        assert_eq!(config.plugins.as_deref(), Some(Path::new("/usr/lib/li3g/plugins")));
+        assert_eq!(config.plugin_settings["redis_counter"], serde_json::json!({"url": "u"}));
+    }
+
+    #[test]
     fn no_file_means_the_built_in_default() {
         let config = load(None, "default", None).unwrap();
         assert_eq!(config.servers, [addr("127.0.0.1", 4730)]);
@@ -376,6 +513,12 @@ servers = ["127.0.0.1:4731"]
 
         let err = parse(path, "[default]\nplugins = 5\n", "default", None).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("plugins"), "{err}");
+
+        let err = parse(path, "[default.plugins]\nredis = 5\n", "default", None).unwrap_err().to_string();
+        assert!(
+            err.contains("default.plugins.redis: expected a table of the plugin's settings, found integer"),
+            "{err}"
+        );
 
         let err = parse(path, "[a]\n[b]\n", "c", None).unwrap_err().to_string();
         assert_eq!(err, "no configuration named \"c\" in /etc/li3g/li3g.toml (it has: a, b)");

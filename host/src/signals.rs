@@ -110,11 +110,22 @@ pub fn reset_for_child() {
     install(&[Signal::SIGTERM, Signal::SIGINT]);
 }
 
+extern "C" fn ignore(_: libc::c_int) {}
+
 /// In a freshly forked job child (`--atomic`), with signals blocked: no wake pipe, and stop
-/// signals ignored: the job finishes unless its worker kills it (timeout, second stop).
+/// signals without effect: the job finishes unless its worker kills it (timeout, second stop).
+///
+/// They are caught by a handler that does nothing (restarting interrupted calls), not set to
+/// `SIG_IGN`: an ignored signal stays ignored across `exec`, so every program a job runs would
+/// ignore SIGTERM (and `timeout(1)` or a job's own `kill` would not work); a caught one is
+/// reset to the default by `exec`.
 pub fn reset_for_job() {
     clear_flags();
-    set_handler(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP], SigHandler::SigIgn);
+    let action = SigAction::new(SigHandler::Handler(ignore), SaFlags::SA_RESTART, SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler does nothing at all.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
     set_handler(&[Signal::SIGCHLD], SigHandler::SigDfl);
     close_pipe();
 }

@@ -33,7 +33,7 @@
 use crate::fork::{self, ChildLimits};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::Packet;
-use crate::plugins::{canonical_task_name, JobEvents, JobInfo, Registry};
+use crate::plugins::{canonical_task_name, JobEvents, JobInfo, Registry, StateMode};
 use crate::workload::{self, COMPAT_FUNCTION};
 use log::{debug, info, warn};
 use std::os::fd::AsRawFd;
@@ -67,6 +67,8 @@ pub struct WorkerConfig {
     /// The task names the configuration sets options for: those no loaded plugin has are
     /// reported, since a typo there would otherwise go unseen.
     pub configured_tasks: Vec<String>,
+    /// Each plugin's settings, for the plugins' state constructors.
+    pub plugin_settings: crate::plugins::PluginSettings,
     /// Where log lines go.
     pub log: crate::log::Log,
     /// Job status and retries in Redis, when the configuration names Redis.
@@ -145,7 +147,7 @@ pub fn resident_memory() -> Option<u64> {
 /// `start` forks.
 pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -> u8 {
     crate::log::init(worker.log.verbose);
-    let registry = match plugins.and_then(|dir| Registry::scan(dir).map_err(|e| e.to_string())) {
+    let mut registry = match plugins.and_then(|dir| Registry::scan(dir).map_err(|e| e.to_string())) {
         Ok(registry) => registry,
         Err(err) => {
             log::error!("Cannot load plugins: {err}");
@@ -154,6 +156,12 @@ pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -
     };
     for rejected in registry.rejected() {
         warn!("Skipped {rejected}");
+    }
+    // Plugin state, here in the worker (after the fork), before the first job; per job under
+    // --atomic, so that no connection is shared between processes.
+    let mode = if worker.atomic { StateMode::PerJob } else { StateMode::Eager };
+    for refused in registry.build_states(&worker.plugin_settings, mode) {
+        warn!("Skipped {refused}");
     }
     for unknown in unknown_tasks(&worker.configured_tasks, &registry) {
         warn!("Configuration: {unknown}");

@@ -5,10 +5,13 @@
 //! type, when the plugin is loaded. Task authors never touch these types: the [`plugin!`]
 //! macro builds them and [`Job`](crate::Job) wraps the context. The host uses them directly.
 //!
-//! Growth rules: [`PluginMod`] is a prefix type, so fields can be appended after the last one
-//! in a minor release (older plugins lack them, which the host must handle). Any other change
-//! to a type in this module changes the layout; it needs a new minor version of this crate
-//! (0.x) and every plugin must be rebuilt. See the crate docs for the version rules.
+//! Growth rules: [`PluginMod`] is a prefix type, so fields can be appended after the last one.
+//! abi_stable then lets an *older host* load a *newer plugin* (the host ignores the fields it
+//! does not know), but it refuses a plugin whose `PluginMod` has fewer fields than the host's
+//! ("too many fields"; a test shows it). So an append still bumps the minor version, which
+//! makes the version check refuse older plugins with a clear message first. Any other change
+//! to a type in this module changes the layout and bumps the minor version too (0.x). Either
+//! way, plugins built against an older version must be rebuilt. See the crate docs.
 //!
 //! [`plugin!`]: crate::plugin
 
@@ -40,7 +43,27 @@ pub struct PluginMod {
     /// Lists the plugin's tasks. Called once by the host after loading.
     #[sabi(last_prefix_field)]
     pub tasks: extern "C" fn() -> RVec<TaskDecl>,
+    /// What settings the plugin takes, for listings: `RedisSettings { url, pool }`, empty when
+    /// none. Appended in 0.3.
+    #[cfg(not(feature = "__test_prefix_0_2"))]
+    #[sabi(missing_field(option))]
+    pub settings: extern "C" fn() -> RString,
+    /// Builds the plugin's per-worker state from its settings (the JSON object of its
+    /// configuration section, `{}` when it has none), or `None` when the plugin has no state.
+    /// An error of kind [`TaskErrorKind::BadArguments`] means the settings do not fit; any
+    /// other, that the constructor failed or panicked. Appended in 0.3.
+    #[cfg(not(feature = "__test_prefix_0_2"))]
+    #[sabi(missing_field(option))]
+    pub connect: Option<extern "C" fn(RStr<'_>) -> RResult<PluginState, TaskError>>,
+    /// The names of the tasks that take the state (the others never need it built). Appended
+    /// in 0.3.
+    #[cfg(not(feature = "__test_prefix_0_2"))]
+    #[sabi(missing_field(option))]
+    pub stateful_tasks: extern "C" fn() -> RVec<RString>,
 }
+
+/// The signature of a plugin's state constructor (see [`PluginMod::connect`]).
+pub type ConnectFn = extern "C" fn(settings: RStr<'_>) -> RResult<PluginState, TaskError>;
 
 impl RootModule for PluginMod_Ref {
     declare_root_module_statics! {PluginMod_Ref}
@@ -57,8 +80,8 @@ const fn interface_version() -> VersionStrings {
 
 #[cfg(feature = "__test_version_mismatch")]
 const fn interface_version() -> VersionStrings {
-    // The release before this one (0.2 changed `JobCtx`), so this host refuses it.
-    VersionStrings::new("0.1.0")
+    // The release before this one (0.3 appended to `PluginMod`), so this host refuses it.
+    VersionStrings::new("0.2.0")
 }
 
 /// The signature of a task's entry point.

@@ -1,12 +1,14 @@
 //! Turning plain Rust functions into tasks.
 //!
 //! A task is any function whose parameters implement `serde::Deserialize` and whose result
-//! implements [`Output`], optionally taking a [`&Job`](crate::Job) first:
+//! implements [`Output`], optionally taking its plugin's state `&S` and/or a
+//! [`&Job`](crate::Job) first (in that order):
 //!
 //! ```text
 //! fn say(name: String) -> String
 //! fn add(a: i64, b: i64) -> Result<i64, String>
 //! fn report(job: &Job, steps: u32) -> ()
+//! fn save(db: &Db, job: &Job, row: Row) -> Result<u64, DbError>
 //! ```
 //!
 //! [`Task`] is implemented for such functions of up to eight parameters (the same trick as
@@ -24,17 +26,40 @@ use serde_json::Value;
 pub enum Plain {}
 /// Marker for tasks that take `&Job` as their first parameter.
 pub enum WithJob {}
+/// Marker for tasks that take the plugin's state `&S` as their first parameter.
+pub enum WithState {}
+/// Marker for tasks that take `&S` and then `&Job` first.
+pub enum WithStateAndJob {}
 
-/// A function the host can run as a task. Implemented for you; see the module docs.
+/// A function the host can run as a task of a plugin whose state type is `S`. Implemented for
+/// you; see the module docs.
 ///
 /// `M` is a marker that only serves to tell the implementations apart.
-pub trait Task<M> {
-    /// The readable type names of the JSON parameters, in order (`&Job` not included).
+pub trait Task<S, M> {
+    /// The readable type names of the JSON parameters, in order (`&S` and `&Job` not included).
     fn param_types() -> Vec<String>;
     /// The readable type name of the result.
     fn output_type() -> String;
-    /// Decodes `args`, runs the function and encodes its result as JSON.
-    fn invoke(&self, sig: &Signature<'_>, job: &Job<'_>, args: Vec<Value>) -> Result<Value, TaskError>;
+    /// Whether the function takes the plugin's state (`&S` first).
+    fn takes_state() -> bool;
+    /// Decodes `args`, runs the function (with `state` when it takes it) and encodes its result.
+    fn invoke(
+        &self,
+        sig: &Signature<'_>,
+        job: &Job<'_>,
+        state: Option<&S>,
+        args: Vec<Value>,
+    ) -> Result<Value, TaskError>;
+}
+
+/// The state a task takes, or the error saying it is not there.
+fn need_state<'s, S>(sig: &Signature<'_>, state: Option<&'s S>) -> Result<&'s S, TaskError> {
+    state.ok_or_else(|| {
+        TaskError::new(
+            TaskErrorKind::Failed,
+            format!("{}: the plugin's state was not built in this process (its constructor failed?)", sig.task),
+        )
+    })
 }
 
 /// What error messages need to know about a task: its name and its parameters' names.
@@ -84,10 +109,16 @@ fn decode<A: DeserializeOwned>(sig: &Signature<'_>, index: usize, value: Option<
 
 macro_rules! impl_task {
     ($($arg:ident),*) => {
+        impl_task!(@one Plain, [], |f, _job, _state| f; $($arg),*);
+        impl_task!(@one WithJob, [&Job<'_>,], |f, job, _state| f, job; $($arg),*);
+        impl_task!(@one WithState, [&S,], |f, _job, state| f, state; $($arg),*);
+        impl_task!(@one WithStateAndJob, [&S, &Job<'_>,], |f, job, state| f, state, job; $($arg),*);
+    };
+    (@one $marker:ident, [$($first:tt)*], |$f:ident, $job:ident, $state:ident| $call:ident $(, $pre:ident)*; $($arg:ident),*) => {
         #[allow(non_snake_case, unused_mut, unused_variables, unused_assignments)]
-        impl<F, R, $($arg,)*> Task<(Plain, ($($arg,)*), R)> for F
+        impl<S, F, R, $($arg,)*> Task<S, ($marker, ($($arg,)*), R)> for F
         where
-            F: Fn($($arg),*) -> R,
+            F: Fn($($first)* $($arg),*) -> R,
             R: Output,
             $($arg: DeserializeOwned,)*
         {
@@ -97,49 +128,40 @@ macro_rules! impl_task {
             fn output_type() -> String {
                 R::type_name()
             }
-            fn invoke(&self, sig: &Signature<'_>, _job: &Job<'_>, args: Vec<Value>) -> Result<Value, TaskError> {
-                let types = <Self as Task<(Plain, ($($arg,)*), R)>>::param_types();
+            fn takes_state() -> bool {
+                impl_task!(@takes $marker)
+            }
+            fn invoke(
+                &self,
+                sig: &Signature<'_>,
+                $job: &Job<'_>,
+                $state: Option<&S>,
+                args: Vec<Value>,
+            ) -> Result<Value, TaskError> {
+                let types = <Self as Task<S, ($marker, ($($arg,)*), R)>>::param_types();
                 if args.len() > types.len() {
                     return Err(sig.too_many(&types, args.len()));
                 }
+                impl_task!(@state $marker, sig, $state);
                 let mut args = args.into_iter();
                 let mut index = 0;
                 $(
                     let $arg: $arg = decode(sig, index, args.next())?;
                     index += 1;
                 )*
-                (self)($($arg),*).into_output(sig.task)
-            }
-        }
-
-        #[allow(non_snake_case, unused_mut, unused_variables, unused_assignments)]
-        impl<F, R, $($arg,)*> Task<(WithJob, ($($arg,)*), R)> for F
-        where
-            F: Fn(&Job<'_>, $($arg),*) -> R,
-            R: Output,
-            $($arg: DeserializeOwned,)*
-        {
-            fn param_types() -> Vec<String> {
-                vec![$(readable_type_name::<$arg>()),*]
-            }
-            fn output_type() -> String {
-                R::type_name()
-            }
-            fn invoke(&self, sig: &Signature<'_>, job: &Job<'_>, args: Vec<Value>) -> Result<Value, TaskError> {
-                let types = <Self as Task<(WithJob, ($($arg,)*), R)>>::param_types();
-                if args.len() > types.len() {
-                    return Err(sig.too_many(&types, args.len()));
-                }
-                let mut args = args.into_iter();
-                let mut index = 0;
-                $(
-                    let $arg: $arg = decode(sig, index, args.next())?;
-                    index += 1;
-                )*
-                (self)(job, $($arg),*).into_output(sig.task)
+                let $f = self;
+                ($call)($($pre,)* $($arg),*).into_output(sig.task)
             }
         }
     };
+    (@takes Plain) => { false };
+    (@takes WithJob) => { false };
+    (@takes WithState) => { true };
+    (@takes WithStateAndJob) => { true };
+    (@state Plain, $sig:ident, $state:ident) => {};
+    (@state WithJob, $sig:ident, $state:ident) => {};
+    (@state WithState, $sig:ident, $state:ident) => { let $state = need_state($sig, $state)?; };
+    (@state WithStateAndJob, $sig:ident, $state:ident) => { let $state = need_state($sig, $state)?; };
 }
 
 impl_task!();

@@ -25,9 +25,9 @@ pub fn workspace_root() -> PathBuf {
 pub struct Artifacts {
     /// The `li3g-host` binary.
     pub host: PathBuf,
-    /// Plugin libraries by short name: `hello`, `misbehave`, `loader_panic`, `loader_error`,
+    /// Plugin libraries by short name: `hello`, `redis_counter`, `misbehave`, `loader_panic`, `loader_error`,
     /// `not_a_plugin`, `duplicate`, `abi_mismatch` (compatible build), `abi_layout` and
-    /// `abi_version` (incompatible builds).
+    /// `abi_version` (incompatible builds), `abi_old_prefix` (its root module laid out as in 0.2).
     pub libs: HashMap<&'static str, PathBuf>,
 }
 
@@ -56,7 +56,7 @@ fn build() -> Artifacts {
     let saved = harness.join("artifacts");
     fs::create_dir_all(&saved).expect("create target/harness/artifacts");
 
-    cargo(&root, &main, &["build", "-p", "li3g-host", "-p", "li3g-plugin-hello"]);
+    cargo(&root, &main, &["build", "-p", "li3g-host", "-p", "li3g-plugin-hello", "-p", "li3g-plugin-redis-counter"]);
     let testing = root.join("plugins/testing/Cargo.toml");
     let testing = testing.to_str().expect("utf-8 path");
     cargo(&root, &testing_target, &["build", "--manifest-path", testing]);
@@ -68,10 +68,11 @@ fn build() -> Artifacts {
         libs.insert(name, dest);
     };
     keep("hello", main.join("debug/libhello.so"));
+    keep("redis_counter", main.join("debug/libredis_counter.so"));
     for name in ["misbehave", "loader_panic", "loader_error", "not_a_plugin", "duplicate", "abi_mismatch", "threaded"] {
         keep(name, testing_target.join(format!("debug/lib{name}.so")));
     }
-    for (name, feature) in [("abi_layout", "layout"), ("abi_version", "version")] {
+    for (name, feature) in [("abi_layout", "layout"), ("abi_version", "version"), ("abi_old_prefix", "old_prefix")] {
         cargo(
             &root,
             &testing_target,
@@ -96,14 +97,18 @@ fn cargo(root: &Path, target: &Path, args: &[&str]) {
 }
 
 /// The release build of the host and the example plugins, for benchmarks: the `li3g-host`
-/// binary and the directory holding `libhello.so` next to it.
+/// binary and the directory holding `libhello.so` and `libredis_counter.so` next to it.
 ///
 /// # Panics
 /// When the build fails.
 pub fn release_build() -> PathBuf {
     let root = workspace_root();
     let target = root.join("target").join("harness").join("main");
-    cargo(&root, &target, &["build", "--release", "-p", "li3g-host", "-p", "li3g-plugin-hello"]);
+    cargo(
+        &root,
+        &target,
+        &["build", "--release", "-p", "li3g-host", "-p", "li3g-plugin-hello", "-p", "li3g-plugin-redis-counter"],
+    );
     target.join("release")
 }
 
@@ -394,9 +399,10 @@ impl Gearmand {
 /// Waits until every gearmand in `servers` lists `function` with `workers` workers.
 ///
 /// # Panics
-/// After 15 s without that.
+/// After 60 s without that (a ceiling for a loaded machine, not a wait: it returns as soon as
+/// the workers are there).
 pub fn wait_for_workers(servers: &[&Gearmand], function: &str, workers: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         if servers.iter().all(|g| g.status().iter().any(|s| s.function == function && s.workers == workers)) {
             return;

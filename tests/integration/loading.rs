@@ -50,6 +50,19 @@ fn incompatible_layout_is_rejected_naming_file_and_mismatch_and_others_still_loa
 }
 
 #[test]
+fn a_root_module_with_fewer_fields_than_the_hosts_is_refused() {
+    // Built without the fields 0.3 appended to the prefix type `PluginMod`: abi_stable refuses
+    // a plugin whose prefix type is shorter than the host's (appending is no way to keep older
+    // plugins loading, hence the minor bump); the others still load.
+    let dir = PluginDir::with(&["hello", "abi_old_prefix"]);
+    let registry = Registry::scan(dir.path()).unwrap();
+    let reason = rejection(&registry, "libabi_old_prefix.so");
+    assert!(reason.contains("rebuild it against li3g-plugin-api 0.3.0"), "{reason}");
+    assert!(reason.contains("PluginMod: too many fields (expected 6, found 3)"), "{reason}");
+    assert_eq!(registry.plugins().len(), 1);
+}
+
+#[test]
 fn the_same_plugin_built_compatibly_loads() {
     // Proves that the rejection above is about the ABI, not about this plugin's code.
     let dir = PluginDir::with(&["abi_mismatch"]);
@@ -63,8 +76,8 @@ fn older_interface_version_is_rejected_with_both_versions() {
     let dir = PluginDir::with(&["hello", "abi_version"]);
     let registry = Registry::scan(dir.path()).unwrap();
     let reason = rejection(&registry, "libabi_version.so");
-    assert!(reason.contains("li3g-plugin-api 0.1.0"), "{reason}");
-    assert!(reason.contains("compatible with 0.2.0"), "{reason}");
+    assert!(reason.contains("li3g-plugin-api 0.2.0"), "{reason}");
+    assert!(reason.contains("compatible with 0.3.0"), "{reason}");
     assert_eq!(registry.plugins().len(), 1);
 }
 

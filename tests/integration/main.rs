@@ -16,4 +16,5 @@ mod multi_server;
 mod processes;
 mod scheduler;
 mod server;
+mod state;
 mod worker;

@@ -44,6 +44,17 @@ fn processes_with_arg(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// What the descriptors 3 and up of `pid` point to (`socket:[123]`, `pipe:[45]`, paths).
+fn descriptors(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
+        (fd > 2).then(|| std::fs::read_link(entry.path()).ok().map(|p| p.display().to_string()))?
+    })
+    .collect()
+}
+
 fn start_with_pid_file(gearmand: &Gearmand, dir: &PluginDir, pid_file: &Path, extra: &[&str]) -> (ChildGuard, Lines) {
     let mut args = vec!["--workers", "1", "--pid", pid_file.to_str().expect("UTF-8 path")];
     args.extend_from_slice(extra);
@@ -59,6 +70,16 @@ fn a_sigkilled_atomic_daemon_with_a_job_in_flight_leaves_nothing_behind() {
     wait_for_workers(&[&gearmand], "Misbehave::sleep", 1);
     let _job = sleep_in_flight(&gearmand, 30.0);
     let (worker, job) = job_child(&gearmand);
+    // Workers never hold the PID file. The job child holds nothing of its worker's (no job
+    // server socket, no wake pipe) but its result pipe and the plugins' private snapshots
+    // (memfd), which the job's code runs from; descriptors the daemon itself inherited from
+    // whoever started it (cargo's jobserver) are not ours to judge.
+    let pid_path = pid_file.display().to_string();
+    assert!(!descriptors(worker).contains(&pid_path), "{:?}", descriptors(worker));
+    let outside = descriptors(daemon.id());
+    let held: Vec<String> =
+        descriptors(job).into_iter().filter(|d| !outside.contains(d) && !d.starts_with("/memfd:")).collect();
+    assert!(held.len() == 1 && held[0].starts_with("pipe:"), "{held:?}, the worker's: {:?}", descriptors(worker));
 
     let killed = Instant::now();
     daemon.kill(); // SIGKILL: the daemon cannot stop anything itself
@@ -112,6 +133,19 @@ fn a_timeout_kills_the_job_with_everything_it_started() {
     assert_eq!(call(&mut client, "Misbehave::shell", &[json!(background)]).unwrap(), b"");
     assert_eq!(call(&mut client, "Misbehave::counter", &[]).unwrap(), b"1");
     wait_until("what the job left running was killed", WAIT, || processes_with_arg(&marker).is_empty());
+}
+
+#[test]
+fn programs_an_atomic_job_runs_keep_the_default_signal_dispositions() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (_daemon, _lines) = start(&gearmand, &dir, &["--workers", "1", "--atomic", "--timeout", "15"]);
+    wait_for_workers(&[&gearmand], "Misbehave::shell", 1);
+    let mut client = client(&gearmand);
+    // The job child shrugs off SIGTERM, but what it runs must not inherit that: a `sleep` the
+    // job terminates ends at once, with 128 + SIGTERM.
+    let script = "sleep 30 & kill -TERM $!; wait $!; echo $?";
+    assert_eq!(call(&mut client, "Misbehave::shell", &[json!(script)]).unwrap(), b"143\n");
 }
 
 #[test]
@@ -176,6 +210,15 @@ fn durations_are_validated_where_they_are_given() {
         let out = run(host().args(args));
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(flag) && out.stderr.contains(reason), "{args:?}: {}", out.stderr);
+    }
+    for (args, reason) in [
+        (&["start", "--workers", "0"][..], "invalid value '0' for '--workers <N>'"),
+        (&["work", "--max-jobs", "0"][..], "invalid value '0' for '--max-jobs <N>'"),
+        (&["work", "--memlimit", "0"][..], "a memory limit must be above zero"),
+    ] {
+        let out = run(host().args(args));
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(reason), "{args:?}: {}", out.stderr);
     }
     let config = dir.path().join("li3g.toml");
     std::fs::write(&config, "[default.tasks.'Hello::say']\ntimeout = 1e30\n").unwrap();

@@ -18,7 +18,7 @@ const LONG: Duration = Duration::from_secs(60);
 
 /// gearmand, redis-server, the misbehave plugin and a configuration naming them.
 struct Setup {
-    gearmand: Gearmand,
+    gearmand: Option<Gearmand>,
     redis: Option<Redis>,
     _plugins: PluginDir,
     dir: tempfile::TempDir,
@@ -42,7 +42,11 @@ impl Setup {
             ),
         )
         .unwrap();
-        Setup { gearmand, redis: Some(redis), _plugins: plugins, dir, config_path }
+        Setup { gearmand: Some(gearmand), redis: Some(redis), _plugins: plugins, dir, config_path }
+    }
+
+    fn gearmand(&self) -> &Gearmand {
+        self.gearmand.as_ref().unwrap()
     }
 
     fn config(&self) -> Config {
@@ -65,7 +69,7 @@ impl Setup {
         let worker = ChildGuard::spawn(
             host().args(["work", "--config"]).arg(&self.config_path).stdout(Stdio::null()).stderr(Stdio::null()),
         );
-        wait_for_workers(&[&self.gearmand], APPEND, 1);
+        wait_for_workers(&[self.gearmand()], APPEND, 1);
         worker
     }
 
@@ -181,6 +185,14 @@ fn the_cli_schedules_with_at_and_in() {
     );
     let out = setup.li3g(&["run", APPEND, "--at", "tomorrow"]);
     assert_ne!(out.code, Some(0));
+    // Without Redis: a clear error.
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(host().args(["scheduler", "--servers", &setup.gearmand().addr()]).current_dir(empty.path()));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("no redis URL is configured"), "{}", out.stderr);
+    let out = run(host().args(["run", APPEND, "--in", "5m"]).current_dir(empty.path()));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("no redis URL is configured"), "{}", out.stderr);
     let status = setup.li3g(&["status", &id]);
     assert!(status.stdout.starts_with("pending (expires in "), "{}", status.stdout);
 }
@@ -205,7 +217,7 @@ fn ten_thousand_jobs_due_at_once_with_two_schedulers_run_exactly_once() {
         (s, l, j) == (0, 0, 0)
     });
     wait_until("gearmand has no job left", LONG, || {
-        setup.gearmand.status().iter().filter(|f| f.function == APPEND).all(|f| f.total == 0)
+        setup.gearmand().status().iter().filter(|f| f.function == APPEND).all(|f| f.total == 0)
     });
     let ran = lines(&path);
     let distinct: HashSet<&String> = ran.iter().collect();
@@ -361,6 +373,18 @@ fn li3_gearman_members_are_moved_and_status_reads_as_the_original_reads_it() {
     let ttl: i64 = redis::cmd("TTL").arg(format!("li3g:{id}.status")).query(&mut redis).unwrap();
     assert!(ttl > 0 && ttl <= 86400, "ttl {ttl}");
 
+    // A future member is listed, and cancelled by its id.
+    let future = member.replace(id, "62cdb7020ff920e5aa642c3d4066950dd1f01f4d");
+    let _: () = redis::cmd("ZADD").arg("job_scheduled").arg(past + 3600).arg(&future).query(&mut redis).unwrap();
+    let listed = setup.li3g(&["scheduled"]).stdout;
+    assert!(
+        listed.lines().any(|l| l.contains("62cdb7020ff920e5aa642c3d4066950dd1f01f4d") && l.contains("li3_gearman")),
+        "{listed}"
+    );
+    assert_eq!(setup.li3g(&["cancel", "62cdb7020ff920e5aa642c3d4066950dd1f01f4d"]).code, Some(0));
+    let left: u64 = redis::cmd("ZCARD").arg("job_scheduled").query(&mut redis).unwrap();
+    assert_eq!(left, 0);
+
     // An unreadable member goes to the dead set with why.
     let listed = setup.li3g(&["scheduled"]).stdout;
     assert!(listed.contains("Dead: 1") && listed.contains("not a li3g job nor a li3_gearman member"), "{listed}");
@@ -379,7 +403,7 @@ fn start_supervises_a_scheduler_when_redis_is_configured() {
     };
     let (mut daemon, log) = start(&[]);
     log.wait_for("(Scheduler) Moving due jobs", LONG);
-    wait_for_workers(&[&setup.gearmand], APPEND, 1);
+    wait_for_workers(&[setup.gearmand()], APPEND, 1);
     let path = setup.file("started");
     let id = schedule(&setup, &path, "started", SystemTime::now() + Duration::from_millis(500));
     wait_until("the job runs", LONG, || lines(&path).len() == 1);
@@ -399,7 +423,29 @@ fn start_supervises_a_scheduler_when_redis_is_configured() {
     assert!(daemon.wait_timeout(LONG).is_some(), "the daemon stops");
 
     let (_daemon, log) = start(&["--no-scheduler"]);
-    wait_for_workers(&[&setup.gearmand], APPEND, 1);
+    wait_for_workers(&[setup.gearmand()], APPEND, 1);
     log.wait_for("Created worker", LONG);
     assert_eq!(log.count("Created scheduler") + log.count("(Scheduler)"), 0, "{:#?}", log.all());
+}
+
+#[test]
+fn gearmand_restarted_under_a_running_scheduler_loses_nothing() {
+    let mut setup = Setup::new();
+    let (scheduler, log) = setup.scheduler(&[]);
+    let gearmand = setup.gearmand.take().unwrap();
+    let port = gearmand.port;
+    gearmand.kill();
+    let path = setup.file("while-down");
+    for i in 0..20 {
+        schedule(&setup, &path, &format!("job {i}"), SystemTime::now() + Duration::from_millis(300));
+    }
+    log.wait_for("Cannot submit to a job server", LONG);
+    let mut redis = setup.redis();
+    let held: (u64, u64) = redis::pipe().zcard("li3g:scheduled").zcard("li3g:leased").query(&mut redis).unwrap();
+    assert_eq!(held.0 + held.1, 20, "the jobs wait in Redis");
+    setup.gearmand = Some(Gearmand::start_on(port));
+    let _worker = setup.worker();
+    wait_until("every job runs once gearmand is back", LONG, || lines(&path).len() >= 20);
+    assert_eq!(lines(&path).iter().collect::<HashSet<_>>().len(), 20);
+    assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up");
 }

@@ -1,7 +1,7 @@
 //! `li3g-host exec TASK [ARG...]`: run one task in this process, without a job server.
 
 use super::{load_plugins, print_result, Common, Console};
-use crate::plugins::JobInfo;
+use crate::plugins::{JobInfo, StateMode};
 use clap::Args;
 use serde_json::Value;
 use std::process::ExitCode;
@@ -30,7 +30,11 @@ pub fn parse_args(args: &[String]) -> Vec<Value> {
 
 pub(super) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
-    let registry = load_plugins(&config)?;
+    let mut registry = load_plugins(&config)?;
+    // Plugin state, as a worker builds it; dropped (closed) when the task is done.
+    for refused in registry.build_states(&config.plugin_settings(), StateMode::Eager) {
+        eprintln!("li3g-host: warning: skipped {refused}");
+    }
     let info = JobInfo {
         id: args.id.clone().unwrap_or_else(crate::job_id::generate),
         environment: config.environment.clone().unwrap_or_default(),

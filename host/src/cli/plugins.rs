@@ -39,13 +39,17 @@ fn render(dir: &std::path::Path, registry: &Registry) -> String {
     for plugin in registry.plugins() {
         let file = plugin.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
         out += &format!("\n{} {} ({file})\n", plugin.name, plugin.version);
+        if !plugin.settings.is_empty() {
+            out += &format!("    settings: {} (section plugins.{})\n", plugin.settings, plugin.name);
+        }
         if plugin.tasks.is_empty() {
             out += "    (no tasks)\n";
         }
         let mut tasks: Vec<&TaskDecl> = plugin.tasks.iter().collect();
         tasks.sort_by(|a, b| a.name.cmp(&b.name));
         for task in tasks {
-            out += &format!("    {}\n", signature(task));
+            let state = if plugin.takes_state(&task.name) { "  (takes the plugin's state)" } else { "" };
+            out += &format!("    {}{state}\n", signature(task));
         }
     }
     if rejected > 0 {

@@ -70,6 +70,8 @@ pub(super) fn scheduler(args: &SchedulerArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(lease.is_finite() && lease > 0.0, "--lease: {lease} is not a positive number of seconds");
         config.scheduler.lease = Duration::from_secs_f64(lease);
     }
+    // What would make it fail at once is an error here, on stderr, not only a log line.
+    Store::from_config(&config)?;
     signals::install_worker();
     Ok(ExitCode::from(run_scheduler(&config, args.verbose, args.batch as usize)))
 }

@@ -20,7 +20,7 @@ pub(super) struct StartArgs {
     #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
     /// How many workers to run.
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     workers: u32,
     /// Start the daemon in a new, detached process (stdio to /dev/null, logs to syslog).
     #[arg(long)]

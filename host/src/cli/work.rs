@@ -59,6 +59,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "G" | "GB" | "GIB" => 30,
         _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
     };
+    if n == 0 {
+        return Err(format!("{text:?}: a memory limit must be above zero"));
+    }
     n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
@@ -79,6 +82,7 @@ impl WorkerOptions {
             memlimit: self.memlimit,
             max_jobs: self.max_jobs,
             configured_tasks: config.tasks.keys().cloned().collect(),
+            plugin_settings: config.plugin_settings(),
             log: self.log(),
             hooks: crate::scheduler::retry::JobHooks::from_config(config),
         }
@@ -133,5 +137,6 @@ mod tests {
         assert_eq!(super::parse_size("4096"), Ok(4096));
         assert!(super::parse_size("12X").is_err());
         assert!(super::parse_size("lots").is_err());
+        assert_eq!(super::parse_size("0M"), Err("\"0M\": a memory limit must be above zero".into()));
     }
 }

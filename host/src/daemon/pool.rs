@@ -10,8 +10,8 @@
 //! spawned, the respawns owed and the backoff. The loop reaps exited children, reacts to
 //! signals (through the self-pipe in [`crate::signals`]), spawns what is owed, and waits.
 //!
-//! Stopping: the first SIGTERM/SIGINT asks every child to stop (SIGTERM: a worker finishes the
-//! job in hand); a second one passes SIGTERM on again (a worker's second: it kills its job's
+//! Stopping: the first SIGTERM/SIGINT asks the children to stop (SIGTERM: a worker finishes the
+//! job in hand), kind by kind in reverse start order; a second one passes SIGTERM on again (a worker's second: it kills its job's
 //! process group and leaves) and SIGKILLs whatever is left [`KILL_GRACE`] later.
 //!
 //! Must not: load plugins, start threads, or block anywhere but in its one wait.
@@ -89,6 +89,21 @@ impl<'a> ChildSpec<'a> {
         matches!(status, WaitStatus::Exited(_, code) if self.expected_exits.contains(code))
     }
 
+    /// What to do about one of these that ended with `status` after living `lived`.
+    fn replacement(&self, status: &WaitStatus, lived: Duration) -> Replacement {
+        let expected = self.expected(status);
+        let replace = match self.restart {
+            Restart::Permanent => true,
+            Restart::Transient => !expected,
+            Restart::Temporary => false,
+        };
+        match replace {
+            false => Replacement::None,
+            true if !expected && lived < FAST_FAILURE => Replacement::AfterBackoff,
+            true => Replacement::Now,
+        }
+    }
+
     fn capitalised(&self) -> String {
         let mut chars = self.name.chars();
         chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
@@ -117,6 +132,17 @@ pub struct PoolOptions<'a> {
     pub log: Log,
 }
 
+/// Whether and when a child that ended is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replacement {
+    /// Not at all.
+    None,
+    /// At once (and the kind's backoff starts over).
+    Now,
+    /// After the kind's backoff: it failed fast.
+    AfterBackoff,
+}
+
 #[derive(Debug)]
 struct Slot {
     kind: usize,
@@ -134,6 +160,8 @@ struct Kind {
     owed: u32,
     respawn_at: Instant,
     backoff: Backoff,
+    /// Asked to stop (in a graceful shutdown, kinds stop in reverse start order).
+    stop_sent: bool,
 }
 
 /// The supervisor's state.
@@ -204,14 +232,9 @@ impl Pool<'_, '_> {
             let Some(slot) = self.children.remove(&pid) else { continue };
             let spec = &self.options.children[slot.kind];
             self.log(&format!("{} number {} with PID {pid} {how}", spec.capitalised(), slot.number));
-            let expected = spec.expected(&status);
-            let replace = match spec.restart {
-                Restart::Permanent => true,
-                Restart::Transient => !expected,
-                Restart::Temporary => false,
-            };
-            if replace && !self.stopping && !slot.retiring {
-                self.owe(slot.kind, !expected && slot.started.elapsed() < FAST_FAILURE);
+            let replacement = spec.replacement(&status, slot.started.elapsed());
+            if replacement != Replacement::None && !self.stopping && !slot.retiring {
+                self.owe(slot.kind, replacement == Replacement::AfterBackoff);
             }
         }
     }
@@ -229,7 +252,9 @@ impl Pool<'_, '_> {
                 state.owed = 0;
             }
             self.log("Shutting down: workers finish the job in hand");
-            self.signal_all(Signal::SIGTERM);
+        }
+        if self.stopping {
+            self.stop_in_order();
         }
         if signals::stop_count() >= 2 && self.kill_at.is_none() {
             self.kill_at = Some(Instant::now() + KILL_GRACE);
@@ -256,6 +281,26 @@ impl Pool<'_, '_> {
                     for _ in 0..spec.count {
                         self.spawn(kind);
                     }
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM to the kinds whose turn it is: the last kind first, and each earlier one
+    /// once no child of a later kind is left (as Erlang/OTP stops children in reverse start
+    /// order), so workers finish their jobs while what they depend on, started before them (an
+    /// embedded job server), still runs.
+    fn stop_in_order(&mut self) {
+        let mut alive = vec![false; self.kinds.len()];
+        for slot in self.children.values() {
+            alive[slot.kind] = true;
+        }
+        let sent: Vec<bool> = self.kinds.iter().map(|state| state.stop_sent).collect();
+        for kind in kinds_to_stop(&alive, &sent) {
+            self.kinds[kind].stop_sent = true;
+            for (pid, slot) in &self.children {
+                if slot.kind == kind {
+                    let _ = kill(*pid, Signal::SIGTERM);
                 }
             }
         }
@@ -291,6 +336,21 @@ impl Pool<'_, '_> {
     }
 }
 
+/// The kinds to ask to stop now, given which have live children and which were asked already:
+/// from the last kind backwards, up to the first one with a later kind still alive.
+fn kinds_to_stop(alive: &[bool], sent: &[bool]) -> Vec<usize> {
+    let mut now = Vec::new();
+    for kind in (0..alive.len()).rev() {
+        if alive[kind + 1..].iter().any(|&a| a) {
+            break;
+        }
+        if !sent[kind] {
+            now.push(kind);
+        }
+    }
+    now
+}
+
 /// Runs the pool until it is stopped, or until no child is left and none is owed (without
 /// `--resuscitate`, or once `--limit` is reached). Returns the process's exit code.
 ///
@@ -299,7 +359,14 @@ pub fn supervise(options: &PoolOptions) -> i32 {
     let kinds = options
         .children
         .iter()
-        .map(|_| Kind { spawned: 0, next_number: 1, owed: 0, respawn_at: Instant::now(), backoff: Backoff::DEFAULT })
+        .map(|_| Kind {
+            spawned: 0,
+            next_number: 1,
+            owed: 0,
+            respawn_at: Instant::now(),
+            backoff: Backoff::DEFAULT,
+            stop_sent: false,
+        })
         .collect();
     let mut pool = Pool { options, kinds, children: BTreeMap::new(), stopping: false, kill_at: None, killed: false };
     for (kind, spec) in options.children.iter().enumerate() {
@@ -318,5 +385,45 @@ pub fn supervise(options: &PoolOptions) -> i32 {
             return 0;
         }
         pool.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_stop_in_reverse_start_order() {
+        // server (0), scheduler (1), workers (2): the workers first.
+        assert_eq!(kinds_to_stop(&[true, true, true], &[false; 3]), [2]);
+        assert_eq!(kinds_to_stop(&[true, true, true], &[false, false, true]), Vec::<usize>::new());
+        // The workers are gone: the scheduler, then (once it is gone too) the server.
+        assert_eq!(kinds_to_stop(&[true, true, false], &[false, false, true]), [1]);
+        assert_eq!(kinds_to_stop(&[true, false, false], &[false, true, true]), [0]);
+        // Kinds without children are passed over at once.
+        assert_eq!(kinds_to_stop(&[true, false, false], &[false; 3]), [2, 1, 0]);
+    }
+
+    #[test]
+    fn restart_policies_and_expected_exits() {
+        let pid = Pid::from_raw(1);
+        let (quick, long) = (Duration::from_millis(10), Duration::from_secs(60));
+        let recycled = WaitStatus::Exited(pid, EXIT_RECYCLE);
+        let crashed = WaitStatus::Exited(pid, 2);
+        let killed = WaitStatus::Signaled(pid, Signal::SIGKILL, false);
+        let mut spec = ChildSpec::new("worker", 1, |_| 0);
+
+        assert_eq!(spec.replacement(&recycled, quick), Replacement::Now, "a recycle is no crash");
+        assert_eq!(spec.replacement(&crashed, quick), Replacement::AfterBackoff);
+        assert_eq!(spec.replacement(&killed, quick), Replacement::AfterBackoff);
+        assert_eq!(spec.replacement(&crashed, long), Replacement::Now, "it ran a while first");
+
+        spec.restart = Restart::Transient;
+        assert_eq!(spec.replacement(&recycled, quick), Replacement::None);
+        assert_eq!(spec.replacement(&WaitStatus::Exited(pid, 0), long), Replacement::None);
+        assert_eq!(spec.replacement(&killed, long), Replacement::Now);
+
+        spec.restart = Restart::Temporary;
+        assert_eq!(spec.replacement(&killed, quick), Replacement::None);
     }
 }

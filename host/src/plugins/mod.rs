@@ -12,4 +12,6 @@ pub mod permissions;
 pub mod registry;
 
 pub use invoke::{JobEvents, JobInfo, TaskOutput};
-pub use registry::{canonical_task_name, DispatchError, Plugin, Registry, Rejected, ScanError};
+pub use registry::{
+    canonical_task_name, DispatchError, Plugin, PluginSettings, Registry, Rejected, ScanError, StateMode,
+};

@@ -4,13 +4,22 @@
 //! does not depend on the file system. A file that cannot be used is skipped and kept in
 //! [`Registry::rejected`] with its reason; the others load. A task name defined twice rejects
 //! the later file, naming both.
+//!
+//! Plugin state ([`Registry::build_states`]): a plugin that declares a state constructor gets
+//! its settings (its configuration section) and builds its state in the worker, after the
+//! fork, before the first job; the state is dropped with the registry, when the worker ends.
+//! Under `--atomic` ([`StateMode::PerJob`]) the worker only checks that the state can be
+//! built (and drops it at once), and each job child builds its own on first use and drops it
+//! after the job: no connection is ever shared between processes.
 
 use super::invoke::{self, JobEvents, JobInfo, TaskOutput};
 use super::loader::{self, LoadError};
 use super::permissions::{self, Insecure};
-use li3g_plugin_api::abi::TaskDecl;
-use li3g_plugin_api::{validate_task_name, TaskError};
-use std::collections::HashMap;
+use abi_stable::std_types::{RResult, RStr};
+use li3g_plugin_api::abi::{ConnectFn, PluginState, TaskDecl};
+use li3g_plugin_api::{validate_task_name, TaskError, TaskErrorKind};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,6 +34,39 @@ pub struct Plugin {
     pub version: String,
     /// Its tasks, as it declares them.
     pub tasks: Vec<TaskDecl>,
+    /// The settings it takes (`RedisSettings { url }`), empty when none.
+    pub settings: String,
+    /// Its state constructor, when it declares one.
+    connect: Option<ConnectFn>,
+    /// The tasks that take the state (`None`: unknown, so all of them).
+    pub stateful: Option<std::collections::HashSet<String>>,
+}
+
+impl Plugin {
+    /// Whether task `name` of this plugin takes its state.
+    pub fn takes_state(&self, name: &str) -> bool {
+        self.connect.is_some() && self.stateful.as_ref().is_none_or(|tasks| tasks.contains(name))
+    }
+}
+
+/// Where plugins' settings come from: the configuration's `[<config>.plugins.<name>]` sections.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSettings {
+    /// The configuration file, for messages ("configuration" when none).
+    pub file: Option<PathBuf>,
+    /// The key the sections live under, for messages: `default.plugins`.
+    pub key: String,
+    /// Each plugin's section, by plugin name, as JSON.
+    pub values: BTreeMap<String, serde_json::Value>,
+}
+
+/// How plugin state is built (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateMode {
+    /// Once per worker, kept until the worker ends.
+    Eager,
+    /// Checked once in the worker, then built afresh for each job, in the job's child.
+    PerJob,
 }
 
 /// A file that was not loaded, and why.
@@ -59,6 +101,9 @@ pub enum Reason {
     /// The file's metadata could not be read.
     #[error("cannot be read: {0}")]
     Io(String),
+    /// Its settings do not fit, or its state constructor failed: refused in this worker.
+    #[error("{0}")]
+    State(String),
 }
 
 impl fmt::Display for Rejected {
@@ -123,6 +168,11 @@ pub struct Registry {
     plugins: Vec<Plugin>,
     rejected: Vec<Rejected>,
     tasks: HashMap<String, Slot>,
+    /// Each plugin's state, by plugin index; dropped (closing what it holds) with the registry.
+    states: RefCell<Vec<Option<PluginState>>>,
+    /// How states are built; `None` until [`Registry::build_states`].
+    mode: Option<StateMode>,
+    settings: PluginSettings,
 }
 
 /// The name a job name dispatches to: a leading `\` is dropped (li3_gearman wrote
@@ -189,8 +239,62 @@ impl Registry {
             name: module.name().to_string(),
             version: module.version().to_string(),
             tasks,
+            // Both are absent from plugins built before 0.2's prefix fields.
+            settings: module.settings().map(|f| f().into_string()).unwrap_or_default(),
+            connect: module.connect().flatten(),
+            stateful: module.stateful_tasks().map(|f| f().into_iter().map(|n| n.into_string()).collect()),
         });
+        self.states.get_mut().push(None);
         Ok(())
+    }
+
+    /// Builds each plugin's state from its settings (see the module doc); a plugin whose
+    /// settings do not fit or whose constructor fails or panics is refused: its tasks are
+    /// dropped from this registry. Returns the refusals, to be logged.
+    pub fn build_states(&mut self, settings: &PluginSettings, mode: StateMode) -> Vec<String> {
+        self.settings = settings.clone();
+        self.mode = Some(mode);
+        let mut refused = Vec::new();
+        for index in 0..self.plugins.len() {
+            if self.plugins[index].connect.is_none() {
+                continue;
+            }
+            match self.construct(index) {
+                Ok(state) if mode == StateMode::Eager => self.states.get_mut()[index] = Some(state),
+                Ok(state) => drop(state),
+                Err(message) => {
+                    self.tasks.retain(|_, slot| slot.plugin != index);
+                    let plugin = &self.plugins[index];
+                    refused.push(format!("{}: {message}", plugin.path.display()));
+                    self.rejected.push(Rejected { path: plugin.path.clone(), reason: Reason::State(message) });
+                }
+            }
+        }
+        refused
+    }
+
+    /// Runs plugin `index`'s constructor with its settings; `Err` is the refusal message.
+    fn construct(&self, index: usize) -> Result<PluginState, String> {
+        let plugin = &self.plugins[index];
+        let Some(connect) = plugin.connect else { return Err(format!("plugin {} has no state", plugin.name)) };
+        let json = self.settings.values.get(&plugin.name).cloned().unwrap_or_else(|| serde_json::json!({}));
+        match connect(RStr::from_str(&json.to_string())) {
+            RResult::ROk(state) => Ok(state),
+            RResult::RErr(err) if err.kind == TaskErrorKind::BadArguments => {
+                let file = self.settings.file.as_ref().map(|f| f.display().to_string());
+                let key = format!("{}.{}", self.settings.key, plugin.name);
+                // The plugin names the key inside its section: `url: invalid type...`, or `.: ...`.
+                let key = match err.message.strip_prefix(".: ") {
+                    Some(message) => format!("{key}: {message}"),
+                    None => format!("{key}.{}", err.message),
+                };
+                Err(format!("plugin {} refused: {}: {key}", plugin.name, file.as_deref().unwrap_or("configuration")))
+            }
+            RResult::RErr(err) => Err(format!(
+                "plugin {} refused in this worker: its state constructor failed: {}",
+                plugin.name, err.message
+            )),
+        }
     }
 
     /// The loaded plugins, in file-name order.
@@ -237,7 +341,17 @@ impl Registry {
         let decl = self
             .lookup(&name)
             .ok_or_else(|| DispatchError::UnknownTask { name: name.clone(), known: self.task_names() })?;
-        Ok(invoke::invoke(decl, args, info, None, events)?)
+        let plugin = self.tasks[&name].plugin;
+        if self.mode == Some(StateMode::PerJob) && self.plugins[plugin].takes_state(&name) {
+            // This job's own state, built here (in the job's child) and dropped after the job;
+            // only for a task that takes it.
+            let state = self.construct(plugin).map_err(|message| {
+                TaskError::new(TaskErrorKind::Failed, format!("task {name} cannot run: {message}"))
+            })?;
+            return Ok(invoke::invoke(decl, args, info, Some(&state), events)?);
+        }
+        let states = self.states.borrow();
+        Ok(invoke::invoke(decl, args, info, states[plugin].as_ref(), events)?)
     }
 }
 

@@ -14,28 +14,30 @@
 const NOW: &str =
     "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// Takes up to `batch` jobs: first those whose lease ran out (their scheduler died), then due
-/// ones, then (when enabled) due li3_gearman members, which are stored under their `id`
-/// (or `php-<sha1>` without one). Each goes under a lease until `now + lease_ms`.
+/// Acknowledges the jobs of the previous batch (as [`ACK`]), then takes up to `batch` jobs:
+/// first those whose lease ran out (their scheduler died), then due ones, then (when enabled)
+/// due li3_gearman members, which are stored under their `id` (or `php-<sha1>` without one).
+/// Each goes under a lease until `now + lease_ms`. Bulk commands, in slices that keep Lua's
+/// stack small: a batch costs a few dozen commands, not several per job.
 ///
-/// KEYS: scheduled, leased, jobs, compat set. ARGV: lease_ms, batch, compat ("1"/"0").
-/// Returns `{now, next, id1, job1, id2, job2, ...}`: `next` is the earliest due time or lease
-/// expiry in ms (-1 when nothing waits), a job is `false` (nil) when it was not found.
+/// KEYS: scheduled, leased, jobs, compat set. ARGV: lease_ms, batch, compat ("1"/"0"), then
+/// the ids to acknowledge. Returns `{now, next, id1, job1, id2, job2, ...}`: `next` is the
+/// earliest due time or lease expiry in ms (-1 when nothing waits), a job is `false` (nil)
+/// when it was not found.
 pub fn take() -> String {
     format!(
-        "{NOW}{}",
+        "{NOW}{SLICES}{ACK_BODY}{}",
         r#"
+ack(KEYS[2], KEYS[3], KEYS[1], ARGV, 4)
 local lease = now + tonumber(ARGV[1])
 local batch = tonumber(ARGV[2])
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch)) do
-  out[#out + 1] = id
-end
+local out = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch)
 if #out < batch then
   local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch - #out)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', KEYS[1], id)
-    out[#out + 1] = id
+  if #due > 0 then
+    -- ZRANGEBYSCORE from -inf returns the first members by rank: remove exactly those.
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #due - 1)
+    for _, id in ipairs(due) do out[#out + 1] = id end
   end
 end
 if ARGV[3] == '1' and #out < batch then
@@ -49,8 +51,9 @@ if ARGV[3] == '1' and #out < batch then
     out[#out + 1] = id
   end
 end
-local next = -1
+local result = {}
 if #out == 0 then
+  local next = -1
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if first[2] then next = tonumber(first[2]) end
   first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
@@ -62,32 +65,73 @@ if #out == 0 then
       if next < 0 or at < next then next = at end
     end
   end
+  return {tostring(now), tostring(next)}
 end
-local result = {tostring(now), tostring(next)}
-for _, id in ipairs(out) do
-  redis.call('ZADD', KEYS[2], lease, id)
-  result[#result + 1] = id
-  result[#result + 1] = redis.call('HGET', KEYS[3], id)
-end
+result[1] = tostring(now)
+result[2] = '-1'
+slices(out, 1, function(ids)
+  local args = {}
+  for _, id in ipairs(ids) do
+    args[#args + 1] = lease
+    args[#args + 1] = id
+  end
+  redis.call('ZADD', KEYS[2], unpack(args))
+  local jobs = redis.call('HMGET', KEYS[3], unpack(ids))
+  for i, id in ipairs(ids) do
+    result[#result + 1] = id
+    result[#result + 1] = jobs[i]
+  end
+end)
 return result
 "#
     )
 }
 
+/// `slices(list, from, f)`: calls `f` with `list[from..]` in slices of at most 500, so that
+/// `unpack` never overflows Lua's stack.
+const SLICES: &str = r#"
+local function slices(list, from, f)
+  local i = from
+  while i <= #list do
+    local slice = {}
+    for j = i, math.min(i + 499, #list) do slice[#slice + 1] = list[j] end
+    f(slice)
+    i = i + 500
+  end
+end
+"#;
+
+/// `ack(leased, jobs, scheduled, ids, from)`: the ids still leased leave the lease set, and
+/// their stored jobs are deleted unless scheduled again meanwhile (a retry keeps the id).
+/// Needs Redis 6.2 (`ZMSCORE`).
+const ACK_BODY: &str = r#"
+local function ack(leased, jobs, scheduled, ids, from)
+  local n = 0
+  slices(ids, from, function(slice)
+    local held = redis.call('ZMSCORE', leased, unpack(slice))
+    local mine, drop = {}, {}
+    for i, id in ipairs(slice) do
+      if held[i] then mine[#mine + 1] = id end
+    end
+    if #mine == 0 then return end
+    n = n + redis.call('ZREM', leased, unpack(mine))
+    local again = redis.call('ZMSCORE', scheduled, unpack(mine))
+    for i, id in ipairs(mine) do
+      if not again[i] then drop[#drop + 1] = id end
+    end
+    if #drop > 0 then redis.call('HDEL', jobs, unpack(drop)) end
+  end)
+  return n
+end
+"#;
+
 /// Acknowledges jobs a job server has accepted: each leaves the lease set, and its stored job
 /// is deleted unless it was scheduled again meanwhile (a retry keeps the id).
 ///
 /// KEYS: leased, jobs, scheduled. ARGV: ids. Returns how many were still leased.
-pub const ACK: &str = r#"
-local n = 0
-for _, id in ipairs(ARGV) do
-  if redis.call('ZREM', KEYS[1], id) == 1 then
-    n = n + 1
-    if not redis.call('ZSCORE', KEYS[3], id) then redis.call('HDEL', KEYS[2], id) end
-  end
-end
-return n
-"#;
+pub fn ack() -> String {
+    format!("{SLICES}{ACK_BODY}\nreturn ack(KEYS[1], KEYS[2], KEYS[3], ARGV, 1)\n")
+}
 
 /// Schedules one job: stores it, adds it to the schedule, marks its status pending (when a
 /// status key is given) and, when it is now the earliest job, wakes the schedulers.

@@ -126,3 +126,27 @@ impl RawSettings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_the_configuration() {
+        let path = std::path::Path::new("li3g.toml");
+        let text = "[default]\nredis = \"redis://r/0\"\n[default.scheduler]\nprefix = \"app:\"\nlease = 2.5\n\
+                    [default.environments.production.scheduler]\ncompat = false\n";
+        let config = crate::config::parse(path, text, "default", Some("production")).unwrap();
+        let expected = Settings {
+            prefix: "app:".into(),
+            compat: false,
+            lease: Duration::from_millis(2500),
+            ..Settings::default()
+        };
+        assert_eq!(config.scheduler, expected);
+        let err = crate::config::parse(path, "[default.scheduler]\nlease = -1\n", "default", None).unwrap_err();
+        assert!(err.to_string().contains("default.scheduler.lease: -1 is not a positive number"), "{err}");
+        let err = crate::config::parse(path, "[default.scheduler]\nprefx = \"a\"\n", "default", None).unwrap_err();
+        assert!(err.to_string().contains("unknown field `prefx`"), "{err}");
+    }
+}

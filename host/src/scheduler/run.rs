@@ -15,7 +15,7 @@
 //! the taken jobs stay in hand (and leased) until a server takes them. Single-threaded, no
 //! runtime. It must not run tasks, nor decide retries (the worker does).
 
-use super::record::Record;
+use super::record::{Record, RecordError};
 use super::store::Store;
 use super::wake::Wake;
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
@@ -73,37 +73,57 @@ pub struct SchedulerStats {
 }
 
 /// Runs the scheduler until `stop()` returns true; `log` gets its log lines.
+///
+/// Batches overlap: batch N's submissions are written, batch N+1 is taken from Redis while
+/// the job server works on them, then N's answers are read. Acknowledgements ride on the
+/// next take. So Redis and gearmand work at the same time instead of in turn.
 pub fn run(store: &mut Store, config: &SchedulerConfig, stop: &dyn Fn() -> bool, log: &dyn Fn(&str)) -> SchedulerStats {
-    let mut wake = Wake::new(store.client(), store.keys().wake_channel());
-    let mut servers = Servers { addrs: config.servers.clone(), conn: None, next: 0 };
-    let mut stats = SchedulerStats::default();
-    let mut backoff = MIN_BACKOFF;
+    let mut state = State {
+        wake: Wake::new(store.client(), store.keys().wake_channel()),
+        servers: Servers { addrs: config.servers.clone(), conn: None, next: 0 },
+        stats: SchedulerStats::default(),
+        backoff: MIN_BACKOFF,
+        accepted: Vec::new(),
+        config,
+        stop,
+        log,
+    };
     let mut redis_down = false;
+    // A batch written to the job server whose answers are not read yet.
+    let mut in_flight: Option<Vec<Record>> = None;
     while !stop() {
-        let taken = match store.take(config.lease, config.batch) {
+        let taken = store.take(config.lease, config.batch, &state.accepted);
+        if taken.is_ok() {
+            state.accepted.clear();
+        }
+        if let Some(jobs) = in_flight.take() {
+            state.finish(store, jobs);
+        }
+        let taken = match taken {
             Ok(taken) => {
                 if redis_down {
                     log("Redis is back");
                     redis_down = false;
                 }
-                backoff = MIN_BACKOFF;
                 taken
             }
             Err(err) => {
-                log(&format!("Cannot take due jobs: {err}; retrying in {backoff:?}"));
+                log(&format!("Cannot take due jobs: {err}; retrying in {:?}", state.backoff));
                 redis_down = true;
-                wake.wait(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                state.pause();
                 continue;
             }
         };
         if taken.jobs.is_empty() {
+            if !state.accepted.is_empty() {
+                continue; // acknowledge them now
+            }
             let wait = match taken.next_ms {
                 Some(next) => Duration::from_millis(u64::try_from(next - taken.now_ms).unwrap_or(0)).min(IDLE),
                 None => IDLE,
             };
             if !wait.is_zero() {
-                wake.wait(wait);
+                state.wake.wait(wait);
             }
             continue;
         }
@@ -113,67 +133,118 @@ pub fn run(store: &mut Store, config: &SchedulerConfig, stop: &dyn Fn() -> bool,
             unsafe { libc::raise(libc::SIGSTOP) };
         }
         let mut jobs = Vec::with_capacity(taken.jobs.len());
-        let mut done = Vec::new();
         for (id, text) in taken.jobs {
-            match text.as_deref().map(Record::decode) {
+            match text.as_deref().map(|text| Record::decode(text).and_then(submittable)) {
                 Some(Ok(record)) => jobs.push(record),
                 Some(Err(err)) => {
                     log(&format!("Job #{id} cannot be read, moved to the dead set: {err}"));
                     if let Err(e) = store.bury(&id, text.as_deref().unwrap_or_default(), &err.to_string()) {
                         log(&format!("Cannot bury job #{id}: {e}; it will be taken again after its lease"));
                     }
-                    stats.buried += 1;
+                    state.stats.buried += 1;
                 }
-                None => done.push(id), // cancelled or finished meanwhile: just release the lease
+                None => state.accepted.push(id), // cancelled or finished meanwhile: release the lease
             }
         }
-        let mut start = 0;
-        while start < jobs.len() {
-            match servers.submit(&jobs[start..(start + CHUNK).min(jobs.len())]) {
-                Ok(answers) => {
-                    for (record, refused) in jobs[start..].iter().zip(answers) {
-                        match refused {
-                            None => {
-                                if config.verbose {
-                                    log(&format!("Job #{} moved for immediate execution", record.id));
-                                }
-                                stats.moved += 1;
-                                done.push(record.id.clone());
-                            }
-                            Some(why) => {
-                                log(&format!(
-                                    "Job #{} refused by the job server, moved to the dead set: {why}",
-                                    record.id
-                                ));
-                                let _ = store.bury(&record.id, &record.encode(), &why);
-                                stats.buried += 1;
-                            }
-                        }
-                    }
-                    start = (start + CHUNK).min(jobs.len());
-                    backoff = MIN_BACKOFF;
-                }
-                Err(err) => {
-                    log(&format!("Cannot submit to a job server: {err}; retrying in {backoff:?}"));
-                    if stop() {
-                        break; // the rest stays leased: another scheduler takes it over
-                    }
-                    wake.wait(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
+        if jobs.is_empty() {
+            continue;
         }
-        while let Err(err) = store.ack(&done) {
-            // Unacknowledged jobs would be submitted again after their lease: try hard.
-            log(&format!("Cannot acknowledge {} jobs: {err}; retrying in {backoff:?}", done.len()));
-            if stop() {
-                break;
+        match state.servers.send(&jobs) {
+            Ok(()) => in_flight = Some(jobs),
+            Err(err) => {
+                log(&format!("Cannot submit to a job server: {err}; retrying in {:?}", state.backoff));
+                state.pause();
+                state.submit(store, &jobs);
             }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
-    stats
+    if let Some(jobs) = in_flight.take() {
+        state.finish(store, jobs);
+    }
+    // What was accepted since the last take; if this fails, the leases run out and the jobs
+    // are submitted again, to coalesce while queued.
+    if let Err(err) = store.ack(&state.accepted) {
+        log(&format!("Cannot acknowledge {} jobs: {err}", state.accepted.len()));
+    }
+    state.stats
+}
+
+/// What the loop carries from batch to batch.
+struct State<'a> {
+    wake: Wake,
+    servers: Servers,
+    stats: SchedulerStats,
+    backoff: Duration,
+    /// Jobs a job server accepted, acknowledged with the next take.
+    accepted: Vec<String>,
+    config: &'a SchedulerConfig,
+    stop: &'a dyn Fn() -> bool,
+    log: &'a dyn Fn(&str),
+}
+
+impl State<'_> {
+    /// Waits out the backoff (or a wake-up) and doubles it.
+    fn pause(&mut self) {
+        self.wake.wait(self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Reads the answers of a batch already written; on a connection error, submits it again
+    /// (on this or the next server) until a server has it.
+    fn finish(&mut self, store: &mut Store, jobs: Vec<Record>) {
+        match self.servers.receive(&jobs) {
+            Ok(answers) => self.record(store, &jobs, answers),
+            Err(err) => {
+                // Unknown which were accepted: submit them all again (the accepted ones
+                // coalesce on their unique key while queued).
+                (self.log)(&format!("Lost the job server's answers: {err}; submitting the batch again"));
+                self.submit(store, &jobs);
+            }
+        }
+    }
+
+    /// Submits `jobs` in chunks, waiting for each chunk's answers, retrying with backoff until
+    /// they are in or we are asked to stop (what is left stays leased, for another scheduler).
+    fn submit(&mut self, store: &mut Store, jobs: &[Record]) {
+        let mut start = 0;
+        while start < jobs.len() {
+            let chunk = &jobs[start..(start + CHUNK).min(jobs.len())];
+            match self.servers.send(chunk).and_then(|()| self.servers.receive(chunk)) {
+                Ok(answers) => {
+                    self.record(store, chunk, answers);
+                    start += chunk.len();
+                }
+                Err(err) => {
+                    (self.log)(&format!("Cannot submit to a job server: {err}; retrying in {:?}", self.backoff));
+                    if (self.stop)() {
+                        return;
+                    }
+                    self.pause();
+                }
+            }
+        }
+    }
+
+    /// Notes what the server said about each job.
+    fn record(&mut self, store: &mut Store, jobs: &[Record], answers: Vec<Option<String>>) {
+        self.backoff = MIN_BACKOFF;
+        for (record, refused) in jobs.iter().zip(answers) {
+            match refused {
+                None => {
+                    if self.config.verbose {
+                        (self.log)(&format!("Job #{} moved for immediate execution", record.id));
+                    }
+                    self.stats.moved += 1;
+                    self.accepted.push(record.id.clone());
+                }
+                Some(why) => {
+                    (self.log)(&format!("Job #{} refused by the job server, moved to the dead set: {why}", record.id));
+                    let _ = store.bury(&record.id, &record.encode(), &why);
+                    self.stats.buried += 1;
+                }
+            }
+        }
+    }
 }
 
 /// The job servers, one connection at a time, failing over in turn.
@@ -184,9 +255,7 @@ struct Servers {
 }
 
 impl Servers {
-    /// Submits `jobs` pipelined on one connection; per job, `None` when accepted or the
-    /// server's refusal. A connection error means none of the rest is known to be accepted.
-    fn submit(&mut self, jobs: &[Record]) -> Result<Vec<Option<String>>, ConnError> {
+    fn connected(&mut self) -> Result<&mut Conn, ConnError> {
         if self.conn.is_none() {
             if self.addrs.is_empty() {
                 return Err(ConnError::Closed { server: "(no job servers configured)".into() });
@@ -197,8 +266,25 @@ impl Servers {
             conn.set_read_timeout(Some(Duration::from_secs(10)))?;
             self.conn = Some(conn);
         }
-        let conn = self.conn.as_mut().expect("connected above");
-        let result = submit_on(conn, jobs);
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// Writes a `SUBMIT_JOB_BG` per job, all at once, without reading the answers.
+    fn send(&mut self, jobs: &[Record]) -> Result<(), ConnError> {
+        let result = self.connected().and_then(|conn| send_on(conn, jobs));
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// Reads the answers to [`Servers::send`]: per job, `None` when accepted or the server's
+    /// refusal. An error means none of the rest is known to be accepted.
+    fn receive(&mut self, jobs: &[Record]) -> Result<Vec<Option<String>>, ConnError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(ConnError::Closed { server: "(the connection was lost)".into() });
+        };
+        let result = receive_on(conn, jobs);
         if result.is_err() {
             self.conn = None;
         }
@@ -206,11 +292,18 @@ impl Servers {
     }
 }
 
-fn submit_on(conn: &mut Conn, jobs: &[Record]) -> Result<Vec<Option<String>>, ConnError> {
+/// A record the Gearman protocol can carry: no NUL in its function or unique key (a
+/// hand-written li3_gearman member might have one; it goes to the dead set with why).
+fn submittable(record: Record) -> Result<Record, RecordError> {
+    if record.function.contains('\0') || record.unique.contains('\0') || record.function.is_empty() {
+        return Err(RecordError::Shape("a NUL in its function or id, or no function".into()));
+    }
+    Ok(record)
+}
+
+fn send_on(conn: &mut Conn, jobs: &[Record]) -> Result<(), ConnError> {
     let mut out = Vec::with_capacity(jobs.len() * 160);
-    let mut answers = vec![None; jobs.len()];
-    let mut expected = Vec::with_capacity(jobs.len());
-    for (i, job) in jobs.iter().enumerate() {
+    for job in jobs {
         let packet = Packet::SubmitJob {
             priority: job.priority.into(),
             background: true,
@@ -218,18 +311,21 @@ fn submit_on(conn: &mut Conn, jobs: &[Record]) -> Result<Vec<Option<String>>, Co
             unique: job.unique.as_bytes().to_vec(),
             workload: job.workload.as_bytes().to_vec(),
         };
-        match packet::encode(Magic::Req, &packet, &mut out) {
-            Ok(()) => expected.push(i),
-            Err(err) => answers[i] = Some(err.to_string()),
-        }
+        // Records were checked with `submittable` before: this cannot fail.
+        packet::encode(Magic::Req, &packet, &mut out)
+            .map_err(|source| ConnError::Protocol { server: conn.server().to_string(), source })?;
     }
     let server = conn.server().to_string();
-    conn.stream().write_all(&out).map_err(|source| ConnError::Io { server, source })?;
-    for i in expected {
+    conn.stream().write_all(&out).map_err(|source| ConnError::Io { server, source })
+}
+
+fn receive_on(conn: &mut Conn, jobs: &[Record]) -> Result<Vec<Option<String>>, ConnError> {
+    let mut answers = Vec::with_capacity(jobs.len());
+    for _ in jobs {
         match conn.read_packet()? {
-            Packet::JobCreated { .. } => {}
+            Packet::JobCreated { .. } => answers.push(None),
             Packet::Error { code, message } => {
-                answers[i] = Some(format!("{}: {}", String::from_utf8_lossy(&code), String::from_utf8_lossy(&message)));
+                answers.push(Some(format!("{}: {}", String::from_utf8_lossy(&code), String::from_utf8_lossy(&message))))
             }
             other => {
                 return Err(ConnError::Closed { server: format!("{} (answered {:?})", conn.server(), other.kind()) })

@@ -10,6 +10,7 @@ use super::record::Record;
 use super::Settings;
 use redis::{Connection, Script};
 use serde_json::{json, Value};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The Redis keys of one schedule.
@@ -136,6 +137,10 @@ pub struct Dead {
     pub at_ms: i64,
 }
 
+static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::take()));
+static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(lua::SCHEDULE));
+static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::ack()));
+
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
 
@@ -161,7 +166,11 @@ impl Store {
     /// # Errors
     /// [`StoreError::Redis`] for a URL that does not parse.
     pub fn open(url: &str, settings: &Settings) -> Result<Store, StoreError> {
-        let client = redis::Client::open(url)?;
+        use redis::IntoConnectionInfo;
+        // No Nagle delay: requests are small and answers awaited one at a time.
+        let info =
+            url.into_connection_info()?.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         let keys = Keys { prefix: settings.prefix.clone(), compat_set: settings.compat_set.clone() };
         Ok(Store { client, conn: None, keys, settings: settings.clone() })
     }
@@ -231,14 +240,14 @@ impl Store {
     /// As [`Store::schedule`]; jobs before a failure may be scheduled.
     pub fn schedule_many(&mut self, records: &[Record], due: &[SystemTime]) -> Result<(), StoreError> {
         let ttl = self.status_ttl();
-        let script = Script::new(lua::SCHEDULE);
         self.with(|conn, keys| {
-            // Load once, then EVALSHA in a pipeline.
-            script.prepare_invoke().load(conn)?;
+            // Load (a no-op when loaded: Redis may have restarted), then EVALSHA, all in one
+            // round trip.
             let mut pipe = redis::pipe();
+            pipe.cmd("SCRIPT").arg("LOAD").arg(lua::SCHEDULE).ignore();
             for (record, due) in records.iter().zip(due) {
                 pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
+                    .arg(SCHEDULE.get_hash())
                     .arg(3)
                     .arg(keys.scheduled())
                     .arg(keys.jobs())
@@ -301,23 +310,22 @@ impl Store {
         Ok(())
     }
 
-    /// Takes up to `batch` due (or abandoned) jobs under a lease of `lease`.
+    /// Acknowledges `accepted` (as [`Store::ack`]) and takes up to `batch` due (or abandoned)
+    /// jobs under a lease of `lease`, in one script.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails; then nothing was taken.
-    pub fn take(&mut self, lease: Duration, batch: usize) -> Result<Taken, StoreError> {
+    /// [`StoreError`] when Redis fails; then nothing was acknowledged nor taken.
+    pub fn take(&mut self, lease: Duration, batch: usize, accepted: &[String]) -> Result<Taken, StoreError> {
         let compat = if self.settings.compat { "1" } else { "0" };
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         let reply: Vec<Option<String>> = self.with(|conn, keys| {
-            Script::new(&lua::take())
-                .key(keys.scheduled())
-                .key(keys.leased())
-                .key(keys.jobs())
-                .key(&keys.compat_set)
-                .arg(lease_ms)
-                .arg(batch)
-                .arg(compat)
-                .invoke(conn)
+            let mut invocation = TAKE.prepare_invoke();
+            invocation.key(keys.scheduled()).key(keys.leased()).key(keys.jobs()).key(&keys.compat_set);
+            invocation.arg(lease_ms).arg(batch).arg(compat);
+            for id in accepted {
+                invocation.arg(id);
+            }
+            invocation.invoke(conn)
         })?;
         let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<f64>().ok()).unwrap_or(-1.0) as i64;
         let now_ms = number(&reply[0]);
@@ -335,9 +343,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let script = Script::new(lua::ACK);
         self.with(|conn, keys| {
-            let mut invocation = script.prepare_invoke();
+            let mut invocation = ACK.prepare_invoke();
             invocation.key(keys.leased()).key(keys.jobs()).key(keys.scheduled());
             for id in ids {
                 invocation.arg(id);

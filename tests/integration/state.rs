@@ -1,0 +1,214 @@
+//! Plugin settings and per-worker state through `li3g-host start`, with the example plugin
+//! `redis_counter` (a Redis connection as its state) against a real redis-server.
+
+use li3g_host::client::{Client, Outcome, RunOptions};
+use li3g_host::gearman::client::ClientError;
+use li3g_host::gearman::conn::ServerAddr;
+use li3g_tests::{free_port, host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir, Redis};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+const NAME: &str = "li3g-redis-counter";
+
+/// `li3g-host start --workers N ARGS --verbose` with `settings` as the plugin's config section.
+fn start(gearmand: &Gearmand, dir: &PluginDir, settings: &str, args: &[&str]) -> (ChildGuard, Lines) {
+    let config = dir.write("li3g.toml", format!("[default.plugins.redis_counter]\n{settings}\n").as_bytes());
+    let mut command = host();
+    command
+        .arg("start")
+        .args(args)
+        .args(["--verbose", "--servers", &gearmand.addr()])
+        .arg("--plugins")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut daemon = ChildGuard::spawn(&mut command);
+    let lines = Lines::collect(daemon.child().stderr.take().expect("piped stderr"));
+    (daemon, lines)
+}
+
+fn call(client: &mut Client, task: &str, args: &[Value]) -> Result<Vec<u8>, String> {
+    let options = RunOptions { background: false, timeout: Some(WAIT), ..RunOptions::default() };
+    match client.run(task, args, &options, &mut |_| {}) {
+        Ok(Outcome::Completed { result, .. }) => Ok(result),
+        Ok(other) => panic!("{other:?}"),
+        Err(li3g_host::client::RunError::Client(ClientError::Exception(message))) => Err(message),
+        Err(err) => panic!("{task}: {err}"),
+    }
+}
+
+/// The connections named [`NAME`] that redis-server lists (`CLIENT LIST`, asked with redis-cli).
+fn plugin_connections(redis: &Redis) -> usize {
+    let out = run(Command::new("redis-cli").args(["-p", &redis.port.to_string(), "CLIENT", "LIST"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    out.stdout.lines().filter(|l| l.contains(&format!(" name={NAME} "))).count()
+}
+
+fn stop(daemon: &mut ChildGuard) {
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait_timeout(WAIT).expect("the daemon stops on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_thousand_jobs_through_two_workers_use_two_connections_closed_at_shutdown() {
+    let (gearmand, redis) = (Gearmand::start(), Redis::start());
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let settings = format!("url = {:?}\nclosed_key = \"closed\"", redis.url());
+    let (mut daemon, lines) = start(&gearmand, &dir, &settings, &["--workers", "2"]);
+    wait_for_workers(&[&gearmand], "Counter::incr", 2);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    for i in 1..=1000 {
+        assert_eq!(call(&mut client, "Counter::incr", &[json!("jobs")]).unwrap(), i.to_string().into_bytes());
+    }
+    assert_eq!(plugin_connections(&redis), 2, "{:#?}", lines.all());
+    assert_eq!(get(&redis, "closed"), "");
+    stop(&mut daemon);
+    wait_until("the workers' connections are closed", WAIT, || plugin_connections(&redis) == 0);
+    // Closed by the state's destructor (the host dropped it), not only by the process's exit.
+    assert_eq!(get(&redis, "closed"), "2");
+}
+
+/// `GET key` with redis-cli (empty when unset).
+fn get(redis: &Redis, key: &str) -> String {
+    let out = run(Command::new("redis-cli").args(["-p", &redis.port.to_string(), "GET", key]));
+    out.stdout.trim().to_string()
+}
+
+#[test]
+fn under_atomic_no_connection_is_shared_between_processes() {
+    let (gearmand, redis) = (Gearmand::start(), Redis::start());
+    let dir = PluginDir::with(&["redis_counter"]);
+    let settings = format!("url = {:?}\nclosed_key = \"closed\"", redis.url());
+    let (mut daemon, _lines) = start(&gearmand, &dir, &settings, &["--workers", "2", "--atomic"]);
+    wait_for_workers(&[&gearmand], "Counter::whoami", 2);
+    // Two clients at once, so both workers fork job children side by side.
+    let port = gearmand.port;
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+                (0..100)
+                    .map(|_| {
+                        let out = call(&mut client, "Counter::whoami", &[]).expect("every job succeeds");
+                        serde_json::from_slice::<Value>(&out).unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let records: Vec<Value> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert_eq!(records.len(), 200);
+    let mut pids_by_connection: HashMap<i64, HashSet<u64>> = HashMap::new();
+    for record in &records {
+        pids_by_connection.entry(record["id"].as_i64().unwrap()).or_default().insert(record["pid"].as_u64().unwrap());
+    }
+    for (id, pids) in &pids_by_connection {
+        assert_eq!(pids.len(), 1, "connection {id} was used by processes {pids:?}");
+    }
+    // Each job ran in its own child, with its own connection, closed when the job ended.
+    let pids: HashSet<u64> = records.iter().map(|r| r["pid"].as_u64().unwrap()).collect();
+    assert_eq!((pids.len(), pids_by_connection.len()), (200, 200));
+    wait_until("the job children's connections are closed", WAIT, || plugin_connections(&redis) == 0);
+    // Every child dropped its state after its job, and each worker the one it built to check
+    // the settings at start (before any fork).
+    assert_eq!(get(&redis, "closed"), "202");
+    // A task that does not take the state opens no connection, even in a stateful plugin.
+    let before = connections_received(&redis);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    for _ in 0..20 {
+        call(&mut client, "Counter::pid", &[]).expect("Counter::pid succeeds");
+    }
+    // Our own redis-cli INFO is one connection.
+    assert_eq!(connections_received(&redis), before + 1);
+    stop(&mut daemon);
+}
+
+/// redis-server's `total_connections_received`.
+fn connections_received(redis: &Redis) -> u64 {
+    let out = run(Command::new("redis-cli").args(["-p", &redis.port.to_string(), "INFO", "stats"]));
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_connections_received in {}", out.stdout))
+}
+
+#[test]
+fn a_bad_setting_refuses_the_plugin_by_name_and_the_others_are_served() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let (_daemon, lines) = start(&gearmand, &dir, "url = 5", &["--workers", "1"]);
+    let line = lines.wait_for("plugin redis_counter refused", WAIT);
+    assert!(
+        line.contains("li3g.toml: default.plugins.redis_counter.url: invalid type: integer `5`, expected a string"),
+        "{line}"
+    );
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    assert_eq!(call(&mut client, "Hello::say", &[json!("still")]).unwrap(), b"Hello still");
+    assert!(!gearmand.status().iter().any(|s| s.function == "Counter::incr" && s.workers > 0));
+}
+
+#[test]
+fn a_failing_constructor_refuses_the_plugin_in_that_worker_and_the_others_are_served() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let nobody = format!("url = \"redis://127.0.0.1:{}/\"", free_port());
+    let (_daemon, lines) = start(&gearmand, &dir, &nobody, &["--workers", "1"]);
+    let line = lines.wait_for("plugin redis_counter refused in this worker", WAIT);
+    assert!(line.contains("its state constructor failed: "), "{line}");
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    assert_eq!(call(&mut client, "Hello::say", &[json!("still")]).unwrap(), b"Hello still");
+    assert!(!gearmand.status().iter().any(|s| s.function == "Counter::incr" && s.workers > 0));
+}
+
+#[test]
+fn plugins_lists_the_settings_a_plugin_takes() {
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let out = run(host().arg("plugins").arg("--plugins").arg(dir.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("    settings: Settings { url, client_name, closed_key } (section plugins.redis_counter)\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("    Counter::incr(key: String) -> i64  (takes the plugin's state)\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("    Counter::pid() -> u32\n"), "{}", out.stdout);
+}
+
+#[test]
+fn exec_builds_the_state_from_the_settings() {
+    let redis = Redis::start();
+    let dir = PluginDir::with(&["redis_counter"]);
+    let config =
+        dir.write("li3g.toml", format!("[default.plugins.redis_counter]\nurl = {:?}\n", redis.url()).as_bytes());
+    let exec = |key: &str| {
+        run(host().args(["exec", "Counter::incr", key, "--config"]).arg(&config).arg("--plugins").arg(dir.path()))
+    };
+    let out = exec("k");
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "1\n"), "{}", out.stderr);
+    assert_eq!(exec("k").stdout, "2\n");
+    // Without settings the plugin is refused, with the reason, and the task is unknown.
+    let out = run(host().args(["exec", "Counter::incr", "k"]).arg("--plugins").arg(dir.path()));
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "plugin redis_counter refused: configuration: default.plugins.redis_counter: missing field `url`"
+        ),
+        "{}",
+        out.stderr
+    );
+}
