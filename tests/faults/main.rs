@@ -20,6 +20,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod daemon;
+mod fuzz;
+mod load;
 mod plugin;
 mod poison;
 mod scheduler;
