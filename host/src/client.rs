@@ -38,7 +38,10 @@ pub const MAX_UNIQUE: usize = 63;
 /// How jobs are made unique, i.e. when the job server merges them into one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Unique {
-    /// Never merged (an empty unique key).
+    /// Never merged: an empty unique key for a synchronous job; for a background job, its job
+    /// id. gearmand's persistent queues (libsqlite3 at least, in 1.1.20) store background jobs
+    /// keyed by (unique, function), so background jobs with an empty key overwrite one another
+    /// there and all but the last are lost when gearmand restarts.
     #[default]
     None,
     /// Merged with every queued or running job of the same task and key.
@@ -204,6 +207,8 @@ impl Client {
             self.store()?.schedule(&record, at)?;
             return Ok(Outcome::Scheduled { id, at });
         }
+        // A background job's key is never empty: see `Unique::None`.
+        let unique = if unique.is_empty() && options.background { unique_for(&id, 0) } else { unique };
         let job = Submit {
             workload,
             function: function.into_bytes(),
