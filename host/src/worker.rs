@@ -22,7 +22,9 @@
 //! with exponential backoff (100 ms to 30 s) and registered again.
 //!
 //! In the steady state a job costs three system calls: one `write` (the answer and the next
-//! grab), one `poll`, one `read`.
+//! grab), one `poll`, one `read`; with a single server two, as its socket's reads block (for at
+//! most [`STOP_CHECK`], so a signal that lands just before a read is seen within that) and
+//! need no `poll`.
 //!
 //! A job's progress and partial data go out as `WORK_STATUS`/`WORK_DATA`/`WORK_WARNING` while it
 //! runs; its result as `WORK_COMPLETE`, its failure as `WORK_WARNING` with the message followed by
@@ -34,9 +36,11 @@ use crate::fork::{self, ChildLimits};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::Packet;
 use crate::plugins::{canonical_task_name, JobEvents, JobInfo, Registry, StateMode};
+use crate::process::{self, Backoff};
 use crate::workload::{self, COMPAT_FUNCTION};
 use log::{debug, info, warn};
-use std::os::fd::AsRawFd;
+use nix::poll::{PollFd, PollFlags};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 /// The built-in task every worker answers: `li3g-host ping` submits it.
@@ -75,10 +79,10 @@ pub struct WorkerConfig {
     pub hooks: Option<crate::scheduler::retry::JobHooks>,
 }
 
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a sleeping worker looks at its stop flag when nothing wakes it.
-const STOP_CHECK: Duration = Duration::from_millis(500);
+///
+/// (Public for the docs: the longest a stop signal can wait.)
+pub const STOP_CHECK: Duration = Duration::from_millis(500);
 /// How long a server may take to answer a `GRAB_JOB_UNIQ`, or to finish a packet it started.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,7 +108,7 @@ struct Server {
     state: State,
     job: Option<Assigned>,
     retry_at: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     /// Since when part of a packet sits in the buffer.
     partial_since: Option<Instant>,
 }
@@ -204,14 +208,14 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             state: State::Down,
             job: None,
             retry_at: Instant::now(),
-            backoff: MIN_BACKOFF,
+            backoff: Backoff::DEFAULT,
             partial_since: None,
         })
         .collect();
     let mut stats = WorkerStats::default();
     // The server whose held job runs next when several hold one.
     let mut turn = 0;
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(servers.len() + 1);
+    let mut readable: Vec<bool> = vec![false; servers.len()];
     loop {
         if stop() || stats.over_memory || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
             fork::reap_children(true);
@@ -273,27 +277,48 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         // 3. Wait for what the servers send (not at all while a job is held), then read.
         let holding = servers.iter().any(|s| s.state == State::Holding);
         let timeout = if holding { Duration::ZERO } else { wait_time(&servers) };
-        fds.clear();
-        for server in &servers {
-            let fd = server.conn.as_ref().map_or(-1, |c| c.stream().as_raw_fd());
-            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-        }
-        let wake = crate::signals::wake_fd();
-        fds.push(libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 });
-        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that outlives the call;
-        // negative descriptors are ignored by poll.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-        if ready > 0 && fds[n].revents != 0 {
-            crate::signals::drain_wake();
+        if servers.len() == 1 && servers[0].conn.is_some() && !holding {
+            // One server: read at once, blocking up to STOP_CHECK (its deadlines are coarser).
+            readable[0] = true;
+        } else {
+            wait(&servers, timeout, &mut readable);
         }
         let now = Instant::now();
-        for (server, fd) in servers.iter_mut().zip(&fds) {
-            if ready > 0 && fd.revents != 0 {
+        for (server, &readable) in servers.iter_mut().zip(&readable) {
+            if readable {
                 receive(server, now);
             }
             overdue(server, now);
         }
+    }
+}
+
+/// Waits in one `poll(2)` over every connection and the signal wake-up pipe, at most `timeout`;
+/// marks in `readable` the servers that have something to read.
+fn wait(servers: &[Server], timeout: Duration, readable: &mut [bool]) {
+    let mut fds = Vec::with_capacity(servers.len() + 1);
+    let mut which = Vec::with_capacity(servers.len());
+    for (i, server) in servers.iter().enumerate() {
+        if let Some(conn) = &server.conn {
+            fds.push(PollFd::new(conn.stream().as_fd(), PollFlags::POLLIN));
+            which.push(i);
+        }
+    }
+    let wake_fd = crate::signals::wake_fd();
+    // SAFETY: the wake pipe lives as long as this process; signals only replace it in a child.
+    let wake = (wake_fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(wake_fd) });
+    fds.extend(wake.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+    readable.fill(false);
+    // An error here (EINVAL, ENOMEM) leaves nothing readable; the loop looks again.
+    if !process::poll(&mut fds, Some(timeout)).unwrap_or(false) {
+        return;
+    }
+    let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+    for (fd, &i) in fds.iter().zip(&which) {
+        readable[i] = ready(fd);
+    }
+    if wake.is_some() && fds.last().is_some_and(ready) {
+        crate::signals::drain_wake();
     }
 }
 
@@ -321,12 +346,12 @@ fn connect(server: &mut Server, functions: &[String], config: &WorkerConfig) {
             info!("Connected to {} and registered {} functions", server.addr, functions.len());
             server.conn = Some(conn);
             server.state = State::Ready;
-            server.backoff = MIN_BACKOFF;
+            server.backoff.reset();
         }
         Err(err) => {
-            warn!("Cannot reach {err}; retrying in {:?}", server.backoff);
-            server.retry_at = Instant::now() + server.backoff;
-            server.backoff = (server.backoff * 2).min(MAX_BACKOFF);
+            let delay = server.backoff.failed();
+            warn!("Cannot reach {err}; retrying in {delay:?}");
+            server.retry_at = Instant::now() + delay;
         }
     }
 }
@@ -416,7 +441,13 @@ fn register(addr: &ServerAddr, functions: &[String], config: &WorkerConfig) -> R
     let mut conn = Conn::connect(addr, CONNECT_TIMEOUT)?;
     // A job child (`--atomic`) must not keep this connection open past its worker.
     crate::process::keep_from_children(conn.stream());
-    conn.set_nonblocking(true)?;
+    if config.servers.len() == 1 {
+        // One server: a read that blocks (briefly) needs no poll before it. A signal cuts it
+        // short; one that lands just before the read waits at most STOP_CHECK.
+        conn.set_blocking_reads(STOP_CHECK)?;
+    } else {
+        conn.set_nonblocking(true)?;
+    }
     conn.queue_packet(&Packet::SetClientId { id: config.client_id.as_bytes().to_vec() })?;
     for name in functions {
         let function = name.as_bytes().to_vec();

@@ -23,6 +23,8 @@ struct Setup {
     _plugins: PluginDir,
     dir: tempfile::TempDir,
     config_path: PathBuf,
+    /// How many workers [`Setup::worker`] started, so it waits until the server lists them all.
+    workers: std::cell::Cell<u64>,
 }
 
 impl Setup {
@@ -42,7 +44,14 @@ impl Setup {
             ),
         )
         .unwrap();
-        Setup { gearmand: Some(gearmand), redis: Some(redis), _plugins: plugins, dir, config_path }
+        Setup {
+            gearmand: Some(gearmand),
+            redis: Some(redis),
+            _plugins: plugins,
+            dir,
+            config_path,
+            workers: std::cell::Cell::new(0),
+        }
     }
 
     fn gearmand(&self) -> &Gearmand {
@@ -69,7 +78,8 @@ impl Setup {
         let worker = ChildGuard::spawn(
             host().args(["work", "--config"]).arg(&self.config_path).stdout(Stdio::null()).stderr(Stdio::null()),
         );
-        wait_for_workers(&[self.gearmand()], APPEND, 1);
+        self.workers.set(self.workers.get() + 1);
+        wait_for_workers(&[self.gearmand()], APPEND, self.workers.get());
         worker
     }
 

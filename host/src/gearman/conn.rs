@@ -6,10 +6,11 @@
 
 use super::admin;
 use super::packet::{self, Decoded, Magic, Packet};
+use nix::poll::{PollFd, PollFlags};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -115,7 +116,9 @@ pub struct Conn {
     pos: usize,
     end: usize,
     out: Vec<u8>,
-    nonblocking: bool,
+    /// Whether a read that finds nothing (non-blocking, or past the read timeout, or cut short
+    /// by a signal) returns `Ok(0)` instead of an error: the worker's modes.
+    empty_ok: bool,
     max_body: usize,
 }
 
@@ -143,7 +146,7 @@ impl Conn {
                         buf: vec![0; READ_CHUNK],
                         pos: 0,
                         end: 0,
-                        nonblocking: false,
+                        empty_ok: false,
                         out: Vec::with_capacity(256),
                         max_body: packet::DEFAULT_MAX_BODY,
                     });
@@ -192,7 +195,21 @@ impl Conn {
     /// [`ConnError::Io`] from the socket.
     pub fn set_nonblocking(&mut self, nonblocking: bool) -> Result<(), ConnError> {
         self.stream.set_nonblocking(nonblocking).map_err(|e| self.io(e))?;
-        self.nonblocking = nonblocking;
+        self.empty_ok = nonblocking;
+        Ok(())
+    }
+
+    /// Makes reads block for at most `timeout` and return `Ok(0)` when it passes or a signal
+    /// arrives, and writes wait at most [`WRITE_DEADLINE`]: a worker with one server reads
+    /// without a `poll(2)` first.
+    ///
+    /// # Errors
+    /// [`ConnError::Io`] from the socket.
+    pub fn set_blocking_reads(&mut self, timeout: Duration) -> Result<(), ConnError> {
+        self.stream.set_nonblocking(false).map_err(|e| self.io(e))?;
+        self.stream.set_read_timeout(Some(timeout)).map_err(|e| self.io(e))?;
+        self.stream.set_write_timeout(Some(WRITE_DEADLINE)).map_err(|e| self.io(e))?;
+        self.empty_ok = true;
         Ok(())
     }
 
@@ -231,6 +248,8 @@ impl Conn {
     /// # Errors
     /// [`ConnError::Io`] when the write fails or times out.
     pub fn flush(&mut self) -> Result<(), ConnError> {
+        let started = std::time::Instant::now();
+        let timed_out = |started: std::time::Instant| started.elapsed() >= WRITE_DEADLINE;
         let mut done = 0;
         let result = loop {
             if done == self.out.len() {
@@ -241,15 +260,13 @@ impl Conn {
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut fd = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-                    let millis = i32::try_from(WRITE_DEADLINE.as_millis()).unwrap_or(i32::MAX);
-                    // SAFETY: one valid pollfd that outlives the call.
-                    match unsafe { libc::poll(&mut fd, 1, millis) } {
-                        0 => break Err(io::Error::new(io::ErrorKind::TimedOut, "the server takes no data")),
-                        n if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted => {
-                            break Err(io::Error::last_os_error())
-                        }
-                        _ => {}
+                    let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLOUT)];
+                    match crate::process::poll(&mut fds, Some(WRITE_DEADLINE)) {
+                        Ok(true) => {}
+                        // A signal: try again (the job's answer still goes out).
+                        Ok(false) if fds[0].revents().is_none_or(|r| r.is_empty()) && !timed_out(started) => {}
+                        Ok(false) => break Err(io::Error::new(io::ErrorKind::TimedOut, "the server takes no data")),
+                        Err(e) => break Err(e),
                     }
                 }
                 Err(e) => break Err(e),
@@ -277,7 +294,7 @@ impl Conn {
         }
         let read = loop {
             match self.stream.read(&mut self.buf[self.end..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && !self.empty_ok => continue,
                 other => break other,
             }
         };
@@ -287,7 +304,15 @@ impl Conn {
         match read {
             Ok(0) => Err(ConnError::Closed { server: self.server.to_string() }),
             Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.nonblocking => Ok(0),
+            Err(e)
+                if self.empty_ok
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) =>
+            {
+                Ok(0)
+            }
             Err(e) => Err(self.io(e)),
         }
     }
