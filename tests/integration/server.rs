@@ -443,3 +443,37 @@ fn start_without_servers_runs_the_embedded_server_or_uses_the_one_on_4730() {
     assert!(lines.count("Job server listening") == 0, "{:#?}", lines.all());
     stop(daemon);
 }
+
+/// `run --in` with no Redis configured: the embedded server keeps the job and its timer runs
+/// it, not before its time.
+#[test]
+fn run_in_without_redis_is_kept_and_run_on_time_by_the_embedded_server() {
+    let server = Gearmand::embedded(None);
+    let plugins = PluginDir::with(&["misbehave"]);
+    let _worker = ChildGuard::spawn(
+        host()
+            .args(["work", "--servers", &server.addr()])
+            .arg("--plugins")
+            .arg(plugins.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_workers(&[&server], "Misbehave::append", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ran.txt");
+    let submitted = SystemTime::now();
+    let out = run(host().args([
+        "run",
+        "Misbehave::append",
+        file.to_str().unwrap(),
+        "later",
+        "--in",
+        "2s",
+        "--servers",
+        &server.addr(),
+    ]));
+    assert!(out.stdout.starts_with("scheduled job "), "{}{}", out.stdout, out.stderr);
+    assert!(!file.exists(), "not run before its time");
+    wait_until("the scheduled job ran", LONG, || std::fs::read_to_string(&file).is_ok_and(|t| t == "later\n"));
+    assert!(submitted.elapsed().unwrap() >= Duration::from_secs(2), "ran after its delay");
+}
