@@ -66,8 +66,10 @@ pub struct RunOptions {
     pub environment: Option<String>,
     /// For a synchronous job: how long to wait for the result.
     pub timeout: Option<Duration>,
-    /// Run it at this time, not now: the job waits in Redis until a scheduler moves it
-    /// (background jobs only; a time in the past submits it at once).
+    /// Run it at this time, not now: the job waits in Redis until a scheduler moves it, or,
+    /// with no Redis configured, in the job server (`SUBMIT_JOB_EPOCH`, whole seconds; li3g's
+    /// embedded server runs it on time) (background jobs only; a time in the past submits it
+    /// at once).
     pub schedule: Option<SystemTime>,
     /// When the task fails, run it again per this policy (background jobs only).
     pub retries: Option<Retries>,
@@ -204,6 +206,20 @@ impl Client {
                 priority: options.priority.into(),
                 retry: 0,
             };
+            if self.store.is_none() {
+                // No Redis: the job server keeps it (SUBMIT_JOB_EPOCH; the embedded server's
+                // timer runs it on time). Rounded up: never early.
+                let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let epoch = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+                let job = Submit {
+                    workload: record.workload.into_bytes(),
+                    function: record.function.into_bytes(),
+                    unique: if options.unique == Unique::None { Vec::new() } else { record.unique.into_bytes() },
+                    priority: options.priority,
+                };
+                self.gearman.submit_at(&job, epoch)?;
+                return Ok(Outcome::Scheduled { id, at });
+            }
             self.store()?.schedule(&record, at)?;
             return Ok(Outcome::Scheduled { id, at });
         }
