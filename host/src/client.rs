@@ -38,7 +38,10 @@ pub const MAX_UNIQUE: usize = 63;
 /// How jobs are made unique, i.e. when the job server merges them into one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Unique {
-    /// Never merged (an empty unique key).
+    /// Never merged: an empty unique key for a synchronous job; for a background job, its job
+    /// id. gearmand's persistent queues (libsqlite3 at least, in 1.1.20) store background jobs
+    /// keyed by (unique, function), so background jobs with an empty key overwrite one another
+    /// there and all but the last are lost when gearmand restarts.
     #[default]
     None,
     /// Merged with every queued or running job of the same task and key.
@@ -63,8 +66,10 @@ pub struct RunOptions {
     pub environment: Option<String>,
     /// For a synchronous job: how long to wait for the result.
     pub timeout: Option<Duration>,
-    /// Run it at this time, not now: the job waits in Redis until a scheduler moves it
-    /// (background jobs only; a time in the past submits it at once).
+    /// Run it at this time, not now: the job waits in Redis until a scheduler moves it, or,
+    /// with no Redis configured, in the job server (`SUBMIT_JOB_EPOCH`, whole seconds; li3g's
+    /// embedded server runs it on time) (background jobs only; a time in the past submits it
+    /// at once).
     pub schedule: Option<SystemTime>,
     /// When the task fails, run it again per this policy (background jobs only).
     pub retries: Option<Retries>,
@@ -201,9 +206,25 @@ impl Client {
                 priority: options.priority.into(),
                 retry: 0,
             };
+            if self.store.is_none() {
+                // No Redis: the job server keeps it (SUBMIT_JOB_EPOCH; the embedded server's
+                // timer runs it on time). Rounded up: never early.
+                let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let epoch = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+                let job = Submit {
+                    workload: record.workload.into_bytes(),
+                    function: record.function.into_bytes(),
+                    unique: if options.unique == Unique::None { Vec::new() } else { record.unique.into_bytes() },
+                    priority: options.priority,
+                };
+                self.gearman.submit_at(&job, epoch)?;
+                return Ok(Outcome::Scheduled { id, at });
+            }
             self.store()?.schedule(&record, at)?;
             return Ok(Outcome::Scheduled { id, at });
         }
+        // A background job's key is never empty: see `Unique::None`.
+        let unique = if unique.is_empty() && options.background { unique_for(&id, 0) } else { unique };
         let job = Submit {
             workload,
             function: function.into_bytes(),

@@ -53,6 +53,9 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// Job servers (default `127.0.0.1:4730`).
     pub servers: Vec<ServerAddr>,
+    /// Whether `servers` is the built-in default (nothing configured them): `start` then runs
+    /// the embedded job server there.
+    pub servers_default: bool,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
     /// The scheduler's settings (`[NAME.scheduler]`; see [`crate::scheduler::Settings`]).
@@ -291,6 +294,7 @@ fn resolve(
             raw.tasks.extend(over.tasks);
         }
     }
+    let servers_default = raw.servers.is_none();
     let entries: Vec<String> = match raw.servers {
         None => vec!["127.0.0.1:4730".into()],
         Some(Servers::List(list)) => list,
@@ -328,6 +332,7 @@ fn resolve(
         scheduler,
         file: path.map(Into::into),
         servers,
+        servers_default,
         plugins,
         redis: raw.redis,
         environment,

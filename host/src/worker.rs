@@ -541,7 +541,7 @@ fn work(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assig
                     environment: decoded.env.unwrap_or_else(|| config.environment.clone()),
                     env_vars: decoded.env_vars,
                 };
-                task = canonical_task_name(&decoded.task);
+                task = registry.resolve(&decoded.task);
                 debug!("Handling job #{} {task} ({})", info.id, String::from_utf8_lossy(&handle));
                 let hook_log = |line: &str| info!("{line}");
                 if let Some(hooks) = &config.hooks {

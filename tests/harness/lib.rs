@@ -560,7 +560,7 @@ pub struct Redis {
     /// Its port on 127.0.0.1.
     pub port: u16,
     process: ChildGuard,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Redis {
@@ -583,18 +583,32 @@ impl Redis {
     /// Starts redis-server on `port`; `Err` says why it is not the one serving the port.
     pub fn try_start_on(port: u16) -> Result<Redis, String> {
         let dir = tempfile::tempdir().expect("a directory for redis");
+        let path = dir.path().to_path_buf();
+        let mut redis = Redis::try_start_in(port, &path, &["--save", "", "--appendonly", "no"])?;
+        redis._dir = Some(dir);
+        Ok(redis)
+    }
+
+    /// A durable redis-server on `port` keeping its data in `dir`: an append-only file synced
+    /// on every write, so a SIGKILLed Redis restarted on the same `dir` has lost nothing.
+    pub fn try_durable_on(port: u16, dir: &Path) -> Result<Redis, String> {
+        Redis::try_start_in(port, dir, &["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    fn try_start_in(port: u16, dir: &Path, persistence: &[&str]) -> Result<Redis, String> {
         let process = ChildGuard::spawn(
             Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(persistence)
                 .arg("--dir")
-                .arg(dir.path())
+                .arg(dir)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null()),
         );
         serving(&process, port, b"INFO server\r\n", |answer| {
             answer.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|pid| pid.trim().parse().ok())
         })?;
-        Ok(Redis { port, process, _dir: dir })
+        Ok(Redis { port, process, _dir: None })
     }
 
     /// `redis://127.0.0.1:port/`.

@@ -58,6 +58,8 @@ fn peer_scenario(peer: fn(&Gearmand, &str, &str, &[&str]) -> Command, actions: [
     assert_eq!(ok(&mut peer(&gearmand, normal, "Hello::say", &["Mariano"])), "Hello Mariano");
     // `\Hello` means Hello::run.
     assert_eq!(ok(&mut peer(&gearmand, normal, "Hello", &[])), "I am Hello::run");
+    // The application's namespace, as li3_gearman's tasks had it, reaches the plugin's class.
+    assert_eq!(ok(&mut peer(&gearmand, normal, "app\\tasks\\Hello::say", &["Nate"])), "Hello Nate");
 
     // The task reads HTTP_HOST and the environment the envelope carried.
     let server: Value = serde_json::from_str(&ok(&mut peer(&gearmand, normal, "Misbehave::server", &[]))).unwrap();

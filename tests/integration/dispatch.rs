@@ -69,6 +69,20 @@ fn a_class_alone_means_run_and_a_leading_backslash_is_dropped() {
 }
 
 #[test]
+fn a_namespaced_class_as_li3_gearman_sent_it_reaches_the_plugin_task_of_that_class() {
+    let host = host();
+    // li3_gearman's tasks lived in the application's namespace: `\app\tasks\Hello::say`.
+    assert_eq!(host.ok("\\app\\tasks\\Hello::say", json!(["x"])).as_bytes(), b"Hello x");
+    assert_eq!(host.ok("app\\tasks\\Hello", json!([])).as_bytes(), b"I am Hello::run");
+    assert!(host.registry.task("\\app\\tasks\\Hello::say").is_some());
+    // A name no plugin has, namespaced or not, is still unknown, and named as it was sent.
+    match host.call("\\app\\tasks\\Nope::say", json!([])) {
+        Err(DispatchError::UnknownTask { name, .. }) => assert_eq!(name, "app\\tasks\\Nope::say"),
+        other => panic!("expected an unknown task, got {other:?}"),
+    }
+}
+
+#[test]
 fn non_string_results_are_json() {
     let host = host();
     assert_eq!(host.ok("Misbehave::add", json!([2, 40])), TaskOutput::Json("42".into()));

@@ -387,3 +387,93 @@ fn stored_background_jobs_survive_sigkill_and_none_is_lost() {
     }
     drop(workers);
 }
+
+/// `start` with no `servers` configured runs the embedded server on 127.0.0.1:4730 and says
+/// so, and `run` with no configuration reaches it; with a Gearman server already there, it
+/// uses that one and says so. Both cases in one test: they share the fixed port.
+#[test]
+fn start_without_servers_runs_the_embedded_server_or_uses_the_one_on_4730() {
+    if std::net::TcpListener::bind("127.0.0.1:4730").is_err() {
+        eprintln!("skipped: something else holds 127.0.0.1:4730");
+        return;
+    }
+    let plugins = PluginDir::with(&["hello"]);
+    let home = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut command = host();
+        command
+            .args(["start", "--workers", "1", "--verbose"])
+            .arg("--plugins")
+            .arg(plugins.path())
+            .current_dir(home.path())
+            .env("XDG_DATA_HOME", home.path())
+            .env("XDG_RUNTIME_DIR", home.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut daemon = ChildGuard::spawn(&mut command);
+        let lines = li3g_tests::Lines::collect(daemon.child().stderr.take().unwrap());
+        (daemon, lines)
+    };
+    let run_hello = || {
+        let out =
+            run(host().args(["run", "Hello::say", "Mariano", "--sync", "--timeout", "20"]).current_dir(home.path()));
+        assert_eq!(out.stdout, "Hello Mariano\n", "{}", out.stderr);
+    };
+    let stop = |mut daemon: ChildGuard| {
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        assert!(daemon.wait_timeout(LONG).is_some_and(|s| s.success()), "the daemon stops");
+    };
+
+    let (daemon, lines) = start();
+    let line = lines.wait_for("Job server listening on 127.0.0.1:4730", LONG);
+    assert!(line.contains("store: "), "{line}");
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(line.contains(&home.path().join("li3g/queue.sqlite").display().to_string()), "{line}");
+    }
+    lines.wait_for("Connected to 127.0.0.1:4730", LONG);
+    run_hello();
+    stop(daemon);
+
+    let gearmand = Gearmand::try_gearmand_on(4730, &[]).expect("gearmand on 4730");
+    let (daemon, lines) = start();
+    lines.wait_for("Using the Gearman server already listening on 127.0.0.1:4730", LONG);
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    run_hello();
+    assert!(lines.count("Job server listening") == 0, "{:#?}", lines.all());
+    stop(daemon);
+}
+
+/// `run --in` with no Redis configured: the embedded server keeps the job and its timer runs
+/// it, not before its time.
+#[test]
+fn run_in_without_redis_is_kept_and_run_on_time_by_the_embedded_server() {
+    let server = Gearmand::embedded(None);
+    let plugins = PluginDir::with(&["misbehave"]);
+    let _worker = ChildGuard::spawn(
+        host()
+            .args(["work", "--servers", &server.addr()])
+            .arg("--plugins")
+            .arg(plugins.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_workers(&[&server], "Misbehave::append", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ran.txt");
+    let submitted = SystemTime::now();
+    let out = run(host().args([
+        "run",
+        "Misbehave::append",
+        file.to_str().unwrap(),
+        "later",
+        "--in",
+        "2s",
+        "--servers",
+        &server.addr(),
+    ]));
+    assert!(out.stdout.starts_with("scheduled job "), "{}{}", out.stdout, out.stderr);
+    assert!(!file.exists(), "not run before its time");
+    wait_until("the scheduled job ran", LONG, || std::fs::read_to_string(&file).is_ok_and(|t| t == "later\n"));
+    assert!(submitted.elapsed().unwrap() >= Duration::from_secs(2), "ran after its delay");
+}

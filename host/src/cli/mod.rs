@@ -98,6 +98,7 @@ impl Common {
                 .map(|s| s.parse().map_err(|e: String| anyhow::anyhow!("--servers: {e}")))
                 .collect::<anyhow::Result<_>>()?;
             anyhow::ensure!(!config.servers.is_empty(), "--servers: no servers given");
+            config.servers_default = false;
         }
         if let Some(dir) = &self.plugins {
             config.plugins = Some(dir.clone());

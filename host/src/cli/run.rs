@@ -46,7 +46,8 @@ pub(super) struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
     /// Run at this UTC time (RFC 3339, e.g. 2026-12-01T10:00:00Z) instead of now; the job
-    /// waits in the configured Redis until a scheduler moves it. Prints the job id.
+    /// waits in the configured Redis until a scheduler moves it, or without Redis in the job
+    /// server (SUBMIT_JOB_EPOCH). Prints the job id.
     #[arg(long, value_name = "TIME", value_parser = humantime::parse_rfc3339_weak, conflicts_with_all = ["sync", "in_"])]
     at: Option<std::time::SystemTime>,
     /// Run after this delay (90s, 5m, 2h, 1h30m) instead of now.

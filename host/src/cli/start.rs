@@ -12,6 +12,7 @@ use crate::log::Log;
 use crate::pidfile::PidFile;
 use crate::signals;
 use clap::Args;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -37,6 +38,13 @@ pub(super) struct StartArgs {
     /// with `li3g-host scheduler`).
     #[arg(long)]
     no_scheduler: bool,
+    /// Do not run the embedded job server, even though no `servers` are configured.
+    #[arg(long)]
+    no_server: bool,
+    /// The embedded job server's store [default: li3g/queue.sqlite in the user's data
+    /// directory ($XDG_DATA_HOME or ~/.local/share), or /var/lib/li3g/queue.sqlite as root]
+    #[arg(long, value_name = "PATH", env = "LI3G_STORE")]
+    store: Option<PathBuf>,
     #[command(flatten)]
     pid: PidArg,
     #[command(flatten)]
@@ -82,8 +90,14 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         pid_file = Some(PidFile::acquire(&pid_path)?);
     }
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
+    let server = embedded_server(args, &config, log)?;
     signals::install_daemon();
-    let options = PoolOptions { children: children(args, &config, log), log };
+    let mut children = children(args, &config, log);
+    if let Some((listener, options)) = &server {
+        // First in start order, so it is stopped last (after the workers).
+        children.insert(0, server_child(listener, options));
+    }
+    let options = PoolOptions { children, log };
     let code = supervise(&options);
     drop(pid_file);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
@@ -107,6 +121,94 @@ fn with_fresh_plugin_settings(config: &Config, log: Log) -> Config {
         }
     }
     fresh
+}
+
+/// With no `servers` configured: the embedded job server's listener (bound here, in the
+/// foreground, so a failure is reported at once, and kept across the server child's restarts)
+/// and options; `None` when a Gearman server already holds 127.0.0.1:4730 (it is used) or
+/// `--no-server`.
+///
+/// # Errors
+/// When the port is taken by something that is not a Gearman server, or cannot be bound.
+fn embedded_server(
+    args: &StartArgs,
+    config: &Config,
+    log: Log,
+) -> anyhow::Result<Option<(std::net::TcpListener, crate::server::Options)>> {
+    if !config.servers_default || args.no_server {
+        return Ok(None);
+    }
+    let addr = super::server::DEFAULT_LISTEN;
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => {
+            let store = match &args.store {
+                Some(path) => std::path::absolute(path)?,
+                None => default_store()?,
+            };
+            let message = format!("Job server listening on {addr} (store: {})", store.display());
+            eprintln!("li3g-host: {message}");
+            log.daemon(&message);
+            let options = crate::server::Options {
+                store: Some(store),
+                host: super::work::hostname(),
+                ..crate::server::Options::default()
+            };
+            Ok(Some((listener, options)))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+            let server: crate::gearman::conn::ServerAddr = addr.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let mut client = crate::gearman::client::Client::new(vec![server]);
+            client.echo(b"li3g").map_err(|e| {
+                anyhow::anyhow!("{addr} is taken by something that is not a Gearman server ({e}); configure `servers`")
+            })?;
+            let message = format!("Using the Gearman server already listening on {addr}");
+            eprintln!("li3g-host: {message}");
+            log.daemon(&message);
+            Ok(None)
+        }
+        Err(err) => Err(anyhow::anyhow!("cannot listen on {addr}: {err}")),
+    }
+}
+
+/// The embedded server's default store: `/var/lib/li3g/queue.sqlite` as root, else in the
+/// user's data directory; the directory is created (mode 0700).
+fn default_store() -> anyhow::Result<PathBuf> {
+    // SAFETY: geteuid cannot fail.
+    let dir = if unsafe { libc::geteuid() } == 0 {
+        PathBuf::from("/var/lib/li3g")
+    } else if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(data).join("li3g")
+    } else {
+        let home = std::env::var_os("HOME").ok_or_else(|| anyhow::anyhow!("no HOME for the job store; use --store"))?;
+        PathBuf::from(home).join(".local/share/li3g")
+    };
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir.join("queue.sqlite"))
+}
+
+/// The embedded job server as a child kind: one, always replaced, not reloaded by `restart`
+/// (it loads no plugin, and its jobs would be lost without a store).
+fn server_child<'a>(listener: &'a std::net::TcpListener, options: &'a crate::server::Options) -> ChildSpec<'a> {
+    let mut spec = ChildSpec::new("job server", 1, move |_number| {
+        let result = listener
+            .try_clone()
+            .map_err(crate::server::Error::from)
+            .and_then(|l| crate::server::run(l, options.clone(), Some(signals::wake_fd()), &signals::stop_requested));
+        match result {
+            Ok(()) => 0,
+            Err(err) => {
+                eprintln!("li3g-host: job server: {err}");
+                2
+            }
+        }
+    });
+    spec.reload = false;
+    spec
 }
 
 /// The kinds of children the daemon supervises, in start order. Another kind (a scheduler, an

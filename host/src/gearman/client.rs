@@ -409,8 +409,33 @@ impl Client {
             unique: job.unique.clone(),
             workload: job.workload.clone(),
         };
+        self.submit_packet(job, &packet, overall)
+    }
+
+    /// Submits a background job to run at Unix time `epoch` (seconds; `SUBMIT_JOB_EPOCH`,
+    /// normal priority). li3g's embedded server wakes a worker on time; gearmand 1.1.20 hands
+    /// the job out only on a worker's next grab after that time.
+    ///
+    /// # Errors
+    /// As [`Client::submit_background`].
+    pub fn submit_at(&mut self, job: &Submit, epoch: u64) -> Result<JobHandle, ClientError> {
+        let packet = Packet::SubmitJobEpoch {
+            function: job.function.clone(),
+            unique: job.unique.clone(),
+            epoch,
+            workload: job.workload.clone(),
+        };
+        self.submit_packet(job, &packet, None)
+    }
+
+    fn submit_packet(
+        &mut self,
+        job: &Submit,
+        packet: &Packet,
+        overall: Option<Instant>,
+    ) -> Result<JobHandle, ClientError> {
         let resend = if job.unique.is_empty() { Resend::Never } else { Resend::SameServer };
-        match self.request(&packet, overall, resend)? {
+        match self.request(packet, overall, resend)? {
             Packet::JobCreated { handle } => {
                 let server = self.conn.as_ref().expect("an answered request keeps its connection").server().clone();
                 Ok(JobHandle { server, handle })

@@ -431,9 +431,25 @@ impl Registry {
         names
     }
 
-    /// The declaration of the task a job name dispatches to (see [`canonical_task_name`]).
+    /// The declaration of the task a job name dispatches to (see [`Registry::resolve`]).
     pub fn task(&self, job_name: &str) -> Option<&TaskDecl> {
-        self.lookup(&canonical_task_name(job_name))
+        self.lookup(&self.resolve(job_name))
+    }
+
+    /// The name of the task a job name dispatches to: its [`canonical_task_name`] when a plugin
+    /// has that task; otherwise, when the class carries a namespace (li3_gearman sent
+    /// `\app\tasks\Hello::say`), the task of the bare class (`Hello::say`) if a plugin has it.
+    /// An exact name always wins, so a plugin can still claim a namespaced name for itself.
+    pub fn resolve(&self, job_name: &str) -> String {
+        let name = canonical_task_name(job_name);
+        if !self.tasks.contains_key(&name) {
+            if let Some((_, bare)) = name.rsplit_once('\\') {
+                if self.tasks.contains_key(bare) {
+                    return bare.to_string();
+                }
+            }
+        }
+        name
     }
 
     /// The declaration of the task named exactly `name` (already canonical).
@@ -454,7 +470,7 @@ impl Registry {
         info: &JobInfo,
         events: &mut dyn JobEvents,
     ) -> Result<TaskOutput, DispatchError> {
-        let name = canonical_task_name(job_name);
+        let name = self.resolve(job_name);
         let decl = self
             .lookup(&name)
             .ok_or_else(|| DispatchError::UnknownTask { name: name.clone(), known: self.task_names() })?;
