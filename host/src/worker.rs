@@ -190,6 +190,9 @@ pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -
     for unknown in unknown_tasks(&worker.configured_tasks, &registry) {
         warn!("Configuration: {unknown}");
     }
+    for unused in unused_plugin_settings(&worker.plugin_settings, &registry) {
+        warn!("Configuration: {unused}");
+    }
     info!("Worker started: {} tasks, servers {}", registry.task_names().len(), list(&worker.servers));
     let stats = run(&registry, worker, &crate::signals::stop_requested);
     info!("Worker ended: {} jobs completed, {} failed", stats.completed, stats.failed);
@@ -199,6 +202,23 @@ pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -
     } else {
         0
     }
+}
+
+/// A line for every plugin settings section that no loaded plugin reads: one naming no loaded
+/// plugin (a typo), or one given to a plugin that takes no settings.
+pub fn unused_plugin_settings(settings: &crate::plugins::PluginSettings, registry: &Registry) -> Vec<String> {
+    let mut lines = Vec::new();
+    for name in settings.values.keys() {
+        let found = registry.plugins().iter().find(|p| &p.name == name);
+        match found {
+            None => lines.push(format!("{}.{name} names no loaded plugin; its settings are unused", settings.key)),
+            Some(plugin) if plugin.settings.is_empty() => {
+                lines.push(format!("{}.{name}: plugin {name} takes no settings; the section is unused", settings.key))
+            }
+            Some(_) => {}
+        }
+    }
+    lines
 }
 
 /// A line for every task in `configured` (the configuration sets options for it) that no

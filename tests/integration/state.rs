@@ -364,3 +364,30 @@ fn restart_applies_edited_plugin_settings_and_a_broken_file_keeps_the_old_ones()
     wait_until("the replacement worker connects", WAIT, || connections_named(&redis, "before-restart") == 1);
     stop(&mut daemon);
 }
+
+#[test]
+fn settings_sections_no_plugin_reads_are_reported() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let config =
+        "[default.plugins.redis_countr]\nurl = \"x\"\n\n[default.plugins.li3g-plugin-hello]\ngreeting = \"Hi\"\n";
+    let file = dir.write("li3g.toml", config.as_bytes());
+    let out = run(host().arg("plugins").arg("--plugins").arg(dir.path()).arg("--config").arg(&file));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("default.plugins.redis_countr names no loaded plugin; its settings are unused"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "default.plugins.li3g-plugin-hello: plugin li3g-plugin-hello takes no settings; the section is unused"
+        ),
+        "{}",
+        out.stderr
+    );
+    // A worker says the same in its log.
+    let (_worker, lines) = work(&gearmand, &dir, config);
+    lines.wait_for("redis_countr names no loaded plugin", WAIT);
+    lines.wait_for("plugin li3g-plugin-hello takes no settings", WAIT);
+}

@@ -23,6 +23,9 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     for unknown in crate::worker::unknown_tasks(config.tasks.keys(), &registry) {
         eprintln!("li3g-host: warning: configuration {}: {unknown}", config.name);
     }
+    for unused in crate::worker::unused_plugin_settings(&config.plugin_settings(), &registry) {
+        eprintln!("li3g-host: warning: {unused}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
