@@ -69,6 +69,9 @@ pub struct Config {
     /// Each plugin's settings section (`[<name>.plugins.<plugin>]`), by plugin name, as JSON;
     /// the plugin decodes it into its own type.
     pub plugin_settings: BTreeMap<String, serde_json::Value>,
+    /// Where the settings an environment overrides come from, for messages: by plugin, each
+    /// overridden top-level key's section (`default.environments.production.plugins`).
+    pub plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>>,
     /// `plugins.state_timeout`: how long a plugin's state constructor may take in a worker
     /// before the worker gives up and exits (`None`: [`crate::plugins::STATE_TIMEOUT`]).
     pub state_timeout: Option<Duration>,
@@ -81,6 +84,7 @@ impl Config {
             file: self.file.clone(),
             key: format!("{}.plugins", self.name),
             values: self.plugin_settings.clone(),
+            origins: self.plugin_setting_origins.clone(),
             state_timeout: self.state_timeout.unwrap_or(crate::plugins::STATE_TIMEOUT),
         }
     }
@@ -266,6 +270,7 @@ fn resolve(
 ) -> Result<Config, ConfigError> {
     let invalid = |key: String, message: String| ConfigError::Invalid { path: path.map(Into::into), key, message };
     let environment = environment.map(str::to_string).or(raw.environment.take());
+    let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut servers_key = format!("{name}.servers");
     let (mut plugins, mut state_timeout, mut plugin_settings) =
         split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
@@ -280,6 +285,10 @@ fn resolve(
             plugins = dir.or(plugins);
             state_timeout = timeout.or(state_timeout);
             for (plugin, section) in settings {
+                let keys = section.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+                let origin = format!("{name}.environments.{env}.plugins");
+                let origins = plugin_setting_origins.entry(plugin.clone()).or_default();
+                origins.extend(keys.into_iter().map(|key| (key, origin.clone())));
                 match plugin_settings.get_mut(&plugin) {
                     Some(base) => merge(base, section),
                     None => {
@@ -342,6 +351,7 @@ fn resolve(
             .map(|(plugin, section)| (plugin, serde_json::to_value(section).unwrap_or_default()))
             .collect(),
         state_timeout,
+        plugin_setting_origins,
     })
 }
 

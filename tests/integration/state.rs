@@ -391,3 +391,30 @@ fn settings_sections_no_plugin_reads_are_reported() {
     lines.wait_for("redis_countr names no loaded plugin", WAIT);
     lines.wait_for("plugin li3g-plugin-hello takes no settings", WAIT);
 }
+
+#[test]
+fn a_bad_value_from_an_environment_override_names_the_override_key() {
+    let redis = Redis::start();
+    let dir = PluginDir::with(&["redis_counter"]);
+    let config = format!(
+        "[default.plugins.redis_counter]\nurl = {:?}\n\n[default.environments.production.plugins.redis_counter]\nclient_name = 7\n",
+        redis.url()
+    );
+    let file = dir.write("li3g.toml", config.as_bytes());
+    let exec = |env: &str| {
+        run(host()
+            .args(["exec", "Counter::incr", "k", "--environment", env, "--config"])
+            .arg(&file)
+            .arg("--plugins")
+            .arg(dir.path()))
+    };
+    let out = exec("production");
+    assert!(
+        out.stderr.contains("default.environments.production.plugins.redis_counter.client_name: invalid type: integer"),
+        "{}",
+        out.stderr
+    );
+    // The base section alone is fine.
+    let out = exec("development");
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "1\n"), "{}", out.stderr);
+}

@@ -65,11 +65,20 @@ pub struct PluginSettings {
     /// How long one plugin's state constructor may take in a worker (`plugins.state_timeout`)
     /// before the worker exits; enforced by the worker, not here.
     pub state_timeout: std::time::Duration,
+    /// By plugin, the top-level keys an environment override set, with the section they came
+    /// from (in place of `key`, for messages).
+    pub origins: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for PluginSettings {
     fn default() -> Self {
-        Self { file: None, key: String::new(), values: BTreeMap::new(), state_timeout: STATE_TIMEOUT }
+        Self {
+            file: None,
+            key: String::new(),
+            values: BTreeMap::new(),
+            state_timeout: STATE_TIMEOUT,
+            origins: BTreeMap::new(),
+        }
     }
 }
 
@@ -399,7 +408,15 @@ impl Registry {
             RResult::ROk(state) => Ok(state),
             RResult::RErr(err) if err.kind == TaskErrorKind::BadArguments => {
                 let file = self.settings.file.as_ref().map(|f| f.display().to_string());
-                let key = format!("{}.{}", self.settings.key, plugin.name);
+                // The section the offending top-level key came from: an override's, or the base.
+                let field = err.message.split([':', '.', '[']).next().unwrap_or("");
+                let section = self
+                    .settings
+                    .origins
+                    .get(&plugin.name)
+                    .and_then(|origins| origins.get(field))
+                    .unwrap_or(&self.settings.key);
+                let key = format!("{section}.{}", plugin.name);
                 // The plugin names the key inside its section: `url: invalid type...`, or `.: ...`.
                 let key = match err.message.strip_prefix(".: ") {
                     Some(message) => format!("{key}: {message}"),
