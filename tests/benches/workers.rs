@@ -20,7 +20,7 @@
 
 use li3g_host::gearman::admin::parse_status;
 use li3g_host::gearman::conn::{Conn, ServerAddr};
-use li3g_tests::{release_build, wait_until, workspace_root, ChildGuard, Gearmand};
+use li3g_tests::{children, release_build, wait_until, workspace_root, ChildGuard, Gearmand};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -178,14 +178,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// Resident KiB of an idle supervisor, its idle worker, an idle C worker.

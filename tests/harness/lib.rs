@@ -626,3 +626,12 @@ impl Redis {
         self.process.kill();
     }
 }
+
+/// The children of `pid` (`/proc/PID/task/PID/children`).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}

@@ -3,20 +3,11 @@
 //! command line, the configuration and a job child may hand over.
 
 use crate::daemon::{call, client, sleep_in_flight, start, WAIT};
-use li3g_tests::{alive, host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir};
+use li3g_tests::{alive, children, host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir};
 use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// The children of `pid` (`/proc/PID/task/PID/children`).
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
 
 /// The one job child of the one worker of gearmand's only worker process.
 fn job_child(gearmand: &Gearmand) -> (u32, u32) {
