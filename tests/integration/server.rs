@@ -477,3 +477,22 @@ fn run_in_without_redis_is_kept_and_run_on_time_by_the_embedded_server() {
     wait_until("the scheduled job ran", LONG, || std::fs::read_to_string(&file).is_ok_and(|t| t == "later\n"));
     assert!(submitted.elapsed().unwrap() >= Duration::from_secs(2), "ran after its delay");
 }
+
+#[test]
+fn a_background_submission_joining_a_foreground_job_is_kept_and_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("queue.sqlite");
+    let server = Gearmand::embedded(Some(&store));
+    let mut foreground = Peer::connect(&server);
+    let handle = foreground.submit("joined", "u1", "w", Priority::Normal, false);
+    let mut background = Peer::connect(&server);
+    assert_eq!(background.submit("joined", "u1", "w", Priority::Normal, true), handle, "coalesced");
+    // The foreground client leaves: the background client was told the job is queued, so it stays.
+    drop(foreground);
+    // And it is durable: it survives a SIGKILL of the server.
+    server.kill();
+    let restarted = Gearmand::embedded(Some(&store));
+    let mut worker = Peer::worker(&restarted, "joined");
+    let (_, workload) = worker.grab().expect("the job a background client joined survives");
+    assert_eq!(workload, b"w");
+}

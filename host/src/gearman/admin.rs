@@ -133,11 +133,12 @@ impl Command {
             ("shutdown", ["graceful"]) => Command::Shutdown { graceful: true },
             ("maxqueue", [function]) => Command::MaxQueue { function: function.to_string(), max: None },
             // gearmand also takes one size per priority (high, normal, low): the smallest caps all.
+            // As in gearmand, 0 (or a negative size) means no limit.
             ("maxqueue", [function, sizes @ ..]) if sizes.len() <= 3 => {
                 match sizes.iter().map(|s| s.parse::<i64>()).collect::<Result<Vec<_>, _>>() {
                     Ok(sizes) => Command::MaxQueue {
                         function: function.to_string(),
-                        max: sizes.into_iter().min().and_then(|n| u64::try_from(n).ok()),
+                        max: sizes.into_iter().filter(|&n| n > 0).min().and_then(|n| u64::try_from(n).ok()),
                     },
                     Err(_) => Command::Unknown(line.trim_end().to_string()),
                 }
@@ -217,6 +218,9 @@ mod tests {
         assert_eq!(Command::parse("maxqueue f 10"), Command::MaxQueue { function: "f".into(), max: Some(10) });
         assert_eq!(Command::parse("maxqueue f 10 5 7"), Command::MaxQueue { function: "f".into(), max: Some(5) });
         assert_eq!(Command::parse("maxqueue f -1"), Command::MaxQueue { function: "f".into(), max: None });
+        // 0 is no limit, as in gearmand (it used to refuse every job).
+        assert_eq!(Command::parse("maxqueue f 0"), Command::MaxQueue { function: "f".into(), max: None });
+        assert_eq!(Command::parse("maxqueue f 0 5 0"), Command::MaxQueue { function: "f".into(), max: Some(5) });
         assert_eq!(Command::parse("maxqueue f"), Command::MaxQueue { function: "f".into(), max: None });
         assert_eq!(Command::parse("shutdown graceful"), Command::Shutdown { graceful: true });
         assert_eq!(Command::parse("bogus x"), Command::Unknown("bogus x".into()));

@@ -140,6 +140,27 @@ impl Server {
             if !submit.background && !job.clients.contains(&token) {
                 job.clients.push(token);
             }
+            if submit.background && !job.background {
+                // A background submission that joins a foreground job makes it a background
+                // job: it must outlive its foreground clients and, under --store, be durable
+                // before this JOB_CREATED, like any background job.
+                job.background = true;
+                if let (Some(store), false) = (&mut self.store, job.stored) {
+                    let when_ms = match job.state {
+                        JobState::Scheduled(at) => Some(at),
+                        _ => None,
+                    };
+                    store.insert(Row {
+                        id,
+                        function: job.function.clone(),
+                        unique: job.unique.clone(),
+                        priority: job.priority,
+                        workload: job.workload.clone(),
+                        when_ms,
+                    });
+                    job.stored = true;
+                }
+            }
             let stored = job.stored;
             if let Some(conn) = self.conns.get_mut(&token) {
                 if !submit.background {
