@@ -496,3 +496,18 @@ fn a_background_submission_joining_a_foreground_job_is_kept_and_stored() {
     let (_, workload) = worker.grab().expect("the job a background client joined survives");
     assert_eq!(workload, b"w");
 }
+
+#[test]
+fn a_second_server_on_the_same_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("queue.sqlite");
+    let server = Gearmand::embedded(Some(&store));
+    let port = li3g_tests::free_port();
+    let out = run(host().args(["server", "--listen", &format!("127.0.0.1:{port}"), "--store"]).arg(&store));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("database is locked"), "{}", out.stderr);
+    // The first one still serves.
+    let mut peer = Peer::connect(&server);
+    peer.send(&Packet::EchoReq { data: b"still mine".to_vec() });
+    assert_eq!(peer.expect(), Packet::EchoRes { data: b"still mine".to_vec() });
+}

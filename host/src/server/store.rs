@@ -86,13 +86,20 @@ fn priority_of(code: i64) -> Priority {
 impl Store {
     /// Opens (creating) the store at `path`.
     ///
+    /// The store is held exclusively for the life of the server (SQLite's exclusive locking
+    /// mode, taken at once): a second server on the same file would hand out the same jobs
+    /// and number new ones alike, so it is refused ("database is locked").
+    ///
     /// # Errors
-    /// [`StoreError`] when SQLite cannot open or set up the file.
+    /// [`StoreError`] when SQLite cannot open or set up the file, or another server holds it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let fail = |source| StoreError { path: path.to_path_buf(), source };
         let db = Connection::open(path).map_err(fail)?;
+        db.busy_timeout(std::time::Duration::from_millis(500)).map_err(fail)?;
         db.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA locking_mode = EXCLUSIVE;
+             BEGIN EXCLUSIVE; COMMIT;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS jobs (
                  id INTEGER PRIMARY KEY,
