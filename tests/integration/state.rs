@@ -150,10 +150,7 @@ fn a_bad_setting_refuses_the_plugin_by_name_and_the_others_are_served() {
         line.contains("li3g.toml: default.plugins.redis_counter.url: invalid type: integer `5`, expected a string"),
         "{line}"
     );
-    wait_for_workers(&[&gearmand], "Hello::say", 1);
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
-    assert_eq!(call(&mut client, "Hello::say", &[json!("still")]).unwrap(), b"Hello still");
-    assert!(!gearmand.status().iter().any(|s| s.function == "Counter::incr" && s.workers > 0));
+    assert_others_served(&gearmand, "Counter::incr");
 }
 
 #[test]
@@ -164,10 +161,7 @@ fn a_failing_constructor_refuses_the_plugin_in_that_worker_and_the_others_are_se
     let (_daemon, lines) = start(&gearmand, &dir, &nobody, &["--workers", "1"]);
     let line = lines.wait_for("plugin redis_counter refused in this worker", WAIT);
     assert!(line.contains("its state constructor failed: "), "{line}");
-    wait_for_workers(&[&gearmand], "Hello::say", 1);
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
-    assert_eq!(call(&mut client, "Hello::say", &[json!("still")]).unwrap(), b"Hello still");
-    assert!(!gearmand.status().iter().any(|s| s.function == "Counter::incr" && s.workers > 0));
+    assert_others_served(&gearmand, "Counter::incr");
 }
 
 #[test]
@@ -309,11 +303,8 @@ fn under_atomic_a_constructor_that_starts_a_thread_refuses_only_its_plugin() {
     let (_worker, lines) = work_with(&gearmand, &dir, "", &["--atomic"]);
     let line = lines.wait_for("plugin threaded_state refused under --atomic", WAIT);
     assert!(line.contains("its state constructor started a thread"), "{line}");
-    wait_for_workers(&[&gearmand], "Hello::say", 1);
     // The worker stayed single-threaded: it forks the other plugins' jobs.
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
-    assert_eq!(call(&mut client, "Hello::say", &[json!("x")]).unwrap(), b"Hello x");
-    assert!(!gearmand.status().iter().any(|s| s.function == "ThreadedState::run" && s.workers > 0));
+    assert_others_served(&gearmand, "ThreadedState::run");
 }
 
 #[test]
@@ -417,4 +408,12 @@ fn a_bad_value_from_an_environment_override_names_the_override_key() {
     // The base section alone is fine.
     let out = exec("development");
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "1\n"), "{}", out.stderr);
+}
+
+/// The worker serves the other plugins (`Hello::say` answers) and registers no task `refused`.
+fn assert_others_served(gearmand: &Gearmand, refused: &str) {
+    wait_for_workers(&[gearmand], "Hello::say", 1);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    assert_eq!(call(&mut client, "Hello::say", &[json!("x")]).unwrap(), b"Hello x");
+    assert!(!gearmand.status().iter().any(|s| s.function == refused && s.workers > 0), "{refused} is not served");
 }
