@@ -143,7 +143,7 @@ fn echo_and_partial_data_events() {
 
 #[test]
 fn the_admin_protocol_against_gearmand() {
-    use li3g_host::gearman::admin;
+    use li3g_host::gearman::admin_protocol as admin;
     use li3g_host::gearman::conn::Conn;
     let gearmand = Gearmand::start();
     let _worker = cli_worker(&gearmand, "adminfn", &[], &["cat"]);

@@ -22,7 +22,7 @@
 //!   [`WARNING_GRACE`] passes: when that packet is the `WORK_FAIL`, the warning is the failure's
 //!   message ([`ClientError::Exception`]) and is not also passed on as a warning.
 
-use super::admin;
+use super::admin_protocol;
 use super::conn::{Conn, ConnError, ServerAddr};
 use super::packet::{Packet, Priority};
 use std::fmt;
@@ -609,7 +609,7 @@ fn no_worker(server: &ServerAddr, function: &[u8], request_timeout: Duration, ov
         return false;
     }
     let Ok(lines) = conn.admin("status") else { return false };
-    let Ok(functions) = admin::parse_status(lines.iter().map(String::as_str)) else { return false };
+    let Ok(functions) = admin_protocol::parse_status(lines.iter().map(String::as_str)) else { return false };
     let function = String::from_utf8_lossy(function);
     !functions.iter().any(|f| f.function == function && f.workers > 0)
 }

@@ -4,7 +4,7 @@
 //! buffer holds a whole packet, and if not we read more (mini-redis's `Connection`, made
 //! blocking). Everything we send is a request (`\0REQ`); everything we accept is a response.
 
-use super::admin;
+use super::admin_protocol;
 use super::packet::{self, Decoded, Magic, Packet};
 use nix::poll::{PollFd, PollFlags};
 use std::fmt;
@@ -365,7 +365,7 @@ impl Conn {
     /// and the like, the lines before the closing `.` for `status` and `workers`.
     ///
     /// # Errors
-    /// [`ConnError`] from the socket; admin answers are not checked here (see [`admin`]).
+    /// [`ConnError`] from the socket; admin answers are not checked here (see [`admin_protocol`]).
     pub fn admin(&mut self, command: &str) -> Result<Vec<String>, ConnError> {
         let multi_line = matches!(command.trim(), "status" | "workers" | "show jobs" | "show unique jobs");
         let line = format!("{}\n", command.trim());
@@ -379,7 +379,7 @@ impl Conn {
                 if !multi_line {
                     return Ok(vec![line]);
                 }
-                if admin::is_end(&line) {
+                if admin_protocol::is_end(&line) {
                     return Ok(lines);
                 }
                 lines.push(line);
