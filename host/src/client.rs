@@ -24,9 +24,9 @@ use crate::gearman::client::{self, ClientError, JobEvent, JobHandle, Submit};
 use crate::gearman::conn::ServerAddr;
 use crate::gearman::packet::Priority;
 use crate::plugins::canonical_task_name;
-use crate::retries::Retries;
+use crate::retry_policy::Retries;
 use crate::scheduler::record::unique_for;
-use crate::scheduler::{Record, Store, StoreError};
+use crate::scheduler::{Record, Schedule, ScheduleError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime};
@@ -134,14 +134,14 @@ pub enum RunError {
     RedisUrl(String),
     /// Scheduling failed in Redis (nothing was scheduled).
     #[error("cannot schedule the job: {0}")]
-    Schedule(#[from] StoreError),
+    Schedule(#[from] ScheduleError),
 }
 
 /// A client of one or more job servers, running li3g tasks.
 pub struct Client {
     gearman: client::Client,
     /// Where scheduled jobs go: the configured Redis, opened on first use.
-    store: Option<Result<Store, String>>,
+    store: Option<Result<Schedule, String>>,
 }
 
 impl Client {
@@ -151,7 +151,7 @@ impl Client {
     }
 
     /// Schedules jobs in `store` (see [`RunOptions::schedule`]).
-    pub fn with_store(mut self, store: Store) -> Client {
+    pub fn with_store(mut self, store: Schedule) -> Client {
         self.store = Some(Ok(store));
         self
     }
@@ -164,10 +164,10 @@ impl Client {
     /// A client of a configuration's servers.
     pub fn from_config(config: &Config) -> Client {
         let client = Client::new(config.servers.clone());
-        match Store::from_config(config) {
-            Ok(store) => client.with_store(store),
-            Err(StoreError::NotConfigured) => client,
-            Err(err) => Client { store: Some(Err(err.to_string())), ..client },
+        match config.redis.as_deref().map(|url| Schedule::open(url, &config.scheduler)) {
+            Some(Ok(store)) => client.with_store(store),
+            None => client,
+            Some(Err(err)) => Client { store: Some(Err(err.to_string())), ..client },
         }
     }
 
@@ -243,11 +243,11 @@ impl Client {
     ///
     /// # Errors
     /// [`RunError::Schedule`] when no Redis is configured or its URL is wrong.
-    pub fn store(&mut self) -> Result<&mut Store, RunError> {
+    pub fn store(&mut self) -> Result<&mut Schedule, RunError> {
         match &mut self.store {
             Some(Ok(store)) => Ok(store),
             Some(Err(why)) => Err(RunError::RedisUrl(why.clone())),
-            None => Err(RunError::Schedule(StoreError::NotConfigured)),
+            None => Err(RunError::Schedule(ScheduleError::NotConfigured)),
         }
     }
 

@@ -58,8 +58,8 @@ pub struct Config {
     pub servers_default: bool,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
-    /// The scheduler's settings (`[NAME.scheduler]`; see [`crate::scheduler::Settings`]).
-    pub scheduler: crate::scheduler::Settings,
+    /// The scheduler's settings (`[NAME.scheduler]`).
+    pub scheduler: SchedulerSettings,
     /// The Redis URL for the scheduler, when set.
     pub redis: Option<String>,
     /// The environment name tasks see, when set.
@@ -202,7 +202,7 @@ struct RawOverride {
     servers: Option<Servers>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
-    scheduler: Option<crate::scheduler::RawSettings>,
+    scheduler: Option<RawSchedulerSettings>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
 }
@@ -213,12 +213,105 @@ struct RawConfig {
     servers: Option<Servers>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
-    scheduler: Option<crate::scheduler::RawSettings>,
+    scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
     #[serde(default)]
     environments: BTreeMap<String, RawOverride>,
+}
+
+/// The scheduler's settings: the configuration's `[NAME.scheduler]` table. The scheduler is
+/// given these (and the Redis URL, and the servers); it never reads the whole [`Config`].
+///
+/// ```toml
+/// [default.scheduler]
+/// prefix = "li3g:"                # of every key, and of status keys (li3_gearman's `prefix`)
+/// schedule_set = "job_scheduled"  # li3_gearman's scheduled set (its `schedulePrefix`)
+/// compat = true                   # move li3_gearman's members too
+/// job_status = true               # write pending/running/finished/error per job
+/// expires = 86400                 # seconds a status key lives
+/// lease = 30                      # seconds a taken job stays leased
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    /// Prefix of every key.
+    pub prefix: String,
+    /// li3_gearman's scheduled set.
+    pub compat_set: String,
+    /// Whether schedulers move li3_gearman's members.
+    pub compat: bool,
+    /// Whether job status is written.
+    pub job_status: bool,
+    /// How long a status key lives.
+    pub expires: Duration,
+    /// How long a taken job stays leased.
+    pub lease: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> SchedulerSettings {
+        SchedulerSettings {
+            prefix: "li3g:".into(),
+            compat_set: "job_scheduled".into(),
+            compat: true,
+            job_status: true,
+            expires: Duration::from_secs(86400),
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `[NAME.scheduler]` table as written (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedulerSettings {
+    prefix: Option<String>,
+    schedule_set: Option<String>,
+    compat: Option<bool>,
+    job_status: Option<bool>,
+    expires: Option<u64>,
+    lease: Option<f64>,
+}
+
+impl RawSchedulerSettings {
+    /// `over`'s keys on top of `self`'s.
+    fn merge(self, over: RawSchedulerSettings) -> RawSchedulerSettings {
+        RawSchedulerSettings {
+            prefix: over.prefix.or(self.prefix),
+            schedule_set: over.schedule_set.or(self.schedule_set),
+            compat: over.compat.or(self.compat),
+            job_status: over.job_status.or(self.job_status),
+            expires: over.expires.or(self.expires),
+            lease: over.lease.or(self.lease),
+        }
+    }
+
+    /// The settings, defaults filled in.
+    ///
+    /// # Errors
+    /// The key and what is wrong with it.
+    fn resolve(self) -> Result<SchedulerSettings, (String, String)> {
+        let default = SchedulerSettings::default();
+        let lease = match self.lease {
+            None => default.lease,
+            Some(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
+            Some(secs) => {
+                return Err(("scheduler.lease".into(), format!("{secs} is not a positive number of seconds")))
+            }
+        };
+        if self.expires == Some(0) {
+            return Err(("scheduler.expires".into(), "0 is not a positive number of seconds".into()));
+        }
+        Ok(SchedulerSettings {
+            prefix: self.prefix.unwrap_or(default.prefix),
+            compat_set: self.schedule_set.unwrap_or(default.compat_set),
+            compat: self.compat.unwrap_or(default.compat),
+            job_status: self.job_status.unwrap_or(default.job_status),
+            expires: self.expires.map(Duration::from_secs).unwrap_or(default.expires),
+            lease,
+        })
+    }
 }
 
 /// The file to read: the one given, or the first of [`SEARCH_PATH`] that exists.
@@ -564,5 +657,24 @@ x = 1
 
         let err = parse(path, "[a]\n[b]\n", "c", None).unwrap_err().to_string();
         assert_eq!(err, "no configuration named \"c\" in /etc/li3g/li3g.toml (it has: a, b)");
+    }
+
+    #[test]
+    fn settings_from_the_configuration() {
+        let path = std::path::Path::new("li3g.toml");
+        let text = "[default]\nredis = \"redis://r/0\"\n[default.scheduler]\nprefix = \"app:\"\nlease = 2.5\n\
+                    [default.environments.production.scheduler]\ncompat = false\n";
+        let config = parse(path, text, "default", Some("production")).unwrap();
+        let expected = SchedulerSettings {
+            prefix: "app:".into(),
+            compat: false,
+            lease: Duration::from_millis(2500),
+            ..SchedulerSettings::default()
+        };
+        assert_eq!(config.scheduler, expected);
+        let err = parse(path, "[default.scheduler]\nlease = -1\n", "default", None).unwrap_err();
+        assert!(err.to_string().contains("default.scheduler.lease: -1 is not a positive number"), "{err}");
+        let err = parse(path, "[default.scheduler]\nprefx = \"a\"\n", "default", None).unwrap_err();
+        assert!(err.to_string().contains("unknown field `prefx`"), "{err}");
     }
 }

@@ -16,7 +16,7 @@
 //! - [`signals`]: signals as flags and a per-process wake-up pipe.
 //! - [`job_id`]: random job ids.
 //! - [`scheduler`]: scheduled and retried jobs in Redis, and the scheduler process.
-//! - [`retries`]: retry policies (li3_gearman's `retries`, PHP relative times).
+//! - [`retry_policy`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
@@ -34,7 +34,7 @@ pub mod log;
 pub mod pidfile;
 pub mod plugins;
 pub mod process;
-pub mod retries;
+pub mod retry_policy;
 pub mod scheduler;
 pub mod server;
 pub mod signals;

@@ -76,7 +76,7 @@ pub struct WorkerConfig {
     /// Where log lines go.
     pub log: crate::log::Log,
     /// Job status and retries in Redis, when the configuration names Redis.
-    pub hooks: Option<crate::scheduler::retry::JobHooks>,
+    pub hooks: Option<crate::scheduler::job_hooks::JobHooks>,
 }
 
 /// How often a sleeping worker looks at its stop flag when nothing wakes it.

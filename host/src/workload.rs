@@ -18,7 +18,7 @@
 //! | `configName` | a string or `null` |
 //! | `background` | a bool, `0`/`1`, or `null` |
 //! | `retry` | a non-negative integer (or a string of digits), `null` = 0 |
-//! | `retries` | see [`crate::retries`]: `[]`, an integer, or `{"maximum": N, "increment": [...]}` |
+//! | `retries` | see [`crate::retry_policy`]: `[]`, an integer, or `{"maximum": N, "increment": [...]}` |
 //!
 //! In an `env` object, `environment` is the environment name; every other entry is a server
 //! variable the original merged into `$_SERVER`, and a task reads it with `job.env("HTTP_HOST")`.
@@ -28,7 +28,7 @@
 //!
 //! No I/O here: the worker decodes with [`decode`], the client encodes with [`encode`].
 
-use crate::retries::Retries;
+use crate::retry_policy::Retries;
 use serde_json::{Map, Value};
 
 /// The single Gearman function li3_gearman submitted every job to.

@@ -84,7 +84,10 @@ impl WorkerOptions {
             configured_tasks: config.tasks.keys().cloned().collect(),
             plugin_settings: config.plugin_settings(),
             log: self.log(),
-            hooks: crate::scheduler::retry::JobHooks::from_config(config),
+            hooks: config
+                .redis
+                .as_deref()
+                .map(|url| crate::scheduler::job_hooks::JobHooks::new(url, &config.scheduler)),
         }
     }
 }

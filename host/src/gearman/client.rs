@@ -300,6 +300,25 @@ impl Client {
         self
     }
 
+    /// A connection for a caller that writes and reads its own packets (the scheduler pipelines
+    /// its submissions): the kept one if still open, else one to the next server that can be
+    /// reached, trying each in turn. The caller owns it: dropping it after an error makes the
+    /// next call fail over to the next server.
+    ///
+    /// # Errors
+    /// [`ClientError::NoServer`] with each server's reason when none can be reached.
+    pub fn open_connection(&mut self) -> Result<Conn, ClientError> {
+        let mut errors = Vec::new();
+        for _ in 0..self.servers.len().max(1) {
+            match self.connection(None) {
+                Ok(conn) => return Ok(conn),
+                Err(Some(err)) => errors.push(err),
+                Err(None) => break,
+            }
+        }
+        Err(ClientError::NoServer(errors))
+    }
+
     /// The kept connection if it is still open, else a new one to the next server.
     fn connection(&mut self, overall: Option<Instant>) -> Result<Conn, Option<String>> {
         if let Some(conn) = self.conn.take().filter(still_open) {
