@@ -16,5 +16,6 @@ mod multi_server;
 mod processes;
 mod scheduler;
 mod server;
+mod setup;
 mod state;
 mod worker;
