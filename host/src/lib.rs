@@ -36,6 +36,7 @@ pub mod plugins;
 pub mod process;
 pub mod retry_policy;
 pub mod scheduler;
+pub mod scoreboard;
 pub mod server;
 pub mod signals;
 pub mod worker;
