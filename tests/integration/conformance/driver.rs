@@ -253,7 +253,8 @@ pub type Transcript = Vec<String>;
 /// Plays `scenario` against the server on 127.0.0.1:`port`; `prefix` makes its function names
 /// and client ids its own.
 pub fn play(scenario: &Scenario, port: u16, prefix: &str) -> Transcript {
-    let mut side = Side { port, prefix: prefix.to_string(), conns: HashMap::new(), handles: Vec::new(), log: Vec::new(), echo: 0 };
+    let mut side =
+        Side { port, prefix: prefix.to_string(), conns: HashMap::new(), handles: Vec::new(), log: Vec::new(), echo: 0 };
     for step in &scenario.steps {
         side.step(step);
     }
@@ -402,7 +403,9 @@ impl Side {
             let stream = match TcpStream::connect(("127.0.0.1", port)) {
                 Ok(mut stream) => {
                     stream.set_nodelay(true).unwrap();
-                    let sent = id.as_ref().is_none_or(|id| stream.write_all(&packet(t::SET_CLIENT_ID, &[id.as_bytes()])).is_ok());
+                    let sent = id
+                        .as_ref()
+                        .is_none_or(|id| stream.write_all(&packet(t::SET_CLIENT_ID, &[id.as_bytes()])).is_ok());
                     sent.then_some(stream)
                 }
                 Err(_) => None,
@@ -531,7 +534,8 @@ impl Side {
         loop {
             match self.read(n, deadline) {
                 Item::Line(l) => {
-                    let done = l.trim_end() == "." || (lines.is_empty() && (l.starts_with("OK") || l.starts_with("ERR")));
+                    let done =
+                        l.trim_end() == "." || (lines.is_empty() && (l.starts_with("OK") || l.starts_with("ERR")));
                     lines.push(l);
                     if done {
                         break;
@@ -643,7 +647,9 @@ pub fn admin_lines(port: u16, command: &str) -> Vec<String> {
         let text = String::from_utf8_lossy(&buf).into_owned();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
         let complete = text.ends_with('\n')
-            && lines.last().is_some_and(|l| l == "." || (lines.len() == 1 && (l.starts_with("OK") || l.starts_with("ERR"))));
+            && lines
+                .last()
+                .is_some_and(|l| l == "." || (lines.len() == 1 && (l.starts_with("OK") || l.starts_with("ERR"))));
         if complete {
             return lines;
         }

@@ -197,8 +197,8 @@ fn print_outcome(outcome: &Outcome, verdict: &str) {
         }
         return;
     }
-    if let Some(i) = (0..outcome.gearmand.len().max(outcome.li3g.len()))
-        .find(|&i| outcome.gearmand.get(i) != outcome.li3g.get(i))
+    if let Some(i) =
+        (0..outcome.gearmand.len().max(outcome.li3g.len())).find(|&i| outcome.gearmand.get(i) != outcome.li3g.get(i))
     {
         println!(
             "  first difference, line {}: gearmand {:?} / li3g {:?}",
@@ -257,7 +257,9 @@ fn every_scenario_matches_gearmand_or_is_a_listed_difference() {
                 "match, STALE entry".to_string()
             }
             (true, Some((_, why)), _) if check => format!("differs, deliberate: {why}"),
-            (true, _, Some((_, item, what))) if check => format!("differs, known to fix (issue 19 item {item}): {what}"),
+            (true, _, Some((_, item, what))) if check => {
+                format!("differs, known to fix (issue 19 item {item}): {what}")
+            }
             (true, _, _) => {
                 problems.push(format!("{}: differs from gearmand and is not listed", outcome.name));
                 "DIFFERS, NOT LISTED".to_string()
@@ -300,4 +302,24 @@ fn table_problems(scenarios: &[Scenario]) -> Vec<String> {
         }
     }
     problems
+}
+
+#[test]
+fn the_deliberate_differences_in_the_docs_are_the_table() {
+    let doc = std::fs::read_to_string(li3g_tests::workspace_root().join("docs/EMBEDDED_SERVER.md"))
+        .expect("docs/EMBEDDED_SERVER.md");
+    let section = doc
+        .split("## Deliberate differences from gearmand")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/EMBEDDED_SERVER.md has a section \"Deliberate differences from gearmand\"");
+    let mut documented: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|l| l.split('|').nth(1).unwrap_or("").split(',').map(|n| n.trim().trim_matches('`')))
+        .collect();
+    documented.sort_unstable();
+    let mut listed: Vec<&str> = DELIBERATE.iter().map(|(n, _)| *n).collect();
+    listed.sort_unstable();
+    assert_eq!(documented, listed, "docs/EMBEDDED_SERVER.md and DELIBERATE list different scenarios");
 }

@@ -45,7 +45,12 @@ fn servers() -> Servers {
 
 /// Runs `check` against both servers: `expect` must hold for gearmand's output; li3g's must
 /// equal it unless `name` is known to differ (then it must still differ).
-fn compare(name: &str, servers: &Servers, check: impl Fn(&Gearmand) -> String, expect: impl Fn(&str) -> bool) -> Result<(), String> {
+fn compare(
+    name: &str,
+    servers: &Servers,
+    check: impl Fn(&Gearmand) -> String,
+    expect: impl Fn(&str) -> bool,
+) -> Result<(), String> {
     assert!(NAMES.contains(&name), "{name} is not in peers::NAMES");
     let g = check(&servers.gearmand);
     if !expect(&g) {
@@ -237,6 +242,10 @@ fn normalise_gearadmin(out: &Run, server: &Gearmand) -> String {
     format!("exit {:?}\n{}", out.code, lines.join("\n"))
 }
 
+/// A gearadmin check: its name in the tables, gearadmin's arguments, what gearmand's
+/// (normalised) output must show.
+type GearadminOption = (&'static str, &'static [&'static str], fn(&str) -> bool);
+
 #[test]
 fn gearadmin_every_option_as_against_gearmand() {
     let servers = servers();
@@ -257,7 +266,7 @@ fn gearadmin_every_option_as_against_gearmand() {
         }
     }
     let mut failures = Vec::new();
-    let options: &[(&str, &[&str], fn(&str) -> bool)] = &[
+    let options: &[GearadminOption] = &[
         ("gearadmin_status", &["--status"], |g| g.contains("ga_f 0 0 1") && g.contains("ga_q 2 0 0")),
         ("gearadmin_workers", &["--workers"], |g| g.contains("ga_f")),
         ("gearadmin_server_version", &["--server-version"], |g| g.contains("exit Some(0)") && g.lines().count() > 1),
@@ -278,7 +287,7 @@ fn gearadmin_every_option_as_against_gearmand() {
             }
             normalise_gearadmin(&out, server)
         };
-        if let Err(why) = compare(name, &servers, check, |g| expect(g)) {
+        if let Err(why) = compare(name, &servers, check, expect) {
             failures.push(why);
         }
     }
@@ -286,7 +295,11 @@ fn gearadmin_every_option_as_against_gearmand() {
     // still counts a cancelled job; a worker no longer gets it: scenario admin_cancel_job.)
     let cancel = |server: &Gearmand| {
         let jobs = super::driver::admin_lines(server.port, "show jobs\n");
-        let handle = jobs.iter().find_map(|l| l.split('\t').next().filter(|h| h.starts_with("H:"))).unwrap_or("H:none:0").to_string();
+        let handle = jobs
+            .iter()
+            .find_map(|l| l.split('\t').next().filter(|h| h.starts_with("H:")))
+            .unwrap_or("H:none:0")
+            .to_string();
         let out = gearadmin(server, &["--cancel-job", &handle]);
         let status = super::driver::admin_lines(server.port, "status\n");
         let queued = status.iter().find(|l| l.starts_with("ga_q\t")).cloned().unwrap_or_default();

@@ -23,10 +23,7 @@ fn run_one(s: Scenario, grab: u32, result: &str) -> Scenario {
 
 /// As [`run_one`], with the worker's abilities already set by `s`.
 fn run_with(s: Scenario, grab: u32, result: &str) -> Scenario {
-    s.call(2, grab, &[])
-        .call(2, t::WORK_COMPLETE, &["$h1", result])
-        .sync(1)
-        .call(2, t::GRAB_JOB, &[])
+    s.call(2, grab, &[]).call(2, t::WORK_COMPLETE, &["$h1", result]).sync(1).call(2, t::GRAB_JOB, &[])
 }
 
 /// A job submitted by client 1 (`exceptions`: after `OPTION_REQ exceptions`), grabbed by worker 2.
@@ -199,10 +196,16 @@ pub fn all() -> Vec<Scenario> {
     );
 
     // --- Grab variants.
-    for (name, grab) in [("grab_job", t::GRAB_JOB), ("grab_job_uniq", t::GRAB_JOB_UNIQ), ("grab_job_all", t::GRAB_JOB_ALL)] {
+    for (name, grab) in
+        [("grab_job", t::GRAB_JOB), ("grab_job_uniq", t::GRAB_JOB_UNIQ), ("grab_job_all", t::GRAB_JOB_ALL)]
+    {
         all.push(run_one(Scenario::new(name).call(1, t::SUBMIT_JOB, &["$f", "uk", "payload"]), grab, "done"));
     }
-    all.push(Scenario::new("grab_without_abilities").call(1, t::SUBMIT_JOB_BG, &["$f", "", "w"]).call(2, t::GRAB_JOB, &[]));
+    all.push(Scenario::new("grab_without_abilities").call(1, t::SUBMIT_JOB_BG, &["$f", "", "w"]).call(
+        2,
+        t::GRAB_JOB,
+        &[],
+    ));
     all.push(Scenario::new("grab_uniq_nothing_queued").can_do(2, "$f").call(2, t::GRAB_JOB_UNIQ, &[]));
     all.push(Scenario::new("grab_all_nothing_queued").can_do(2, "$f").call(2, t::GRAB_JOB_ALL, &[]));
 
@@ -247,12 +250,7 @@ pub fn all() -> Vec<Scenario> {
             .call(1, t::SUBMIT_JOB_BG, &["$f", "", "b"])
             .sync(2),
     );
-    all.push(
-        Scenario::new("noop_from_a_worker")
-            .call(2, t::NOOP, &[])
-            .quiet(2, 200)
-            .sync(2),
-    );
+    all.push(Scenario::new("noop_from_a_worker").call(2, t::NOOP, &[]).quiet(2, 200).sync(2));
 
     // --- Abilities and timeouts.
     all.push(
@@ -288,24 +286,22 @@ pub fn all() -> Vec<Scenario> {
         );
     }
     all.push(
-        Scenario::new("can_do_timeout_not_a_number")
-            .call(2, t::CAN_DO_TIMEOUT, &["$f", "soon"])
-            .admin(9, "workers"),
+        Scenario::new("can_do_timeout_not_a_number").call(2, t::CAN_DO_TIMEOUT, &["$f", "soon"]).admin(9, "workers"),
     );
     all.push(Scenario::new("can_do_empty_function").call(2, t::CAN_DO, &[""]).call(2, t::GRAB_JOB, &[]));
     let long = "l".repeat(513);
     all.push(
-        Scenario::new("function_name_513_bytes")
-            .call(1, t::SUBMIT_JOB_BG, &[&long, "", "w"])
-            .can_do(2, &long)
-            .call(2, t::GRAB_JOB, &[]),
+        Scenario::new("function_name_513_bytes").call(1, t::SUBMIT_JOB_BG, &[&long, "", "w"]).can_do(2, &long).call(
+            2,
+            t::GRAB_JOB,
+            &[],
+        ),
     );
-    all.push(
-        Scenario::new("submit_empty_function")
-            .call(1, t::SUBMIT_JOB_BG, &["", "", "w"])
-            .can_do(2, "")
-            .call(2, t::GRAB_JOB, &[]),
-    );
+    all.push(Scenario::new("submit_empty_function").call(1, t::SUBMIT_JOB_BG, &["", "", "w"]).can_do(2, "").call(
+        2,
+        t::GRAB_JOB,
+        &[],
+    ));
 
     // --- Every WORK_* packet, with and without OPTION_REQ exceptions.
     for exceptions in [false, true] {
@@ -337,10 +333,11 @@ pub fn all() -> Vec<Scenario> {
                 .call(2, t::GRAB_JOB, &[]),
         );
         all.push(
-            running(tag("work_fail", "work_fail_exceptions"), exceptions)
-                .call(2, t::WORK_FAIL, &["$h1"])
-                .sync(1)
-                .call(2, t::GRAB_JOB, &[]),
+            running(tag("work_fail", "work_fail_exceptions"), exceptions).call(2, t::WORK_FAIL, &["$h1"]).sync(1).call(
+                2,
+                t::GRAB_JOB,
+                &[],
+            ),
         );
         all.push(
             running(tag("work_complete_empty", "work_complete_empty_exceptions"), exceptions)
@@ -513,7 +510,9 @@ pub fn all() -> Vec<Scenario> {
             .sync(1)
             .call(1, t::ECHO_REQ, &[]),
     );
-    all.push(Scenario::new("set_client_id_shown_by_workers").call(2, t::SET_CLIENT_ID, &["$f-named"]).admin(9, "workers"));
+    all.push(
+        Scenario::new("set_client_id_shown_by_workers").call(2, t::SET_CLIENT_ID, &["$f-named"]).admin(9, "workers"),
+    );
     all.push(Scenario::new("all_yours").can_do(2, "$f").send(2, t::ALL_YOURS, &[]).quiet(2, 200).sync(2));
 
     // --- The admin text protocol.
@@ -578,26 +577,31 @@ pub fn all() -> Vec<Scenario> {
             .call(2, t::GRAB_JOB, &[]),
     );
     all.push(Scenario::new("admin_cancel_unknown_job").admin(9, "cancel job H:nowhere:1"));
-    all.push(Scenario::new("admin_create_and_drop_function").admin(9, "create function $f").admin(9, "drop function $f"));
+    all.push(
+        Scenario::new("admin_create_and_drop_function").admin(9, "create function $f").admin(9, "drop function $f"),
+    );
     all.push(Scenario::new("admin_drop_unknown_function").admin(9, "drop function $f"));
-    all.push(Scenario::new("admin_priority_status").own_servers().call(1, t::SUBMIT_JOB_HIGH_BG, &["$f", "", "w"]).admin(9, "prioritystatus"));
+    all.push(
+        Scenario::new("admin_priority_status")
+            .own_servers()
+            .call(1, t::SUBMIT_JOB_HIGH_BG, &["$f", "", "w"])
+            .admin(9, "prioritystatus"),
+    );
     all.push(Scenario::new("admin_verbose").admin(9, "verbose"));
     all.push(Scenario::new("admin_shutdown").own_servers().admin(9, "shutdown").quiet(9, 200).admin(8, "getpid"));
-    all.push(Scenario::new("admin_shutdown_graceful").own_servers().admin(9, "shutdown graceful").quiet(9, 200).admin(8, "getpid"));
+    all.push(
+        Scenario::new("admin_shutdown_graceful")
+            .own_servers()
+            .admin(9, "shutdown graceful")
+            .quiet(9, 200)
+            .admin(8, "getpid"),
+    );
     all.push(Scenario::new("admin_then_binary_on_one_connection").admin(9, "getpid").call(9, t::ECHO_REQ, &["x"]));
 
     // --- Malformed input.
+    all.push(Scenario::new("bad_magic").bytes(9, b"\0REX\0\0\0\x10\0\0\0\0").quiet(9, 300).admin(8, "getpid"));
     all.push(
-        Scenario::new("bad_magic")
-            .bytes(9, b"\0REX\0\0\0\x10\0\0\0\0")
-            .quiet(9, 300)
-            .admin(8, "getpid"),
-    );
-    all.push(
-        Scenario::new("res_magic_from_a_client")
-            .bytes(9, b"\0RES\0\0\0\x10\0\0\0\0")
-            .quiet(9, 300)
-            .admin(8, "getpid"),
+        Scenario::new("res_magic_from_a_client").bytes(9, b"\0RES\0\0\0\x10\0\0\0\0").quiet(9, 300).admin(8, "getpid"),
     );
     all.push(Scenario::new("unknown_type").bytes(9, b"\0REQ\0\0\0\x63\0\0\0\0").quiet(9, 300).admin(8, "getpid"));
     all.push(
@@ -606,7 +610,12 @@ pub fn all() -> Vec<Scenario> {
             .quiet(9, 300)
             .admin(8, "getpid"),
     );
-    all.push(Scenario::new("response_type_noop_from_a_client").bytes(9, &super::driver::packet(t::NOOP, &[])).quiet(9, 300).call(9, t::ECHO_REQ, &["still"]));
+    all.push(
+        Scenario::new("response_type_noop_from_a_client")
+            .bytes(9, &super::driver::packet(t::NOOP, &[]))
+            .quiet(9, 300)
+            .call(9, t::ECHO_REQ, &["still"]),
+    );
     all.push(
         Scenario::new("response_type_job_created_from_a_client")
             .bytes(9, &super::driver::packet(t::JOB_CREATED, &[b"H:x:1"]))
