@@ -137,6 +137,8 @@ pub enum Step {
     /// scenario's function names and the side's handles, an argument `$now+N` by the Unix time
     /// N seconds after it is sent.
     Send { conn: usize, kind: u32, args: Vec<Vec<u8>> },
+    /// Packets as in [`Step::Send`], all in one write (pipelined).
+    Many { conn: usize, packets: Vec<(u32, Vec<Vec<u8>>)> },
     /// Bytes as they are (malformed input, a text line without reading the answer).
     Bytes { conn: usize, bytes: Vec<u8> },
     /// Collect what arrives on `conn` up to an ECHO sentinel.
@@ -191,6 +193,14 @@ impl Scenario {
     pub fn send_bytes(mut self, conn: usize, kind: u32, args: &[&[u8]]) -> Scenario {
         let args = args.iter().map(|a| a.to_vec()).collect();
         self.steps.push(Step::Send { conn, kind, args });
+        self
+    }
+
+    /// Sends packets in one write.
+    pub fn send_many(mut self, conn: usize, packets: &[(u32, &[&str])]) -> Scenario {
+        let packets =
+            packets.iter().map(|(kind, args)| (*kind, args.iter().map(|a| a.as_bytes().to_vec()).collect())).collect();
+        self.steps.push(Step::Many { conn, packets });
         self
     }
 
@@ -305,6 +315,17 @@ impl Side {
                 }
                 let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
                 self.write(*conn, true, &packet(*kind, &refs));
+            }
+            Step::Many { conn, packets } => {
+                let mut wire = Vec::new();
+                for (kind, args) in packets {
+                    let shown: Vec<String> = args.iter().map(|a| escape(a)).collect();
+                    self.log.push(format!("c{conn} -> {} {} (one write)", type_name(*kind), shown.join("|")));
+                    let args: Vec<Vec<u8>> = args.iter().map(|a| self.substitute(a)).collect();
+                    let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+                    wire.extend_from_slice(&packet(*kind, &refs));
+                }
+                self.write(*conn, true, &wire);
             }
             Step::Bytes { conn, bytes } => {
                 self.log.push(format!("c{conn} -> bytes {}", escape(bytes)));

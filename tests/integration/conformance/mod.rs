@@ -76,6 +76,15 @@ pub const DELIBERATE: &[(&str, &str)] = &[
         "a header declaring a body over li3g's limit is refused at once (ERROR, close) before anything is buffered; gearmand waits for the 4 GiB body",
     ),
     (
+        "reset_abilities_while_running",
+        "a worker that drops its abilities (RESET_ABILITIES) while holding a job can still finish it; gearmand answers its WORK_COMPLETE with ERROR JOB_NOT_FOUND and the client waits until the worker leaves",
+    ),
+    ("cant_do_while_running", "as reset_abilities_while_running, after CANT_DO for the job's function"),
+    (
+        "set_client_id_with_a_space",
+        "a client id with blanks is shown with `_` for them in `workers`, so the line stays `FD IP ID : FUNCTIONS`; gearmand prints it as sent",
+    ),
+    (
         "submit_missing_arguments",
         "a SUBMIT_JOB without its unique and workload gets ERROR INVALID_PACKET and a close; gearmand waits for more silently",
     ),
@@ -137,6 +146,9 @@ pub const KNOWN_TO_FIX: &[(&str, &str, &str)] = &[
     ("gearadmin_drop_function", "admin", "gearadmin --drop-function prints nothing (gearmand: OK)"),
     ("gearadmin_server_verbose", "admin", "gearadmin --server-verbose prints nothing (gearmand: its verbosity, ERROR)"),
     ("gearadmin_cancel_job", "admin", "gearadmin --cancel-job leaves the job queued"),
+    ("can_do_timeout_expires", "smaller", "a WORK_COMPLETE after the CAN_DO_TIMEOUT expired is dropped silently; gearmand: ERROR JOB_NOT_FOUND"),
+    ("admin_maxqueue_per_priority", "smaller", "`maxqueue f 5 1 5` caps every priority at the smallest size (3 of 4 jobs refused, QUEUE_FULL) and OK ends in \\n; gearmand takes all four"),
+    ("get_status_unique_dash", "new", "GET_STATUS_UNIQUE `-` finds a job submitted with unique `-` (known 1); gearmand answers unknown. Related to item 8"),
     ("can_do_timeout_not_a_number", "new", "CAN_DO_TIMEOUT f soon gets ERROR INVALID_PACKET; gearmand takes it (atoi: 0, no timeout). Not itemised in issue 19; its rule: accept what gearmand accepts"),
     ("res_magic_from_a_client", "new", "a \\0RES packet from a peer: li3g ERROR INVALID_PACKET and a close; gearmand ERROR INVALID_MAGIC and keeps the connection. Not itemised in issue 19"),
 ];

@@ -18,6 +18,7 @@ pub const NAMES: &[&str] = &[
     "php_status_callback_from_python_fractional",
     "perl_register_function_timeout_0",
     "perl_client_and_worker",
+    "gearman_cli_client_and_worker",
     "gearadmin_status",
     "gearadmin_workers",
     "gearadmin_server_version",
@@ -210,6 +211,65 @@ fn perl_register_function_with_timeout_0() {
 #[test]
 fn perl_gearman_client_and_worker() {
     perl("perl_client_and_worker", "perl_plain", "none").unwrap();
+}
+
+#[test]
+fn the_gearman_cli_as_client_and_worker() {
+    let servers = servers();
+    let f = "cli_rev";
+    let _workers = (rev_worker(&servers.gearmand, f), rev_worker(&servers.li3g, f));
+    let runs: &[&[&str]] = &[
+        &["-f", f, "hello"],
+        &["-I", "-u", "same", "-f", f, "high"],
+        &["-L", "-f", f, "low"],
+        &["-b", "-f", f, "background"],
+        &["-n", "-f", f],
+    ];
+    let check = |server: &Gearmand| {
+        let mut out = String::new();
+        for args in runs {
+            let mut command = Command::new("gearman");
+            command.args(["-h", "127.0.0.1", "-p", &server.port.to_string()]).args(*args);
+            let result = if args.contains(&"-n") {
+                // One job per line of stdin.
+                run_with_stdin(&mut command, "one\ntwo\n")
+            } else {
+                run(&mut command)
+            };
+            out.push_str(&format!("{args:?}: {}", normalise_gearadmin(&result, server)));
+            out.push('\n');
+        }
+        out
+    };
+    compare("gearman_cli_client_and_worker", &servers, check, |g| {
+        g.contains("olleh") && g.contains("hgih") && g.contains("eno")
+    })
+    .unwrap();
+}
+
+/// Runs `command` with `input` on its stdin (at most a minute), like [`run`].
+fn run_with_stdin(command: &mut Command, input: &str) -> Run {
+    use std::io::Write;
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn gearman");
+    child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("write stdin");
+    let pid = child.id();
+    let (done, wait) = std::sync::mpsc::channel();
+    let reaper = std::thread::spawn(move || {
+        let out = child.wait_with_output().expect("wait for gearman");
+        let _ = done.send(());
+        out
+    });
+    if wait.recv_timeout(li3g_tests::RUN_TIMEOUT).is_err() {
+        // SAFETY: kill(2) on the PID of our own child, not yet reaped (the reaper still waits).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let out = reaper.join().expect("the reaper");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// gearadmin's output with what is the server's own (PIDs, versions, descriptors, handles)

@@ -502,6 +502,119 @@ pub fn all() -> Vec<Scenario> {
             .sync(3),
     );
 
+    // --- More sequences.
+    all.push(
+        Scenario::new("coalesce_fg_bg_same_connection")
+            .call(1, t::SUBMIT_JOB, &["$f", "k", "w"])
+            .call(1, t::SUBMIT_JOB_BG, &["$f", "k", "w"])
+            .can_do(2, "$f")
+            .call(2, t::GRAB_JOB, &[])
+            .call(2, t::WORK_COMPLETE, &["$h1", "r"])
+            .sync(1),
+    );
+    all.push(
+        Scenario::new("grab_job_uniq_empty_and_dash_unique")
+            .call(1, t::SUBMIT_JOB_BG, &["$f", "", "a"])
+            .call(1, t::SUBMIT_JOB_BG, &["$f", "-", "b"])
+            .can_do(2, "$f")
+            .call(2, t::GRAB_JOB_UNIQ, &[])
+            .call(2, t::GRAB_JOB_UNIQ, &[]),
+    );
+    all.push(
+        Scenario::new("get_status_unique_dash")
+            .call(1, t::SUBMIT_JOB_BG, &["$f", "-", "payload"])
+            .call(1, t::GET_STATUS_UNIQUE, &["-"])
+            .call(1, t::GET_STATUS_UNIQUE, &["-payload"]),
+    );
+    all.push(
+        Scenario::new("unique_reused_after_completion")
+            .call(1, t::SUBMIT_JOB, &["$f", "k", "w"])
+            .can_do(2, "$f")
+            .call(2, t::GRAB_JOB, &[])
+            .call(2, t::WORK_COMPLETE, &["$h1", "r"])
+            .sync(1)
+            .call(1, t::SUBMIT_JOB, &["$f", "k", "w"])
+            .call(2, t::GRAB_JOB, &[]),
+    );
+    all.push(
+        Scenario::new("worker_leaves_after_data")
+            .call(1, t::SUBMIT_JOB, &["$f", "", "w"])
+            .can_do(2, "$f")
+            .call(2, t::GRAB_JOB, &[])
+            .call(2, t::WORK_DATA, &["$h1", "d"])
+            .sync(1)
+            .close(2)
+            .can_do(3, "$f")
+            .call(3, t::GRAB_JOB, &[])
+            .call(3, t::WORK_COMPLETE, &["$h1", "r"])
+            .sync(1),
+    );
+    all.push(
+        Scenario::new("worker_leaves_before_grab")
+            .can_do(2, "$f")
+            .close(2)
+            .call(1, t::SUBMIT_JOB_BG, &["$f", "", "w"])
+            .admin(9, "status"),
+    );
+    all.push(
+        running("reset_abilities_while_running", false)
+            .call(2, t::RESET_ABILITIES, &[])
+            .call(2, t::WORK_COMPLETE, &["$h1", "r"])
+            .sync(1),
+    );
+    all.push(
+        running("cant_do_while_running", false)
+            .call(2, t::CANT_DO, &["$f"])
+            .call(2, t::WORK_COMPLETE, &["$h1", "r"])
+            .sync(1),
+    );
+    all.push(
+        Scenario::new("can_do_timeout_expires")
+            .call(1, t::SUBMIT_JOB, &["$f", "", "w"])
+            .call(2, t::CAN_DO_TIMEOUT, &["$f", "1000"])
+            .call(2, t::GRAB_JOB, &[])
+            .pause(1600)
+            .sync(1)
+            .call(2, t::WORK_COMPLETE, &["$h1", "late"])
+            .sync(1)
+            .can_do(3, "$f")
+            .call(3, t::GRAB_JOB, &[]),
+    );
+    all.push(
+        Scenario::new("background_status_seen_by_another_client")
+            .call(1, t::SUBMIT_JOB_BG, &["$f", "", "w"])
+            .can_do(2, "$f")
+            .call(2, t::GRAB_JOB, &[])
+            .call(2, t::WORK_STATUS, &["$h1", "2", "7"])
+            .call(3, t::GET_STATUS, &["$h1"])
+            .sync(1),
+    );
+    all.push(
+        Scenario::new("pipelined_packets_in_one_write")
+            .send_many(
+                1,
+                &[
+                    (t::SUBMIT_JOB_BG, &["$f", "", "a"]),
+                    (t::SUBMIT_JOB_BG, &["$f", "", "b"]),
+                    (t::ECHO_REQ, &["between"]),
+                    (t::SUBMIT_JOB_HIGH_BG, &["$f", "", "c"]),
+                ],
+            )
+            .sync(1),
+    );
+    all.push(Scenario::new("echo_one_mib").call(1, t::ECHO_REQ, &[&"e".repeat(1 << 20)]));
+    all.push(
+        Scenario::new("admin_maxqueue_per_priority")
+            .admin(9, "maxqueue $f 5 1 5")
+            .call(1, t::SUBMIT_JOB_HIGH_BG, &["$f", "", "a"])
+            .call(1, t::SUBMIT_JOB_BG, &["$f", "", "b"])
+            .call(1, t::SUBMIT_JOB_BG, &["$f", "", "c"])
+            .call(1, t::SUBMIT_JOB_LOW_BG, &["$f", "", "d"]),
+    );
+    all.push(Scenario::new("admin_workers_crlf").can_do(2, "$f").admin(9, "workers\r\n"));
+    all.push(Scenario::new("admin_workers_sleeping").can_do(2, "$f").call(2, t::PRE_SLEEP, &[]).admin(9, "workers"));
+    all.push(Scenario::new("set_client_id_with_a_space").call(5, t::SET_CLIENT_ID, &["$f a b"]).admin(9, "workers"));
+
     // --- Other client packets.
     all.push(
         Scenario::new("echo_req")
