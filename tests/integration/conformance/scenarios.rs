@@ -701,14 +701,19 @@ pub fn all() -> Vec<Scenario> {
             .admin(9, "prioritystatus"),
     );
     all.push(Scenario::new("admin_verbose").admin(9, "verbose"));
-    all.push(Scenario::new("admin_shutdown").own_servers().admin(9, "shutdown").quiet(9, 200).admin(8, "getpid"));
-    all.push(
-        Scenario::new("admin_shutdown_graceful")
-            .own_servers()
-            .admin(9, "shutdown graceful")
-            .quiet(9, 200)
-            .admin(8, "getpid"),
-    );
+    // Issue 19 item 9: `shutdown` over TCP must leave the server, and its jobs, where they are.
+    for (name, line) in [("admin_shutdown", "shutdown"), ("admin_shutdown_graceful", "shutdown graceful")] {
+        all.push(
+            Scenario::new(name)
+                .own_servers()
+                .call(1, t::SUBMIT_JOB_BG, &["$f", "", "kept"])
+                .admin(9, line)
+                .quiet(9, 200)
+                .admin(8, "status")
+                .can_do(2, "$f")
+                .call(2, t::GRAB_JOB, &[]),
+        );
+    }
     all.push(Scenario::new("admin_then_binary_on_one_connection").admin(9, "getpid").call(9, t::ECHO_REQ, &["x"]));
 
     // --- Malformed input.
