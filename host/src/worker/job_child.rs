@@ -22,15 +22,15 @@
 
 use crate::gearman::packet::DEFAULT_MAX_BODY;
 use crate::plugins::JobEvents;
-use crate::process::{self, ForkFailed};
+use crate::process::{self, ForkFailed, MultiThreaded};
 use crate::signals;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The largest frame the child may send: what one Gearman packet can carry.
@@ -40,8 +40,8 @@ pub const MAX_FRAME: usize = DEFAULT_MAX_BODY;
 #[derive(Debug, thiserror::Error)]
 pub enum ForkError {
     /// The process has other threads: forking now could deadlock the child.
-    #[error("refusing to fork: this process has {0} threads (a plugin started one?); a forking process must be single-threaded")]
-    MultiThreaded(usize),
+    #[error(transparent)]
+    MultiThreaded(MultiThreaded),
     /// fork, pipe or pidfd failed.
     #[error("cannot run the job in a child process: {0}")]
     Os(#[from] io::Error),
@@ -79,7 +79,7 @@ impl From<nix::Error> for ForkError {
 impl From<ForkFailed> for ForkError {
     fn from(err: ForkFailed) -> Self {
         match err {
-            ForkFailed::MultiThreaded(n) => ForkError::MultiThreaded(n),
+            ForkFailed::MultiThreaded(err) => ForkError::MultiThreaded(err),
             ForkFailed::Os(err) => ForkError::Os(err),
         }
     }
@@ -173,35 +173,25 @@ pub fn run_in_child(
 ) -> Result<Result<Vec<u8>, String>, ForkError> {
     reap_children(false);
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let worker = nix::unistd::getpid();
-    match process::fork(signals::reset_for_job)? {
-        ForkResult::Child => {
-            drop(read);
-            child(job, write, limits, worker)
-        }
-        ForkResult::Parent { child } => {
-            drop(write);
-            // Both sides set the group, so it exists whichever runs first; the child may be
-            // gone already (ESRCH), which the wait below reports.
-            let _ = nix::unistd::setpgid(child, child);
-            let mut child = JobChild { pid: child, state: ChildState::Running, pipe: Some(read.into()) };
-            child.wait(limits.timeout, events)
-        }
-    }
+    let read_fd = read.as_raw_fd();
+    let setup = || {
+        signals::reset_for_job();
+        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    };
+    let child = process::fork_child(setup, move || {
+        // The child's copy of the read end; the parent keeps its own.
+        let _ = nix::unistd::close(read_fd);
+        child(job, write, limits)
+    })?;
+    // Both sides set the group, so it exists whichever runs first; the child may be gone
+    // already (ESRCH), which the wait below reports.
+    let _ = nix::unistd::setpgid(child, child);
+    let mut child = JobChild { pid: child, state: ChildState::Running, pipe: Some(read.into()) };
+    child.wait(limits.timeout, events)
 }
 
-fn child(
-    job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
-    write: OwnedFd,
-    limits: ChildLimits,
-    worker: Pid,
-) -> ! {
-    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    if !process::parent_death_signal(Signal::SIGKILL, worker) {
-        // SAFETY: the worker died before the request took effect: leave without a trace.
-        unsafe { libc::_exit(1) }
-    }
-    process::close_inherited();
+/// The child's body: runs the job and sends what it returned; returns the exit code.
+fn child(job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>, write: OwnedFd, limits: ChildLimits) -> i32 {
     if let Some(bytes) = limits.memory {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes);
     }
@@ -213,9 +203,7 @@ fn child(
         Err(message) => events.frame(RESULT_ERR, message.as_bytes()),
     }
     let _ = events.pipe.flush();
-    // SAFETY: _exit ends the process without running the parent's atexit handlers or
-    // destructors, which belong to the worker, not to this copy of it.
-    unsafe { libc::_exit(if events.broken { 1 } else { 0 }) }
+    i32::from(events.broken)
 }
 
 /// The forked job child, owned by the worker from the fork on. However the wait for it ends
