@@ -17,7 +17,7 @@
 //! Goals (issue 9): at least 50,000 jobs/s and 20x the original's rate; lateness p99 < 50 ms.
 //! Run: `cargo bench -p li3g-tests --bench scheduler`.
 
-use li3g_host::gearman::client::{Client as GearmanClient, Submit};
+use li3g_host::gearman::client::{GearmanClient, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_host::scheduler::record::unique_for;
 use li3g_host::scheduler::{Record, Settings, Store};

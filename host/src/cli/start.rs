@@ -157,7 +157,7 @@ fn embedded_server(
         }
         Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
             let server: crate::gearman::conn::ServerAddr = addr.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            let mut client = crate::gearman::client::Client::new(vec![server]);
+            let mut client = crate::gearman::client::GearmanClient::new(vec![server]);
             client.echo(b"li3g").map_err(|e| {
                 anyhow::anyhow!("{addr} is taken by something that is not a Gearman server ({e}); configure `servers`")
             })?;
@@ -211,8 +211,9 @@ fn server_child<'a>(listener: &'a std::net::TcpListener, options: &'a crate::ser
     spec
 }
 
-/// The kinds of children the daemon supervises, in start order. Another kind (a scheduler, an
-/// embedded job server) is one more [`ChildSpec`] here.
+/// The workers and, when the configuration names Redis, the scheduler, in start order (the
+/// embedded job server, when there is one, goes before them). Another kind of child is one
+/// more [`ChildSpec`] here.
 fn children<'a>(args: &'a StartArgs, config: &'a Config, log: Log) -> Vec<ChildSpec<'a>> {
     let mut workers = ChildSpec::new("worker", args.workers, move |_number| {
         i32::from(run_worker(&with_fresh_plugin_settings(config, log), &args.worker, log))

@@ -1,10 +1,10 @@
 //! A Gearman client: submit jobs, wait for results, ask for status.
 //!
 //! Works against a list of job servers: it starts at a random one (to spread clients over
-//! servers; [`Client::start_at`] picks one) and, while a server cannot be reached, fails over to
+//! servers; [`GearmanClient::start_at`] picks one) and, while a server cannot be reached, fails over to
 //! the next. Rules that keep a job from hanging, being lost, or running twice:
 //!
-//! - Every request has a deadline: each answer must come within [`Client::request_timeout`]
+//! - Every request has a deadline: each answer must come within [`GearmanClient::request_timeout`]
 //!   (and within the caller's overall timeout where it gives one), so a server that accepts a
 //!   connection and never answers is an error, not a hang.
 //! - A submission whose write failed never reached the server whole: it goes to the next one. A
@@ -175,13 +175,17 @@ fn reason_only(err: &ConnError, waited: Duration) -> String {
 
 fn server_of(err: &ConnError) -> &str {
     match err {
-        ConnError::Io { server, .. } | ConnError::Closed { server } | ConnError::Protocol { server, .. } => server,
+        ConnError::Io { server, .. }
+        | ConnError::Closed { server }
+        | ConnError::Protocol { server, .. }
+        | ConnError::Unexpected { server, .. } => server,
+        ConnError::NoServers | ConnError::Lost => "",
     }
 }
 
-/// The default for [`Client::request_timeout`].
+/// The default for [`GearmanClient::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The default for [`Client::no_worker_check`].
+/// The default for [`GearmanClient::no_worker_check`].
 pub const DEFAULT_NO_WORKER_CHECK: Duration = Duration::from_secs(3);
 
 /// When a request must be answered: the earlier of the request timeout and the caller's deadline.
@@ -248,7 +252,7 @@ enum Resend {
 }
 
 /// A client of one or more job servers.
-pub struct Client {
+pub struct GearmanClient {
     servers: Vec<ServerAddr>,
     conn: Option<Conn>,
     next: usize,
@@ -257,11 +261,11 @@ pub struct Client {
     no_worker_check: Duration,
 }
 
-impl Client {
+impl GearmanClient {
     /// A client of `servers`; nothing connects until the first request.
-    pub fn new(servers: Vec<ServerAddr>) -> Client {
+    pub fn new(servers: Vec<ServerAddr>) -> GearmanClient {
         let next = if servers.is_empty() { 0 } else { random_index(servers.len()) };
-        Client {
+        GearmanClient {
             servers,
             conn: None,
             next,
@@ -272,28 +276,28 @@ impl Client {
     }
 
     /// Sets how long a connection attempt may take (default 5 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Client {
+    pub fn connect_timeout(mut self, timeout: Duration) -> GearmanClient {
         self.connect_timeout = timeout;
         self
     }
 
     /// Sets how long a server may take to answer one request (default 10 s); waiting for a
     /// synchronous job's result is bounded by its own timeout instead.
-    pub fn request_timeout(mut self, timeout: Duration) -> Client {
+    pub fn request_timeout(mut self, timeout: Duration) -> GearmanClient {
         self.request_timeout = timeout;
         self
     }
 
     /// Sets how long a synchronous job may wait without news before the client asks its
     /// server whether any worker registered its function (default 3 s; see [`JobEvent::NoWorker`]).
-    pub fn no_worker_check(mut self, after: Duration) -> Client {
+    pub fn no_worker_check(mut self, after: Duration) -> GearmanClient {
         self.no_worker_check = after;
         self
     }
 
     /// Starts at the server with this index in the list (modulo its length) instead of a
     /// random one.
-    pub fn start_at(mut self, index: usize) -> Client {
+    pub fn start_at(mut self, index: usize) -> GearmanClient {
         if !self.servers.is_empty() {
             self.next = index % self.servers.len();
         }
@@ -417,7 +421,7 @@ impl Client {
     /// the job out only on a worker's next grab after that time.
     ///
     /// # Errors
-    /// As [`Client::submit_background`].
+    /// As [`GearmanClient::submit_background`].
     pub fn submit_at(&mut self, job: &Submit, epoch: u64) -> Result<JobHandle, ClientError> {
         let packet = Packet::SubmitJobEpoch {
             function: job.function.clone(),

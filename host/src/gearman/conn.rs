@@ -81,6 +81,20 @@ pub enum ConnError {
         /// The server.
         server: String,
     },
+    /// There is no job server to connect to: none is configured.
+    #[error("no job servers configured")]
+    NoServers,
+    /// The connection was dropped earlier (after an error) and is needed now.
+    #[error("the connection to the job server was lost")]
+    Lost,
+    /// The server answered a request with a packet that does not belong there.
+    #[error("{server}: answered {answer} where another packet belongs")]
+    Unexpected {
+        /// The server.
+        server: String,
+        /// The packet's name (`NOOP`).
+        answer: String,
+    },
     /// The server sent bytes that are not a valid packet; the connection is unusable.
     #[error("{server}: protocol error: {source}")]
     Protocol {

@@ -258,7 +258,7 @@ impl Servers {
     fn connected(&mut self) -> Result<&mut Conn, ConnError> {
         if self.conn.is_none() {
             if self.addrs.is_empty() {
-                return Err(ConnError::Closed { server: "(no job servers configured)".into() });
+                return Err(ConnError::NoServers);
             }
             let addr = &self.addrs[self.next % self.addrs.len()];
             self.next += 1;
@@ -282,7 +282,7 @@ impl Servers {
     /// refusal. An error means none of the rest is known to be accepted.
     fn receive(&mut self, jobs: &[Record]) -> Result<Vec<Option<String>>, ConnError> {
         let Some(conn) = self.conn.as_mut() else {
-            return Err(ConnError::Closed { server: "(the connection was lost)".into() });
+            return Err(ConnError::Lost);
         };
         let result = receive_on(conn, jobs);
         if result.is_err() {
@@ -328,7 +328,10 @@ fn receive_on(conn: &mut Conn, jobs: &[Record]) -> Result<Vec<Option<String>>, C
                 answers.push(Some(format!("{}: {}", String::from_utf8_lossy(&code), String::from_utf8_lossy(&message))))
             }
             other => {
-                return Err(ConnError::Closed { server: format!("{} (answered {:?})", conn.server(), other.kind()) })
+                return Err(ConnError::Unexpected {
+                    server: conn.server().to_string(),
+                    answer: format!("{:?}", other.kind()),
+                })
             }
         }
     }
