@@ -231,6 +231,11 @@ pub fn wait_readable(fd: impl AsFd, timeout: Option<Duration>) -> io::Result<boo
     }
 }
 
+/// This host's name (`localhost` when it cannot be read): the `host` of `host:pid` client ids.
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
 /// A delay that doubles with every failure, between a minimum and a maximum, and falls back to
 /// the minimum after a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
