@@ -68,9 +68,14 @@ fn a_sigkilled_atomic_daemon_with_a_job_in_flight_leaves_nothing_behind() {
     let pid_path = pid_file.display().to_string();
     assert!(!descriptors(worker).contains(&pid_path), "{:?}", descriptors(worker));
     let outside = descriptors(daemon.id());
-    let held: Vec<String> =
-        descriptors(job).into_iter().filter(|d| !outside.contains(d) && !d.starts_with("/memfd:")).collect();
-    assert!(held.len() == 1 && held[0].starts_with("pipe:"), "{held:?}, the worker's: {:?}", descriptors(worker));
+    // The child closes them in its first steps after the fork, which may not have run yet.
+    let held = || -> Vec<String> {
+        descriptors(job).into_iter().filter(|d| !outside.contains(d) && !d.starts_with("/memfd:")).collect()
+    };
+    wait_until("the job child holds only its result pipe", WAIT, || {
+        let held = held();
+        held.len() == 1 && held[0].starts_with("pipe:")
+    });
 
     let killed = Instant::now();
     daemon.kill(); // SIGKILL: the daemon cannot stop anything itself

@@ -45,6 +45,11 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         None => "none, jobs in memory".into(),
     };
     eprintln!("li3g-host: job server listening on {} (store: {store})", listener.local_addr()?);
-    server::run(listener, options, Some(signals::wake_fd()), &signals::stop_requested)?;
+    server::run(
+        listener,
+        options,
+        signals::wake_fd().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)),
+        &signals::stop_requested,
+    )?;
     Ok(ExitCode::SUCCESS)
 }

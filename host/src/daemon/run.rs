@@ -176,10 +176,14 @@ pub fn default_store() -> Result<PathBuf, Error> {
 /// (it loads no plugin, and its jobs would be lost without a store).
 fn server_child<'a>(listener: &'a TcpListener, options: &'a crate::server::Options) -> ChildSpec<'a> {
     let mut spec = ChildSpec::new("job server", 1, move |_number| {
-        let result = listener
-            .try_clone()
-            .map_err(crate::server::Error::from)
-            .and_then(|l| crate::server::run(l, options.clone(), Some(signals::wake_fd()), &signals::stop_requested));
+        let result = listener.try_clone().map_err(crate::server::Error::from).and_then(|l| {
+            crate::server::run(
+                l,
+                options.clone(),
+                signals::wake_fd().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)),
+                &signals::stop_requested,
+            )
+        });
         match result {
             Ok(()) => 0,
             Err(err) => {

@@ -94,7 +94,7 @@ impl Wake {
         if let Some(sock) = &self.sock {
             fds.push(libc::pollfd { fd: sock.fd(), events: libc::POLLIN, revents: 0 });
         }
-        let signal = crate::signals::wake_fd();
+        let signal = crate::signals::wake_fd().map_or(-1, |fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
         if signal >= 0 {
             fds.push(libc::pollfd { fd: signal, events: libc::POLLIN, revents: 0 });
         }

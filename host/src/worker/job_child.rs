@@ -30,7 +30,7 @@ use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The largest frame the child may send: what one Gearman packet can carry.
@@ -267,9 +267,7 @@ impl JobChild {
             if left.is_some_and(|left| left.is_zero()) {
                 return Err(ForkError::TimedOut(timeout.unwrap_or_default()));
             }
-            let wake_fd = signals::wake_fd();
-            // SAFETY: the wake pipe lives as long as this process; signals only replace it in a child.
-            let wake = (wake_fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(wake_fd) });
+            let wake = signals::wake_fd();
             let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
             fds.extend(self.pipe.as_ref().map(|pipe| PollFd::new(pipe.as_fd(), PollFlags::POLLIN)));
             fds.extend(wake.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));

@@ -11,7 +11,7 @@ use crate::process::{self, Backoff};
 use crate::workload::COMPAT_FUNCTION;
 use log::{info, warn};
 use nix::poll::{PollFd, PollFlags};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -160,9 +160,7 @@ fn wait(servers: &[Server], timeout: Duration, readable: &mut [bool]) {
             which.push(i);
         }
     }
-    let wake_fd = crate::signals::wake_fd();
-    // SAFETY: the wake pipe lives as long as this process; signals only replace it in a child.
-    let wake = (wake_fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(wake_fd) });
+    let wake = crate::signals::wake_fd();
     fds.extend(wake.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
     readable.fill(false);
     // An error here (EINVAL, ENOMEM) leaves nothing readable; the loop looks again.
