@@ -113,8 +113,14 @@ pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
 pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> u8 {
     let mut worker = options.worker_config(config);
     worker.log = log;
-    let dir = plugins_dir(config).map_err(|err| format!("{err:#}"));
-    worker::serve(dir.as_deref().map_err(Clone::clone), &worker)
+    match plugins_dir(config) {
+        Ok(dir) => worker::serve(&dir, &worker),
+        Err(err) => {
+            crate::log::init(log.verbose);
+            log::error!("Cannot load plugins: {err:#}");
+            2
+        }
+    }
 }
 
 #[cfg(test)]

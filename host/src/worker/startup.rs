@@ -11,9 +11,9 @@ use log::{info, warn};
 /// [`EXIT_RECYCLE`](crate::daemon::EXIT_RECYCLE) when it ended to be replaced (`--max-jobs`,
 /// `--memlimit`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
 /// `start` forks.
-pub fn serve(plugins: Result<&std::path::Path, String>, worker: &WorkerConfig) -> u8 {
+pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     crate::log::init(worker.log.verbose);
-    let mut registry = match plugins.and_then(|dir| Registry::scan(dir).map_err(|e| e.to_string())) {
+    let mut registry = match Registry::scan(plugins) {
         Ok(registry) => registry,
         Err(err) => {
             log::error!("Cannot load plugins: {err}");
