@@ -1,5 +1,7 @@
 //! The li3g client API: run a task by name from Rust, as li3_gearman's `Gearman::run()` did
-//! from PHP. The CLI's `run` command and (in a later issue) the scheduler use it.
+//! from PHP, with scheduling (`--in`, `--at`) and retries through Redis. The CLI's `run` and
+//! `ping` commands use it. It speaks Gearman through [`GearmanClient`](crate::gearman::client::GearmanClient),
+//! the protocol-level client (submit, status, failover between servers).
 //!
 //! ```no_run
 //! use li3g_host::client::{Client, RunOptions, Outcome};
@@ -139,15 +141,15 @@ pub enum RunError {
 
 /// A client of one or more job servers, running li3g tasks.
 pub struct Client {
-    gearman: client::Client,
+    gearman: client::GearmanClient,
     /// Where scheduled jobs go: the configured Redis, opened on first use.
     store: Option<Result<Schedule, String>>,
 }
 
 impl Client {
-    /// A client of `servers` (see [`client::Client`] for failover).
+    /// A client of `servers` (see [`client::GearmanClient`] for failover).
     pub fn new(servers: Vec<ServerAddr>) -> Client {
-        Client { gearman: client::Client::new(servers), store: None }
+        Client { gearman: client::GearmanClient::new(servers), store: None }
     }
 
     /// Schedules jobs in `store` (see [`RunOptions::schedule`]).
@@ -157,7 +159,7 @@ impl Client {
     }
 
     /// A client over a configured protocol-level client (start server, timeouts).
-    pub fn with(gearman: client::Client) -> Client {
+    pub fn with(gearman: client::GearmanClient) -> Client {
         Client { gearman, store: None }
     }
 
@@ -252,7 +254,7 @@ impl Client {
     }
 
     /// The protocol-level client, for status queries.
-    pub fn gearman(&mut self) -> &mut client::Client {
+    pub fn gearman(&mut self) -> &mut client::GearmanClient {
         &mut self.gearman
     }
 }

@@ -6,7 +6,6 @@
 //! - [`client`]: run a task by name from Rust (background or sync, priority, unique).
 //! - [`daemon`]: the supervisor of `start`: worker pool, daemon mode.
 //! - [`config`]: the TOML configuration file (named configurations, environments).
-//! - [`fork`]: running one job in a forked child (`--atomic`).
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`log`]: log lines to stderr (`--verbose`) or syslog.
 //! - [`server`]: the embedded Gearman job server (`li3g-host server`): mio event loop, SQLite store.
@@ -18,7 +17,8 @@
 //! - [`scheduler`]: scheduled and retried jobs in Redis, and the scheduler process.
 //! - [`retry_policy`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
-//! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
+//! - [`worker`]: the Gearman worker: start-up, the job servers, running and answering a job,
+//!   the `--atomic` job child.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
 
 #![deny(missing_docs)]
@@ -27,7 +27,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
-pub mod fork;
 pub mod gearman;
 pub mod job_id;
 pub mod log;

@@ -18,7 +18,7 @@
 //! Run: `cargo bench -p li3g-tests --bench scheduler`.
 
 use li3g_host::config::SchedulerSettings;
-use li3g_host::gearman::client::{Client as GearmanClient, Submit};
+use li3g_host::gearman::client::{GearmanClient, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_host::scheduler::record::unique_for;
 use li3g_host::scheduler::{Record, Schedule};

@@ -19,7 +19,7 @@
 use super::record::{Record, RecordError};
 use super::schedule::Schedule;
 use super::wake::Wake;
-use crate::gearman::client::{Client, ClientError};
+use crate::gearman::client::{ClientError, GearmanClient};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::{self, Magic, Packet, PacketType};
 use crate::process::Backoff;
@@ -89,7 +89,7 @@ pub fn run(
     let mut state = State {
         wake: Wake::new(store.client(), store.keys().wake_channel()),
         servers: Servers {
-            client: Client::new(config.servers.clone())
+            client: GearmanClient::new(config.servers.clone())
                 .connect_timeout(Duration::from_secs(2))
                 .request_timeout(READ_TIMEOUT),
             conn: None,
@@ -288,7 +288,7 @@ enum SubmitError {
 /// The job servers, one connection at a time, failing over in turn (the Gearman client's
 /// failover; the scheduler writes and reads its own pipelined packets on the connection).
 struct Servers {
-    client: Client,
+    client: GearmanClient,
     conn: Option<Conn>,
 }
 

@@ -92,9 +92,6 @@ impl Wake {
             self.sock = self.connect().ok();
         }
         let signal = crate::signals::wake_fd();
-        // SAFETY: the signal wake-up pipe is opened once and never closed while the process
-        // runs, so the descriptor outlives this borrow.
-        let signal = (signal >= 0).then(|| unsafe { BorrowedFd::borrow_raw(signal) });
         let mut fds = Vec::with_capacity(2);
         if let Some(sock) = &self.sock {
             fds.push(PollFd::new(sock.fd(), PollFlags::POLLIN));
