@@ -19,4 +19,5 @@ mod scheduler;
 mod server;
 mod setup;
 mod state;
+mod watching;
 mod worker;

@@ -100,6 +100,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         server: !args.no_server,
         store: args.store.clone(),
         log,
+        scoreboard: Some(crate::scoreboard::path_for(&pid_path)),
     };
     let code = daemon::run(&config, &options)?;
     drop(pid_file);

@@ -33,6 +33,9 @@ pub struct Options<'a> {
     pub store: Option<PathBuf>,
     /// Where log lines go.
     pub log: Log,
+    /// The scoreboard file to create (beside the PID file: [`crate::scoreboard::path_for`]);
+    /// `None`: none (nothing to `status`).
+    pub scoreboard: Option<PathBuf>,
 }
 
 /// Why the daemon cannot start.
@@ -81,8 +84,30 @@ pub fn run(config: &Config, options: &Options<'_>) -> Result<i32, Error> {
         // First in start order, so it is stopped last (after the workers).
         children.insert(0, server_child(listener, server_options));
     }
+    let board = options.scoreboard.as_deref().and_then(|path| create_scoreboard(path, config, &children, options.log));
     let code = supervise(&PoolOptions { children, log: options.log });
+    if let Some(path) = board {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(code)
+}
+
+/// Creates the scoreboard at `path` with room for every child twice over (a `restart` runs the
+/// new children beside the old ones finishing their jobs) and installs it, before any fork. A
+/// board that cannot be made is a log line: the pool runs without (`status` then says so).
+fn create_scoreboard<'p>(path: &'p std::path::Path, config: &Config, children: &[ChildSpec<'_>], log: Log) -> Option<&'p std::path::Path> {
+    let slots = children.iter().map(|c| c.count).sum::<u32>().saturating_mul(2).saturating_add(2);
+    let file = config.file.as_deref().map(|f| f.display().to_string()).unwrap_or_default();
+    match crate::scoreboard::Scoreboard::create(path, slots, &file) {
+        Ok(board) => {
+            crate::scoreboard::current::install(board);
+            Some(path)
+        }
+        Err(err) => {
+            log.daemon(&format!("Cannot create the scoreboard {}: {err}; `status` will not see this pool", path.display()));
+            None
+        }
+    }
 }
 
 /// A new worker's configuration: the plugin settings read from the file afresh, so that a

@@ -7,6 +7,7 @@ use super::{WorkerConfig, PING_FUNCTION};
 use crate::gearman::conn::{Conn, ConnError};
 use crate::gearman::packet::Packet;
 use crate::plugins::{JobEvents, JobInfo, Registry};
+use crate::scoreboard::current as scoreboard;
 use crate::workload;
 use log::{debug, info, warn};
 
@@ -75,26 +76,31 @@ pub(super) fn work(
     conn: &mut Conn,
     job: &Assigned,
 ) -> Result<JobOutcome, ConnError> {
-    let (task, outcome) = run(registry, config, conn, job)?;
-    answer(conn, &job.handle, &task, outcome)
+    let (task, id, outcome) = run(registry, config, conn, job)?;
+    answer(conn, &job.handle, &id, &task, outcome)
 }
 
-/// Runs one job; returns the task's resolved name and how the job ended.
+/// Runs one job; returns the task's resolved name, the job's id and how the job ended. The
+/// scoreboard hears of it (busy, then done; a failure goes into its ring).
 fn run(
     registry: &Registry,
     config: &WorkerConfig,
     conn: &mut Conn,
     job: &Assigned,
-) -> Result<(String, JobOutcome), ConnError> {
+) -> Result<(String, String, JobOutcome), ConnError> {
     let handle = String::from_utf8_lossy(&job.handle);
     if job.function == PING_FUNCTION {
         debug!("Handling job {handle} {PING_FUNCTION}");
         let pong = format!("pong from {}", config.client_id).into_bytes();
-        return Ok((job.function.clone(), JobOutcome::Completed(pong)));
+        return Ok((job.function.clone(), String::new(), JobOutcome::Completed(pong)));
     }
     let decoded = match workload::decode(&job.function, &job.workload) {
         Ok(decoded) => decoded,
-        Err(err) => return Ok((job.function.clone(), JobOutcome::Failed(err.to_string()))),
+        Err(err) => {
+            let message = err.to_string();
+            scoreboard::failure(&job.function, "", &handle, conn.server(), &message, None);
+            return Ok((job.function.clone(), String::new(), JobOutcome::Failed(message)));
+        }
     };
     let info = JobInfo {
         id: decoded.id.unwrap_or_else(crate::job_id::generate),
@@ -103,6 +109,8 @@ fn run(
     };
     let task = registry.resolve(&decoded.task);
     debug!("Handling job #{} {task} ({handle})", info.id);
+    let started = std::time::Instant::now();
+    scoreboard::busy(&task, &info.id, &handle, conn.server());
     let hook_log = |line: &str| info!("{line}");
     if let Some(hooks) = &config.hooks {
         hooks.report_start(&info.id, &hook_log);
@@ -116,13 +124,22 @@ fn run(
             .map_err(|err| err.to_string())
     };
     let result = if config.atomic { in_child(run, config, &task, &mut reporter) } else { run(&mut reporter) };
-    if let Some(err) = reporter.failed {
+    let lost = reporter.failed;
+    // Under --atomic, the job child's (CPU seconds, peak RSS) goes here once the job-child
+    // code reports its wait4 figures.
+    let cost = None;
+    let failure = result.as_ref().err().map(String::as_str);
+    scoreboard::done(&task, started.elapsed().as_secs_f64(), failure, cost);
+    if let Some(message) = failure {
+        scoreboard::failure(&task, &info.id, &handle, conn.server(), message, None);
+    }
+    if let Some(err) = lost {
         return Err(err);
     }
     if let Some(hooks) = &config.hooks {
         hooks.report_end(&info.id, &job.function, &job.workload, &result, &hook_log);
     }
-    Ok((task, result.into()))
+    Ok((task, info.id, result.into()))
 }
 
 /// Runs `run` in a [`job_child`] with the task's limits; the child's failure is the job's.
@@ -150,11 +167,11 @@ fn child_failure(task: &str, err: &ForkError, memlimit: Option<u64>) -> String {
 
 /// Queues the answer to a job, `WORK_COMPLETE` with its result or its failure, and gives the
 /// outcome back.
-fn answer(conn: &mut Conn, handle: &[u8], task: &str, outcome: JobOutcome) -> Result<JobOutcome, ConnError> {
+fn answer(conn: &mut Conn, handle: &[u8], id: &str, task: &str, outcome: JobOutcome) -> Result<JobOutcome, ConnError> {
     let shown = String::from_utf8_lossy(handle);
     match outcome {
         JobOutcome::Completed(data) => {
-            debug!("Job {shown} {task} completed");
+            debug!("Job #{id} ({shown}) {task} completed");
             // The result moves into the packet and back out: a large one is never copied.
             let packet = Packet::WorkComplete { handle: handle.to_vec(), data };
             conn.queue_packet(&packet)?;
@@ -162,7 +179,7 @@ fn answer(conn: &mut Conn, handle: &[u8], task: &str, outcome: JobOutcome) -> Re
             Ok(JobOutcome::Completed(data))
         }
         JobOutcome::Failed(message) => {
-            warn!("Job {shown} {task} failed: {message}");
+            warn!("Job #{id} ({shown}) {task} failed: {message}");
             // Not WORK_EXCEPTION: gearmand passes that only to clients that asked for
             // exceptions and relays it to the others as a `WORK_FAIL handle\0` that stock
             // clients cannot match (the gearman CLI waits forever). The message as a warning,

@@ -56,7 +56,14 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
         warn!("Configuration: {unused}");
     }
     info!("Worker started: {} tasks, servers {}", registry.task_names().len(), list(&worker.servers));
+    if let Some(slot) = crate::scoreboard::current::own() {
+        let tasks = registry.task_names();
+        let tasks: Vec<&str> = tasks.iter().map(String::as_str).collect();
+        slot.loaded(registry.plugins().iter().map(|p| (p.name.as_str(), p.version.as_str())), &tasks);
+        slot.state(crate::scoreboard::State::Idle);
+    }
     let stats = super::run(&registry, worker, &crate::signals::stop_requested);
+    crate::scoreboard::current::state(crate::scoreboard::State::Stopping);
     info!("Worker ended: {} jobs completed, {} failed", stats.completed, stats.failed);
     let used_up = worker.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
     if stats.over_memory || (used_up && !crate::signals::stop_requested()) {
