@@ -119,9 +119,11 @@ impl JobHooks {
             Ok(()) => self.with(|store| store.set_status(id, Status::Finished)).map(|()| AfterFailure::NotRetried),
             Err(message) => self.with(|store| {
                 let after = after_failure(store, function, workload, message, SystemTime::now())?;
-                let status =
-                    if matches!(after, AfterFailure::Retrying { .. }) { Status::Pending } else { Status::Error };
-                store.set_status(id, status)?;
+                if matches!(after, AfterFailure::Retrying { .. }) {
+                    store.set_status(id, Status::Pending)?;
+                } else {
+                    store.set_failed(id, message)?;
+                }
                 Ok(after)
             }),
         }

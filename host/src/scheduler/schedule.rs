@@ -47,6 +47,11 @@ impl Keys {
     pub fn status(&self, id: &str) -> String {
         format!("{}{id}.status", self.prefix)
     }
+    /// A failed job's message, beside its status (which stays li3_gearman's `error`):
+    /// `<prefix><id>.error`, expiring with it.
+    pub fn error(&self, id: &str) -> String {
+        format!("{}{id}.error", self.prefix)
+    }
 }
 
 /// A job's status, as li3_gearman's `saveJobStatus` wrote it.
@@ -450,15 +455,54 @@ impl Schedule {
         })
     }
 
-    /// A job's status and the seconds it has left, if any is recorded.
+    /// Records a failed job: status `error` (li3_gearman's value, which its readers know) and
+    /// beside it the failure's message, both with the configured expiry.
+    ///
+    /// # Errors
+    /// [`ScheduleError`] when Redis fails.
+    pub fn set_failed(&mut self, id: &str, message: &str) -> Result<(), ScheduleError> {
+        let ttl = self.status_ttl();
+        if ttl == 0 {
+            return Ok(());
+        }
+        self.with(|conn, keys| {
+            redis::pipe()
+                .cmd("SET")
+                .arg(keys.status(id))
+                .arg(Status::Error.as_str())
+                .arg("EX")
+                .arg(ttl)
+                .ignore()
+                .cmd("SET")
+                .arg(keys.error(id))
+                .arg(message)
+                .arg("EX")
+                .arg(ttl)
+                .ignore()
+                .exec(conn)
+        })
+    }
+
+    /// A job's status and the seconds it has left, if any is recorded; a failed job's is
+    /// `failed: <its message>` when the message was kept.
     ///
     /// # Errors
     /// [`ScheduleError`] when Redis fails.
     pub fn status(&mut self, id: &str) -> Result<Option<(String, i64)>, ScheduleError> {
-        let (value, ttl): (Option<String>, i64) = self.with(|conn, keys| {
-            redis::pipe().cmd("GET").arg(keys.status(id)).cmd("TTL").arg(keys.status(id)).query(conn)
+        let (value, ttl, error): (Option<String>, i64, Option<String>) = self.with(|conn, keys| {
+            redis::pipe()
+                .cmd("GET")
+                .arg(keys.status(id))
+                .cmd("TTL")
+                .arg(keys.status(id))
+                .cmd("GET")
+                .arg(keys.error(id))
+                .query(conn)
         })?;
-        Ok(value.map(|v| (v, ttl)))
+        Ok(value.map(|v| match error {
+            Some(message) if v == Status::Error.as_str() => (format!("failed: {message}"), ttl),
+            _ => (v, ttl),
+        }))
     }
 }
 

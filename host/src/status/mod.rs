@@ -8,6 +8,7 @@
 //! admin command each, Redis one listing.
 
 use crate::config::Config;
+use crate::gearman::admin_protocol;
 use crate::gearman::conn::{Conn, ServerAddr};
 use crate::scheduler::schedule::Place;
 use crate::scheduler::Schedule;
@@ -227,22 +228,29 @@ pub fn queues(server: &ServerAddr) -> ServerQueues {
         conn.admin("status")
     });
     match asked {
-        Ok(lines) => ServerQueues { server: server.to_string(), error: None, functions: parse_status(&lines) },
+        Ok(lines) => match parse_status(&lines) {
+            Ok(functions) => ServerQueues { server: server.to_string(), error: None, functions },
+            Err(err) => ServerQueues { server: server.to_string(), error: Some(err.to_string()), functions: Vec::new() },
+        },
         Err(err) => ServerQueues { server: server.to_string(), error: Some(err.to_string()), functions: Vec::new() },
     }
 }
 
-/// gearmand's `status` lines: `function\ttotal\trunning\tworkers` (total counts the running).
-pub fn parse_status(lines: &[String]) -> Vec<FunctionQueue> {
-    lines
-        .iter()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split('\t').collect();
-            let [function, total, running, workers] = fields[..] else { return None };
-            let (total, running, workers) = (total.parse::<u64>().ok()?, running.parse().ok()?, workers.parse().ok()?);
-            Some(FunctionQueue { function: function.to_string(), queued: total.saturating_sub(running), running, workers })
+/// gearmand's `status` lines (`function\ttotal\trunning\tworkers`; the total counts the
+/// running) as queues; a malformed answer is an error.
+///
+/// # Errors
+/// The line that is not a `status` line.
+pub fn parse_status(lines: &[String]) -> Result<Vec<FunctionQueue>, admin_protocol::Malformed> {
+    Ok(admin_protocol::parse_status(lines.iter().map(String::as_str))?
+        .into_iter()
+        .map(|f| FunctionQueue {
+            function: f.function,
+            queued: f.total.saturating_sub(f.running),
+            running: f.running,
+            workers: f.workers,
         })
-        .collect()
+        .collect())
 }
 
 fn scheduler_counts(url: &str, config: &Config) -> SchedulerCounts {
@@ -374,8 +382,9 @@ impl Report {
 mod tests {
     #[test]
     fn status_lines_give_waiting_jobs() {
-        let lines = vec!["Report::build\t5\t1\t2".to_string(), "junk".to_string()];
-        let q = super::parse_status(&lines);
+        let lines = vec!["Report::build\t5\t1\t2".to_string()];
+        let q = super::parse_status(&lines).unwrap();
+        assert!(super::parse_status(&["junk".to_string()]).is_err());
         assert_eq!(q.len(), 1);
         assert_eq!((q[0].queued, q[0].running, q[0].workers), (4, 1, 2));
     }

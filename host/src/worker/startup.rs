@@ -61,6 +61,10 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
         let tasks: Vec<&str> = tasks.iter().map(String::as_str).collect();
         slot.loaded(registry.plugins().iter().map(|p| (p.name.as_str(), p.version.as_str())), &tasks);
         slot.state(crate::scoreboard::State::Idle);
+        // Measured once here, then after each job where --memlimit measures it anyway.
+        if let Some(rss) = super::resident_memory() {
+            slot.rss(rss);
+        }
     }
     let stats = super::run(&registry, worker, &crate::signals::stop_requested);
     crate::scoreboard::current::state(crate::scoreboard::State::Stopping);
