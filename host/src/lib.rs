@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod gearman;
 pub mod job_id;
 pub mod log;
+pub mod monitor;
 pub mod pidfile;
 pub mod plugins;
 pub mod process;

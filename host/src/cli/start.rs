@@ -44,6 +44,10 @@ pub(super) struct StartArgs {
     /// directory ($XDG_DATA_HOME or ~/.local/share), or /var/lib/li3g/queue.sqlite as root]
     #[arg(long, value_name = "PATH", env = "LI3G_STORE")]
     store: Option<PathBuf>,
+    /// Serve metrics, the status JSON and the dashboard on ADDR (a loopback address unless
+    /// metrics_token is configured) [default: the configuration's `metrics`, else none]
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(flatten)]
     pid: PidArg,
     #[command(flatten)]
@@ -101,6 +105,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         store: args.store.clone(),
         log,
         scoreboard: Some(crate::scoreboard::path_for(&pid_path)),
+        metrics: args.metrics.clone(),
     };
     let code = daemon::run(&config, &options)?;
     drop(pid_file);

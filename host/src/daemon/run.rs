@@ -36,6 +36,9 @@ pub struct Options<'a> {
     /// The scoreboard file to create (beside the PID file: [`crate::scoreboard::path_for`]);
     /// `None`: none (nothing to `status`).
     pub scoreboard: Option<PathBuf>,
+    /// Where the monitor listens (`start --metrics`, else the configuration's `metrics`);
+    /// `None`: no monitor.
+    pub metrics: Option<String>,
 }
 
 /// Why the daemon cannot start.
@@ -57,6 +60,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The monitor cannot listen where it is asked to.
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
     /// There is no HOME to put the default store in.
     #[error("no HOME for the job store; use --store")]
     NoHome,
@@ -78,8 +84,20 @@ pub enum Error {
 /// [`Error`] when the embedded job server cannot start.
 pub fn run(config: &Config, options: &Options<'_>) -> Result<i32, Error> {
     let server = embedded_server(config, options)?;
+    let monitor = match options.metrics.as_deref().or(config.metrics.as_deref()) {
+        Some(addr) => {
+            let listener = crate::monitor::bind(addr, config.metrics_token.as_deref())?;
+            let message = format!("Monitor listening on http://{addr}/ (metrics at /metrics)");
+            options.log.daemon(&message);
+            Some(listener)
+        }
+        None => None,
+    };
     signals::install_daemon();
     let mut children = children(config, options);
+    if let Some(listener) = &monitor {
+        children.push(monitor_child(listener, config));
+    }
     if let Some((listener, server_options)) = &server {
         // First in start order, so it is stopped last (after the workers).
         children.insert(0, server_child(listener, server_options));
@@ -195,6 +213,20 @@ pub fn default_store() -> Result<PathBuf, Error> {
         .create(&dir)
         .map_err(|source| Error::Store { path: dir.clone(), source })?;
     Ok(dir.join("queue.sqlite"))
+}
+
+/// The monitor as a child kind: one, always replaced, not reloaded by `restart` (it loads no
+/// plugin). Last in start order: it stops first.
+fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec<'a> {
+    let mut spec = ChildSpec::new("monitor", 1, move |_number| match listener.try_clone() {
+        Ok(listener) => crate::monitor::serve(listener, config, &signals::stop_requested),
+        Err(err) => {
+            eprintln!("li3g-host: monitor: {err}");
+            2
+        }
+    });
+    spec.reload = false;
+    spec
 }
 
 /// The embedded job server as a child kind: one, always replaced, not reloaded by `restart`

@@ -314,6 +314,15 @@ impl Schedule {
         Ok(n == 1)
     }
 
+    /// Removes a dead job for good; `false` when no such job is dead.
+    ///
+    /// # Errors
+    /// [`ScheduleError`] when Redis fails.
+    pub fn delete_dead(&mut self, id: &str) -> Result<bool, ScheduleError> {
+        let n: i64 = self.with(|conn, keys| redis::cmd("HDEL").arg(keys.dead()).arg(id).query(conn))?;
+        Ok(n == 1)
+    }
+
     /// Puts job `id` (stored as `job`) in the dead set with `error`.
     ///
     /// # Errors
