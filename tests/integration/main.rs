@@ -12,6 +12,7 @@ mod dispatch;
 mod gearman_client;
 mod harness;
 mod loading;
+mod monitor;
 mod logging;
 mod multi_server;
 mod processes;

@@ -10,19 +10,24 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-struct Pool {
-    gearmands: Vec<Gearmand>,
+pub(crate) struct Pool {
+    pub(crate) gearmands: Vec<Gearmand>,
     _redis: Redis,
     _plugins: PluginDir,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    daemon: ChildGuard,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
+    pub(crate) daemon: ChildGuard,
     _lines: Lines,
 }
 
 impl Pool {
     /// A pool of `workers` on two gearmands with Redis (so a scheduler too).
-    fn start(workers: u32) -> Pool {
+    pub(crate) fn start(workers: u32) -> Pool {
+        Pool::start_with(workers, &[])
+    }
+
+    /// The same, with more arguments for `start`.
+    pub(crate) fn start_with(workers: u32, extra: &[&str]) -> Pool {
         let gearmands = vec![Gearmand::start(), Gearmand::start()];
         let redis = Redis::start();
         let plugins = PluginDir::with(&["misbehave"]);
@@ -45,6 +50,7 @@ impl Pool {
             .arg(&config)
             .arg("--pid")
             .arg(dir.path().join("li3g-host.pid"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut daemon = ChildGuard::spawn(&mut command);
@@ -54,15 +60,15 @@ impl Pool {
         Pool { gearmands, _redis: redis, _plugins: plugins, dir, config, daemon, _lines: lines }
     }
 
-    fn pid_file(&self) -> PathBuf {
+    pub(crate) fn pid_file(&self) -> PathBuf {
         self.dir.path().join("li3g-host.pid")
     }
 
-    fn status(&self, args: &[&str]) -> li3g_tests::Run {
+    pub(crate) fn status(&self, args: &[&str]) -> li3g_tests::Run {
         run(host().arg("status").args(args).arg("--config").arg(&self.config).arg("--pid").arg(self.pid_file()))
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let out = self.status(&["--json"]);
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
