@@ -169,13 +169,14 @@ fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     let queued = li3g(&["run", "Nobody::serves"]);
     assert_eq!(queued.code, Some(0), "{}", queued.stderr);
 
-    let slow = crate::daemon::sleep_in_flight(&pool.gearmands[0], 4.0);
+    let slow = crate::daemon::sleep_in_flight(&pool.gearmands[0], 5.0);
+    if let Ok(path) = std::env::var("LI3G_SCREENSHOT") {
+        // The picture in the README and docs/WATCHING.md.
+        chromium(&["--window-size=1250,230", &format!("--screenshot={path}"), &format!("{base}/")]);
+    }
     let busy = dom(&format!("{base}/"));
     assert!(busy.contains("id=\"page-busy\"") && busy.contains("Misbehave::sleep"), "{busy}");
     assert!(busy.contains("class=\"busy\"") && busy.contains("scheduler"), "{busy}");
-    if let Ok(path) = std::env::var("LI3G_SCREENSHOT") {
-        chromium(&["--window-size=1100,520", &format!("--screenshot={path}"), &format!("{base}/")]);
-    }
     slow.join().unwrap().unwrap();
     let queues = dom(&format!("{base}/queues"));
     assert!(queues.contains("Nobody::serves") && queues.contains(&pool.gearmands[0].addr()), "{queues}");
@@ -230,7 +231,8 @@ fn with_a_token_every_request_must_carry_it_and_off_loopback_needs_one() {
     assert_eq!(server.join().unwrap(), 0);
 
     // Off loopback without a token: start refuses, in the foreground.
-    let out = run(host().args(["start", "--no-server", "--metrics", "0.0.0.0:9"]).arg("--pid").arg(dir.path().join("p.pid")));
+    let out =
+        run(host().args(["start", "--no-server", "--metrics", "0.0.0.0:9"]).arg("--pid").arg(dir.path().join("p.pid")));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("not a loopback address; set metrics_token"), "{}", out.stderr);
 }

@@ -113,7 +113,12 @@ pub fn run(config: &Config, options: &Options<'_>) -> Result<i32, Error> {
 /// Creates the scoreboard at `path` with room for every child twice over (a `restart` runs the
 /// new children beside the old ones finishing their jobs) and installs it, before any fork. A
 /// board that cannot be made is a log line: the pool runs without (`status` then says so).
-fn create_scoreboard<'p>(path: &'p std::path::Path, config: &Config, children: &[ChildSpec<'_>], log: Log) -> Option<&'p std::path::Path> {
+fn create_scoreboard<'p>(
+    path: &'p std::path::Path,
+    config: &Config,
+    children: &[ChildSpec<'_>],
+    log: Log,
+) -> Option<&'p std::path::Path> {
     let slots = children.iter().map(|c| c.count).sum::<u32>().saturating_mul(2).saturating_add(2);
     let file = config.file.as_deref().map(|f| f.display().to_string()).unwrap_or_default();
     match crate::scoreboard::Scoreboard::create(path, slots, &file) {
@@ -122,7 +127,10 @@ fn create_scoreboard<'p>(path: &'p std::path::Path, config: &Config, children: &
             Some(path)
         }
         Err(err) => {
-            log.daemon(&format!("Cannot create the scoreboard {}: {err}; `status` will not see this pool", path.display()));
+            log.daemon(&format!(
+                "Cannot create the scoreboard {}: {err}; `status` will not see this pool",
+                path.display()
+            ));
             None
         }
     }

@@ -129,7 +129,7 @@ fn busy(view: &View<'_>) -> Markup {
                         td.task { (j.task) } td.id { (j.id) } td { (format!("{:.1}", j.seconds)) }
                     } @else { td {} td {} td {} }
                     td { (c.completed) } td { (c.failed) }
-                    td { (format!("{:.1}", c.rss_bytes as f64 / 1048576.0)) }
+                    td { @if c.rss_bytes == 0 { "-" } @else { (format!("{:.1}", c.rss_bytes as f64 / 1048576.0)) } }
                 }
             }
         }

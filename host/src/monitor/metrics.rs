@@ -75,7 +75,12 @@ pub fn render(report: &Report) -> String {
         for (task, t) in &tasks {
             let _ = writeln!(out, "li3g_job_cpu_seconds_total{{task=\"{}\"}} {}", label(task), t.cpu_seconds);
         }
-        header(&mut out, "li3g_job_max_rss_bytes", "gauge", "The largest peak RSS of a job child (--atomic), per task.");
+        header(
+            &mut out,
+            "li3g_job_max_rss_bytes",
+            "gauge",
+            "The largest peak RSS of a job child (--atomic), per task.",
+        );
         for (task, t) in &tasks {
             let _ = writeln!(out, "li3g_job_max_rss_bytes{{task=\"{}\"}} {}", label(task), t.max_rss);
         }
@@ -83,11 +88,8 @@ pub fn render(report: &Report) -> String {
 
     header(&mut out, "li3g_workers", "gauge", "Worker processes, per state.");
     for state in [State::Starting, State::Idle, State::Busy, State::Stopping] {
-        let n = report
-            .children
-            .iter()
-            .filter(|c| c.kind == crate::scoreboard::Kind::Worker && c.state == state)
-            .count();
+        let n =
+            report.children.iter().filter(|c| c.kind == crate::scoreboard::Kind::Worker && c.state == state).count();
         let _ = writeln!(out, "li3g_workers{{state=\"{}\"}} {n}", state.name());
     }
     header(&mut out, "li3g_child_restarts_total", "counter", "Children replaced, per kind and reason.");
@@ -104,9 +106,16 @@ pub fn render(report: &Report) -> String {
     for s in &report.servers {
         for f in &s.functions {
             let (server, function) = (label(&s.server), label(&f.function));
-            let _ = writeln!(out, "li3g_queue_jobs{{server=\"{server}\",function=\"{function}\",state=\"queued\"}} {}", f.queued);
-            let _ =
-                writeln!(out, "li3g_queue_jobs{{server=\"{server}\",function=\"{function}\",state=\"running\"}} {}", f.running);
+            let _ = writeln!(
+                out,
+                "li3g_queue_jobs{{server=\"{server}\",function=\"{function}\",state=\"queued\"}} {}",
+                f.queued
+            );
+            let _ = writeln!(
+                out,
+                "li3g_queue_jobs{{server=\"{server}\",function=\"{function}\",state=\"running\"}} {}",
+                f.running
+            );
         }
     }
     header(&mut out, "li3g_queue_workers", "gauge", "Workers registered on each job server, per function.");

@@ -7,9 +7,9 @@
 //! copies its texts once, on a failure only).
 
 use super::{now_ms, Failure, Kind, Scoreboard, SlotWriter, State};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::fmt::Display;
 use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 static BOARD: OnceLock<Scoreboard> = OnceLock::new();

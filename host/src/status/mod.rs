@@ -168,9 +168,8 @@ pub fn open(path: &Path) -> Result<Scoreboard, StatusError> {
         other => other.map_err(StatusError::Board)?,
     };
     let pid = board.snapshot().supervisor_pid;
-    let alive = i32::try_from(pid)
-        .ok()
-        .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+    let alive =
+        i32::try_from(pid).ok().is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
     if !alive {
         return Err(StatusError::Gone { path: path.into(), pid });
     }
@@ -230,7 +229,9 @@ pub fn queues(server: &ServerAddr) -> ServerQueues {
     match asked {
         Ok(lines) => match parse_status(&lines) {
             Ok(functions) => ServerQueues { server: server.to_string(), error: None, functions },
-            Err(err) => ServerQueues { server: server.to_string(), error: Some(err.to_string()), functions: Vec::new() },
+            Err(err) => {
+                ServerQueues { server: server.to_string(), error: Some(err.to_string()), functions: Vec::new() }
+            }
         },
         Err(err) => ServerQueues { server: server.to_string(), error: Some(err.to_string()), functions: Vec::new() },
     }
@@ -266,9 +267,7 @@ fn scheduler_counts(url: &str, config: &Config) -> SchedulerCounts {
                 next_due_ms: waiting().map(|p| p.at_ms).min(),
             }
         }
-        Err(err) => {
-            SchedulerCounts { error: Some(err.to_string()), pending: 0, leased: 0, dead: 0, next_due_ms: None }
-        }
+        Err(err) => SchedulerCounts { error: Some(err.to_string()), pending: 0, leased: 0, dead: 0, next_due_ms: None },
     }
 }
 
@@ -349,11 +348,8 @@ impl Report {
                 }
                 None => {
                     let next = s.next_due_ms.map(time).unwrap_or_else(|| "-".into());
-                    let _ = writeln!(
-                        out,
-                        "  pending {}  leased {}  dead {}  next due {next}",
-                        s.pending, s.leased, s.dead
-                    );
+                    let _ =
+                        writeln!(out, "  pending {}  leased {}  dead {}  next due {next}", s.pending, s.leased, s.dead);
                 }
             }
         }
