@@ -31,6 +31,10 @@ impl Keys {
     pub fn leased(&self) -> String {
         format!("{}leased", self.prefix)
     }
+    /// Hash: leased job id to the token of the scheduler that holds the lease.
+    pub fn owners(&self) -> String {
+        format!("{}owners", self.prefix)
+    }
     /// Hash: job id to its stored [`Record`] (or li3_gearman member).
     pub fn jobs(&self) -> String {
         format!("{}jobs", self.prefix)
@@ -60,6 +64,10 @@ pub enum Status {
     Finished,
     /// It failed.
     Error,
+    /// It was cancelled before it ran.
+    Cancelled,
+    /// It is in the dead set.
+    Dead,
 }
 
 impl Status {
@@ -70,6 +78,8 @@ impl Status {
             Status::Running => "running",
             Status::Finished => "finished",
             Status::Error => "error",
+            Status::Cancelled => "cancelled",
+            Status::Dead => "dead",
         }
     }
 }
@@ -83,6 +93,24 @@ pub enum ScheduleError {
     /// A Redis error (unreachable, refused, script error).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A job whose unique key (its id, `:N` added on retry N) is longer than Gearman's limit:
+    /// it could never be submitted.
+    #[error(
+        "the job id {id:?} makes a unique key of {len} bytes{}, longer than the {} gearmand accepts; use a shorter --id",
+        if *retry > 0 { format!(" on retry {retry}") } else { String::new() },
+        crate::client::MAX_UNIQUE
+    )]
+    UniqueTooLong {
+        /// The job id.
+        id: String,
+        /// The longest key's length.
+        len: usize,
+        /// The retry that makes it.
+        retry: u32,
+    },
+    /// A due time past [`LATEST`] (a typo, or a number of seconds read as milliseconds).
+    #[error("the due time is more than 100 years away")]
+    TooLate,
     /// Redis answered a script with a reply of another shape than the script returns (another
     /// script under the same name, or a proxy in between).
     #[error("redis answered {what} with an unexpected reply: {reply}")]
@@ -147,11 +175,67 @@ pub struct Dead {
 }
 
 static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::take()));
-static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(lua::SCHEDULE));
+static SCHEDULE_SRC: LazyLock<String> = LazyLock::new(lua::schedule);
+static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(&SCHEDULE_SRC));
 static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::ack()));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::renew()));
+static DEFER: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::defer()));
+static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::cancel()));
+static BURY: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::bury()));
+static REQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::requeue()));
+
+/// How far ahead a job may be scheduled: 100 years (what is further is a mistake, and past
+/// year 9999 no RFC 3339 time can show it).
+pub const LATEST: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Whether `due` is within [`LATEST`] from `now`.
+pub fn within_bound(due: SystemTime, now: SystemTime) -> bool {
+    now.checked_add(LATEST).is_some_and(|latest| due <= latest)
+}
 
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
+
+/// Refuses a job whose unique key would pass Gearman's limit of
+/// [`MAX_UNIQUE`](crate::client::MAX_UNIQUE) bytes now (`unique`, at `retry`) or on any retry up
+/// to `max_retries` (the id with `:N`), so it is refused when scheduled, not buried when due.
+///
+/// # Errors
+/// [`ScheduleError::UniqueTooLong`].
+pub fn check_unique(id: &str, unique: &str, retry: u32, max_retries: u32) -> Result<(), ScheduleError> {
+    let limit = crate::client::MAX_UNIQUE;
+    if unique.len() > limit {
+        return Err(ScheduleError::UniqueTooLong { id: id.into(), len: unique.len(), retry });
+    }
+    let last = max_retries.max(retry);
+    let len = super::record::unique_for(id, last).len();
+    if last > retry && len > limit {
+        return Err(ScheduleError::UniqueTooLong { id: id.into(), len, retry: last });
+    }
+    Ok(())
+}
+
+/// The `maximum` of an envelope's `retries`, 0 when it has none or cannot be read.
+pub fn max_retries(workload: &str) -> u32 {
+    serde_json::from_str::<Value>(workload)
+        .ok()
+        .and_then(|v| v.get("retries").map(|r| crate::retry_policy::Retries::from_json(r).map(|r| r.maximum)))
+        .and_then(Result::ok)
+        .unwrap_or(0)
+}
+
+/// A `ZSCAN MATCH` pattern for members whose text contains `id` (glob characters escaped).
+fn contains_pattern(id: &str) -> String {
+    let mut pattern = String::from("*");
+    for c in id.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    pattern
+}
 
 /// Reads the take script's reply, `{now, next, id1, job1, ...}`, checking its shape.
 fn parse_taken(reply: Vec<Option<String>>) -> Result<Taken, ScheduleError> {
@@ -185,6 +269,8 @@ pub struct Schedule {
     conn: Option<Connection>,
     keys: Keys,
     settings: Settings,
+    /// This connection's lease owner token: `host:pid:random`, unique per [`Schedule`].
+    token: String,
 }
 
 impl Schedule {
@@ -199,12 +285,30 @@ impl Schedule {
             url.into_connection_info()?.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info)?;
         let keys = Keys { prefix: settings.prefix.clone(), compat_set: settings.compat_set.clone() };
-        Ok(Schedule { client, conn: None, keys, settings: settings.clone() })
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        let token = format!("{host}:{}:{}", std::process::id(), crate::job_id::generate());
+        Ok(Schedule { client, conn: None, keys, settings: settings.clone(), token })
     }
 
     /// Its keys.
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The token its leases are taken under.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The key to pass for li3_gearman's set: the set with compat on, else one of li3g's own
+    /// (never touched then), so an ACL limited to li3g's keys is enough.
+    fn compat_key(&self) -> String {
+        if self.settings.compat {
+            self.keys.compat_set.clone()
+        } else {
+            self.keys.scheduled()
+        }
     }
 
     /// Its settings.
@@ -257,12 +361,19 @@ impl Schedule {
     /// # Errors
     /// As [`Schedule::schedule`]; jobs before a failure may be scheduled.
     pub fn schedule_many(&mut self, records: &[Record], due: &[SystemTime]) -> Result<(), ScheduleError> {
+        let now = SystemTime::now();
+        for (record, due) in records.iter().zip(due) {
+            check_unique(&record.id, &record.unique, record.retry, max_retries(&record.workload))?;
+            if !within_bound(*due, now) {
+                return Err(ScheduleError::TooLate);
+            }
+        }
         let ttl = self.status_ttl();
         self.with(|conn, keys| {
             // Load (a no-op when loaded: Redis may have restarted), then EVALSHA, all in one
             // round trip.
             let mut pipe = redis::pipe();
-            pipe.cmd("SCRIPT").arg("LOAD").arg(lua::SCHEDULE).ignore();
+            pipe.cmd("SCRIPT").arg("LOAD").arg(SCHEDULE_SRC.as_str()).ignore();
             for (record, due) in records.iter().zip(due) {
                 pipe.cmd("EVALSHA")
                     .arg(SCHEDULE.get_hash())
@@ -286,8 +397,19 @@ impl Schedule {
     /// # Errors
     /// [`ScheduleError`] when Redis fails.
     pub fn cancel(&mut self, id: &str) -> Result<bool, ScheduleError> {
+        let compat = if self.settings.compat { "1" } else { "0" };
+        let (compat_key, ttl, pattern) = (self.compat_key(), self.status_ttl(), contains_pattern(id));
         let n: i64 = self.with(|conn, keys| {
-            Script::new(lua::CANCEL).key(keys.scheduled()).key(keys.jobs()).key(&keys.compat_set).arg(id).invoke(conn)
+            CANCEL
+                .key(keys.scheduled())
+                .key(keys.jobs())
+                .key(compat_key)
+                .key(keys.status(id))
+                .arg(id)
+                .arg(compat)
+                .arg(ttl)
+                .arg(pattern)
+                .invoke(conn)
         })?;
         Ok(n == 1)
     }
@@ -297,49 +419,68 @@ impl Schedule {
     /// # Errors
     /// [`ScheduleError`] when Redis fails.
     pub fn requeue(&mut self, id: &str) -> Result<bool, ScheduleError> {
+        let ttl = self.status_ttl();
         let n: i64 = self.with(|conn, keys| {
-            Script::new(&lua::requeue())
+            REQUEUE
                 .key(keys.dead())
                 .key(keys.jobs())
                 .key(keys.scheduled())
+                .key(keys.status(id))
                 .arg(id)
                 .arg(keys.wake_channel())
+                .arg(ttl)
                 .invoke(conn)
         })?;
         Ok(n == 1)
     }
 
-    /// Puts job `id` (stored as `job`) in the dead set with `error`.
+    /// Puts job `id` (stored as `job`) in the dead set with `error`; its status becomes
+    /// `dead`. With `leased` (a scheduler burying a job it took), only while the lease is still
+    /// this schedule's token's; `false` when it was not (another scheduler has it now).
     ///
     /// # Errors
     /// [`ScheduleError`] when Redis fails.
-    pub fn bury(&mut self, id: &str, job: &str, error: &str) -> Result<(), ScheduleError> {
+    pub fn bury(&mut self, id: &str, job: &str, error: &str, leased: bool) -> Result<bool, ScheduleError> {
         let entry = json!({"job": job, "error": error, "at": epoch_ms(SystemTime::now())}).to_string();
-        self.with(|conn, keys| {
-            Script::new(lua::BURY)
-                .key(keys.dead())
+        let token = if leased { self.token.clone() } else { String::new() };
+        let ttl = self.status_ttl();
+        let n: i64 = self.with(|conn, keys| {
+            BURY.key(keys.dead())
                 .key(keys.leased())
                 .key(keys.jobs())
                 .key(keys.scheduled())
+                .key(keys.owners())
+                .key(keys.status(id))
                 .arg(id)
                 .arg(entry)
-                .invoke::<i64>(conn)
+                .arg(token)
+                .arg(ttl)
+                .invoke(conn)
         })?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Acknowledges `accepted` (as [`Schedule::ack`]) and takes up to `batch` due (or abandoned)
-    /// jobs under a lease of `lease`, in one script.
+    /// jobs under a lease of `lease` owned by this schedule's token, in one script. With
+    /// `reclaim` (after a take whose answer was lost), the jobs leased to this token come back
+    /// first, instead of waiting out their lease: the caller holds none of them then.
     ///
     /// # Errors
     /// [`ScheduleError`] when Redis fails; then nothing was acknowledged nor taken.
-    pub fn take(&mut self, lease: Duration, batch: usize, accepted: &[String]) -> Result<Taken, ScheduleError> {
+    pub fn take(
+        &mut self,
+        lease: Duration,
+        batch: usize,
+        accepted: &[String],
+        reclaim: bool,
+    ) -> Result<Taken, ScheduleError> {
         let compat = if self.settings.compat { "1" } else { "0" };
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let (compat_key, token) = (self.compat_key(), self.token.clone());
         let reply: Vec<Option<String>> = self.with(|conn, keys| {
             let mut invocation = TAKE.prepare_invoke();
-            invocation.key(keys.scheduled()).key(keys.leased()).key(keys.jobs()).key(&keys.compat_set);
-            invocation.arg(lease_ms).arg(batch).arg(compat);
+            invocation.key(keys.scheduled()).key(keys.leased()).key(keys.jobs()).key(compat_key).key(keys.owners());
+            invocation.arg(lease_ms).arg(batch).arg(compat).arg(token).arg(if reclaim { "1" } else { "0" });
             for id in accepted {
                 invocation.arg(id);
             }
@@ -348,7 +489,8 @@ impl Schedule {
         parse_taken(reply)
     }
 
-    /// Acknowledges jobs a job server accepted.
+    /// Acknowledges jobs a job server accepted (those still leased to this token; the others
+    /// belong to the scheduler that took them over).
     ///
     /// # Errors
     /// [`ScheduleError`] when Redis fails (the jobs stay leased and will be submitted again
@@ -357,9 +499,57 @@ impl Schedule {
         if ids.is_empty() {
             return Ok(());
         }
+        let token = self.token.clone();
         self.with(|conn, keys| {
             let mut invocation = ACK.prepare_invoke();
-            invocation.key(keys.leased()).key(keys.jobs()).key(keys.scheduled());
+            invocation.key(keys.leased()).key(keys.jobs()).key(keys.scheduled()).key(keys.owners());
+            invocation.arg(token);
+            for id in ids {
+                invocation.arg(id);
+            }
+            invocation.invoke::<i64>(conn)
+        })?;
+        Ok(())
+    }
+
+    /// Renews the leases of `ids` for `lease` from now; per id, whether it is still this
+    /// token's (`false`: another scheduler took it after the lease ran out; drop it).
+    ///
+    /// # Errors
+    /// [`ScheduleError`] when Redis fails (then nothing is known: do not submit).
+    pub fn renew(&mut self, ids: &[&str], lease: Duration) -> Result<Vec<bool>, ScheduleError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let token = self.token.clone();
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let held: Vec<i64> = self.with(|conn, keys| {
+            let mut invocation = RENEW.prepare_invoke();
+            invocation.key(keys.leased()).key(keys.owners()).arg(token).arg(lease_ms);
+            for id in ids {
+                invocation.arg(*id);
+            }
+            invocation.invoke(conn)
+        })?;
+        if held.len() != ids.len() {
+            return Err(ScheduleError::Reply { what: "the renew script", reply: format!("{held:?}") });
+        }
+        Ok(held.into_iter().map(|h| h == 1).collect())
+    }
+
+    /// Gives back leased jobs a job server refused for now, due again after `delay`.
+    ///
+    /// # Errors
+    /// [`ScheduleError`] when Redis fails (they stay leased and are taken again after it).
+    pub fn defer(&mut self, ids: &[String], delay: Duration) -> Result<(), ScheduleError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let token = self.token.clone();
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.with(|conn, keys| {
+            let mut invocation = DEFER.prepare_invoke();
+            invocation.key(keys.leased()).key(keys.owners()).key(keys.scheduled()).arg(token).arg(delay_ms);
             for id in ids {
                 invocation.arg(id);
             }
@@ -374,19 +564,21 @@ impl Schedule {
     /// [`ScheduleError`] when Redis fails.
     pub fn pending(&mut self) -> Result<Vec<Pending>, ScheduleError> {
         let compat = self.settings.compat;
-        let (scheduled, leased, jobs, php): (Scored, Scored, Vec<(String, String)>, Scored) =
+        let (scheduled, leased, jobs): (Scored, Scored, Vec<(String, String)>) = self.with(|conn, keys| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZRANGE").arg(keys.scheduled()).arg(0).arg(-1).arg("WITHSCORES");
+            pipe.cmd("ZRANGE").arg(keys.leased()).arg(0).arg(-1).arg("WITHSCORES");
+            pipe.cmd("HGETALL").arg(keys.jobs());
+            pipe.query(conn)
+        })?;
+        // li3_gearman's set only with compat on: with it off, li3g touches no key but its own.
+        let php: Scored = if compat {
             self.with(|conn, keys| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("ZRANGE").arg(keys.scheduled()).arg(0).arg(-1).arg("WITHSCORES");
-                pipe.cmd("ZRANGE").arg(keys.leased()).arg(0).arg(-1).arg("WITHSCORES");
-                pipe.cmd("HGETALL").arg(keys.jobs());
-                if compat {
-                    pipe.cmd("ZRANGE").arg(&keys.compat_set).arg(0).arg(-1).arg("WITHSCORES");
-                } else {
-                    pipe.cmd("ZRANGE").arg(&keys.compat_set).arg(1).arg(0).arg("WITHSCORES");
-                }
-                pipe.query(conn)
-            })?;
+                redis::cmd("ZRANGE").arg(&keys.compat_set).arg(0).arg(-1).arg("WITHSCORES").query(conn)
+            })?
+        } else {
+            Vec::new()
+        };
         let jobs: std::collections::HashMap<String, String> = jobs.into_iter().collect();
         let describe = |text: Option<&String>| match text.map(|t| Record::decode(t)) {
             Some(Ok(record)) => (record.task(), record.retry),
