@@ -463,3 +463,6 @@ fn gearmand_restarted_under_a_running_scheduler_loses_nothing() {
     assert_eq!(lines(&path).iter().collect::<HashSet<_>>().len(), 20);
     assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up");
 }
+
+#[path = "scheduler_durability.rs"]
+mod durability;

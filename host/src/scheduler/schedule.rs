@@ -108,6 +108,14 @@ pub enum ScheduleError {
         /// The retry that makes it.
         retry: u32,
     },
+    /// A key holds another type than li3g keeps there.
+    #[error("key {key} is not {what}")]
+    WrongType {
+        /// The key.
+        key: String,
+        /// What li3g keeps there.
+        what: &'static str,
+    },
     /// A due time past [`LATEST`] (a typo, or a number of seconds read as milliseconds).
     #[error("the due time is more than 100 years away")]
     TooLate,
@@ -573,8 +581,15 @@ impl Schedule {
         })?;
         // li3_gearman's set only with compat on: with it off, li3g touches no key but its own.
         let php: Scored = if compat {
+            let set = self.keys.compat_set.clone();
             self.with(|conn, keys| {
                 redis::cmd("ZRANGE").arg(&keys.compat_set).arg(0).arg(-1).arg("WITHSCORES").query(conn)
+            })
+            .map_err(|err| match err {
+                ScheduleError::Redis(e) if e.code() == Some("WRONGTYPE") => {
+                    ScheduleError::WrongType { key: set, what: "li3_gearman's scheduled set (a sorted set)" }
+                }
+                other => other,
             })?
         } else {
             Vec::new()
