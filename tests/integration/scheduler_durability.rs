@@ -213,8 +213,12 @@ fn long_ids_are_refused_when_scheduled_and_cancel_sets_the_status() {
     assert!(status.stdout.starts_with("cancelled"), "{}", status.stdout);
     // A li3_gearman member, as its Gearman::schedule writes it.
     let member = json!({"id": "php-job-1", "action": "background", "workload": {"args": []}, "options": {}});
-    let _: () =
-        redis::cmd("ZADD").arg("job_scheduled").arg(4_000_000_000u64).arg(member.to_string()).query(&mut setup.redis()).unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("job_scheduled")
+        .arg(4_000_000_000u64)
+        .arg(member.to_string())
+        .query(&mut setup.redis())
+        .unwrap();
     assert_eq!(setup.li3g(&["cancel", "php-job-1"]).code, Some(0));
     assert!(setup.li3g(&["status", "php-job-1"]).stdout.starts_with("cancelled"));
     assert_eq!(setup.li3g(&["cancel", "no-such-job"]).code, Some(1));
