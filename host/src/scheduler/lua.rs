@@ -277,45 +277,30 @@ return 1
     )
 }
 
-/// Cancels a pending job: li3g's by id, or (with compat) a li3_gearman member whose `id`
-/// matches, found with `ZSCAN ... MATCH` on the id's text (Redis filters the members; only
-/// the few that contain the id are decoded), so an unknown id costs a scan in C, not a JSON
-/// decode per member. Its status becomes `cancelled`.
+/// Cancels a pending job: li3g's by id, or (given `member`) that li3_gearman member, which
+/// the caller found with `ZSCAN` page by page (so no script blocks Redis for a scan of the
+/// whole set). Its status becomes `cancelled`.
 ///
-/// KEYS: scheduled, jobs, compat set (or scheduled), status key. ARGV: id, compat
-/// ("1"/"0"), status ttl ("0": no status), glob pattern matching members that contain the id.
-/// Returns 1 when a job was removed.
+/// KEYS: scheduled, jobs, compat set (or scheduled), status key. ARGV: id, member ("": li3g's
+/// job by id), status ttl ("0": no status). Returns 1 when a job was removed.
 pub fn cancel() -> String {
     format!(
         "{CHECK}{}",
         r#"
 local bad = check(KEYS[1], 'zset', KEYS[2], 'hash')
-if not bad and ARGV[2] == '1' then bad = check(KEYS[3], 'zset') end
+if not bad and ARGV[2] ~= '' then bad = check(KEYS[3], 'zset') end
 if not bad and ARGV[3] ~= '0' then bad = check(KEYS[4], 'string') end
 if bad then return redis.error_reply(bad) end
-local function cancelled()
-  if ARGV[3] ~= '0' then redis.call('SET', KEYS[4], 'cancelled', 'EX', ARGV[3]) end
-  return 1
+local removed
+if ARGV[2] == '' then
+  removed = redis.call('ZREM', KEYS[1], ARGV[1]) == 1
+  if removed then redis.call('HDEL', KEYS[2], ARGV[1]) end
+else
+  removed = redis.call('ZREM', KEYS[3], ARGV[2]) == 1
 end
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  return cancelled()
-end
-if ARGV[2] ~= '1' then return 0 end
-local cursor = '0'
-repeat
-  local page = redis.call('ZSCAN', KEYS[3], cursor, 'MATCH', ARGV[4], 'COUNT', 1000)
-  cursor = page[1]
-  for i = 1, #page[2], 2 do
-    local m = page[2][i]
-    local ok, d = pcall(cjson.decode, m)
-    if ok and type(d) == 'table' and d.id == ARGV[1] then
-      redis.call('ZREM', KEYS[3], m)
-      return cancelled()
-    end
-  end
-until cursor == '0'
-return 0
+if not removed then return 0 end
+if ARGV[3] ~= '0' then redis.call('SET', KEYS[4], 'cancelled', 'EX', ARGV[3]) end
+return 1
 "#
     )
 }

@@ -405,8 +405,47 @@ impl Schedule {
     /// # Errors
     /// [`ScheduleError`] when Redis fails.
     pub fn cancel(&mut self, id: &str) -> Result<bool, ScheduleError> {
-        let compat = if self.settings.compat { "1" } else { "0" };
-        let (compat_key, ttl, pattern) = (self.compat_key(), self.status_ttl(), contains_pattern(id));
+        if self.cancel_one(id, "")? {
+            return Ok(true);
+        }
+        if !self.settings.compat {
+            return Ok(false);
+        }
+        // li3_gearman's members are JSON that li3_gearman writes, so nothing can index them by
+        // id: scan for members containing the id, a page per request (Redis filters them in C
+        // and serves other clients between pages), and decode only those.
+        let pattern = contains_pattern(id);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<String>) = self.with(|conn, keys| {
+                redis::cmd("ZSCAN")
+                    .arg(&keys.compat_set)
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(conn)
+            })?;
+            // ZSCAN pages alternate member and score.
+            for member in page.iter().step_by(2) {
+                let matches = serde_json::from_str::<Value>(member)
+                    .ok()
+                    .is_some_and(|v| v.get("id").and_then(Value::as_str) == Some(id));
+                if matches && self.cancel_one(id, member)? {
+                    return Ok(true);
+                }
+            }
+            if next == 0 {
+                return Ok(false);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The cancel script for li3g's job `id` (`member` empty) or a li3_gearman member.
+    fn cancel_one(&mut self, id: &str, member: &str) -> Result<bool, ScheduleError> {
+        let (compat_key, ttl) = (self.compat_key(), self.status_ttl());
         let n: i64 = self.with(|conn, keys| {
             CANCEL
                 .key(keys.scheduled())
@@ -414,9 +453,8 @@ impl Schedule {
                 .key(compat_key)
                 .key(keys.status(id))
                 .arg(id)
-                .arg(compat)
+                .arg(member)
                 .arg(ttl)
-                .arg(pattern)
                 .invoke(conn)
         })?;
         Ok(n == 1)
