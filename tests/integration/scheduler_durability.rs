@@ -239,3 +239,42 @@ fn start_refuses_a_garbage_redis_url() {
     std::io::Read::read_to_string(start.child().stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("default.redis") && stderr.contains("not a Redis URL"), "{stderr}");
 }
+
+/// Items 2, 3 and 8 at the library's level: leases belong to the schedule that took them. A
+/// second scheduler cannot acknowledge, renew or bury them; after a take whose answer was
+/// lost, the same scheduler takes its own leases back at once (`reclaim`) instead of leaving
+/// them leased to nobody until the lease runs out.
+#[test]
+fn leases_have_owners_and_a_lost_take_is_reclaimed_at_once() {
+    let setup = Setup::new();
+    let path = setup.file("owners");
+    let records: Vec<Record> = (0..3).map(|i| append_record(&path, &format!("job {i}"))).collect();
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let mut mine = setup.store();
+    let mut other = setup.store();
+    mine.schedule_many(&records, &vec![SystemTime::now(); 3]).unwrap();
+    let lease = Duration::from_secs(30);
+    let taken = mine.take(lease, 10, &[], false).unwrap();
+    assert_eq!(taken.jobs.len(), 3);
+    // The other scheduler finds nothing, and cannot renew, ack or bury what it does not hold.
+    assert!(other.take(lease, 10, &[], false).unwrap().jobs.is_empty());
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(other.renew(&refs, lease).unwrap(), vec![false; 3]);
+    other.ack(&ids).unwrap();
+    assert!(!other.bury(&ids[0], "{}", "not mine", true).unwrap());
+    let leased: u64 = redis::cmd("ZCARD").arg("li3g:leased").query(&mut setup.redis()).unwrap();
+    assert_eq!(leased, 3, "the other scheduler changed nothing");
+    // As if the first take's answer had been lost: the next take reclaims the three at once.
+    assert_eq!(mine.renew(&refs, lease).unwrap(), vec![true; 3]);
+    let again = mine.take(lease, 10, &[], true).unwrap();
+    let mut again: Vec<String> = again.jobs.into_iter().map(|(id, _)| id).collect();
+    again.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(again, expected);
+    // Acknowledged by their owner, they are gone.
+    mine.ack(&ids).unwrap();
+    let left: u64 = redis::cmd("HLEN").arg("li3g:owners").query(&mut setup.redis()).unwrap();
+    assert_eq!(left, 0);
+    assert!(setup.li3g(&["scheduled"]).stdout.starts_with("Pending: 0"));
+}
