@@ -252,7 +252,7 @@ fn leases_have_owners_and_a_lost_take_is_reclaimed_at_once() {
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
     let mut mine = setup.store();
     let mut other = setup.store();
-    mine.schedule_many(&records, &vec![SystemTime::now(); 3]).unwrap();
+    mine.schedule_many(&records, &[SystemTime::now(); 3]).unwrap();
     let lease = Duration::from_secs(30);
     let taken = mine.take(lease, 10, &[], false).unwrap();
     assert_eq!(taken.jobs.len(), 3);
