@@ -131,6 +131,13 @@ fn an_acl_without_channels_costs_only_the_wake_up() {
     let out = setup.li3g(&["run", APPEND, &path.display().to_string(), "hint", "--in", "1s"]);
     assert_eq!(out.code, Some(0), "a failed wake-up is no error: {}", out.stderr);
     wait_until("the job ran", LONG, || lines(&path) == ["hint"]);
+    // `retry` publishes too: a dead job comes back without an error.
+    let dead = append_record(&path, "again");
+    let entry = json!({"job": dead.encode(), "error": "failed", "at": 0}).to_string();
+    let _: () = redis::cmd("HSET").arg("li3g:dead").arg(&dead.id).arg(entry).query(&mut setup.redis()).unwrap();
+    let out = setup.li3g(&["retry", &dead.id]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    wait_until("the requeued job ran", LONG, || lines(&path) == ["hint", "again"]);
     let all = log.all();
     assert!(all.iter().all(|l| !l.contains("apppw")), "no log line shows the password: {all:#?}");
     assert!(all[0].contains("redis://***@"), "{}", all[0]);
