@@ -182,7 +182,7 @@ local function ack(leased, jobs, scheduled, owners, token, ids, from)
 end
 "#;
 
-/// Acknowledges jobs a job server has accepted, as [`ACK_BODY`] says.
+/// Acknowledges jobs a job server has accepted, as `ack` in [`take`] does it: only those still leased to the token.
 ///
 /// KEYS: leased, jobs, scheduled, owners. ARGV: token, then ids. Returns how many were still
 /// leased to `token`.
@@ -254,7 +254,7 @@ return n
 /// wake-up is a hint: a failed `PUBLISH` (an ACL without the channel) does not fail the
 /// script, the schedulers see the job at their next look.
 ///
-/// KEYS: scheduled, jobs, status key (may be any key when ARGV[5] is "0").
+/// KEYS: scheduled, jobs, status key (may be any key when `ARGV[5]` is "0").
 /// ARGV: id, due_ms, job, wake channel, status ttl in seconds ("0": no status).
 /// Returns 1, or 2 when the wake-up could not be published.
 pub fn schedule() -> String {
