@@ -150,12 +150,15 @@
 #![allow(improper_ctypes_definitions)]
 
 pub mod abi;
+pub mod dispatch;
 mod export;
 mod job;
 mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use abi::{TaskError, TaskErrorKind};
-pub use export::{__private, validate_task_name};
+pub use export::{__private, validate_task_name, PluginEntry};
 pub use job::Job;
 pub use task::{readable_type_name, Json, Output, Plain, Signature, Task, WithJob};
 

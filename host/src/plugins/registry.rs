@@ -197,16 +197,7 @@ pub struct Registry {
     settings: PluginSettings,
 }
 
-/// The name a job name dispatches to: a leading `\` is dropped (li3_gearman wrote
-/// `\app\tasks\Hello`), and a class alone means its `run` method.
-pub fn canonical_task_name(name: &str) -> String {
-    let name = name.strip_prefix('\\').unwrap_or(name);
-    if name.contains("::") {
-        name.to_string()
-    } else {
-        format!("{name}::run")
-    }
-}
+pub use li3g_plugin_api::dispatch::canonical_task_name;
 
 impl Registry {
     /// Loads every `*.so` file in `dir` (not recursively; hidden files are skipped).
@@ -458,15 +449,7 @@ impl Registry {
     /// `\app\tasks\Hello::say`), the task of the bare class (`Hello::say`) if a plugin has it.
     /// An exact name always wins, so a plugin can still claim a namespaced name for itself.
     pub fn resolve(&self, job_name: &str) -> String {
-        let name = canonical_task_name(job_name);
-        if !self.tasks.contains_key(&name) {
-            if let Some((_, bare)) = name.rsplit_once('\\') {
-                if self.tasks.contains_key(bare) {
-                    return bare.to_string();
-                }
-            }
-        }
-        name
+        li3g_plugin_api::dispatch::resolve(job_name, |name| self.tasks.contains_key(name))
     }
 
     /// The declaration of the task named exactly `name` (already canonical).
