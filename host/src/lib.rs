@@ -16,6 +16,7 @@
 //! - [`signals`]: signals as flags and a per-process wake-up pipe.
 //! - [`job_id`]: random job ids.
 //! - [`scheduler`]: scheduled and retried jobs in Redis, and the scheduler process.
+//! - [`scaffold`]: `li3g-host new`: a plugin crate that builds where li3g is installed.
 //! - [`retries`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
@@ -35,6 +36,7 @@ pub mod pidfile;
 pub mod plugins;
 pub mod process;
 pub mod retries;
+pub mod scaffold;
 pub mod scheduler;
 pub mod server;
 pub mod signals;

@@ -15,6 +15,7 @@ use std::panic::{self, AssertUnwindSafe};
 /// ([`testing`](crate::testing)) takes.
 #[derive(Clone, Copy)]
 pub struct PluginEntry {
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) root_module: fn() -> Result<crate::abi::PluginMod_Ref, abi_stable::std_types::RBoxError>,
 }
 

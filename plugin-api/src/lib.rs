@@ -157,6 +157,9 @@ mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// This crate's version: a plugin must be built against the host's minor version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use abi::{TaskError, TaskErrorKind};
 pub use export::{__private, validate_task_name, PluginEntry};
 pub use job::Job;

@@ -14,6 +14,7 @@ mod loading;
 mod logging;
 mod multi_server;
 mod processes;
+mod scaffold;
 mod scheduler;
 mod server;
 mod setup;

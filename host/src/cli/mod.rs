@@ -8,6 +8,7 @@
 
 mod control;
 mod exec;
+mod new;
 mod plugins;
 mod run;
 mod schedule;
@@ -66,6 +67,8 @@ enum Command {
     Retry(schedule::IdArgs),
     /// Show a job's status: pending, running, finished or error.
     Status(schedule::IdArgs),
+    /// Write a new plugin crate: three example tasks, their tests, a README.
+    New(new::NewArgs),
 }
 
 /// The settings every command shares.
@@ -174,6 +177,7 @@ where
         Command::Retry(args) => schedule::retry(&args),
         Command::Status(args) => schedule::status(&args),
         Command::Server(args) => server::run(&args),
+        Command::New(args) => new::run(&args),
     };
     match result {
         Ok(code) => code,
