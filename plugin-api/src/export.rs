@@ -15,8 +15,18 @@ use std::panic::{self, AssertUnwindSafe};
 /// ([`testing`](crate::testing)) takes.
 #[derive(Clone, Copy)]
 pub struct PluginEntry {
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) root_module: fn() -> Result<crate::abi::PluginMod_Ref, abi_stable::std_types::RBoxError>,
+}
+
+impl PluginEntry {
+    /// Builds the plugin's root module as loading its `.so` would (its `init` run, its
+    /// declarations checked), for a host that links a plugin in.
+    ///
+    /// # Errors
+    /// The refusal the host would report for the file.
+    pub fn load(&self) -> Result<crate::abi::PluginMod_Ref, abi_stable::std_types::RBoxError> {
+        (self.root_module)()
+    }
 }
 
 /// Checks a task name: `Class::method`, where the class may carry a `\`-separated namespace.

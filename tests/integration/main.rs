@@ -10,6 +10,7 @@ mod deploy;
 mod dispatch;
 mod gearman_client;
 mod harness;
+mod install;
 mod loading;
 mod logging;
 mod multi_server;

@@ -218,6 +218,24 @@ impl Registry {
         for path in files {
             registry.add_file(path);
         }
+        // The example plugin linked into the binary, when the directory next to it (the last
+        // place the plugins directory is looked for) has no file serving it: `cargo install`
+        // installs no `.so`.
+        if let Some(example) = super::builtin::example_for(dir) {
+            if !registry.tasks.contains_key(super::builtin::EXAMPLE_TASK) {
+                match example.load() {
+                    Ok(module) => {
+                        if let Err(reason) = registry.add_module(Path::new(super::builtin::EXAMPLE_PATH), module) {
+                            registry.rejected.push(Rejected { path: super::builtin::EXAMPLE_PATH.into(), reason });
+                        }
+                    }
+                    Err(err) => registry.rejected.push(Rejected {
+                        path: super::builtin::EXAMPLE_PATH.into(),
+                        reason: Reason::Load(LoadError::LoaderFailed(err.to_string())),
+                    }),
+                }
+            }
+        }
         Ok(registry)
     }
 
@@ -233,6 +251,11 @@ impl Registry {
         let (file, meta) = loader::open(path)?;
         permissions::check(path, &meta)?;
         let module = loader::load(&file)?;
+        self.add_module(path, module)
+    }
+
+    /// Registers a loaded root module as the plugin at `path`.
+    fn add_module(&mut self, path: &Path, module: li3g_plugin_api::abi::PluginMod_Ref) -> Result<(), Reason> {
         let tasks: Vec<TaskDecl> = (module.tasks())().into_iter().collect();
         for decl in &tasks {
             validate_task_name(&decl.name).map_err(Reason::BadTaskName)?;
