@@ -13,6 +13,7 @@ mod harness;
 mod install;
 mod loading;
 mod logging;
+mod migrating;
 mod multi_server;
 mod processes;
 mod scaffold;

@@ -199,6 +199,14 @@ pub struct Registry {
 
 pub use li3g_plugin_api::dispatch::canonical_task_name;
 
+/// The task li3_gearman's `li3 gearmand ping` runs through its envelope (sent as
+/// `\li3_gearman\Gearman::ping`, high priority, synchronous): its workers answer
+/// [`LI3_GEARMAN_PONG`], and so do li3g's, unless a plugin defines the task.
+pub const LI3_GEARMAN_PING: &str = "li3_gearman\\Gearman::ping";
+
+/// What li3_gearman's `Gearman::ping` returns, and what its `ping` command prints.
+pub const LI3_GEARMAN_PONG: &str = "OK";
+
 impl Registry {
     /// Loads every `*.so` file in `dir` (not recursively; hidden files are skipped).
     ///
@@ -494,6 +502,10 @@ impl Registry {
         events: &mut dyn JobEvents,
     ) -> Result<TaskOutput, DispatchError> {
         let name = self.resolve(job_name);
+        if name == LI3_GEARMAN_PING && self.lookup(&name).is_none() {
+            // li3_gearman's own health check: `li3 gearmand ping` expects exactly this.
+            return Ok(TaskOutput::Text(LI3_GEARMAN_PONG.into()));
+        }
         let decl = self
             .lookup(&name)
             .ok_or_else(|| DispatchError::UnknownTask { name: name.clone(), known: self.task_names() })?;
