@@ -1,5 +1,7 @@
 //! The li3g client API: run a task by name from Rust, as li3_gearman's `Gearman::run()` did
-//! from PHP. The CLI's `run` command and (in a later issue) the scheduler use it.
+//! from PHP, with scheduling (`--in`, `--at`) and retries through Redis. The CLI's `run` and
+//! `ping` commands use it. It speaks Gearman through [`GearmanClient`](crate::gearman::client::GearmanClient),
+//! the protocol-level client (submit, status, failover between servers).
 //!
 //! ```no_run
 //! use li3g_host::client::{Client, RunOptions, Outcome};
@@ -24,9 +26,9 @@ use crate::gearman::client::{self, ClientError, JobEvent, JobHandle, Submit};
 use crate::gearman::conn::ServerAddr;
 use crate::gearman::packet::Priority;
 use crate::plugins::canonical_task_name;
-use crate::retries::Retries;
+use crate::retry_policy::Retries;
 use crate::scheduler::record::unique_for;
-use crate::scheduler::{Record, Store, StoreError};
+use crate::scheduler::{Record, Schedule, ScheduleError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime};
@@ -134,40 +136,40 @@ pub enum RunError {
     RedisUrl(String),
     /// Scheduling failed in Redis (nothing was scheduled).
     #[error("cannot schedule the job: {0}")]
-    Schedule(#[from] StoreError),
+    Schedule(#[from] ScheduleError),
 }
 
 /// A client of one or more job servers, running li3g tasks.
 pub struct Client {
-    gearman: client::Client,
+    gearman: client::GearmanClient,
     /// Where scheduled jobs go: the configured Redis, opened on first use.
-    store: Option<Result<Store, String>>,
+    store: Option<Result<Schedule, String>>,
 }
 
 impl Client {
-    /// A client of `servers` (see [`client::Client`] for failover).
+    /// A client of `servers` (see [`client::GearmanClient`] for failover).
     pub fn new(servers: Vec<ServerAddr>) -> Client {
-        Client { gearman: client::Client::new(servers), store: None }
+        Client { gearman: client::GearmanClient::new(servers), store: None }
     }
 
     /// Schedules jobs in `store` (see [`RunOptions::schedule`]).
-    pub fn with_store(mut self, store: Store) -> Client {
+    pub fn with_store(mut self, store: Schedule) -> Client {
         self.store = Some(Ok(store));
         self
     }
 
     /// A client over a configured protocol-level client (start server, timeouts).
-    pub fn with(gearman: client::Client) -> Client {
+    pub fn with(gearman: client::GearmanClient) -> Client {
         Client { gearman, store: None }
     }
 
     /// A client of a configuration's servers.
     pub fn from_config(config: &Config) -> Client {
         let client = Client::new(config.servers.clone());
-        match Store::from_config(config) {
-            Ok(store) => client.with_store(store),
-            Err(StoreError::NotConfigured) => client,
-            Err(err) => Client { store: Some(Err(err.to_string())), ..client },
+        match config.redis.as_deref().map(|url| Schedule::open(url, &config.scheduler)) {
+            Some(Ok(store)) => client.with_store(store),
+            None => client,
+            Some(Err(err)) => Client { store: Some(Err(err.to_string())), ..client },
         }
     }
 
@@ -243,16 +245,16 @@ impl Client {
     ///
     /// # Errors
     /// [`RunError::Schedule`] when no Redis is configured or its URL is wrong.
-    pub fn store(&mut self) -> Result<&mut Store, RunError> {
+    pub fn store(&mut self) -> Result<&mut Schedule, RunError> {
         match &mut self.store {
             Some(Ok(store)) => Ok(store),
             Some(Err(why)) => Err(RunError::RedisUrl(why.clone())),
-            None => Err(RunError::Schedule(StoreError::NotConfigured)),
+            None => Err(RunError::Schedule(ScheduleError::NotConfigured)),
         }
     }
 
     /// The protocol-level client, for status queries.
-    pub fn gearman(&mut self) -> &mut client::Client {
+    pub fn gearman(&mut self) -> &mut client::GearmanClient {
         &mut self.gearman
     }
 }

@@ -18,7 +18,7 @@
 //! | `configName` | a string or `null` |
 //! | `background` | a bool, `0`/`1`, or `null` |
 //! | `retry` | a non-negative integer (or a string of digits), `null` = 0 |
-//! | `retries` | see [`crate::retries`]: `[]`, an integer, or `{"maximum": N, "increment": [...]}` |
+//! | `retries` | see [`crate::retry_policy`]: `[]`, an integer, or `{"maximum": N, "increment": [...]}` |
 //!
 //! In an `env` object, `environment` is the environment name; every other entry is a server
 //! variable the original merged into `$_SERVER`, and a task reads it with `job.env("HTTP_HOST")`.
@@ -28,7 +28,7 @@
 //!
 //! No I/O here: the worker decodes with [`decode`], the client encodes with [`encode`].
 
-use crate::retries::Retries;
+use crate::retry_policy::Retries;
 use serde_json::{Map, Value};
 
 /// The single Gearman function li3_gearman submitted every job to.
@@ -36,7 +36,7 @@ pub const COMPAT_FUNCTION: &str = "li3_gearman\\extensions\\command\\Gearmand::r
 
 /// A decoded job: which task, with what, for which job id and environment.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Job {
+pub struct Envelope {
     /// The task name to dispatch (not yet canonical: `Hello` stays `Hello`).
     pub task: String,
     /// The positional arguments, a JSON array.
@@ -58,9 +58,9 @@ pub struct Job {
     pub retries: Retries,
 }
 
-impl Job {
-    fn plain(task: &str, args: Value) -> Job {
-        Job {
+impl Envelope {
+    fn plain(task: &str, args: Value) -> Envelope {
+        Envelope {
             task: task.to_string(),
             args,
             id: None,
@@ -89,7 +89,7 @@ pub enum WorkloadError {
 ///
 /// # Errors
 /// [`WorkloadError`] for an envelope that cannot be read; the worker fails the job with it.
-pub fn decode(function: &str, workload: &[u8]) -> Result<Job, WorkloadError> {
+pub fn decode(function: &str, workload: &[u8]) -> Result<Envelope, WorkloadError> {
     let parsed: Option<Value> = serde_json::from_slice(workload).ok();
     if function == COMPAT_FUNCTION {
         let Some(Value::Object(envelope)) = parsed else {
@@ -107,10 +107,12 @@ pub fn decode(function: &str, workload: &[u8]) -> Result<Job, WorkloadError> {
         return from_envelope(&task, &envelope).map_err(WorkloadError::Compat);
     }
     Ok(match parsed {
-        Some(Value::Array(args)) => Job::plain(function, Value::Array(args)),
+        Some(Value::Array(args)) => Envelope::plain(function, Value::Array(args)),
         Some(Value::Object(envelope)) => from_envelope(function, &envelope).map_err(WorkloadError::Envelope)?,
-        Some(scalar) => Job::plain(function, Value::Array(vec![scalar])),
-        None => Job::plain(function, Value::Array(vec![Value::String(String::from_utf8_lossy(workload).into_owned())])),
+        Some(scalar) => Envelope::plain(function, Value::Array(vec![scalar])),
+        None => {
+            Envelope::plain(function, Value::Array(vec![Value::String(String::from_utf8_lossy(workload).into_owned())]))
+        }
     })
 }
 
@@ -119,7 +121,7 @@ fn wrong(key: &str, expected: &str, found: &Value) -> String {
     format!("\"{key}\" must be {expected}, not {found}")
 }
 
-fn from_envelope(task: &str, envelope: &Map<String, Value>) -> Result<Job, String> {
+fn from_envelope(task: &str, envelope: &Map<String, Value>) -> Result<Envelope, String> {
     let get = |key: &str| envelope.get(key).filter(|v| !v.is_null());
     let text = |key: &str| -> Result<Option<String>, String> {
         match get(key) {
@@ -129,7 +131,7 @@ fn from_envelope(task: &str, envelope: &Map<String, Value>) -> Result<Job, Strin
             Some(other) => Err(wrong(key, "a string", other)),
         }
     };
-    let mut job = Job::plain(task, args(get("args")));
+    let mut job = Envelope::plain(task, args(get("args")));
     job.id = text("id")?;
     job.config_name = text("configName")?;
     match get("env") {
@@ -230,8 +232,8 @@ mod tests {
     use serde_json::json;
     use std::time::Duration;
 
-    fn job(task: &str, args: Value, id: Option<&str>, env: Option<&str>) -> Job {
-        Job { id: id.map(Into::into), env: env.map(Into::into), ..Job::plain(task, args) }
+    fn job(task: &str, args: Value, id: Option<&str>, env: Option<&str>) -> Envelope {
+        Envelope { id: id.map(Into::into), env: env.map(Into::into), ..Envelope::plain(task, args) }
     }
 
     #[test]
@@ -298,7 +300,7 @@ mod tests {
         let old = br#"{"id":"5a1f","args":["Mariano"],"env":"production","configName":"default","task":"\\app\\tasks\\Hello::say","background":true,"retry":0,"retries":3}"#;
         assert_eq!(
             decode(COMPAT_FUNCTION, old).unwrap(),
-            Job {
+            Envelope {
                 config_name: Some("default".into()),
                 background: Some(true),
                 retries: Retries::with_maximum(3),

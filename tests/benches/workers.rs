@@ -18,7 +18,7 @@
 //!
 //! Not part of `cargo test`: it takes minutes and its figures depend on the machine.
 
-use li3g_host::gearman::admin::parse_status;
+use li3g_host::gearman::admin_protocol::parse_status;
 use li3g_host::gearman::conn::{Conn, ServerAddr};
 use li3g_tests::{children, release_build, wait_until, workspace_root, ChildGuard, Gearmand};
 use std::fmt::Write as _;

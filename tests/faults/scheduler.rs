@@ -4,7 +4,7 @@
 
 use super::*;
 use li3g_host::scheduler::record::unique_for;
-use li3g_host::scheduler::{Record, Store};
+use li3g_host::scheduler::{Record, Schedule};
 use li3g_tests::{Lines, Redis};
 use std::time::SystemTime;
 
@@ -65,7 +65,7 @@ fn a_scheduler_sigkilled_mid_batch_and_redis_restarted_lose_nothing() {
         })
         .collect();
     let due: Vec<SystemTime> = (0..JOBS).map(|i| now + Duration::from_millis(2 * i as u64)).collect();
-    Store::from_config(&config).unwrap().schedule_many(&records, &due).unwrap();
+    Schedule::open(config.redis.as_deref().unwrap(), &config.scheduler).unwrap().schedule_many(&records, &due).unwrap();
 
     let _pool: Vec<ChildGuard> = (0..WORKERS)
         .map(|_| {

@@ -404,10 +404,10 @@ impl Gearmand {
     }
 
     /// The text admin protocol's `status`, asked with gearadmin (a peer) and read with li3g's parser.
-    pub fn status(&self) -> Vec<li3g_host::gearman::admin::FunctionStatus> {
+    pub fn status(&self) -> Vec<li3g_host::gearman::admin_protocol::FunctionStatus> {
         let out = run(Command::new("gearadmin").args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--status"]));
-        let lines = out.stdout.lines().take_while(|l| !li3g_host::gearman::admin::is_end(l));
-        li3g_host::gearman::admin::parse_status(lines).expect("gearadmin --status answers status lines")
+        let lines = out.stdout.lines().take_while(|l| !li3g_host::gearman::admin_protocol::is_end(l));
+        li3g_host::gearman::admin_protocol::parse_status(lines).expect("gearadmin --status answers status lines")
     }
 }
 
@@ -429,10 +429,10 @@ pub fn wait_for_workers(servers: &[&Gearmand], function: &str, workers: u64) {
 
 impl Gearmand {
     /// The text admin protocol's `workers`, asked with gearadmin and read with li3g's parser.
-    pub fn workers(&self) -> Vec<li3g_host::gearman::admin::WorkerStatus> {
+    pub fn workers(&self) -> Vec<li3g_host::gearman::admin_protocol::WorkerStatus> {
         let out = run(Command::new("gearadmin").args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--workers"]));
-        let lines = out.stdout.lines().take_while(|l| !li3g_host::gearman::admin::is_end(l));
-        li3g_host::gearman::admin::parse_workers(lines).expect("gearadmin --workers answers worker lines")
+        let lines = out.stdout.lines().take_while(|l| !li3g_host::gearman::admin_protocol::is_end(l));
+        li3g_host::gearman::admin_protocol::parse_workers(lines).expect("gearadmin --workers answers worker lines")
     }
 
     /// The PIDs of the li3g workers connected (from their `host:pid` client ids).

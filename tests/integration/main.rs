@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod compat;
 mod config;
+mod conformance;
 mod daemon;
 mod deploy;
 mod dispatch;

@@ -5,7 +5,7 @@
 use li3g_host::client::{Client, Outcome, RunOptions};
 use li3g_host::config::Config;
 use li3g_host::scheduler::record::unique_for;
-use li3g_host::scheduler::{Record, Store};
+use li3g_host::scheduler::{Record, Schedule};
 use li3g_tests::{host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir, Redis};
 use serde_json::json;
 use std::collections::HashSet;
@@ -62,8 +62,9 @@ impl Setup {
         li3g_host::config::load(Some(&self.config_path), "default", None).unwrap()
     }
 
-    fn store(&self) -> Store {
-        Store::from_config(&self.config()).unwrap()
+    fn store(&self) -> Schedule {
+        let config = self.config();
+        Schedule::open(config.redis.as_deref().unwrap(), &config.scheduler).unwrap()
     }
 
     fn redis(&self) -> redis::Connection {

@@ -99,7 +99,7 @@ impl Common {
             config.servers = list
                 .split(',')
                 .filter(|s| !s.trim().is_empty())
-                .map(|s| s.parse().map_err(|e: String| anyhow::anyhow!("--servers: {e}")))
+                .map(|s| s.parse().map_err(|e: crate::gearman::conn::AddrError| anyhow::anyhow!("--servers: {e}")))
                 .collect::<anyhow::Result<_>>()?;
             anyhow::ensure!(!config.servers.is_empty(), "--servers: no servers given");
             config.servers_default = false;

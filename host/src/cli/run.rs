@@ -7,7 +7,7 @@ use crate::client::{Client, Outcome, RunError, RunOptions, Unique};
 use crate::gearman::client::{ClientError, JobEvent};
 use crate::gearman::packet::Priority;
 use crate::plugins::JobEvents;
-use crate::retries::Retries;
+use crate::retry_policy::Retries;
 use clap::{Args, ValueEnum};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //!   that the worker, the client and the embedded job server (`crate::server`) share it.
 //! - [`client`]: submitting jobs and waiting for results, over several servers.
 //! - [`conn`]: one blocking connection to a job server.
-//! - [`admin`]: the text admin protocol: commands and answers, for both sides.
+//! - [`admin_protocol`]: the text admin protocol: commands and answers, for both sides.
 //!
 //! Why hand-written, and why blocking: li3g's worker processes fork, per job under `--atomic`,
 //! and forking is only safe from a single-threaded process. Every Rust Gearman crate we know
@@ -12,7 +12,7 @@
 //! speaks the protocol itself over blocking sockets, one connection per server, multiplexed
 //! with `poll(2)` where a worker serves several servers.
 
-pub mod admin;
+pub mod admin_protocol;
 pub mod client;
 pub mod conn;
 pub mod packet;

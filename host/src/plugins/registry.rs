@@ -378,47 +378,38 @@ impl Registry {
     fn check_in_child(&self, index: usize) -> Option<Result<(), String>> {
         use std::io::{Read, Write};
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
-        let parent = nix::unistd::getpid();
-        match crate::process::fork(|| {}).ok()? {
-            nix::unistd::ForkResult::Child => {
-                drop(read);
-                if !crate::process::parent_death_signal(nix::sys::signal::Signal::SIGKILL, parent) {
-                    // SAFETY: leaving a forked child.
-                    unsafe { libc::_exit(1) };
-                }
-                let answer = match self.construct(index) {
-                    Ok(state) => {
-                        let with_state = crate::process::thread_count().unwrap_or(1);
-                        drop(state);
-                        let dropped = crate::process::thread_count().unwrap_or(1);
-                        match self.thread_check(index, 1, with_state, dropped) {
-                            Ok(_) => String::new(),
-                            Err(message) => message,
-                        }
+        let read_fd = std::os::fd::AsRawFd::as_raw_fd(&read);
+        let body = move || {
+            // The child's copy of the read end; the parent keeps its own.
+            let _ = nix::unistd::close(read_fd);
+            let answer = match self.construct(index) {
+                Ok(state) => {
+                    let with_state = crate::process::thread_count().unwrap_or(1);
+                    drop(state);
+                    let dropped = crate::process::thread_count().unwrap_or(1);
+                    match self.thread_check(index, 1, with_state, dropped) {
+                        Ok(_) => String::new(),
+                        Err(message) => message,
                     }
-                    Err(message) => message,
-                };
-                let mut write = std::fs::File::from(write);
-                let _ = write.write_all(answer.as_bytes());
-                // SAFETY: leaving a forked child without running its parent's exit handlers.
-                unsafe { libc::_exit(0) };
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                drop(write);
-                let mut answer = String::new();
-                let _ = std::fs::File::from(read).read_to_string(&mut answer);
-                let status = nix::sys::wait::waitpid(child, None);
-                let name = &self.plugins[index].name;
-                Some(match status {
-                    Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) if answer.is_empty() => Ok(()),
-                    Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Err(answer),
-                    Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => Err(format!(
-                        "plugin {name} refused: its state check (constructor, then destructor) was killed by {signal:?}"
-                    )),
-                    other => Err(format!("plugin {name} refused: its state check ended with {other:?}")),
-                })
-            }
-        }
+                }
+                Err(message) => message,
+            };
+            let _ = std::fs::File::from(write).write_all(answer.as_bytes());
+            0
+        };
+        let child = crate::process::fork_child(|| {}, body).ok()?;
+        let mut answer = String::new();
+        let _ = std::fs::File::from(read).read_to_string(&mut answer);
+        let status = nix::sys::wait::waitpid(child, None);
+        let name = &self.plugins[index].name;
+        Some(match status {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) if answer.is_empty() => Ok(()),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Err(answer),
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => Err(format!(
+                "plugin {name} refused: its state check (constructor, then destructor) was killed by {signal:?}"
+            )),
+            other => Err(format!("plugin {name} refused: its state check ended with {other:?}")),
+        })
     }
 
     /// Runs plugin `index`'s constructor with its settings; `Err` is the refusal message.

@@ -1,32 +1,35 @@
 //! The scheduler process's loop: take due jobs from Redis under a lease, submit them to a job
 //! server pipelined, acknowledge them, and sleep until the next one is due.
 //!
-//! 1. [`Store::take`] moves up to `batch` due jobs (and jobs whose lease ran out because
+//! 1. [`Schedule::take`] moves up to `batch` due jobs (and jobs whose lease ran out because
 //!    their scheduler died) under a lease, in one Lua script.
 //! 2. Each is submitted as a background job with its id as the unique key: all
 //!    `SUBMIT_JOB_BG` packets of a chunk are written at once, then all `JOB_CREATED` read.
-//! 3. [`Store::ack`] removes what the server accepted. A crash anywhere before that leaves
+//! 3. [`Schedule::ack`] removes what the server accepted. A crash anywhere before that leaves
 //!    the jobs leased; another scheduler (or this one, restarted) takes them over once the
 //!    lease runs out, and a job handed over twice coalesces in gearmand while it is queued.
 //! 4. With nothing due it waits (see [`super::wake`]) until the next due time, at most
 //!    [`IDLE`], or until a client wakes it by scheduling an earlier job.
 //!
-//! Redis or a job server unreachable: a log line, backoff (100 ms doubling to 5 s), and again;
+//! Redis or a job server unreachable: a log line, backoff (100 ms doubling to 5 s, a
+//! [`Backoff`]), and again on the next server (the Gearman [`Client`]'s failover);
 //! the taken jobs stay in hand (and leased) until a server takes them. Single-threaded, no
 //! runtime. It must not run tasks, nor decide retries (the worker does).
 
 use super::record::{Record, RecordError};
-use super::store::Store;
+use super::schedule::Schedule;
 use super::wake::Wake;
+use crate::gearman::client::{ClientError, GearmanClient};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
-use crate::gearman::packet::{self, Magic, Packet};
+use crate::gearman::packet::{self, Magic, Packet, PacketType};
+use crate::process::Backoff;
 use std::io::Write;
 use std::time::Duration;
 
 /// The longest sleep without looking at Redis (and at the stop flag).
 pub const IDLE: Duration = Duration::from_millis(500);
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Between failed attempts: 100 ms doubling to 5 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// Submissions written before their answers are read: keeps both sides' socket buffers from
 /// filling while neither reads.
 const CHUNK: usize = 256;
@@ -77,12 +80,22 @@ pub struct SchedulerStats {
 /// Batches overlap: batch N's submissions are written, batch N+1 is taken from Redis while
 /// the job server works on them, then N's answers are read. Acknowledgements ride on the
 /// next take. So Redis and gearmand work at the same time instead of in turn.
-pub fn run(store: &mut Store, config: &SchedulerConfig, stop: &dyn Fn() -> bool, log: &dyn Fn(&str)) -> SchedulerStats {
+pub fn run(
+    store: &mut Schedule,
+    config: &SchedulerConfig,
+    stop: &dyn Fn() -> bool,
+    log: &dyn Fn(&str),
+) -> SchedulerStats {
     let mut state = State {
         wake: Wake::new(store.client(), store.keys().wake_channel()),
-        servers: Servers { addrs: config.servers.clone(), conn: None, next: 0 },
+        servers: Servers {
+            client: GearmanClient::new(config.servers.clone())
+                .connect_timeout(Duration::from_secs(2))
+                .request_timeout(READ_TIMEOUT),
+            conn: None,
+        },
         stats: SchedulerStats::default(),
-        backoff: MIN_BACKOFF,
+        backoff: BACKOFF,
         accepted: Vec::new(),
         config,
         stop,
@@ -108,7 +121,7 @@ pub fn run(store: &mut Store, config: &SchedulerConfig, stop: &dyn Fn() -> bool,
                 taken
             }
             Err(err) => {
-                log(&format!("Cannot take due jobs: {err}; retrying in {:?}", state.backoff));
+                log(&format!("Cannot take due jobs: {err}; retrying in {:?}", state.backoff.peek()));
                 redis_down = true;
                 state.pause();
                 continue;
@@ -152,7 +165,7 @@ pub fn run(store: &mut Store, config: &SchedulerConfig, stop: &dyn Fn() -> bool,
         match state.servers.send(&jobs) {
             Ok(()) => in_flight = Some(jobs),
             Err(err) => {
-                log(&format!("Cannot submit to a job server: {err}; retrying in {:?}", state.backoff));
+                log(&format!("Cannot submit to a job server: {err}; retrying in {:?}", state.backoff.peek()));
                 state.pause();
                 state.submit(store, &jobs);
             }
@@ -174,7 +187,7 @@ struct State<'a> {
     wake: Wake,
     servers: Servers,
     stats: SchedulerStats,
-    backoff: Duration,
+    backoff: Backoff,
     /// Jobs a job server accepted, acknowledged with the next take.
     accepted: Vec<String>,
     config: &'a SchedulerConfig,
@@ -185,13 +198,13 @@ struct State<'a> {
 impl State<'_> {
     /// Waits out the backoff (or a wake-up) and doubles it.
     fn pause(&mut self) {
-        self.wake.wait(self.backoff);
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let delay = self.backoff.failed();
+        self.wake.wait(delay);
     }
 
     /// Reads the answers of a batch already written; on a connection error, submits it again
     /// (on this or the next server) until a server has it.
-    fn finish(&mut self, store: &mut Store, jobs: Vec<Record>) {
+    fn finish(&mut self, store: &mut Schedule, jobs: Vec<Record>) {
         match self.servers.receive(&jobs) {
             Ok(answers) => self.record(store, &jobs, answers),
             Err(err) => {
@@ -205,7 +218,7 @@ impl State<'_> {
 
     /// Submits `jobs` in chunks, waiting for each chunk's answers, retrying with backoff until
     /// they are in or we are asked to stop (what is left stays leased, for another scheduler).
-    fn submit(&mut self, store: &mut Store, jobs: &[Record]) {
+    fn submit(&mut self, store: &mut Schedule, jobs: &[Record]) {
         let mut start = 0;
         while start < jobs.len() {
             let chunk = &jobs[start..(start + CHUNK).min(jobs.len())];
@@ -215,7 +228,7 @@ impl State<'_> {
                     start += chunk.len();
                 }
                 Err(err) => {
-                    (self.log)(&format!("Cannot submit to a job server: {err}; retrying in {:?}", self.backoff));
+                    (self.log)(&format!("Cannot submit to a job server: {err}; retrying in {:?}", self.backoff.peek()));
                     if (self.stop)() {
                         return;
                     }
@@ -226,8 +239,8 @@ impl State<'_> {
     }
 
     /// Notes what the server said about each job.
-    fn record(&mut self, store: &mut Store, jobs: &[Record], answers: Vec<Option<String>>) {
-        self.backoff = MIN_BACKOFF;
+    fn record(&mut self, store: &mut Schedule, jobs: &[Record], answers: Vec<Option<String>>) {
+        self.backoff.reset();
         for (record, refused) in jobs.iter().zip(answers) {
             match refused {
                 None => {
@@ -247,30 +260,53 @@ impl State<'_> {
     }
 }
 
-/// The job servers, one connection at a time, failing over in turn.
+/// How long a job server may take to answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a batch could not be handed to a job server (none of it is known to be accepted).
+#[derive(Debug, thiserror::Error)]
+enum SubmitError {
+    /// No job server could be reached.
+    #[error(transparent)]
+    Connect(#[from] ClientError),
+    /// The connection failed while writing or reading.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// The connection was lost before the answers were read.
+    #[error("the connection was lost before the answers were read")]
+    Lost,
+    /// The server answered a submission with something else than `JOB_CREATED` or `ERROR`.
+    #[error("{server} answered {kind:?} to a submission")]
+    Answered {
+        /// The server.
+        server: ServerAddr,
+        /// What it sent.
+        kind: PacketType,
+    },
+}
+
+/// The job servers, one connection at a time, failing over in turn (the Gearman client's
+/// failover; the scheduler writes and reads its own pipelined packets on the connection).
 struct Servers {
-    addrs: Vec<ServerAddr>,
+    client: GearmanClient,
     conn: Option<Conn>,
-    next: usize,
 }
 
 impl Servers {
-    fn connected(&mut self) -> Result<&mut Conn, ConnError> {
-        if self.conn.is_none() {
-            if self.addrs.is_empty() {
-                return Err(ConnError::Closed { server: "(no job servers configured)".into() });
+    fn connected(&mut self) -> Result<&mut Conn, SubmitError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let mut conn = self.client.open_connection()?;
+                conn.set_read_timeout(Some(READ_TIMEOUT))?;
+                conn
             }
-            let addr = &self.addrs[self.next % self.addrs.len()];
-            self.next += 1;
-            let mut conn = Conn::connect(addr, Duration::from_secs(2))?;
-            conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-            self.conn = Some(conn);
-        }
-        Ok(self.conn.as_mut().expect("connected above"))
+        };
+        Ok(self.conn.insert(conn))
     }
 
     /// Writes a `SUBMIT_JOB_BG` per job, all at once, without reading the answers.
-    fn send(&mut self, jobs: &[Record]) -> Result<(), ConnError> {
+    fn send(&mut self, jobs: &[Record]) -> Result<(), SubmitError> {
         let result = self.connected().and_then(|conn| send_on(conn, jobs));
         if result.is_err() {
             self.conn = None;
@@ -280,10 +316,8 @@ impl Servers {
 
     /// Reads the answers to [`Servers::send`]: per job, `None` when accepted or the server's
     /// refusal. An error means none of the rest is known to be accepted.
-    fn receive(&mut self, jobs: &[Record]) -> Result<Vec<Option<String>>, ConnError> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(ConnError::Closed { server: "(the connection was lost)".into() });
-        };
+    fn receive(&mut self, jobs: &[Record]) -> Result<Vec<Option<String>>, SubmitError> {
+        let Some(conn) = self.conn.as_mut() else { return Err(SubmitError::Lost) };
         let result = receive_on(conn, jobs);
         if result.is_err() {
             self.conn = None;
@@ -301,7 +335,7 @@ fn submittable(record: Record) -> Result<Record, RecordError> {
     Ok(record)
 }
 
-fn send_on(conn: &mut Conn, jobs: &[Record]) -> Result<(), ConnError> {
+fn send_on(conn: &mut Conn, jobs: &[Record]) -> Result<(), SubmitError> {
     let mut out = Vec::with_capacity(jobs.len() * 160);
     for job in jobs {
         let packet = Packet::SubmitJob {
@@ -316,10 +350,10 @@ fn send_on(conn: &mut Conn, jobs: &[Record]) -> Result<(), ConnError> {
             .map_err(|source| ConnError::Protocol { server: conn.server().to_string(), source })?;
     }
     let server = conn.server().to_string();
-    conn.stream().write_all(&out).map_err(|source| ConnError::Io { server, source })
+    conn.stream().write_all(&out).map_err(|source| ConnError::Io { server, source }.into())
 }
 
-fn receive_on(conn: &mut Conn, jobs: &[Record]) -> Result<Vec<Option<String>>, ConnError> {
+fn receive_on(conn: &mut Conn, jobs: &[Record]) -> Result<Vec<Option<String>>, SubmitError> {
     let mut answers = Vec::with_capacity(jobs.len());
     for _ in jobs {
         match conn.read_packet()? {
@@ -327,9 +361,7 @@ fn receive_on(conn: &mut Conn, jobs: &[Record]) -> Result<Vec<Option<String>>, C
             Packet::Error { code, message } => {
                 answers.push(Some(format!("{}: {}", String::from_utf8_lossy(&code), String::from_utf8_lossy(&message))))
             }
-            other => {
-                return Err(ConnError::Closed { server: format!("{} (answered {:?})", conn.server(), other.kind()) })
-            }
+            other => return Err(SubmitError::Answered { server: conn.server().clone(), kind: other.kind() }),
         }
     }
     Ok(answers)

@@ -9,10 +9,11 @@
 //! arrives: any byte means "look again", and missing one only costs a poll interval, never a
 //! job. Does not take jobs, and never blocks longer than asked.
 
+use nix::poll::{PollFd, PollFlags};
 use redis::ConnectionAddr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -22,10 +23,10 @@ enum Sock {
 }
 
 impl Sock {
-    fn fd(&self) -> RawFd {
+    fn fd(&self) -> BorrowedFd<'_> {
         match self {
-            Sock::Tcp(s) => s.as_raw_fd(),
-            Sock::Unix(s) => s.as_raw_fd(),
+            Sock::Tcp(s) => s.as_fd(),
+            Sock::Unix(s) => s.as_fd(),
         }
     }
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -90,25 +91,27 @@ impl Wake {
             // Unreachable Redis: the caller backs off on its own errors; here we just sleep.
             self.sock = self.connect().ok();
         }
+        let signal = crate::signals::wake_fd();
         let mut fds = Vec::with_capacity(2);
         if let Some(sock) = &self.sock {
-            fds.push(libc::pollfd { fd: sock.fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(PollFd::new(sock.fd(), PollFlags::POLLIN));
         }
-        let signal = crate::signals::wake_fd();
-        if signal >= 0 {
-            fds.push(libc::pollfd { fd: signal, events: libc::POLLIN, revents: 0 });
+        if let Some(signal) = signal {
+            fds.push(PollFd::new(signal, PollFlags::POLLIN));
         }
-        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         if fds.is_empty() {
             std::thread::sleep(timeout);
             return;
         }
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that outlives the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-        if signal >= 0 {
+        // An error of poll(2) itself (not EINTR) is as good as a timeout here: the caller
+        // looks at Redis again.
+        let ready = crate::process::poll(&mut fds, Some(timeout)).unwrap_or(false);
+        let sock_ready = self.sock.is_some() && fds[0].revents().is_some_and(|r| !r.is_empty());
+        drop(fds);
+        if signal.is_some() {
             crate::signals::drain_wake();
         }
-        if ready > 0 && self.sock.is_some() && fds[0].revents != 0 {
+        if ready && sock_ready {
             self.drain();
         }
     }

@@ -6,6 +6,7 @@
 //! merges; the unique `-` merges on identical workloads. It must not: do I/O or know about
 //! connections beyond the tokens of clients and workers.
 
+use super::store::Row;
 use crate::gearman::packet::Priority;
 use mio::Token;
 use std::collections::HashMap;
@@ -69,6 +70,66 @@ pub(super) struct Job {
     pub denominator: u64,
     /// How many times a worker vanished (or timed out) while running it.
     pub retries: u32,
+}
+
+/// What a new job is made of, from a submission or a stored row.
+#[derive(Debug)]
+pub(super) struct Submission {
+    pub priority: Priority,
+    pub background: bool,
+    pub function: Vec<u8>,
+    pub unique: Vec<u8>,
+    pub workload: Vec<u8>,
+    /// Unix milliseconds it is due at (`SUBMIT_JOB_EPOCH`).
+    pub when_ms: Option<u64>,
+}
+
+impl Job {
+    /// A new job, not yet stored and with no client: scheduled when `when_ms` is after
+    /// `now_ms`, else queued.
+    pub fn new(id: JobId, submission: Submission, now_ms: u64) -> Job {
+        let Submission { priority, background, function, unique, workload, when_ms } = submission;
+        let state = match when_ms {
+            Some(at) if at > now_ms => JobState::Scheduled(at),
+            _ => JobState::Queued,
+        };
+        Job {
+            id,
+            function,
+            unique,
+            workload,
+            priority,
+            background,
+            stored: false,
+            clients: Vec::new(),
+            state,
+            numerator: 0,
+            denominator: 0,
+            retries: 0,
+        }
+    }
+
+    /// A stored job as it is read back: background, stored.
+    pub fn restored(row: Row, now_ms: u64) -> Job {
+        let Row { id, function, unique, priority, workload, when_ms } = row;
+        let submission = Submission { priority, background: true, function, unique, workload, when_ms };
+        Job { stored: true, ..Job::new(id, submission, now_ms) }
+    }
+
+    /// Its row in the store.
+    pub fn row(&self) -> Row {
+        Row {
+            id: self.id,
+            function: self.function.clone(),
+            unique: self.unique.clone(),
+            priority: self.priority,
+            workload: self.workload.clone(),
+            when_ms: match self.state {
+                JobState::Scheduled(at) => Some(at),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// The key jobs coalesce on, if they do.
@@ -166,20 +227,15 @@ mod tests {
 
     fn job(jobs: &mut Jobs, unique: &[u8], workload: &[u8]) -> JobId {
         let id = jobs.next_id();
-        jobs.insert(Job {
-            id,
+        let submission = Submission {
+            priority: Priority::Normal,
+            background: true,
             function: b"f".to_vec(),
             unique: unique.to_vec(),
             workload: workload.to_vec(),
-            priority: Priority::Normal,
-            background: true,
-            stored: false,
-            clients: vec![],
-            state: JobState::Queued,
-            numerator: 0,
-            denominator: 0,
-            retries: 0,
-        });
+            when_ms: None,
+        };
+        jobs.insert(Job::new(id, submission, 0));
         id
     }
 

@@ -4,14 +4,17 @@
 //! One process, one thread, one `mio` event loop ([`run`]): it must stay single-threaded
 //! because `start` runs it as a forked child. Each turn: wait for sockets or the next timer;
 //! accept connections; read each ready connection (a bounded amount per turn, so one busy peer
-//! cannot starve the others) and dispatch every whole request (`dispatch.rs`, one `match`);
+//! cannot starve the others) and dispatch every whole request (`handlers/`, one `match`);
 //! move scheduled jobs that came due into their queues and requeue jobs past their
 //! `CAN_DO_TIMEOUT`; commit the turn's store writes in one transaction (`store.rs`), which
 //! releases the `JOB_CREATED` answers held for them; write what each connection has to send.
 //!
-//! - `conn.rs`: one connection's buffers and role; `jobs.rs`: the job table; `queue.rs`:
-//!   per-function priority queues and the timers; `store.rs`: SQLite; `admin.rs`: the text
-//!   admin commands; `dispatch.rs`: what each request does.
+//! - `net.rs`: accepting, reading, writing and closing peers, and the commit's held answers;
+//! - `peer.rs`: one peer (connection): its buffers and role;
+//! - `handlers/`: what each request does, one file per packet family (and the admin commands);
+//! - `lifecycle.rs`: a job's states and the counters that follow them (`set_state`), its end;
+//! - `jobs.rs`: the job table; `queue.rs`: per-function priority queues and the timers;
+//! - `store.rs`: SQLite.
 //!
 //! # Where it follows gearmand (1.1.20) rather than the protocol document
 //! - `WORK_EXCEPTION` reaches only clients that sent `OPTION_REQ exceptions`; others get
@@ -47,19 +50,20 @@
 //!
 //! It must not: fork, start threads, or block on a socket.
 
-mod admin;
-mod conn;
-mod dispatch;
+mod handlers;
 mod jobs;
+mod lifecycle;
+mod net;
+mod peer;
 mod queue;
 mod store;
 
 pub use store::StoreError;
 
-use conn::Conn;
-use jobs::{Job, JobState, Jobs};
+use jobs::{Job, Jobs};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
+use peer::Peer;
 use queue::{Functions, Timers};
 use std::io;
 use std::path::PathBuf;
@@ -119,7 +123,7 @@ pub(crate) struct Server {
     options: Options,
     poll: Poll,
     listener: Option<TcpListener>,
-    conns: jobs::IdMap<Token, Conn>,
+    peers: jobs::IdMap<Token, Peer>,
     next_token: usize,
     jobs: Jobs,
     functions: Functions,
@@ -172,7 +176,7 @@ impl Server {
             options,
             poll,
             listener: Some(listener),
-            conns: jobs::IdMap::default(),
+            peers: jobs::IdMap::default(),
             next_token: 2,
             functions: Functions::default(),
             timers: Timers::default(),
@@ -195,25 +199,7 @@ impl Server {
 
     /// Puts a job read from the store back in its queue or timer.
     fn restore(&mut self, row: store::Row) {
-        let state = match row.when_ms {
-            Some(at) if at > now_ms() => JobState::Scheduled(at),
-            _ => JobState::Queued,
-        };
-        let job = Job {
-            id: row.id,
-            function: row.function,
-            unique: row.unique,
-            workload: row.workload,
-            priority: row.priority,
-            background: true,
-            stored: true,
-            clients: Vec::new(),
-            state,
-            numerator: 0,
-            denominator: 0,
-            retries: 0,
-        };
-        self.enqueue(job, false);
+        self.enqueue(Job::restored(row, now_ms()), false);
     }
 
     fn serve(&mut self, stop: &dyn Fn() -> bool) -> Result<(), Error> {
@@ -279,207 +265,5 @@ impl Server {
 
     fn nothing_running(&self) -> bool {
         self.functions.0.values().all(|f| f.running == 0)
-    }
-
-    fn accept(&mut self) {
-        let Some(listener) = &self.listener else { return };
-        loop {
-            match listener.accept() {
-                Ok((mut stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if let Err(err) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
-                        log::warn!("cannot watch a connection from {peer}: {err}");
-                        continue;
-                    }
-                    self.conns.insert(token, Conn::new(stream, peer));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and the like: try again next turn rather than spin.
-                    log::warn!("accept: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Reads and dispatches what `token`'s peer sent, within the turn's budget.
-    fn read(&mut self, token: Token) {
-        let max_body = self.options.max_body;
-        let mut budget = READ_BUDGET;
-        let mut drained = false;
-        loop {
-            loop {
-                let Some(conn) = self.conns.get_mut(&token) else { return };
-                if conn.closing {
-                    return;
-                }
-                let Some(incoming) = conn.next_request(max_body) else { break };
-                self.dispatch(token, incoming);
-            }
-            let Some(conn) = self.conns.get_mut(&token) else { return };
-            if drained || conn.pending() > OUTPUT_BACKPRESSURE {
-                // Drained: the next bytes bring a new event. Backpressure: read on once the
-                // peer has taken its answers (see flush).
-                return;
-            }
-            if budget == 0 {
-                self.more.push(token);
-                return;
-            }
-            match conn.read_chunk() {
-                Ok((0, _)) => {
-                    // The peer is done sending; answer what it asked, then close.
-                    conn.closing = true;
-                    return self.touch(token);
-                }
-                Ok((n, short)) => {
-                    budget = budget.saturating_sub(n);
-                    drained = short;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.close(token),
-            }
-        }
-    }
-
-    /// Writes what `token` may be sent; closes it when it is closing and done, or failed.
-    fn flush(&mut self, token: Token) {
-        let max_output = self.options.max_output;
-        let Some(conn) = self.conns.get_mut(&token) else { return };
-        conn.dirty = false;
-        let was_blocked = conn.pending() > OUTPUT_BACKPRESSURE;
-        match conn.flush() {
-            Ok(done) => {
-                if conn.closing && done && !conn.is_held() {
-                    return self.close(token);
-                }
-                // Watch for writability only while output is stuck.
-                let stuck = !done;
-                if stuck != conn.want_write {
-                    let interest = if stuck { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-                    if self.poll.registry().reregister(&mut conn.stream, token, interest).is_err() {
-                        return self.close(token);
-                    }
-                    conn.want_write = stuck;
-                }
-                if conn.pending() > max_output {
-                    log::warn!("{} leaves {} bytes unread: disconnected", conn.peer, conn.pending());
-                    return self.close(token);
-                }
-                if was_blocked && conn.pending() <= OUTPUT_BACKPRESSURE {
-                    self.more.push(token);
-                }
-            }
-            Err(_) => self.close(token),
-        }
-    }
-
-    /// Marks `token` to be flushed at the end of the turn.
-    fn touch(&mut self, token: Token) {
-        if let Some(conn) = self.conns.get_mut(&token) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(token);
-            }
-        }
-    }
-
-    /// Sends `packet` to `token`.
-    fn send(&mut self, token: Token, packet: &crate::gearman::packet::Packet) {
-        if let Some(conn) = self.conns.get_mut(&token) {
-            conn.send(packet);
-            self.touch(token);
-        }
-    }
-
-    /// Sends an ERROR and closes the connection once it is written.
-    fn refuse(&mut self, token: Token, code: &str, message: &str) {
-        log::info!("disconnecting {token:?}: {code} {message}");
-        self.send(
-            token,
-            &crate::gearman::packet::Packet::Error {
-                code: code.as_bytes().to_vec(),
-                message: message.as_bytes().to_vec(),
-            },
-        );
-        if let Some(conn) = self.conns.get_mut(&token) {
-            conn.closing = true;
-        }
-    }
-
-    /// Commits the turn's store writes when due (or `force`d), then releases (or, on failure, withdraws) the answers
-    /// held for them.
-    fn commit(&mut self, force: bool) {
-        let Some(store) = &mut self.store else { return };
-        match store.due_in(Instant::now()) {
-            Some(wait) if wait.is_zero() || force => {}
-            _ => return,
-        }
-        let result = store.commit();
-        if let Err(err) = &result {
-            log::error!("{err}");
-        }
-        for token in std::mem::take(&mut self.held) {
-            let Some(conn) = self.conns.get_mut(&token) else { continue };
-            match &result {
-                Ok(()) => conn.release(),
-                Err(err) => {
-                    conn.discard_held();
-                    let message = err.to_string();
-                    self.refuse(token, "STORE_FAILED", &message);
-                }
-            }
-            self.touch(token);
-        }
-    }
-
-    fn fire_timers(&mut self) {
-        for id in self.timers.take_due(now_ms()) {
-            let Some(job) = self.jobs.get_mut(id) else { continue };
-            if !matches!(job.state, JobState::Scheduled(_)) {
-                continue;
-            }
-            job.state = JobState::Queued;
-            let (function, rank) = (job.function.clone(), queue::rank(job.priority));
-            let f = self.functions.entry(&function);
-            f.scheduled -= 1;
-            f.queued += 1;
-            f.queues[rank].push_back(id);
-            self.wake(&function);
-        }
-        for (id, assignment) in self.timers.take_expired(Instant::now()) {
-            let Some(job) = self.jobs.get(id) else { continue };
-            if let JobState::Running { worker, assignment: a, .. } = job.state {
-                if a == assignment {
-                    if let Some(conn) = self.conns.get_mut(&worker) {
-                        conn.in_hand.remove(&id);
-                    }
-                    self.lost(id);
-                }
-            }
-        }
-    }
-
-    /// Closes a connection: its foreground jobs lose a client, its jobs in hand are requeued.
-    fn close(&mut self, token: Token) {
-        let Some(mut conn) = self.conns.remove(&token) else { return };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        for id in conn.attached.drain() {
-            self.detach(id, token);
-        }
-        for ability in &conn.abilities {
-            if let Some(f) = self.functions.get_mut(&ability.function) {
-                f.workers.retain(|&w| w != token);
-            }
-            self.functions.tidy(&ability.function);
-        }
-        for id in conn.in_hand.drain() {
-            self.lost(id);
-        }
     }
 }

@@ -4,9 +4,9 @@
 //!
 //! Queues hold job ids only and are cleaned lazily: a job dropped while queued (its client
 //! left) stays in the deque until a grab pops and skips it, while the counters shown by
-//! `status` are kept exact. It must not: decide what happens to a job (that is `dispatch.rs`).
+//! `status` are kept exact. It must not: decide what happens to a job (that is `lifecycle.rs`).
 
-use super::jobs::JobId;
+use super::jobs::{JobId, JobState};
 use crate::gearman::packet::Priority;
 use mio::Token;
 use std::cmp::Reverse;
@@ -45,6 +45,15 @@ impl Function {
         self.queued + self.scheduled + self.running
     }
 
+    /// The counter of jobs in `state`.
+    fn counter(&mut self, state: JobState) -> &mut u64 {
+        match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Scheduled(_) => &mut self.scheduled,
+            JobState::Running { .. } => &mut self.running,
+        }
+    }
+
     /// Whether it holds nothing worth remembering (it can be forgotten).
     pub fn is_idle(&self) -> bool {
         self.total() == 0 && self.workers.is_empty() && self.max_queue.is_none()
@@ -69,6 +78,19 @@ impl Functions {
 
     pub fn get(&self, name: &[u8]) -> Option<&Function> {
         self.0.get(name)
+    }
+
+    /// Keeps `name`'s counters as one of its jobs goes from state `from` to `to` (`None`: not
+    /// in the job table): the only writer of the counters, called as a job enters the table,
+    /// changes state ([`super::Server::set_state`]) and leaves it.
+    pub fn count(&mut self, name: &[u8], from: Option<JobState>, to: Option<JobState>) {
+        let f = self.entry(name);
+        if let Some(state) = from {
+            *f.counter(state) -= 1;
+        }
+        if let Some(state) = to {
+            *f.counter(state) += 1;
+        }
     }
 
     /// Forgets `name` when idle.
@@ -155,10 +177,12 @@ mod tests {
     #[test]
     fn idle_functions_are_forgotten() {
         let mut functions = Functions::default();
-        functions.entry(b"f").queued = 1;
+        functions.count(b"f", None, Some(JobState::Queued));
         functions.tidy(b"f");
         assert!(functions.get(b"f").is_some());
-        functions.entry(b"f").queued = 0;
+        functions.count(b"f", Some(JobState::Queued), Some(JobState::Scheduled(1)));
+        assert_eq!((functions.get(b"f").unwrap().queued, functions.get(b"f").unwrap().total()), (0, 1));
+        functions.count(b"f", Some(JobState::Scheduled(1)), None);
         functions.tidy(b"f");
         assert!(functions.get(b"f").is_none());
     }

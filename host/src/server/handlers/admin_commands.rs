@@ -1,9 +1,9 @@
 //! The server side of the text admin protocol: answers `status`, `workers`, `version`,
 //! `getpid`, `maxqueue` and `shutdown` from the server's state, in gearmand's format (the
-//! parsing and formatting are `crate::gearman::admin`'s). It must not: change jobs.
+//! parsing and formatting are `crate::gearman::admin_protocol`'s). It must not: change jobs.
 
-use super::Server;
-use crate::gearman::admin::{self, Command, FunctionStatus, WorkerStatus};
+use crate::gearman::admin_protocol::{self, Command, FunctionStatus, WorkerStatus};
+use crate::server::Server;
 use mio::Token;
 use std::os::fd::AsRawFd;
 
@@ -24,19 +24,19 @@ impl Server {
                     })
                     .collect();
                 status.sort_by(|a, b| a.function.cmp(&b.function));
-                admin::write_status(&status)
+                admin_protocol::write_status(&status)
             }
             Command::Workers => {
                 let mut workers: Vec<(i32, WorkerStatus)> = self
-                    .conns
+                    .peers
                     .values()
-                    .map(|conn| {
-                        let fd = conn.stream.as_raw_fd();
+                    .map(|peer| {
+                        let fd = peer.stream.as_raw_fd();
                         let status = WorkerStatus {
                             fd: fd.to_string(),
-                            ip: conn.peer.ip().to_string(),
-                            client_id: conn.shown_id(),
-                            functions: conn
+                            ip: peer.addr.ip().to_string(),
+                            client_id: peer.shown_id(),
+                            functions: peer
                                 .abilities
                                 .iter()
                                 .map(|a| String::from_utf8_lossy(&a.function).into_owned())
@@ -46,7 +46,7 @@ impl Server {
                     })
                     .collect();
                 workers.sort_by_key(|(fd, _)| *fd);
-                admin::write_workers(&workers.into_iter().map(|(_, w)| w).collect::<Vec<_>>())
+                admin_protocol::write_workers(&workers.into_iter().map(|(_, w)| w).collect::<Vec<_>>())
             }
             Command::Version => format!("OK {} (li3g)\n", env!("CARGO_PKG_VERSION")),
             Command::Getpid => format!("OK {}\n", std::process::id()),
@@ -62,10 +62,10 @@ impl Server {
                 }
                 "OK\n".into()
             }
-            Command::Unknown(_) => admin::UNKNOWN_COMMAND.into(),
+            Command::Unknown(_) => admin_protocol::UNKNOWN_COMMAND.into(),
         };
-        if let Some(conn) = self.conns.get_mut(&token) {
-            conn.send_text(&answer);
+        if let Some(peer) = self.peers.get_mut(&token) {
+            peer.send_text(&answer);
             self.touch(token);
         }
     }

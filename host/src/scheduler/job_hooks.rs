@@ -1,6 +1,6 @@
 //! The worker's side of scheduling: job status as it runs, and what happens to a failed
 //! background job, as li3_gearman did it: with retries left (the envelope's `retries`, see
-//! [`crate::retries`]) it is scheduled again after the next delay with `retry` + 1 in its
+//! [`crate::retry_policy`]) it is scheduled again after the next delay with `retry` + 1 in its
 //! envelope; out of retries it goes to the dead set with its last error.
 //!
 //! The worker calls [`JobHooks::started`] and [`JobHooks::finished`] around each job, nothing
@@ -8,8 +8,8 @@
 //! not run tasks or talk to job servers.
 
 use super::record::{unique_for, Level, Record};
-use super::store::{Status, Store, StoreError};
-use super::Settings;
+use super::schedule::{Schedule, ScheduleError, Status};
+use crate::config::SchedulerSettings as Settings;
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant, SystemTime};
@@ -39,7 +39,7 @@ pub enum AfterFailure {
 pub struct JobHooks {
     url: String,
     settings: Settings,
-    store: RefCell<Option<Store>>,
+    store: RefCell<Option<Schedule>>,
     /// After a Redis failure, status writes are skipped until then, so that an unreachable
     /// Redis does not cost every job a connect timeout. Retries are always tried.
     quiet_until: Cell<Option<Instant>>,
@@ -65,21 +65,20 @@ impl std::fmt::Debug for JobHooks {
 }
 
 impl JobHooks {
-    /// Hooks for a configuration that names Redis; `None` without one.
-    pub fn from_config(config: &crate::config::Config) -> Option<JobHooks> {
-        let url = config.redis.clone()?;
-        Some(JobHooks {
-            url,
-            settings: config.scheduler.clone(),
+    /// Hooks on the schedule at `url` with `settings` (nothing connects until the first job).
+    pub fn new(url: &str, settings: &Settings) -> JobHooks {
+        JobHooks {
+            url: url.to_string(),
+            settings: settings.clone(),
             store: RefCell::new(None),
             quiet_until: Cell::new(None),
-        })
+        }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(&self, f: impl FnOnce(&mut Schedule) -> Result<T, ScheduleError>) -> Result<T, ScheduleError> {
         let mut slot = self.store.borrow_mut();
         if slot.is_none() {
-            *slot = Some(Store::open(&self.url, &self.settings)?);
+            *slot = Some(Schedule::open(&self.url, &self.settings)?);
         }
         let result = f(slot.as_mut().expect("opened above"));
         if result.is_err() {
@@ -95,8 +94,8 @@ impl JobHooks {
     /// A job with `id` starts: status `running`.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub fn started(&self, id: &str) -> Result<(), StoreError> {
+    /// [`ScheduleError`] when Redis fails.
+    pub fn started(&self, id: &str) -> Result<(), ScheduleError> {
         if self.quiet() {
             return Ok(());
         }
@@ -107,14 +106,14 @@ impl JobHooks {
     /// [`after_failure`] decides.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
+    /// [`ScheduleError`] when Redis fails.
     pub fn finished(
         &self,
         id: &str,
         function: &str,
         workload: &[u8],
         result: Result<(), &str>,
-    ) -> Result<AfterFailure, StoreError> {
+    ) -> Result<AfterFailure, ScheduleError> {
         match result {
             Ok(()) if self.quiet() => Ok(AfterFailure::NotRetried),
             Ok(()) => self.with(|store| store.set_status(id, Status::Finished)).map(|()| AfterFailure::NotRetried),
@@ -135,14 +134,14 @@ impl JobHooks {
 /// li3g's scheduled jobs send it): nobody waits for a retried foreground job's result.
 ///
 /// # Errors
-/// [`StoreError`] when Redis fails.
+/// [`ScheduleError`] when Redis fails.
 pub fn after_failure(
-    store: &mut Store,
+    store: &mut Schedule,
     function: &str,
     workload: &[u8],
     error: &str,
     now: SystemTime,
-) -> Result<AfterFailure, StoreError> {
+) -> Result<AfterFailure, ScheduleError> {
     // What the job asked for, read as the worker reads it.
     let Ok(job) = crate::workload::decode(function, workload) else { return Ok(AfterFailure::NotRetried) };
     let (Some(true), false, Some(id)) = (job.background, job.retries.is_none(), job.id) else {

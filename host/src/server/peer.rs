@@ -9,11 +9,11 @@
 //!
 //! Output: answers are encoded into one buffer and written when the socket takes them. Part of
 //! the buffer may be *held*: a `JOB_CREATED` for a durable job, and everything after it, waits
-//! for the store's commit ([`Conn::hold`], [`Conn::release`]). It must not: do protocol
-//! logic (that is `dispatch.rs`), or block.
+//! for the store's commit ([`Peer::hold`], [`Peer::release`]). It must not: do protocol
+//! logic (that is `handlers/`), or block.
 
 use super::jobs::JobId;
-use crate::gearman::admin::MAX_COMMAND_LINE;
+use crate::gearman::admin_protocol::MAX_COMMAND_LINE;
 use crate::gearman::packet::{self, Decoded, Magic, Packet};
 use mio::net::TcpStream;
 use std::collections::HashSet;
@@ -50,9 +50,9 @@ pub(super) struct Ability {
 }
 
 /// One connection.
-pub(super) struct Conn {
+pub(super) struct Peer {
     pub stream: TcpStream,
-    pub peer: SocketAddr,
+    pub addr: SocketAddr,
     /// Input bytes are `input[start..end]` (consumed bytes are dropped in bulk, not per packet).
     input: Vec<u8>,
     start: usize,
@@ -86,11 +86,11 @@ pub(super) struct Conn {
     pub rotate: usize,
 }
 
-impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Conn {
-        Conn {
+impl Peer {
+    pub fn new(stream: TcpStream, addr: SocketAddr) -> Peer {
+        Peer {
             stream,
-            peer,
+            addr,
             input: Vec::new(),
             start: 0,
             end: 0,
@@ -176,11 +176,8 @@ impl Conn {
                 Some(Incoming::Garbage("a \\0RES packet sent to the server".into()))
             }
             Err(packet::Error::Unsupported(kind)) => {
-                let len = packet::frame_len(buf).expect("a whole header was decoded");
-                if buf.len() < len {
-                    return None;
-                }
-                self.start += len;
+                // `decode` reports an unsupported type only once the whole packet is buffered.
+                self.start += packet::frame_len(buf).expect("a whole packet was decoded");
                 Some(Incoming::Refused(kind))
             }
             Err(err) => Some(Incoming::Garbage(err.to_string())),
@@ -191,7 +188,7 @@ impl Conn {
     pub fn send(&mut self, packet: &Packet) {
         if let Err(err) = packet::encode(Magic::Res, packet, &mut self.out) {
             // Only a field with a NUL can fail, and the server only echoes what it decoded.
-            log::warn!("cannot encode {:?} for {}: {err}", packet.kind(), self.peer);
+            log::warn!("cannot encode {:?} for {}: {err}", packet.kind(), self.addr);
         }
     }
 
@@ -200,7 +197,7 @@ impl Conn {
         self.out.extend_from_slice(text.as_bytes());
     }
 
-    /// Holds what is sent from now on until [`Conn::release`].
+    /// Holds what is sent from now on until [`Peer::release`].
     pub fn hold(&mut self) {
         if self.held_from.is_none() {
             self.held_from = Some(self.out.len());

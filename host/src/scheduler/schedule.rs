@@ -1,5 +1,5 @@
 //! The schedule in Redis: scheduling, taking due jobs under a lease, acknowledging, the dead
-//! set, listings and job status. One [`Store`] is one synchronous Redis connection (the
+//! set, listings and job status. One [`Schedule`] is one synchronous Redis connection (the
 //! `redis` crate's blocking API: no runtime, no threads, safe in processes that fork).
 //!
 //! Every multi-key change is one of [`super::lua`]'s scripts. A connection that fails is
@@ -7,7 +7,7 @@
 
 use super::lua;
 use super::record::Record;
-use super::Settings;
+use crate::config::SchedulerSettings as Settings;
 use redis::{Connection, Script};
 use serde_json::{json, Value};
 use std::sync::LazyLock;
@@ -76,16 +76,25 @@ impl Status {
 
 /// Redis failed, or the URL is wrong.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum ScheduleError {
     /// The configuration names no Redis.
     #[error("no redis URL is configured (set `redis = \"redis://host:port/db\"` in the configuration)")]
     NotConfigured,
     /// A Redis error (unreachable, refused, script error).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis answered a script with a reply of another shape than the script returns (another
+    /// script under the same name, or a proxy in between).
+    #[error("redis answered {what} with an unexpected reply: {reply}")]
+    Reply {
+        /// The request.
+        what: &'static str,
+        /// The reply, abridged.
+        reply: String,
+    },
 }
 
-/// What [`Store::take`] took.
+/// What [`Schedule::take`] took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taken {
     /// Redis's clock, ms since the epoch.
@@ -144,6 +153,24 @@ static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::ack()));
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
 
+/// Reads the take script's reply, `{now, next, id1, job1, ...}`, checking its shape.
+fn parse_taken(reply: Vec<Option<String>>) -> Result<Taken, ScheduleError> {
+    let bad = |reply: &[Option<String>]| ScheduleError::Reply {
+        what: "the take script",
+        reply: format!("{:.200}", format!("{reply:?}")),
+    };
+    let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<f64>().ok()).map(|n| n as i64);
+    let (Some(now), Some(next), jobs) = (reply.first(), reply.get(1), reply.get(2..).unwrap_or_default()) else {
+        return Err(bad(&reply));
+    };
+    let (Some(now_ms), Some(next)) = (number(now), number(next)) else { return Err(bad(&reply)) };
+    if jobs.len() % 2 != 0 || jobs.chunks(2).any(|pair| pair[0].is_none()) {
+        return Err(bad(&reply));
+    }
+    let jobs = jobs.chunks(2).map(|pair| (pair[0].clone().unwrap_or_default(), pair[1].clone())).collect();
+    Ok(Taken { now_ms, next_ms: (next >= 0).then_some(next), jobs })
+}
+
 /// Milliseconds since the epoch (negative before it).
 pub fn epoch_ms(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
@@ -153,35 +180,26 @@ pub fn epoch_ms(time: SystemTime) -> i64 {
 }
 
 /// A connection to one schedule in Redis.
-pub struct Store {
+pub struct Schedule {
     client: redis::Client,
     conn: Option<Connection>,
     keys: Keys,
     settings: Settings,
 }
 
-impl Store {
+impl Schedule {
     /// A store at `url` (nothing connects until the first call).
     ///
     /// # Errors
-    /// [`StoreError::Redis`] for a URL that does not parse.
-    pub fn open(url: &str, settings: &Settings) -> Result<Store, StoreError> {
+    /// [`ScheduleError::Redis`] for a URL that does not parse.
+    pub fn open(url: &str, settings: &Settings) -> Result<Schedule, ScheduleError> {
         use redis::IntoConnectionInfo;
         // No Nagle delay: requests are small and answers awaited one at a time.
         let info =
             url.into_connection_info()?.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info)?;
         let keys = Keys { prefix: settings.prefix.clone(), compat_set: settings.compat_set.clone() };
-        Ok(Store { client, conn: None, keys, settings: settings.clone() })
-    }
-
-    /// The store of a configuration.
-    ///
-    /// # Errors
-    /// [`StoreError::NotConfigured`] without a `redis` URL.
-    pub fn from_config(config: &crate::config::Config) -> Result<Store, StoreError> {
-        let url = config.redis.as_deref().ok_or(StoreError::NotConfigured)?;
-        Store::open(url, &config.scheduler)
+        Ok(Schedule { client, conn: None, keys, settings: settings.clone() })
     }
 
     /// Its keys.
@@ -201,7 +219,7 @@ impl Store {
 
     /// Runs `f` on the connection, connecting first when there is none; a failed connection
     /// is dropped so that the next call makes a fresh one.
-    fn with<T>(&mut self, f: impl FnOnce(&mut Connection, &Keys) -> redis::RedisResult<T>) -> Result<T, StoreError> {
+    fn with<T>(&mut self, f: impl FnOnce(&mut Connection, &Keys) -> redis::RedisResult<T>) -> Result<T, ScheduleError> {
         if self.conn.is_none() {
             let conn = self.client.get_connection_with_timeout(Duration::from_secs(2))?;
             conn.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -229,16 +247,16 @@ impl Store {
     /// Schedules `record` for `due` (a time in the past: as soon as a scheduler sees it).
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails; then nothing was scheduled.
-    pub fn schedule(&mut self, record: &Record, due: SystemTime) -> Result<(), StoreError> {
+    /// [`ScheduleError`] when Redis fails; then nothing was scheduled.
+    pub fn schedule(&mut self, record: &Record, due: SystemTime) -> Result<(), ScheduleError> {
         self.schedule_many(std::slice::from_ref(record), &[due])
     }
 
     /// Schedules many jobs in one round trip (pipelined; each atomic on its own).
     ///
     /// # Errors
-    /// As [`Store::schedule`]; jobs before a failure may be scheduled.
-    pub fn schedule_many(&mut self, records: &[Record], due: &[SystemTime]) -> Result<(), StoreError> {
+    /// As [`Schedule::schedule`]; jobs before a failure may be scheduled.
+    pub fn schedule_many(&mut self, records: &[Record], due: &[SystemTime]) -> Result<(), ScheduleError> {
         let ttl = self.status_ttl();
         self.with(|conn, keys| {
             // Load (a no-op when loaded: Redis may have restarted), then EVALSHA, all in one
@@ -266,8 +284,8 @@ impl Store {
     /// Removes a pending job (li3g's or li3_gearman's); `false` when no such job is pending.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub fn cancel(&mut self, id: &str) -> Result<bool, StoreError> {
+    /// [`ScheduleError`] when Redis fails.
+    pub fn cancel(&mut self, id: &str) -> Result<bool, ScheduleError> {
         let n: i64 = self.with(|conn, keys| {
             Script::new(lua::CANCEL).key(keys.scheduled()).key(keys.jobs()).key(&keys.compat_set).arg(id).invoke(conn)
         })?;
@@ -277,8 +295,8 @@ impl Store {
     /// Brings a dead job back, due now; `false` when no such job is dead.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub fn requeue(&mut self, id: &str) -> Result<bool, StoreError> {
+    /// [`ScheduleError`] when Redis fails.
+    pub fn requeue(&mut self, id: &str) -> Result<bool, ScheduleError> {
         let n: i64 = self.with(|conn, keys| {
             Script::new(&lua::requeue())
                 .key(keys.dead())
@@ -294,8 +312,8 @@ impl Store {
     /// Puts job `id` (stored as `job`) in the dead set with `error`.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub fn bury(&mut self, id: &str, job: &str, error: &str) -> Result<(), StoreError> {
+    /// [`ScheduleError`] when Redis fails.
+    pub fn bury(&mut self, id: &str, job: &str, error: &str) -> Result<(), ScheduleError> {
         let entry = json!({"job": job, "error": error, "at": epoch_ms(SystemTime::now())}).to_string();
         self.with(|conn, keys| {
             Script::new(lua::BURY)
@@ -310,12 +328,12 @@ impl Store {
         Ok(())
     }
 
-    /// Acknowledges `accepted` (as [`Store::ack`]) and takes up to `batch` due (or abandoned)
+    /// Acknowledges `accepted` (as [`Schedule::ack`]) and takes up to `batch` due (or abandoned)
     /// jobs under a lease of `lease`, in one script.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails; then nothing was acknowledged nor taken.
-    pub fn take(&mut self, lease: Duration, batch: usize, accepted: &[String]) -> Result<Taken, StoreError> {
+    /// [`ScheduleError`] when Redis fails; then nothing was acknowledged nor taken.
+    pub fn take(&mut self, lease: Duration, batch: usize, accepted: &[String]) -> Result<Taken, ScheduleError> {
         let compat = if self.settings.compat { "1" } else { "0" };
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         let reply: Vec<Option<String>> = self.with(|conn, keys| {
@@ -327,19 +345,15 @@ impl Store {
             }
             invocation.invoke(conn)
         })?;
-        let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<f64>().ok()).unwrap_or(-1.0) as i64;
-        let now_ms = number(&reply[0]);
-        let next = number(&reply[1]);
-        let jobs = reply[2..].chunks(2).map(|pair| (pair[0].clone().unwrap_or_default(), pair[1].clone())).collect();
-        Ok(Taken { now_ms, next_ms: (next >= 0).then_some(next), jobs })
+        parse_taken(reply)
     }
 
     /// Acknowledges jobs a job server accepted.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails (the jobs stay leased and will be submitted again
+    /// [`ScheduleError`] when Redis fails (the jobs stay leased and will be submitted again
     /// after the lease: they coalesce on their unique key while queued).
-    pub fn ack(&mut self, ids: &[String]) -> Result<(), StoreError> {
+    pub fn ack(&mut self, ids: &[String]) -> Result<(), ScheduleError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -357,8 +371,8 @@ impl Store {
     /// Every pending job: scheduled, being moved, and li3_gearman's, by due time.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub fn pending(&mut self) -> Result<Vec<Pending>, StoreError> {
+    /// [`ScheduleError`] when Redis fails.
+    pub fn pending(&mut self) -> Result<Vec<Pending>, ScheduleError> {
         let compat = self.settings.compat;
         let (scheduled, leased, jobs, php): (Scored, Scored, Vec<(String, String)>, Scored) =
             self.with(|conn, keys| {
@@ -401,8 +415,8 @@ impl Store {
     /// The dead set.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub fn dead(&mut self) -> Result<Vec<Dead>, StoreError> {
+    /// [`ScheduleError`] when Redis fails.
+    pub fn dead(&mut self) -> Result<Vec<Dead>, ScheduleError> {
         let entries: Vec<(String, String)> =
             self.with(|conn, keys| redis::cmd("HGETALL").arg(keys.dead()).query(conn))?;
         let mut out: Vec<Dead> = entries
@@ -425,8 +439,8 @@ impl Store {
     /// Records a job's status (when job status is on), with the configured expiry.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub fn set_status(&mut self, id: &str, status: Status) -> Result<(), StoreError> {
+    /// [`ScheduleError`] when Redis fails.
+    pub fn set_status(&mut self, id: &str, status: Status) -> Result<(), ScheduleError> {
         let ttl = self.status_ttl();
         if ttl == 0 {
             return Ok(());
@@ -439,11 +453,40 @@ impl Store {
     /// A job's status and the seconds it has left, if any is recorded.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub fn status(&mut self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
+    /// [`ScheduleError`] when Redis fails.
+    pub fn status(&mut self, id: &str) -> Result<Option<(String, i64)>, ScheduleError> {
         let (value, ttl): (Option<String>, i64) = self.with(|conn, keys| {
             redis::pipe().cmd("GET").arg(keys.status(id)).cmd("TTL").arg(keys.status(id)).query(conn)
         })?;
         Ok(value.map(|v| (v, ttl)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(items: &[Option<&str>]) -> Vec<Option<String>> {
+        items.iter().map(|i| i.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn a_take_reply_of_another_shape_is_an_error_not_a_panic() {
+        let taken = parse_taken(reply(&[Some("1000"), Some("-1"), Some("a"), Some("{}"), Some("b"), None])).unwrap();
+        assert_eq!(taken.now_ms, 1000);
+        assert_eq!(taken.next_ms, None);
+        assert_eq!(taken.jobs, vec![("a".into(), Some("{}".into())), ("b".into(), None)]);
+        assert_eq!(parse_taken(reply(&[Some("5"), Some("7")])).unwrap().next_ms, Some(7));
+        for bad in [
+            reply(&[]),
+            reply(&[Some("1000")]),
+            reply(&[None, Some("-1")]),
+            reply(&[Some("soon"), Some("-1")]),
+            reply(&[Some("1000"), Some("-1"), Some("a")]),
+            reply(&[Some("1000"), Some("-1"), None, Some("{}")]),
+        ] {
+            let err = parse_taken(bad.clone()).unwrap_err();
+            assert!(err.to_string().contains("the take script"), "{bad:?}: {err}");
+        }
     }
 }

@@ -1,0 +1,193 @@
+//! The event loop's socket side: accepting peers, reading their requests (a bounded amount
+//! per turn), writing their answers, holding answers until the store's commit and releasing or
+//! withdrawing them after it, and closing peers (their jobs detached or requeued).
+//!
+//! It must not: decide what a request does (that is `handlers/`).
+
+use super::peer::Peer;
+use super::{Server, OUTPUT_BACKPRESSURE, READ_BUDGET};
+use crate::gearman::packet::Packet;
+use mio::{Interest, Token};
+use std::io;
+use std::time::Instant;
+
+impl Server {
+    pub(super) fn accept(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if let Err(err) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
+                        log::warn!("cannot watch a connection from {addr}: {err}");
+                        continue;
+                    }
+                    self.peers.insert(token, Peer::new(stream, addr));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and the like: try again next turn rather than spin.
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and dispatches what `token`'s peer sent, within the turn's budget.
+    pub(super) fn read(&mut self, token: Token) {
+        let max_body = self.options.max_body;
+        let mut budget = READ_BUDGET;
+        let mut drained = false;
+        loop {
+            loop {
+                let Some(peer) = self.peers.get_mut(&token) else { return };
+                if peer.closing {
+                    return;
+                }
+                let Some(incoming) = peer.next_request(max_body) else { break };
+                self.dispatch(token, incoming);
+            }
+            let Some(peer) = self.peers.get_mut(&token) else { return };
+            if drained || peer.pending() > OUTPUT_BACKPRESSURE {
+                // Drained: the next bytes bring a new event. Backpressure: read on once the
+                // peer has taken its answers (see flush).
+                return;
+            }
+            if budget == 0 {
+                self.more.push(token);
+                return;
+            }
+            match peer.read_chunk() {
+                Ok((0, _)) => {
+                    // The peer is done sending; answer what it asked, then close.
+                    peer.closing = true;
+                    return self.touch(token);
+                }
+                Ok((n, short)) => {
+                    budget = budget.saturating_sub(n);
+                    drained = short;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(token),
+            }
+        }
+    }
+
+    /// Writes what `token` may be sent; closes it when it is closing and done, or failed.
+    pub(super) fn flush(&mut self, token: Token) {
+        let max_output = self.options.max_output;
+        let Some(peer) = self.peers.get_mut(&token) else { return };
+        peer.dirty = false;
+        let was_blocked = peer.pending() > OUTPUT_BACKPRESSURE;
+        match peer.flush() {
+            Ok(done) => {
+                if peer.closing && done && !peer.is_held() {
+                    return self.close(token);
+                }
+                // Watch for writability only while output is stuck.
+                let stuck = !done;
+                if stuck != peer.want_write {
+                    let interest = if stuck { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+                    if self.poll.registry().reregister(&mut peer.stream, token, interest).is_err() {
+                        return self.close(token);
+                    }
+                    peer.want_write = stuck;
+                }
+                if peer.pending() > max_output {
+                    log::warn!("{} leaves {} bytes unread: disconnected", peer.addr, peer.pending());
+                    return self.close(token);
+                }
+                if was_blocked && peer.pending() <= OUTPUT_BACKPRESSURE {
+                    self.more.push(token);
+                }
+            }
+            Err(_) => self.close(token),
+        }
+    }
+
+    /// Marks `token` to be flushed at the end of the turn.
+    pub(super) fn touch(&mut self, token: Token) {
+        if let Some(peer) = self.peers.get_mut(&token) {
+            if !peer.dirty {
+                peer.dirty = true;
+                self.dirty.push(token);
+            }
+        }
+    }
+
+    /// Sends `packet` to `token`.
+    pub(super) fn send(&mut self, token: Token, packet: &Packet) {
+        if let Some(peer) = self.peers.get_mut(&token) {
+            peer.send(packet);
+            self.touch(token);
+        }
+    }
+
+    /// Sends an ERROR and closes the connection once it is written.
+    pub(super) fn refuse(&mut self, token: Token, code: &str, message: &str) {
+        log::info!("disconnecting {token:?}: {code} {message}");
+        self.send(token, &Packet::Error { code: code.as_bytes().to_vec(), message: message.as_bytes().to_vec() });
+        if let Some(peer) = self.peers.get_mut(&token) {
+            peer.closing = true;
+        }
+    }
+
+    /// Commits the turn's store writes when due (or `force`d), then releases (or, on failure, withdraws) the answers
+    /// held for them.
+    pub(super) fn commit(&mut self, force: bool) {
+        let Some(store) = &mut self.store else { return };
+        match store.due_in(Instant::now()) {
+            Some(wait) if wait.is_zero() || force => {}
+            _ => return,
+        }
+        let result = store.commit();
+        if let Err(err) = &result {
+            log::error!("{err}");
+        }
+        for token in std::mem::take(&mut self.held) {
+            let Some(peer) = self.peers.get_mut(&token) else { continue };
+            match &result {
+                Ok(()) => peer.release(),
+                Err(err) => {
+                    peer.discard_held();
+                    let message = err.to_string();
+                    self.refuse(token, "STORE_FAILED", &message);
+                }
+            }
+            self.touch(token);
+        }
+    }
+
+    /// Closes a connection: its foreground jobs lose a client, its jobs in hand are requeued.
+    pub(super) fn close(&mut self, token: Token) {
+        let Some(mut peer) = self.peers.remove(&token) else { return };
+        let _ = self.poll.registry().deregister(&mut peer.stream);
+        for id in peer.attached.drain() {
+            self.detach(id, token);
+        }
+        for ability in &peer.abilities {
+            if let Some(f) = self.functions.get_mut(&ability.function) {
+                f.workers.retain(|&w| w != token);
+            }
+            self.functions.tidy(&ability.function);
+        }
+        for id in peer.in_hand.drain() {
+            self.lost(id);
+        }
+    }
+
+    /// Holds `token`'s output from here until the store commits.
+    pub(super) fn hold(&mut self, token: Token) {
+        if let Some(peer) = self.peers.get_mut(&token) {
+            if !peer.is_held() {
+                peer.hold();
+                self.held.push(token);
+            }
+        }
+    }
+}
