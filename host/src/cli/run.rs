@@ -61,6 +61,11 @@ pub(super) struct RunArgs {
     /// [default: li3_gearman's 5m,10m,20m,30m,50m]
     #[arg(long, value_name = "LIST", requires = "retries", value_delimiter = ',', value_parser = parse_in)]
     retry_delays: Vec<Duration>,
+    /// Send li3_gearman's envelope to its function (`li3_gearman\extensions\command\Gearmand::run`),
+    /// for a task its PHP workers still serve: TASK is the PHP class and method
+    /// (`app\tasks\Report::build`), `configName` is --name.
+    #[arg(long)]
+    li3_gearman: bool,
     /// The named configuration in the configuration file.
     #[arg(long = "name", value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
@@ -139,6 +144,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
             retries
         }),
+        li3_gearman: args.li3_gearman.then(|| args.name.clone()),
     };
     let task_args = parse_args(&args.args);
     let until = match args.timeout {
