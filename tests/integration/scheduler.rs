@@ -342,7 +342,7 @@ fn retries_then_the_dead_set_and_back() {
     wait_until("the job is dead", LONG, || dead_line("error: failure 2 of 5"));
     assert_eq!(lines(&doomed).len(), 2);
     let status = setup.li3g(&["status", &id]).stdout;
-    assert!(status.starts_with("failed: failure 2 of 5"), "{status}");
+    assert!(status.starts_with("dead: failure 2 of 5"), "{status}");
     let listed = setup.li3g(&["scheduled"]).stdout;
     assert!(listed.contains("Dead: 1") && listed.contains("retry 1"), "{listed}");
 
@@ -464,3 +464,6 @@ fn gearmand_restarted_under_a_running_scheduler_loses_nothing() {
     assert_eq!(lines(&path).iter().collect::<HashSet<_>>().len(), 20);
     assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up");
 }
+
+#[path = "scheduler_durability.rs"]
+mod durability;
