@@ -188,3 +188,24 @@ fn children_have_titles_in_ps() {
     slow.join().unwrap().unwrap();
     wait_until("idle again", WAIT, || title(worker).0 == "li3g-host: worker 1 idle");
 }
+
+#[test]
+fn restarts_are_counted_per_kind_and_reason() {
+    let pool = Pool::start_with(1, &["--resuscitate"]);
+    let worker = |report: &Value| {
+        report["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "worker")
+            .map(|c| c["pid"].as_u64().unwrap())
+    };
+    let victim = worker(&pool.json()).unwrap();
+    // SAFETY: kill(2) on a worker of our own daemon.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    wait_until("a new worker has the slot", WAIT, || worker(&pool.json()).is_some_and(|pid| pid != victim));
+    let report = pool.json();
+    let restarts = report["restarts"].as_array().unwrap();
+    assert!(restarts.iter().any(|r| r["kind"] == "worker" && r["reason"] == "killed" && r["count"] == 1), "{report}");
+    assert!(pool.status(&[]).stdout.contains("Restarts: worker killed 1"));
+}
