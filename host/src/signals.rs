@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 static STOP: AtomicBool = AtomicBool::new(false);
 static STOP_COUNT: AtomicI32 = AtomicI32::new(0);
 static RELOAD: AtomicBool = AtomicBool::new(false);
+static RECYCLE: AtomicBool = AtomicBool::new(false);
 static CHILD: AtomicBool = AtomicBool::new(false);
 static WAKE_READ: AtomicI32 = AtomicI32::new(-1);
 static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
@@ -30,6 +31,13 @@ extern "C" fn on_signal(signal: libc::c_int) {
             STOP_COUNT.fetch_add(1, Ordering::SeqCst);
         }
         libc::SIGHUP => RELOAD.store(true, Ordering::SeqCst),
+        // A recycle (a worker past its maximum age): stop after the job in hand, as a first
+        // SIGTERM does, but not counted as a stop signal, so a SIGTERM after it is still a
+        // first one (it does not kill the job).
+        libc::SIGUSR1 => {
+            RECYCLE.store(true, Ordering::SeqCst);
+            STOP.store(true, Ordering::SeqCst);
+        }
         libc::SIGCHLD => CHILD.store(true, Ordering::SeqCst),
         _ => {}
     }
@@ -80,10 +88,11 @@ fn new_pipe() {
     }
 }
 
-/// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand.
+/// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand; SIGUSR1 too, to be
+/// replaced ([`recycle_requested`]).
 pub fn install_worker() {
     ensure_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1]);
 }
 
 /// For the supervisor: stop (TERM, INT), reload (HUP) and child exits (CHLD).
@@ -96,18 +105,19 @@ fn clear_flags() {
     STOP.store(false, Ordering::SeqCst);
     STOP_COUNT.store(0, Ordering::SeqCst);
     RELOAD.store(false, Ordering::SeqCst);
+    RECYCLE.store(false, Ordering::SeqCst);
     CHILD.store(false, Ordering::SeqCst);
 }
 
 /// In a freshly forked child of the supervisor (a worker or another kind), with signals
 /// blocked: forget the parent's flags, handlers and wake pipe; take a pipe of its own and the
-/// worker's handlers (SIGTERM/SIGINT stop it).
+/// worker's handlers (SIGTERM/SIGINT stop it, SIGUSR1 recycles it).
 pub fn reset_for_child() {
     clear_flags();
     set_handler(&[Signal::SIGHUP, Signal::SIGCHLD], SigHandler::SigDfl);
     close_pipe();
     new_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1]);
 }
 
 extern "C" fn ignore(_: libc::c_int) {}
@@ -122,12 +132,18 @@ extern "C" fn ignore(_: libc::c_int) {}
 pub fn reset_for_job() {
     clear_flags();
     let action = SigAction::new(SigHandler::Handler(ignore), SaFlags::SA_RESTART, SigSet::empty());
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1] {
         // SAFETY: the handler does nothing at all.
         let _ = unsafe { sigaction(signal, &action) };
     }
     set_handler(&[Signal::SIGCHLD], SigHandler::SigDfl);
     close_pipe();
+}
+
+/// Whether a recycle was asked for (SIGUSR1: the supervisor replaces a worker past its
+/// maximum age); [`stop_requested`] is then true too.
+pub fn recycle_requested() -> bool {
+    RECYCLE.load(Ordering::SeqCst)
 }
 
 /// Whether a stop was asked for.

@@ -26,6 +26,11 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     for unused in crate::worker::unused_plugin_settings(&config.plugin_settings(), &registry) {
         eprintln!("li3g-host: warning: {unused}");
     }
+    for pool in &config.pools {
+        for unclaimed in crate::worker::unclaimed_patterns(&pool.name, &pool.tasks, &registry) {
+            eprintln!("li3g-host: warning: configuration {}: {unclaimed}", config.name);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

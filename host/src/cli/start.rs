@@ -19,8 +19,10 @@ pub(super) struct StartArgs {
     /// The named configuration in the configuration file.
     #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
-    /// How many workers to run.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    /// How many workers to run in the default pool, which serves every task no configured
+    /// pool (`[CONFIG.pools.POOL]`) keeps to itself. 0 only with pools: then only pools run
+    /// (GearmanManager's `dedicated_only`).
+    #[arg(long, value_name = "N", default_value_t = 4)]
     workers: u32,
     /// Start the daemon in a new, detached process (stdio to /dev/null, logs to syslog).
     #[arg(long)]
@@ -33,6 +35,16 @@ pub(super) struct StartArgs {
     /// worker recycled by --max-jobs or --memlimit is replaced at once.
     #[arg(long)]
     resuscitate: bool,
+    /// Recycle a worker once it is this many seconds old: it ends after the job in hand and is
+    /// replaced at once (a recycle, not a crash; also without --resuscitate). A pool's
+    /// `max_age` wins for its workers.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds)]
+    max_age: Option<std::time::Duration>,
+    /// Spread of --max-age: each worker's limit is max-age plus a random part of this, and no
+    /// two are recycled within 250 ms of each other when it leaves room [default: a tenth of
+    /// --max-age, at least 1 s]
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, requires = "max_age")]
+    max_age_splay: Option<std::time::Duration>,
     /// Do not run a scheduler, even though the configuration names Redis (run one elsewhere,
     /// with `li3g-host scheduler`).
     #[arg(long)]
@@ -54,6 +66,9 @@ pub(super) struct StartArgs {
 
 pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.common.settings(&args.name)?;
+    if args.workers == 0 && config.pools.is_empty() {
+        anyhow::bail!("--workers 0 leaves no worker: configure pools ([{}.pools.NAME]) or run at least one", config.name);
+    }
     // The daemon works from `/`: fix relative paths now.
     config.plugins = Some(std::path::absolute(plugins_dir(&config)?)?);
     config.file = config.file.as_deref().map(std::path::absolute).transpose()?;
@@ -89,13 +104,15 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         pid_file = Some(PidFile::acquire(&pid_path)?);
     }
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
-    let worker = |config: &Config| run_worker(config, &args.worker, log);
+    let worker = |config: &Config, pool: Option<&str>| run_worker(config, &args.worker, log, pool);
     let scheduler = |config: &Config| run_scheduler(config, log.verbose, DEFAULT_BATCH);
     let options = daemon::Options {
         workers: args.workers,
         limit: args.limit,
         resuscitate: args.resuscitate,
         worker: &worker,
+        max_age: args.max_age,
+        max_age_splay: args.max_age_splay,
         scheduler: (!args.no_scheduler).then_some(&scheduler as daemon::run::Body<'_>),
         server: !args.no_server,
         store: args.store.clone(),

@@ -22,6 +22,10 @@
 //! [default.environments.production.plugins.redis_counter]
 //! url = "redis://redis.internal/0"            # merged key by key over the section above
 //!
+//! [default.pools.reports]                    # workers of their own for some tasks (pools.rs)
+//! tasks = ["Report::*"]
+//! workers = 2
+//!
 //! [reports]                                   # another configuration: `li3g-host work reports`
 //! servers = ["127.0.0.1:4731"]
 //! ```
@@ -30,6 +34,10 @@
 //! current directory, then `/etc/li3g/li3g.toml`; with neither, built-in defaults (and only
 //! the configuration `default` exists). Unknown keys are errors, so a typo never goes unseen;
 //! every error names the file, the key and what was expected.
+
+pub mod pools;
+
+pub use pools::PoolSettings;
 
 use crate::gearman::conn::ServerAddr;
 use crate::plugins::canonical_task_name;
@@ -75,9 +83,21 @@ pub struct Config {
     /// `plugins.state_timeout`: how long a plugin's state constructor may take in a worker
     /// before the worker gives up and exits (`None`: [`crate::plugins::STATE_TIMEOUT`]).
     pub state_timeout: Option<Duration>,
+    /// The worker pools (`[<name>.pools.<pool>]`), by name.
+    pub pools: Vec<PoolSettings>,
 }
 
 impl Config {
+    /// The pool named `name`, if configured.
+    pub fn pool(&self, name: &str) -> Option<&PoolSettings> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+
+    /// What a worker of pool `pool` registers (`None`: the default pool).
+    pub fn selection(&self, pool: Option<&str>) -> crate::worker::selection::Selection {
+        pools::selection(&self.pools, pool)
+    }
+
     /// The plugin settings, with where they come from, for the registry's messages.
     pub fn plugin_settings(&self) -> crate::plugins::PluginSettings {
         crate::plugins::PluginSettings {
@@ -217,6 +237,8 @@ struct RawConfig {
     environment: Option<String>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
+    #[serde(default)]
+    pools: BTreeMap<String, pools::RawPool>,
     #[serde(default)]
     environments: BTreeMap<String, RawOverride>,
 }
@@ -432,6 +454,7 @@ fn resolve(
         }
         tasks.insert(canonical, TaskOptions { timeout });
     }
+    let pools = pools::resolve(name, std::mem::take(&mut raw.pools), &invalid)?;
     let scheduler = raw
         .scheduler
         .unwrap_or_default()
@@ -453,7 +476,32 @@ fn resolve(
             .collect(),
         state_timeout,
         plugin_setting_origins,
+        pools,
     })
+}
+
+/// `512M`, `2G`, `64K` or plain bytes: a memory limit (`--memlimit`, a pool's `memlimit`).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 512M"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    if n == 0 {
+        return Err(format!("{text:?}: a memory limit must be above zero"));
+    }
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 type Sections = BTreeMap<String, toml::Value>;

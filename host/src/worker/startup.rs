@@ -9,7 +9,7 @@ use log::{info, warn};
 /// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
 /// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
 /// [`EXIT_RECYCLE`](crate::daemon::EXIT_RECYCLE) when it ended to be replaced (`--max-jobs`,
-/// `--memlimit`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
+/// `--memlimit`, or SIGUSR1: the supervisor's `--max-age`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
 /// `start` forks.
 pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     crate::log::init(worker.log.verbose);
@@ -55,11 +55,18 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     for unused in unused_plugin_settings(&worker.plugin_settings, &registry) {
         warn!("Configuration: {unused}");
     }
-    info!("Worker started: {} tasks, servers {}", registry.task_names().len(), list(&worker.servers));
+    if let Some((pool, patterns)) = &worker.pool {
+        for unclaimed in unclaimed_patterns(pool, patterns, &registry) {
+            warn!("Configuration: {unclaimed}");
+        }
+    }
+    let selected = registry.task_names().iter().filter(|task| worker.selection.selects(task)).count();
+    let pool = worker.pool.as_ref().map_or_else(String::new, |(pool, _)| format!(" of pool {pool}"));
+    info!("Worker{pool} started: {selected} tasks, servers {}", list(&worker.servers));
     let stats = super::run(&registry, worker, &crate::signals::stop_requested);
     info!("Worker ended: {} jobs completed, {} failed", stats.completed, stats.failed);
     let used_up = worker.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
-    if stats.over_memory || (used_up && !crate::signals::stop_requested()) {
+    if stats.over_memory || crate::signals::recycle_requested() || (used_up && !crate::signals::stop_requested()) {
         crate::daemon::EXIT_RECYCLE as u8
     } else {
         0
@@ -81,6 +88,21 @@ pub fn unused_plugin_settings(settings: &crate::plugins::PluginSettings, registr
         }
     }
     lines
+}
+
+/// A line for every pattern of pool `pool` that claims no loaded task (a typo, or a plugin
+/// that is not there).
+pub fn unclaimed_patterns(
+    pool: &str,
+    patterns: &[super::selection::TaskPattern],
+    registry: &Registry,
+) -> Vec<String> {
+    let known = registry.task_names();
+    patterns
+        .iter()
+        .filter(|pattern| !known.iter().any(|task| pattern.matches(task)))
+        .map(|pattern| format!("pools.{pool}.tasks: \"{pattern}\" claims no loaded task; the pool's workers register nothing for it"))
+        .collect()
 }
 
 /// A line for every task in `configured` (the configuration sets options for it) that no
