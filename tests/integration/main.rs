@@ -14,6 +14,7 @@ mod harness;
 mod loading;
 mod logging;
 mod multi_server;
+mod pools;
 mod processes;
 mod scheduler;
 mod server;

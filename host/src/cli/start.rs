@@ -42,7 +42,7 @@ pub(super) struct StartArgs {
     max_age: Option<std::time::Duration>,
     /// Spread of --max-age: each worker's limit is max-age plus a random part of this, and no
     /// two are recycled within 250 ms of each other when it leaves room [default: a tenth of
-    /// --max-age, at least 1 s]
+    /// --max-age, at least 5 s]
     #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, requires = "max_age")]
     max_age_splay: Option<std::time::Duration>,
     /// Do not run a scheduler, even though the configuration names Redis (run one elsewhere,
@@ -67,7 +67,10 @@ pub(super) struct StartArgs {
 pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.common.settings(&args.name)?;
     if args.workers == 0 && config.pools.is_empty() {
-        anyhow::bail!("--workers 0 leaves no worker: configure pools ([{}.pools.NAME]) or run at least one", config.name);
+        anyhow::bail!(
+            "--workers 0 leaves no worker: configure pools ([{}.pools.NAME]) or run at least one",
+            config.name
+        );
     }
     // The daemon works from `/`: fix relative paths now.
     config.plugins = Some(std::path::absolute(plugins_dir(&config)?)?);

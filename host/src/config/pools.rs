@@ -85,7 +85,8 @@ pub(super) fn resolve(
     let mut pools: Vec<PoolSettings> = Vec::new();
     for (pool, raw) in raw {
         let key = |field: &str| format!("{name}.pools.{pool}{field}");
-        if pool == "default" || pool.is_empty() || !pool.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
+        if pool == "default" || pool.is_empty() || !pool.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        {
             return Err(invalid(
                 key(""),
                 "a pool's name is letters, digits, `_` and `-`, and not `default` (the --workers pool)".into(),
@@ -98,10 +99,13 @@ pub(super) fn resolve(
         for (i, text) in raw.tasks.iter().enumerate() {
             tasks.push(TaskPattern::parse(text).map_err(|err| invalid(key(&format!(".tasks[{i}]")), err))?);
         }
-        let secs = |value: Option<f64>, field: &str| value.map(seconds).transpose().map_err(|err| invalid(key(field), err));
+        let secs =
+            |value: Option<f64>, field: &str| value.map(seconds).transpose().map_err(|err| invalid(key(field), err));
         let memlimit = match raw.memlimit {
             None => None,
-            Some(RawSize::Bytes(0)) => return Err(invalid(key(".memlimit"), "a memory limit must be above zero".into())),
+            Some(RawSize::Bytes(0)) => {
+                return Err(invalid(key(".memlimit"), "a memory limit must be above zero".into()))
+            }
             Some(RawSize::Bytes(n)) => Some(n),
             Some(RawSize::Text(text)) => Some(super::parse_size(&text).map_err(|err| invalid(key(".memlimit"), err))?),
         };
@@ -155,5 +159,93 @@ pub fn selection(pools: &[PoolSettings], pool: Option<&str>) -> Selection {
                 Selection::Except(claimed)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, ConfigError};
+    use crate::worker::selection::{Selection, TaskPattern};
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn load(text: &str) -> Result<crate::config::Config, ConfigError> {
+        parse(Path::new("li3g.toml"), text, "default", None)
+    }
+
+    #[test]
+    fn pools_with_their_options_and_the_default_pool() {
+        let config = load(
+            r#"
+[default.pools.reports]
+tasks = ["Report::*", "\\Export"]
+workers = 2
+atomic = true
+timeout = 300
+memlimit = "512M"
+max_jobs = 100
+max_age = 3600
+max_age_splay = 60
+
+[default.pools.mail]
+tasks = ["Mail::send"]
+exclusive = false
+memlimit = 1048576
+"#,
+        )
+        .unwrap();
+        let reports = config.pool("reports").unwrap();
+        assert_eq!(reports.tasks, [TaskPattern::Class("Report".into()), TaskPattern::Task("Export::run".into())]);
+        assert_eq!((reports.workers, reports.atomic, reports.memlimit), (2, Some(true), Some(512 << 20)));
+        assert_eq!(reports.timeout, Some(Duration::from_secs(300)));
+        assert_eq!(
+            (reports.max_age, reports.max_age_splay),
+            (Some(Duration::from_secs(3600)), Some(Duration::from_secs(60)))
+        );
+        let mail = config.pool("mail").unwrap();
+        assert_eq!((mail.workers, mail.exclusive, mail.atomic, mail.memlimit), (1, false, None, Some(1 << 20)));
+
+        assert_eq!(config.selection(Some("mail")), Selection::Only(vec![TaskPattern::Task("Mail::send".into())]));
+        // The default pool leaves the exclusive pool's tasks alone, and serves the others'.
+        let default = config.selection(None);
+        assert!(!default.selects("Report::build") && !default.selects("Export::run"));
+        assert!(default.selects("Mail::send") && default.selects("Hello::say"));
+        assert_eq!(load("").unwrap().selection(None), Selection::All);
+    }
+
+    #[test]
+    fn a_task_claimed_by_two_pools_names_both() {
+        let err = load(
+            r#"
+[default.pools.a]
+tasks = ["Report::*"]
+[default.pools.b]
+tasks = ["Mail::send", "Report::build"]
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("default.pools.b.tasks"), "{err}");
+        assert!(
+            err.contains("\"Report::build\" is claimed by pool a too (\"Report::*\" in default.pools.a.tasks)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_pools_are_errors_naming_the_key() {
+        for (text, key) in [
+            ("[default.pools.a]\ntasks = []", "default.pools.a.tasks: no tasks"),
+            ("[default.pools.a]\ntasks = [\"Re*::x\"]", "default.pools.a.tasks[0]"),
+            ("[default.pools.a]\ntasks = [\"A::b\"]\nworkers = 0", "default.pools.a.workers"),
+            ("[default.pools.a]\ntasks = [\"A::b\"]\nmemlimit = \"12X\"", "default.pools.a.memlimit"),
+            ("[default.pools.a]\ntasks = [\"A::b\"]\nmax_age = -1", "default.pools.a.max_age"),
+            ("[default.pools.default]\ntasks = [\"A::b\"]", "default.pools.default: a pool's name"),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = load("[default.pools.a]\ntasks = [\"A::b\"]\nsandbox = 1").unwrap_err().to_string();
+        assert!(err.contains("unknown field `sandbox`"), "{err}");
     }
 }

@@ -4,7 +4,9 @@
 //! the splay (GearmanManager's `max_worker_lifetime` and `worker_restart_splay`), and away
 //! from every other child's by at least [`RECYCLE_GAP`] when the splay leaves room for that.
 //! Picking from the free room (not retrying random draws) makes the spread certain, not
-//! likely: workers started together are recycled one by one, and so are their replacements.
+//! likely, whenever the splay exceeds `2 × RECYCLE_GAP × (others)`: each other child blocks at
+//! most twice the gap of the window (0.5 s), so with 10 workers a splay of 4.5 s is enough. Workers
+//! started together are recycled one by one, and so are their replacements.
 //! When its time comes the supervisor sends the child SIGUSR1; a worker then finishes the job
 //! in hand and exits with [`EXIT_RECYCLE`](super::EXIT_RECYCLE), and is replaced at once
 //! (a recycle, not a crash).
@@ -16,6 +18,10 @@ use std::time::{Duration, Instant};
 /// How close two recycles may be when the splay leaves room.
 pub const RECYCLE_GAP: Duration = Duration::from_millis(250);
 
+/// The least default splay: room for ten workers started together to be recycled
+/// [`RECYCLE_GAP`] apart.
+pub const DEFAULT_SPLAY: Duration = Duration::from_secs(5);
+
 /// A maximum age and the splay that spreads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxAge {
@@ -26,10 +32,9 @@ pub struct MaxAge {
 }
 
 impl MaxAge {
-    /// `age` with `splay`, or by default a tenth of `age` (at least a second, so that a few
-    /// workers started together are spread [`RECYCLE_GAP`] apart).
+    /// `age` with `splay`, or by default a tenth of `age` and at least [`DEFAULT_SPLAY`].
     pub fn new(age: Duration, splay: Option<Duration>) -> MaxAge {
-        MaxAge { age, splay: splay.unwrap_or_else(|| (age / 10).max(Duration::from_secs(1))) }
+        MaxAge { age, splay: splay.unwrap_or_else(|| (age / 10).max(DEFAULT_SPLAY)) }
     }
 }
 
@@ -115,8 +120,8 @@ mod tests {
         let now = Instant::now();
         let max = MaxAge { age: Duration::from_secs(2), splay: Duration::from_secs(2) };
         let mut rng = Rng::new();
-        // Eight children in a 2 s splay fit 250 ms apart (with room to spare at the ends).
-        for _ in 0..200 {
+        // Seven children in a 2 s splay: each of six others blocks at most 0.5 s of it.
+        for _ in 0..500 {
             let mut times: Vec<Instant> = Vec::new();
             for _ in 0..7 {
                 let at = pick(now, max, &times, rng.unit());
@@ -141,9 +146,9 @@ mod tests {
     }
 
     #[test]
-    fn the_default_splay_is_a_tenth_and_at_least_a_second() {
+    fn the_default_splay_is_a_tenth_and_at_least_five_seconds() {
         assert_eq!(MaxAge::new(Duration::from_secs(3600), None).splay, Duration::from_secs(360));
-        assert_eq!(MaxAge::new(Duration::from_secs(2), None).splay, Duration::from_secs(1));
+        assert_eq!(MaxAge::new(Duration::from_secs(2), None).splay, DEFAULT_SPLAY);
         assert_eq!(MaxAge::new(Duration::from_secs(2), Some(Duration::ZERO)).splay, Duration::ZERO);
     }
 

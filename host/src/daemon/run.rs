@@ -33,7 +33,7 @@ pub struct Options<'a> {
     pub worker: WorkerBody<'a>,
     /// Recycle workers older than this (`--max-age`; a pool's `max_age` wins for its own).
     pub max_age: Option<std::time::Duration>,
-    /// The splay of `max_age` (`--max-age-splay`; default a tenth of it).
+    /// The splay of `max_age` (`--max-age-splay`; default: a tenth of it, at least 5 s).
     pub max_age_splay: Option<std::time::Duration>,
     /// The scheduler's body; it runs when the configuration names Redis.
     pub scheduler: Option<Body<'a>>,
@@ -237,9 +237,8 @@ fn worker_child<'a>(
     let name = pool.map(|p| p.name.as_str());
     let count = pool.map_or(options.workers, |p| p.workers);
     let label = name.map_or_else(|| "worker".to_string(), |name| format!("{name} worker"));
-    let mut spec = ChildSpec::new(label, count, move |_number| {
-        i32::from(worker(&with_fresh_plugin_settings(config, log), name))
-    });
+    let mut spec =
+        ChildSpec::new(label, count, move |_number| i32::from(worker(&with_fresh_plugin_settings(config, log), name)));
     spec.restart = if options.resuscitate { Restart::Permanent } else { Restart::Temporary };
     spec.limit = options.limit;
     let age = pool.and_then(|p| p.max_age).or(options.max_age);

@@ -92,16 +92,16 @@ pub fn unused_plugin_settings(settings: &crate::plugins::PluginSettings, registr
 
 /// A line for every pattern of pool `pool` that claims no loaded task (a typo, or a plugin
 /// that is not there).
-pub fn unclaimed_patterns(
-    pool: &str,
-    patterns: &[super::selection::TaskPattern],
-    registry: &Registry,
-) -> Vec<String> {
+pub fn unclaimed_patterns(pool: &str, patterns: &[super::selection::TaskPattern], registry: &Registry) -> Vec<String> {
     let known = registry.task_names();
     patterns
         .iter()
         .filter(|pattern| !known.iter().any(|task| pattern.matches(task)))
-        .map(|pattern| format!("pools.{pool}.tasks: \"{pattern}\" claims no loaded task; the pool's workers register nothing for it"))
+        .map(|pattern| {
+            format!(
+                "pools.{pool}.tasks: \"{pattern}\" claims no loaded task; the pool's workers register nothing for it"
+            )
+        })
         .collect()
 }
 
