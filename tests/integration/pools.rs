@@ -232,6 +232,13 @@ tasks = ["Misbehave::segfault"]
         out.stderr
     );
 
+    // `plugins` reports a pattern that claims no loaded task, as it reports unknown task keys.
+    let (_file_dir, file) = config_file("[default.pools.typo]\ntasks = [\"Misbehav::*\", \"Misbehave::add\"]\n");
+    let out = run(host().args(["plugins", "--config", &file, "--plugins"]).arg(dir.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("pools.typo.tasks: \"Misbehav::*\" claims no loaded task"), "{}", out.stderr);
+    assert!(!out.stderr.contains("Misbehave::add\" claims"), "{}", out.stderr);
+
     // Without pools, --workers 0 would run nothing.
     let out = run(host().args(["start", "--workers", "0", "--servers", "127.0.0.1:1", "--plugins"]).arg(dir.path()));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
