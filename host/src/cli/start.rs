@@ -27,7 +27,8 @@ pub(super) struct StartArgs {
     /// Start the daemon in a new, detached process (stdio to /dev/null, logs to syslog).
     #[arg(long)]
     daemon: bool,
-    /// How many workers (in total) may be spawned before the daemon finishes; 0 = no limit.
+    /// How many workers (in total, per pool) may be spawned before the daemon finishes; 0 = no
+    /// limit.
     #[arg(long, value_name = "N", default_value_t = 0)]
     limit: u64,
     /// Keep --workers alive: respawn any worker that ends, up to --limit. Workers that fail
