@@ -120,10 +120,10 @@ mod tests {
         let now = Instant::now();
         let max = MaxAge { age: Duration::from_secs(2), splay: Duration::from_secs(2) };
         let mut rng = Rng::new();
-        // Seven children in a 2 s splay: each of six others blocks at most 0.5 s of it.
-        for _ in 0..500 {
+        // Four children in a 2 s splay: each of three others blocks at most 0.5 s of it.
+        for _ in 0..2000 {
             let mut times: Vec<Instant> = Vec::new();
-            for _ in 0..7 {
+            for _ in 0..4 {
                 let at = pick(now, max, &times, rng.unit());
                 assert!(at >= now + max.age && at <= now + max.age + max.splay);
                 times.push(at);
