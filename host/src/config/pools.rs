@@ -58,7 +58,9 @@ pub(super) enum RawSize {
     Text(String),
 }
 
-/// `[NAME.pools.POOL]` as written.
+/// `[NAME.pools.POOL]` as written. Another per-pool worker option (the job child's sandbox) is
+/// one field here and in [`PoolSettings`], and one line in the worker's settings
+/// (`cli::work::WorkerOptions::worker_config`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
