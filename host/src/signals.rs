@@ -34,7 +34,7 @@ extern "C" fn on_signal(signal: libc::c_int) {
         // A recycle (a worker past its maximum age): stop after the job in hand, as a first
         // SIGTERM does, but not counted as a stop signal, so a SIGTERM after it is still a
         // first one (it does not kill the job).
-        libc::SIGUSR1 => {
+        libc::SIGUSR2 => {
             RECYCLE.store(true, Ordering::SeqCst);
             STOP.store(true, Ordering::SeqCst);
         }
@@ -88,11 +88,11 @@ fn new_pipe() {
     }
 }
 
-/// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand; SIGUSR1 too, to be
+/// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand; SIGUSR2 too, to be
 /// replaced ([`recycle_requested`]).
 pub fn install_worker() {
     ensure_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR2]);
 }
 
 /// For the supervisor: stop (TERM, INT), reload (HUP) and child exits (CHLD).
@@ -111,13 +111,13 @@ fn clear_flags() {
 
 /// In a freshly forked child of the supervisor (a worker or another kind), with signals
 /// blocked: forget the parent's flags, handlers and wake pipe; take a pipe of its own and the
-/// worker's handlers (SIGTERM/SIGINT stop it, SIGUSR1 recycles it).
+/// worker's handlers (SIGTERM/SIGINT stop it, SIGUSR2 recycles it).
 pub fn reset_for_child() {
     clear_flags();
     set_handler(&[Signal::SIGHUP, Signal::SIGCHLD], SigHandler::SigDfl);
     close_pipe();
     new_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR2]);
 }
 
 extern "C" fn ignore(_: libc::c_int) {}
@@ -132,7 +132,7 @@ extern "C" fn ignore(_: libc::c_int) {}
 pub fn reset_for_job() {
     clear_flags();
     let action = SigAction::new(SigHandler::Handler(ignore), SaFlags::SA_RESTART, SigSet::empty());
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1] {
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR2] {
         // SAFETY: the handler does nothing at all.
         let _ = unsafe { sigaction(signal, &action) };
     }
@@ -140,7 +140,7 @@ pub fn reset_for_job() {
     close_pipe();
 }
 
-/// Whether a recycle was asked for (SIGUSR1: the supervisor replaces a worker past its
+/// Whether a recycle was asked for (SIGUSR2: the supervisor replaces a worker past its
 /// maximum age); [`stop_requested`] is then true too.
 pub fn recycle_requested() -> bool {
     RECYCLE.load(Ordering::SeqCst)

@@ -11,7 +11,7 @@
 //! signals (through the self-pipe in [`crate::signals`]), spawns what is owed, and waits.
 //!
 //! Recycling: a kind with a [`MaxAge`] has each child recycled when its time comes (picked at
-//! spawn, spread by [`super::recycle`]): SIGUSR1, the child finishes what it is doing and exits
+//! spawn, spread by [`super::recycle`]): SIGUSR2, the child finishes what it is doing and exits
 //! with [`EXIT_RECYCLE`], and it is replaced at once whatever the [`Restart`] policy.
 //!
 //! Stopping: the first SIGTERM/SIGINT asks the children to stop (SIGTERM: a worker finishes the
@@ -70,8 +70,8 @@ pub struct ChildSpec<'a> {
     pub limit: u64,
     /// Whether `restart` (SIGHUP) replaces these children with fresh ones.
     pub reload: bool,
-    /// Recycle each child past this age (`--max-age`): SIGUSR1, then a replacement once it
-    /// exits with [`EXIT_RECYCLE`]. Only for kinds that end so on SIGUSR1 (workers).
+    /// Recycle each child past this age (`--max-age`): SIGUSR2, then a replacement once it
+    /// exits with [`EXIT_RECYCLE`]. Only for kinds that end so on SIGUSR2 (workers).
     pub max_age: Option<MaxAge>,
     /// What the forked child runs, given its number (1, 2, ...); returns its exit code.
     pub run: Box<dyn Fn(u32) -> i32 + 'a>,
@@ -161,7 +161,7 @@ struct Slot {
     retiring: bool,
     /// When it is to be recycled (its kind has a [`MaxAge`]).
     recycle_at: Option<Instant>,
-    /// Asked to end to be replaced (SIGUSR1 sent).
+    /// Asked to end to be replaced (SIGUSR2 sent).
     recycling: bool,
 }
 
@@ -283,7 +283,7 @@ impl Pool<'_, '_> {
                 slot.number,
                 spec.max_age.map(|max| max.age.as_secs_f64()).unwrap_or_default()
             ));
-            let _ = kill(*pid, Signal::SIGUSR1);
+            let _ = kill(*pid, Signal::SIGUSR2);
         }
     }
 

@@ -7,7 +7,7 @@
 //! likely, whenever the splay exceeds `2 × RECYCLE_GAP × (others)`: each other child blocks at
 //! most twice the gap of the window (0.5 s), so with 10 workers a splay of 4.5 s is enough. Workers
 //! started together are recycled one by one, and so are their replacements.
-//! When its time comes the supervisor sends the child SIGUSR1; a worker then finishes the job
+//! When its time comes the supervisor sends the child SIGUSR2; a worker then finishes the job
 //! in hand and exits with [`EXIT_RECYCLE`](super::EXIT_RECYCLE), and is replaced at once
 //! (a recycle, not a crash).
 //!

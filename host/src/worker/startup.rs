@@ -9,7 +9,7 @@ use log::{info, warn};
 /// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
 /// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
 /// [`EXIT_RECYCLE`](crate::daemon::EXIT_RECYCLE) when it ended to be replaced (`--max-jobs`,
-/// `--memlimit`, or SIGUSR1: the supervisor's `--max-age`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
+/// `--memlimit`, or SIGUSR2: the supervisor's `--max-age`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
 /// `start` forks.
 pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     crate::log::init(worker.log.verbose);
