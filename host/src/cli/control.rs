@@ -14,28 +14,32 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The directory the systemd unit creates for the daemon (`RuntimeDirectory=li3g`): when it
+/// exists, the default PID file is in it, whoever runs the command.
+const SHARED_RUN_DIR: &str = "/run/li3g";
+
 /// Where the PID file goes.
 #[derive(Debug, Clone, Args)]
 pub(super) struct PidArg {
-    /// PID file [default: /run/li3g-host.pid as root, else $XDG_RUNTIME_DIR/li3g-host.pid, else
-    /// /tmp/li3g-host-UID.pid]
+    /// PID file, written and locked by `start` (foreground or --daemon), read by `restart` and
+    /// `shutdown` [default: /run/li3g/li3g-host.pid when /run/li3g exists (the systemd unit's
+    /// RuntimeDirectory), else /run/li3g-host.pid as root, else $XDG_RUNTIME_DIR/li3g-host.pid,
+    /// else /tmp/li3g-host-UID.pid]
     #[arg(long, env = "LI3G_PID", value_name = "PATH")]
     pid: Option<PathBuf>,
 }
 
 impl PidArg {
-    /// Whether a PID file was asked for (flag or environment).
-    pub(super) fn is_set(&self) -> bool {
-        self.pid.is_some()
-    }
-
     /// The PID file: given, or the default for this user.
     pub(super) fn path(&self) -> anyhow::Result<PathBuf> {
         let path = match &self.pid {
             Some(path) => path.clone(),
             None => {
                 let uid = nix::unistd::geteuid();
+                let shared = std::path::Path::new(SHARED_RUN_DIR);
                 match std::env::var_os("XDG_RUNTIME_DIR") {
+                    // The daemon under systemd (user li3g) and an operator (root) meet here.
+                    _ if shared.is_dir() => shared.join("li3g-host.pid"),
                     _ if uid.is_root() => PathBuf::from("/run/li3g-host.pid"),
                     Some(dir) => PathBuf::from(dir).join("li3g-host.pid"),
                     None => PathBuf::from(format!("/tmp/li3g-host-{uid}.pid")),

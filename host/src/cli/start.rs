@@ -61,9 +61,12 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     // here: the supervisor must stay free of plugin code (workers load it after the fork, so a
     // restart sees changed files, and no plugin can put a thread in the process that forks).
     crate::plugins::registry::check_dir(config.plugins.as_deref().expect("set above"))?;
+    // A plugin that is refused (bad file, bad settings, failing constructor) stops the start
+    // here, in the foreground: a worker's start-up runs once in a forked child, which says why.
+    check_plugins(&config, &args.worker)?;
     let log = args.worker.log();
     let pid_path = args.pid.path()?;
-    let mut pid_file = None;
+    let pid_file;
     if args.daemon {
         match detach()? {
             Err(Started::Running(pid)) => {
@@ -76,7 +79,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ready) => match PidFile::acquire(&pid_path) {
                 Ok(file) => {
-                    pid_file = Some(file);
+                    pid_file = file;
                     ready.ok(std::process::id());
                 }
                 Err(err) => {
@@ -85,8 +88,10 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
                 }
             },
         }
-    } else if args.pid.is_set() {
-        pid_file = Some(PidFile::acquire(&pid_path)?);
+    } else {
+        // In the foreground too (systemd's Type=simple): `restart` and `shutdown` find the
+        // daemon, and a second `start` on the same file is refused.
+        pid_file = PidFile::acquire(&pid_path)?;
     }
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
     let worker = |config: &Config| run_worker(config, &args.worker, log);
@@ -104,4 +109,35 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let code = daemon::run(&config, &options)?;
     drop(pid_file);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Runs a worker's start-up (plugins loaded, states built) once in a forked child, which
+/// prints every refusal on stderr; `Err` when it refused to start. The supervisor itself loads
+/// no plugin code.
+fn check_plugins(config: &Config, options: &WorkerOptions) -> anyhow::Result<()> {
+    let dir = config.plugins.clone().expect("set by start");
+    let worker = options.worker_config(config);
+    let child = crate::process::fork_child(
+        || {},
+        || match crate::worker::startup::prepare(&dir, &worker) {
+            Ok(_) => 0,
+            Err(crate::worker::startup::Refused::Plugins(lines)) => {
+                for line in lines {
+                    eprintln!("li3g-host: error: {line}");
+                }
+                i32::from(crate::worker::startup::EXIT_REFUSED)
+            }
+            Err(crate::worker::startup::Refused::Dir(err)) => {
+                eprintln!("li3g-host: error: {err}");
+                2
+            }
+        },
+    )?;
+    match nix::sys::wait::waitpid(child, None)? {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+        nix::sys::wait::WaitStatus::Exited(_, code) => {
+            anyhow::bail!("not starting: the workers' start-up failed (exit code {code}; see above)")
+        }
+        other => anyhow::bail!("not starting: the workers' start-up check ended with {other:?}"),
+    }
 }

@@ -15,6 +15,7 @@
 //!
 //! [default.plugins]
 //! state_timeout = 30                          # seconds a plugin's state constructor may take
+//! optional = ["redis_counter"]               # plugins that may be refused (skipped, not fatal)
 //!
 //! [default.plugins.redis_counter]             # a plugin's settings, by plugin name
 //! url = "redis://127.0.0.1:6379/0"
@@ -75,6 +76,9 @@ pub struct Config {
     /// `plugins.state_timeout`: how long a plugin's state constructor may take in a worker
     /// before the worker gives up and exits (`None`: [`crate::plugins::STATE_TIMEOUT`]).
     pub state_timeout: Option<Duration>,
+    /// `plugins.optional`: the plugins that may be refused (skipped with a warning); any other
+    /// refused plugin stops `start` and `work` from starting.
+    pub optional_plugins: Vec<String>,
 }
 
 impl Config {
@@ -86,6 +90,7 @@ impl Config {
             values: self.plugin_settings.clone(),
             origins: self.plugin_setting_origins.clone(),
             state_timeout: self.state_timeout.unwrap_or(crate::plugins::STATE_TIMEOUT),
+            optional: self.optional_plugins.clone(),
         }
     }
 }
@@ -373,7 +378,7 @@ fn resolve(
     let environment = environment.map(str::to_string).or(raw.environment.take());
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut servers_key = format!("{name}.servers");
-    let (mut plugins, mut state_timeout, mut plugin_settings) =
+    let (mut plugins, mut state_timeout, mut optional_plugins, mut plugin_settings) =
         split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
     if let Some(env) = environment.as_deref() {
         if let Some(over) = raw.environments.remove(env) {
@@ -381,9 +386,10 @@ fn resolve(
                 raw.servers = over.servers;
                 servers_key = format!("{name}.environments.{env}.servers");
             }
-            let (dir, timeout, settings) =
+            let (dir, timeout, optional, settings) =
                 split_plugins(over.plugins, &format!("{name}.environments.{env}.plugins"), &invalid)?;
             plugins = dir.or(plugins);
+            optional_plugins = optional.or(optional_plugins);
             state_timeout = timeout.or(state_timeout);
             for (plugin, section) in settings {
                 let keys = section.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
@@ -453,21 +459,26 @@ fn resolve(
             .collect(),
         state_timeout,
         plugin_setting_origins,
+        optional_plugins: optional_plugins.unwrap_or_default(),
     })
 }
 
 type Sections = BTreeMap<String, toml::Value>;
 
-/// The plugins directory, the state constructors' timeout and the plugin settings sections
-/// from `plugins`.
+/// What a `plugins` table holds: the directory, the state constructors' timeout, the optional
+/// plugins and the plugin settings sections.
+type SplitPlugins = (Option<PathBuf>, Option<Duration>, Option<Vec<String>>, Sections);
+
+/// The plugins directory, the state constructors' timeout, the optional plugins and the plugin
+/// settings sections from `plugins`.
 fn split_plugins(
     raw: Option<RawPlugins>,
     key: &str,
     invalid: &dyn Fn(String, String) -> ConfigError,
-) -> Result<(Option<PathBuf>, Option<Duration>, Sections), ConfigError> {
+) -> Result<SplitPlugins, ConfigError> {
     match raw {
-        None => Ok((None, None, Sections::new())),
-        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, Sections::new())),
+        None => Ok((None, None, None, Sections::new())),
+        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, None, Sections::new())),
         Some(RawPlugins::Table(mut table)) => {
             let dir = match table.remove("dir") {
                 None => None,
@@ -494,6 +505,27 @@ fn split_plugins(
                     ))
                 }
             };
+            let optional = match table.remove("optional") {
+                None => None,
+                Some(toml::Value::Array(names)) => Some(
+                    names
+                        .into_iter()
+                        .map(|name| match name {
+                            toml::Value::String(name) => Ok(name),
+                            other => Err(invalid(
+                                format!("{key}.optional"),
+                                format!("expected plugin names, found {}", other.type_str()),
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{key}.optional"),
+                        format!("expected a list of plugin names, found {}", other.type_str()),
+                    ))
+                }
+            };
             for (plugin, section) in &table {
                 if !section.is_table() {
                     return Err(invalid(
@@ -502,7 +534,7 @@ fn split_plugins(
                     ));
                 }
             }
-            Ok((dir, timeout, table))
+            Ok((dir, timeout, optional, table))
         }
     }
 }

@@ -207,6 +207,9 @@ fn children<'a>(config: &'a Config, options: &'a Options<'_>) -> Vec<ChildSpec<'
     });
     workers.restart = if options.resuscitate { Restart::Permanent } else { Restart::Temporary };
     workers.limit = options.limit;
+    // A worker whose plugin is refused after start (a `restart` with a bad file or setting, a
+    // Redis down) exits with EXIT_REFUSED and is tried again after the backoff.
+    workers.retry_exits = vec![i32::from(crate::worker::startup::EXIT_REFUSED)];
     let mut children = vec![workers];
     if let Some(scheduler) = options.scheduler.filter(|_| config.redis.is_some()) {
         // One scheduler, always replaced when it ends; it loads no plugin, so a restart
