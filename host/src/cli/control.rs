@@ -23,7 +23,7 @@ const SHARED_RUN_DIR: &str = "/run/li3g";
 pub(super) struct PidArg {
     /// PID file, written and locked by `start` (foreground or --daemon), read by `restart` and
     /// `shutdown` [default: /run/li3g/li3g-host.pid when /run/li3g exists (the systemd unit's
-    /// RuntimeDirectory), else /run/li3g-host.pid as root, else $XDG_RUNTIME_DIR/li3g-host.pid,
+    /// RuntimeDirectory), else $XDG_RUNTIME_DIR/li3g-host.pid, else /run/li3g-host.pid as root,
     /// else /tmp/li3g-host-UID.pid]
     #[arg(long, env = "LI3G_PID", value_name = "PATH")]
     pid: Option<PathBuf>,
@@ -40,9 +40,9 @@ impl PidArg {
                 match std::env::var_os("XDG_RUNTIME_DIR") {
                     // The daemon under systemd (user li3g) and an operator (root) meet here.
                     _ if shared.is_dir() => shared.join("li3g-host.pid"),
+                    Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("li3g-host.pid"),
                     _ if uid.is_root() => PathBuf::from("/run/li3g-host.pid"),
-                    Some(dir) => PathBuf::from(dir).join("li3g-host.pid"),
-                    None => PathBuf::from(format!("/tmp/li3g-host-{uid}.pid")),
+                    _ => PathBuf::from(format!("/tmp/li3g-host-{uid}.pid")),
                 }
             }
         };

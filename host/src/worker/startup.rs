@@ -111,7 +111,7 @@ pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Regis
         ));
     }
     for rejected in registry.rejected() {
-        warn!("Skipped optional plugin {}", refusal_line(rejected));
+        warn!("Skipped optional {}", refusal_line(rejected));
     }
     for unknown in unknown_tasks(&worker.configured_tasks, &registry) {
         warn!("Configuration: {unknown}");

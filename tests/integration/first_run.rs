@@ -1,0 +1,150 @@
+//! What a new user tripped over (issue 17): a refused plugin stops `start` and `work`, `plugins`
+//! counts it and fails, `ping` checks what the pool serves, `start` in the foreground holds its
+//! PID file, and a JSON object workload is the task's arguments by name.
+
+use li3g_tests::{free_port, host, run, wait_for_workers, ChildGuard, Gearmand, Lines, PluginDir};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// How long a refused start may take to exit (the issue's bound).
+const REFUSE_WITHIN: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `li3g-host start` for `dir`'s plugins with `config` as its configuration file, stderr
+/// collected.
+fn start(gearmand: &Gearmand, dir: &PluginDir, config: &str, args: &[&str]) -> (ChildGuard, Lines) {
+    let config = dir.write("li3g.toml", config.as_bytes());
+    let mut command = host();
+    command
+        .arg("start")
+        .args(["--workers", "2", "--servers", &gearmand.addr()])
+        .args(args)
+        .arg("--plugins")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut daemon = ChildGuard::spawn(&mut command);
+    let lines = Lines::collect(daemon.child().stderr.take().expect("piped stderr"));
+    (daemon, lines)
+}
+
+/// Asserts that `daemon` exits non-zero within [`REFUSE_WITHIN`] with a line naming all of `says`.
+fn assert_refused(daemon: &mut ChildGuard, lines: &Lines, says: &[&str]) {
+    let status = daemon.wait_timeout(REFUSE_WITHIN).unwrap_or_else(|| panic!("still running: {:#?}", lines.all()));
+    assert!(!status.success(), "{status:?} {:#?}", lines.all());
+    let line = lines.wait_for(says[0], WAIT);
+    for text in says {
+        assert!(line.contains(text), "{text:?} not in {line:?}");
+    }
+}
+
+#[test]
+fn start_refuses_a_plugin_whose_settings_have_a_typo() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let config = "[default.plugins.redis_counter]\nurll = \"redis://127.0.0.1:6379/\"\n";
+    let (mut daemon, lines) = start(&gearmand, &dir, config, &[]);
+    assert_refused(&mut daemon, &lines, &["plugin redis_counter refused", "libredis_counter.so", "unknown field `urll`"]);
+}
+
+#[test]
+fn start_refuses_a_failing_constructor_unless_the_plugin_is_optional() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let section = format!("[default.plugins.redis_counter]\nurl = \"redis://127.0.0.1:{}/\"\n", free_port());
+    let (mut daemon, lines) = start(&gearmand, &dir, &section, &[]);
+    assert_refused(&mut daemon, &lines, &["plugin redis_counter refused", "its state constructor failed"]);
+    // Optional: skipped with a warning, and the other plugins are served.
+    let config = format!("[default.plugins]\noptional = [\"redis_counter\"]\n\n{section}");
+    let (mut daemon, lines) = start(&gearmand, &dir, &config, &["--verbose"]);
+    wait_for_workers(&[&gearmand], "Hello::say", 2);
+    assert!(daemon.wait_timeout(Duration::ZERO).is_none(), "{:#?}", lines.all());
+    lines.wait_for("Skipped optional plugin redis_counter", WAIT);
+}
+
+#[test]
+fn start_and_work_refuse_a_plugin_file_whose_loader_fails() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "loader_error"]);
+    let (mut daemon, lines) = start(&gearmand, &dir, "", &[]);
+    assert_refused(&mut daemon, &lines, &["plugin loader_error", "libloader_error.so", "its loader failed"]);
+    let out = run(host()
+        .args(["work", "--servers", &gearmand.addr(), "--plugins"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(dir.path().join("li3g.toml")));
+    assert_eq!(out.code, Some(78), "{}", out.stderr);
+    assert!(out.stderr.contains("plugin loader_error (") && out.stderr.contains("its loader failed"), "{}", out.stderr);
+}
+
+#[test]
+fn plugins_counts_a_plugin_refused_for_its_settings_and_fails() {
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let config = dir.write("li3g.toml", b"[default.plugins.redis_counter]\nurl = 5\n");
+    let out = run(host().arg("plugins").arg("--plugins").arg(dir.path()).arg("--config").arg(&config));
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let header = format!("{}: 1 plugin loaded, 1 plugin refused, 0 files rejected\n", dir.path().display());
+    assert!(out.stdout.starts_with(&header), "{}", out.stdout);
+    assert!(out.stdout.contains("    REFUSED: plugin redis_counter refused: "), "{}", out.stdout);
+    assert!(out.stderr.contains("invalid type: integer `5`, expected a string"), "{}", out.stderr);
+}
+
+#[test]
+fn the_quick_start_directory_loads_quietly_without_settings() {
+    // The example plugin that takes Redis settings loads without a section (its Redis tasks
+    // say what to set), so `start` with no configuration is not refused and logs no refusal.
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let out = run(host().arg("plugins").arg("--plugins").arg(dir.path()));
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(": 2 plugins loaded, 0 plugins refused, 0 files rejected\n"), "{}", out.stdout);
+    let out = run(host().args(["exec", "Counter::incr", "k", "--plugins"]).arg(dir.path()));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("no Redis configured"), "{}", out.stderr);
+}
+
+/// `li3g-host CMD` with the default PID file, in `run_dir` as `$XDG_RUNTIME_DIR`.
+fn with_default_pid(run_dir: &std::path::Path, command: &mut Command) {
+    command.env_remove("LI3G_PID").env("XDG_RUNTIME_DIR", run_dir);
+}
+
+#[test]
+fn a_foreground_start_holds_the_default_pid_file_for_restart_and_shutdown() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let run_dir = tempfile::tempdir().unwrap();
+    let foreground = |verbose: bool| {
+        let mut command = host();
+        command.args(["start", "--workers", "1", "--servers", &gearmand.addr(), "--plugins"]).arg(dir.path());
+        if verbose {
+            command.arg("--verbose");
+        }
+        with_default_pid(run_dir.path(), &mut command);
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        command
+    };
+    let mut first = ChildGuard::spawn(&mut foreground(true));
+    let lines = Lines::collect(first.child().stderr.take().unwrap());
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    let pid_file = run_dir.path().join("li3g-host.pid");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), first.id().to_string());
+    // A second foreground start on the same default is refused.
+    let mut second = ChildGuard::spawn(&mut foreground(false));
+    let status = second.wait_timeout(WAIT).expect("the second start is refused");
+    assert_eq!(status.code(), Some(1));
+    // restart and shutdown find the first.
+    let out = run(&mut with_default_pid_cmd(run_dir.path(), "restart"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    lines.wait_for("Restarting", WAIT);
+    let out = run(&mut with_default_pid_cmd(run_dir.path(), "shutdown"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(first.wait_timeout(WAIT).is_some_and(|s| s.success()));
+}
+
+fn with_default_pid_cmd<'a>(run_dir: &std::path::Path, sub: &str) -> Command {
+    let mut command = host();
+    command.arg(sub);
+    with_default_pid(run_dir, &mut command);
+    command
+}
