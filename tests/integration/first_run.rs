@@ -46,7 +46,11 @@ fn start_refuses_a_plugin_whose_settings_have_a_typo() {
     let dir = PluginDir::with(&["hello", "redis_counter"]);
     let config = "[default.plugins.redis_counter]\nurll = \"redis://127.0.0.1:6379/\"\n";
     let (mut daemon, lines) = start(&gearmand, &dir, config, &[]);
-    assert_refused(&mut daemon, &lines, &["plugin redis_counter refused", "libredis_counter.so", "unknown field `urll`"]);
+    assert_refused(
+        &mut daemon,
+        &lines,
+        &["plugin redis_counter refused", "libredis_counter.so", "unknown field `urll`"],
+    );
 }
 
 #[test]
@@ -147,4 +151,44 @@ fn with_default_pid_cmd<'a>(run_dir: &std::path::Path, sub: &str) -> Command {
     command.arg(sub);
     with_default_pid(run_dir, &mut command);
     command
+}
+
+/// `gearman -f FUNCTION WORKLOAD` (the gearman-tools client), bounded by `timeout(1)`.
+fn gearman_cli(gearmand: &Gearmand, function: &str, workload: &str) -> li3g_tests::Run {
+    run(Command::new("timeout").args([
+        "20",
+        "gearman",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &gearmand.port.to_string(),
+        "-f",
+        function,
+        workload,
+    ]))
+}
+
+#[test]
+fn a_json_object_that_is_no_envelope_is_the_arguments_by_name() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let mut worker = host();
+    worker.args(["work", "--servers", &gearmand.addr(), "--plugins"]).arg(dir.path()).stderr(Stdio::null());
+    let _worker = ChildGuard::spawn(&mut worker);
+    wait_for_workers(&[&gearmand], "Hello::count", 1);
+    let out = gearman_cli(&gearmand, "Hello::count", r#"{"to":3}"#);
+    // Hello::count reports 1/3, 2/3, 3/3: the CLI prints 33%, 66%, 100%.
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("33% Complete\n66% Complete\n100% Complete"), "{}", out.stdout);
+    let out = gearman_cli(&gearmand, "Hello::say", r#"{"name":"Mariano"}"#);
+    assert_eq!(out.stdout.trim(), "Hello Mariano", "{}", out.stderr);
+    // A name the task does not have, or one it needs and did not get, is named.
+    let out = gearman_cli(&gearmand, "Hello::count", r#"{"too":3}"#);
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains(r#"Hello::count: no argument named "too"; it takes (to: u64)"#), "{}", out.stderr);
+    let out = gearman_cli(&gearmand, "Hello::count", "{}");
+    assert!(out.stderr.contains(r#"Hello::count: missing argument "to" (to: u64)"#), "{}", out.stderr);
+    // An envelope is still one.
+    let out = gearman_cli(&gearmand, "Hello::say", r#"{"args":["envelope"],"id":"x"}"#);
+    assert_eq!(out.stdout.trim(), "Hello envelope", "{}", out.stderr);
 }

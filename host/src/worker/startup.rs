@@ -6,7 +6,6 @@ use crate::gearman::conn::ServerAddr;
 use crate::plugins::{Registry, StateMode};
 use log::{info, warn};
 
-
 /// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
 /// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
 /// [`EXIT_RECYCLE`](crate::daemon::EXIT_RECYCLE) when it ended to be replaced (`--max-jobs`,
