@@ -358,7 +358,13 @@ mod tests {
             assert!(matches!(err, WorkloadError::Compat(_)), "{err}");
             assert!(err.to_string().contains(expected), "{err} does not contain {expected}");
         }
-        let err = decode("X::y", br#"{"id":[1]}"#).unwrap_err();
+        let err = decode("X::y", br#"{"args":[],"id":[1]}"#).unwrap_err();
         assert_eq!(err.to_string(), "malformed job envelope: \"id\" must be a string, not [1]");
+    }
+
+    #[test]
+    fn an_object_without_args_or_task_is_the_arguments_by_name() {
+        let job = decode("Report::build", br#"{"n":3,"id":"x"}"#).unwrap();
+        assert_eq!((job.args, job.id), (json!({"n": 3, "id": "x"}), None));
     }
 }

@@ -192,3 +192,63 @@ fn a_json_object_that_is_no_envelope_is_the_arguments_by_name() {
     let out = gearman_cli(&gearmand, "Hello::say", r#"{"args":["envelope"],"id":"x"}"#);
     assert_eq!(out.stdout.trim(), "Hello envelope", "{}", out.stderr);
 }
+
+#[test]
+fn after_a_restart_with_a_typo_the_refused_workers_back_off_and_ping_names_the_unserved_tasks() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let pid_file = dir.path().join("li3g.pid");
+    let config = dir.write("li3g.toml", b"");
+    let mut command = host();
+    command
+        .args(["start", "--verbose", "--workers", "1", "--servers", &gearmand.addr(), "--plugins"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("--pid")
+        .arg(&pid_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut daemon = ChildGuard::spawn(&mut command);
+    let lines = Lines::collect(daemon.child().stderr.take().unwrap());
+    wait_for_workers(&[&gearmand], "Counter::incr", 1);
+    let ping = || run(host().args(["ping", "--servers", &gearmand.addr()]).arg("--plugins").arg(dir.path()));
+    let out = ping();
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Pinging... OK\n"), "{}", out.stderr);
+    // A typo, then a restart: the new workers refuse to start and are retried after a backoff.
+    dir.write("li3g.toml", b"[default.plugins.redis_counter]\nurll = \"redis://127.0.0.1:1/\"\n");
+    assert_eq!(run(host().arg("restart").arg("--pid").arg(&pid_file)).code, Some(0));
+    lines.wait_for("Not starting: plugin redis_counter refused", WAIT);
+    lines.wait_for("Workers are failing fast; next spawn in", WAIT);
+    li3g_tests::wait_until("the old worker is gone", WAIT, || {
+        !gearmand.status().iter().any(|s| s.function == "Hello::say" && s.workers > 0)
+    });
+    let out = ping();
+    assert_eq!((out.code, out.stdout.as_str()), (Some(1), "Pinging... ERROR\n"), "{}", out.stderr);
+    assert!(out.stderr.contains("no worker has registered li3g::ping"), "{}", out.stderr);
+    assert!(daemon.wait_timeout(Duration::ZERO).is_none(), "the daemon keeps running: {:#?}", lines.all());
+}
+
+#[test]
+fn ping_names_a_task_no_worker_serves() {
+    let gearmand = Gearmand::start();
+    let served = PluginDir::with(&["hello"]);
+    let mut worker = host();
+    worker.args(["work", "--servers", &gearmand.addr(), "--plugins"]).arg(served.path()).stderr(Stdio::null());
+    let _worker = ChildGuard::spawn(&mut worker);
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    // The plugins directory holds a plugin whose tasks no worker registered.
+    let expected = PluginDir::with(&["hello", "redis_counter"]);
+    let out = run(host().args(["ping", "--servers", &gearmand.addr()]).arg("--plugins").arg(expected.path()));
+    assert_eq!((out.code, out.stdout.as_str()), (Some(1), "Pinging... ERROR\n"), "{}", out.stderr);
+    assert!(out.stderr.contains("Counter::incr (plugin redis_counter)"), "{}", out.stderr);
+    // Listed in plugins.optional, it is not expected.
+    let config = expected.write("li3g.toml", b"[default.plugins]\noptional = [\"redis_counter\"]\n");
+    let out = run(host()
+        .args(["ping", "--servers", &gearmand.addr()])
+        .arg("--plugins")
+        .arg(expected.path())
+        .arg("--config")
+        .arg(config));
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Pinging... OK\n"), "{}", out.stderr);
+}

@@ -1,10 +1,7 @@
-//! `li3g-host shutdown`, `restart` and `ping`: controlling a running daemon through its PID
-//! file and signals, and asking a worker to answer.
+//! `li3g-host shutdown` and `restart`: controlling a running daemon through its PID file and
+//! signals (`ping`, which asks its workers, is in `ping.rs`).
 
-use super::Common;
-use crate::client::{Client, Outcome, RunOptions};
 use crate::config::parse_seconds;
-use crate::gearman::packet::Priority;
 use crate::pidfile::running_pid;
 use crate::process;
 use clap::Args;
@@ -86,40 +83,4 @@ pub(super) fn restart(args: &RestartArgs) -> anyhow::Result<ExitCode> {
     kill(Pid::from_raw(pid), Signal::SIGHUP)?;
     println!("li3g-host: the daemon (PID {pid}) is restarting its workers: new ones load the plugins afresh, old ones finish their job");
     Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, Args)]
-pub(super) struct PingArgs {
-    /// The named configuration in the configuration file.
-    #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
-    name: String,
-    /// How long to wait for a worker's answer.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds, allow_negative_numbers = true)]
-    timeout: Duration,
-    #[command(flatten)]
-    common: Common,
-}
-
-pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
-    let config = args.common.settings(&args.name)?;
-    let options = RunOptions {
-        background: false,
-        priority: Priority::High,
-        timeout: Some(args.timeout),
-        ..RunOptions::default()
-    };
-    print!("Pinging... ");
-    let outcome = Client::from_config(&config).run(crate::worker::PING_FUNCTION, &[], &options, &mut |_| {});
-    match outcome {
-        Ok(Outcome::Completed { .. }) => {
-            println!("OK");
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Outcome::Queued { .. } | Outcome::Scheduled { .. }) => unreachable!("a synchronous run completes or fails"),
-        Err(err) => {
-            println!("ERROR");
-            eprintln!("li3g-host: {err}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }
