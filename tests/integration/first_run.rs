@@ -252,3 +252,51 @@ fn ping_names_a_task_no_worker_serves() {
         .arg(config));
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Pinging... OK\n"), "{}", out.stderr);
 }
+
+#[test]
+fn start_listen_puts_the_embedded_job_server_elsewhere() {
+    let port = free_port();
+    let dir = PluginDir::with(&["hello"]);
+    let store = dir.path().join("queue.sqlite");
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = host();
+    command
+        .args(["start", "--workers", "1", "--listen", &listen, "--store"])
+        .arg(&store)
+        .arg("--plugins")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut daemon = ChildGuard::spawn(&mut command);
+    let lines = Lines::collect(daemon.child().stderr.take().unwrap());
+    lines.wait_for(&format!("Job server listening on {listen}"), WAIT);
+    let mut out = None;
+    li3g_tests::wait_until("a job runs through the embedded server", WAIT, || {
+        let done = run(host().args(["run", "Hello::say", "there", "--sync", "--timeout", "5", "--servers", &listen]));
+        let ok = done.code == Some(0);
+        out = Some(done);
+        ok
+    });
+    assert_eq!(out.unwrap().stdout, "Hello there\n");
+    assert!(daemon.wait_timeout(Duration::ZERO).is_none());
+}
+
+#[test]
+fn start_says_once_that_no_configured_job_server_is_reachable() {
+    let dir = PluginDir::with(&["hello"]);
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let mut command = host();
+    command
+        .args(["start", "--verbose", "--workers", "2", "--servers", &nobody, "--plugins"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut daemon = ChildGuard::spawn(&mut command);
+    let lines = Lines::collect(daemon.child().stderr.take().unwrap());
+    let line = lines.wait_for("No job server is reachable", WAIT);
+    assert!(line.starts_with(&format!("li3g-host: warning: No job server is reachable ({nobody}: ")), "{line}");
+    // The workers back off, each saying so; the daemon's line came once.
+    li3g_tests::wait_until("both workers retried", WAIT, || lines.count("retrying in") >= 4);
+    assert_eq!(lines.count("No job server is reachable"), 2, "stderr and the -v log: {:#?}", lines.all());
+    assert!(daemon.wait_timeout(Duration::ZERO).is_none());
+}

@@ -44,6 +44,10 @@ pub(super) struct StartArgs {
     /// directory ($XDG_DATA_HOME or ~/.local/share), or /var/lib/li3g/queue.sqlite as root]
     #[arg(long, value_name = "PATH", env = "LI3G_STORE")]
     store: Option<PathBuf>,
+    /// Where the embedded job server listens, `host:port`; the workers use it as their job
+    /// server [default: 127.0.0.1:4730]
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["servers", "no_server"])]
+    listen: Option<crate::gearman::conn::ServerAddr>,
     #[command(flatten)]
     pid: PidArg,
     #[command(flatten)]
@@ -54,6 +58,11 @@ pub(super) struct StartArgs {
 
 pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.common.settings(&args.name)?;
+    if let Some(listen) = &args.listen {
+        // The workers reach the embedded job server where it listens.
+        config.servers = vec![listen.clone()];
+        config.servers_default = true;
+    }
     // The daemon works from `/`: fix relative paths now.
     config.plugins = Some(std::path::absolute(plugins_dir(&config)?)?);
     config.file = config.file.as_deref().map(std::path::absolute).transpose()?;
@@ -105,6 +114,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         server: !args.no_server,
         store: args.store.clone(),
         log,
+        listen: args.listen.clone(),
     };
     let code = daemon::run(&config, &options)?;
     drop(pid_file);
