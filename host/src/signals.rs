@@ -20,6 +20,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static STOP_COUNT: AtomicI32 = AtomicI32::new(0);
 static RELOAD: AtomicBool = AtomicBool::new(false);
 static CHILD: AtomicBool = AtomicBool::new(false);
+static REOPEN_LOG: AtomicBool = AtomicBool::new(false);
 static WAKE_READ: AtomicI32 = AtomicI32::new(-1);
 static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
 
@@ -31,6 +32,10 @@ extern "C" fn on_signal(signal: libc::c_int) {
         }
         libc::SIGHUP => RELOAD.store(true, Ordering::SeqCst),
         libc::SIGCHLD => CHILD.store(true, Ordering::SeqCst),
+        libc::SIGUSR1 => {
+            crate::log::request_reopen();
+            REOPEN_LOG.store(true, Ordering::SeqCst);
+        }
         _ => {}
     }
     let fd = WAKE_WRITE.load(Ordering::SeqCst);
@@ -80,16 +85,23 @@ fn new_pipe() {
     }
 }
 
-/// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand.
+/// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand; SIGUSR1 reopens
+/// the log file.
 pub fn install_worker() {
     ensure_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1]);
 }
 
-/// For the supervisor: stop (TERM, INT), reload (HUP) and child exits (CHLD).
+/// For the supervisor: stop (TERM, INT), reload (HUP), child exits (CHLD), reopen the log
+/// file (USR1, passed on to the children).
 pub fn install_daemon() {
     ensure_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD, Signal::SIGUSR1]);
+}
+
+/// Takes the reopen-the-log flag (SIGUSR1), for the supervisor to pass it on.
+pub fn take_reopen_log() -> bool {
+    REOPEN_LOG.swap(false, Ordering::SeqCst)
 }
 
 fn clear_flags() {
@@ -97,6 +109,7 @@ fn clear_flags() {
     STOP_COUNT.store(0, Ordering::SeqCst);
     RELOAD.store(false, Ordering::SeqCst);
     CHILD.store(false, Ordering::SeqCst);
+    REOPEN_LOG.store(false, Ordering::SeqCst);
 }
 
 /// In a freshly forked child of the supervisor (a worker or another kind), with signals
@@ -107,7 +120,7 @@ pub fn reset_for_child() {
     set_handler(&[Signal::SIGHUP, Signal::SIGCHLD], SigHandler::SigDfl);
     close_pipe();
     new_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1]);
 }
 
 extern "C" fn ignore(_: libc::c_int) {}
@@ -122,7 +135,7 @@ extern "C" fn ignore(_: libc::c_int) {}
 pub fn reset_for_job() {
     clear_flags();
     let action = SigAction::new(SigHandler::Handler(ignore), SaFlags::SA_RESTART, SigSet::empty());
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1] {
         // SAFETY: the handler does nothing at all.
         let _ = unsafe { sigaction(signal, &action) };
     }

@@ -300,3 +300,35 @@ fn start_says_once_that_no_configured_job_server_is_reachable() {
     assert_eq!(lines.count("No job server is reachable"), 2, "stderr and the -v log: {:#?}", lines.all());
     assert!(daemon.wait_timeout(Duration::ZERO).is_none());
 }
+
+#[test]
+fn the_log_file_is_reopened_on_sigusr1_after_a_rename() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let log = dir.path().join("li3g.log");
+    let mut command = host();
+    command
+        .args(["start", "--workers", "1", "--servers", &gearmand.addr(), "--plugins"])
+        .arg(dir.path())
+        .arg("--log-file")
+        .arg(&log)
+        .env("LI3G_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let daemon = ChildGuard::spawn(&mut command);
+    wait_for_workers(&[&gearmand], "Hello::say", 1);
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    li3g_tests::wait_until("the worker's start is logged", WAIT, || read(&log).contains("(Worker) Worker started"));
+    // logrotate: rename, then SIGUSR1.
+    let rotated = dir.path().join("li3g.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGUSR1) };
+    li3g_tests::wait_until("the daemon reopened", WAIT, || read(&log).contains("(Daemon) Reopening the log file"));
+    // The worker reopens too: its next line (a job, at debug level) is in the new file.
+    let out = run(host().args(["run", "Hello::say", "x", "--sync", "--timeout", "10", "--servers", &gearmand.addr()]));
+    assert_eq!(out.stdout, "Hello x\n", "{}", out.stderr);
+    li3g_tests::wait_until("the worker's job line is in the new file", WAIT, || read(&log).contains("(Worker) "));
+    assert!(read(&rotated).contains("(Worker) Worker started"));
+    assert!(!read(&rotated).contains("Hello::say"), "{}", read(&rotated));
+}

@@ -22,7 +22,8 @@ pub(super) struct StartArgs {
     /// How many workers to run.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     workers: u32,
-    /// Start the daemon in a new, detached process (stdio to /dev/null, logs to syslog).
+    /// Start the daemon in a new, detached process (stdio to /dev/null, logs to syslog or
+    /// --log-file; with neither, to li3g-host.log in the store's directory, with a warning).
     #[arg(long)]
     daemon: bool,
     /// How many workers (in total) may be spawned before the daemon finishes; 0 = no limit.
@@ -74,6 +75,20 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     // here, in the foreground: a worker's start-up runs once in a forked child, which says why.
     check_plugins(&config, &args.worker)?;
     let log = args.worker.log();
+    let mut log_file = args.worker.log_file(&config)?;
+    if args.daemon && log_file.is_none() && !crate::log::syslog_available() {
+        // Detached, stdio goes to /dev/null: without syslog every line would be lost.
+        let dir = daemon::run::default_store()?.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let path = dir.join("li3g-host.log");
+        eprintln!(
+            "li3g-host: warning: no syslog socket (/dev/log) and no --log-file: the daemon logs to {}",
+            path.display()
+        );
+        log_file = Some(path);
+    }
+    if let Some(path) = &log_file {
+        WorkerOptions::use_log_file(path)?;
+    }
     let pid_path = args.pid.path()?;
     let pid_file;
     if args.daemon {

@@ -42,6 +42,10 @@ pub(super) struct WorkerOptions {
     /// says, `info` by default: workers started and ended, failures; `debug` adds every job.
     #[arg(long, short)]
     verbose: bool,
+    /// Write log lines to this file (appended; reopened on SIGUSR1, for logrotate) instead of
+    /// syslog or stderr [default: the configuration's `log_file`]
+    #[arg(long, env = "LI3G_LOG_FILE", value_name = "PATH")]
+    log_file: Option<std::path::PathBuf>,
 }
 
 /// `512M`, `2G`, `64K` or plain bytes.
@@ -68,6 +72,16 @@ fn parse_size(text: &str) -> Result<u64, String> {
 impl WorkerOptions {
     pub(super) fn log(&self) -> Log {
         Log { verbose: self.verbose }
+    }
+
+    /// The log file: `--log-file`, else the configuration's `log_file`; absolute.
+    pub(super) fn log_file(&self, config: &Config) -> anyhow::Result<Option<std::path::PathBuf>> {
+        Ok(self.log_file.as_ref().or(config.log_file.as_ref()).map(std::path::absolute).transpose()?)
+    }
+
+    /// Sends this process's log lines (and its children's) to `path`.
+    pub(super) fn use_log_file(path: &std::path::Path) -> anyhow::Result<()> {
+        crate::log::set_file(path).map_err(|err| anyhow::anyhow!("log file {}: {err}", path.display()))
     }
 
     /// The worker's settings from these options and the configuration.
@@ -105,6 +119,9 @@ pub(super) struct WorkArgs {
 
 pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
+    if let Some(path) = args.worker.log_file(&config)? {
+        WorkerOptions::use_log_file(&path)?;
+    }
     // What would make every start fail is an error here, on stderr, not only a log line.
     crate::plugins::registry::check_dir(&plugins_dir(&config)?)?;
     signals::install_worker();

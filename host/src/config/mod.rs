@@ -13,6 +13,8 @@
 //! [default.environments.production]           # applied on top when --environment production
 //! servers = ["gearman1.internal", "gearman2.internal"]
 //!
+//! log_file = "/var/log/li3g/li3g-host.log"   # log lines here (reopened on SIGUSR1), not syslog
+//!
 //! [default.plugins]
 //! state_timeout = 30                          # seconds a plugin's state constructor may take
 //! optional = ["redis_counter"]               # plugins that may be refused (skipped, not fatal)
@@ -79,6 +81,9 @@ pub struct Config {
     /// `plugins.optional`: the plugins that may be refused (skipped with a warning); any other
     /// refused plugin stops `start` and `work` from starting.
     pub optional_plugins: Vec<String>,
+    /// `log_file`: where the daemon and its workers write their log lines (reopened on
+    /// SIGUSR1), instead of syslog or stderr.
+    pub log_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -220,6 +225,7 @@ struct RawConfig {
     redis: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
+    log_file: Option<PathBuf>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
     #[serde(default)]
@@ -460,6 +466,7 @@ fn resolve(
         state_timeout,
         plugin_setting_origins,
         optional_plugins: optional_plugins.unwrap_or_default(),
+        log_file: raw.log_file,
     })
 }
 

@@ -274,6 +274,11 @@ impl Pool<'_, '_> {
             self.log("Killing what is left");
             self.signal_all(Signal::SIGKILL);
         }
+        if signals::take_reopen_log() {
+            // Each process reopens its own descriptor of the log file (logrotate).
+            self.log("Reopening the log file (SIGUSR1)");
+            self.signal_all(Signal::SIGUSR1);
+        }
         if signals::take_reload() && !self.stopping {
             self.log("Restarting: new workers load the plugins afresh, old ones finish their job");
             for (pid, slot) in &mut self.children {
