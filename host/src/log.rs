@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 /// The target of the supervisor's lines.
 pub const DAEMON: &str = "li3g_host::daemon";
+/// The target of the scheduler's lines.
+pub const SCHEDULER: &str = "li3g_host::scheduler";
 /// The target of a worker's lines.
 pub const WORKER: &str = "li3g_host::worker";
 
@@ -96,6 +98,8 @@ fn spec() -> String {
 fn role(target: &str) -> &str {
     if target.starts_with(DAEMON) {
         "Daemon"
+    } else if target.starts_with(SCHEDULER) {
+        "Scheduler"
     } else if target.starts_with("li3g_host") {
         "Worker"
     } else {
@@ -274,6 +278,7 @@ mod tests {
         assert_eq!(super::role("li3g_host::worker"), "Worker");
         assert_eq!(super::role("li3g_host::worker::job_child"), "Worker");
         assert_eq!(super::role("hello"), "hello");
+        assert_eq!(super::role(super::SCHEDULER), "Scheduler");
     }
 
     #[test]

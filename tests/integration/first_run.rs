@@ -332,3 +332,36 @@ fn the_log_file_is_reopened_on_sigusr1_after_a_rename() {
     assert!(read(&rotated).contains("(Worker) Worker started"));
     assert!(!read(&rotated).contains("Hello::say"), "{}", read(&rotated));
 }
+
+#[test]
+fn the_scheduler_lines_have_one_form_with_and_without_verbose() {
+    let (gearmand, redis) = (Gearmand::start(), li3g_tests::Redis::start());
+    let dir = PluginDir::with(&["hello"]);
+    let config = dir.write("li3g.toml", format!("[default]\nredis = {:?}\n", redis.url()).as_bytes());
+    let log = dir.path().join("li3g.log");
+    let start = |verbose: bool| {
+        let mut command = host();
+        command
+            .args(["start", "--workers", "1", "--servers", &gearmand.addr(), "--plugins"])
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if verbose {
+            command.arg("--verbose");
+        } else {
+            command.arg("--log-file").arg(&log);
+        }
+        let mut daemon = ChildGuard::spawn(&mut command);
+        let lines = Lines::collect(daemon.child().stderr.take().unwrap());
+        (daemon, lines)
+    };
+    let (_quiet, _) = start(false);
+    li3g_tests::wait_until("the scheduler's first line", WAIT, || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("(Scheduler) Moving due jobs from")
+    });
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("Scheduler: "));
+    let (_verbose, lines) = start(true);
+    lines.wait_for("(Scheduler) Moving due jobs from", WAIT);
+}
