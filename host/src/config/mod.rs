@@ -6,6 +6,7 @@
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
+//! log_file = "/var/log/li3g/li3g-host.log"    # log lines here (reopened on SIGUSR1), not syslog
 //!
 //! [default.tasks."Image::resize"]
 //! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
@@ -13,11 +14,9 @@
 //! [default.environments.production]           # applied on top when --environment production
 //! servers = ["gearman1.internal", "gearman2.internal"]
 //!
-//! log_file = "/var/log/li3g/li3g-host.log"   # log lines here (reopened on SIGUSR1), not syslog
-//!
 //! [default.plugins]
 //! state_timeout = 30                          # seconds a plugin's state constructor may take
-//! optional = ["redis_counter"]               # plugins that may be refused (skipped, not fatal)
+//! optional = ["redis_counter"]                # plugins that may be refused (skipped, not fatal)
 //!
 //! [default.plugins.redis_counter]             # a plugin's settings, by plugin name
 //! url = "redis://127.0.0.1:6379/0"
