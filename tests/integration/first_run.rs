@@ -146,7 +146,7 @@ fn a_foreground_start_holds_the_default_pid_file_for_restart_and_shutdown() {
     assert!(first.wait_timeout(WAIT).is_some_and(|s| s.success()));
 }
 
-fn with_default_pid_cmd<'a>(run_dir: &std::path::Path, sub: &str) -> Command {
+fn with_default_pid_cmd(run_dir: &std::path::Path, sub: &str) -> Command {
     let mut command = host();
     command.arg(sub);
     with_default_pid(run_dir, &mut command);
