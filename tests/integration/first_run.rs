@@ -365,3 +365,29 @@ fn the_scheduler_lines_have_one_form_with_and_without_verbose() {
     let (_verbose, lines) = start(true);
     lines.wait_for("(Scheduler) Moving due jobs from", WAIT);
 }
+
+#[test]
+fn a_daemon_without_syslog_or_log_file_warns_and_logs_to_the_state_directory() {
+    if std::path::Path::new("/dev/log").exists() {
+        return; // syslog takes the lines here; the fallback is for machines without it
+    }
+    let dir = PluginDir::with(&["hello"]);
+    let pid_file = dir.path().join("li3g.pid");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = run(host()
+        .args(["start", "--daemon", "--workers", "1", "--listen", &listen, "--store"])
+        .arg(dir.path().join("queue.sqlite"))
+        .arg("--plugins")
+        .arg(dir.path())
+        .arg("--pid")
+        .arg(&pid_file));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let warning = "li3g-host: warning: no syslog socket (/dev/log) and no --log-file: the daemon logs to ";
+    let log = out.stderr.lines().find_map(|l| l.strip_prefix(warning)).unwrap_or_else(|| panic!("{}", out.stderr));
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    li3g_tests::wait_until("the daemon's lines are in the file", WAIT, || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.contains(&format!("li3g-host[{pid}]: (Daemon) Starting 1 worker\n"))
+    });
+    assert_eq!(run(host().arg("shutdown").arg("--pid").arg(&pid_file)).code, Some(0));
+}

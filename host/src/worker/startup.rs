@@ -34,7 +34,7 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     };
     info!("Worker started: {}, servers {}", plural(registry.task_names().len(), "task"), list(&worker.servers));
     let stats = super::run(&registry, worker, &crate::signals::stop_requested);
-    info!("Worker ended: {} jobs completed, {} failed", stats.completed, stats.failed);
+    info!("Worker ended: {} completed, {} failed", plural(stats.completed as usize, "job"), stats.failed);
     let used_up = worker.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
     if stats.over_memory || (used_up && !crate::signals::stop_requested()) {
         crate::daemon::EXIT_RECYCLE as u8
