@@ -9,6 +9,7 @@ mod conformance;
 mod daemon;
 mod deploy;
 mod dispatch;
+mod first_run;
 mod gearman_client;
 mod harness;
 mod install;

@@ -42,11 +42,25 @@ pub(super) struct WorkerOptions {
     /// says, `info` by default: workers started and ended, failures; `debug` adds every job.
     #[arg(long, short)]
     verbose: bool,
+    /// Write log lines to this file (appended; reopened on SIGUSR1, for logrotate) instead of
+    /// syslog or stderr [default: the configuration's `log_file`]
+    #[arg(long, env = "LI3G_LOG_FILE", value_name = "PATH")]
+    log_file: Option<std::path::PathBuf>,
 }
 
 impl WorkerOptions {
     pub(super) fn log(&self) -> Log {
         Log { verbose: self.verbose }
+    }
+
+    /// The log file: `--log-file`, else the configuration's `log_file`; absolute.
+    pub(super) fn log_file(&self, config: &Config) -> anyhow::Result<Option<std::path::PathBuf>> {
+        Ok(self.log_file.as_ref().or(config.log_file.as_ref()).map(std::path::absolute).transpose()?)
+    }
+
+    /// Sends this process's log lines (and its children's) to `path`.
+    pub(super) fn use_log_file(path: &std::path::Path) -> anyhow::Result<()> {
+        crate::log::set_file(path).map_err(|err| anyhow::anyhow!("log file {}: {err}", path.display()))
     }
 
     /// The worker's settings from these options and the configuration, for a worker of pool
@@ -96,6 +110,9 @@ pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
         let known: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
         let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
         anyhow::bail!("configuration {} has no pool {pool:?} (its pools: {known})", config.name);
+    }
+    if let Some(path) = args.worker.log_file(&config)? {
+        WorkerOptions::use_log_file(&path)?;
     }
     // What would make every start fail is an error here, on stderr, not only a log line.
     crate::plugins::registry::check_dir(&plugins_dir(&config)?)?;

@@ -6,6 +6,7 @@
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
+//! log_file = "/var/log/li3g/li3g-host.log"    # log lines here (reopened on SIGUSR1), not syslog
 //!
 //! [default.tasks."Image::resize"]
 //! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
@@ -15,6 +16,7 @@
 //!
 //! [default.plugins]
 //! state_timeout = 30                          # seconds a plugin's state constructor may take
+//! optional = ["redis_counter"]                # plugins that may be refused (skipped, not fatal)
 //!
 //! [default.plugins.redis_counter]             # a plugin's settings, by plugin name
 //! url = "redis://127.0.0.1:6379/0"
@@ -85,6 +87,12 @@ pub struct Config {
     pub state_timeout: Option<Duration>,
     /// The worker pools (`[<name>.pools.<pool>]`), by name.
     pub pools: Vec<PoolSettings>,
+    /// `plugins.optional`: the plugins that may be refused (skipped with a warning); any other
+    /// refused plugin stops `start` and `work` from starting.
+    pub optional_plugins: Vec<String>,
+    /// `log_file`: where the daemon and its workers write their log lines (reopened on
+    /// SIGUSR1), instead of syslog or stderr.
+    pub log_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -106,6 +114,7 @@ impl Config {
             values: self.plugin_settings.clone(),
             origins: self.plugin_setting_origins.clone(),
             state_timeout: self.state_timeout.unwrap_or(crate::plugins::STATE_TIMEOUT),
+            optional: self.optional_plugins.clone(),
         }
     }
 }
@@ -235,6 +244,7 @@ struct RawConfig {
     redis: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
+    log_file: Option<PathBuf>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
     #[serde(default)]
@@ -407,7 +417,7 @@ fn resolve(
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut servers_key = format!("{name}.servers");
     let mut redis_key = format!("{name}.redis");
-    let (mut plugins, mut state_timeout, mut plugin_settings) =
+    let (mut plugins, mut state_timeout, mut optional_plugins, mut plugin_settings) =
         split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
     if let Some(env) = environment.as_deref() {
         if let Some(over) = raw.environments.remove(env) {
@@ -415,9 +425,10 @@ fn resolve(
                 raw.servers = over.servers;
                 servers_key = format!("{name}.environments.{env}.servers");
             }
-            let (dir, timeout, settings) =
+            let (dir, timeout, optional, settings) =
                 split_plugins(over.plugins, &format!("{name}.environments.{env}.plugins"), &invalid)?;
             plugins = dir.or(plugins);
+            optional_plugins = optional.or(optional_plugins);
             state_timeout = timeout.or(state_timeout);
             for (plugin, section) in settings {
                 let keys = section.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
@@ -499,6 +510,8 @@ fn resolve(
         state_timeout,
         plugin_setting_origins,
         pools,
+        optional_plugins: optional_plugins.unwrap_or_default(),
+        log_file: raw.log_file,
     })
 }
 
@@ -528,16 +541,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 type Sections = BTreeMap<String, toml::Value>;
 
-/// The plugins directory, the state constructors' timeout and the plugin settings sections
-/// from `plugins`.
+/// What a `plugins` table holds: the directory, the state constructors' timeout, the optional
+/// plugins and the plugin settings sections.
+type SplitPlugins = (Option<PathBuf>, Option<Duration>, Option<Vec<String>>, Sections);
+
+/// The plugins directory, the state constructors' timeout, the optional plugins and the plugin
+/// settings sections from `plugins`.
 fn split_plugins(
     raw: Option<RawPlugins>,
     key: &str,
     invalid: &dyn Fn(String, String) -> ConfigError,
-) -> Result<(Option<PathBuf>, Option<Duration>, Sections), ConfigError> {
+) -> Result<SplitPlugins, ConfigError> {
     match raw {
-        None => Ok((None, None, Sections::new())),
-        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, Sections::new())),
+        None => Ok((None, None, None, Sections::new())),
+        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, None, Sections::new())),
         Some(RawPlugins::Table(mut table)) => {
             let dir = match table.remove("dir") {
                 None => None,
@@ -564,6 +581,27 @@ fn split_plugins(
                     ))
                 }
             };
+            let optional = match table.remove("optional") {
+                None => None,
+                Some(toml::Value::Array(names)) => Some(
+                    names
+                        .into_iter()
+                        .map(|name| match name {
+                            toml::Value::String(name) => Ok(name),
+                            other => Err(invalid(
+                                format!("{key}.optional"),
+                                format!("expected plugin names, found {}", other.type_str()),
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{key}.optional"),
+                        format!("expected a list of plugin names, found {}", other.type_str()),
+                    ))
+                }
+            };
             for (plugin, section) in &table {
                 if !section.is_table() {
                     return Err(invalid(
@@ -572,7 +610,7 @@ fn split_plugins(
                     ));
                 }
             }
-            Ok((dir, timeout, table))
+            Ok((dir, timeout, optional, table))
         }
     }
 }

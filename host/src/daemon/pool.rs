@@ -66,6 +66,10 @@ pub struct ChildSpec<'a> {
     /// Exit codes that are not failures: no backoff, and no restart under
     /// [`Restart::Transient`].
     pub expected_exits: Vec<i32>,
+    /// Exit codes that mean "cannot start now" (a worker whose plugin was refused): replaced
+    /// after the kind's backoff whatever the restart policy, so the pool neither spins nor
+    /// dies of a transient outage.
+    pub retry_exits: Vec<i32>,
     /// How many may be spawned in total; 0 for no limit (`--limit`).
     pub limit: u64,
     /// Whether `restart` (SIGHUP) replaces these children with fresh ones.
@@ -86,6 +90,7 @@ impl<'a> ChildSpec<'a> {
             count,
             restart: Restart::Permanent,
             expected_exits: vec![0, EXIT_RECYCLE],
+            retry_exits: Vec::new(),
             limit: 0,
             reload: true,
             max_age: None,
@@ -99,6 +104,9 @@ impl<'a> ChildSpec<'a> {
 
     /// What to do about one of these that ended with `status` after living `lived`.
     fn replacement(&self, status: &WaitStatus, lived: Duration) -> Replacement {
+        if matches!(status, WaitStatus::Exited(_, code) if self.retry_exits.contains(code)) {
+            return Replacement::AfterBackoff;
+        }
         let expected = self.expected(status);
         let replace = match self.restart {
             Restart::Permanent => true,
@@ -125,6 +133,7 @@ impl std::fmt::Debug for ChildSpec<'_> {
             .field("count", &self.count)
             .field("restart", &self.restart)
             .field("expected_exits", &self.expected_exits)
+            .field("retry_exits", &self.retry_exits)
             .field("limit", &self.limit)
             .field("reload", &self.reload)
             .field("max_age", &self.max_age)
@@ -314,6 +323,11 @@ impl Pool<'_, '_> {
             self.log("Killing what is left");
             self.signal_all(Signal::SIGKILL);
         }
+        if signals::take_reopen_log() {
+            // Each process reopens its own descriptor of the log file (logrotate).
+            self.log("Reopening the log file (SIGUSR1)");
+            self.signal_all(Signal::SIGUSR1);
+        }
         if signals::take_reload() && !self.stopping {
             self.log("Restarting: new workers load the plugins afresh, old ones finish their job");
             for (pid, slot) in &mut self.children {
@@ -428,7 +442,7 @@ pub fn supervise(options: &PoolOptions) -> i32 {
         rng: Rng::new(),
     };
     for (kind, spec) in options.children.iter().enumerate() {
-        pool.log(&format!("Starting {} {}s", spec.count, spec.name));
+        pool.log(&format!("Starting {}", crate::worker::startup::plural(spec.count as usize, &spec.name)));
         for _ in 0..spec.count {
             pool.spawn(kind);
         }

@@ -43,16 +43,20 @@ pub struct Options<'a> {
     pub store: Option<PathBuf>,
     /// Where log lines go.
     pub log: Log,
+    /// Where the embedded job server listens (`start --listen`; default [`EMBEDDED_LISTEN`]).
+    pub listen: Option<crate::gearman::conn::ServerAddr>,
 }
 
 /// Why the daemon cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The embedded job server's port is taken by something that does not speak Gearman.
-    #[error("{addr} is taken by something that is not a Gearman server ({reason}); configure `servers`")]
+    #[error(
+        "{addr} is taken by something that is not a Gearman server ({reason}); configure `servers` or use --listen"
+    )]
     Taken {
         /// The address.
-        addr: &'static str,
+        addr: String,
         /// What the echo got.
         reason: String,
     },
@@ -60,7 +64,7 @@ pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         /// The address.
-        addr: &'static str,
+        addr: String,
         /// Why.
         source: std::io::Error,
     },
@@ -85,6 +89,9 @@ pub enum Error {
 /// [`Error`] when the embedded job server cannot start.
 pub fn run(config: &Config, options: &Options<'_>) -> Result<i32, Error> {
     let server = embedded_server(config, options)?;
+    if server.is_none() {
+        warn_if_unreachable(config, options.log);
+    }
     signals::install_daemon();
     let mut children = children(config, options);
     if let Some((listener, server_options)) = &server {
@@ -123,11 +130,14 @@ fn embedded_server(
     config: &Config,
     options: &Options<'_>,
 ) -> Result<Option<(TcpListener, crate::server::Options)>, Error> {
-    if !config.servers_default || !options.server {
+    if (!config.servers_default && options.listen.is_none()) || !options.server {
         return Ok(None);
     }
-    let addr = EMBEDDED_LISTEN;
-    match TcpListener::bind(addr) {
+    let default =
+        crate::gearman::conn::ServerAddr { host: "127.0.0.1".into(), port: crate::gearman::conn::DEFAULT_PORT };
+    let server = options.listen.clone().unwrap_or(default);
+    let addr = server.to_string();
+    match TcpListener::bind((server.host.as_str(), server.port)) {
         Ok(listener) => {
             let store = match &options.store {
                 Some(path) => {
@@ -146,10 +156,8 @@ fn embedded_server(
             Ok(Some((listener, server_options)))
         }
         Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
-            let server =
-                crate::gearman::conn::ServerAddr { host: "127.0.0.1".into(), port: crate::gearman::conn::DEFAULT_PORT };
             let mut client = crate::gearman::client::GearmanClient::new(vec![server]);
-            client.echo(b"li3g").map_err(|e| Error::Taken { addr, reason: e.to_string() })?;
+            client.echo(b"li3g").map_err(|e| Error::Taken { addr: addr.clone(), reason: e.to_string() })?;
             let message = format!("Using the Gearman server already listening on {addr}");
             eprintln!("li3g-host: {message}");
             options.log.daemon(&message);
@@ -157,6 +165,26 @@ fn embedded_server(
         }
         Err(source) => Err(Error::Listen { addr, source }),
     }
+}
+
+/// Says once, on stderr and in the log, when no configured job server accepts a connection at
+/// start: the workers then retry with a growing delay, each logging its own attempts.
+fn warn_if_unreachable(config: &Config, log: Log) {
+    let timeout = std::time::Duration::from_secs(1);
+    let mut reasons = Vec::new();
+    for server in &config.servers {
+        match crate::gearman::conn::Conn::connect(server, timeout) {
+            Ok(_) => return,
+            Err(err) => reasons.push(err.to_string()),
+        }
+    }
+    let message = format!(
+        "No job server is reachable ({}); the workers keep trying, with a growing delay (check `servers`, \
+         or leave it unset for the embedded job server, or use --listen)",
+        reasons.join("; ")
+    );
+    eprintln!("li3g-host: warning: {message}");
+    log.daemon(&message);
 }
 
 /// The embedded server's default store: `/var/lib/li3g/queue.sqlite` as root, else in the
@@ -241,6 +269,9 @@ fn worker_child<'a>(
         ChildSpec::new(label, count, move |_number| i32::from(worker(&with_fresh_plugin_settings(config, log), name)));
     spec.restart = if options.resuscitate { Restart::Permanent } else { Restart::Temporary };
     spec.limit = options.limit;
+    // A worker whose plugin is refused after start (a `restart` with a bad file or setting, a
+    // Redis down) exits with EXIT_REFUSED and is tried again after the backoff.
+    spec.retry_exits = vec![i32::from(crate::worker::startup::EXIT_REFUSED)];
     let age = pool.and_then(|p| p.max_age).or(options.max_age);
     let splay = pool.and_then(|p| p.max_age_splay).or(options.max_age_splay);
     spec.max_age = age.map(|age| MaxAge::new(age, splay));
