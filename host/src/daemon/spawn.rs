@@ -16,7 +16,13 @@ use nix::unistd::Pid;
 ///
 /// # Errors
 /// [`ForkFailed`] when this process is not single-threaded or fork fails.
-pub fn spawn_child(number: u32, slot: u32, kind: Kind, run: &dyn Fn(u32) -> i32) -> Result<Pid, ForkFailed> {
+pub fn spawn_child(
+    number: u32,
+    slot: u32,
+    kind: Kind,
+    name: &str,
+    run: &dyn Fn(u32) -> i32,
+) -> Result<Pid, ForkFailed> {
     process::fork_child(signals::reset_for_child, || {
         if slot != u32::MAX {
             current::enter(slot, kind, number);
@@ -26,7 +32,8 @@ pub fn spawn_child(number: u32, slot: u32, kind: Kind, run: &dyn Fn(u32) -> i32)
             }
         }
         match kind {
-            Kind::Worker => proctitle::set(kind.name(), Some(number)),
+            // `worker 2`, or a pool's `reports worker 2`.
+            Kind::Worker => proctitle::set(name, Some(number)),
             Kind::Free => {}
             _ => proctitle::set(kind.name(), None),
         }

@@ -32,6 +32,8 @@ impl Kind {
     pub fn for_name(name: &str) -> Kind {
         match name {
             "worker" => Kind::Worker,
+            // A worker pool's workers (`reports worker`).
+            _ if name.ends_with(" worker") => Kind::Worker,
             "scheduler" => Kind::Scheduler,
             "job server" => Kind::JobServer,
             "monitor" => Kind::Monitor,
