@@ -279,6 +279,7 @@ impl Pool<'_, '_> {
                 if recycled { Replacement::Now } else { spec.replacement(&status, slot.started.elapsed()) };
             if let Some(board) = scoreboard::current::board() {
                 if let Some(writer) = board.writer(slot.board_slot) {
+                    board.retire(slot.board_slot);
                     writer.release();
                     self.free_slots.push(slot.board_slot);
                 }

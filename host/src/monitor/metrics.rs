@@ -37,8 +37,10 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "li3g_build_info{{version=\"{}\"}} 1", label(&report.daemon.version));
 
     let mut tasks: BTreeMap<&str, Task> = BTreeMap::new();
-    for child in &report.children {
-        for t in &child.tasks {
+    // The live children's counters plus those of the children that ended: a total that never
+    // goes down when a worker is recycled.
+    for t in report.children.iter().flat_map(|c| &c.tasks).chain(&report.retired) {
+        {
             let entry = tasks.entry(&t.name).or_default();
             entry.completed += t.completed;
             entry.failed += t.failed;

@@ -276,6 +276,7 @@ fn empty_snapshot() -> crate::scoreboard::Snapshot {
         restarts: Vec::new(),
         children: Vec::new(),
         failures: Vec::new(),
+        retired: Vec::new(),
     }
 }
 

@@ -46,7 +46,7 @@ pub use writer::SlotWriter;
 /// The first bytes of a scoreboard file.
 pub const MAGIC: [u8; 8] = *b"li3g-scb";
 /// The layout's version: a reader refuses another.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// How many failures the ring keeps.
 pub const FAILURES: usize = 100;
 /// How many tasks a slot keeps counters for (more are counted under the last entry, `*`).
@@ -96,6 +96,10 @@ pub struct Header {
     pub(crate) version_text: Text<32>,
     pub(crate) restarts: [[AtomicU64; REASONS]; KINDS],
     pub(crate) failures_next: AtomicU64,
+    /// The task counters of children that ended, folded in by the supervisor when it frees
+    /// their slots ([`Scoreboard::retire`]): so a total over the board never goes down when a
+    /// worker is recycled (a Prometheus counter must not).
+    pub(crate) retired: [TaskCounters; TASKS],
 }
 
 /// One job's counters for one task.
@@ -317,6 +321,42 @@ impl Scoreboard {
         }
     }
 
+    /// Folds slot `i`'s task counters into the header's retired totals (the supervisor, after
+    /// it reaped the slot's child and before the slot is reused; one writer). No system call.
+    pub fn retire(&self, i: u32) {
+        let Some(slot) = self.slot_ref(i).filter(|_| self.writable) else { return };
+        let retired = &self.header().retired;
+        for t in slot.tasks.iter().filter(|t| !t.name_is("")) {
+            let name = t.name.get();
+            let Some(sum) = retired
+                .iter()
+                .find(|r| r.name_is(&name))
+                .or_else(|| retired.iter().find(|r| r.name_is("")))
+                .or_else(|| retired.last())
+            else {
+                continue;
+            };
+            if sum.name_is("") {
+                sum.name.set(&name);
+            } else if !sum.name_is(&name) {
+                sum.name.set("*");
+            }
+            for (to, from) in [
+                (&sum.completed, &t.completed),
+                (&sum.failed, &t.failed),
+                (&sum.duration_us, &t.duration_us),
+                (&sum.cpu_us, &t.cpu_us),
+            ] {
+                // Taken with a swap: a second retire of the same slot adds nothing.
+                to.fetch_add(from.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+            }
+            for (to, from) in sum.buckets.iter().zip(&t.buckets) {
+                to.fetch_add(from.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+            }
+            sum.max_rss_bytes.fetch_max(t.max_rss_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// Appends a failure to the ring (any child may; no system call).
     pub fn record_failure(&self, failure: &Failure) {
         if !self.writable {
@@ -362,6 +402,7 @@ impl Scoreboard {
             restarts,
             children: (0..self.slots).filter_map(|i| self.read_slot(i)).filter(|c| c.kind != Kind::Free).collect(),
             failures,
+            retired: header.retired.iter().map(task_snapshot).filter(|t| !t.name.is_empty()).collect(),
         }
     }
 
@@ -407,20 +448,7 @@ impl Scoreboard {
                 failed: slot.failed.load(Ordering::Relaxed),
                 rss_bytes: slot.rss_bytes.load(Ordering::Relaxed),
                 last_failure: Some(slot.last_failure.get()).filter(|s| !s.is_empty()),
-                tasks: slot
-                    .tasks
-                    .iter()
-                    .map(|t| TaskSnapshot {
-                        name: t.name.get(),
-                        completed: t.completed.load(Ordering::Relaxed),
-                        failed: t.failed.load(Ordering::Relaxed),
-                        duration_seconds: t.duration_us.load(Ordering::Relaxed) as f64 / 1e6,
-                        buckets: t.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
-                        cpu_seconds: t.cpu_us.load(Ordering::Relaxed) as f64 / 1e6,
-                        max_rss_bytes: t.max_rss_bytes.load(Ordering::Relaxed),
-                    })
-                    .filter(|t| !t.name.is_empty())
-                    .collect(),
+                tasks: slot.tasks.iter().map(task_snapshot).filter(|t| !t.name.is_empty()).collect(),
                 plugins: slot
                     .plugins
                     .iter()
@@ -441,6 +469,18 @@ impl Drop for Scoreboard {
 
 /// Copies under a sequence counter: retried while a writer is inside (odd) or was during the
 /// copy (changed). Gives up after many tries (a writer that died mid-write leaves it odd).
+fn task_snapshot(t: &TaskCounters) -> TaskSnapshot {
+    TaskSnapshot {
+        name: t.name.get(),
+        completed: t.completed.load(Ordering::Relaxed),
+        failed: t.failed.load(Ordering::Relaxed),
+        duration_seconds: t.duration_us.load(Ordering::Relaxed) as f64 / 1e6,
+        buckets: t.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+        cpu_seconds: t.cpu_us.load(Ordering::Relaxed) as f64 / 1e6,
+        max_rss_bytes: t.max_rss_bytes.load(Ordering::Relaxed),
+    }
+}
+
 fn seqlock_read<T>(seq: &AtomicU64, copy: impl Fn() -> T) -> Option<T> {
     for _ in 0..10_000 {
         let before = seq.load(Ordering::Acquire);

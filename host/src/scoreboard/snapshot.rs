@@ -141,6 +141,8 @@ pub struct Snapshot {
     pub children: Vec<ChildSnapshot>,
     /// Newest first.
     pub failures: Vec<Failure>,
+    /// The task counters of children that ended (recycled, crashed, restarted).
+    pub retired: Vec<TaskSnapshot>,
 }
 
 /// Restarts of one kind for one reason.

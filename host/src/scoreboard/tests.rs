@@ -138,3 +138,34 @@ fn create_never_follows_a_symlink() {
     assert!(Scoreboard::create(&link, 1, "").is_err());
     assert_eq!(std::fs::read(&target).unwrap(), b"keep");
 }
+
+#[test]
+fn totals_survive_a_recycled_worker() {
+    // A worker did three jobs and was recycled (the supervisor retires and frees its slot, as
+    // its reap does); its replacement in the same slot did one. A Prometheus counter must not
+    // go down: /metrics says 4 completed and 1 failed, not the replacement's 1 and 0.
+    let (_dir, path, board) = board(2);
+    let w = board.writer(0).unwrap();
+    w.claim(Kind::Worker, 1, 100, 0);
+    w.loaded([("hello", "0.1.0")], &["Hello::say"]);
+    for failure in [None, None, Some("no disk")] {
+        w.busy("Hello::say", "job", "H:host:1", "127.0.0.1:4730");
+        w.done("Hello::say", 0.02, failure, None);
+    }
+    board.retire(0);
+    w.release();
+    board.retire(0);
+    w.claim(Kind::Worker, 1, 101, 0);
+    w.loaded([("hello", "0.1.0")], &["Hello::say"]);
+    w.busy("Hello::say", "job", "H:host:2", "127.0.0.1:4730");
+    w.done("Hello::say", 0.02, None, None);
+
+    let snap = Scoreboard::open(&path).unwrap().snapshot();
+    let mut config = crate::config::load(None, "default", None).unwrap();
+    config.servers.clear();
+    config.redis = None;
+    let text = crate::monitor::metrics::render(&crate::status::report(&snap, &config));
+    assert!(text.contains("li3g_jobs_total{task=\"Hello::say\",outcome=\"completed\"} 3\n"), "{text}");
+    assert!(text.contains("li3g_jobs_total{task=\"Hello::say\",outcome=\"failed\"} 1\n"), "{text}");
+    assert!(text.contains("li3g_job_duration_seconds_count{task=\"Hello::say\"} 4\n"), "{text}");
+}

@@ -141,7 +141,7 @@ impl SlotWriter<'_> {
 }
 
 impl TaskCounters {
-    fn name_is(&self, name: &str) -> bool {
+    pub(crate) fn name_is(&self, name: &str) -> bool {
         let bytes = name.as_bytes();
         let n = self.name.0.len();
         if bytes.len() > n {

@@ -56,6 +56,9 @@ pub struct Report {
     pub scheduler: Option<SchedulerCounts>,
     /// The last failures, newest first.
     pub failures: Vec<scoreboard::Failure>,
+    /// Per task counters of the children that ended (recycled, crashed, restarted), so that
+    /// `children[].tasks` plus these are the daemon's totals.
+    pub retired: Vec<scoreboard::TaskSnapshot>,
 }
 
 /// The supervisor.
@@ -217,6 +220,7 @@ pub fn report(snapshot: &Snapshot, config: &Config) -> Report {
         servers: config.servers.iter().map(queues).collect(),
         scheduler: config.redis.as_deref().map(|url| scheduler_counts(url, config)),
         failures: snapshot.failures.iter().take(FAILURES_SHOWN).cloned().collect(),
+        retired: snapshot.retired.clone(),
     }
 }
 
