@@ -11,6 +11,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod store;
+
 const LONG: Duration = Duration::from_secs(30);
 
 /// A raw protocol peer: writes requests, reads responses with li3g's codec.

@@ -44,7 +44,10 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         Some(path) => path.display().to_string(),
         None => "none, jobs in memory".into(),
     };
-    eprintln!("li3g-host: job server listening on {} (store: {store})", listener.local_addr()?);
-    server::run(listener, options, Some(signals::wake_fd()), &signals::stop_requested)?;
+    let addr = listener.local_addr()?;
+    // Listening only once the store is open: a store that cannot be opened fails here.
+    let server = server::Server::open(listener, options)?;
+    eprintln!("li3g-host: job server listening on {addr} (store: {store})");
+    server.serve(Some(signals::wake_fd()), &signals::stop_requested)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -51,6 +51,18 @@ pub(super) enum JobState {
     Running { worker: Token, assignment: u64, since: Instant },
 }
 
+/// Whether a job is in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stored {
+    /// In memory only.
+    No,
+    /// Its insert waits for the turn's commit: not yet durable, so not yet handed out, and
+    /// whoever is told about it waits for the commit too.
+    Pending,
+    /// Committed.
+    Yes,
+}
+
 /// One job.
 #[derive(Debug)]
 pub(super) struct Job {
@@ -62,7 +74,7 @@ pub(super) struct Job {
     pub priority: Priority,
     pub background: bool,
     /// Whether the store holds it (background and scheduled jobs under `--store`).
-    pub stored: bool,
+    pub stored: Stored,
     /// Foreground clients waiting for it.
     pub clients: Vec<Token>,
     pub state: JobState,
@@ -100,7 +112,7 @@ impl Job {
             workload,
             priority,
             background,
-            stored: false,
+            stored: Stored::No,
             clients: Vec::new(),
             state,
             numerator: 0,
@@ -113,7 +125,7 @@ impl Job {
     pub fn restored(row: Row, now_ms: u64) -> Job {
         let Row { id, function, unique, priority, workload, when_ms } = row;
         let submission = Submission { priority, background: true, function, unique, workload, when_ms };
-        Job { stored: true, ..Job::new(id, submission, now_ms) }
+        Job { stored: Stored::Yes, ..Job::new(id, submission, now_ms) }
     }
 
     /// Its row in the store.

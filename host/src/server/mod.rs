@@ -118,8 +118,8 @@ const READ_BUDGET: usize = 256 << 10;
 /// Stop reading from a peer while this much output waits for it.
 const OUTPUT_BACKPRESSURE: usize = 4 << 20;
 
-/// The server's state.
-pub(crate) struct Server {
+/// The server: its state, from [`Server::open`] to the end of [`Server::serve`].
+pub struct Server {
     options: Options,
     poll: Poll,
     listener: Option<TcpListener>,
@@ -135,6 +135,10 @@ pub(crate) struct Server {
     more: Vec<Token>,
     /// Connections holding output until the commit.
     held: Vec<Token>,
+    /// Jobs waiting for the turn's commit (their insert, or the answer to their submission):
+    /// `(job, created)`, where `created` says the job was made for that submission and is
+    /// queued only once the commit succeeded.
+    awaiting_commit: Vec<(jobs::JobId, bool)>,
     /// Counts job assignments, to tell a timed-out run from a later one.
     assignments: u64,
     /// `shutdown` asked: `Some(graceful)`.
@@ -147,7 +151,8 @@ fn now_ms() -> u64 {
 }
 
 /// Runs the server on `listener` until `stop()` says so (checked whenever the wake-up
-/// descriptor `wake_fd`, if any, becomes readable) or an admin `shutdown`.
+/// descriptor `wake_fd`, if any, becomes readable) or an admin `shutdown`: [`Server::open`]
+/// then [`Server::serve`].
 ///
 /// # Errors
 /// [`Error::Store`] when the store cannot be opened or read; [`Error::Io`] when the event loop
@@ -158,12 +163,32 @@ pub fn run(
     wake_fd: Option<std::os::fd::RawFd>,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), Error> {
-    listener.set_nonblocking(true)?;
-    let mut server = Server::new(TcpListener::from_std(listener), options)?;
-    if let Some(fd) = wake_fd {
-        server.poll.registry().register(&mut mio::unix::SourceFd(&fd), SIGNALS, Interest::READABLE)?;
+    Server::open(listener, options)?.serve(wake_fd, stop)
+}
+
+impl Server {
+    /// Opens the store (restoring its jobs) and readies the event loop on `listener`: once
+    /// this returns, the server can say it is listening.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the store cannot be opened or read; [`Error::Io`] when the
+    /// listener cannot be watched.
+    pub fn open(listener: std::net::TcpListener, options: Options) -> Result<Server, Error> {
+        listener.set_nonblocking(true)?;
+        Server::new(TcpListener::from_std(listener), options)
     }
-    server.serve(stop)
+
+    /// Serves until `stop()` says so (checked whenever `wake_fd`, if any, becomes readable) or
+    /// an admin `shutdown`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the event loop itself fails.
+    pub fn serve(mut self, wake_fd: Option<std::os::fd::RawFd>, stop: &dyn Fn() -> bool) -> Result<(), Error> {
+        if let Some(fd) = wake_fd {
+            self.poll.registry().register(&mut mio::unix::SourceFd(&fd), SIGNALS, Interest::READABLE)?;
+        }
+        self.event_loop(stop)
+    }
 }
 
 impl Server {
@@ -183,6 +208,7 @@ impl Server {
             dirty: Vec::new(),
             more: Vec::new(),
             held: Vec::new(),
+            awaiting_commit: Vec::new(),
             assignments: 0,
             shutdown: None,
         };
@@ -202,7 +228,7 @@ impl Server {
         self.enqueue(Job::restored(row, now_ms()), false);
     }
 
-    fn serve(&mut self, stop: &dyn Fn() -> bool) -> Result<(), Error> {
+    fn event_loop(&mut self, stop: &dyn Fn() -> bool) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
         loop {
             let wait = if self.more.is_empty() { self.next_wait() } else { Some(Duration::ZERO) };

@@ -4,6 +4,7 @@
 //!
 //! It must not: decide what a request does (that is `handlers/`).
 
+use super::jobs::Stored;
 use super::peer::Peer;
 use super::{Server, OUTPUT_BACKPRESSURE, READ_BUDGET};
 use crate::gearman::packet::Packet;
@@ -137,15 +138,35 @@ impl Server {
         }
     }
 
-    /// Commits the turn's store writes when due (or `force`d), then releases (or, on failure, withdraws) the answers
-    /// held for them.
+    /// Commits the turn's store writes when due (or `force`d), then releases the answers held
+    /// for them and queues the jobs that waited for it; on failure, takes those jobs back and
+    /// refuses the submissions whose answers were held (`ERROR STORE_FAILED`).
     pub(super) fn commit(&mut self, force: bool) {
         let Some(store) = &mut self.store else { return };
+        // Held answers and waiting jobs are released by a commit even when nothing is left to
+        // write (their insert was cancelled by the job's end in the same turn).
+        let waiting = !self.held.is_empty() || !self.awaiting_commit.is_empty();
         match store.due_in(Instant::now()) {
             Some(wait) if wait.is_zero() || force => {}
+            _ if waiting => {}
             _ => return,
         }
         let result = store.commit();
+        for (id, created) in std::mem::take(&mut self.awaiting_commit) {
+            match &result {
+                Ok(()) => {
+                    if let Some(job) = self.jobs.get_mut(id) {
+                        if job.stored == Stored::Pending {
+                            job.stored = Stored::Yes;
+                        }
+                        if created {
+                            self.queue(id, true);
+                        }
+                    }
+                }
+                Err(_) => self.take_back(id, created),
+            }
+        }
         if let Err(err) = &result {
             log::error!("{err}");
         }

@@ -2,11 +2,13 @@
 //! `SUBMIT_JOB_EPOCH`: a new job, or a client joining the job it coalesces with.
 //!
 //! Under `--store`, a background job is written at the turn's commit and its `JOB_CREATED` is
-//! held until then (`net.rs`), so a job a client was told about is on disk.
+//! held until then (`net.rs`), so a job a client was told about is on disk. A job whose
+//! `JOB_CREATED` is held is not handed to a worker before the commit either: if the commit
+//! fails, the submission is refused and the job taken back (`lifecycle.rs`), never run.
 
 use super::{error, MAX_FUNCTION};
 use crate::gearman::packet::{Packet, Priority};
-use crate::server::jobs::{Job, JobId, Submission};
+use crate::server::jobs::{Job, JobId, Stored, Submission};
 use crate::server::store::Store;
 use crate::server::{now_ms, Server};
 use mio::Token;
@@ -36,19 +38,25 @@ impl Server {
         let mut job = Job::new(id, submission, now_ms());
         if job.background {
             store_job(&mut self.store, &mut job);
-        }
-        if !job.background {
+        } else {
             job.clients.push(token);
             if let Some(peer) = self.peers.get_mut(&token) {
                 peer.attached.insert(id);
             }
         }
-        if job.stored {
+        if job.stored == Stored::Pending {
             self.hold(token);
         }
         let handle = self.jobs.handle(id);
         self.send(token, &Packet::JobCreated { handle });
-        self.enqueue(job, true);
+        if self.peers.get(&token).is_some_and(|peer| peer.is_held()) {
+            // Its JOB_CREATED waits for the commit: so does every worker. A failed commit
+            // refuses the submission, and a refused job must not have run.
+            self.admit(job);
+            self.awaiting_commit.push((id, true));
+        } else {
+            self.enqueue(job, true);
+        }
     }
 
     /// `token` submitted what coalesces with job `id`: it joins it.
@@ -57,22 +65,27 @@ impl Server {
         if !background && !job.clients.contains(&token) {
             job.clients.push(token);
         }
+        let mut upgraded = false;
         if background && !job.background {
             // A background submission that joins a foreground job makes it a background job:
             // it must outlive its foreground clients and, under --store, be durable before
             // this JOB_CREATED, like any background job.
             job.background = true;
             store_job(&mut self.store, job);
+            upgraded = job.stored == Stored::Pending;
         }
-        let stored = job.stored;
-        if let Some(peer) = self.peers.get_mut(&token) {
-            if !background {
+        let pending = job.stored == Stored::Pending;
+        if !background {
+            if let Some(peer) = self.peers.get_mut(&token) {
                 peer.attached.insert(id);
             }
         }
-        // The job it joins may still wait for this turn's commit.
-        if stored && self.store.as_ref().is_some_and(|s| s.has_inserts()) {
+        // The job it joins may still wait for this turn's commit: so does this answer.
+        if pending {
             self.hold(token);
+        }
+        if upgraded {
+            self.awaiting_commit.push((id, false));
         }
         let handle = self.jobs.handle(id);
         self.send(token, &Packet::JobCreated { handle });
@@ -81,9 +94,9 @@ impl Server {
 
 /// Writes `job` to the store at this turn's commit, if there is a store and it is not there yet.
 fn store_job(store: &mut Option<Store>, job: &mut Job) {
-    if let (Some(store), false) = (store, job.stored) {
+    if let (Some(store), Stored::No) = (store, job.stored) {
         store.insert(job.row());
-        job.stored = true;
+        job.stored = Stored::Pending;
     }
 }
 
