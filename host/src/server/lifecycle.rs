@@ -170,6 +170,9 @@ impl Server {
             }
             return self.finish(id);
         }
+        // Requeued: its progress starts again (GET_STATUS says 0/0 while queued, as gearmand).
+        job.numerator = 0;
+        job.denominator = 0;
         let (function, rank) = (job.function.clone(), rank(job.priority));
         self.set_state(id, JobState::Queued);
         self.functions.entry(&function).queues[rank].push_front(id);

@@ -39,7 +39,6 @@
 //! - A job whose worker vanishes mid-job (or runs past its timeout) is requeued at most
 //!   `job_retries` times, then failed to its clients: a poison job cannot loop forever
 //!   (gearmand 1.1.20 retries forever by default).
-//! - `shutdown` and `shutdown graceful` are supported (gearmand 1.1.20 refuses them).
 //! - With a store, commits are batched per turn, and deletes of finished jobs batched further
 //!   (see `store.rs`): at least once, never lost.
 //! - Garbage (a bad magic, an unknown type, a body over the limit, a malformed body, a `\0RES`
@@ -73,6 +72,12 @@ use store::Store;
 /// The default number of times a job is requeued after its worker vanished.
 pub const DEFAULT_JOB_RETRIES: u32 = 3;
 
+/// The largest packet body the server takes by default: 256 MiB. gearmand has no limit of its
+/// own (a body's size is a u32); this one bounds a connection's memory while taking the 64 MiB
+/// workloads and results gearmand users send. A larger packet is skipped and answered `ERROR
+/// ARGUMENT_TOO_LARGE`, and a job it reports on is failed.
+pub const DEFAULT_MAX_BODY: usize = 256 << 20;
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -93,8 +98,8 @@ impl Default for Options {
         Options {
             store: None,
             job_retries: DEFAULT_JOB_RETRIES,
-            max_body: crate::gearman::packet::DEFAULT_MAX_BODY,
-            max_output: crate::gearman::packet::DEFAULT_MAX_BODY + (16 << 20),
+            max_body: DEFAULT_MAX_BODY,
+            max_output: DEFAULT_MAX_BODY + (16 << 20),
             host: "li3g".into(),
         }
     }
@@ -113,10 +118,10 @@ pub enum Error {
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+/// How soon `accept` is tried again after it ran out of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Read at most this much from one connection per turn.
 const READ_BUDGET: usize = 256 << 10;
-/// Stop reading from a peer while this much output waits for it.
-const OUTPUT_BACKPRESSURE: usize = 4 << 20;
 
 /// The server: its state, from [`Server::open`] to the end of [`Server::serve`].
 pub struct Server {
@@ -139,10 +144,11 @@ pub struct Server {
     /// `(job, created)`, where `created` says the job was made for that submission and is
     /// queued only once the commit succeeded.
     awaiting_commit: Vec<(jobs::JobId, bool)>,
+    /// `accept` failed for want of descriptors: accept again when one is freed or after
+    /// [`ACCEPT_RETRY`].
+    accept_paused: bool,
     /// Counts job assignments, to tell a timed-out run from a later one.
     assignments: u64,
-    /// `shutdown` asked: `Some(graceful)`.
-    shutdown: Option<bool>,
 }
 
 /// Unix time in milliseconds.
@@ -151,8 +157,7 @@ fn now_ms() -> u64 {
 }
 
 /// Runs the server on `listener` until `stop()` says so (checked whenever the wake-up
-/// descriptor `wake_fd`, if any, becomes readable) or an admin `shutdown`: [`Server::open`]
-/// then [`Server::serve`].
+/// descriptor `wake_fd`, if any, becomes readable): [`Server::open`] then [`Server::serve`].
 ///
 /// # Errors
 /// [`Error::Store`] when the store cannot be opened or read; [`Error::Io`] when the event loop
@@ -178,8 +183,7 @@ impl Server {
         Server::new(TcpListener::from_std(listener), options)
     }
 
-    /// Serves until `stop()` says so (checked whenever `wake_fd`, if any, becomes readable) or
-    /// an admin `shutdown`.
+    /// Serves until `stop()` says so (checked whenever `wake_fd`, if any, becomes readable).
     ///
     /// # Errors
     /// [`Error::Io`] when the event loop itself fails.
@@ -210,7 +214,7 @@ impl Server {
             held: Vec::new(),
             awaiting_commit: Vec::new(),
             assignments: 0,
-            shutdown: None,
+            accept_paused: false,
         };
         if let Some(path) = server.options.store.clone() {
             let store = Store::open(&path)?;
@@ -258,12 +262,11 @@ impl Server {
             for token in ready {
                 self.read(token);
             }
+            if self.accept_paused {
+                self.accept();
+            }
             self.fire_timers();
-            let stopping = stop()
-                || match self.shutdown {
-                    Some(graceful) => !graceful || self.nothing_running(),
-                    None => false,
-                };
+            let stopping = stop();
             self.commit(stopping);
             // Closing a connection while flushing may give others something to send (a job
             // requeued, failed): flush until nothing is left.
@@ -283,13 +286,7 @@ impl Server {
         let now = Instant::now();
         let timers = self.timers.next_wait(now_ms(), now);
         let store = self.store.as_ref().and_then(|s| s.due_in(now));
-        match (timers, store) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn nothing_running(&self) -> bool {
-        self.functions.0.values().all(|f| f.running == 0)
+        let accept = self.accept_paused.then_some(ACCEPT_RETRY);
+        [timers, store, accept].into_iter().flatten().min()
     }
 }

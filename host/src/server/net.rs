@@ -6,7 +6,7 @@
 
 use super::jobs::Stored;
 use super::peer::Peer;
-use super::{Server, OUTPUT_BACKPRESSURE, READ_BUDGET};
+use super::{Server, READ_BUDGET};
 use crate::gearman::packet::Packet;
 use mio::{Interest, Token};
 use std::io;
@@ -14,6 +14,7 @@ use std::time::Instant;
 
 impl Server {
     pub(super) fn accept(&mut self) {
+        self.accept_paused = false;
         let Some(listener) = &self.listener else { return };
         loop {
             match listener.accept() {
@@ -30,8 +31,11 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and the like: try again next turn rather than spin.
+                    // EMFILE and the like: the listener is edge-triggered, so no new event may
+                    // come for the connections already waiting. Try again when a connection
+                    // closes, or after `ACCEPT_RETRY` (see `next_wait`), rather than spin.
                     log::warn!("accept: {e}");
+                    self.accept_paused = true;
                     return;
                 }
             }
@@ -53,9 +57,10 @@ impl Server {
                 self.dispatch(token, incoming);
             }
             let Some(peer) = self.peers.get_mut(&token) else { return };
-            if drained || peer.pending() > OUTPUT_BACKPRESSURE {
-                // Drained: the next bytes bring a new event. Backpressure: read on once the
-                // peer has taken its answers (see flush).
+            if drained {
+                // The next bytes bring a new event. Reading goes on whatever output waits: a
+                // client that writes everything before it reads must not deadlock (as
+                // gearmand); a peer leaving more than `max_output` unread is cut off instead.
                 return;
             }
             if budget == 0 {
@@ -84,7 +89,6 @@ impl Server {
         let max_output = self.options.max_output;
         let Some(peer) = self.peers.get_mut(&token) else { return };
         peer.dirty = false;
-        let was_blocked = peer.pending() > OUTPUT_BACKPRESSURE;
         match peer.flush() {
             Ok(done) => {
                 if peer.closing && done && !peer.is_held() {
@@ -101,10 +105,7 @@ impl Server {
                 }
                 if peer.pending() > max_output {
                     log::warn!("{} leaves {} bytes unread: disconnected", peer.addr, peer.pending());
-                    return self.close(token);
-                }
-                if was_blocked && peer.pending() <= OUTPUT_BACKPRESSURE {
-                    self.more.push(token);
+                    self.close(token);
                 }
             }
             Err(_) => self.close(token),
@@ -188,6 +189,11 @@ impl Server {
     pub(super) fn close(&mut self, token: Token) {
         let Some(mut peer) = self.peers.remove(&token) else { return };
         let _ = self.poll.registry().deregister(&mut peer.stream);
+        drop(peer.stream);
+        if self.accept_paused {
+            // A descriptor is free again: serve the connections waiting since EMFILE.
+            self.accept();
+        }
         for id in peer.attached.drain() {
             self.detach(id, token);
         }

@@ -6,9 +6,10 @@
 //! `JOB_CREATED` is held is not handed to a worker before the commit either: if the commit
 //! fails, the submission is refused and the job taken back (`lifecycle.rs`), never run.
 
-use super::{error, MAX_FUNCTION};
+use super::error;
 use crate::gearman::packet::{Packet, Priority};
 use crate::server::jobs::{Job, JobId, Stored, Submission};
+use crate::server::queue::rank;
 use crate::server::store::Store;
 use crate::server::{now_ms, Server};
 use mio::Token;
@@ -20,19 +21,14 @@ impl Server {
     /// A submission from `token` (`packet` is a `SubmitJob` or a `SubmitJobEpoch`).
     pub(super) fn submit(&mut self, token: Token, packet: Packet) {
         let Some(submission) = submission(packet) else { return };
-        if submission.function.is_empty() || submission.function.len() > MAX_FUNCTION {
-            return self.send(token, &error("INVALID_FUNCTION_NAME", "function name empty or over 512 bytes"));
-        }
         if submission.unique.len() > MAX_UNIQUE {
             return self.send(token, &error("ARGUMENT_TOO_LARGE", "unique key over 64 bytes"));
         }
         if let Some(id) = self.jobs.find_unique(&submission.function, &submission.unique, &submission.workload) {
             return self.join(token, id, submission.background);
         }
-        let f = self.functions.entry(&submission.function);
-        if f.max_queue.is_some_and(|max| f.queued >= max) {
-            self.functions.tidy(&submission.function);
-            return self.send(token, &error("QUEUE_FULL", "Job queue is full"));
+        if self.functions.get(&submission.function).is_some_and(|f| f.is_full(rank(submission.priority))) {
+            return self.send(token, &error("QUEUE_ERROR", "Job queue is full"));
         }
         let id = self.jobs.next_id();
         let mut job = Job::new(id, submission, now_ms());
@@ -62,7 +58,9 @@ impl Server {
     /// `token` submitted what coalesces with job `id`: it joins it.
     fn join(&mut self, token: Token, id: JobId, background: bool) {
         let Some(job) = self.jobs.get_mut(id) else { return };
-        if !background && !job.clients.contains(&token) {
+        if !background {
+            // One entry per submission, as gearmand: a client that submits twice under one
+            // unique key gets every answer twice, once per task (PHP's runTasks waits for both).
             job.clients.push(token);
         }
         let mut upgraded = false;
