@@ -11,6 +11,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod conformance;
 mod store;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -248,23 +249,29 @@ fn exceptions_reach_only_clients_that_asked_and_a_sleeping_worker_is_woken() {
     assert_eq!(plain.expect(), Packet::EchoRes { data: b"ping\0pong".to_vec() });
 }
 
+/// `--job-retries 2` means two runs, then `WORK_FAIL`, as gearmand's flag of the same name.
 #[test]
 fn a_job_whose_worker_keeps_vanishing_is_requeued_then_failed() {
-    let server = li3g_tests::on_a_free_port("li3g-host server", |port| {
-        Gearmand::try_embedded_on(port, None, &["--job-retries", "2"])
-    });
-    let mut client = Peer::connect(&server);
-    let handle = client.submit("poison", "", "w", Priority::Normal, false);
-    // Grabbed and dropped three times: requeued twice, then failed to the client.
-    for attempt in 0..3 {
+    let servers = [
+        li3g_tests::on_a_free_port("gearmand", |port| Gearmand::try_gearmand_on(port, &["--job-retries=2"])),
+        li3g_tests::on_a_free_port("li3g-host server", |port| {
+            Gearmand::try_embedded_on(port, None, &["--job-retries", "2"])
+        }),
+    ];
+    for server in servers {
+        let mut client = Peer::connect(&server);
+        let handle = client.submit("poison", "", "w", Priority::Normal, false);
+        // Grabbed and dropped twice: requeued once, then failed to the client.
+        for attempt in 0..2 {
+            let mut worker = Peer::worker(&server, "poison");
+            let (grabbed, _) = worker.grab().unwrap_or_else(|| panic!("attempt {attempt}: the job was requeued"));
+            assert_eq!(grabbed, handle);
+            drop(worker);
+        }
+        assert_eq!(client.expect(), Packet::WorkFail { handle });
         let mut worker = Peer::worker(&server, "poison");
-        let (grabbed, _) = worker.grab().unwrap_or_else(|| panic!("attempt {attempt}: the job was requeued"));
-        assert_eq!(grabbed, handle);
-        drop(worker);
+        assert_eq!(worker.grab(), None, "the failed job is gone");
     }
-    assert_eq!(client.expect(), Packet::WorkFail { handle });
-    let mut worker = Peer::worker(&server, "poison");
-    assert_eq!(worker.grab(), None, "the failed job is gone");
 }
 
 #[test]

@@ -21,7 +21,7 @@ pub(super) struct ServerArgs {
     /// SQLite file keeping background and scheduled jobs across restarts [default: in memory only]
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
-    /// Times a job is requeued after its worker vanished mid-job, before it is failed.
+    /// Runs of a job whose worker vanishes mid-job before it is failed (as gearmand's flag: N runs; 0: no limit).
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_JOB_RETRIES)]
     job_retries: u32,
     #[command(flatten)]

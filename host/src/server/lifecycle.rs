@@ -145,7 +145,8 @@ impl Server {
     }
 
     /// The worker running job `id` vanished or ran out of time (the caller took the job out
-    /// of its hands): requeue it, or fail it after `job_retries` requeues.
+    /// of its hands): requeue it, or fail it once it has run `job_retries` times (gearmand's
+    /// `--job-retries`: N runs, 0 no limit).
     pub(super) fn lost(&mut self, id: JobId) {
         let job_retries = self.options.job_retries;
         let Some(job) = self.jobs.get_mut(id) else { return };
@@ -156,7 +157,7 @@ impl Server {
             return self.finish(id);
         }
         job.retries += 1;
-        if job.retries > job_retries {
+        if job_retries > 0 && job.retries >= job_retries {
             let handle = self.jobs.handle(id);
             let job = self.jobs.get(id).expect("looked up above");
             log::warn!(

@@ -16,36 +16,15 @@
 //! - `jobs.rs`: the job table; `queue.rs`: per-function priority queues and the timers;
 //! - `store.rs`: SQLite.
 //!
-//! # Where it follows gearmand (1.1.20) rather than the protocol document
-//! - `WORK_EXCEPTION` reaches only clients that sent `OPTION_REQ exceptions`; others get
-//!   `WORK_FAIL`. Unlike gearmand, that `WORK_FAIL` is the plain `handle` (gearmand appends a
-//!   NUL that hangs the `gearman` CLI and breaks python3-gearman).
-//! - `GET_STATUS` of an unknown handle answers known 0 (`handle,0,0,0,0`).
-//! - `STATUS_RES_UNIQUE` carries the unique key first, then known, running, numerator,
-//!   denominator, client count.
-//! - Unique keys over 64 bytes are refused with `ERROR ARGUMENT_TOO_LARGE`; `-` coalesces on an
-//!   identical workload; an empty unique never coalesces.
-//! - `SUBMIT_JOB_SCHED` and the reduce submissions are refused (`ERROR INVALID_COMMAND`), the
-//!   connection kept; `SUBMIT_JOB_EPOCH` is a background job.
-//! - A foreground job whose clients all left before a worker grabbed it is dropped.
-//! - Sleeping workers that can do a new job are all woken with `NOOP` (gearmand's default).
-//! - `CAN_DO_TIMEOUT` is in milliseconds; on expiry the job is requeued silently.
-//! - Admin answers (`status`, `workers`, `version`, `getpid`, `maxqueue`) in gearmand's
-//!   format; unknown commands get `ERR UNKNOWN_COMMAND Unknown+server+command`.
-//!
-//! # Where it does better
-//! - `SUBMIT_JOB_EPOCH` has a real timer: a due job wakes sleeping workers on time (gearmand
-//!   hands it out only on a later grab).
-//! - A job whose worker vanishes mid-job (or runs past its timeout) is requeued at most
-//!   `job_retries` times, then failed to its clients: a poison job cannot loop forever
-//!   (gearmand 1.1.20 retries forever by default).
-//! - With a store, commits are batched per turn, and deletes of finished jobs batched further
-//!   (see `store.rs`): at least once, never lost.
-//! - Garbage (a bad magic, an unknown type, a body over the limit, a malformed body, a `\0RES`
-//!   packet, an endless admin line) gets an `ERROR` packet and the connection is closed; the
-//!   server keeps serving. A peer that does not read its answers is cut off past
-//!   [`Options::max_output`]. Memory per connection is bounded by the limits, whatever a peer
-//!   declares.
+//! # gearmand, and where it differs
+//! It follows gearmand 1.1.20 wherever a client can tell (one answer per submission, `atoi`
+//! progress relayed byte for byte, `CAN_DO_TIMEOUT` 0 = none, the admin protocol whole, no
+//! text `shutdown`, ...). Every deliberate difference, with its reason, is listed in one place:
+//! `docs/EMBEDDED_SERVER.md` (the epoch timer, bounded requeues, `WORK_FAIL` without gearmand's
+//! trailing NUL, a 256 MiB packet limit, batched store commits, ...). A client that writes
+//! everything before it reads is never stopped; a peer leaving more than
+//! [`Options::max_output`] unread is cut off. Memory per connection is bounded by the limits,
+//! whatever a peer declares, and big buffers are given back once drained.
 //!
 //! It must not: fork, start threads, or block on a socket.
 
@@ -69,7 +48,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::Store;
 
-/// The default number of times a job is requeued after its worker vanished.
+/// The default number of times a job may run (its worker vanishing each time) before it is
+/// failed, as gearmand's `--job-retries` counts.
 pub const DEFAULT_JOB_RETRIES: u32 = 3;
 
 /// The largest packet body the server takes by default: 256 MiB. gearmand has no limit of its
@@ -83,7 +63,8 @@ pub const DEFAULT_MAX_BODY: usize = 256 << 20;
 pub struct Options {
     /// SQLite file for background and scheduled jobs; `None` keeps them in memory only.
     pub store: Option<PathBuf>,
-    /// A job is requeued at most this many times after its worker vanished, then failed.
+    /// A job whose worker vanished (or timed out) this many times is failed: N runs, as
+    /// gearmand's `--job-retries`; 0 is no limit.
     pub job_retries: u32,
     /// The largest packet body accepted.
     pub max_body: usize,

@@ -32,6 +32,14 @@ const OUTPUT_KEEP: usize = 1 << 20;
 /// How much of an oversized packet's body is looked at for the job handle it starts with.
 const HANDLE_PEEK: usize = 65;
 
+/// Whether packet type `kind` is a worker's report on a job (its body starts with the handle).
+fn is_report(kind: u32) -> bool {
+    use packet::PacketType as T;
+    [T::WorkComplete, T::WorkData, T::WorkWarning, T::WorkException, T::WorkStatus, T::WorkFail]
+        .iter()
+        .any(|&t| t as u32 == kind)
+}
+
 /// What the peer sent next.
 #[derive(Debug)]
 pub(super) enum Incoming {
@@ -210,16 +218,18 @@ impl Peer {
                 Some(incoming)
             }
             Err(packet::Error::TooBig { size, .. }) => {
-                // Wait for the start of the body (a job handle), then skip the rest.
-                let peek = HANDLE_PEEK.min(size as usize);
-                if buf.len() < packet::HEADER_LEN + peek {
-                    return None;
-                }
+                // A worker's report starts with the job's handle: wait for it (up to its NUL,
+                // or HANDLE_PEEK bytes), then skip the rest.
                 let kind = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-                let body = &buf[packet::HEADER_LEN..packet::HEADER_LEN + peek];
-                let handle = body.split(|&b| b == 0).next().unwrap_or_default().to_vec();
+                let body = &buf[packet::HEADER_LEN..buf.len().min(packet::HEADER_LEN + HANDLE_PEEK)];
+                let handle = match body.iter().position(|&b| b == 0) {
+                    Some(end) => body[..end].to_vec(),
+                    None if is_report(kind) && body.len() < HANDLE_PEEK.min(size as usize) => return None,
+                    None => body.to_vec(),
+                };
                 self.start += packet::HEADER_LEN;
                 self.skip = size;
+                let handle = if is_report(kind) { handle } else { Vec::new() };
                 Some(Incoming::TooBig { kind, size, handle })
             }
             Ok(Decoded::Packet { magic: Magic::Res, .. }) => {

@@ -173,8 +173,8 @@ impl Server {
 /// gearmand's name for the log level in force.
 fn verbose_name() -> &'static str {
     match log::max_level() {
-        log::LevelFilter::Off => "FATAL",
-        log::LevelFilter::Error => "ERROR",
+        // Errors always reach stderr, logger or not (gearmand's default is ERROR too).
+        log::LevelFilter::Off | log::LevelFilter::Error => "ERROR",
         log::LevelFilter::Warn => "WARNING",
         log::LevelFilter::Info => "INFO",
         log::LevelFilter::Debug | log::LevelFilter::Trace => "DEBUG",

@@ -61,17 +61,6 @@ impl Server {
         log::warn!("{token:?} sent a packet of type {kind} with {size} bytes, over the limit of {max}");
         let message = format!("packet body of {size} bytes exceeds the limit of {max} bytes");
         self.send(token, &error("ARGUMENT_TOO_LARGE", &message));
-        let reports = [
-            PacketType::WorkComplete,
-            PacketType::WorkData,
-            PacketType::WorkWarning,
-            PacketType::WorkException,
-            PacketType::WorkStatus,
-            PacketType::WorkFail,
-        ];
-        if !reports.iter().any(|&t| t as u32 == kind) {
-            return;
-        }
         let Some(id) = self.jobs.id_of(handle) else { return };
         let runs_it = self
             .jobs
