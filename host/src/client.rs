@@ -1,5 +1,7 @@
 //! The li3g client API: run a task by name from Rust, as li3_gearman's `Gearman::run()` did
-//! from PHP. The CLI's `run` command and (in a later issue) the scheduler use it.
+//! from PHP, with scheduling (`--in`, `--at`) and retries through Redis. The CLI's `run` and
+//! `ping` commands use it. It speaks Gearman through [`GearmanClient`](crate::gearman::client::GearmanClient),
+//! the protocol-level client (submit, status, failover between servers).
 //!
 //! ```no_run
 //! use li3g_host::client::{Client, RunOptions, Outcome};
@@ -24,9 +26,9 @@ use crate::gearman::client::{self, ClientError, JobEvent, JobHandle, Submit};
 use crate::gearman::conn::ServerAddr;
 use crate::gearman::packet::Priority;
 use crate::plugins::canonical_task_name;
-use crate::retries::Retries;
+use crate::retry_policy::Retries;
 use crate::scheduler::record::unique_for;
-use crate::scheduler::{Record, Store, StoreError};
+use crate::scheduler::{Record, Schedule, ScheduleError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime};
@@ -73,6 +75,22 @@ pub struct RunOptions {
     pub schedule: Option<SystemTime>,
     /// When the task fails, run it again per this policy (background jobs only).
     pub retries: Option<Retries>,
+    /// Send li3_gearman's envelope to its function instead of li3g's wire format, with this
+    /// `configName`: for a task still served by li3_gearman's PHP workers. See
+    /// [`RunOptions::li3_gearman`].
+    pub li3_gearman: Option<String>,
+}
+
+impl RunOptions {
+    /// These options for a task served by li3_gearman's PHP workers: the job goes to
+    /// `li3_gearman\extensions\command\Gearmand::run` with the envelope its PHP client sends
+    /// (`task` `\app\tasks\Report::build`, `configName` = `config_name`, `env` with the
+    /// environment), so the original's worker runs the PHP task class. li3g's workers serve
+    /// that function too.
+    pub fn li3_gearman(mut self, config_name: &str) -> RunOptions {
+        self.li3_gearman = Some(config_name.to_string());
+        self
+    }
 }
 
 impl Default for RunOptions {
@@ -86,6 +104,7 @@ impl Default for RunOptions {
             timeout: None,
             schedule: None,
             retries: None,
+            li3_gearman: None,
         }
     }
 }
@@ -134,40 +153,40 @@ pub enum RunError {
     RedisUrl(String),
     /// Scheduling failed in Redis (nothing was scheduled).
     #[error("cannot schedule the job: {0}")]
-    Schedule(#[from] StoreError),
+    Schedule(#[from] ScheduleError),
 }
 
 /// A client of one or more job servers, running li3g tasks.
 pub struct Client {
-    gearman: client::Client,
+    gearman: client::GearmanClient,
     /// Where scheduled jobs go: the configured Redis, opened on first use.
-    store: Option<Result<Store, String>>,
+    store: Option<Result<Schedule, String>>,
 }
 
 impl Client {
-    /// A client of `servers` (see [`client::Client`] for failover).
+    /// A client of `servers` (see [`client::GearmanClient`] for failover).
     pub fn new(servers: Vec<ServerAddr>) -> Client {
-        Client { gearman: client::Client::new(servers), store: None }
+        Client { gearman: client::GearmanClient::new(servers), store: None }
     }
 
     /// Schedules jobs in `store` (see [`RunOptions::schedule`]).
-    pub fn with_store(mut self, store: Store) -> Client {
+    pub fn with_store(mut self, store: Schedule) -> Client {
         self.store = Some(Ok(store));
         self
     }
 
     /// A client over a configured protocol-level client (start server, timeouts).
-    pub fn with(gearman: client::Client) -> Client {
+    pub fn with(gearman: client::GearmanClient) -> Client {
         Client { gearman, store: None }
     }
 
     /// A client of a configuration's servers.
     pub fn from_config(config: &Config) -> Client {
         let client = Client::new(config.servers.clone());
-        match Store::from_config(config) {
-            Ok(store) => client.with_store(store),
-            Err(StoreError::NotConfigured) => client,
-            Err(err) => Client { store: Some(Err(err.to_string())), ..client },
+        match config.redis.as_deref().map(|url| Schedule::open(url, &config.scheduler)) {
+            Some(Ok(store)) => client.with_store(store),
+            None => client,
+            Some(Err(err)) => Client { store: Some(Err(err.to_string())), ..client },
         }
     }
 
@@ -183,18 +202,31 @@ impl Client {
         options: &RunOptions,
         on_event: &mut dyn FnMut(JobEvent<'_>),
     ) -> Result<Outcome, RunError> {
-        let function = canonical_task_name(task);
         let args = Value::Array(args.to_vec());
-        let unique = unique_key(&function, &args, &options.unique)?;
         let id = options.id.clone().unwrap_or_else(crate::job_id::generate);
-        let mut workload = crate::workload::encode(&args, &id, options.environment.as_deref());
+        let (function, mut workload) = match &options.li3_gearman {
+            None => (canonical_task_name(task), crate::workload::encode(&args, &id, options.environment.as_deref())),
+            Some(config_name) => {
+                let envelope = crate::workload::encode_li3_gearman(
+                    task,
+                    &args,
+                    &id,
+                    options.environment.as_deref(),
+                    config_name,
+                    options.background,
+                    options.retries.as_ref(),
+                );
+                (crate::workload::COMPAT_FUNCTION.to_string(), envelope)
+            }
+        };
+        let unique = unique_key(&function, &args, &options.unique)?;
         if !options.background && options.schedule.is_some() {
             return Err(RunError::NotBackground("scheduled"));
         }
         if !options.background && options.retries.is_some() {
             return Err(RunError::NotBackground("retried"));
         }
-        if options.schedule.is_some() || options.retries.is_some() {
+        if options.li3_gearman.is_none() && (options.schedule.is_some() || options.retries.is_some()) {
             workload = scheduled_envelope(&workload, options.retries.as_ref());
         }
         if let Some(at) = options.schedule.filter(|at| *at > SystemTime::now()) {
@@ -243,16 +275,16 @@ impl Client {
     ///
     /// # Errors
     /// [`RunError::Schedule`] when no Redis is configured or its URL is wrong.
-    pub fn store(&mut self) -> Result<&mut Store, RunError> {
+    pub fn store(&mut self) -> Result<&mut Schedule, RunError> {
         match &mut self.store {
             Some(Ok(store)) => Ok(store),
             Some(Err(why)) => Err(RunError::RedisUrl(why.clone())),
-            None => Err(RunError::Schedule(StoreError::NotConfigured)),
+            None => Err(RunError::Schedule(ScheduleError::NotConfigured)),
         }
     }
 
     /// The protocol-level client, for status queries.
-    pub fn gearman(&mut self) -> &mut client::Client {
+    pub fn gearman(&mut self) -> &mut client::GearmanClient {
         &mut self.gearman
     }
 }

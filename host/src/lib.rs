@@ -6,7 +6,6 @@
 //! - [`client`]: run a task by name from Rust (background or sync, priority, unique).
 //! - [`daemon`]: the supervisor of `start`: worker pool, daemon mode.
 //! - [`config`]: the TOML configuration file (named configurations, environments).
-//! - [`fork`]: running one job in a forked child (`--atomic`).
 //! - [`gearman`]: the Gearman protocol (codec, admin protocol).
 //! - [`log`]: log lines to stderr (`--verbose`) or syslog.
 //! - [`server`]: the embedded Gearman job server (`li3g-host server`): mio event loop, SQLite store.
@@ -16,9 +15,11 @@
 //! - [`signals`]: signals as flags and a per-process wake-up pipe.
 //! - [`job_id`]: random job ids.
 //! - [`scheduler`]: scheduled and retried jobs in Redis, and the scheduler process.
-//! - [`retries`]: retry policies (li3_gearman's `retries`, PHP relative times).
+//! - [`scaffold`]: `li3g-host new`: a plugin crate that builds where li3g is installed.
+//! - [`retry_policy`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
-//! - [`worker`]: the Gearman worker loop that runs jobs in plugins.
+//! - [`worker`]: the Gearman worker: start-up, the job servers, running and answering a job,
+//!   the `--atomic` job child.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
 
 #![deny(missing_docs)]
@@ -27,15 +28,16 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
-pub mod fork;
 pub mod gearman;
 pub mod job_id;
 pub mod log;
 pub mod pidfile;
 pub mod plugins;
 pub mod process;
-pub mod retries;
+pub mod retry_policy;
+pub mod scaffold;
 pub mod scheduler;
+pub mod scoreboard;
 pub mod server;
 pub mod signals;
 pub mod worker;

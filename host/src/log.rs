@@ -206,7 +206,7 @@ mod tests {
     fn roles_from_targets() {
         assert_eq!(super::role("li3g_host::daemon::pool"), "Daemon");
         assert_eq!(super::role("li3g_host::worker"), "Worker");
-        assert_eq!(super::role("li3g_host::fork"), "Worker");
+        assert_eq!(super::role("li3g_host::worker::job_child"), "Worker");
         assert_eq!(super::role("hello"), "hello");
     }
 

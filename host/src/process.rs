@@ -5,6 +5,8 @@
 //!   every signal across `fork(2)` until the child has run its setup (new handlers, its own wake
 //!   pipe), so a signal sent to the new PID right away is held, not lost or handled by the
 //!   parent's handlers in the child.
+//! - [`fork_child`]: the one way to start a child: [`fork`], then [`parent_death_signal`],
+//!   [`close_inherited`], the child's body under `catch_unwind`, and `_exit`.
 //! - [`keep_from_children`] / [`close_inherited`]: descriptors a forked child must not hold
 //!   (the PID file's lock, job server sockets): registered by whoever opens them, closed by the
 //!   child after the fork. A `fork` without `exec` keeps every descriptor, `O_CLOEXEC` or not.
@@ -26,12 +28,19 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The process has other threads: forking now could deadlock the child.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to fork: this process has {0} threads (a plugin started one?); a forking process must be single-threaded"
+)]
+pub struct MultiThreaded(pub usize);
+
 /// Why this process could not fork.
 #[derive(Debug, thiserror::Error)]
 pub enum ForkFailed {
-    /// The process has other threads: forking now could deadlock the child.
-    #[error("refusing to fork: this process has {0} threads (a plugin started one?); a forking process must be single-threaded")]
-    MultiThreaded(usize),
+    /// The process has other threads.
+    #[error(transparent)]
+    MultiThreaded(#[from] MultiThreaded),
     /// fork(2) or reading the thread count failed.
     #[error("{0}")]
     Os(#[from] io::Error),
@@ -59,7 +68,7 @@ pub fn thread_count() -> io::Result<usize> {
 pub fn ensure_single_threaded() -> Result<(), ForkFailed> {
     match thread_count()? {
         1 => Ok(()),
-        n => Err(ForkFailed::MultiThreaded(n)),
+        n => Err(MultiThreaded(n).into()),
     }
 }
 
@@ -85,6 +94,39 @@ pub fn fork(setup: impl FnOnce()) -> Result<ForkResult, ForkFailed> {
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     Ok(forked.map_err(io::Error::from)?)
+}
+
+/// The exit code of a forked child whose `body` panicked.
+pub const PANICKED: i32 = 101;
+
+/// Forks a child that runs `body` and leaves with `_exit` and the code it returns: the one way
+/// li3g starts a child process (a worker, the scheduler, the job server, a job child, a plugin's
+/// state check). Returns the child's PID in the parent, where `body` is dropped unrun (with
+/// whatever it owns: a pipe's write end the child keeps, for example).
+///
+/// The child runs `setup` with every signal blocked ([`fork`]), then gets SIGKILL when this
+/// process dies, checked against it having died already ([`parent_death_signal`]; the child
+/// leaves with 1 then), closes what it must not hold ([`close_inherited`]), and runs `body`; a
+/// panic in it ends the child with [`PANICKED`], never unwinds into this process's callers.
+///
+/// # Errors
+/// [`ForkFailed`] when this process is not single-threaded or fork fails.
+pub fn fork_child(setup: impl FnOnce(), body: impl FnOnce() -> i32) -> Result<Pid, ForkFailed> {
+    let parent = nix::unistd::getpid();
+    match fork(setup)? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            let code = if parent_death_signal(Signal::SIGKILL, parent) {
+                close_inherited();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(PANICKED)
+            } else {
+                1 // the parent died between fork and prctl
+            };
+            // SAFETY: _exit ends the process without running the parent's atexit handlers or
+            // destructors, which belong to the parent, not to this copy of it.
+            unsafe { libc::_exit(code) }
+        }
+    }
 }
 
 /// Asks the kernel to send `signal` to this process when its parent dies, and checks that the
@@ -187,6 +229,11 @@ pub fn wait_readable(fd: impl AsFd, timeout: Option<Duration>) -> io::Result<boo
             return Ok(false);
         }
     }
+}
+
+/// This host's name (`localhost` when it cannot be read): the `host` of `host:pid` client ids.
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_else(|| "localhost".into())
 }
 
 /// A delay that doubles with every failure, between a minimum and a maximum, and falls back to

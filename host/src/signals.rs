@@ -13,7 +13,7 @@
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{BorrowedFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -150,14 +150,20 @@ pub fn take_child() -> bool {
     CHILD.swap(false, Ordering::SeqCst)
 }
 
-/// The descriptor that becomes readable when a signal arrived; see [`drain_wake`].
-pub fn wake_fd() -> RawFd {
-    WAKE_READ.load(Ordering::SeqCst)
+/// The descriptor that becomes readable when a signal arrived, to include in a `poll(2)`;
+/// `None` before this process installed its handlers. See [`drain_wake`].
+///
+/// Borrow it for one wait, not across a fork: a forked child replaces its wake pipe.
+pub fn wake_fd() -> Option<BorrowedFd<'static>> {
+    let fd = WAKE_READ.load(Ordering::SeqCst);
+    // SAFETY: the wake pipe is opened once per process and never closed while the process
+    // runs (only a forked child replaces its copy, in its setup, before it borrows it).
+    (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
 /// Empties the wake-up pipe.
 pub fn drain_wake() {
-    let fd = wake_fd();
+    let fd = WAKE_READ.load(Ordering::SeqCst);
     if fd < 0 {
         return;
     }
@@ -208,14 +214,12 @@ pub fn while_building_states<T>(build: impl FnOnce() -> T) -> T {
 /// to run, inside [`while_building_states`]: past it the worker writes `message` to stderr and
 /// exits.
 pub fn state_deadline(deadline: Option<(std::time::Duration, String)>) {
-    // SAFETY: alarm(2) has no preconditions.
-    unsafe { libc::alarm(0) };
+    nix::unistd::alarm::cancel();
     if let Some((after, message)) = deadline {
         let message: &'static mut [u8] = Box::leak(message.into_bytes().into_boxed_slice());
         DEADLINE_LEN.store(message.len(), Ordering::SeqCst);
         DEADLINE_MESSAGE.store(message.as_mut_ptr(), Ordering::SeqCst);
         let seconds = u32::try_from(after.as_secs_f64().ceil() as u64).unwrap_or(u32::MAX).max(1);
-        // SAFETY: as above.
-        unsafe { libc::alarm(seconds) };
+        nix::unistd::alarm::set(seconds);
     }
 }

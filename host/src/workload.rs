@@ -18,7 +18,7 @@
 //! | `configName` | a string or `null` |
 //! | `background` | a bool, `0`/`1`, or `null` |
 //! | `retry` | a non-negative integer (or a string of digits), `null` = 0 |
-//! | `retries` | see [`crate::retries`]: `[]`, an integer, or `{"maximum": N, "increment": [...]}` |
+//! | `retries` | see [`crate::retry_policy`]: `[]`, an integer, or `{"maximum": N, "increment": [...]}` |
 //!
 //! In an `env` object, `environment` is the environment name; every other entry is a server
 //! variable the original merged into `$_SERVER`, and a task reads it with `job.env("HTTP_HOST")`.
@@ -28,7 +28,7 @@
 //!
 //! No I/O here: the worker decodes with [`decode`], the client encodes with [`encode`].
 
-use crate::retries::Retries;
+use crate::retry_policy::Retries;
 use serde_json::{Map, Value};
 
 /// The single Gearman function li3_gearman submitted every job to.
@@ -36,7 +36,7 @@ pub const COMPAT_FUNCTION: &str = "li3_gearman\\extensions\\command\\Gearmand::r
 
 /// A decoded job: which task, with what, for which job id and environment.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Job {
+pub struct Envelope {
     /// The task name to dispatch (not yet canonical: `Hello` stays `Hello`).
     pub task: String,
     /// The positional arguments, a JSON array.
@@ -58,9 +58,9 @@ pub struct Job {
     pub retries: Retries,
 }
 
-impl Job {
-    fn plain(task: &str, args: Value) -> Job {
-        Job {
+impl Envelope {
+    fn plain(task: &str, args: Value) -> Envelope {
+        Envelope {
             task: task.to_string(),
             args,
             id: None,
@@ -89,7 +89,7 @@ pub enum WorkloadError {
 ///
 /// # Errors
 /// [`WorkloadError`] for an envelope that cannot be read; the worker fails the job with it.
-pub fn decode(function: &str, workload: &[u8]) -> Result<Job, WorkloadError> {
+pub fn decode(function: &str, workload: &[u8]) -> Result<Envelope, WorkloadError> {
     let parsed: Option<Value> = serde_json::from_slice(workload).ok();
     if function == COMPAT_FUNCTION {
         let Some(Value::Object(envelope)) = parsed else {
@@ -107,10 +107,12 @@ pub fn decode(function: &str, workload: &[u8]) -> Result<Job, WorkloadError> {
         return from_envelope(&task, &envelope).map_err(WorkloadError::Compat);
     }
     Ok(match parsed {
-        Some(Value::Array(args)) => Job::plain(function, Value::Array(args)),
+        Some(Value::Array(args)) => Envelope::plain(function, Value::Array(args)),
         Some(Value::Object(envelope)) => from_envelope(function, &envelope).map_err(WorkloadError::Envelope)?,
-        Some(scalar) => Job::plain(function, Value::Array(vec![scalar])),
-        None => Job::plain(function, Value::Array(vec![Value::String(String::from_utf8_lossy(workload).into_owned())])),
+        Some(scalar) => Envelope::plain(function, Value::Array(vec![scalar])),
+        None => {
+            Envelope::plain(function, Value::Array(vec![Value::String(String::from_utf8_lossy(workload).into_owned())]))
+        }
     })
 }
 
@@ -119,7 +121,7 @@ fn wrong(key: &str, expected: &str, found: &Value) -> String {
     format!("\"{key}\" must be {expected}, not {found}")
 }
 
-fn from_envelope(task: &str, envelope: &Map<String, Value>) -> Result<Job, String> {
+fn from_envelope(task: &str, envelope: &Map<String, Value>) -> Result<Envelope, String> {
     let get = |key: &str| envelope.get(key).filter(|v| !v.is_null());
     let text = |key: &str| -> Result<Option<String>, String> {
         match get(key) {
@@ -129,7 +131,7 @@ fn from_envelope(task: &str, envelope: &Map<String, Value>) -> Result<Job, Strin
             Some(other) => Err(wrong(key, "a string", other)),
         }
     };
-    let mut job = Job::plain(task, args(get("args")));
+    let mut job = Envelope::plain(task, args(get("args")));
     job.id = text("id")?;
     job.config_name = text("configName")?;
     match get("env") {
@@ -224,14 +226,63 @@ pub fn encode(args: &Value, id: &str, env: Option<&str>) -> Vec<u8> {
     Value::Object(envelope).to_string().into_bytes()
 }
 
+/// li3_gearman's envelope for `task` (sent to [`COMPAT_FUNCTION`]), exactly as its PHP client
+/// (`Job::run`) `json_encode`s it, key order included: `{id, args, env, configName, task,
+/// background, retry, retries}`, `task` with a leading `\` and `::run` when it names a class
+/// alone, `env` an object holding `environment` (PHP fills it with `Environment::get()`; the
+/// PHP worker sets it back), `retries` `[]` or li3_gearman's `{maximum, increment}`.
+pub fn encode_li3_gearman(
+    task: &str,
+    args: &Value,
+    id: &str,
+    environment: Option<&str>,
+    config_name: &str,
+    background: bool,
+    retries: Option<&crate::retry_policy::Retries>,
+) -> Vec<u8> {
+    let mut name = if task.starts_with('\\') { task.to_string() } else { format!("\\{task}") };
+    if !name.contains("::") {
+        name.push_str("::run");
+    }
+    let mut env = Map::new();
+    env.insert("environment".into(), Value::String(environment.unwrap_or("production").to_string()));
+    let retries = retries.map_or(Value::Array(Vec::new()), crate::retry_policy::Retries::to_json);
+    // Written key by key: serde_json's maps sort their keys, PHP keeps `compact()`'s order.
+    let fields: [(&str, Value); 8] = [
+        ("id", Value::String(id.to_string())),
+        ("args", args.clone()),
+        ("env", Value::Object(env)),
+        ("configName", Value::String(config_name.to_string())),
+        ("task", Value::String(name)),
+        ("background", Value::Bool(background)),
+        ("retry", Value::from(0)),
+        ("retries", retries),
+    ];
+    let body: Vec<String> =
+        fields.iter().map(|(key, value)| format!("{}:{value}", Value::String((*key).into()))).collect();
+    format!("{{{}}}", body.join(",")).into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
     use std::time::Duration;
 
-    fn job(task: &str, args: Value, id: Option<&str>, env: Option<&str>) -> Job {
-        Job { id: id.map(Into::into), env: env.map(Into::into), ..Job::plain(task, args) }
+    #[test]
+    fn li3_gearmans_envelope_as_php_writes_it_and_li3g_reads_it_back() {
+        let text =
+            encode_li3_gearman("app\\tasks\\Report", &json!([3]), "abc", Some("staging"), "default", false, None);
+        assert_eq!(
+            String::from_utf8(text.clone()).unwrap(),
+            r#"{"id":"abc","args":[3],"env":{"environment":"staging"},"configName":"default","task":"\\app\\tasks\\Report::run","background":false,"retry":0,"retries":[]}"#
+        );
+        let decoded = decode(COMPAT_FUNCTION, &text).unwrap();
+        assert_eq!((decoded.task.as_str(), decoded.env.as_deref()), ("\\app\\tasks\\Report::run", Some("staging")));
+    }
+
+    fn job(task: &str, args: Value, id: Option<&str>, env: Option<&str>) -> Envelope {
+        Envelope { id: id.map(Into::into), env: env.map(Into::into), ..Envelope::plain(task, args) }
     }
 
     #[test]
@@ -298,7 +349,7 @@ mod tests {
         let old = br#"{"id":"5a1f","args":["Mariano"],"env":"production","configName":"default","task":"\\app\\tasks\\Hello::say","background":true,"retry":0,"retries":3}"#;
         assert_eq!(
             decode(COMPAT_FUNCTION, old).unwrap(),
-            Job {
+            Envelope {
                 config_name: Some("default".into()),
                 background: Some(true),
                 retries: Retries::with_maximum(3),

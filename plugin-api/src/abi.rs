@@ -5,15 +5,13 @@
 //! type, when the plugin is loaded. Task authors never touch these types: the [`plugin!`]
 //! macro builds them and [`Job`](crate::Job) wraps the context. The host uses them directly.
 //!
-//! Growth rules: [`PluginMod`] is a prefix type, so fields can be appended after the last one.
-//! abi_stable's layout check lets an *older host* load a *longer* `PluginMod` (the host ignores
-//! the fields it does not know), but the same check compares the package version each type
-//! was built in (0.y: the same minor, a plugin patch no lower than the host's), so a plugin
-//! built against a later minor is refused anyway; and it it refuses a plugin whose `PluginMod` has fewer fields than the host's
-//! ("too many fields"; a test shows it). So an append still bumps the minor version, which
-//! makes the version check refuse older plugins with a clear message first. Any other change
-//! to a type in this module changes the layout and bumps the minor version too (0.x). Either
-//! way, plugins built against an older version must be rebuilt. See the crate docs.
+//! Growth rules: any change to a type in this module, an appended field included, bumps the
+//! minor version (0.x), and plugins built against an older version must be rebuilt. abi_stable
+//! checks the package version each type was built in (the same 0.y minor, a plugin patch no
+//! lower than the host's), so a plugin of another minor is refused with a clear message.
+//! [`PluginMod`] is a prefix type, but that does not let versions mix: the version check refuses
+//! a plugin of a later minor, and the layout check refuses one whose `PluginMod` has fewer
+//! fields than the host's ("too many fields"; a test shows it). See the crate docs.
 //!
 //! [`plugin!`]: crate::plugin
 

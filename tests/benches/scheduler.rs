@@ -17,10 +17,11 @@
 //! Goals (issue 9): at least 50,000 jobs/s and 20x the original's rate; lateness p99 < 50 ms.
 //! Run: `cargo bench -p li3g-tests --bench scheduler`.
 
-use li3g_host::gearman::client::{Client as GearmanClient, Submit};
+use li3g_host::config::SchedulerSettings;
+use li3g_host::gearman::client::{GearmanClient, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_host::scheduler::record::unique_for;
-use li3g_host::scheduler::{Record, Settings, Store};
+use li3g_host::scheduler::{Record, Schedule};
 use li3g_tests::{release_build, wait_until, ChildGuard, Gearmand, Redis};
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -106,7 +107,7 @@ fn main() {
     let host = release_build().join("li3g-host");
     let redis = Redis::start();
     let gearmand = Gearmand::start();
-    let mut store = Store::open(&redis.url(), &Settings::default()).unwrap();
+    let mut store = Schedule::open(&redis.url(), &SchedulerSettings::default()).unwrap();
     let mut conn = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
 
     let reps: usize = std::env::var("REPS").ok().and_then(|n| n.parse().ok()).unwrap_or(3);
@@ -193,7 +194,7 @@ fn main() {
 fn move_rates(
     host: &std::path::Path,
     redis: &Redis,
-    store: &mut Store,
+    store: &mut Schedule,
     conn: &mut redis::Connection,
     (jobs, original_jobs, rep): (usize, usize, usize),
 ) -> (f64, f64, f64) {

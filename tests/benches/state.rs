@@ -15,7 +15,7 @@
 //!
 //! Run: `cargo bench -p li3g-tests --bench state` (`JOBS=N` to change the count, default 2000).
 
-use li3g_host::gearman::client::{Client, Submit};
+use li3g_host::gearman::client::{GearmanClient, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_tests::{release_build, wait_until, Gearmand, Redis};
 use std::os::unix::fs::PermissionsExt;
@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn queue(gearmand: &Gearmand, function: &str, workload: &[u8], jobs: usize) {
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let mut client = GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
     let job = Submit { function: function.into(), workload: workload.to_vec(), ..Submit::default() };
     for _ in 0..jobs {
         client.submit_background(&job).expect("queue a job");

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+mod peers;
+pub use peers::{missing_peers, require_peers};
+
 /// The workspace root (the parent of `tests/`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
@@ -44,6 +47,7 @@ impl Artifacts {
 /// When a build fails, with cargo's output.
 pub fn artifacts() -> &'static Artifacts {
     static BUILT: OnceLock<Artifacts> = OnceLock::new();
+    require_peers();
     BUILT.get_or_init(build)
 }
 
@@ -332,6 +336,7 @@ impl Gearmand {
 
     /// Starts gearmand itself on `port` with `extra` arguments (a queue store, say).
     pub fn try_gearmand_on(port: u16, extra: &[&str]) -> Result<Gearmand, String> {
+        require_peers();
         let log = tempfile::tempdir().expect("a log directory");
         let process = ChildGuard::spawn(
             Command::new("gearmand")
@@ -596,6 +601,7 @@ impl Redis {
     }
 
     fn try_start_in(port: u16, dir: &Path, persistence: &[&str]) -> Result<Redis, String> {
+        require_peers();
         let process = ChildGuard::spawn(
             Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])

@@ -1,7 +1,7 @@
 //! The Gearman client against a real gearmand, with the `gearman` CLI (gearman-tools) as
 //! the worker: a peer no one here wrote.
 
-use li3g_host::gearman::client::{Client, ClientError, JobEvent, JobHandle, Submit};
+use li3g_host::gearman::client::{ClientError, GearmanClient, JobEvent, JobHandle, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_host::gearman::packet::Priority;
 use li3g_tests::{free_port, wait_for_workers, ChildGuard, Gearmand};
@@ -34,7 +34,7 @@ fn a_synchronous_job_returns_the_workers_result() {
     let gearmand = Gearmand::start();
     let _worker = cli_worker(&gearmand, "upper", &[], &["tr", "a-z", "A-Z"]);
     wait_for_workers(&[&gearmand], "upper", 1);
-    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     let (_, result) = client.submit_sync(&job("upper", b"hello"), Some(Duration::from_secs(10)), &mut |_| {}).unwrap();
     assert_eq!(result, b"HELLO");
 }
@@ -42,7 +42,7 @@ fn a_synchronous_job_returns_the_workers_result() {
 #[test]
 fn a_background_job_returns_a_handle_the_server_knows() {
     let gearmand = Gearmand::start();
-    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     let handle = client.submit_background(&job("nobody_serves_this", b"x")).unwrap();
     assert!(handle.handle.starts_with(b"H:"), "{handle}");
     assert_eq!(handle.server, addr(gearmand.port));
@@ -56,7 +56,7 @@ fn a_background_job_returns_a_handle_the_server_knows() {
 #[test]
 fn background_jobs_run_high_before_normal_before_low() {
     let gearmand = Gearmand::start();
-    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     for (priority, name) in [(Priority::Low, "low"), (Priority::Normal, "normal"), (Priority::High, "high")] {
         let submit = Submit { priority, ..job("order", name.as_bytes()) };
         client.submit_background(&submit).unwrap();
@@ -74,7 +74,7 @@ fn a_failing_job_is_an_error_and_a_timeout_is_reported() {
     let gearmand = Gearmand::start();
     let _worker = cli_worker(&gearmand, "fail", &[], &["false"]);
     wait_for_workers(&[&gearmand], "fail", 1);
-    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     let err = client.submit_sync(&job("fail", b""), Some(Duration::from_secs(10)), &mut |_| {}).unwrap_err();
     assert!(matches!(err, ClientError::Failed), "{err:?}");
 
@@ -90,7 +90,7 @@ fn the_client_fails_over_to_a_live_server() {
     let dead = free_port();
     // Both starting points: from the dead server over to the live one, and the live one at once.
     for start in [0, 1, 0, 1] {
-        let mut client = Client::new(vec![addr(dead), addr(gearmand.port)]).start_at(start);
+        let mut client = GearmanClient::new(vec![addr(dead), addr(gearmand.port)]).start_at(start);
         let handle = client.submit_background(&job("failover", b"x")).unwrap();
         assert_eq!(handle.server, addr(gearmand.port));
     }
@@ -100,11 +100,11 @@ fn the_client_fails_over_to_a_live_server() {
 #[test]
 fn a_status_lookup_asks_the_server_that_holds_the_job() {
     let (a, b) = (Gearmand::start(), Gearmand::start());
-    let mut client = Client::new(vec![addr(a.port), addr(b.port)]).start_at(1);
+    let mut client = GearmanClient::new(vec![addr(a.port), addr(b.port)]).start_at(1);
     let held = client.submit_background(&job("where", b"x")).unwrap();
     assert_eq!(held.server, addr(b.port));
     // This client's connection now goes to A; the lookup still asks B, which knows the handle.
-    let mut other = Client::new(vec![addr(a.port), addr(b.port)]).start_at(0);
+    let mut other = GearmanClient::new(vec![addr(a.port), addr(b.port)]).start_at(0);
     other.echo(b"connect to A first").unwrap();
     assert!(other.status(&held).unwrap().known);
     // A handle given by A asks A, which does not know B's job.
@@ -115,7 +115,7 @@ fn a_status_lookup_asks_the_server_that_holds_the_job() {
 #[test]
 fn no_live_server_is_a_clear_error_naming_each() {
     let (a, b) = (free_port(), free_port());
-    let mut client = Client::new(vec![addr(a), addr(b)]);
+    let mut client = GearmanClient::new(vec![addr(a), addr(b)]);
     let err = client.submit_background(&job("x", b"")).unwrap_err();
     let message = err.to_string();
     assert!(message.starts_with("no job server could take the job"), "{message}");
@@ -125,7 +125,7 @@ fn no_live_server_is_a_clear_error_naming_each() {
 #[test]
 fn echo_and_partial_data_events() {
     let gearmand = Gearmand::start();
-    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     client.echo(b"are you there").unwrap();
     // gearman -w without a command sends no partial data; events are covered with li3g's own
     // worker. Here: a job without events gets none.
@@ -157,7 +157,7 @@ fn the_admin_protocol_against_gearmand() {
     let workers = admin::parse_workers(conn.admin("workers").unwrap().iter().map(String::as_str)).unwrap();
     assert!(workers.iter().any(|w| w.functions == ["adminfn"]), "{workers:?}");
     // The same connection still speaks the binary protocol afterwards.
-    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     client.echo(b"still binary").unwrap();
 }
 
@@ -173,7 +173,7 @@ fn a_peer_that_is_not_a_job_server_is_a_clear_error() {
         let _ = stream.read(&mut request);
         stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").unwrap();
     });
-    let mut client = Client::new(vec![addr(port)]);
+    let mut client = GearmanClient::new(vec![addr(port)]);
     let err = client.submit_background(&job("x", b"")).unwrap_err().to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}: protocol error: bad packet magic")), "{err}");
     server.join().unwrap();
@@ -183,7 +183,7 @@ fn a_peer_that_is_not_a_job_server_is_a_clear_error() {
 fn a_client_survives_its_server_restarting() {
     let gearmand = Gearmand::start();
     let port = gearmand.port;
-    let mut client = Client::new(vec![addr(port)]);
+    let mut client = GearmanClient::new(vec![addr(port)]);
     client.submit_background(&job("restart", b"1")).unwrap();
     gearmand.kill();
     let gearmand = Gearmand::start_on(port);
@@ -238,7 +238,7 @@ fn a_submission_sent_but_not_confirmed_is_not_sent_elsewhere() {
     let gearmand = Gearmand::start();
     let proxy = unconfirming_proxy(gearmand.port);
     // The proxy first, then gearmand itself: failing over would queue the job a second time.
-    let mut client = Client::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0);
+    let mut client = GearmanClient::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0);
     let err = client.submit_background(&job("once", b"x")).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -255,7 +255,7 @@ fn a_submission_sent_but_not_confirmed_is_not_sent_elsewhere() {
 fn an_unconfirmed_submission_with_a_unique_key_is_sent_again_and_coalesces() {
     let gearmand = Gearmand::start();
     let proxy = unconfirming_proxy(gearmand.port);
-    let mut client = Client::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0);
+    let mut client = GearmanClient::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0);
     let submit = Submit { unique: b"only-once".to_vec(), ..job("keyed", b"x") };
     let handle = client.submit_background(&submit).unwrap();
     assert_eq!(handle.server, addr(proxy), "sent again to the same server");
@@ -278,13 +278,13 @@ fn wedged_server() -> u16 {
 fn every_request_has_a_deadline_even_on_a_server_that_never_answers() {
     let port = wedged_server();
     let started = Instant::now();
-    let err = Client::new(vec![addr(port)]).request_timeout(Duration::from_secs(1)).echo(b"hello?").unwrap_err();
+    let err = GearmanClient::new(vec![addr(port)]).request_timeout(Duration::from_secs(1)).echo(b"hello?").unwrap_err();
     assert_eq!(err.to_string(), format!("no job server could take the job: 127.0.0.1:{port}: no answer within 1.0 s"));
     assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
 
     // A synchronous job's own timeout bounds its submission too.
     let started = Instant::now();
-    let mut client = Client::new(vec![addr(port)]);
+    let mut client = GearmanClient::new(vec![addr(port)]);
     let err = client.submit_sync(&job("x", b""), Some(Duration::from_secs(1)), &mut |_| {}).unwrap_err();
     assert!(err.to_string().ends_with("no answer within 1.0 s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());

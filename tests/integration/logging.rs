@@ -1,7 +1,7 @@
 //! Log lines: what `--verbose` shows at the default level, and lines from several workers that
 //! never interleave.
 
-use li3g_host::gearman::client::{Client, ClientError, Submit};
+use li3g_host::gearman::client::{ClientError, GearmanClient, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_tests::{host, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir};
 use std::process::Stdio;
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn client(gearmand: &Gearmand) -> Client {
-    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
+fn client(gearmand: &Gearmand) -> GearmanClient {
+    GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
 }
 
 fn job(function: &str, workload: &[u8]) -> Submit {

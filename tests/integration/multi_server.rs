@@ -1,7 +1,7 @@
 //! A worker with several servers: every server is served fairly, a hostile one (a peer this
 //! test runs in-process) never stalls the good one, and a stop signal always ends a wait.
 
-use li3g_host::gearman::client::{Client, Submit};
+use li3g_host::gearman::client::{GearmanClient, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_tests::{host, wait_for_workers, wait_until, ChildGuard, Gearmand, PluginDir};
 use std::io::{Read, Write};
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn client(port: u16) -> Client {
-    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }])
+fn client(port: u16) -> GearmanClient {
+    GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port }])
 }
 
 fn job(function: &str, workload: &[u8]) -> Submit {

@@ -68,9 +68,14 @@ fn a_sigkilled_atomic_daemon_with_a_job_in_flight_leaves_nothing_behind() {
     let pid_path = pid_file.display().to_string();
     assert!(!descriptors(worker).contains(&pid_path), "{:?}", descriptors(worker));
     let outside = descriptors(daemon.id());
-    let held: Vec<String> =
-        descriptors(job).into_iter().filter(|d| !outside.contains(d) && !d.starts_with("/memfd:")).collect();
-    assert!(held.len() == 1 && held[0].starts_with("pipe:"), "{held:?}, the worker's: {:?}", descriptors(worker));
+    // The child closes them in its first steps after the fork, which may not have run yet.
+    let held = || -> Vec<String> {
+        descriptors(job).into_iter().filter(|d| !outside.contains(d) && !d.starts_with("/memfd:")).collect()
+    };
+    wait_until("the job child holds only its result pipe", WAIT, || {
+        let held = held();
+        held.len() == 1 && held[0].starts_with("pipe:")
+    });
 
     let killed = Instant::now();
     daemon.kill(); // SIGKILL: the daemon cannot stop anything itself
@@ -83,6 +88,31 @@ fn a_sigkilled_atomic_daemon_with_a_job_in_flight_leaves_nothing_behind() {
     let (_again, lines) = start_with_pid_file(&gearmand, &dir, &pid_file, &[]);
     lines.wait_for("Created worker number 1", WAIT);
     assert_eq!(lines.count("already running"), 0, "{:#?}", lines.all());
+}
+
+#[test]
+fn a_job_child_is_killed_and_reaped_when_its_worker_fails_while_it_runs() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let mut command = host();
+    command
+        .args(["work", "--atomic", "--servers", &gearmand.addr()])
+        .arg("--plugins")
+        .arg(dir.path())
+        .env("LI3G_TEST_JOB_POLL_FAILS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let worker = ChildGuard::spawn(&mut command);
+    wait_for_workers(&[&gearmand], "Misbehave::shell", 1);
+    let marker = format!("{}", 5000 + std::process::id() % 1000);
+    // The worker's wait for its job child fails at once: the job fails, and neither the child
+    // nor what it started keeps running (the child was an orphan, running and never reaped).
+    let err = call(&mut client(&gearmand), "Misbehave::shell", &[json!(format!("sleep {marker}"))]).unwrap_err();
+    assert!(err.contains("injected by LI3G_TEST_JOB_POLL_FAILS"), "{err}");
+    wait_until("the job child is gone, reaped", WAIT, || children(worker.id()).is_empty());
+    wait_until("what the job started is gone", WAIT, || processes_with_arg(&marker).is_empty());
+    // The worker goes on serving.
+    assert!(alive(worker.id()));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use li3g_host::client::{Client, Outcome, RunOptions};
 use li3g_host::config::Config;
 use li3g_host::scheduler::record::unique_for;
-use li3g_host::scheduler::{Record, Store};
+use li3g_host::scheduler::{Record, Schedule};
 use li3g_tests::{host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir, Redis};
 use serde_json::json;
 use std::collections::HashSet;
@@ -62,8 +62,9 @@ impl Setup {
         li3g_host::config::load(Some(&self.config_path), "default", None).unwrap()
     }
 
-    fn store(&self) -> Store {
-        Store::from_config(&self.config()).unwrap()
+    fn store(&self) -> Schedule {
+        let config = self.config();
+        Schedule::open(config.redis.as_deref().unwrap(), &config.scheduler).unwrap()
     }
 
     fn redis(&self) -> redis::Connection {
@@ -340,7 +341,7 @@ fn retries_then_the_dead_set_and_back() {
     let dead_line = |text: &str| setup.li3g(&["scheduled"]).stdout.lines().any(|l| l.contains(&id) && l.contains(text));
     wait_until("the job is dead", LONG, || dead_line("error: failure 2 of 5"));
     assert_eq!(lines(&doomed).len(), 2);
-    assert!(setup.li3g(&["status", &id]).stdout.starts_with("error"));
+    assert!(setup.li3g(&["status", &id]).stdout.starts_with("dead"));
     let listed = setup.li3g(&["scheduled"]).stdout;
     assert!(listed.contains("Dead: 1") && listed.contains("retry 1"), "{listed}");
 
@@ -462,3 +463,6 @@ fn gearmand_restarted_under_a_running_scheduler_loses_nothing() {
     assert_eq!(lines(&path).iter().collect::<HashSet<_>>().len(), 20);
     assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up");
 }
+
+#[path = "scheduler_durability.rs"]
+mod durability;

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-mod conformance;
+pub(crate) mod conformance;
 mod store;
 
 const LONG: Duration = Duration::from_secs(30);

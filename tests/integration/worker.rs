@@ -1,7 +1,7 @@
 //! The li3g worker (`li3g-host work`) against a real gearmand, with the `gearman` CLI and
 //! li3g's own client as clients.
 
-use li3g_host::gearman::client::{Client, ClientError, JobEvent, Submit};
+use li3g_host::gearman::client::{ClientError, GearmanClient, JobEvent, Submit};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_host::workload::COMPAT_FUNCTION;
 use li3g_tests::{host, run, wait_for_workers, ChildGuard, Gearmand, PluginDir};
@@ -31,12 +31,12 @@ fn job(function: &str, workload: &[u8]) -> Submit {
     Submit { function: function.into(), workload: workload.to_vec(), ..Submit::default() }
 }
 
-fn sync(client: &mut Client, function: &str, workload: &[u8]) -> Result<Vec<u8>, ClientError> {
+fn sync(client: &mut GearmanClient, function: &str, workload: &[u8]) -> Result<Vec<u8>, ClientError> {
     client.submit_sync(&job(function, workload), Some(Duration::from_secs(20)), &mut |_| {}).map(|(_, r)| r)
 }
 
 /// Runs a job that must fail with an exception; returns its message.
-fn exception(client: &mut Client, function: &str, workload: &[u8]) -> String {
+fn exception(client: &mut GearmanClient, function: &str, workload: &[u8]) -> String {
     match sync(client, function, workload) {
         Err(ClientError::Exception(message)) => message,
         other => panic!("{function}: expected an exception, got {other:?}"),
@@ -81,7 +81,7 @@ fn results_exceptions_progress_data_and_context() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello", "misbehave"]);
     let _worker = start_worker(&[&gearmand], &dir);
-    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     assert_eq!(sync(&mut client, "Misbehave::add", b"[40, 2]").unwrap(), b"42");
     let message = exception(&mut client, "Misbehave::fail", b"disk full");
     assert_eq!(message, "disk full");
@@ -114,7 +114,7 @@ fn the_li3_gearman_envelope_works_and_a_malformed_one_is_an_exception() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
     let _worker = start_worker(&[&gearmand], &dir);
-    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     let php = br#"{"id":"5a1f","args":["Mariano"],"env":"production","configName":"default","task":"\\Hello::say","background":false,"retry":0,"retries":3}"#;
     assert_eq!(sync(&mut client, COMPAT_FUNCTION, php).unwrap(), b"Hello Mariano");
     let message = exception(&mut client, COMPAT_FUNCTION, b"not json");
@@ -133,7 +133,7 @@ fn the_worker_re_registers_after_gearmand_restarts() {
     gearmand.kill();
     let gearmand = Gearmand::start_on(port);
     wait_for_workers(&[&gearmand], "Hello::say", 1);
-    let mut client = Client::new(vec![addr(port)]);
+    let mut client = GearmanClient::new(vec![addr(port)]);
     assert_eq!(sync(&mut client, "Hello::say", b"again").unwrap(), b"Hello again");
 }
 
@@ -142,14 +142,14 @@ fn two_servers_one_killed_the_other_still_serves() {
     let (a, b) = (Gearmand::start(), Gearmand::start());
     let dir = PluginDir::with(&["hello"]);
     let _worker = start_worker(&[&a, &b], &dir);
-    let mut client_b = Client::new(vec![addr(b.port)]);
+    let mut client_b = GearmanClient::new(vec![addr(b.port)]);
     assert_eq!(sync(&mut client_b, "Hello::say", b"b").unwrap(), b"Hello b");
-    let mut client_a = Client::new(vec![addr(a.port)]);
+    let mut client_a = GearmanClient::new(vec![addr(a.port)]);
     assert_eq!(sync(&mut client_a, "Hello::say", b"a").unwrap(), b"Hello a");
     let dead = a.port;
     a.kill();
     // A client of both servers fails over to the live one, and the worker serves it there.
-    let mut client = Client::new(vec![addr(dead), addr(b.port)]);
+    let mut client = GearmanClient::new(vec![addr(dead), addr(b.port)]);
     assert_eq!(sync(&mut client, "Hello::say", b"survivor").unwrap(), b"Hello survivor");
 }
 
@@ -158,7 +158,7 @@ fn ping_is_answered_and_set_client_id_shows_in_gearadmin() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
     let worker = start_worker(&[&gearmand], &dir);
-    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     let pong = sync(&mut client, "li3g::ping", b"").unwrap();
     assert!(
         String::from_utf8_lossy(&pong).ends_with(&format!(":{}", worker.id())),

@@ -4,8 +4,8 @@
 use super::Common;
 use crate::config::Config;
 use crate::scheduler::run::{self as scheduler_run, SchedulerConfig};
-use crate::scheduler::store::{epoch_ms, Place};
-use crate::scheduler::Store;
+use crate::scheduler::schedule::{epoch_ms, Place};
+use crate::scheduler::{Schedule, ScheduleError};
 use crate::signals;
 use clap::Args;
 use std::process::ExitCode;
@@ -53,6 +53,11 @@ pub(super) struct IdArgs {
     common: Common,
 }
 
+/// The configuration's schedule.
+fn open(config: &Config) -> Result<Schedule, ScheduleError> {
+    Schedule::open(config.redis.as_deref().ok_or(ScheduleError::NotConfigured)?, &config.scheduler)
+}
+
 /// A log line of the scheduler: stderr with `--verbose`, else syslog.
 pub(super) fn scheduler_log(verbose: bool) -> impl Fn(&str) {
     move |message: &str| {
@@ -71,7 +76,7 @@ pub(super) fn scheduler(args: &SchedulerArgs) -> anyhow::Result<ExitCode> {
         config.scheduler.lease = Duration::from_secs_f64(lease);
     }
     // What would make it fail at once is an error here, on stderr, not only a log line.
-    Store::from_config(&config)?;
+    open(&config)?;
     signals::install_worker();
     Ok(ExitCode::from(run_scheduler(&config, args.verbose, args.batch as usize)))
 }
@@ -80,7 +85,7 @@ pub(super) fn scheduler(args: &SchedulerArgs) -> anyhow::Result<ExitCode> {
 /// Redis). Used by `scheduler` and by `start`'s scheduler child.
 pub(super) fn run_scheduler(config: &Config, verbose: bool, batch: usize) -> u8 {
     let log = scheduler_log(verbose);
-    let mut store = match Store::from_config(config) {
+    let mut store = match open(config) {
         Ok(store) => store,
         Err(err) => {
             log(&format!("Cannot start: {err}"));
@@ -93,7 +98,7 @@ pub(super) fn run_scheduler(config: &Config, verbose: bool, batch: usize) -> u8 
     options.verbose = verbose;
     log(&format!(
         "Moving due jobs from {} to {} job servers",
-        config.redis.as_deref().unwrap_or(""),
+        crate::config::redact_url(config.redis.as_deref().unwrap_or("")),
         config.servers.len()
     ));
     let stats = scheduler_run::run(&mut store, &options, &signals::stop_requested, &log);
@@ -101,14 +106,31 @@ pub(super) fn run_scheduler(config: &Config, verbose: bool, batch: usize) -> u8 
     0
 }
 
+/// A stored time (ms since the epoch) as RFC 3339; one out of RFC 3339's range (a hand-written
+/// score, or stored before times were bounded) as its number, never a panic.
 fn time(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(at).to_string()
+    match u64::try_from(ms).ok().and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms))) {
+        Some(at) if at < *LAST_PRINTABLE => humantime::format_rfc3339_millis(at).to_string(),
+        _ => format!("(at {ms} ms since 1970)"),
+    }
+}
+
+/// 10000-01-01: humantime prints years up to 9999.
+static LAST_PRINTABLE: std::sync::LazyLock<std::time::SystemTime> =
+    std::sync::LazyLock::new(|| UNIX_EPOCH + Duration::from_secs(253_402_300_800));
+
+/// A time as RFC 3339 seconds, as [`time`] never panicking.
+pub(super) fn rfc3339(at: std::time::SystemTime) -> String {
+    if at < *LAST_PRINTABLE && at >= UNIX_EPOCH {
+        humantime::format_rfc3339_seconds(at).to_string()
+    } else {
+        format!("{at:?}")
+    }
 }
 
 pub(super) fn scheduled(args: &ScheduledArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
-    let mut store = Store::from_config(&config)?;
+    let mut store = open(&config)?;
     let pending = store.pending()?;
     let dead = store.dead()?;
     let now = epoch_ms(std::time::SystemTime::now());
@@ -131,7 +153,7 @@ pub(super) fn scheduled(args: &ScheduledArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) fn cancel(args: &IdArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
-    if Store::from_config(&config)?.cancel(&args.id)? {
+    if open(&config)?.cancel(&args.id)? {
         println!("cancelled job {}", args.id);
         Ok(ExitCode::SUCCESS)
     } else {
@@ -142,7 +164,7 @@ pub(super) fn cancel(args: &IdArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) fn retry(args: &IdArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
-    if Store::from_config(&config)?.requeue(&args.id)? {
+    if open(&config)?.requeue(&args.id)? {
         println!("requeued job {}", args.id);
         Ok(ExitCode::SUCCESS)
     } else {
@@ -153,7 +175,7 @@ pub(super) fn retry(args: &IdArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) fn status(args: &IdArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
-    match Store::from_config(&config)?.status(&args.id)? {
+    match open(&config)?.status(&args.id)? {
         Some((status, ttl)) => {
             println!("{status} (expires in {ttl} s)");
             Ok(ExitCode::SUCCESS)

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Where the server listens unless told otherwise: gearmand's port, loopback only.
-pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4730";
+pub(crate) const DEFAULT_LISTEN: &str = crate::daemon::EMBEDDED_LISTEN;
 
 #[derive(Debug, Args)]
 pub(super) struct ServerArgs {
@@ -36,7 +36,7 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let options = Options {
         store: args.store.clone(),
         job_retries: args.job_retries,
-        host: super::work::hostname(),
+        host: crate::process::hostname(),
         ..Options::default()
     };
     signals::install_worker();
@@ -48,6 +48,6 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     // Listening only once the store is open: a store that cannot be opened fails here.
     let server = server::Server::open(listener, options)?;
     eprintln!("li3g-host: job server listening on {addr} (store: {store})");
-    server.serve(Some(signals::wake_fd()), &signals::stop_requested)?;
+    server.serve(signals::wake_fd().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)), &signals::stop_requested)?;
     Ok(ExitCode::SUCCESS)
 }

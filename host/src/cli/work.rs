@@ -75,7 +75,7 @@ impl WorkerOptions {
         WorkerConfig {
             servers: config.servers.clone(),
             environment: config.environment.clone().unwrap_or_default(),
-            client_id: format!("{}:{}", hostname(), std::process::id()),
+            client_id: format!("{}:{}", crate::process::hostname(), std::process::id()),
             timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
             atomic: self.atomic,
             timeout: self.timeout,
@@ -84,7 +84,10 @@ impl WorkerOptions {
             configured_tasks: config.tasks.keys().cloned().collect(),
             plugin_settings: config.plugin_settings(),
             log: self.log(),
-            hooks: crate::scheduler::retry::JobHooks::from_config(config),
+            hooks: config
+                .redis
+                .as_deref()
+                .map(|url| crate::scheduler::job_hooks::JobHooks::new(url, &config.scheduler)),
         }
     }
 }
@@ -113,19 +116,14 @@ pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
 pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> u8 {
     let mut worker = options.worker_config(config);
     worker.log = log;
-    let dir = plugins_dir(config).map_err(|err| format!("{err:#}"));
-    worker::serve(dir.as_deref().map_err(Clone::clone), &worker)
-}
-
-pub(super) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
+    match plugins_dir(config) {
+        Ok(dir) => worker::serve(&dir, &worker),
+        Err(err) => {
+            crate::log::init(log.verbose);
+            log::error!("Cannot load plugins: {err:#}");
+            2
+        }
     }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //!
 //! - [`pool`]: the supervision loop: spawn, reap, restart policies with backoff, limits,
 //!   graceful stop (SIGTERM/SIGINT; a second one kills), graceful restart (SIGHUP).
+//! - [`run`]: what `start` runs: the child specs (workers, scheduler, embedded job server)
+//!   and the supervision of them.
 //! - [`spawn`]: forking one child from the (single-threaded) supervisor.
 //! - [`detach`]: `--daemon`: a new session, stdio away from the terminal, readiness reported
 //!   back to the command that started it.
@@ -28,6 +30,8 @@
 
 pub mod detach;
 pub mod pool;
+pub mod run;
 pub mod spawn;
 
 pub use pool::{supervise, ChildSpec, PoolOptions, Restart, EXIT_RECYCLE};
+pub use run::{run, Options, EMBEDDED_LISTEN};

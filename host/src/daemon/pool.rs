@@ -25,7 +25,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
-use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 /// The exit code of a child that ends to be replaced (a worker after `--max-jobs`, or over
@@ -324,10 +323,7 @@ impl Pool<'_, '_> {
         let respawn = self.kinds.iter().filter(|state| state.owed > 0).map(|state| state.respawn_at);
         let kill = self.kill_at.filter(|_| !self.killed);
         let timeout = respawn.chain(kill).min().map(|at| at.saturating_duration_since(now));
-        let fd = signals::wake_fd();
-        if fd >= 0 {
-            // SAFETY: the wake pipe lives as long as this process.
-            let wake = unsafe { BorrowedFd::borrow_raw(fd) };
+        if let Some(wake) = signals::wake_fd() {
             let _ = process::poll(&mut [PollFd::new(wake, PollFlags::POLLIN)], timeout);
             signals::drain_wake();
         } else if let Some(timeout) = timeout {

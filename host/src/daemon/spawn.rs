@@ -2,8 +2,7 @@
 
 use crate::process::{self, ForkFailed};
 use crate::signals;
-use nix::sys::signal::Signal;
-use nix::unistd::{getpid, ForkResult, Pid};
+use nix::unistd::Pid;
 
 /// Forks a child that runs `run(number)` and exits with its code via `_exit`.
 ///
@@ -15,18 +14,5 @@ use nix::unistd::{getpid, ForkResult, Pid};
 /// # Errors
 /// [`ForkFailed`] when this process is not single-threaded or fork fails.
 pub fn spawn_child(number: u32, run: &dyn Fn(u32) -> i32) -> Result<Pid, ForkFailed> {
-    let supervisor = getpid();
-    match process::fork(signals::reset_for_child)? {
-        ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => {
-            let code = if process::parent_death_signal(Signal::SIGKILL, supervisor) {
-                process::close_inherited();
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(number))).unwrap_or(101)
-            } else {
-                0 // the supervisor died between fork and prctl
-            };
-            // SAFETY: leave without running the supervisor's destructors in this copy.
-            unsafe { libc::_exit(code) }
-        }
-    }
+    process::fork_child(signals::reset_for_child, || run(number))
 }

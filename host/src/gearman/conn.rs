@@ -26,29 +26,51 @@ pub struct ServerAddr {
     pub port: u16,
 }
 
+/// Why a server address does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    /// Nothing was given.
+    #[error("an empty server address")]
+    Empty,
+    /// `[v6` without its `]`.
+    #[error("{0:?}: missing ]")]
+    MissingBracket(String),
+    /// Something other than `:port` after `[v6]`.
+    #[error("{0:?}: expected :port after ]")]
+    AfterBracket(String),
+    /// The port is not a number from 0 to 65535.
+    #[error("{addr:?}: bad port {port:?}")]
+    BadPort {
+        /// The address given.
+        addr: String,
+        /// Its port part.
+        port: String,
+    },
+}
+
 impl FromStr for ServerAddr {
-    type Err = String;
+    type Err = AddrError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if s.is_empty() {
-            return Err("an empty server address".into());
+            return Err(AddrError::Empty);
         }
+        let bad_port = |port: &str| AddrError::BadPort { addr: s.to_string(), port: port.to_string() };
         // [v6]:port, v6 alone, host:port, host alone.
         if let Some(rest) = s.strip_prefix('[') {
-            let (host, port) = rest.split_once(']').ok_or_else(|| format!("{s:?}: missing ]"))?;
+            let (host, port) = rest.split_once(']').ok_or_else(|| AddrError::MissingBracket(s.to_string()))?;
             let port = match port.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("{s:?}: bad port {p:?}"))?,
+                Some(p) => p.parse().map_err(|_| bad_port(p))?,
                 None if port.is_empty() => DEFAULT_PORT,
-                None => return Err(format!("{s:?}: expected :port after ]")),
+                None => return Err(AddrError::AfterBracket(s.to_string())),
             };
             return Ok(ServerAddr { host: host.to_string(), port });
         }
         match s.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => Ok(ServerAddr {
-                host: host.to_string(),
-                port: port.parse().map_err(|_| format!("{s:?}: bad port {port:?}"))?,
-            }),
+            Some((host, port)) if !host.contains(':') => {
+                Ok(ServerAddr { host: host.to_string(), port: port.parse().map_err(|_| bad_port(port))? })
+            }
             _ => Ok(ServerAddr { host: s.to_string(), port: DEFAULT_PORT }),
         }
     }
@@ -80,6 +102,20 @@ pub enum ConnError {
     Closed {
         /// The server.
         server: String,
+    },
+    /// There is no job server to connect to: none is configured.
+    #[error("no job servers configured")]
+    NoServers,
+    /// The connection was dropped earlier (after an error) and is needed now.
+    #[error("the connection to the job server was lost")]
+    Lost,
+    /// The server answered a request with a packet that does not belong there.
+    #[error("{server}: answered {answer} where another packet belongs")]
+    Unexpected {
+        /// The server.
+        server: String,
+        /// The packet's name (`NOOP`).
+        answer: String,
     },
     /// The server sent bytes that are not a valid packet; the connection is unusable.
     #[error("{server}: protocol error: {source}")]
@@ -400,8 +436,8 @@ mod tests {
         assert_eq!(p("10.0.0.1:4731").unwrap(), ServerAddr { host: "10.0.0.1".into(), port: 4731 });
         assert_eq!(p("[::1]:4731").unwrap(), ServerAddr { host: "::1".into(), port: 4731 });
         assert_eq!(p("::1").unwrap(), ServerAddr { host: "::1".into(), port: 4730 });
-        assert!(p("host:port").is_err());
-        assert!(p("").is_err());
+        assert_eq!(p("host:port").unwrap_err().to_string(), "\"host:port\": bad port \"port\"");
+        assert_eq!(p(""), Err(AddrError::Empty));
         assert_eq!(p("[::1]:4731").unwrap().to_string(), "[::1]:4731");
     }
 }

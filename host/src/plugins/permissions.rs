@@ -59,8 +59,7 @@ pub fn check(path: &Path, meta: &Metadata) -> Result<(), Insecure> {
     if let Some(who) = who {
         return Err(Insecure::Writable { path: path.display().to_string(), who, mode });
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = nix::unistd::geteuid().as_raw();
     let owner = meta.uid();
     if owner != me && owner != 0 {
         return Err(Insecure::Owner { path: path.display().to_string(), owner, me });

@@ -9,6 +9,13 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Held by the tests that load the machine (64 MiB jobs, 1,000,000 pipelined submissions) and
+/// by the differential suite, whose reads time out under that load: they take turns.
+pub(crate) fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// gearmand and the embedded server, in that order.
 fn both() -> [(&'static str, Gearmand); 2] {
     [
@@ -329,6 +336,7 @@ fn connections_waiting_at_descriptor_exhaustion_are_served_once_descriptors_are_
 /// gearmand's (li3g kept 132 MiB where gearmand was back to 10 MiB).
 #[test]
 fn a_64_mib_job_goes_through_and_its_memory_is_given_back() {
+    let _heavy = heavy();
     let mut rss = Vec::new();
     for (name, server) in both() {
         let big = vec![b'w'; 64 << 20];
@@ -398,6 +406,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// deadlocked at ~170k-490k).
 #[test]
 fn a_client_that_writes_everything_before_reading_gets_every_answer() {
+    let _heavy = heavy();
     const JOBS: usize = 1_000_000;
     let server = Gearmand::embedded(None);
     let mut wire = Vec::new();

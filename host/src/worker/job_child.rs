@@ -22,15 +22,15 @@
 
 use crate::gearman::packet::DEFAULT_MAX_BODY;
 use crate::plugins::JobEvents;
-use crate::process::{self, ForkFailed};
+use crate::process::{self, ForkFailed, MultiThreaded};
 use crate::signals;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The largest frame the child may send: what one Gearman packet can carry.
@@ -40,8 +40,8 @@ pub const MAX_FRAME: usize = DEFAULT_MAX_BODY;
 #[derive(Debug, thiserror::Error)]
 pub enum ForkError {
     /// The process has other threads: forking now could deadlock the child.
-    #[error("refusing to fork: this process has {0} threads (a plugin started one?); a forking process must be single-threaded")]
-    MultiThreaded(usize),
+    #[error(transparent)]
+    MultiThreaded(MultiThreaded),
     /// fork, pipe or pidfd failed.
     #[error("cannot run the job in a child process: {0}")]
     Os(#[from] io::Error),
@@ -79,7 +79,7 @@ impl From<nix::Error> for ForkError {
 impl From<ForkFailed> for ForkError {
     fn from(err: ForkFailed) -> Self {
         match err {
-            ForkFailed::MultiThreaded(n) => ForkError::MultiThreaded(n),
+            ForkFailed::MultiThreaded(err) => ForkError::MultiThreaded(err),
             ForkFailed::Os(err) => ForkError::Os(err),
         }
     }
@@ -173,34 +173,25 @@ pub fn run_in_child(
 ) -> Result<Result<Vec<u8>, String>, ForkError> {
     reap_children(false);
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let worker = nix::unistd::getpid();
-    match process::fork(signals::reset_for_job)? {
-        ForkResult::Child => {
-            drop(read);
-            child(job, write, limits, worker)
-        }
-        ForkResult::Parent { child } => {
-            drop(write);
-            // Both sides set the group, so it exists whichever runs first; the child may be
-            // gone already (ESRCH), which the wait below reports.
-            let _ = nix::unistd::setpgid(child, child);
-            parent(child, read, limits.timeout, events)
-        }
-    }
+    let read_fd = read.as_raw_fd();
+    let setup = || {
+        signals::reset_for_job();
+        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    };
+    let child = process::fork_child(setup, move || {
+        // The child's copy of the read end; the parent keeps its own.
+        let _ = nix::unistd::close(read_fd);
+        child(job, write, limits)
+    })?;
+    // Both sides set the group, so it exists whichever runs first; the child may be gone
+    // already (ESRCH), which the wait below reports.
+    let _ = nix::unistd::setpgid(child, child);
+    let mut child = JobChild { pid: child, state: ChildState::Running, pipe: Some(read.into()) };
+    child.wait(limits.timeout, events)
 }
 
-fn child(
-    job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
-    write: OwnedFd,
-    limits: ChildLimits,
-    worker: Pid,
-) -> ! {
-    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    if !process::parent_death_signal(Signal::SIGKILL, worker) {
-        // SAFETY: the worker died before the request took effect: leave without a trace.
-        unsafe { libc::_exit(1) }
-    }
-    process::close_inherited();
+/// The child's body: runs the job and sends what it returned; returns the exit code.
+fn child(job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>, write: OwnedFd, limits: ChildLimits) -> i32 {
     if let Some(bytes) = limits.memory {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes);
     }
@@ -212,98 +203,133 @@ fn child(
         Err(message) => events.frame(RESULT_ERR, message.as_bytes()),
     }
     let _ = events.pipe.flush();
-    // SAFETY: _exit ends the process without running the parent's atexit handlers or
-    // destructors, which belong to the worker, not to this copy of it.
-    unsafe { libc::_exit(if events.broken { 1 } else { 0 }) }
+    i32::from(events.broken)
 }
 
-/// Kills the child's whole process group and reaps the child.
-fn kill_group(child: Pid) {
-    let _ = signal::killpg(child, Signal::SIGKILL);
-    let _ = signal::kill(child, Signal::SIGKILL);
-    let _ = waitpid(child, None);
+/// The forked job child, owned by the worker from the fork on. However the wait for it ends
+/// (an answer, an exit, an error, a timeout, a stop), dropping it leaves no process behind:
+/// a child still running is killed with its process group and reaped; one that answered is
+/// handed to [`reap_children`], off the job's critical path; one that exited was reaped.
+struct JobChild {
+    pid: Pid,
+    state: ChildState,
+    /// The read end of the result pipe; `None` once the child's end is closed.
+    pipe: Option<std::fs::File>,
 }
 
-fn parent(
-    child: Pid,
-    read: OwnedFd,
-    timeout: Option<Duration>,
-    events: &mut dyn JobEvents,
-) -> Result<Result<Vec<u8>, String>, ForkError> {
-    // A pidfd becomes readable when the child exits: one poll waits for data and exit alike.
-    let pidfd = match process::pidfd(child) {
-        Ok(fd) => fd,
-        Err(err) => {
-            kill_group(child);
-            return Err(ForkError::Os(err));
-        }
-    };
-    nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-    let mut pipe = std::fs::File::from(read);
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut frames = Frames::default();
-    let mut pipe_open = true;
-    loop {
-        if signals::stop_count() >= 2 {
-            kill_group(child);
-            return Err(ForkError::Stopped);
-        }
-        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
-        if left.is_some_and(|left| left.is_zero()) {
-            kill_group(child);
-            return Err(ForkError::TimedOut(timeout.unwrap_or_default()));
-        }
-        let wake_fd = signals::wake_fd();
-        // SAFETY: the wake pipe lives as long as this process; signals only replace it in a child.
-        let wake = (wake_fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(wake_fd) });
-        let pipe_events = if pipe_open { PollFlags::POLLIN } else { PollFlags::empty() };
-        let mut fds = vec![PollFd::new(pipe.as_fd(), pipe_events), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        fds.extend(wake.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-        if !process::poll(&mut fds, left)? {
-            continue;
-        }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let (pipe_ready, exited) = (ready(&fds[0]), ready(&fds[1]));
-        drop(fds);
-        if wake.is_some() {
-            signals::drain_wake();
-        }
-        if pipe_ready {
-            match drain(&mut pipe, &mut frames, events) {
-                Ok(open) => pipe_open = open,
-                Err(err) => {
-                    kill_group(child);
-                    return Err(err);
-                }
+/// Where a [`JobChild`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChildState {
+    /// Running, or exited and not reaped yet: dropping it kills its group and reaps it.
+    Running,
+    /// It sent its result and only `_exit`s now: dropping it queues it for [`reap_children`].
+    Answered,
+    /// Reaped: nothing is left to do.
+    Exited,
+}
+
+impl Drop for JobChild {
+    fn drop(&mut self) {
+        match self.state {
+            ChildState::Running => {
+                // The group keeps the child's PID as its id until the child is reaped, so this
+                // cannot reach another process's group.
+                let _ = signal::killpg(self.pid, Signal::SIGKILL);
+                let _ = signal::kill(self.pid, Signal::SIGKILL);
+                let _ = waitpid(self.pid, None);
             }
-            if let Some(outcome) = frames.outcome.take() {
-                // The child answered and only `_exit`s now: answer the job at once and reap
-                // the child later, so its teardown is not on the job's critical path.
-                EXITING.with(|pids| pids.borrow_mut().push(child));
-                return Ok(outcome);
-            }
-        }
-        if exited {
-            // The child is gone: take what is left in the pipe, without waiting for an end of
-            // file that a grandchild holding the write end could withhold.
-            if pipe_open {
-                if let Err(err) = drain(&mut pipe, &mut frames, events) {
-                    kill_group(child);
-                    return Err(err);
-                }
-            }
-            break;
+            ChildState::Answered => EXITING.with(|pids| pids.borrow_mut().push(self.pid)),
+            ChildState::Exited => {}
         }
     }
-    let status = waitpid(child, None)?;
-    if let Some(outcome) = frames.outcome.take() {
-        return Ok(outcome);
+}
+
+impl JobChild {
+    /// Waits for the child's answer or its exit, forwarding its progress and data to `events`
+    /// as they come; kills it past `timeout` or at a second stop signal.
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        events: &mut dyn JobEvents,
+    ) -> Result<Result<Vec<u8>, String>, ForkError> {
+        // A pidfd becomes readable when the child exits: one poll waits for data and exit alike.
+        let pidfd = process::pidfd(self.pid)?;
+        if let Some(pipe) = &self.pipe {
+            nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut frames = Frames::default();
+        loop {
+            if signals::stop_count() >= 2 {
+                return Err(ForkError::Stopped);
+            }
+            let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                return Err(ForkError::TimedOut(timeout.unwrap_or_default()));
+            }
+            let wake = signals::wake_fd();
+            let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            fds.extend(self.pipe.as_ref().map(|pipe| PollFd::new(pipe.as_fd(), PollFlags::POLLIN)));
+            fds.extend(wake.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            if poll_fails_for_tests() {
+                return Err(ForkError::Os(io::Error::other("poll failed (injected by LI3G_TEST_JOB_POLL_FAILS)")));
+            }
+            if !process::poll(&mut fds, left)? {
+                continue;
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let exited = ready(&fds[0]);
+            let pipe_ready = self.pipe.is_some() && ready(&fds[1]);
+            drop(fds);
+            if wake.is_some() {
+                signals::drain_wake();
+            }
+            if pipe_ready {
+                self.drain(&mut frames, events)?;
+                if let Some(outcome) = frames.outcome.take() {
+                    // The child answered and only `_exit`s now: answer the job at once and reap
+                    // the child later, so its teardown is not on the job's critical path.
+                    self.state = ChildState::Answered;
+                    return Ok(outcome);
+                }
+            }
+            if exited {
+                // The child is gone: take what is left in the pipe, without waiting for an end
+                // of file that a grandchild holding the write end could withhold.
+                self.drain(&mut frames, events)?;
+                break;
+            }
+        }
+        let status = waitpid(self.pid, None)?;
+        self.state = ChildState::Exited;
+        if let Some(outcome) = frames.outcome.take() {
+            return Ok(outcome);
+        }
+        Err(match status {
+            WaitStatus::Signaled(_, signal, core) => ForkError::Signaled { signal, core },
+            WaitStatus::Exited(_, code) => ForkError::Exited(code),
+            other => ForkError::Os(io::Error::other(format!("unexpected wait status {other:?}"))),
+        })
     }
-    Err(match status {
-        WaitStatus::Signaled(_, signal, core) => ForkError::Signaled { signal, core },
-        WaitStatus::Exited(_, code) => ForkError::Exited(code),
-        other => ForkError::Os(io::Error::other(format!("unexpected wait status {other:?}"))),
-    })
+
+    /// Reads what the pipe has now; closes it at its end.
+    fn drain(&mut self, frames: &mut Frames, events: &mut dyn JobEvents) -> Result<(), ForkError> {
+        if let Some(pipe) = &mut self.pipe {
+            if !drain(pipe, frames, events)? {
+                self.pipe = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Set (to anything) in a worker's environment, the parent's `poll(2)` while a job child runs
+/// fails: the error path the tests take to show that no job child outlives an error.
+pub const JOB_POLL_FAILS_ENV: &str = "LI3G_TEST_JOB_POLL_FAILS";
+
+fn poll_fails_for_tests() -> bool {
+    static FAILS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAILS.get_or_init(|| std::env::var_os(JOB_POLL_FAILS_ENV).is_some())
 }
 
 /// Reads what the pipe has now; returns whether it is still open.

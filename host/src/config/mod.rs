@@ -58,8 +58,8 @@ pub struct Config {
     pub servers_default: bool,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
-    /// The scheduler's settings (`[NAME.scheduler]`; see [`crate::scheduler::Settings`]).
-    pub scheduler: crate::scheduler::Settings,
+    /// The scheduler's settings (`[NAME.scheduler]`).
+    pub scheduler: SchedulerSettings,
     /// The Redis URL for the scheduler, when set.
     pub redis: Option<String>,
     /// The environment name tasks see, when set.
@@ -202,7 +202,7 @@ struct RawOverride {
     servers: Option<Servers>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
-    scheduler: Option<crate::scheduler::RawSettings>,
+    scheduler: Option<RawSchedulerSettings>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
 }
@@ -213,12 +213,124 @@ struct RawConfig {
     servers: Option<Servers>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
-    scheduler: Option<crate::scheduler::RawSettings>,
+    scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
     #[serde(default)]
     environments: BTreeMap<String, RawOverride>,
+}
+
+/// The scheduler's settings: the configuration's `[NAME.scheduler]` table. The scheduler is
+/// given these (and the Redis URL, and the servers); it never reads the whole [`Config`].
+///
+/// ```toml
+/// [default.scheduler]
+/// prefix = "li3g:"                # of every key, and of status keys (li3_gearman's `prefix`)
+/// schedule_set = "job_scheduled"  # li3_gearman's scheduled set (its `schedulePrefix`)
+/// compat = true                   # move li3_gearman's members too
+/// job_status = true               # write pending/running/finished/error per job
+/// expires = 86400                 # seconds a status key lives
+/// lease = 30                      # seconds a taken job stays leased
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    /// Prefix of every key.
+    pub prefix: String,
+    /// li3_gearman's scheduled set.
+    pub compat_set: String,
+    /// Whether schedulers move li3_gearman's members.
+    pub compat: bool,
+    /// Whether job status is written.
+    pub job_status: bool,
+    /// How long a status key lives.
+    pub expires: Duration,
+    /// How long a taken job stays leased.
+    pub lease: Duration,
+}
+
+/// The longest lease: a day (a batch leased longer is a batch lost to a stalled scheduler for that long).
+const MAX_LEASE: Duration = Duration::from_secs(86_400);
+
+impl Default for SchedulerSettings {
+    fn default() -> SchedulerSettings {
+        SchedulerSettings {
+            prefix: "li3g:".into(),
+            compat_set: "job_scheduled".into(),
+            compat: true,
+            job_status: true,
+            expires: Duration::from_secs(86400),
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `[NAME.scheduler]` table as written (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedulerSettings {
+    prefix: Option<String>,
+    schedule_set: Option<String>,
+    compat: Option<bool>,
+    job_status: Option<bool>,
+    expires: Option<u64>,
+    lease: Option<f64>,
+}
+
+impl RawSchedulerSettings {
+    /// `over`'s keys on top of `self`'s.
+    fn merge(self, over: RawSchedulerSettings) -> RawSchedulerSettings {
+        RawSchedulerSettings {
+            prefix: over.prefix.or(self.prefix),
+            schedule_set: over.schedule_set.or(self.schedule_set),
+            compat: over.compat.or(self.compat),
+            job_status: over.job_status.or(self.job_status),
+            expires: over.expires.or(self.expires),
+            lease: over.lease.or(self.lease),
+        }
+    }
+
+    /// The settings, defaults filled in.
+    ///
+    /// # Errors
+    /// The key and what is wrong with it.
+    fn resolve(self) -> Result<SchedulerSettings, (String, String)> {
+        let default = SchedulerSettings::default();
+        let lease = match self.lease {
+            None => default.lease,
+            Some(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_LEASE.as_secs_f64() => {
+                Duration::from_secs_f64(secs)
+            }
+            Some(secs) if secs > 0.0 => {
+                return Err(("scheduler.lease".into(), format!("{secs} is more than {} seconds", MAX_LEASE.as_secs())))
+            }
+            Some(secs) => {
+                return Err(("scheduler.lease".into(), format!("{secs} is not a positive number of seconds")))
+            }
+        };
+        if self.expires == Some(0) {
+            return Err(("scheduler.expires".into(), "0 is not a positive number of seconds".into()));
+        }
+        Ok(SchedulerSettings {
+            prefix: self.prefix.unwrap_or(default.prefix),
+            compat_set: self.schedule_set.unwrap_or(default.compat_set),
+            compat: self.compat.unwrap_or(default.compat),
+            job_status: self.job_status.unwrap_or(default.job_status),
+            expires: self.expires.map(Duration::from_secs).unwrap_or(default.expires),
+            lease,
+        })
+    }
+}
+
+/// `url` with its password (and user) replaced by `***`, for log lines and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    // The credentials end at the last `@` before the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 /// The file to read: the one given, or the first of [`SEARCH_PATH`] that exists.
@@ -272,6 +384,7 @@ fn resolve(
     let environment = environment.map(str::to_string).or(raw.environment.take());
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut servers_key = format!("{name}.servers");
+    let mut redis_key = format!("{name}.redis");
     let (mut plugins, mut state_timeout, mut plugin_settings) =
         split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
     if let Some(env) = environment.as_deref() {
@@ -296,7 +409,10 @@ fn resolve(
                     }
                 }
             }
-            raw.redis = over.redis.or(raw.redis);
+            if over.redis.is_some() {
+                raw.redis = over.redis;
+                redis_key = format!("{name}.environments.{env}.redis");
+            }
             if let Some(over) = over.scheduler {
                 raw.scheduler = Some(raw.scheduler.unwrap_or_default().merge(over));
             }
@@ -330,6 +446,13 @@ fn resolve(
             return Err(invalid(key(""), format!("names the same task as \"{other}\" ({canonical})")));
         }
         tasks.insert(canonical, TaskOptions { timeout });
+    }
+    if let Some(url) = raw.redis.as_deref() {
+        // A URL that does not parse would make every scheduler exit at start, over and over:
+        // refuse it here, for every command. (The message never shows the password.)
+        if let Err(err) = redis::IntoConnectionInfo::into_connection_info(url) {
+            return Err(invalid(redis_key, format!("{:?} is not a Redis URL ({err}); expected redis://[user:password@]host[:port][/db] or unix:///path", redact_url(url))));
+        }
     }
     let scheduler = raw
         .scheduler
@@ -424,145 +547,4 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FILE: &str = r#"
-[default]
-servers = ["127.0.0.1:4730", "gearman2"]
-plugins = "/opt/plugins"
-environment = "development"
-
-[default.tasks."Image::resize"]
-timeout = 120
-
-[default.tasks.'\Thumbs']
-timeout = 1.5
-
-[default.environments.production]
-servers = "g1:4731,g2"
-redis = "redis://r1/0"
-
-[reports]
-servers = ["127.0.0.1:4731"]
-"#;
-
-    fn addr(host: &str, port: u16) -> ServerAddr {
-        ServerAddr { host: host.into(), port }
-    }
-
-    #[test]
-    fn named_configurations_and_environment_overrides() {
-        let path = Path::new("li3g.toml");
-        let config = parse(path, FILE, "default", None).unwrap();
-        assert_eq!(config.servers, [addr("127.0.0.1", 4730), addr("gearman2", 4730)]);
-        assert_eq!(config.plugins.as_deref(), Some(Path::new("/opt/plugins")));
-        assert_eq!(config.environment.as_deref(), Some("development"));
-        assert_eq!(config.tasks["Image::resize"].timeout, Some(Duration::from_secs(120)));
-        assert_eq!(config.tasks["Thumbs::run"].timeout, Some(Duration::from_millis(1500)), "canonical key");
-
-        let production = parse(path, FILE, "default", Some("production")).unwrap();
-        assert_eq!(production.servers, [addr("g1", 4731), addr("g2", 4730)]);
-        assert_eq!(production.redis.as_deref(), Some("redis://r1/0"));
-        assert_eq!(production.plugins.as_deref(), Some(Path::new("/opt/plugins")));
-        assert_eq!(production.environment.as_deref(), Some("production"));
-
-        let reports = parse(path, FILE, "reports", None).unwrap();
-        assert_eq!(reports.servers, [addr("127.0.0.1", 4731)]);
-        assert!(reports.tasks.is_empty());
-    }
-
-    #[test]
-    fn plugin_settings_sections_with_environment_overrides() {
-        let file = r#"
-[default.plugins]
-dir = "/opt/plugins"
-
-[default.plugins.redis_counter]
-url = "redis://r1/0"
-pool = { size = 2, name = "a" }
-
-[default.environments.production.plugins.redis_counter]
-url = "redis://r2/0"
-pool = { size = 8 }
-
-[default.environments.production.plugins.other]
-x = 1
-"#;
-        let path = Path::new("li3g.toml");
-        let config = parse(path, file, "default", None).unwrap();
-        assert_eq!(config.plugins.as_deref(), Some(Path::new("/opt/plugins")));
-        assert_eq!(
-            config.plugin_settings["redis_counter"],
-            serde_json::json!({"url": "redis://r1/0", "pool": {"size": 2, "name": "a"}})
-        );
-        assert!(!config.plugin_settings.contains_key("other"));
-        let production = parse(path, file, "default", Some("production")).unwrap();
-        assert_eq!(
-            production.plugin_settings["redis_counter"],
-            serde_json::json!({"url": "redis://r2/0", "pool": {"size": 8, "name": "a"}})
-        );
-        assert_eq!(production.plugin_settings["other"], serde_json::json!({"x": 1}));
-        let settings = production.plugin_settings();
-        assert_eq!(settings.key, "default.plugins");
-        assert_eq!(settings.file.as_deref(), Some(path));
-
-        // The README's shape: the directory as a dotted key, sections as sub-tables.
-        let readme =
-            "[default]\nplugins.dir = \"/usr/lib/li3g/plugins\"\n\n[default.plugins.redis_counter]\nurl = \"u\"\n";
-        let config = parse(path, readme, "default", None).unwrap();
-        assert_eq!(config.plugins.as_deref(), Some(Path::new("/usr/lib/li3g/plugins")));
-        assert_eq!(config.plugin_settings["redis_counter"], serde_json::json!({"url": "u"}));
-    }
-
-    #[test]
-    fn no_file_means_the_built_in_default() {
-        let config = load(None, "default", None).unwrap();
-        assert_eq!(config.servers, [addr("127.0.0.1", 4730)]);
-        let err = load(None, "reports", None).unwrap_err().to_string();
-        assert!(err.starts_with("no configuration named \"reports\" in the built-in defaults"), "{err}");
-    }
-
-    #[test]
-    fn errors_name_file_key_and_expectation() {
-        let path = Path::new("/etc/li3g/li3g.toml");
-        let err = parse(path, "[default]\nserverz = []\n", "default", None).unwrap_err().to_string();
-        assert!(err.starts_with("/etc/li3g/li3g.toml: "), "{err}");
-        assert!(err.contains("line 2") && err.contains("unknown field `serverz`"), "{err}");
-        assert!(err.contains("expected one of"), "{err}");
-
-        let err = parse(path, "[default]\nservers = [\"ok\", \"h:port\"]\n", "default", None).unwrap_err().to_string();
-        assert!(err.starts_with("/etc/li3g/li3g.toml: default.servers[1]: "), "{err}");
-        assert!(err.contains("expected host or host:port"), "{err}");
-
-        let err = parse(path, "[default.tasks.\"A::b\"]\ntimeout = -1\n", "default", None).unwrap_err().to_string();
-        assert!(err.contains("default.tasks.\"A::b\".timeout: -1 is not a positive number of seconds"), "{err}");
-
-        for (value, expected) in [
-            ("1e30", "1000000000000000000000000000000 seconds is too long (at most 2592000, 30 days)"),
-            ("nan", "NaN is not a number of seconds"),
-            ("0", "0 is not a positive number of seconds"),
-            ("inf", "inf seconds is too long"),
-        ] {
-            let text = format!("[default.tasks.\"A::b\"]\ntimeout = {value}\n");
-            let err = parse(path, &text, "default", None).unwrap_err().to_string();
-            assert!(err.contains(&format!("default.tasks.\"A::b\".timeout: {expected}")), "{err}");
-        }
-
-        let text = "[default.tasks.Hello]\ntimeout = 1\n[default.tasks.\"Hello::run\"]\ntimeout = 2\n";
-        let err = parse(path, text, "default", None).unwrap_err().to_string();
-        assert!(err.contains("names the same task as"), "{err}");
-
-        let err = parse(path, "[default]\nplugins = 5\n", "default", None).unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("plugins"), "{err}");
-
-        let err = parse(path, "[default.plugins]\nredis = 5\n", "default", None).unwrap_err().to_string();
-        assert!(
-            err.contains("default.plugins.redis: expected a table of the plugin's settings, found integer"),
-            "{err}"
-        );
-
-        let err = parse(path, "[a]\n[b]\n", "c", None).unwrap_err().to_string();
-        assert_eq!(err, "no configuration named \"c\" in /etc/li3g/li3g.toml (it has: a, b)");
-    }
-}
+mod tests;

@@ -1,10 +1,10 @@
 //! A Gearman client: submit jobs, wait for results, ask for status.
 //!
 //! Works against a list of job servers: it starts at a random one (to spread clients over
-//! servers; [`Client::start_at`] picks one) and, while a server cannot be reached, fails over to
+//! servers; [`GearmanClient::start_at`] picks one) and, while a server cannot be reached, fails over to
 //! the next. Rules that keep a job from hanging, being lost, or running twice:
 //!
-//! - Every request has a deadline: each answer must come within [`Client::request_timeout`]
+//! - Every request has a deadline: each answer must come within [`GearmanClient::request_timeout`]
 //!   (and within the caller's overall timeout where it gives one), so a server that accepts a
 //!   connection and never answers is an error, not a hang.
 //! - A submission whose write failed never reached the server whole: it goes to the next one. A
@@ -22,166 +22,19 @@
 //!   [`WARNING_GRACE`] passes: when that packet is the `WORK_FAIL`, the warning is the failure's
 //!   message ([`ClientError::Exception`]) and is not also passed on as a warning.
 
+mod types;
+
+pub use types::{ClientError, JobEvent, JobHandle, JobStatus, Submit, UniqueStatus, WARNING_GRACE};
+
 use super::admin_protocol;
 use super::conn::{Conn, ConnError, ServerAddr};
-use super::packet::{Packet, Priority};
-use std::fmt;
+use super::packet::Packet;
 use std::time::{Duration, Instant};
+use types::{describe, reason_only};
 
-/// How long a warning is held back to see whether a `WORK_FAIL` follows it (the worker sends
-/// the two back to back).
-pub const WARNING_GRACE: Duration = Duration::from_millis(500);
-
-/// A job to submit.
-#[derive(Debug, Clone, Default)]
-pub struct Submit {
-    /// The Gearman function name.
-    pub function: Vec<u8>,
-    /// The unique key: jobs with the same function and key coalesce; empty never does.
-    pub unique: Vec<u8>,
-    /// The workload.
-    pub workload: Vec<u8>,
-    /// The priority.
-    pub priority: Priority,
-}
-
-/// A job as a server knows it: the server that accepted it, and the handle it gave. A handle
-/// means nothing to another server.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct JobHandle {
-    /// The server that holds the job.
-    pub server: ServerAddr,
-    /// Its handle there (`H:host:N` for gearmand).
-    pub handle: Vec<u8>,
-}
-
-impl fmt::Display for JobHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} on {}", String::from_utf8_lossy(&self.handle), self.server)
-    }
-}
-
-/// What a running job reports to a synchronous client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobEvent<'a> {
-    /// Progress, `WORK_STATUS`.
-    Status(u64, u64),
-    /// Partial data, `WORK_DATA`.
-    Data(&'a [u8]),
-    /// A warning, `WORK_WARNING`.
-    Warning(&'a [u8]),
-    /// The job has been waiting a while and its server says no worker has registered its
-    /// function (admin `status`); sent once, and the wait goes on.
-    NoWorker {
-        /// The server holding the job.
-        server: &'a ServerAddr,
-        /// The job's function.
-        function: &'a [u8],
-    },
-}
-
-/// A job's status, from `GET_STATUS`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobStatus {
-    /// Whether the server knows the job (queued or running).
-    pub known: bool,
-    /// Whether a worker is running it.
-    pub running: bool,
-    /// Progress numerator.
-    pub numerator: u64,
-    /// Progress denominator.
-    pub denominator: u64,
-}
-
-/// A status by unique key, from `GET_STATUS_UNIQUE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UniqueStatus {
-    /// Whether the server knows a job with that key.
-    pub known: bool,
-    /// Whether a worker is running it.
-    pub running: bool,
-    /// Progress numerator.
-    pub numerator: u64,
-    /// Progress denominator.
-    pub denominator: u64,
-    /// How many clients wait for it (jobs coalesced on the key share one run).
-    pub clients: u64,
-}
-
-/// Why a job could not be submitted, or did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// No configured server could be reached or answered: one reason per server tried.
-    #[error("no job server could take the job: {}", list(.0))]
-    NoServer(Vec<String>),
-    /// The submission was sent but not confirmed: the job may be queued on that server, and
-    /// was not sent anywhere else (that could run it twice).
-    #[error(
-        "{server} did not confirm the submission ({reason}): the job may be queued there; it was not sent to \
-         another server, where it could run twice (a unique key makes a resubmission safe)"
-    )]
-    MaybeQueued {
-        /// The server that may hold the job.
-        server: ServerAddr,
-        /// What happened instead of `JOB_CREATED`.
-        reason: String,
-    },
-    /// The connection to the server that had accepted the job was lost.
-    #[error("lost the connection while waiting for the job's result: {0}")]
-    Lost(String),
-    /// The server answered with an error.
-    #[error("the job server refused: {code}: {message}")]
-    Server {
-        /// Gearman's error code.
-        code: String,
-        /// Its message.
-        message: String,
-    },
-    /// The job failed without a message (`WORK_FAIL`).
-    #[error("the job failed")]
-    Failed,
-    /// The job failed with a message (a `WORK_WARNING` then `WORK_FAIL`, or `WORK_EXCEPTION`).
-    #[error("{0}")]
-    Exception(String),
-    /// The job did not finish within the timeout.
-    #[error("no result within {0:?}")]
-    Timeout(Duration),
-    /// The server sent something that makes no sense here.
-    #[error("unexpected answer from the job server: {0}")]
-    Unexpected(String),
-}
-
-fn list(errors: &[String]) -> String {
-    if errors.is_empty() {
-        return "no servers are configured".into();
-    }
-    errors.join("; ")
-}
-
-/// A connection error as a reason: a read that timed out says how long it waited.
-fn describe(err: &ConnError, waited: Duration) -> String {
-    if err.is_timeout() {
-        return format!("{}: no answer within {:.1} s", server_of(err), waited.as_secs_f64());
-    }
-    err.to_string()
-}
-
-/// The reason without the server's name, for messages that name it already.
-fn reason_only(err: &ConnError, waited: Duration) -> String {
-    let text = describe(err, waited);
-    let prefix = format!("{}: ", server_of(err));
-    text.strip_prefix(&prefix).map(str::to_string).unwrap_or(text)
-}
-
-fn server_of(err: &ConnError) -> &str {
-    match err {
-        ConnError::Io { server, .. } | ConnError::Closed { server } | ConnError::Protocol { server, .. } => server,
-    }
-}
-
-/// The default for [`Client::request_timeout`].
+/// The default for [`GearmanClient::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The default for [`Client::no_worker_check`].
+/// The default for [`GearmanClient::no_worker_check`].
 pub const DEFAULT_NO_WORKER_CHECK: Duration = Duration::from_secs(3);
 
 /// When a request must be answered: the earlier of the request timeout and the caller's deadline.
@@ -248,7 +101,7 @@ enum Resend {
 }
 
 /// A client of one or more job servers.
-pub struct Client {
+pub struct GearmanClient {
     servers: Vec<ServerAddr>,
     conn: Option<Conn>,
     next: usize,
@@ -257,11 +110,11 @@ pub struct Client {
     no_worker_check: Duration,
 }
 
-impl Client {
+impl GearmanClient {
     /// A client of `servers`; nothing connects until the first request.
-    pub fn new(servers: Vec<ServerAddr>) -> Client {
+    pub fn new(servers: Vec<ServerAddr>) -> GearmanClient {
         let next = if servers.is_empty() { 0 } else { random_index(servers.len()) };
-        Client {
+        GearmanClient {
             servers,
             conn: None,
             next,
@@ -272,32 +125,51 @@ impl Client {
     }
 
     /// Sets how long a connection attempt may take (default 5 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Client {
+    pub fn connect_timeout(mut self, timeout: Duration) -> GearmanClient {
         self.connect_timeout = timeout;
         self
     }
 
     /// Sets how long a server may take to answer one request (default 10 s); waiting for a
     /// synchronous job's result is bounded by its own timeout instead.
-    pub fn request_timeout(mut self, timeout: Duration) -> Client {
+    pub fn request_timeout(mut self, timeout: Duration) -> GearmanClient {
         self.request_timeout = timeout;
         self
     }
 
     /// Sets how long a synchronous job may wait without news before the client asks its
     /// server whether any worker registered its function (default 3 s; see [`JobEvent::NoWorker`]).
-    pub fn no_worker_check(mut self, after: Duration) -> Client {
+    pub fn no_worker_check(mut self, after: Duration) -> GearmanClient {
         self.no_worker_check = after;
         self
     }
 
     /// Starts at the server with this index in the list (modulo its length) instead of a
     /// random one.
-    pub fn start_at(mut self, index: usize) -> Client {
+    pub fn start_at(mut self, index: usize) -> GearmanClient {
         if !self.servers.is_empty() {
             self.next = index % self.servers.len();
         }
         self
+    }
+
+    /// A connection for a caller that writes and reads its own packets (the scheduler pipelines
+    /// its submissions): the kept one if still open, else one to the next server that can be
+    /// reached, trying each in turn. The caller owns it: dropping it after an error makes the
+    /// next call fail over to the next server.
+    ///
+    /// # Errors
+    /// [`ClientError::NoServer`] with each server's reason when none can be reached.
+    pub fn open_connection(&mut self) -> Result<Conn, ClientError> {
+        let mut errors = Vec::new();
+        for _ in 0..self.servers.len().max(1) {
+            match self.connection(None) {
+                Ok(conn) => return Ok(conn),
+                Err(Some(err)) => errors.push(err),
+                Err(None) => break,
+            }
+        }
+        Err(ClientError::NoServer(errors))
     }
 
     /// The kept connection if it is still open, else a new one to the next server.
@@ -417,7 +289,7 @@ impl Client {
     /// the job out only on a worker's next grab after that time.
     ///
     /// # Errors
-    /// As [`Client::submit_background`].
+    /// As [`GearmanClient::submit_background`].
     pub fn submit_at(&mut self, job: &Submit, epoch: u64) -> Result<JobHandle, ClientError> {
         let packet = Packet::SubmitJobEpoch {
             function: job.function.clone(),

@@ -1,6 +1,6 @@
 //! The worker's side of scheduling: job status as it runs, and what happens to a failed
 //! background job, as li3_gearman did it: with retries left (the envelope's `retries`, see
-//! [`crate::retries`]) it is scheduled again after the next delay with `retry` + 1 in its
+//! [`crate::retry_policy`]) it is scheduled again after the next delay with `retry` + 1 in its
 //! envelope; out of retries it goes to the dead set with its last error.
 //!
 //! The worker calls [`JobHooks::started`] and [`JobHooks::finished`] around each job, nothing
@@ -8,8 +8,8 @@
 //! not run tasks or talk to job servers.
 
 use super::record::{unique_for, Level, Record};
-use super::store::{Status, Store, StoreError};
-use super::Settings;
+use super::schedule::{Schedule, ScheduleError, Status};
+use crate::config::SchedulerSettings as Settings;
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant, SystemTime};
@@ -39,7 +39,7 @@ pub enum AfterFailure {
 pub struct JobHooks {
     url: String,
     settings: Settings,
-    store: RefCell<Option<Store>>,
+    store: RefCell<Option<Schedule>>,
     /// After a Redis failure, status writes are skipped until then, so that an unreachable
     /// Redis does not cost every job a connect timeout. Retries are always tried.
     quiet_until: Cell<Option<Instant>>,
@@ -65,21 +65,20 @@ impl std::fmt::Debug for JobHooks {
 }
 
 impl JobHooks {
-    /// Hooks for a configuration that names Redis; `None` without one.
-    pub fn from_config(config: &crate::config::Config) -> Option<JobHooks> {
-        let url = config.redis.clone()?;
-        Some(JobHooks {
-            url,
-            settings: config.scheduler.clone(),
+    /// Hooks on the schedule at `url` with `settings` (nothing connects until the first job).
+    pub fn new(url: &str, settings: &Settings) -> JobHooks {
+        JobHooks {
+            url: url.to_string(),
+            settings: settings.clone(),
             store: RefCell::new(None),
             quiet_until: Cell::new(None),
-        })
+        }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(&self, f: impl FnOnce(&mut Schedule) -> Result<T, ScheduleError>) -> Result<T, ScheduleError> {
         let mut slot = self.store.borrow_mut();
         if slot.is_none() {
-            *slot = Some(Store::open(&self.url, &self.settings)?);
+            *slot = Some(Schedule::open(&self.url, &self.settings)?);
         }
         let result = f(slot.as_mut().expect("opened above"));
         if result.is_err() {
@@ -95,8 +94,8 @@ impl JobHooks {
     /// A job with `id` starts: status `running`.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub fn started(&self, id: &str) -> Result<(), StoreError> {
+    /// [`ScheduleError`] when Redis fails.
+    pub fn started(&self, id: &str) -> Result<(), ScheduleError> {
         if self.quiet() {
             return Ok(());
         }
@@ -107,22 +106,25 @@ impl JobHooks {
     /// [`after_failure`] decides.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
+    /// [`ScheduleError`] when Redis fails.
     pub fn finished(
         &self,
         id: &str,
         function: &str,
         workload: &[u8],
         result: Result<(), &str>,
-    ) -> Result<AfterFailure, StoreError> {
+    ) -> Result<AfterFailure, ScheduleError> {
         match result {
             Ok(()) if self.quiet() => Ok(AfterFailure::NotRetried),
             Ok(()) => self.with(|store| store.set_status(id, Status::Finished)).map(|()| AfterFailure::NotRetried),
             Err(message) => self.with(|store| {
                 let after = after_failure(store, function, workload, message, SystemTime::now())?;
-                let status =
-                    if matches!(after, AfterFailure::Retrying { .. }) { Status::Pending } else { Status::Error };
-                store.set_status(id, status)?;
+                // The retry (its status `pending`) or the burial (`dead`) is recorded by now;
+                // only a job left alone is marked here. A status that cannot be written is
+                // no reason to record the retry again.
+                if after == AfterFailure::NotRetried {
+                    store.set_status(id, Status::Error)?;
+                }
                 Ok(after)
             }),
         }
@@ -135,14 +137,14 @@ impl JobHooks {
 /// li3g's scheduled jobs send it): nobody waits for a retried foreground job's result.
 ///
 /// # Errors
-/// [`StoreError`] when Redis fails.
+/// [`ScheduleError`] when Redis fails.
 pub fn after_failure(
-    store: &mut Store,
+    store: &mut Schedule,
     function: &str,
     workload: &[u8],
     error: &str,
     now: SystemTime,
-) -> Result<AfterFailure, StoreError> {
+) -> Result<AfterFailure, ScheduleError> {
     // What the job asked for, read as the worker reads it.
     let Ok(job) = crate::workload::decode(function, workload) else { return Ok(AfterFailure::NotRetried) };
     let (Some(true), false, Some(id)) = (job.background, job.retries.is_none(), job.id) else {
@@ -163,8 +165,19 @@ pub fn after_failure(
                 priority: Level::Normal,
                 retry: retry + 1,
             };
-            store.schedule(&record, now + after)?;
-            Ok(AfterFailure::Retrying { id, retry: retry + 1, after })
+            let due = now.checked_add(after).filter(|due| super::schedule::within_bound(*due, now));
+            let Some(due) = due else {
+                let why = format!("{error} (its retry delay of {after:?} is more than 100 years)");
+                return bury_for_good(store, &id, &record, &why);
+            };
+            match store.schedule(&record, due) {
+                Ok(()) => Ok(AfterFailure::Retrying { id, retry: retry + 1, after }),
+                // A retry that could never be submitted: the dead set says why, nothing waits.
+                Err(err @ ScheduleError::UniqueTooLong { .. }) => {
+                    bury_for_good(store, &id, &record, &format!("{error} (cannot be retried: {err})"))
+                }
+                Err(err) => Err(err),
+            }
         }
         None => {
             let record = Record {
@@ -175,11 +188,19 @@ pub fn after_failure(
                 priority: Level::Normal,
                 retry,
             };
-            store.bury(&id, &record.encode(), error)?;
-            Ok(AfterFailure::Dead { id })
+            bury_for_good(store, &id, &record, error)
         }
     }
 }
+
+fn bury_for_good(store: &mut Schedule, id: &str, record: &Record, error: &str) -> Result<AfterFailure, ScheduleError> {
+    store.bury(id, &record.encode(), error, false)?;
+    Ok(AfterFailure::Dead { id: id.to_string() })
+}
+
+/// Between attempts to record a failure while Redis is away.
+const HOLD_BACKOFF: crate::process::Backoff =
+    crate::process::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
 
 impl JobHooks {
     /// [`JobHooks::started`], logging a failure instead of returning it.
@@ -198,15 +219,53 @@ impl JobHooks {
         outcome: &Result<T, String>,
         log: &dyn Fn(&str),
     ) {
-        match self.finished(id, function, workload, outcome.as_ref().map(|_| ()).map_err(String::as_str)) {
-            Ok(AfterFailure::NotRetried) => {}
-            Ok(AfterFailure::Retrying { id, retry, after }) => {
+        let result = outcome.as_ref().map(|_| ()).map_err(String::as_str);
+        let mut backoff = HOLD_BACKOFF;
+        let mut held: Option<Instant> = None;
+        let after = loop {
+            match self.finished(id, function, workload, result) {
+                Ok(after) => break after,
+                // A success or a failure without retries only loses a status line.
+                Err(err) if result.is_ok() || !wants_retry(function, workload) => {
+                    log(&format!("Cannot record the end of job #{id}: {err}"));
+                    return;
+                }
+                // A failure with retries left: its retry must not be lost to an outage. The
+                // job is not answered until Redis has it (if this worker dies meanwhile, the
+                // job server hands the job out again, so it is never lost either way).
+                Err(err) => {
+                    if held.is_none() {
+                        log(&format!(
+                            "Cannot record the failure of job #{id}: {err}; holding its answer until Redis has its retry"
+                        ));
+                        held = Some(Instant::now());
+                    }
+                    if crate::signals::stop_count() >= 2 {
+                        log(&format!("Job #{id}: stopped while holding it; its retry was not recorded"));
+                        return;
+                    }
+                    std::thread::sleep(backoff.failed());
+                }
+            }
+        };
+        if let Some(since) = held {
+            log(&format!("Recorded the failure of job #{id} after holding it {:?}", since.elapsed()));
+        }
+        match after {
+            AfterFailure::NotRetried => {}
+            AfterFailure::Retrying { id, retry, after } => {
                 log(&format!("Job #{id} failed; retry {retry} scheduled in {}", humantime::format_duration(after)))
             }
-            Ok(AfterFailure::Dead { id }) => {
+            AfterFailure::Dead { id } => {
                 log(&format!("Job #{id} failed and has no retries left; moved to the dead set"))
             }
-            Err(err) => log(&format!("Cannot record the end of job #{id}: {err}")),
         }
     }
+}
+
+/// Whether a failure of this job is recorded in Redis (a background job with an id and a
+/// `retries`): its retry, or its move to the dead set.
+fn wants_retry(function: &str, workload: &[u8]) -> bool {
+    crate::workload::decode(function, workload)
+        .is_ok_and(|job| job.background == Some(true) && !job.retries.is_none() && job.id.is_some())
 }

@@ -1,0 +1,219 @@
+//! What `li3g-host start` runs, assembled: the workers, the scheduler when the configuration
+//! names Redis, the embedded job server when it names no job servers; then the supervision loop
+//! over them ([`run`]). The command line only parses, detaches and holds the PID file.
+
+use super::{supervise, ChildSpec, PoolOptions, Restart};
+use crate::config::Config;
+use crate::log::Log;
+use crate::signals;
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// Where the embedded job server listens: gearmand's port, loopback only.
+pub const EMBEDDED_LISTEN: &str = "127.0.0.1:4730";
+
+/// A process body: runs in the forked child with the configuration and returns its exit code.
+pub type Body<'a> = &'a dyn Fn(&Config) -> u8;
+
+/// What the daemon runs, besides the configuration.
+pub struct Options<'a> {
+    /// How many workers.
+    pub workers: u32,
+    /// How many workers may be spawned in total before the daemon ends; 0: no limit.
+    pub limit: u64,
+    /// Respawn every worker that ends (up to `limit`).
+    pub resuscitate: bool,
+    /// A worker's body, given the configuration with its plugin settings read afresh.
+    pub worker: Body<'a>,
+    /// The scheduler's body; it runs when the configuration names Redis.
+    pub scheduler: Option<Body<'a>>,
+    /// Run the embedded job server when the configuration names no job servers.
+    pub server: bool,
+    /// The embedded job server's store (default: [`default_store`]).
+    pub store: Option<PathBuf>,
+    /// Where log lines go.
+    pub log: Log,
+}
+
+/// Why the daemon cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The embedded job server's port is taken by something that does not speak Gearman.
+    #[error("{addr} is taken by something that is not a Gearman server ({reason}); configure `servers`")]
+    Taken {
+        /// The address.
+        addr: &'static str,
+        /// What the echo got.
+        reason: String,
+    },
+    /// The embedded job server cannot listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// There is no HOME to put the default store in.
+    #[error("no HOME for the job store; use --store")]
+    NoHome,
+    /// The store's directory cannot be made, or its path made absolute.
+    #[error("cannot create {}: {source}", .path.display())]
+    Store {
+        /// The directory or path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the daemon in this (single-threaded) process until it is stopped: binds the embedded
+/// job server's port when there is one (an error here is reported at once, in the foreground),
+/// installs the stop and restart handlers, and supervises the children. Returns the exit code.
+///
+/// # Errors
+/// [`Error`] when the embedded job server cannot start.
+pub fn run(config: &Config, options: &Options<'_>) -> Result<i32, Error> {
+    let server = embedded_server(config, options)?;
+    signals::install_daemon();
+    let mut children = children(config, options);
+    if let Some((listener, server_options)) = &server {
+        // First in start order, so it is stopped last (after the workers).
+        children.insert(0, server_child(listener, server_options));
+    }
+    let code = supervise(&PoolOptions { children, log: options.log });
+    Ok(code)
+}
+
+/// A new worker's configuration: the plugin settings read from the file afresh, so that a
+/// `restart` (SIGHUP) applies an edited plugin section; when the file cannot be read now, the
+/// settings the daemon started with, with a log line saying so.
+fn with_fresh_plugin_settings(config: &Config, log: Log) -> Config {
+    let mut fresh = config.clone();
+    if let Some(file) = &config.file {
+        match crate::config::load(Some(file), &config.name, config.environment.as_deref()) {
+            Ok(new) => {
+                fresh.plugin_settings = new.plugin_settings;
+                fresh.state_timeout = new.state_timeout;
+            }
+            Err(err) => {
+                crate::log::init(log.verbose);
+                log::warn!("Keeping the plugin settings read at start: {err}");
+            }
+        }
+    }
+    fresh
+}
+
+/// With no `servers` configured: the embedded job server's listener (bound here, in the
+/// foreground, so a failure is reported at once, and kept across the server child's restarts)
+/// and options; `None` when a Gearman server already holds [`EMBEDDED_LISTEN`] (it is used) or
+/// the server is not wanted.
+fn embedded_server(
+    config: &Config,
+    options: &Options<'_>,
+) -> Result<Option<(TcpListener, crate::server::Options)>, Error> {
+    if !config.servers_default || !options.server {
+        return Ok(None);
+    }
+    let addr = EMBEDDED_LISTEN;
+    match TcpListener::bind(addr) {
+        Ok(listener) => {
+            let store = match &options.store {
+                Some(path) => {
+                    std::path::absolute(path).map_err(|source| Error::Store { path: path.clone(), source })?
+                }
+                None => default_store()?,
+            };
+            let message = format!("Job server listening on {addr} (store: {})", store.display());
+            eprintln!("li3g-host: {message}");
+            options.log.daemon(&message);
+            let server_options = crate::server::Options {
+                store: Some(store),
+                host: crate::process::hostname(),
+                ..crate::server::Options::default()
+            };
+            Ok(Some((listener, server_options)))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+            let server =
+                crate::gearman::conn::ServerAddr { host: "127.0.0.1".into(), port: crate::gearman::conn::DEFAULT_PORT };
+            let mut client = crate::gearman::client::GearmanClient::new(vec![server]);
+            client.echo(b"li3g").map_err(|e| Error::Taken { addr, reason: e.to_string() })?;
+            let message = format!("Using the Gearman server already listening on {addr}");
+            eprintln!("li3g-host: {message}");
+            options.log.daemon(&message);
+            Ok(None)
+        }
+        Err(source) => Err(Error::Listen { addr, source }),
+    }
+}
+
+/// The embedded server's default store: `/var/lib/li3g/queue.sqlite` as root, else in the
+/// user's data directory; the directory is created (mode 0700).
+///
+/// # Errors
+/// When there is no HOME, or the directory cannot be created.
+pub fn default_store() -> Result<PathBuf, Error> {
+    let dir = if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/li3g")
+    } else if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(data).join("li3g")
+    } else {
+        let home = std::env::var_os("HOME").ok_or(Error::NoHome)?;
+        PathBuf::from(home).join(".local/share/li3g")
+    };
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| Error::Store { path: dir.clone(), source })?;
+    Ok(dir.join("queue.sqlite"))
+}
+
+/// The embedded job server as a child kind: one, always replaced, not reloaded by `restart`
+/// (it loads no plugin, and its jobs would be lost without a store).
+fn server_child<'a>(listener: &'a TcpListener, options: &'a crate::server::Options) -> ChildSpec<'a> {
+    let mut spec = ChildSpec::new("job server", 1, move |_number| {
+        let result = listener.try_clone().map_err(crate::server::Error::from).and_then(|l| {
+            crate::server::run(
+                l,
+                options.clone(),
+                signals::wake_fd().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)),
+                &signals::stop_requested,
+            )
+        });
+        match result {
+            Ok(()) => 0,
+            Err(err) => {
+                eprintln!("li3g-host: job server: {err}");
+                2
+            }
+        }
+    });
+    spec.reload = false;
+    spec
+}
+
+/// The workers and, when the configuration names Redis, the scheduler, in start order (the
+/// embedded job server, when there is one, goes before them). Another kind of child is one
+/// more [`ChildSpec`] here.
+fn children<'a>(config: &'a Config, options: &'a Options<'_>) -> Vec<ChildSpec<'a>> {
+    let log = options.log;
+    let worker = options.worker;
+    let mut workers = ChildSpec::new("worker", options.workers, move |_number| {
+        i32::from(worker(&with_fresh_plugin_settings(config, log)))
+    });
+    workers.restart = if options.resuscitate { Restart::Permanent } else { Restart::Temporary };
+    workers.limit = options.limit;
+    let mut children = vec![workers];
+    if let Some(scheduler) = options.scheduler.filter(|_| config.redis.is_some()) {
+        // One scheduler, always replaced when it ends; it loads no plugin, so a restart
+        // (SIGHUP) has nothing to reload in it.
+        let mut spec = ChildSpec::new("scheduler", 1, move |_number| i32::from(scheduler(config)));
+        spec.reload = false;
+        children.push(spec);
+    }
+    children
+}
