@@ -230,7 +230,9 @@ impl Jobs {
         if let Some(key) = coalesce_key(&job.function, &job.unique, &job.workload) {
             self.by_unique.insert(key, job.id);
         }
-        if !job.unique.is_empty() {
+        // A `-` job is keyed by its workload, not by `-`: GET_STATUS_UNIQUE `-` does not find it,
+        // as in gearmand.
+        if !job.unique.is_empty() && job.unique != b"-" {
             self.by_unique_only.entry(job.unique.clone()).or_default().push(job.id);
         }
         self.jobs.insert(job.id, job);

@@ -112,13 +112,12 @@ impl Server {
     }
 
     /// `handle TAB retries TAB ignored TAB queued` per job (ignored is always 0: a cancelled
-    /// job is gone at once).
+    /// job is gone at once; queued is 1 for every job the server holds, running or not, as
+    /// gearmand's `job_queued` stays set until the job ends).
     fn show_jobs_text(&self) -> String {
         let mut out = String::new();
         for job in self.jobs.all() {
-            let queued = u8::from(!matches!(job.state, JobState::Running { .. }));
-            let _ =
-                writeln!(out, "{}\t{}\t0\t{queued}", String::from_utf8_lossy(&self.jobs.handle(job.id)), job.retries);
+            let _ = writeln!(out, "{}\t{}\t0\t1", String::from_utf8_lossy(&self.jobs.handle(job.id)), job.retries);
         }
         out.push_str(".\n");
         out
