@@ -331,7 +331,9 @@ impl Pool<'_, '_> {
         if signals::take_reload() && !self.stopping {
             self.log("Restarting: new workers load the plugins afresh, old ones finish their job");
             for (pid, slot) in &mut self.children {
-                if self.options.children[slot.kind].reload {
+                // A child retiring from an earlier restart was told already: a second SIGTERM
+                // would be a second stop, which kills an `--atomic` worker's job in hand.
+                if self.options.children[slot.kind].reload && !slot.retiring {
                     slot.retiring = true;
                     let _ = kill(*pid, Signal::SIGTERM);
                 }
