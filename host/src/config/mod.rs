@@ -283,6 +283,23 @@ pub struct SchedulerSettings {
 
 /// The longest lease: a day (a batch leased longer is a batch lost to a stalled scheduler for that long).
 const MAX_LEASE: Duration = Duration::from_secs(86_400);
+/// The shortest lease: below it a scheduler's own batch could expire between its take and its
+/// submission, and fencing would drop every batch.
+const MIN_LEASE: Duration = Duration::from_millis(100);
+
+/// A lease of `secs` seconds, if within [`MIN_LEASE`]..=[`MAX_LEASE`] (`lease`, `--lease`).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn lease_from_secs(secs: f64) -> Result<Duration, String> {
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{secs} is not a positive number of seconds"));
+    }
+    if secs < MIN_LEASE.as_secs_f64() || secs > MAX_LEASE.as_secs_f64() {
+        return Err(format!("{secs} is outside {}..={} seconds", MIN_LEASE.as_secs_f64(), MAX_LEASE.as_secs()));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
 
 impl Default for SchedulerSettings {
     fn default() -> SchedulerSettings {
@@ -330,15 +347,7 @@ impl RawSchedulerSettings {
         let default = SchedulerSettings::default();
         let lease = match self.lease {
             None => default.lease,
-            Some(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_LEASE.as_secs_f64() => {
-                Duration::from_secs_f64(secs)
-            }
-            Some(secs) if secs > 0.0 => {
-                return Err(("scheduler.lease".into(), format!("{secs} is more than {} seconds", MAX_LEASE.as_secs())))
-            }
-            Some(secs) => {
-                return Err(("scheduler.lease".into(), format!("{secs} is not a positive number of seconds")))
-            }
+            Some(secs) => lease_from_secs(secs).map_err(|why| ("scheduler.lease".to_string(), why))?,
         };
         if self.expires == Some(0) {
             return Err(("scheduler.expires".into(), "0 is not a positive number of seconds".into()));
