@@ -29,6 +29,13 @@ pub(super) struct WorkerOptions {
     /// another worker; the first one still finishes it.
     #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, allow_negative_numbers = true)]
     timeout: Option<Duration>,
+    /// CPU seconds a job may use (user and system time, rounded up to whole seconds), for
+    /// every task without a `cpu_limit` of its own in the configuration. With --atomic only:
+    /// the job child's RLIMIT_CPU, so a job past it gets SIGXCPU, then SIGKILL a second later,
+    /// and fails with "used its CPU limit of N s". Unlike --timeout (wall-clock time), a job
+    /// that waits does not use it up.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, allow_negative_numbers = true)]
+    cpu_limit: Option<Duration>,
     /// Memory limit such as 512M or 2G. With --atomic, each job's (an allocation past it
     /// fails the job); without, a worker whose resident memory passes it after a job ends,
     /// to be replaced (with --resuscitate).
@@ -77,6 +84,8 @@ impl WorkerOptions {
             environment: config.environment.clone().unwrap_or_default(),
             client_id: format!("{}:{}", crate::process::hostname(), std::process::id()),
             timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
+            cpu_limits: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.cpu_limit?))).collect(),
+            cpu_limit: self.cpu_limit,
             atomic: self.atomic,
             timeout: self.timeout,
             memlimit: self.memlimit,

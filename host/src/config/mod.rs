@@ -9,6 +9,7 @@
 //!
 //! [default.tasks."Image::resize"]
 //! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
+//! cpu_limit = 60                              # CPU seconds a job may use (--atomic: RLIMIT_CPU)
 //!
 //! [default.environments.production]           # applied on top when --environment production
 //! servers = ["gearman1.internal", "gearman2.internal"]
@@ -124,6 +125,8 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 pub struct TaskOptions {
     /// How long a job of this task may run.
     pub timeout: Option<Duration>,
+    /// How much CPU time a job of this task may use (under `--atomic`).
+    pub cpu_limit: Option<Duration>,
 }
 
 /// Why the configuration cannot be used.
@@ -194,6 +197,7 @@ enum RawPlugins {
 #[serde(deny_unknown_fields)]
 struct RawTask {
     timeout: Option<f64>,
+    cpu_limit: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -425,12 +429,13 @@ fn resolve(
     for (task, options) in raw.tasks {
         let key = |field: &str| format!("{name}.tasks.\"{task}\"{field}");
         let timeout = options.timeout.map(seconds).transpose().map_err(|err| invalid(key(".timeout"), err))?;
+        let cpu_limit = options.cpu_limit.map(seconds).transpose().map_err(|err| invalid(key(".cpu_limit"), err))?;
         // Keys name tasks as jobs do: `Hello` is `Hello::run`, a leading `\` is ignored.
         let canonical = canonical_task_name(&task);
         if let Some(other) = keys.insert(canonical.clone(), task.clone()) {
             return Err(invalid(key(""), format!("names the same task as \"{other}\" ({canonical})")));
         }
-        tasks.insert(canonical, TaskOptions { timeout });
+        tasks.insert(canonical, TaskOptions { timeout, cpu_limit });
     }
     let scheduler = raw
         .scheduler

@@ -157,3 +157,13 @@ fn settings_from_the_configuration() {
     let err = parse(path, "[default.scheduler]\nlease = 8.658082506447196e212\n", "default", None).unwrap_err();
     assert!(err.to_string().contains("default.scheduler.lease: 8658082506447196"), "{err}");
 }
+
+#[test]
+fn a_task_takes_a_cpu_limit() {
+    let path = Path::new("/etc/li3g/li3g.toml");
+    let text = "[default.tasks.\"A::b\"]\ncpu_limit = 2.5\n";
+    let config = parse(path, text, "default", None).unwrap();
+    assert_eq!(config.tasks["A::b"].cpu_limit, Some(Duration::from_millis(2500)));
+    let err = parse(path, "[default.tasks.\"A::b\"]\ncpu_limit = 0\n", "default", None).unwrap_err().to_string();
+    assert!(err.contains("default.tasks.\"A::b\".cpu_limit: 0 is not a positive number of seconds"), "{err}");
+}

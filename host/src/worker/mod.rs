@@ -44,7 +44,8 @@ pub mod memory;
 pub mod servers;
 pub mod startup;
 
-pub use job::JobOutcome;
+pub use job::{JobOutcome, JobReport};
+pub use job_child::JobCost;
 pub use memory::resident_memory;
 pub use servers::run;
 pub use startup::{serve, unknown_tasks, unused_plugin_settings};
@@ -72,6 +73,11 @@ pub struct WorkerConfig {
     /// The timeout of tasks without one of their own. Under `atomic`, a job past its timeout
     /// is killed and failed.
     pub timeout: Option<Duration>,
+    /// Per-task CPU limits (`cpu_limit` in the configuration): under `atomic`, the job
+    /// child's `RLIMIT_CPU`.
+    pub cpu_limits: std::collections::BTreeMap<String, Duration>,
+    /// The CPU limit of tasks without one of their own (`--cpu-limit`); under `atomic` only.
+    pub cpu_limit: Option<Duration>,
     /// Memory limit in bytes: under `atomic`, the job child's `RLIMIT_DATA`; otherwise the
     /// worker ends after a job that leaves its resident memory above it (to be replaced).
     pub memlimit: Option<u64>,

@@ -91,8 +91,8 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             let job = server.job.take().expect("a holding server has a job");
             let conn = server.conn.as_mut().expect("a holding server is connected");
             match job::work(registry, config, conn, &job) {
-                Ok(outcome) => {
-                    match outcome {
+                Ok(report) => {
+                    match report.outcome {
                         JobOutcome::Completed(_) => stats.completed += 1,
                         JobOutcome::Failed(_) => stats.failed += 1,
                     }

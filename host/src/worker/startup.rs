@@ -55,6 +55,9 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     for unused in unused_plugin_settings(&worker.plugin_settings, &registry) {
         warn!("Configuration: {unused}");
     }
+    if !worker.atomic && (worker.cpu_limit.is_some() || !worker.cpu_limits.is_empty()) {
+        warn!("Configuration: CPU limits (--cpu-limit, cpu_limit) apply to --atomic job children only; ignored");
+    }
     info!("Worker started: {} tasks, servers {}", registry.task_names().len(), list(&worker.servers));
     let stats = super::run(&registry, worker, &crate::signals::stop_requested);
     info!("Worker ended: {} jobs completed, {} failed", stats.completed, stats.failed);
