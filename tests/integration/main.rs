@@ -16,6 +16,7 @@ mod loading;
 mod logging;
 mod multi_server;
 mod processes;
+mod sandbox;
 mod scheduler;
 mod server;
 mod setup;

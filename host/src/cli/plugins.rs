@@ -19,7 +19,7 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
     let dir = plugins_dir(&config)?;
     let registry = Registry::scan(&dir)?;
-    print!("{}", render(&dir, &registry));
+    print!("{}", render(&dir, &registry, &config));
     for unknown in crate::worker::unknown_tasks(config.tasks.keys(), &registry) {
         eprintln!("li3g-host: warning: configuration {}: {unknown}", config.name);
     }
@@ -29,8 +29,9 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The listing: a header line, each plugin with its tasks, then the rejected files.
-fn render(dir: &std::path::Path, registry: &Registry) -> String {
+/// The listing: a header line, each plugin with its tasks (and each task's sandbox, when the
+/// configuration gives it one), then the rejected files.
+fn render(dir: &std::path::Path, registry: &Registry, config: &crate::config::Config) -> String {
     let mut out = String::new();
     let (loaded, rejected) = (registry.plugins().len(), registry.rejected().len());
     out += &format!(
@@ -53,6 +54,10 @@ fn render(dir: &std::path::Path, registry: &Registry) -> String {
         for task in tasks {
             let state = if plugin.takes_state(&task.name) { "  (takes the plugin's state)" } else { "" };
             out += &format!("    {}{state}\n", signature(task));
+            let own = config.tasks.get(task.name.as_str()).and_then(|o| o.sandbox.as_ref());
+            if let Some(sandbox) = own.or(config.sandbox.as_ref()) {
+                out += &format!("        sandbox: {sandbox}\n");
+            }
         }
     }
     if rejected > 0 {

@@ -51,6 +51,14 @@ pub(super) struct WorkerOptions {
     verbose: bool,
 }
 
+/// The port of a Redis URL (`redis://[user@]host[:port][/db]`; 6379 when it names none).
+fn redis_port(url: &str) -> u16 {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    host.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or(6379)
+}
+
 /// `512M`, `2G`, `64K` or plain bytes.
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -90,6 +98,16 @@ impl WorkerOptions {
             timeout: self.timeout,
             memlimit: self.memlimit,
             max_jobs: self.max_jobs,
+            sandbox: crate::worker::sandbox::SandboxConfig {
+                default: config.sandbox.clone(),
+                tasks: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.sandbox.clone()?))).collect(),
+                worker_ports: config
+                    .servers
+                    .iter()
+                    .map(|s| s.port)
+                    .chain(config.redis.as_deref().map(redis_port))
+                    .collect(),
+            },
             configured_tasks: config.tasks.keys().cloned().collect(),
             plugin_settings: config.plugin_settings(),
             log: self.log(),
@@ -142,6 +160,8 @@ mod tests {
         assert_eq!(super::parse_size("512M"), Ok(512 << 20));
         assert_eq!(super::parse_size("2G"), Ok(2 << 30));
         assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert_eq!(super::redis_port("redis://127.0.0.1:6380/0"), 6380);
+        assert_eq!(super::redis_port("redis://u:p@redis.internal/2"), 6379);
         assert!(super::parse_size("12X").is_err());
         assert!(super::parse_size("lots").is_err());
         assert_eq!(super::parse_size("0M"), Err("\"0M\": a memory limit must be above zero".into()));

@@ -7,6 +7,7 @@
 //! job's log line shows (`Job #id Task completed in 3.2 s, cpu 2.9 s, max rss 48 MiB`).
 
 use super::job_child::{self, ChildLimits, ForkError, JobCost};
+use super::sandbox;
 use super::{WorkerConfig, PING_FUNCTION};
 use crate::gearman::conn::{Conn, ConnError};
 use crate::gearman::packet::Packet;
@@ -188,7 +189,8 @@ fn in_child(
         memory: config.memlimit,
         cpu: config.cpu_limits.get(task).copied().or(config.cpu_limit),
     };
-    let ran = job_child::run_in_child(run, limits, events);
+    let sandbox = sandbox::for_task(task);
+    let ran = job_child::run_in_child(run, limits, sandbox, events);
     let result = ran.outcome.unwrap_or_else(|err| {
         let message = child_failure(task, &err, config.memlimit);
         Err(match ran.cost {
@@ -196,6 +198,12 @@ fn in_child(
             None => message,
         })
     });
+    let result = match (result, sandbox) {
+        (Err(message), Some(sandbox)) if sandbox::looks_refused(&message) => {
+            Err(format!("{message} (permission denied by the task's sandbox: it may {})", sandbox.rules))
+        }
+        (result, _) => result,
+    };
     (result, ran.cost)
 }
 

@@ -18,8 +18,16 @@
 //! The parent caps what a frame may announce at the largest Gearman packet, so a runaway result
 //! fails the job with a clear message instead of filling the worker's memory or being cut.
 //!
+//! A task with a sandbox ([`super::sandbox`]) runs restricted: the child applies the ruleset the
+//! worker built before the fork, then runs the task.
+//!
+//! What the child cost ([`JobCost`], CPU time and peak memory) comes with its answer (a frame
+//! of its own `getrusage`, since an answered child is reaped later, off the critical path), or
+//! from `wait4` when the parent reaps a child that ended without one.
+//!
 //! Forking goes through [`process::fork`] (single-thread check, signals blocked across it).
 
+use super::sandbox::Prepared;
 use crate::gearman::packet::DEFAULT_MAX_BODY;
 use crate::plugins::JobEvents;
 use crate::process::{self, ForkFailed, MultiThreaded};
@@ -260,12 +268,16 @@ impl ChildLimits {
 ///
 /// Its `outcome` is a [`ForkError`] when the process may not fork, or when the child died,
 /// exited, timed out, used its CPU limit, was stopped or sent too much before returning.
+///
+/// With a `sandbox`, the child restricts itself to it before it runs the job (and fails the job,
+/// without running it, when it cannot).
 pub fn run_in_child(
     job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
     limits: ChildLimits,
+    sandbox: Option<&Prepared>,
     events: &mut dyn JobEvents,
 ) -> ChildRun {
-    match start_child(job, limits) {
+    match start_child(job, limits, sandbox) {
         Ok(mut child) => {
             let outcome = child.wait(limits, events);
             if outcome.is_err() && child.state == ChildState::Running {
@@ -283,6 +295,7 @@ pub fn run_in_child(
 fn start_child(
     job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
     limits: ChildLimits,
+    sandbox: Option<&Prepared>,
 ) -> Result<JobChild, ForkError> {
     reap_children(false);
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -294,7 +307,7 @@ fn start_child(
     let child = process::fork_child(setup, move || {
         // The child's copy of the read end; the parent keeps its own.
         let _ = nix::unistd::close(read_fd);
-        child(job, write, limits)
+        child(job, write, limits, sandbox)
     })?;
     // Both sides set the group, so it exists whichever runs first; the child may be gone
     // already (ESRCH), which the wait below reports.
@@ -303,7 +316,12 @@ fn start_child(
 }
 
 /// The child's body: runs the job and sends what it returned; returns the exit code.
-fn child(job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>, write: OwnedFd, limits: ChildLimits) -> i32 {
+fn child(
+    job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
+    write: OwnedFd,
+    limits: ChildLimits,
+    sandbox: Option<&Prepared>,
+) -> i32 {
     if let Some(bytes) = limits.memory {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes);
     }
@@ -313,8 +331,12 @@ fn child(job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>, write:
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CPU, seconds, seconds + 1);
     }
     let mut events = PipeEvents { pipe: std::fs::File::from(write), broken: false };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut events)))
-        .unwrap_or_else(|_| Err("the job panicked in the host".to_string()));
+    let restricted = sandbox.map_or(Ok(()), Prepared::restrict);
+    let outcome = match restricted {
+        Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut events)))
+            .unwrap_or_else(|_| Err("the job panicked in the host".to_string())),
+        Err(err) => Err(format!("cannot enter the task's sandbox: {err}; the job did not run")),
+    };
     let cost = JobCost::of_self();
     let mut payload = [0u8; 16];
     payload[..8].copy_from_slice(&u64::try_from(cost.cpu.as_micros()).unwrap_or(u64::MAX).to_be_bytes());

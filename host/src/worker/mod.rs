@@ -37,10 +37,12 @@
 //! - [`job`]: running one job and answering it (where a failure goes back to the client).
 //! - [`job_child`]: running one job in a forked child (`--atomic`).
 //! - [`memory`]: the `/proc` memory probe behind `--memlimit`.
+//! - [`sandbox`]: the Landlock sandbox a task's jobs run in.
 
 pub mod job;
 pub mod job_child;
 pub mod memory;
+pub mod sandbox;
 pub mod servers;
 pub mod startup;
 
@@ -81,6 +83,9 @@ pub struct WorkerConfig {
     /// Memory limit in bytes: under `atomic`, the job child's `RLIMIT_DATA`; otherwise the
     /// worker ends after a job that leaves its resident memory above it (to be replaced).
     pub memlimit: Option<u64>,
+    /// The tasks' sandboxes: under `atomic` each job child's, else the default for the whole
+    /// worker once its plugins and states are built.
+    pub sandbox: sandbox::SandboxConfig,
     /// Stop after this many jobs (`None`: never).
     pub max_jobs: Option<u64>,
     /// The task names the configuration sets options for: those no loaded plugin has are

@@ -4,7 +4,7 @@
 use super::WorkerConfig;
 use crate::gearman::conn::ServerAddr;
 use crate::plugins::{Registry, StateMode};
-use log::{info, warn};
+use log::{error, info, warn};
 
 /// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
 /// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
@@ -55,6 +55,10 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     for unused in unused_plugin_settings(&worker.plugin_settings, &registry) {
         warn!("Configuration: {unused}");
     }
+    if let Err(message) = apply_sandbox(worker) {
+        error!("Sandbox: {message}; the worker exits");
+        return 2;
+    }
     if !worker.atomic && (worker.cpu_limit.is_some() || !worker.cpu_limits.is_empty()) {
         warn!("Configuration: CPU limits (--cpu-limit, cpu_limit) apply to --atomic job children only; ignored");
     }
@@ -67,6 +71,25 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     } else {
         0
     }
+}
+
+/// Under `--atomic`, builds every task's sandbox for its job children; otherwise restricts
+/// this worker to the default sandbox, now that its plugins and states are built.
+fn apply_sandbox(worker: &WorkerConfig) -> Result<(), String> {
+    use super::sandbox;
+    if worker.atomic {
+        return sandbox::prepare_for_jobs(&worker.sandbox).map_err(|err| err.to_string());
+    }
+    if !worker.sandbox.tasks.is_empty() {
+        warn!(
+            "Sandbox: per-task sandboxes ({}) apply under --atomic only; this worker runs in the default sandbox, if any",
+            worker.sandbox.tasks.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(applied) = sandbox::restrict_worker(&worker.sandbox)? {
+        info!("Sandbox: the worker runs in {} (and its job servers' ports)", applied.rules);
+    }
+    Ok(())
 }
 
 /// A line for every plugin settings section that no loaded plugin reads: one naming no loaded
