@@ -167,3 +167,17 @@ fn a_task_takes_a_cpu_limit() {
     let err = parse(path, "[default.tasks.\"A::b\"]\ncpu_limit = 0\n", "default", None).unwrap_err().to_string();
     assert!(err.contains("default.tasks.\"A::b\".cpu_limit: 0 is not a positive number of seconds"), "{err}");
 }
+
+#[test]
+fn redis_urls_are_checked_and_redacted() {
+    let path = std::path::Path::new("li3g.toml");
+    let err = parse(path, "[default]\nredis = \"garbage\"\n", "default", None).unwrap_err().to_string();
+    assert!(err.contains("default.redis") && err.contains("not a Redis URL"), "{err}");
+    let text = "[default]\nredis = \"redis://r/0\"\n[default.environments.p]\nredis = \"redis://a:pw@h/0\"\n";
+    assert!(parse(path, text, "default", Some("p")).is_ok());
+    let err = parse(path, "[default]\nredis = \"http://u:secret@h/0\"\n", "default", None).unwrap_err().to_string();
+    assert!(!err.contains("secret"), "{err}");
+    assert_eq!(redact_url("redis://app:apppw@127.0.0.1:6379/0"), "redis://***@127.0.0.1:6379/0");
+    assert_eq!(redact_url("redis://127.0.0.1/0"), "redis://127.0.0.1/0");
+    assert_eq!(redact_url("rediss://:p@ss@h/0"), "rediss://***@h/0");
+}
