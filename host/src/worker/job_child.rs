@@ -25,7 +25,9 @@
 //! of its own `getrusage`, since an answered child is reaped later, off the critical path), or
 //! from `wait4` when the parent reaps a child that ended without one.
 //!
-//! Forking goes through [`process::fork`] (single-thread check, signals blocked across it).
+//! Forking goes through [`process::fork_child_witnessed`] (signals blocked across it; the
+//! single-thread check at the first fork and every [`process::ThreadWitness::RECHECK_EVERY`]
+//! forks after, see [`process::ThreadWitness`] for why that is enough).
 
 use super::sandbox::Prepared;
 use crate::gearman::packet::DEFAULT_MAX_BODY;
@@ -100,6 +102,9 @@ impl From<ForkFailed> for ForkError {
 thread_local! {
     /// Children that answered and are exiting: reaped later, off the job's critical path.
     static EXITING: std::cell::RefCell<Vec<Pid>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// What this worker knows about its threads, across its job children's forks.
+    static WITNESS: std::cell::RefCell<process::ThreadWitness> =
+        const { std::cell::RefCell::new(process::ThreadWitness::new()) };
 }
 
 /// What a job child cost: its CPU time and its peak resident memory.
@@ -304,10 +309,14 @@ fn start_child(
         signals::reset_for_job();
         let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     };
-    let child = process::fork_child(setup, move || {
-        // The child's copy of the read end; the parent keeps its own.
-        let _ = nix::unistd::close(read_fd);
-        child(job, write, limits, sandbox)
+    // The thread count is read at the first fork and now and then after, not before every
+    // fork: what [`process::ThreadWitness`] says and why.
+    let child = WITNESS.with(|witness| {
+        process::fork_child_witnessed(&mut witness.borrow_mut(), setup, move || {
+            // The child's copy of the read end; the parent keeps its own.
+            let _ = nix::unistd::close(read_fd);
+            child(job, write, limits, sandbox)
+        })
     })?;
     // Both sides set the group, so it exists whichever runs first; the child may be gone
     // already (ESRCH), which the wait below reports.
