@@ -52,7 +52,7 @@ fn verbose_shows_the_start_and_failures_and_nothing_per_successful_job() {
     // SAFETY: kill(2) on our own child's PID.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     worker.wait_timeout(WAIT).expect("the worker stops");
-    lines.wait_for("(Worker) Worker ended: 1 jobs completed, 1 failed", WAIT);
+    lines.wait_for("(Worker) Worker ended: 1 job completed, 1 failed", WAIT);
 }
 
 #[test]

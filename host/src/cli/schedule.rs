@@ -58,14 +58,12 @@ fn open(config: &Config) -> Result<Schedule, ScheduleError> {
     Schedule::open(config.redis.as_deref().ok_or(ScheduleError::NotConfigured)?, &config.scheduler)
 }
 
-/// A log line of the scheduler: stderr with `--verbose`, else syslog.
+/// A log line of the scheduler, `(Scheduler) ...` wherever it goes (stderr with `--verbose`,
+/// the log file, else syslog).
 pub(super) fn scheduler_log(verbose: bool) -> impl Fn(&str) {
     move |message: &str| {
-        if verbose {
-            eprintln!("li3g-host[{}]: (Scheduler) {message}", std::process::id());
-        } else {
-            crate::log::Log { verbose: false }.daemon(&format!("Scheduler: {message}"));
-        }
+        crate::log::init(verbose);
+        log::info!(target: crate::log::SCHEDULER, "{message}");
     }
 }
 

@@ -6,6 +6,7 @@
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
+//! log_file = "/var/log/li3g/li3g-host.log"    # log lines here (reopened on SIGUSR1), not syslog
 //!
 //! [default.tasks."Image::resize"]
 //! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
@@ -25,12 +26,17 @@
 //!
 //! [default.plugins]
 //! state_timeout = 30                          # seconds a plugin's state constructor may take
+//! optional = ["redis_counter"]                # plugins that may be refused (skipped, not fatal)
 //!
 //! [default.plugins.redis_counter]             # a plugin's settings, by plugin name
 //! url = "redis://127.0.0.1:6379/0"
 //!
 //! [default.environments.production.plugins.redis_counter]
 //! url = "redis://redis.internal/0"            # merged key by key over the section above
+//!
+//! [default.pools.reports]                    # workers of their own for some tasks (pools.rs)
+//! tasks = ["Report::*"]
+//! workers = 2
 //!
 //! [reports]                                   # another configuration: `li3g-host work reports`
 //! servers = ["127.0.0.1:4731"]
@@ -40,6 +46,10 @@
 //! current directory, then `/etc/li3g/li3g.toml`; with neither, built-in defaults (and only
 //! the configuration `default` exists). Unknown keys are errors, so a typo never goes unseen;
 //! every error names the file, the key and what was expected.
+
+pub mod pools;
+
+pub use pools::PoolSettings;
 
 use crate::gearman::conn::ServerAddr;
 use crate::plugins::canonical_task_name;
@@ -88,9 +98,27 @@ pub struct Config {
     /// `plugins.state_timeout`: how long a plugin's state constructor may take in a worker
     /// before the worker gives up and exits (`None`: [`crate::plugins::STATE_TIMEOUT`]).
     pub state_timeout: Option<Duration>,
+    /// The worker pools (`[<name>.pools.<pool>]`), by name.
+    pub pools: Vec<PoolSettings>,
+    /// `plugins.optional`: the plugins that may be refused (skipped with a warning); any other
+    /// refused plugin stops `start` and `work` from starting.
+    pub optional_plugins: Vec<String>,
+    /// `log_file`: where the daemon and its workers write their log lines (reopened on
+    /// SIGUSR1), instead of syslog or stderr.
+    pub log_file: Option<PathBuf>,
 }
 
 impl Config {
+    /// The pool named `name`, if configured.
+    pub fn pool(&self, name: &str) -> Option<&PoolSettings> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+
+    /// What a worker of pool `pool` registers (`None`: the default pool).
+    pub fn selection(&self, pool: Option<&str>) -> crate::worker::selection::Selection {
+        pools::selection(&self.pools, pool)
+    }
+
     /// The plugin settings, with where they come from, for the registry's messages.
     pub fn plugin_settings(&self) -> crate::plugins::PluginSettings {
         crate::plugins::PluginSettings {
@@ -99,6 +127,7 @@ impl Config {
             values: self.plugin_settings.clone(),
             origins: self.plugin_setting_origins.clone(),
             state_timeout: self.state_timeout.unwrap_or(crate::plugins::STATE_TIMEOUT),
+            optional: self.optional_plugins.clone(),
         }
     }
 }
@@ -266,8 +295,11 @@ struct RawConfig {
     scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
     sandbox: Option<RawSandbox>,
+    log_file: Option<PathBuf>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
+    #[serde(default)]
+    pools: BTreeMap<String, pools::RawPool>,
     #[serde(default)]
     environments: BTreeMap<String, RawOverride>,
 }
@@ -436,7 +468,7 @@ fn resolve(
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut servers_key = format!("{name}.servers");
     let mut redis_key = format!("{name}.redis");
-    let (mut plugins, mut state_timeout, mut plugin_settings) =
+    let (mut plugins, mut state_timeout, mut optional_plugins, mut plugin_settings) =
         split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
     if let Some(env) = environment.as_deref() {
         if let Some(over) = raw.environments.remove(env) {
@@ -444,9 +476,10 @@ fn resolve(
                 raw.servers = over.servers;
                 servers_key = format!("{name}.environments.{env}.servers");
             }
-            let (dir, timeout, settings) =
+            let (dir, timeout, optional, settings) =
                 split_plugins(over.plugins, &format!("{name}.environments.{env}.plugins"), &invalid)?;
             plugins = dir.or(plugins);
+            optional_plugins = optional.or(optional_plugins);
             state_timeout = timeout.or(state_timeout);
             for (plugin, section) in settings {
                 let keys = section.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
@@ -507,6 +540,7 @@ fn resolve(
             return Err(invalid(redis_key, format!("{:?} is not a Redis URL ({err}); expected redis://[user:password@]host[:port][/db] or unix:///path", redact_url(url))));
         }
     }
+    let pools = pools::resolve(name, std::mem::take(&mut raw.pools), &invalid)?;
     let scheduler = raw
         .scheduler
         .unwrap_or_default()
@@ -529,21 +563,52 @@ fn resolve(
             .collect(),
         state_timeout,
         plugin_setting_origins,
+        pools,
+        optional_plugins: optional_plugins.unwrap_or_default(),
+        log_file: raw.log_file,
     })
+}
+
+/// `512M`, `2G`, `64K` or plain bytes: a memory limit (`--memlimit`, a pool's `memlimit`).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 512M"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    if n == 0 {
+        return Err(format!("{text:?}: a memory limit must be above zero"));
+    }
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 type Sections = BTreeMap<String, toml::Value>;
 
-/// The plugins directory, the state constructors' timeout and the plugin settings sections
-/// from `plugins`.
+/// What a `plugins` table holds: the directory, the state constructors' timeout, the optional
+/// plugins and the plugin settings sections.
+type SplitPlugins = (Option<PathBuf>, Option<Duration>, Option<Vec<String>>, Sections);
+
+/// The plugins directory, the state constructors' timeout, the optional plugins and the plugin
+/// settings sections from `plugins`.
 fn split_plugins(
     raw: Option<RawPlugins>,
     key: &str,
     invalid: &dyn Fn(String, String) -> ConfigError,
-) -> Result<(Option<PathBuf>, Option<Duration>, Sections), ConfigError> {
+) -> Result<SplitPlugins, ConfigError> {
     match raw {
-        None => Ok((None, None, Sections::new())),
-        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, Sections::new())),
+        None => Ok((None, None, None, Sections::new())),
+        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, None, Sections::new())),
         Some(RawPlugins::Table(mut table)) => {
             let dir = match table.remove("dir") {
                 None => None,
@@ -570,6 +635,27 @@ fn split_plugins(
                     ))
                 }
             };
+            let optional = match table.remove("optional") {
+                None => None,
+                Some(toml::Value::Array(names)) => Some(
+                    names
+                        .into_iter()
+                        .map(|name| match name {
+                            toml::Value::String(name) => Ok(name),
+                            other => Err(invalid(
+                                format!("{key}.optional"),
+                                format!("expected plugin names, found {}", other.type_str()),
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{key}.optional"),
+                        format!("expected a list of plugin names, found {}", other.type_str()),
+                    ))
+                }
+            };
             for (plugin, section) in &table {
                 if !section.is_table() {
                     return Err(invalid(
@@ -578,7 +664,7 @@ fn split_plugins(
                     ));
                 }
             }
-            Ok((dir, timeout, table))
+            Ok((dir, timeout, optional, table))
         }
     }
 }
