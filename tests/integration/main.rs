@@ -1,6 +1,7 @@
 //! li3g's integration tests: one binary, one module per area. Artifacts come fresh from the
 //! harness (`li3g_tests`), never from a stale build.
 
+mod atomic;
 mod cli;
 mod client;
 mod compat;
@@ -19,6 +20,7 @@ mod migrating;
 mod multi_server;
 mod pools;
 mod processes;
+mod sandbox;
 mod scaffold;
 mod scheduler;
 mod server;

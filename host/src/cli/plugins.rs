@@ -25,7 +25,7 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     // constructor is refused here as well (`start` would not start).
     let settings = config.plugin_settings();
     registry.build_states(&settings, crate::plugins::StateMode::Eager);
-    print!("{}", render(&dir, &registry));
+    print!("{}", render(&dir, &registry, &config));
     for unknown in crate::worker::unknown_tasks(config.tasks.keys(), &registry) {
         eprintln!("li3g-host: warning: configuration {}: {unknown}", config.name);
     }
@@ -44,8 +44,9 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     Ok(if fatal.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// The listing: a header line, each plugin with its tasks, then the rejected files.
-fn render(dir: &std::path::Path, registry: &Registry) -> String {
+/// The listing: a header line, each plugin with its tasks (and each task's sandbox, when the
+/// configuration gives it one), then the rejected files.
+fn render(dir: &std::path::Path, registry: &Registry, config: &crate::config::Config) -> String {
     let mut out = String::new();
     let is_refusal = |r: &&Rejected| matches!(r.reason, Reason::State(_));
     let refused: Vec<&Rejected> = registry.rejected().iter().filter(is_refusal).collect();
@@ -75,6 +76,10 @@ fn render(dir: &std::path::Path, registry: &Registry) -> String {
         for task in tasks {
             let state = if plugin.takes_state(&task.name) { "  (takes the plugin's state)" } else { "" };
             out += &format!("    {}{state}\n", signature(task));
+            let own = config.tasks.get(task.name.as_str()).and_then(|o| o.sandbox.as_ref());
+            if let Some(sandbox) = own.or(config.sandbox.as_ref()) {
+                out += &format!("        sandbox: {sandbox}\n");
+            }
         }
     }
     if !files.is_empty() {

@@ -10,6 +10,16 @@
 //!
 //! [default.tasks."Image::resize"]
 //! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
+//! cpu_limit = 60                              # CPU seconds a job may use (--atomic: RLIMIT_CPU)
+//!
+//! [default.sandbox]                           # Landlock: what every task's jobs may do (docs/SANDBOX.md)
+//! read = ["/usr/share/zoneinfo"]              # paths to read; everything else refused
+//! write = ["/var/lib/li3g/out"]               # paths to write (and read)
+//! connect = [6379]                            # TCP ports to connect to
+//! best_effort = false                         # true: run on a kernel without (all of) Landlock
+//!
+//! [default.tasks."Image::resize".sandbox]     # this task's own: its keys replace the default's
+//! write = ["/var/lib/li3g/images"]
 //!
 //! [default.environments.production]           # applied on top when --environment production
 //! servers = ["gearman1.internal", "gearman2.internal"]
@@ -43,6 +53,7 @@ pub use pools::PoolSettings;
 
 use crate::gearman::conn::ServerAddr;
 use crate::plugins::canonical_task_name;
+pub use crate::worker::sandbox::SandboxRules;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +79,8 @@ pub struct Config {
     pub servers_default: bool,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
+    /// `[NAME.sandbox]`: every task's sandbox unless it has its own.
+    pub sandbox: Option<SandboxRules>,
     /// The scheduler's settings (`[NAME.scheduler]`).
     pub scheduler: SchedulerSettings,
     /// The Redis URL for the scheduler, when set.
@@ -153,6 +166,10 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 pub struct TaskOptions {
     /// How long a job of this task may run.
     pub timeout: Option<Duration>,
+    /// How much CPU time a job of this task may use (under `--atomic`).
+    pub cpu_limit: Option<Duration>,
+    /// The task's own sandbox: `[NAME.sandbox]`'s keys with this task's over them.
+    pub sandbox: Option<SandboxRules>,
 }
 
 /// Why the configuration cannot be used.
@@ -223,6 +240,39 @@ enum RawPlugins {
 #[serde(deny_unknown_fields)]
 struct RawTask {
     timeout: Option<f64>,
+    cpu_limit: Option<f64>,
+    sandbox: Option<RawSandbox>,
+}
+
+/// `[NAME.sandbox]` and `[NAME.tasks."T".sandbox]`: each key given replaces the default's.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    read: Option<Vec<PathBuf>>,
+    write: Option<Vec<PathBuf>>,
+    connect: Option<Vec<u16>>,
+    best_effort: Option<bool>,
+}
+
+impl RawSandbox {
+    /// `over`'s keys over these.
+    fn merge(&self, over: &RawSandbox) -> RawSandbox {
+        RawSandbox {
+            read: over.read.clone().or_else(|| self.read.clone()),
+            write: over.write.clone().or_else(|| self.write.clone()),
+            connect: over.connect.clone().or_else(|| self.connect.clone()),
+            best_effort: over.best_effort.or(self.best_effort),
+        }
+    }
+
+    fn resolve(self) -> SandboxRules {
+        SandboxRules {
+            read: self.read.unwrap_or_default(),
+            write: self.write.unwrap_or_default(),
+            connect: self.connect.unwrap_or_default(),
+            best_effort: self.best_effort.unwrap_or(false),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -244,6 +294,7 @@ struct RawConfig {
     redis: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
+    sandbox: Option<RawSandbox>,
     log_file: Option<PathBuf>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
@@ -482,12 +533,14 @@ fn resolve(
     for (task, options) in raw.tasks {
         let key = |field: &str| format!("{name}.tasks.\"{task}\"{field}");
         let timeout = options.timeout.map(seconds).transpose().map_err(|err| invalid(key(".timeout"), err))?;
+        let cpu_limit = options.cpu_limit.map(seconds).transpose().map_err(|err| invalid(key(".cpu_limit"), err))?;
         // Keys name tasks as jobs do: `Hello` is `Hello::run`, a leading `\` is ignored.
         let canonical = canonical_task_name(&task);
         if let Some(other) = keys.insert(canonical.clone(), task.clone()) {
             return Err(invalid(key(""), format!("names the same task as \"{other}\" ({canonical})")));
         }
-        tasks.insert(canonical, TaskOptions { timeout });
+        let sandbox = options.sandbox.map(|own| raw.sandbox.clone().unwrap_or_default().merge(&own).resolve());
+        tasks.insert(canonical, TaskOptions { timeout, cpu_limit, sandbox });
     }
     if let Some(url) = raw.redis.as_deref() {
         // A URL that does not parse would make every scheduler exit at start, over and over:
@@ -509,6 +562,7 @@ fn resolve(
         servers,
         servers_default,
         plugins,
+        sandbox: raw.sandbox.map(RawSandbox::resolve),
         redis: raw.redis,
         environment,
         tasks,

@@ -161,6 +161,16 @@ fn settings_from_the_configuration() {
 }
 
 #[test]
+fn a_task_takes_a_cpu_limit() {
+    let path = Path::new("/etc/li3g/li3g.toml");
+    let text = "[default.tasks.\"A::b\"]\ncpu_limit = 2.5\n";
+    let config = parse(path, text, "default", None).unwrap();
+    assert_eq!(config.tasks["A::b"].cpu_limit, Some(Duration::from_millis(2500)));
+    let err = parse(path, "[default.tasks.\"A::b\"]\ncpu_limit = 0\n", "default", None).unwrap_err().to_string();
+    assert!(err.contains("default.tasks.\"A::b\".cpu_limit: 0 is not a positive number of seconds"), "{err}");
+}
+
+#[test]
 fn redis_urls_are_checked_and_redacted() {
     let path = std::path::Path::new("li3g.toml");
     let err = parse(path, "[default]\nredis = \"garbage\"\n", "default", None).unwrap_err().to_string();

@@ -18,8 +18,18 @@
 //! The parent caps what a frame may announce at the largest Gearman packet, so a runaway result
 //! fails the job with a clear message instead of filling the worker's memory or being cut.
 //!
-//! Forking goes through [`process::fork`] (single-thread check, signals blocked across it).
+//! A task with a sandbox ([`super::sandbox`]) runs restricted: the child applies the ruleset the
+//! worker built before the fork, then runs the task.
+//!
+//! What the child cost ([`JobCost`], CPU time and peak memory) comes with its answer (a frame
+//! of its own `getrusage`, since an answered child is reaped later, off the critical path), or
+//! from `wait4` when the parent reaps a child that ended without one.
+//!
+//! Forking goes through [`process::fork_child_witnessed`] (signals blocked across it; the
+//! single-thread check at the first fork and every [`process::ThreadWitness::RECHECK_EVERY`]
+//! forks after, see [`process::ThreadWitness`] for why that is enough).
 
+use super::sandbox::Prepared;
 use crate::gearman::packet::DEFAULT_MAX_BODY;
 use crate::plugins::JobEvents;
 use crate::process::{self, ForkFailed, MultiThreaded};
@@ -27,7 +37,7 @@ use crate::signals;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{self, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -59,6 +69,10 @@ pub enum ForkError {
     /// The child ran past its timeout and was killed.
     #[error("ran past its timeout of {0:?} and was killed")]
     TimedOut(Duration),
+    /// The child used its CPU time limit (`RLIMIT_CPU`): SIGXCPU at the soft limit, SIGKILL
+    /// one second later at the hard one.
+    #[error("used its CPU limit of {} s", .0.as_secs())]
+    CpuLimit(Duration),
     /// The worker was told to stop now (a second stop signal) and killed the job.
     #[error("was killed: the worker was told to stop at once (a second stop signal)")]
     Stopped,
@@ -88,18 +102,89 @@ impl From<ForkFailed> for ForkError {
 thread_local! {
     /// Children that answered and are exiting: reaped later, off the job's critical path.
     static EXITING: std::cell::RefCell<Vec<Pid>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// What this worker knows about its threads, across its job children's forks.
+    static WITNESS: std::cell::RefCell<process::ThreadWitness> =
+        const { std::cell::RefCell::new(process::ThreadWitness::new()) };
+}
+
+/// What a job child cost: its CPU time and its peak resident memory.
+///
+/// `max_rss_bytes` is the kernel's high-water mark of the child's resident set
+/// (`ru_maxrss`). A forked child starts with the worker's pages mapped, so the figure includes
+/// what it inherited (the worker's own resident memory, a few MiB), not only what the job
+/// allocated; `cpu` counts the child from the fork on (user and system time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobCost {
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// Peak resident memory, in bytes.
+    pub max_rss_bytes: u64,
+}
+
+impl JobCost {
+    fn from_rusage(usage: &libc::rusage) -> JobCost {
+        let micros =
+            |t: libc::timeval| u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0);
+        JobCost {
+            cpu: Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime)),
+            // Linux reports kilobytes.
+            max_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+        }
+    }
+
+    /// What this process has cost so far (`getrusage(RUSAGE_SELF)`): the child's own figure,
+    /// sent with its answer.
+    fn of_self() -> JobCost {
+        // SAFETY: getrusage writes into the struct we own.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return JobCost::default();
+        }
+        JobCost::from_rusage(&usage)
+    }
+
+    /// The (CPU seconds, peak RSS bytes) pair the scoreboard's `SlotWriter::done` takes.
+    pub fn as_pair(&self) -> (f64, u64) {
+        (self.cpu.as_secs_f64(), self.max_rss_bytes)
+    }
+}
+
+impl std::fmt::Display for JobCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cpu {:.2} s, max rss {} MiB", self.cpu.as_secs_f64(), self.max_rss_bytes >> 20)
+    }
+}
+
+/// `wait4(2)`: waits for `pid` (or, with `WNOHANG`, looks) and returns its status and what it
+/// cost; `None` when it is still running.
+fn wait4(pid: Pid, flags: libc::c_int) -> nix::Result<Option<(WaitStatus, JobCost)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: wait4 writes the status and the usage into values we own; nix has no wrapper.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let got = loop {
+        let got = unsafe { libc::wait4(pid.as_raw(), &mut status, flags, &mut usage) };
+        if got < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        break got;
+    };
+    match got {
+        n if n < 0 => Err(nix::errno::Errno::last()),
+        0 => Ok(None),
+        _ => Ok(Some((WaitStatus::from_raw(pid, status)?, JobCost::from_rusage(&usage)))),
+    }
 }
 
 /// Reaps the job children that answered since; with `block`, waits for all of them. Whatever
 /// a job left running in its process group is killed first: nothing a job started outlives it.
 pub fn reap_children(block: bool) {
-    let flag = if block { None } else { Some(nix::sys::wait::WaitPidFlag::WNOHANG) };
     EXITING.with(|pids| {
         pids.borrow_mut().retain(|pid| {
             // The group keeps the child's PID as its id until the child is reaped, so this
             // cannot reach another process's group.
             let _ = signal::killpg(*pid, Signal::SIGKILL);
-            matches!(waitpid(*pid, flag), Ok(WaitStatus::StillAlive))
+            let flags = if block { 0 } else { libc::WNOHANG };
+            matches!(wait4(*pid, flags), Ok(None))
         });
     });
 }
@@ -109,6 +194,9 @@ const DATA: u8 = 2;
 const WARNING: u8 = 3;
 const RESULT_OK: u8 = 4;
 const RESULT_ERR: u8 = 5;
+/// What the child cost up to its answer ([`JobCost`]: CPU microseconds, peak RSS bytes),
+/// sent just before the result.
+const COST: u8 = 6;
 
 /// The child's side of the pipe: every event becomes a frame.
 struct PipeEvents {
@@ -158,19 +246,62 @@ pub struct ChildLimits {
     pub timeout: Option<Duration>,
     /// `RLIMIT_DATA` for the child, in bytes: an allocation past it fails (and Rust aborts).
     pub memory: Option<u64>,
+    /// `RLIMIT_CPU` for the child, in whole seconds (rounded up): SIGXCPU at it, SIGKILL one
+    /// second later.
+    pub cpu: Option<Duration>,
+}
+
+/// How a job child ended: what it returned (or how it failed) and what it cost, when known.
+#[derive(Debug)]
+pub struct ChildRun {
+    /// The task's result or error, or how the child failed.
+    pub outcome: Result<Result<Vec<u8>, String>, ForkError>,
+    /// The child's CPU time and peak memory: sent by the child with its answer, or from
+    /// `wait4` when it ended without one. `None` when there was no child.
+    pub cost: Option<JobCost>,
+}
+
+impl ChildLimits {
+    /// The CPU limit in the whole seconds `RLIMIT_CPU` takes (at least 1).
+    pub fn cpu_seconds(&self) -> Option<u64> {
+        self.cpu.map(|t| (t.as_secs() + u64::from(t.subsec_nanos() > 0)).max(1))
+    }
 }
 
 /// Runs `job` in a forked child and returns what it returned; the child's progress and data
 /// reach `events` while it runs.
 ///
-/// # Errors
-/// [`ForkError`] when the process may not fork, or when the child died, exited, timed out, was
-/// stopped or sent too much before returning.
+/// Its `outcome` is a [`ForkError`] when the process may not fork, or when the child died,
+/// exited, timed out, used its CPU limit, was stopped or sent too much before returning.
+///
+/// With a `sandbox`, the child restricts itself to it before it runs the job (and fails the job,
+/// without running it, when it cannot).
 pub fn run_in_child(
     job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
     limits: ChildLimits,
+    sandbox: Option<&Prepared>,
     events: &mut dyn JobEvents,
-) -> Result<Result<Vec<u8>, String>, ForkError> {
+) -> ChildRun {
+    match start_child(job, limits, sandbox) {
+        Ok(mut child) => {
+            let outcome = child.wait(limits, events);
+            if outcome.is_err() && child.state == ChildState::Running {
+                // Timed out, stopped, or an error while waiting: kill it now, so that what it
+                // cost until then is known too.
+                child.kill_and_reap();
+            }
+            ChildRun { outcome, cost: child.cost }
+        }
+        Err(err) => ChildRun { outcome: Err(err), cost: None },
+    }
+}
+
+/// Forks the child that runs `job`; returns its owner.
+fn start_child(
+    job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
+    limits: ChildLimits,
+    sandbox: Option<&Prepared>,
+) -> Result<JobChild, ForkError> {
     reap_children(false);
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let read_fd = read.as_raw_fd();
@@ -178,26 +309,48 @@ pub fn run_in_child(
         signals::reset_for_job();
         let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     };
-    let child = process::fork_child(setup, move || {
-        // The child's copy of the read end; the parent keeps its own.
-        let _ = nix::unistd::close(read_fd);
-        child(job, write, limits)
+    // The thread count is read at the first fork and now and then after, not before every
+    // fork: what [`process::ThreadWitness`] says and why.
+    let child = WITNESS.with(|witness| {
+        process::fork_child_witnessed(&mut witness.borrow_mut(), setup, move || {
+            // The child's copy of the read end; the parent keeps its own.
+            let _ = nix::unistd::close(read_fd);
+            child(job, write, limits, sandbox)
+        })
     })?;
     // Both sides set the group, so it exists whichever runs first; the child may be gone
     // already (ESRCH), which the wait below reports.
     let _ = nix::unistd::setpgid(child, child);
-    let mut child = JobChild { pid: child, state: ChildState::Running, pipe: Some(read.into()) };
-    child.wait(limits.timeout, events)
+    Ok(JobChild { pid: child, state: ChildState::Running, pipe: Some(read.into()), cost: None })
 }
 
 /// The child's body: runs the job and sends what it returned; returns the exit code.
-fn child(job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>, write: OwnedFd, limits: ChildLimits) -> i32 {
+fn child(
+    job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
+    write: OwnedFd,
+    limits: ChildLimits,
+    sandbox: Option<&Prepared>,
+) -> i32 {
     if let Some(bytes) = limits.memory {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes);
     }
+    if let Some(seconds) = limits.cpu_seconds() {
+        // The soft limit sends SIGXCPU (whose default ends the process); the hard one, a
+        // second later, SIGKILL for a job that catches or ignores SIGXCPU.
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CPU, seconds, seconds + 1);
+    }
     let mut events = PipeEvents { pipe: std::fs::File::from(write), broken: false };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut events)))
-        .unwrap_or_else(|_| Err("the job panicked in the host".to_string()));
+    let restricted = sandbox.map_or(Ok(()), Prepared::restrict);
+    let outcome = match restricted {
+        Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut events)))
+            .unwrap_or_else(|_| Err("the job panicked in the host".to_string())),
+        Err(err) => Err(format!("cannot enter the task's sandbox: {err}; the job did not run")),
+    };
+    let cost = JobCost::of_self();
+    let mut payload = [0u8; 16];
+    payload[..8].copy_from_slice(&u64::try_from(cost.cpu.as_micros()).unwrap_or(u64::MAX).to_be_bytes());
+    payload[8..].copy_from_slice(&cost.max_rss_bytes.to_be_bytes());
+    events.frame(COST, &payload);
     match &outcome {
         Ok(result) => events.frame(RESULT_OK, result),
         Err(message) => events.frame(RESULT_ERR, message.as_bytes()),
@@ -215,6 +368,8 @@ struct JobChild {
     state: ChildState,
     /// The read end of the result pipe; `None` once the child's end is closed.
     pipe: Option<std::fs::File>,
+    /// What it cost, once known: from its answer, or from `wait4` when it was reaped.
+    cost: Option<JobCost>,
 }
 
 /// Where a [`JobChild`] stands.
@@ -231,13 +386,7 @@ enum ChildState {
 impl Drop for JobChild {
     fn drop(&mut self) {
         match self.state {
-            ChildState::Running => {
-                // The group keeps the child's PID as its id until the child is reaped, so this
-                // cannot reach another process's group.
-                let _ = signal::killpg(self.pid, Signal::SIGKILL);
-                let _ = signal::kill(self.pid, Signal::SIGKILL);
-                let _ = waitpid(self.pid, None);
-            }
+            ChildState::Running => self.kill_and_reap(),
             ChildState::Answered => EXITING.with(|pids| pids.borrow_mut().push(self.pid)),
             ChildState::Exited => {}
         }
@@ -245,13 +394,22 @@ impl Drop for JobChild {
 }
 
 impl JobChild {
+    /// Kills the child with its process group and reaps it, keeping what it cost.
+    fn kill_and_reap(&mut self) {
+        // The group keeps the child's PID as its id until the child is reaped, so this
+        // cannot reach another process's group.
+        let _ = signal::killpg(self.pid, Signal::SIGKILL);
+        let _ = signal::kill(self.pid, Signal::SIGKILL);
+        if let Ok(Some((_, cost))) = wait4(self.pid, 0) {
+            self.cost = Some(cost);
+        }
+        self.state = ChildState::Exited;
+    }
+
     /// Waits for the child's answer or its exit, forwarding its progress and data to `events`
     /// as they come; kills it past `timeout` or at a second stop signal.
-    fn wait(
-        &mut self,
-        timeout: Option<Duration>,
-        events: &mut dyn JobEvents,
-    ) -> Result<Result<Vec<u8>, String>, ForkError> {
+    fn wait(&mut self, limits: ChildLimits, events: &mut dyn JobEvents) -> Result<Result<Vec<u8>, String>, ForkError> {
+        let timeout = limits.timeout;
         // A pidfd becomes readable when the child exits: one poll waits for data and exit alike.
         let pidfd = process::pidfd(self.pid)?;
         if let Some(pipe) = &self.pipe {
@@ -286,6 +444,7 @@ impl JobChild {
             }
             if pipe_ready {
                 self.drain(&mut frames, events)?;
+                self.cost = frames.cost.or(self.cost);
                 if let Some(outcome) = frames.outcome.take() {
                     // The child answered and only `_exit`s now: answer the job at once and reap
                     // the child later, so its teardown is not on the job's critical path.
@@ -300,12 +459,22 @@ impl JobChild {
                 break;
             }
         }
-        let status = waitpid(self.pid, None)?;
+        let (status, cost) = wait4(self.pid, 0)?.unwrap_or((WaitStatus::StillAlive, JobCost::default()));
         self.state = ChildState::Exited;
+        // wait4's figure covers the whole child, its exit included.
+        self.cost = Some(cost);
         if let Some(outcome) = frames.outcome.take() {
             return Ok(outcome);
         }
+        let cpu_limit = limits.cpu_seconds().map(Duration::from_secs);
         Err(match status {
+            WaitStatus::Signaled(_, Signal::SIGXCPU, _) if cpu_limit.is_some() => {
+                ForkError::CpuLimit(cpu_limit.unwrap_or_default())
+            }
+            // SIGKILL at the hard limit, for a job that outlived SIGXCPU.
+            WaitStatus::Signaled(_, Signal::SIGKILL, _) if cpu_limit.is_some_and(|limit| cost.cpu >= limit) => {
+                ForkError::CpuLimit(cpu_limit.unwrap_or_default())
+            }
             WaitStatus::Signaled(_, signal, core) => ForkError::Signaled { signal, core },
             WaitStatus::Exited(_, code) => ForkError::Exited(code),
             other => ForkError::Os(io::Error::other(format!("unexpected wait status {other:?}"))),
@@ -353,6 +522,7 @@ fn drain(pipe: &mut std::fs::File, frames: &mut Frames, events: &mut dyn JobEven
 struct Frames {
     buf: Vec<u8>,
     outcome: Option<Result<Vec<u8>, String>>,
+    cost: Option<JobCost>,
 }
 
 impl Frames {
@@ -383,6 +553,11 @@ impl Frames {
                 }
                 DATA => events.data(&payload),
                 WARNING => events.warning(&payload),
+                COST if payload.len() == 16 => {
+                    let micros = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
+                    let rss = u64::from_be_bytes(payload[8..].try_into().expect("8 bytes"));
+                    self.cost = Some(JobCost { cpu: Duration::from_micros(micros), max_rss_bytes: rss });
+                }
                 RESULT_OK => self.outcome = Some(Ok(payload)),
                 RESULT_ERR => self.outcome = Some(Err(String::from_utf8_lossy(&payload).into_owned())),
                 _ => {} // the child's own code wrote this; it cannot be a frame we sent

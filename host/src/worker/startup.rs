@@ -4,7 +4,7 @@
 use super::WorkerConfig;
 use crate::gearman::conn::ServerAddr;
 use crate::plugins::{Registry, StateMode};
-use log::{info, warn};
+use log::{error, info, warn};
 
 /// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
 /// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
@@ -32,6 +32,16 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
             return EXIT_REFUSED;
         }
     };
+    if let Err(message) = apply_sandbox(worker) {
+        error!("Sandbox: {message}; the worker exits");
+        if !worker.log.verbose {
+            eprintln!("li3g-host: error: sandbox: {message}");
+        }
+        return 2;
+    }
+    if !worker.atomic && (worker.cpu_limit.is_some() || !worker.cpu_limits.is_empty()) {
+        warn!("Configuration: CPU limits (--cpu-limit, cpu_limit) apply to --atomic job children only; ignored");
+    }
     let selected = registry.task_names().iter().filter(|task| worker.selection.selects(task)).count();
     let pool = worker.pool.as_ref().map_or_else(String::new, |(pool, _)| format!(" of pool {pool}"));
     info!("Worker{pool} started: {}, servers {}", plural(selected, "task"), list(&worker.servers));
@@ -131,6 +141,25 @@ pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Regis
 /// `1 task`, `4 tasks`.
 pub fn plural(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Under `--atomic`, builds every task's sandbox for its job children; otherwise restricts
+/// this worker to the default sandbox, now that its plugins and states are built.
+fn apply_sandbox(worker: &WorkerConfig) -> Result<(), String> {
+    use super::sandbox;
+    if worker.atomic {
+        return sandbox::prepare_for_jobs(&worker.sandbox).map_err(|err| err.to_string());
+    }
+    if !worker.sandbox.tasks.is_empty() {
+        warn!(
+            "Sandbox: per-task sandboxes ({}) apply under --atomic only; this worker runs in the default sandbox, if any",
+            worker.sandbox.tasks.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(applied) = sandbox::restrict_worker(&worker.sandbox)? {
+        info!("Sandbox: the worker runs in {} (and its job servers' ports)", applied.rules);
+    }
+    Ok(())
 }
 
 /// A line for every plugin settings section that no loaded plugin reads: one naming no loaded
