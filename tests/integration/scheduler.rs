@@ -341,7 +341,8 @@ fn retries_then_the_dead_set_and_back() {
     let dead_line = |text: &str| setup.li3g(&["scheduled"]).stdout.lines().any(|l| l.contains(&id) && l.contains(text));
     wait_until("the job is dead", LONG, || dead_line("error: failure 2 of 5"));
     assert_eq!(lines(&doomed).len(), 2);
-    assert!(setup.li3g(&["status", &id]).stdout.starts_with("dead"));
+    let status = setup.li3g(&["status", &id]).stdout;
+    assert!(status.starts_with("dead: failure 2 of 5"), "{status}");
     let listed = setup.li3g(&["scheduled"]).stdout;
     assert!(listed.contains("Dead: 1") && listed.contains("retry 1"), "{listed}");
 

@@ -15,6 +15,7 @@ mod run;
 mod schedule;
 mod server;
 mod start;
+mod status;
 mod work;
 
 use crate::config::{self, Config};
@@ -68,8 +69,10 @@ enum Command {
     Cancel(schedule::IdArgs),
     /// Bring a job back from the dead set: it runs again at once.
     Retry(schedule::IdArgs),
-    /// Show a job's status: pending, running, finished or error.
-    Status(schedule::IdArgs),
+    /// Show what the running daemon does (its children and their jobs, queues, the
+    /// scheduler's counts, the last failures); or, given a job id, that job's status: pending,
+    /// running, finished or failed with its message.
+    Status(status::StatusArgs),
     /// Write a new plugin crate: three example tasks, their tests, a README.
     New(new::NewArgs),
 }
@@ -178,7 +181,7 @@ where
         Command::Scheduled(args) => schedule::scheduled(&args),
         Command::Cancel(args) => schedule::cancel(&args),
         Command::Retry(args) => schedule::retry(&args),
-        Command::Status(args) => schedule::status(&args),
+        Command::Status(args) => status::run(&args),
         Command::Server(args) => server::run(&args),
         Command::New(args) => new::run(&args),
     };

@@ -171,15 +171,16 @@ pub(super) fn retry(args: &IdArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub(super) fn status(args: &IdArgs) -> anyhow::Result<ExitCode> {
-    let config = args.common.settings(&args.name)?;
-    match open(&config)?.status(&args.id)? {
+/// `status ID`: a job's status record in Redis.
+pub(super) fn job_status(common: &Common, name: &str, id: &str) -> anyhow::Result<ExitCode> {
+    let config = common.settings(name)?;
+    match open(&config)?.status(id)? {
         Some((status, ttl)) => {
             println!("{status} (expires in {ttl} s)");
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            eprintln!("li3g-host: no status for job {}", args.id);
+            eprintln!("li3g-host: no status for job {id}");
             Ok(ExitCode::FAILURE)
         }
     }

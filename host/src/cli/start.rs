@@ -58,6 +58,10 @@ pub(super) struct StartArgs {
     /// directory ($XDG_DATA_HOME or ~/.local/share), or /var/lib/li3g/queue.sqlite as root]
     #[arg(long, value_name = "PATH", env = "LI3G_STORE")]
     store: Option<PathBuf>,
+    /// Serve metrics, the status JSON and the dashboard on ADDR (a loopback address unless
+    /// metrics_token is configured) [default: the configuration's `metrics`, else none]
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Where the embedded job server listens, `host:port`; the workers use it as their job
     /// server [default: 127.0.0.1:4730]
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["servers", "no_server"])]
@@ -150,6 +154,8 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         server: !args.no_server,
         store: args.store.clone(),
         log,
+        scoreboard: Some(crate::scoreboard::path_for(&pid_path)),
+        metrics: args.metrics.clone(),
         listen: args.listen.clone(),
     };
     let code = daemon::run(&config, &options)?;

@@ -85,6 +85,12 @@ pub struct Config {
     pub scheduler: SchedulerSettings,
     /// The Redis URL for the scheduler, when set.
     pub redis: Option<String>,
+    /// Where the monitor serves metrics and the dashboard (`metrics = "127.0.0.1:9464"`);
+    /// `None`: no monitor.
+    pub metrics: Option<String>,
+    /// The bearer token every request to the monitor must carry (`metrics_token`); required
+    /// to bind anywhere but loopback.
+    pub metrics_token: Option<String>,
     /// The environment name tasks see, when set.
     pub environment: Option<String>,
     /// Per-task options, by canonical task name (`Hello` and `\\Hello` become `Hello::run`).
@@ -281,6 +287,8 @@ struct RawOverride {
     servers: Option<Servers>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
+    metrics: Option<String>,
+    metrics_token: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
@@ -292,6 +300,8 @@ struct RawConfig {
     servers: Option<Servers>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
+    metrics: Option<String>,
+    metrics_token: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
     sandbox: Option<RawSandbox>,
@@ -506,6 +516,8 @@ fn resolve(
                 raw.redis = over.redis;
                 redis_key = format!("{name}.environments.{env}.redis");
             }
+            raw.metrics = over.metrics.or(raw.metrics);
+            raw.metrics_token = over.metrics_token.or(raw.metrics_token);
             if let Some(over) = over.scheduler {
                 raw.scheduler = Some(raw.scheduler.unwrap_or_default().merge(over));
             }
@@ -564,6 +576,8 @@ fn resolve(
         plugins,
         sandbox: raw.sandbox.map(RawSandbox::resolve),
         redis: raw.redis,
+        metrics: raw.metrics,
+        metrics_token: raw.metrics_token,
         environment,
         tasks,
         plugin_settings: plugin_settings

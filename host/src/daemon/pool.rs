@@ -24,6 +24,7 @@ use super::recycle::{self, MaxAge, Rng};
 use super::spawn::spawn_child;
 use crate::log::Log;
 use crate::process::{self, Backoff};
+use crate::scoreboard::{self, RestartReason};
 use crate::signals;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{kill, Signal};
@@ -165,6 +166,8 @@ enum Replacement {
 struct Slot {
     kind: usize,
     number: u32,
+    /// Its slot on the scoreboard.
+    board_slot: u32,
     started: Instant,
     /// Asked to stop by a restart; not replaced when it ends.
     retiring: bool,
@@ -191,6 +194,8 @@ struct Pool<'a, 'b> {
     options: &'b PoolOptions<'a>,
     kinds: Vec<Kind>,
     children: BTreeMap<Pid, Slot>,
+    /// Scoreboard slots no live child has.
+    free_slots: Vec<u32>,
     stopping: bool,
     /// When set, a second stop came: SIGKILL what is left at this time.
     kill_at: Option<Instant>,
@@ -213,7 +218,10 @@ impl Pool<'_, '_> {
             return;
         }
         let number = state.next_number;
-        match spawn_child(number, &*spec.run) {
+        // No slot left (more children than the board was made for): the child runs unseen.
+        let board_slot = self.free_slots.pop().unwrap_or(u32::MAX);
+        let board_kind = scoreboard::Kind::for_name(&spec.name);
+        match spawn_child(number, board_slot, board_kind, &spec.name, &*spec.run) {
             Ok(pid) => {
                 state.next_number += 1;
                 state.spawned += 1;
@@ -223,11 +231,14 @@ impl Pool<'_, '_> {
                         self.children.values().filter(|s| !s.recycling).filter_map(|s| s.recycle_at).collect();
                     recycle::pick(started, max, &others, self.rng.unit())
                 });
-                let slot = Slot { kind, number, started, retiring: false, recycle_at, recycling: false };
+                let slot = Slot { kind, number, board_slot, started, retiring: false, recycle_at, recycling: false };
                 self.children.insert(pid, slot);
                 self.log(&format!("Created {} number {number} with PID {pid}", spec.name));
             }
             Err(err) => {
+                if board_slot != u32::MAX {
+                    self.free_slots.push(board_slot);
+                }
                 self.log(&format!("Could not create {} number {number}: {err}", spec.name));
                 self.owe(kind, true);
             }
@@ -266,6 +277,21 @@ impl Pool<'_, '_> {
             let recycled = slot.recycling && matches!(status, WaitStatus::Exited(_, EXIT_RECYCLE));
             let replacement =
                 if recycled { Replacement::Now } else { spec.replacement(&status, slot.started.elapsed()) };
+            if let Some(board) = scoreboard::current::board() {
+                if let Some(writer) = board.writer(slot.board_slot) {
+                    writer.release();
+                    self.free_slots.push(slot.board_slot);
+                }
+                let replaced = (replacement != Replacement::None && !self.stopping) || slot.retiring;
+                if replaced {
+                    let reason = match status {
+                        _ if recycled || slot.retiring || spec.expected(&status) => RestartReason::Recycled,
+                        WaitStatus::Signaled(..) => RestartReason::Killed,
+                        _ => RestartReason::Crashed,
+                    };
+                    board.count_restart(scoreboard::Kind::for_name(&spec.name), reason);
+                }
+            }
             if replacement != Replacement::None && !self.stopping && !slot.retiring {
                 self.owe(slot.kind, replacement == Replacement::AfterBackoff);
             }
@@ -330,6 +356,9 @@ impl Pool<'_, '_> {
         }
         if signals::take_reload() && !self.stopping {
             self.log("Restarting: new workers load the plugins afresh, old ones finish their job");
+            if let Some(board) = scoreboard::current::board() {
+                board.next_generation();
+            }
             for (pid, slot) in &mut self.children {
                 // A child retiring from an earlier restart was told already: a second SIGTERM
                 // would be a second stop, which kills an `--atomic` worker's job in hand.
@@ -434,10 +463,12 @@ pub fn supervise(options: &PoolOptions) -> i32 {
             stop_sent: false,
         })
         .collect();
+    let slots = scoreboard::current::board().map_or(0, scoreboard::Scoreboard::slots);
     let mut pool = Pool {
         options,
         kinds,
         children: BTreeMap::new(),
+        free_slots: (0..slots).rev().collect(),
         stopping: false,
         kill_at: None,
         killed: false,

@@ -43,6 +43,12 @@ pub struct Options<'a> {
     pub store: Option<PathBuf>,
     /// Where log lines go.
     pub log: Log,
+    /// The scoreboard file to create (beside the PID file: [`crate::scoreboard::path_for`]);
+    /// `None`: none (nothing to `status`).
+    pub scoreboard: Option<PathBuf>,
+    /// Where the monitor listens (`start --metrics`, else the configuration's `metrics`);
+    /// `None`: no monitor.
+    pub metrics: Option<String>,
     /// Where the embedded job server listens (`start --listen`; default [`EMBEDDED_LISTEN`]).
     pub listen: Option<crate::gearman::conn::ServerAddr>,
 }
@@ -68,6 +74,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The monitor cannot listen where it is asked to.
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
     /// There is no HOME to put the default store in.
     #[error("no HOME for the job store; use --store")]
     NoHome,
@@ -89,17 +98,59 @@ pub enum Error {
 /// [`Error`] when the embedded job server cannot start.
 pub fn run(config: &Config, options: &Options<'_>) -> Result<i32, Error> {
     let server = embedded_server(config, options)?;
+    let monitor = match options.metrics.as_deref().or(config.metrics.as_deref()) {
+        Some(addr) => {
+            let listener = crate::monitor::bind(addr, config.metrics_token.as_deref())?;
+            let message = format!("Monitor listening on http://{addr}/ (metrics at /metrics)");
+            options.log.daemon(&message);
+            Some(listener)
+        }
+        None => None,
+    };
     if server.is_none() {
         warn_if_unreachable(config, options.log);
     }
     signals::install_daemon();
     let mut children = children(config, options);
+    if let Some(listener) = &monitor {
+        children.push(monitor_child(listener, config));
+    }
     if let Some((listener, server_options)) = &server {
         // First in start order, so it is stopped last (after the workers).
         children.insert(0, server_child(listener, server_options));
     }
+    let board = options.scoreboard.as_deref().and_then(|path| create_scoreboard(path, config, &children, options.log));
     let code = supervise(&PoolOptions { children, log: options.log });
+    if let Some(path) = board {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(code)
+}
+
+/// Creates the scoreboard at `path` with room for every child twice over (a `restart` runs the
+/// new children beside the old ones finishing their jobs) and installs it, before any fork. A
+/// board that cannot be made is a log line: the pool runs without (`status` then says so).
+fn create_scoreboard<'p>(
+    path: &'p std::path::Path,
+    config: &Config,
+    children: &[ChildSpec<'_>],
+    log: Log,
+) -> Option<&'p std::path::Path> {
+    let slots = children.iter().map(|c| c.count).sum::<u32>().saturating_mul(2).saturating_add(2);
+    let file = config.file.as_deref().map(|f| f.display().to_string()).unwrap_or_default();
+    match crate::scoreboard::Scoreboard::create(path, slots, &file) {
+        Ok(board) => {
+            crate::scoreboard::current::install(board);
+            Some(path)
+        }
+        Err(err) => {
+            log.daemon(&format!(
+                "Cannot create the scoreboard {}: {err}; `status` will not see this pool",
+                path.display()
+            ));
+            None
+        }
+    }
 }
 
 /// A new worker's configuration: the plugin settings read from the file afresh, so that a
@@ -208,6 +259,20 @@ pub fn default_store() -> Result<PathBuf, Error> {
         .create(&dir)
         .map_err(|source| Error::Store { path: dir.clone(), source })?;
     Ok(dir.join("queue.sqlite"))
+}
+
+/// The monitor as a child kind: one, always replaced, not reloaded by `restart` (it loads no
+/// plugin). Last in start order: it stops first.
+fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec<'a> {
+    let mut spec = ChildSpec::new("monitor", 1, move |_number| match listener.try_clone() {
+        Ok(listener) => crate::monitor::serve(listener, config, &signals::stop_requested),
+        Err(err) => {
+            eprintln!("li3g-host: monitor: {err}");
+            2
+        }
+    });
+    spec.reload = false;
+    spec
 }
 
 /// The embedded job server as a child kind: one, always replaced, not reloaded by `restart`

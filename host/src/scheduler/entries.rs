@@ -43,6 +43,11 @@ impl Keys {
     pub fn status(&self, id: &str) -> String {
         format!("{}{id}.status", self.prefix)
     }
+    /// A failed job's message, beside its status (which keeps li3_gearman's values):
+    /// `<prefix><id>.error`, expiring with it.
+    pub fn error(&self, id: &str) -> String {
+        format!("{}{id}.error", self.prefix)
+    }
 }
 
 /// A job's status, as li3_gearman's `saveJobStatus` wrote it.

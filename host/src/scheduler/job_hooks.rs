@@ -125,6 +125,10 @@ impl JobHooks {
                 if after == AfterFailure::NotRetried {
                     store.set_status(id, Status::Error)?;
                 }
+                if matches!(after, AfterFailure::NotRetried | AfterFailure::Dead { .. }) {
+                    // `status ID` then says `failed: <message>` (or `dead: <message>`).
+                    store.keep_failure(id, message)?;
+                }
                 Ok(after)
             }),
         }

@@ -452,14 +452,48 @@ impl Schedule {
         })
     }
 
-    /// A job's status and the seconds it has left, if any is recorded.
+    /// Keeps a failed job's message beside its status (`<prefix><id>.error`), with the same
+    /// expiry; the status itself keeps li3_gearman's values (`error`), which its readers know.
+    ///
+    /// # Errors
+    /// [`ScheduleError`] when Redis fails.
+    pub fn keep_failure(&mut self, id: &str, message: &str) -> Result<(), ScheduleError> {
+        let ttl = self.status_ttl();
+        if ttl == 0 {
+            return Ok(());
+        }
+        self.with(|conn, keys| redis::cmd("SET").arg(keys.error(id)).arg(message).arg("EX").arg(ttl).exec(conn))
+    }
+
+    /// A job's status and the seconds it has left, if any is recorded: a failed job's is
+    /// `failed: <its message>`, a dead one's `dead: <its message>`, when the message was kept.
     ///
     /// # Errors
     /// [`ScheduleError`] when Redis fails.
     pub fn status(&mut self, id: &str) -> Result<Option<(String, i64)>, ScheduleError> {
-        let (value, ttl): (Option<String>, i64) = self.with(|conn, keys| {
-            redis::pipe().cmd("GET").arg(keys.status(id)).cmd("TTL").arg(keys.status(id)).query(conn)
+        let (value, ttl, message): (Option<String>, i64, Option<String>) = self.with(|conn, keys| {
+            redis::pipe()
+                .cmd("GET")
+                .arg(keys.status(id))
+                .cmd("TTL")
+                .arg(keys.status(id))
+                .cmd("GET")
+                .arg(keys.error(id))
+                .query(conn)
         })?;
-        Ok(value.map(|v| (v, ttl)))
+        Ok(value.map(|v| match (v.as_str(), message) {
+            ("error", Some(message)) => (format!("failed: {message}"), ttl),
+            ("dead", Some(message)) => (format!("dead: {message}"), ttl),
+            _ => (v, ttl),
+        }))
+    }
+
+    /// Removes a dead job for good; `false` when no such job is dead.
+    ///
+    /// # Errors
+    /// [`ScheduleError`] when Redis fails.
+    pub fn delete_dead(&mut self, id: &str) -> Result<bool, ScheduleError> {
+        let n: i64 = self.with(|conn, keys| redis::cmd("HDEL").arg(keys.dead()).arg(id).query(conn))?;
+        Ok(n == 1)
     }
 }

@@ -34,6 +34,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod current;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -297,6 +298,11 @@ impl Scoreboard {
             return None;
         }
         self.slot_ref(i).map(SlotWriter::new)
+    }
+
+    /// The current generation (bumped by every `restart`).
+    pub fn generation(&self) -> u64 {
+        self.header().generation.load(Ordering::Relaxed)
     }
 
     /// Starts a new generation (`restart`).

@@ -28,6 +28,19 @@ impl Kind {
         }
     }
 
+    /// The kind a supervisor's child spec name stands for (`worker`, `scheduler`, ...).
+    pub fn for_name(name: &str) -> Kind {
+        match name {
+            "worker" => Kind::Worker,
+            // A worker pool's workers (`reports worker`).
+            _ if name.ends_with(" worker") => Kind::Worker,
+            "scheduler" => Kind::Scheduler,
+            "job server" => Kind::JobServer,
+            "monitor" => Kind::Monitor,
+            _ => Kind::Free,
+        }
+    }
+
     /// Its name in `status` and metrics.
     pub fn name(self) -> &'static str {
         match self {

@@ -12,6 +12,7 @@ use super::{WorkerConfig, PING_FUNCTION};
 use crate::gearman::conn::{Conn, ConnError};
 use crate::gearman::packet::Packet;
 use crate::plugins::{JobEvents, JobInfo, Registry};
+use crate::scoreboard::current as scoreboard;
 use crate::workload;
 use log::{debug, info, warn};
 use std::time::{Duration, Instant};
@@ -100,9 +101,10 @@ pub(super) fn work(
 ) -> Result<JobReport, ConnError> {
     let started = Instant::now();
     let ran = run(registry, config, conn, job)?;
+    let handle = String::from_utf8_lossy(&job.handle);
     let shown = match &ran.id {
-        Some(id) => format!("#{id}"),
-        None => String::from_utf8_lossy(&job.handle).into_owned(),
+        Some(id) => format!("#{id} ({handle})"),
+        None => handle.into_owned(),
     };
     let took = Took { elapsed: started.elapsed(), cost: ran.cost };
     let outcome = answer(conn, &job.handle, &format!("{shown} {}", ran.task), &took, ran.outcome)?;
@@ -133,7 +135,8 @@ struct Ran {
     cost: Option<JobCost>,
 }
 
-/// Runs one job; returns the task's resolved name and how the job ended.
+/// Runs one job; returns the task's resolved name and how the job ended. The scoreboard hears
+/// of it (busy, then done with what the child cost; a failure goes into its ring).
 fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assigned) -> Result<Ran, ConnError> {
     let handle = String::from_utf8_lossy(&job.handle);
     let plain = |outcome| Ran { task: job.function.clone(), id: None, outcome, cost: None };
@@ -144,7 +147,11 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
     }
     let decoded = match workload::decode(&job.function, &job.workload) {
         Ok(decoded) => decoded,
-        Err(err) => return Ok(plain(JobOutcome::Failed(err.to_string()))),
+        Err(err) => {
+            let message = err.to_string();
+            scoreboard::failure(&job.function, "", &handle, conn.server(), &message, None);
+            return Ok(plain(JobOutcome::Failed(message)));
+        }
     };
     let info = JobInfo {
         id: decoded.id.unwrap_or_else(crate::job_id::generate),
@@ -153,6 +160,8 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
     };
     let task = registry.resolve(&decoded.task);
     debug!("Handling job #{} {task} ({handle})", info.id);
+    let started = Instant::now();
+    scoreboard::busy(&task, &info.id, &handle, conn.server());
     let hook_log = |line: &str| info!("{line}");
     if let Some(hooks) = &config.hooks {
         hooks.report_start(&info.id, &hook_log);
@@ -167,7 +176,13 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
     };
     let (result, cost) =
         if config.atomic { in_child(run, config, &task, &mut reporter) } else { (run(&mut reporter), None) };
-    if let Some(err) = reporter.failed {
+    let lost = reporter.failed;
+    let failure = result.as_ref().err().map(String::as_str);
+    scoreboard::done(&task, started.elapsed().as_secs_f64(), failure, cost.as_ref().map(JobCost::as_pair));
+    if let Some(message) = failure {
+        scoreboard::failure(&task, &info.id, &handle, conn.server(), message, None);
+    }
+    if let Some(err) = lost {
         return Err(err);
     }
     if let Some(hooks) = &config.hooks {
@@ -219,7 +234,7 @@ fn child_failure(task: &str, err: &ForkError, memlimit: Option<u64>) -> String {
 }
 
 /// Queues the answer to a job, `WORK_COMPLETE` with its result or its failure, and gives the
-/// outcome back. `job` is how the log names it (`#id Task`).
+/// outcome back. `job` is how the log names it (`#id (handle) Task`).
 fn answer(
     conn: &mut Conn,
     handle: &[u8],

@@ -17,6 +17,9 @@ pub(super) fn check_memory(config: &WorkerConfig, stats: &mut WorkerStats) {
         return;
     }
     if let (Some(limit), Some(rss)) = (config.memlimit, config.memlimit.and_then(|_| resident_memory())) {
+        if let Some(slot) = crate::scoreboard::current::own() {
+            slot.rss(rss);
+        }
         if rss > limit {
             info!("Resident memory {rss} bytes exceeds the limit of {limit}; exiting to be replaced");
             stats.over_memory = true;

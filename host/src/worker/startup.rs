@@ -45,7 +45,18 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     let selected = registry.task_names().iter().filter(|task| worker.selection.selects(task)).count();
     let pool = worker.pool.as_ref().map_or_else(String::new, |(pool, _)| format!(" of pool {pool}"));
     info!("Worker{pool} started: {}, servers {}", plural(selected, "task"), list(&worker.servers));
+    if let Some(slot) = crate::scoreboard::current::own() {
+        let tasks = registry.task_names();
+        let tasks: Vec<&str> = tasks.iter().map(String::as_str).collect();
+        slot.loaded(registry.plugins().iter().map(|p| (p.name.as_str(), p.version.as_str())), &tasks);
+        slot.state(crate::scoreboard::State::Idle);
+        // Measured once here, then after each job where --memlimit measures it anyway.
+        if let Some(rss) = super::resident_memory() {
+            slot.rss(rss);
+        }
+    }
     let stats = super::run(&registry, worker, &crate::signals::stop_requested);
+    crate::scoreboard::current::state(crate::scoreboard::State::Stopping);
     info!("Worker ended: {} completed, {} failed", plural(stats.completed as usize, "job"), stats.failed);
     let used_up = worker.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
     if stats.over_memory || crate::signals::recycle_requested() || (used_up && !crate::signals::stop_requested()) {

@@ -1,0 +1,238 @@
+//! The monitor against real parts: `/metrics` checked by `promtool` and scraped by a real
+//! Prometheus server, `/api/status`, and the dashboard in headless Chromium (each page, a retry
+//! through the page that runs the dead job, refused GETs and missing tokens).
+
+use crate::daemon::{call, client, WAIT};
+use crate::watching::Pool;
+use li3g_tests::{free_port, host, run, wait_for_port, wait_until, ChildGuard};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// One HTTP/1.0 request; (status, body).
+pub(crate) fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn chromium(args: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium runs (apt install chromium)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The DOM Chromium builds from `url`.
+fn dom(url: &str) -> String {
+    chromium(&["--dump-dom", url])
+}
+
+/// The value of `name="csrf"` and the first form action containing `action` in `html`.
+fn form_of(html: &str, action: &str) -> (String, String) {
+    let at = html.find(action).unwrap_or_else(|| panic!("no {action} in {html}"));
+    let start = html[..at].rfind("action=\"").unwrap() + "action=\"".len();
+    let end = start + html[start..].find('"').unwrap();
+    let path = html[start..end].replace("&amp;", "&");
+    let csrf_at = html[end..].find("name=\"csrf\" value=\"").unwrap() + end + "name=\"csrf\" value=\"".len();
+    let csrf = html[csrf_at..csrf_at + html[csrf_at..].find('"').unwrap()].to_string();
+    (path, csrf)
+}
+
+#[test]
+fn metrics_pass_promtool_and_prometheus_counts_the_jobs() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let pool = Pool::start_with(1, &["--metrics", &addr]);
+    assert!(wait_for_port(port, WAIT), "the monitor listens");
+    let mut c = client(&pool.gearmands[0]);
+    for _ in 0..3 {
+        call(&mut c, "Misbehave::sleep", &[json!(0)]).unwrap();
+    }
+    for _ in 0..2 {
+        call(&mut c, "Misbehave::fail", &[json!("no luck")]).unwrap_err();
+    }
+    let (status, text) = http(port, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("li3g_jobs_total{task=\"Misbehave::sleep\",outcome=\"completed\"} 3"), "{text}");
+    assert!(text.contains("li3g_jobs_total{task=\"Misbehave::fail\",outcome=\"failed\"} 2"), "{text}");
+    assert!(text.contains("li3g_workers{state=\"idle\"} 1") && text.contains("li3g_up 1"), "{text}");
+    assert!(text.contains("li3g_scheduled_jobs 0") && text.contains("li3g_queue_workers{server="), "{text}");
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt install prometheus)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // /api/status is status --json.
+    let (status, body) = http(port, "GET", "/api/status", &[], "");
+    assert_eq!(status, 200);
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["daemon"]["pid"], pool.json()["daemon"]["pid"]);
+
+    // A real Prometheus scrapes it; its HTTP API answers per outcome.
+    let prometheus_port = free_port();
+    let config = pool.dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: li3g\n    static_configs:\n      - targets: ['{addr}']\n"),
+    )
+    .unwrap();
+    let _prometheus = ChildGuard::spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", pool.dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_for_port(prometheus_port, WAIT), "prometheus listens");
+    let query = |q: &str| -> Vec<(String, String)> {
+        let path = format!("/api/v1/query?query={}", li3g_host::monitor::encode(q));
+        let (_, body) = http(prometheus_port, "GET", &path, &[], "");
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        v["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| (format!("{}/{}", r["metric"]["task"], r["metric"]["outcome"]), r["value"][1].to_string()))
+            .collect()
+    };
+    wait_until("prometheus has scraped the jobs", Duration::from_secs(30), || {
+        query("sum by (task, outcome) (li3g_jobs_total)").len() >= 4
+    });
+    let results = query("sum by (task, outcome) (li3g_jobs_total)");
+    let value = |key: &str| results.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    assert_eq!(value("\"Misbehave::sleep\"/\"completed\"").as_deref(), Some("\"3\""), "{results:?}");
+    assert_eq!(value("\"Misbehave::fail\"/\"failed\"").as_deref(), Some("\"2\""), "{results:?}");
+    assert_eq!(value("\"Misbehave::fail\"/\"completed\"").as_deref(), Some("\"0\""), "{results:?}");
+}
+
+#[test]
+fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let pool = Pool::start_with(1, &["--metrics", &format!("127.0.0.1:{port}")]);
+    assert!(wait_for_port(port, WAIT), "the monitor listens");
+    let li3g = |args: &[&str]| run(host().args(args).arg("--config").arg(&pool.config));
+
+    // A job that fails twice, with one retry: dead. Retried once more, it succeeds.
+    let flaky = pool.dir.path().join("flaky");
+    let path = flaky.display().to_string();
+    let out = li3g(&["run", "Misbehave::flaky", &path, "2", "--retries", "1", "--retry-delays", "100ms"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let id = out.stdout.strip_prefix("queued job ").and_then(|r| r.split(' ').next()).unwrap().to_string();
+    wait_until("the job is dead", WAIT, || li3g(&["scheduled"]).stdout.contains("Dead: 1"));
+    // One scheduled an hour ahead, and one queued for nobody.
+    let ahead = li3g(&["run", "Misbehave::sleep", "0", "--in", "1h"]);
+    assert_eq!(ahead.code, Some(0), "{}", ahead.stderr);
+    let ahead_id = ahead.stdout.split_whitespace().nth(2).unwrap().to_string();
+    let queued = li3g(&["run", "Nobody::serves"]);
+    assert_eq!(queued.code, Some(0), "{}", queued.stderr);
+
+    let slow = crate::daemon::sleep_in_flight(&pool.gearmands[0], 5.0);
+    if let Ok(path) = std::env::var("LI3G_SCREENSHOT") {
+        // The picture in the README and docs/WATCHING.md.
+        chromium(&["--window-size=1250,230", &format!("--screenshot={path}"), &format!("{base}/")]);
+    }
+    let busy = dom(&format!("{base}/"));
+    assert!(busy.contains("id=\"page-busy\"") && busy.contains("Misbehave::sleep"), "{busy}");
+    assert!(busy.contains("class=\"busy\"") && busy.contains("scheduler"), "{busy}");
+    slow.join().unwrap().unwrap();
+    let queues = dom(&format!("{base}/queues"));
+    assert!(queues.contains("Nobody::serves") && queues.contains(&pool.gearmands[0].addr()), "{queues}");
+    let scheduled = dom(&format!("{base}/scheduled"));
+    assert!(scheduled.contains(&ahead_id) && scheduled.contains("Cancel"), "{scheduled}");
+    let failed = dom(&format!("{base}/failed"));
+    assert!(failed.contains("Misbehave::flaky") && failed.contains(&id), "{failed}");
+    let dead = dom(&format!("{base}/dead"));
+    assert!(dead.contains(&id) && dead.contains("Retry") && dead.contains("Delete"), "{dead}");
+
+    // A GET on the action is refused; a POST without the token too; nothing changed.
+    let (action, csrf) = form_of(&dead, &format!("/dead/{id}/retry"));
+    assert_eq!(http(port, "GET", &action, &[], "").0, 405);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    assert_eq!(http(port, "POST", &action, &form, "csrf=wrong").0, 403);
+    assert!(li3g(&["scheduled"]).stdout.contains("Dead: 1"));
+    // The POST the form makes: the job runs again, and this time finishes.
+    let (status, page) = http(port, "POST", &action, &form, &format!("csrf={csrf}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(&format!("Requeued job {id}")), "{page}");
+    wait_until("the retried job finishes", WAIT, || li3g(&["status", &id]).stdout.starts_with("finished"));
+    assert_eq!(std::fs::read_to_string(&flaky).unwrap().lines().count(), 3);
+
+    // Cancel the scheduled one through its form.
+    let scheduled = dom(&format!("{base}/scheduled"));
+    let (action, csrf) = form_of(&scheduled, &format!("/scheduled/{ahead_id}/cancel"));
+    assert_eq!(http(port, "POST", &action, &form, &format!("csrf={csrf}")).0, 200);
+    assert!(li3g(&["scheduled"]).stdout.contains("Pending: 0"));
+}
+
+#[test]
+fn with_a_token_every_request_must_carry_it_and_off_loopback_needs_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("li3g.toml");
+    std::fs::write(&file, "[default]\nmetrics_token = \"s3cret\"\n").unwrap();
+    let config = li3g_host::config::load(Some(&file), "default", None).unwrap();
+    let listener = li3g_host::monitor::bind("127.0.0.1:0", config.metrics_token.as_deref()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let server = std::thread::spawn(move || {
+        li3g_host::monitor::serve(listener, &config, &|| flag.load(std::sync::atomic::Ordering::Relaxed))
+    });
+    assert_eq!(http(port, "GET", "/metrics", &[], "").0, 401);
+    assert_eq!(http(port, "GET", "/metrics", &[("Authorization", "Bearer nope")], "").0, 401);
+    assert_eq!(http(port, "GET", "/metrics", &[("Authorization", "Bearer s3cret")], "").0, 200);
+    let page = dom(&format!("http://127.0.0.1:{port}/"));
+    assert!(!page.contains("page-busy"), "{page}");
+    let page = dom(&format!("http://127.0.0.1:{port}/?token=s3cret"));
+    assert!(page.contains("page-busy") && page.contains("/queues?token=s3cret"), "{page}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(server.join().unwrap(), 0);
+
+    // Off loopback without a token: start refuses, in the foreground.
+    let out =
+        run(host().args(["start", "--no-server", "--metrics", "0.0.0.0:9"]).arg("--pid").arg(dir.path().join("p.pid")));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("not a loopback address; set metrics_token"), "{}", out.stderr);
+}
