@@ -142,8 +142,7 @@ pub fn run(
         }
         if config.stop_after_take {
             log(&format!("Took {} jobs; stopping before submitting them ({STOP_AFTER_TAKE_ENV})", taken.jobs.len()));
-            // SAFETY: raising a signal at ourselves has no memory-safety preconditions.
-            unsafe { libc::raise(libc::SIGSTOP) };
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
         }
         let mut jobs = Vec::with_capacity(taken.jobs.len());
         for (id, text) in taken.jobs {
