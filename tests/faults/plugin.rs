@@ -14,7 +14,8 @@ fn overwritten(case: &str, jobs: usize, extra: &[&str]) {
     let file = plugins.path().join("libmisbehave.so");
     let ledger = Ledger::new();
     submit_background(server.port, APPEND, &ledger, 0..jobs);
-    let pool: Vec<ChildGuard> = (0..WORKERS).map(|_| worker(server.port, plugins.path(), extra)).collect();
+    let pool: Vec<ChildGuard> =
+        (0..WORKERS).map(|_| Worker::on(server.port).plugins(plugins.path()).args(extra).spawn()).collect();
     let copies = 5;
     for k in 1..=copies {
         wait_until("the jobs make progress", DRAIN, || ledger.lines() >= jobs * k / (copies + 2));
