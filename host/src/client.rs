@@ -75,6 +75,22 @@ pub struct RunOptions {
     pub schedule: Option<SystemTime>,
     /// When the task fails, run it again per this policy (background jobs only).
     pub retries: Option<Retries>,
+    /// Send li3_gearman's envelope to its function instead of li3g's wire format, with this
+    /// `configName`: for a task still served by li3_gearman's PHP workers. See
+    /// [`RunOptions::li3_gearman`].
+    pub li3_gearman: Option<String>,
+}
+
+impl RunOptions {
+    /// These options for a task served by li3_gearman's PHP workers: the job goes to
+    /// `li3_gearman\extensions\command\Gearmand::run` with the envelope its PHP client sends
+    /// (`task` `\app\tasks\Report::build`, `configName` = `config_name`, `env` with the
+    /// environment), so the original's worker runs the PHP task class. li3g's workers serve
+    /// that function too.
+    pub fn li3_gearman(mut self, config_name: &str) -> RunOptions {
+        self.li3_gearman = Some(config_name.to_string());
+        self
+    }
 }
 
 impl Default for RunOptions {
@@ -88,6 +104,7 @@ impl Default for RunOptions {
             timeout: None,
             schedule: None,
             retries: None,
+            li3_gearman: None,
         }
     }
 }
@@ -185,18 +202,31 @@ impl Client {
         options: &RunOptions,
         on_event: &mut dyn FnMut(JobEvent<'_>),
     ) -> Result<Outcome, RunError> {
-        let function = canonical_task_name(task);
         let args = Value::Array(args.to_vec());
-        let unique = unique_key(&function, &args, &options.unique)?;
         let id = options.id.clone().unwrap_or_else(crate::job_id::generate);
-        let mut workload = crate::workload::encode(&args, &id, options.environment.as_deref());
+        let (function, mut workload) = match &options.li3_gearman {
+            None => (canonical_task_name(task), crate::workload::encode(&args, &id, options.environment.as_deref())),
+            Some(config_name) => {
+                let envelope = crate::workload::encode_li3_gearman(
+                    task,
+                    &args,
+                    &id,
+                    options.environment.as_deref(),
+                    config_name,
+                    options.background,
+                    options.retries.as_ref(),
+                );
+                (crate::workload::COMPAT_FUNCTION.to_string(), envelope)
+            }
+        };
+        let unique = unique_key(&function, &args, &options.unique)?;
         if !options.background && options.schedule.is_some() {
             return Err(RunError::NotBackground("scheduled"));
         }
         if !options.background && options.retries.is_some() {
             return Err(RunError::NotBackground("retried"));
         }
-        if options.schedule.is_some() || options.retries.is_some() {
+        if options.li3_gearman.is_none() && (options.schedule.is_some() || options.retries.is_some()) {
             workload = scheduled_envelope(&workload, options.retries.as_ref());
         }
         if let Some(at) = options.schedule.filter(|at| *at > SystemTime::now()) {

@@ -15,6 +15,7 @@
 //! - [`signals`]: signals as flags and a per-process wake-up pipe.
 //! - [`job_id`]: random job ids.
 //! - [`scheduler`]: scheduled and retried jobs in Redis, and the scheduler process.
+//! - [`scaffold`]: `li3g-host new`: a plugin crate that builds where li3g is installed.
 //! - [`retry_policy`]: retry policies (li3_gearman's `retries`, PHP relative times).
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker: start-up, the job servers, running and answering a job,
@@ -34,6 +35,7 @@ pub mod pidfile;
 pub mod plugins;
 pub mod process;
 pub mod retry_policy;
+pub mod scaffold;
 pub mod scheduler;
 pub mod scoreboard;
 pub mod server;

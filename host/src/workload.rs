@@ -226,11 +226,60 @@ pub fn encode(args: &Value, id: &str, env: Option<&str>) -> Vec<u8> {
     Value::Object(envelope).to_string().into_bytes()
 }
 
+/// li3_gearman's envelope for `task` (sent to [`COMPAT_FUNCTION`]), exactly as its PHP client
+/// (`Job::run`) `json_encode`s it, key order included: `{id, args, env, configName, task,
+/// background, retry, retries}`, `task` with a leading `\` and `::run` when it names a class
+/// alone, `env` an object holding `environment` (PHP fills it with `Environment::get()`; the
+/// PHP worker sets it back), `retries` `[]` or li3_gearman's `{maximum, increment}`.
+pub fn encode_li3_gearman(
+    task: &str,
+    args: &Value,
+    id: &str,
+    environment: Option<&str>,
+    config_name: &str,
+    background: bool,
+    retries: Option<&crate::retry_policy::Retries>,
+) -> Vec<u8> {
+    let mut name = if task.starts_with('\\') { task.to_string() } else { format!("\\{task}") };
+    if !name.contains("::") {
+        name.push_str("::run");
+    }
+    let mut env = Map::new();
+    env.insert("environment".into(), Value::String(environment.unwrap_or("production").to_string()));
+    let retries = retries.map_or(Value::Array(Vec::new()), crate::retry_policy::Retries::to_json);
+    // Written key by key: serde_json's maps sort their keys, PHP keeps `compact()`'s order.
+    let fields: [(&str, Value); 8] = [
+        ("id", Value::String(id.to_string())),
+        ("args", args.clone()),
+        ("env", Value::Object(env)),
+        ("configName", Value::String(config_name.to_string())),
+        ("task", Value::String(name)),
+        ("background", Value::Bool(background)),
+        ("retry", Value::from(0)),
+        ("retries", retries),
+    ];
+    let body: Vec<String> =
+        fields.iter().map(|(key, value)| format!("{}:{value}", Value::String((*key).into()))).collect();
+    format!("{{{}}}", body.join(",")).into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
     use std::time::Duration;
+
+    #[test]
+    fn li3_gearmans_envelope_as_php_writes_it_and_li3g_reads_it_back() {
+        let text =
+            encode_li3_gearman("app\\tasks\\Report", &json!([3]), "abc", Some("staging"), "default", false, None);
+        assert_eq!(
+            String::from_utf8(text.clone()).unwrap(),
+            r#"{"id":"abc","args":[3],"env":{"environment":"staging"},"configName":"default","task":"\\app\\tasks\\Report::run","background":false,"retry":0,"retries":[]}"#
+        );
+        let decoded = decode(COMPAT_FUNCTION, &text).unwrap();
+        assert_eq!((decoded.task.as_str(), decoded.env.as_deref()), ("\\app\\tasks\\Report::run", Some("staging")));
+    }
 
     fn job(task: &str, args: Value, id: Option<&str>, env: Option<&str>) -> Envelope {
         Envelope { id: id.map(Into::into), env: env.map(Into::into), ..Envelope::plain(task, args) }

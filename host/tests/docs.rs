@@ -1,7 +1,8 @@
 //! The docs stay true: every fenced `toml` block in README.md and docs/*.md is read by the
 //! configuration reader (`li3g_host::config`) as li3g would read it, every named configuration
 //! and environment it defines, and every relative link between the docs names a file that
-//! exists. A Cargo manifest shown in the docs (a block with `[package]`) is checked as TOML.
+//! exists. A Cargo manifest shown in the docs (a block with `[package]`, `[dependencies]`, ...) is
+//! checked as TOML.
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,9 @@ fn blocks(text: &str, lang: &str) -> Vec<(usize, String)> {
     found
 }
 
+/// Top-level tables that make a block a Cargo manifest (or a part of one).
+const CARGO_KEYS: &[&str] = &["package", "lib", "dependencies", "dev-dependencies", "patch", "workspace"];
+
 #[test]
 fn every_toml_block_in_the_docs_is_read_by_the_configuration_reader() {
     let mut checked = 0;
@@ -69,8 +73,8 @@ fn every_toml_block_in_the_docs_is_read_by_the_configuration_reader() {
                 }
             };
             checked += 1;
-            if table.contains_key("package") {
-                continue; // a Cargo manifest, not li3g's configuration
+            if CARGO_KEYS.iter().any(|key| table.contains_key(*key)) {
+                continue; // a Cargo manifest (or a part of one), not li3g's configuration
             }
             let path = Path::new(&at);
             for (config, value) in &table {

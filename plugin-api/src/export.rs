@@ -10,6 +10,25 @@ use abi_stable::prefix_type::PrefixTypeTrait;
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 
+/// A plugin linked into the program itself rather than loaded from a `.so`: the `LI3G_PLUGIN`
+/// constant that [`plugin!`](crate::plugin) defines, which the test kit
+/// ([`testing`](crate::testing)) takes.
+#[derive(Clone, Copy)]
+pub struct PluginEntry {
+    pub(crate) root_module: fn() -> Result<crate::abi::PluginMod_Ref, abi_stable::std_types::RBoxError>,
+}
+
+impl PluginEntry {
+    /// Builds the plugin's root module as loading its `.so` would (its `init` run, its
+    /// declarations checked), for a host that links a plugin in.
+    ///
+    /// # Errors
+    /// The refusal the host would report for the file.
+    pub fn load(&self) -> Result<crate::abi::PluginMod_Ref, abi_stable::std_types::RBoxError> {
+        (self.root_module)()
+    }
+}
+
 /// Checks a task name: `Class::method`, where the class may carry a `\`-separated namespace.
 ///
 /// # Errors
@@ -189,6 +208,11 @@ pub mod __private {
             stateful_tasks,
         }
         .leak_into_prefix())
+    }
+
+    /// A plugin linked into the program itself, for the test kit: see [`crate::PluginEntry`].
+    pub const fn entry(root_module: fn() -> Result<PluginMod_Ref, RBoxError>) -> crate::PluginEntry {
+        crate::PluginEntry { root_module }
     }
 
     /// The plugin's entry points the macro generates, for [`root_module`].
@@ -413,7 +437,8 @@ fn parse_args(task: &str, args: &str) -> Result<Vec<serde_json::Value>, TaskErro
 ///   where `Settings: Deserialize` (decoded from the plugin's configuration section) and
 ///   `E: Display`. Tasks then may take `&State` first (before `&Job`). See the crate docs.
 ///
-/// Use it once per crate, at the crate root, in a crate built as a `cdylib`.
+/// Use it once per crate, at the crate root, in a crate built as a `cdylib`. It also defines
+/// `pub const LI3G_PLUGIN`, the plugin for the test kit ([`testing`](crate::testing)).
 #[macro_export]
 macro_rules! plugin {
     (
@@ -478,6 +503,10 @@ macro_rules! plugin {
                 },
             )
         }
+
+        /// This plugin, linked into the program (its own tests): what
+        /// `li3g_plugin_api::testing::Harness::new` takes.
+        pub const LI3G_PLUGIN: $crate::PluginEntry = $crate::__private::entry(__li3g_root_module);
 
         /// The header abi_stable looks for when the host loads this library. The symbol name
         /// is abi_stable's `ROOT_MODULE_LOADER_NAME` (checked by a test in li3g-plugin-api).

@@ -150,12 +150,18 @@
 #![allow(improper_ctypes_definitions)]
 
 pub mod abi;
+pub mod dispatch;
 mod export;
 mod job;
 mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+/// This crate's version: a plugin must be built against the host's minor version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub use abi::{TaskError, TaskErrorKind};
-pub use export::{__private, validate_task_name};
+pub use export::{__private, validate_task_name, PluginEntry};
 pub use job::Job;
 pub use task::{readable_type_name, Json, Output, Plain, Signature, Task, WithJob};
 

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 fn adapted(file: &str, config: &std::path::Path) -> String {
     std::fs::read_to_string(workspace_root().join("deploy").join(file))
         .unwrap()
-        .replace("/usr/local/bin/li3g-host", &artifacts().host.display().to_string())
+        .replace("/usr/bin/li3g-host", &artifacts().host.display().to_string())
         .replace("/etc/li3g/li3g.toml", &config.display().to_string())
         .lines()
         .filter(|l| !l.starts_with("User=") && !l.starts_with("Group=") && !l.starts_with("user="))

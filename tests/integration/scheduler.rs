@@ -342,7 +342,7 @@ fn retries_then_the_dead_set_and_back() {
     let dead_line = |text: &str| setup.li3g(&["scheduled"]).stdout.lines().any(|l| l.contains(&id) && l.contains(text));
     wait_until("the job is dead", LONG, || dead_line("error: failure 2 of 5"));
     assert_eq!(lines(&doomed).len(), 2);
-    assert!(setup.li3g(&["status", &id]).stdout.starts_with("error"));
+    assert!(setup.li3g(&["status", &id]).stdout.starts_with("dead"));
     let listed = setup.li3g(&["scheduled"]).stdout;
     assert!(listed.contains("Dead: 1") && listed.contains("retry 1"), "{listed}");
 
@@ -462,3 +462,6 @@ fn gearmand_restarted_under_a_running_scheduler_loses_nothing() {
     assert_eq!(lines(&path).iter().collect::<HashSet<_>>().len(), 20);
     assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up");
 }
+
+#[path = "scheduler_durability.rs"]
+mod durability;

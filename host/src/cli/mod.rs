@@ -8,6 +8,7 @@
 
 mod control;
 mod exec;
+mod new;
 mod plugins;
 mod run;
 mod schedule;
@@ -66,6 +67,8 @@ enum Command {
     Retry(schedule::IdArgs),
     /// Show a job's status: pending, running, finished or error.
     Status(schedule::IdArgs),
+    /// Write a new plugin crate: three example tasks, their tests, a README.
+    New(new::NewArgs),
 }
 
 /// The settings every command shares.
@@ -80,8 +83,9 @@ pub struct Common {
     /// Job servers, `host[:port]` separated by commas [default: the configuration's, else 127.0.0.1:4730]
     #[arg(long, env = "LI3G_SERVERS", value_name = "LIST")]
     servers: Option<String>,
-    /// Directory of plugin `.so` files [default: the configuration's, else the directory of
-    /// the li3g-host executable, where `cargo build` puts the example plugins]
+    /// Directory of plugin `.so` files [default: the configuration's, else /usr/lib/li3g/plugins
+    /// if it exists, else the directory of the li3g-host executable, where `cargo build` puts
+    /// the example plugins]
     #[arg(long, env = "LI3G_PLUGINS", value_name = "DIR")]
     plugins: Option<PathBuf>,
 }
@@ -107,14 +111,13 @@ impl Common {
     }
 }
 
-/// The plugins directory: configured, or the executable's own.
+/// The plugins directory: configured, else /usr/lib/li3g/plugins, else the executable's own
+/// (see [`crate::plugins::builtin`]).
 fn plugins_dir(config: &Config) -> anyhow::Result<PathBuf> {
     if let Some(dir) = &config.plugins {
         return Ok(dir.clone());
     }
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or_else(|| anyhow::anyhow!("{} has no parent directory", exe.display()))?;
-    Ok(dir.to_path_buf())
+    Ok(crate::plugins::builtin::default_dir()?)
 }
 
 /// Loads the plugins, warning on stderr about every file that was skipped.
@@ -174,6 +177,7 @@ where
         Command::Retry(args) => schedule::retry(&args),
         Command::Status(args) => schedule::status(&args),
         Command::Server(args) => server::run(&args),
+        Command::New(args) => new::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -45,26 +45,78 @@ pub(super) struct RunArgs {
     /// With --sync: give up after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
-    /// Run at this UTC time (RFC 3339, e.g. 2026-12-01T10:00:00Z) instead of now; the job
-    /// waits in the configured Redis until a scheduler moves it, or without Redis in the job
-    /// server (SUBMIT_JOB_EPOCH). Prints the job id.
-    #[arg(long, value_name = "TIME", value_parser = humantime::parse_rfc3339_weak, conflicts_with_all = ["sync", "in_"])]
+    /// Run at this time (RFC 3339: 2026-12-01T10:00:00Z, or with an offset such as +01:00;
+    /// without either, UTC) instead of now; the job waits in the configured Redis until a
+    /// scheduler moves it, or without Redis in the job server (SUBMIT_JOB_EPOCH). At most 100
+    /// years ahead. Prints the job id.
+    #[arg(long, value_name = "TIME", value_parser = parse_at, conflicts_with_all = ["sync", "in_"])]
     at: Option<std::time::SystemTime>,
-    /// Run after this delay (90s, 5m, 2h, 1h30m) instead of now.
-    #[arg(long = "in", id = "in_", value_name = "DELAY", value_parser = humantime::parse_duration, conflicts_with = "sync")]
+    /// Run after this delay (90s, 5m, 2h, 1h30m; at most 100 years) instead of now.
+    #[arg(long = "in", id = "in_", value_name = "DELAY", value_parser = parse_in, conflicts_with = "sync")]
     in_: Option<Duration>,
     /// When the task fails, run it again up to N times (li3_gearman's `retries`).
     #[arg(long, value_name = "N", conflicts_with = "sync")]
     retries: Option<u32>,
     /// With --retries: the delays before each retry, comma-separated (the last one repeats)
     /// [default: li3_gearman's 5m,10m,20m,30m,50m]
-    #[arg(long, value_name = "LIST", requires = "retries", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "LIST", requires = "retries", value_delimiter = ',', value_parser = parse_in)]
     retry_delays: Vec<Duration>,
+    /// Send li3_gearman's envelope to its function (`li3_gearman\extensions\command\Gearmand::run`),
+    /// for a task its PHP workers still serve: TASK is the PHP class and method
+    /// (`app\tasks\Report::build`), `configName` is --name.
+    #[arg(long)]
+    li3_gearman: bool,
     /// The named configuration in the configuration file.
     #[arg(long = "name", value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
     #[command(flatten)]
     common: Common,
+}
+
+/// The furthest a job may be scheduled ahead.
+const LATEST: Duration = crate::scheduler::schedule::LATEST;
+
+/// `--in`: a delay of at most [`LATEST`], so that "now + delay" can neither overflow nor make
+/// a time no one can print.
+fn parse_in(text: &str) -> Result<Duration, String> {
+    let delay = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if delay > LATEST {
+        return Err(format!("{text} is more than 100 years"));
+    }
+    Ok(delay)
+}
+
+/// `--at`: RFC 3339 with `Z`, an offset (`+01:00`, `-0530`) or neither (UTC), at most
+/// [`LATEST`] from now.
+fn parse_at(text: &str) -> Result<std::time::SystemTime, String> {
+    let trimmed = text.trim();
+    // An offset is a sign after the time part (`T..` or ` ..`), then HH:MM or HHMM.
+    let (local, offset) = match trimmed.rfind(['+', '-']) {
+        Some(at) if trimmed[..at].contains(['T', 't', ' ']) && trimmed[..at].contains(':') => {
+            let (sign, digits) = (&trimmed[at..at + 1], trimmed[at + 1..].replace(':', ""));
+            let parsed = (digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| (digits[..2].parse::<u64>().unwrap_or(99), digits[2..].parse::<u64>().unwrap_or(99)));
+            match parsed {
+                Some((hours, minutes)) if hours < 24 && minutes < 60 => {
+                    (&trimmed[..at], Some((sign == "-", Duration::from_secs(hours * 3600 + minutes * 60))))
+                }
+                _ => return Err(format!("{text}: the offset must be +HH:MM or -HH:MM")),
+            }
+        }
+        _ => (trimmed, None),
+    };
+    let utc = humantime::parse_rfc3339_weak(local).map_err(|err| format!("{text}: {err}"))?;
+    // Local time = UTC + offset, so UTC = local time - offset.
+    let at = match offset {
+        None => Some(utc),
+        Some((false, offset)) => utc.checked_sub(offset),
+        Some((true, offset)) => utc.checked_add(offset),
+    }
+    .ok_or_else(|| format!("{text} is out of range"))?;
+    if !crate::scheduler::schedule::within_bound(at, std::time::SystemTime::now()) {
+        return Err(format!("{text} is more than 100 years from now"));
+    }
+    Ok(at)
 }
 
 pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -84,7 +136,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         id: args.id.clone(),
         environment: config.environment.clone(),
         timeout: args.timeout.map(Duration::from_secs_f64),
-        schedule: args.at.or_else(|| args.in_.map(|delay| std::time::SystemTime::now() + delay)),
+        schedule: args.at.or_else(|| args.in_.map(|delay| std::time::SystemTime::now() + delay)), // bounded above
         retries: args.retries.map(|maximum| {
             let mut retries = Retries::with_maximum(maximum);
             if !args.retry_delays.is_empty() {
@@ -92,6 +144,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
             retries
         }),
+        li3_gearman: args.li3_gearman.then(|| args.name.clone()),
     };
     let task_args = parse_args(&args.args);
     let until = match args.timeout {
@@ -113,7 +166,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Ok(Outcome::Scheduled { id, at }) => {
-            println!("scheduled job {id} for {}", humantime::format_rfc3339_seconds(at));
+            println!("scheduled job {id} for {}", crate::cli::schedule::rfc3339(at));
             Ok(ExitCode::SUCCESS)
         }
         Ok(Outcome::Completed { result, .. }) => {
@@ -126,5 +179,30 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn times_are_bounded_and_offsets_accepted() {
+        let at = |t: &str| parse_at(t).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs());
+        let z = at("2126-01-01T07:00:00Z").unwrap();
+        assert_eq!(at("2126-01-01T08:00:00+01:00"), Ok(z));
+        assert_eq!(at("2126-01-01T08:00:00+0100"), Ok(z));
+        assert_eq!(at("2126-01-01T01:30:00-05:30"), Ok(z));
+        assert_eq!(at("2126-01-01T07:00:00"), Ok(z));
+        assert_eq!(at("2126-01-01 07:00:00"), Ok(z));
+        assert!(at("2026-12-01T08:00:00+25:00").unwrap_err().contains("offset"));
+        assert!(at("2200-01-01T00:00:00Z").unwrap_err().contains("100 years"));
+        assert!(at("9999-12-31T23:59:59+01:00").is_err());
+        assert!(parse_in("18446744073709551615s").is_err());
+        assert!(parse_in("300000y").unwrap_err().contains("100 years"));
+        assert_eq!(parse_in("90s"), Ok(Duration::from_secs(90)));
+        // Every accepted delay can be added to now.
+        assert!(SystemTime::now().checked_add(parse_in("99y").unwrap()).is_some());
     }
 }

@@ -98,7 +98,7 @@ pub(super) fn run_scheduler(config: &Config, verbose: bool, batch: usize) -> u8 
     options.verbose = verbose;
     log(&format!(
         "Moving due jobs from {} to {} job servers",
-        config.redis.as_deref().unwrap_or(""),
+        crate::config::redact_url(config.redis.as_deref().unwrap_or("")),
         config.servers.len()
     ));
     let stats = scheduler_run::run(&mut store, &options, &signals::stop_requested, &log);
@@ -106,9 +106,26 @@ pub(super) fn run_scheduler(config: &Config, verbose: bool, batch: usize) -> u8 
     0
 }
 
+/// A stored time (ms since the epoch) as RFC 3339; one out of RFC 3339's range (a hand-written
+/// score, or stored before times were bounded) as its number, never a panic.
 fn time(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(at).to_string()
+    match u64::try_from(ms).ok().and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms))) {
+        Some(at) if at < *LAST_PRINTABLE => humantime::format_rfc3339_millis(at).to_string(),
+        _ => format!("(at {ms} ms since 1970)"),
+    }
+}
+
+/// 10000-01-01: humantime prints years up to 9999.
+static LAST_PRINTABLE: std::sync::LazyLock<std::time::SystemTime> =
+    std::sync::LazyLock::new(|| UNIX_EPOCH + Duration::from_secs(253_402_300_800));
+
+/// A time as RFC 3339 seconds, as [`time`] never panicking.
+pub(super) fn rfc3339(at: std::time::SystemTime) -> String {
+    if at < *LAST_PRINTABLE && at >= UNIX_EPOCH {
+        humantime::format_rfc3339_seconds(at).to_string()
+    } else {
+        format!("{at:?}")
+    }
 }
 
 pub(super) fn scheduled(args: &ScheduledArgs) -> anyhow::Result<ExitCode> {

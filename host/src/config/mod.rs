@@ -221,6 +221,17 @@ struct RawConfig {
     environments: BTreeMap<String, RawOverride>,
 }
 
+/// `url` with its password (and user) replaced by `***`, for log lines and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    // The credentials end at the last `@` before the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// The file to read: the one given, or the first of [`SEARCH_PATH`] that exists.
 pub fn find(given: Option<&Path>) -> Option<PathBuf> {
     given.map(Path::to_path_buf).or_else(|| SEARCH_PATH.iter().map(PathBuf::from).find(|p| p.is_file()))
@@ -272,6 +283,7 @@ fn resolve(
     let environment = environment.map(str::to_string).or(raw.environment.take());
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut servers_key = format!("{name}.servers");
+    let mut redis_key = format!("{name}.redis");
     let (mut plugins, mut state_timeout, mut plugin_settings) =
         split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
     if let Some(env) = environment.as_deref() {
@@ -296,7 +308,10 @@ fn resolve(
                     }
                 }
             }
-            raw.redis = over.redis.or(raw.redis);
+            if over.redis.is_some() {
+                raw.redis = over.redis;
+                redis_key = format!("{name}.environments.{env}.redis");
+            }
             if let Some(over) = over.scheduler {
                 raw.scheduler = Some(raw.scheduler.unwrap_or_default().merge(over));
             }
@@ -330,6 +345,13 @@ fn resolve(
             return Err(invalid(key(""), format!("names the same task as \"{other}\" ({canonical})")));
         }
         tasks.insert(canonical, TaskOptions { timeout });
+    }
+    if let Some(url) = raw.redis.as_deref() {
+        // A URL that does not parse would make every scheduler exit at start, over and over:
+        // refuse it here, for every command. (The message never shows the password.)
+        if let Err(err) = redis::IntoConnectionInfo::into_connection_info(url) {
+            return Err(invalid(redis_key, format!("{:?} is not a Redis URL ({err}); expected redis://[user:password@]host[:port][/db] or unix:///path", redact_url(url))));
+        }
     }
     let scheduler = raw
         .scheduler

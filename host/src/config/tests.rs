@@ -157,3 +157,17 @@ fn settings_from_the_configuration() {
     let err = parse(path, "[default.scheduler]\nlease = 8.658082506447196e212\n", "default", None).unwrap_err();
     assert!(err.to_string().contains("default.scheduler.lease: 8658082506447196"), "{err}");
 }
+
+#[test]
+fn redis_urls_are_checked_and_redacted() {
+    let path = std::path::Path::new("li3g.toml");
+    let err = parse(path, "[default]\nredis = \"garbage\"\n", "default", None).unwrap_err().to_string();
+    assert!(err.contains("default.redis") && err.contains("not a Redis URL"), "{err}");
+    let text = "[default]\nredis = \"redis://r/0\"\n[default.environments.p]\nredis = \"redis://a:pw@h/0\"\n";
+    assert!(parse(path, text, "default", Some("p")).is_ok());
+    let err = parse(path, "[default]\nredis = \"http://u:secret@h/0\"\n", "default", None).unwrap_err().to_string();
+    assert!(!err.contains("secret"), "{err}");
+    assert_eq!(redact_url("redis://app:apppw@127.0.0.1:6379/0"), "redis://***@127.0.0.1:6379/0");
+    assert_eq!(redact_url("redis://127.0.0.1/0"), "redis://127.0.0.1/0");
+    assert_eq!(redact_url("rediss://:p@ss@h/0"), "rediss://***@h/0");
+}

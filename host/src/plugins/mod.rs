@@ -4,8 +4,10 @@
 //! - [`loader`]: load one library through abi_stable's checks.
 //! - [`registry`]: the loaded plugins, the rejected files with their reasons, and the map from
 //!   task names to entry points.
+//! - [`builtin`]: where plugins are looked for by default, and the linked-in example plugin.
 //! - [`invoke`]: run one task with a job context and collect its result.
 
+pub mod builtin;
 pub mod invoke;
 pub mod loader;
 pub mod permissions;

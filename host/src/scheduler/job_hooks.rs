@@ -119,9 +119,12 @@ impl JobHooks {
             Ok(()) => self.with(|store| store.set_status(id, Status::Finished)).map(|()| AfterFailure::NotRetried),
             Err(message) => self.with(|store| {
                 let after = after_failure(store, function, workload, message, SystemTime::now())?;
-                let status =
-                    if matches!(after, AfterFailure::Retrying { .. }) { Status::Pending } else { Status::Error };
-                store.set_status(id, status)?;
+                // The retry (its status `pending`) or the burial (`dead`) is recorded by now;
+                // only a job left alone is marked here. A status that cannot be written is
+                // no reason to record the retry again.
+                if after == AfterFailure::NotRetried {
+                    store.set_status(id, Status::Error)?;
+                }
                 Ok(after)
             }),
         }
@@ -162,8 +165,19 @@ pub fn after_failure(
                 priority: Level::Normal,
                 retry: retry + 1,
             };
-            store.schedule(&record, now + after)?;
-            Ok(AfterFailure::Retrying { id, retry: retry + 1, after })
+            let due = now.checked_add(after).filter(|due| super::schedule::within_bound(*due, now));
+            let Some(due) = due else {
+                let why = format!("{error} (its retry delay of {after:?} is more than 100 years)");
+                return bury_for_good(store, &id, &record, &why);
+            };
+            match store.schedule(&record, due) {
+                Ok(()) => Ok(AfterFailure::Retrying { id, retry: retry + 1, after }),
+                // A retry that could never be submitted: the dead set says why, nothing waits.
+                Err(err @ ScheduleError::UniqueTooLong { .. }) => {
+                    bury_for_good(store, &id, &record, &format!("{error} (cannot be retried: {err})"))
+                }
+                Err(err) => Err(err),
+            }
         }
         None => {
             let record = Record {
@@ -174,11 +188,19 @@ pub fn after_failure(
                 priority: Level::Normal,
                 retry,
             };
-            store.bury(&id, &record.encode(), error)?;
-            Ok(AfterFailure::Dead { id })
+            bury_for_good(store, &id, &record, error)
         }
     }
 }
+
+fn bury_for_good(store: &mut Schedule, id: &str, record: &Record, error: &str) -> Result<AfterFailure, ScheduleError> {
+    store.bury(id, &record.encode(), error, false)?;
+    Ok(AfterFailure::Dead { id: id.to_string() })
+}
+
+/// Between attempts to record a failure while Redis is away.
+const HOLD_BACKOFF: crate::process::Backoff =
+    crate::process::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
 
 impl JobHooks {
     /// [`JobHooks::started`], logging a failure instead of returning it.
@@ -197,15 +219,53 @@ impl JobHooks {
         outcome: &Result<T, String>,
         log: &dyn Fn(&str),
     ) {
-        match self.finished(id, function, workload, outcome.as_ref().map(|_| ()).map_err(String::as_str)) {
-            Ok(AfterFailure::NotRetried) => {}
-            Ok(AfterFailure::Retrying { id, retry, after }) => {
+        let result = outcome.as_ref().map(|_| ()).map_err(String::as_str);
+        let mut backoff = HOLD_BACKOFF;
+        let mut held: Option<Instant> = None;
+        let after = loop {
+            match self.finished(id, function, workload, result) {
+                Ok(after) => break after,
+                // A success or a failure without retries only loses a status line.
+                Err(err) if result.is_ok() || !wants_retry(function, workload) => {
+                    log(&format!("Cannot record the end of job #{id}: {err}"));
+                    return;
+                }
+                // A failure with retries left: its retry must not be lost to an outage. The
+                // job is not answered until Redis has it (if this worker dies meanwhile, the
+                // job server hands the job out again, so it is never lost either way).
+                Err(err) => {
+                    if held.is_none() {
+                        log(&format!(
+                            "Cannot record the failure of job #{id}: {err}; holding its answer until Redis has its retry"
+                        ));
+                        held = Some(Instant::now());
+                    }
+                    if crate::signals::stop_count() >= 2 {
+                        log(&format!("Job #{id}: stopped while holding it; its retry was not recorded"));
+                        return;
+                    }
+                    std::thread::sleep(backoff.failed());
+                }
+            }
+        };
+        if let Some(since) = held {
+            log(&format!("Recorded the failure of job #{id} after holding it {:?}", since.elapsed()));
+        }
+        match after {
+            AfterFailure::NotRetried => {}
+            AfterFailure::Retrying { id, retry, after } => {
                 log(&format!("Job #{id} failed; retry {retry} scheduled in {}", humantime::format_duration(after)))
             }
-            Ok(AfterFailure::Dead { id }) => {
+            AfterFailure::Dead { id } => {
                 log(&format!("Job #{id} failed and has no retries left; moved to the dead set"))
             }
-            Err(err) => log(&format!("Cannot record the end of job #{id}: {err}")),
         }
     }
+}
+
+/// Whether a failure of this job is recorded in Redis (a background job with an id and a
+/// `retries`): its retry, or its move to the dead set.
+fn wants_retry(function: &str, workload: &[u8]) -> bool {
+    crate::workload::decode(function, workload)
+        .is_ok_and(|job| job.background == Some(true) && !job.retries.is_none() && job.id.is_some())
 }

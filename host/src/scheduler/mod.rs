@@ -17,12 +17,14 @@
 //! - li3_gearman's scheduled members (its `job_scheduled` set) are moved too, and job
 //!   status keys are written where li3_gearman's `getStatus` reads them.
 //!
-//! Layout: [`schedule`] (the Redis operations: [`Schedule`]), [`lua`] (the scripts), [`record`]
+//! Layout: [`schedule`] (the Redis operations: [`Schedule`]), [`entries`] (its keys, statuses,
+//! errors and listings), [`lua`] (the scripts), [`record`]
 //! (what is stored), [`run`] (the scheduler loop), [`wake`] (its sleep), [`job_hooks`] (the
 //! worker's status and failure hooks). Its settings come from [`crate::config::SchedulerSettings`];
 //! the caller opens the schedule with a URL and those settings, and gives the loop its servers.
 //! Nothing here runs tasks.
 
+pub mod entries;
 pub mod job_hooks;
 pub mod lua;
 pub mod record;

@@ -24,7 +24,7 @@ use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::{self, Magic, Packet, PacketType};
 use crate::process::Backoff;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest sleep without looking at Redis (and at the stop flag).
 pub const IDLE: Duration = Duration::from_millis(500);
@@ -80,6 +80,11 @@ pub struct SchedulerStats {
 /// Batches overlap: batch N's submissions are written, batch N+1 is taken from Redis while
 /// the job server works on them, then N's answers are read. Acknowledgements ride on the
 /// next take. So Redis and gearmand work at the same time instead of in turn.
+///
+/// Fencing: a batch is submitted only while its lease is known to be this scheduler's. Taken
+/// less than a third of the lease ago, it is; older (the job servers were down, or the
+/// process was stopped), its leases are renewed first and the jobs another scheduler took
+/// over meanwhile are dropped.
 pub fn run(
     store: &mut Schedule,
     config: &SchedulerConfig,
@@ -93,24 +98,31 @@ pub fn run(
                 .connect_timeout(Duration::from_secs(2))
                 .request_timeout(READ_TIMEOUT),
             conn: None,
+            count: config.servers.len(),
         },
         stats: SchedulerStats::default(),
         backoff: BACKOFF,
+        refused: REFUSED,
         accepted: Vec::new(),
         config,
         stop,
         log,
     };
     let mut redis_down = false;
+    // After a take whose answer was lost, the next one takes back what this token holds.
+    let mut reclaim = false;
+    let mut stopped_once = false;
     // A batch written to the job server whose answers are not read yet.
-    let mut in_flight: Option<Vec<Record>> = None;
+    let mut in_flight: Option<Batch> = None;
     while !stop() {
-        let taken = store.take(config.lease, config.batch, &state.accepted);
+        let leased_at = Instant::now();
+        let taken = store.take(config.lease, config.batch, &state.accepted, reclaim);
         if taken.is_ok() {
             state.accepted.clear();
+            reclaim = false;
         }
-        if let Some(jobs) = in_flight.take() {
-            state.finish(store, jobs);
+        if let Some(batch) = in_flight.take() {
+            state.finish(store, batch);
         }
         let taken = match taken {
             Ok(taken) => {
@@ -123,16 +135,24 @@ pub fn run(
             Err(err) => {
                 log(&format!("Cannot take due jobs: {err}; retrying in {:?}", state.backoff.peek()));
                 redis_down = true;
+                reclaim = true;
                 state.pause();
                 continue;
             }
         };
+        if let Some(why) = state.wake.take_error() {
+            log(&format!(
+                "Cannot subscribe to the wake-up channel ({why}); looking for due jobs every {IDLE:?} instead"
+            ));
+        }
         if taken.jobs.is_empty() {
             if !state.accepted.is_empty() {
                 continue; // acknowledge them now
             }
             let wait = match taken.next_ms {
-                Some(next) => Duration::from_millis(u64::try_from(next - taken.now_ms).unwrap_or(0)).min(IDLE),
+                Some(next) => {
+                    Duration::from_millis(u64::try_from(next.saturating_sub(taken.now_ms)).unwrap_or(0)).min(IDLE)
+                }
                 None => IDLE,
             };
             if !wait.is_zero() {
@@ -140,38 +160,32 @@ pub fn run(
             }
             continue;
         }
-        if config.stop_after_take {
+        if config.stop_after_take && !stopped_once {
+            stopped_once = true;
             log(&format!("Took {} jobs; stopping before submitting them ({STOP_AFTER_TAKE_ENV})", taken.jobs.len()));
+            // Stop ourselves (the test's SIGCONT resumes us); no memory-safety preconditions.
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
         }
         let mut jobs = Vec::with_capacity(taken.jobs.len());
         for (id, text) in taken.jobs {
             match text.as_deref().map(|text| Record::decode(text).and_then(submittable)) {
                 Some(Ok(record)) => jobs.push(record),
-                Some(Err(err)) => {
-                    log(&format!("Job #{id} cannot be read, moved to the dead set: {err}"));
-                    if let Err(e) = store.bury(&id, text.as_deref().unwrap_or_default(), &err.to_string()) {
-                        log(&format!("Cannot bury job #{id}: {e}; it will be taken again after its lease"));
-                    }
-                    state.stats.buried += 1;
-                }
+                Some(Err(err)) => state.bury(store, &id, text.as_deref().unwrap_or_default(), &err.to_string()),
                 None => state.accepted.push(id), // cancelled or finished meanwhile: release the lease
             }
         }
-        if jobs.is_empty() {
-            continue;
-        }
-        match state.servers.send(&jobs) {
-            Ok(()) => in_flight = Some(jobs),
+        let Some(batch) = state.hold(store, Batch { jobs, leased_at }) else { continue };
+        match state.servers.send(&batch.jobs) {
+            Ok(()) => in_flight = Some(batch),
             Err(err) => {
                 log(&format!("Cannot submit to a job server: {err}; retrying in {:?}", state.backoff.peek()));
-                state.pause();
-                state.submit(store, &jobs);
+                state.pause_within_lease();
+                state.submit(store, batch);
             }
         }
     }
-    if let Some(jobs) = in_flight.take() {
-        state.finish(store, jobs);
+    if let Some(batch) = in_flight.take() {
+        state.finish(store, batch);
     }
     // What was accepted since the last take; if this fails, the leases run out and the jobs
     // are submitted again, to coalesce while queued.
@@ -181,12 +195,23 @@ pub fn run(
     state.stats
 }
 
+/// Jobs taken under one lease, and when it was granted (or last renewed).
+struct Batch {
+    jobs: Vec<Record>,
+    leased_at: Instant,
+}
+
+/// After a refusal that may pass (a full queue) on every server: due again after 1 s,
+/// doubling to 60 s while refusals go on.
+const REFUSED: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+
 /// What the loop carries from batch to batch.
 struct State<'a> {
     wake: Wake,
     servers: Servers,
     stats: SchedulerStats,
     backoff: Backoff,
+    refused: Backoff,
     /// Jobs a job server accepted, acknowledged with the next take.
     accepted: Vec<String>,
     config: &'a SchedulerConfig,
@@ -201,62 +226,169 @@ impl State<'_> {
         self.wake.wait(delay);
     }
 
+    /// As [`State::pause`], but never longer than a third of the lease, so that the batch in
+    /// hand is renewed before its lease runs out.
+    fn pause_within_lease(&mut self) {
+        let delay = self.backoff.failed().min(self.config.lease / 3);
+        self.wake.wait(delay);
+    }
+
+    /// The part of `batch` whose leases are still this scheduler's (renewed when the lease
+    /// was granted more than a third of it ago); `None` when nothing is left, or when Redis
+    /// cannot say (then nothing is submitted: the leases run out and the jobs are taken again).
+    fn hold(&mut self, store: &mut Schedule, mut batch: Batch) -> Option<Batch> {
+        if batch.jobs.is_empty() {
+            return None;
+        }
+        if batch.leased_at.elapsed() < self.config.lease / 3 {
+            return Some(batch);
+        }
+        let renewed_at = Instant::now();
+        let ids: Vec<&str> = batch.jobs.iter().map(|r| r.id.as_str()).collect();
+        let held = match store.renew(&ids, self.config.lease) {
+            Ok(held) => held,
+            Err(err) => {
+                (self.log)(&format!(
+                    "Cannot renew the lease of {} jobs: {err}; leaving them to whichever scheduler takes them next",
+                    batch.jobs.len()
+                ));
+                return None;
+            }
+        };
+        let before = batch.jobs.len();
+        let mut held = held.into_iter();
+        batch.jobs.retain(|_| held.next().unwrap_or(false));
+        if batch.jobs.len() < before {
+            (self.log)(&format!(
+                "Dropped {} of {before} jobs: their lease ran out and another scheduler took them",
+                before - batch.jobs.len()
+            ));
+        }
+        batch.leased_at = renewed_at;
+        (!batch.jobs.is_empty()).then_some(batch)
+    }
+
     /// Reads the answers of a batch already written; on a connection error, submits it again
     /// (on this or the next server) until a server has it.
-    fn finish(&mut self, store: &mut Schedule, jobs: Vec<Record>) {
-        match self.servers.receive(&jobs) {
-            Ok(answers) => self.record(store, &jobs, answers),
+    fn finish(&mut self, store: &mut Schedule, batch: Batch) {
+        match self.servers.receive(&batch.jobs) {
+            Ok(answers) => self.record(store, &batch.jobs, answers),
             Err(err) => {
                 // Unknown which were accepted: submit them all again (the accepted ones
                 // coalesce on their unique key while queued).
                 (self.log)(&format!("Lost the job server's answers: {err}; submitting the batch again"));
-                self.submit(store, &jobs);
+                self.submit(store, batch);
             }
         }
     }
 
-    /// Submits `jobs` in chunks, waiting for each chunk's answers, retrying with backoff until
-    /// they are in or we are asked to stop (what is left stays leased, for another scheduler).
-    fn submit(&mut self, store: &mut Schedule, jobs: &[Record]) {
-        let mut start = 0;
-        while start < jobs.len() {
-            let chunk = &jobs[start..(start + CHUNK).min(jobs.len())];
-            match self.servers.send(chunk).and_then(|()| self.servers.receive(chunk)) {
+    /// Submits `batch` in chunks, waiting for each chunk's answers, retrying with backoff until
+    /// they are in, we are asked to stop, or another scheduler took the jobs over (what is left
+    /// stays leased, for another scheduler). Before each attempt the leases are checked.
+    fn submit(&mut self, store: &mut Schedule, batch: Batch) {
+        let mut rest = Some(batch);
+        while let Some(batch) = rest.take() {
+            let Some(mut batch) = self.hold(store, batch) else { return };
+            let chunk: Vec<Record> = batch.jobs.drain(..CHUNK.min(batch.jobs.len())).collect();
+            match self.servers.send(&chunk).and_then(|()| self.servers.receive(&chunk)) {
                 Ok(answers) => {
-                    self.record(store, chunk, answers);
-                    start += chunk.len();
+                    self.record(store, &chunk, answers);
+                    if !batch.jobs.is_empty() {
+                        rest = Some(batch);
+                    }
                 }
                 Err(err) => {
                     (self.log)(&format!("Cannot submit to a job server: {err}; retrying in {:?}", self.backoff.peek()));
                     if (self.stop)() {
                         return;
                     }
-                    self.pause();
+                    self.pause_within_lease();
+                    batch.jobs.splice(0..0, chunk);
+                    rest = Some(batch);
                 }
             }
         }
     }
 
-    /// Notes what the server said about each job.
+    /// Notes what the server said about each job: accepted, refused for now (tried on the
+    /// other servers, then scheduled again a little later), or refused for good (dead set).
     fn record(&mut self, store: &mut Schedule, jobs: &[Record], answers: Vec<Option<String>>) {
         self.backoff.reset();
+        let mut later = Vec::new();
         for (record, refused) in jobs.iter().zip(answers) {
             match refused {
-                None => {
-                    if self.config.verbose {
-                        (self.log)(&format!("Job #{} moved for immediate execution", record.id));
-                    }
-                    self.stats.moved += 1;
-                    self.accepted.push(record.id.clone());
-                }
+                None => self.accepted_one(record),
+                Some(why) if can_pass(&why) => later.push((record.clone(), why)),
                 Some(why) => {
-                    (self.log)(&format!("Job #{} refused by the job server, moved to the dead set: {why}", record.id));
-                    let _ = store.bury(&record.id, &record.encode(), &why);
-                    self.stats.buried += 1;
+                    self.bury(store, &record.id, &record.encode(), &format!("refused by the job server: {why}"))
                 }
             }
         }
+        if later.is_empty() {
+            self.refused.reset();
+            return;
+        }
+        // Another server may have room: each of the others once, in turn.
+        for _ in 1..self.servers.count {
+            self.servers.next();
+            let records: Vec<Record> = later.iter().map(|(r, _)| r.clone()).collect();
+            let Ok(answers) = self.servers.send(&records).and_then(|()| self.servers.receive(&records)) else { break };
+            let mut still = Vec::new();
+            for ((record, _), refused) in later.into_iter().zip(answers) {
+                match refused {
+                    None => self.accepted_one(&record),
+                    Some(why) if can_pass(&why) => still.push((record, why)),
+                    Some(why) => {
+                        self.bury(store, &record.id, &record.encode(), &format!("refused by the job server: {why}"))
+                    }
+                }
+            }
+            later = still;
+            if later.is_empty() {
+                return;
+            }
+        }
+        let delay = self.refused.failed();
+        let ids: Vec<String> = later.iter().map(|(r, _)| r.id.clone()).collect();
+        (self.log)(&format!(
+            "{} jobs refused by every job server for now ({}); due again in {delay:?}",
+            ids.len(),
+            later[0].1
+        ));
+        if let Err(err) = store.defer(&ids, delay) {
+            (self.log)(&format!(
+                "Cannot give back {} refused jobs: {err}; they are taken again after their lease",
+                ids.len()
+            ));
+        }
     }
+
+    fn accepted_one(&mut self, record: &Record) {
+        if self.config.verbose {
+            (self.log)(&format!("Job #{} moved for immediate execution", record.id));
+        }
+        self.stats.moved += 1;
+        self.accepted.push(record.id.clone());
+    }
+
+    /// Moves a job this scheduler holds to the dead set, with why.
+    fn bury(&mut self, store: &mut Schedule, id: &str, job: &str, why: &str) {
+        match store.bury(id, job, why, true) {
+            Ok(true) => {
+                (self.log)(&format!("Job #{id} moved to the dead set: {why}"));
+                self.stats.buried += 1;
+            }
+            Ok(false) => (self.log)(&format!("Job #{id} not buried: another scheduler took it over")),
+            Err(e) => (self.log)(&format!("Cannot bury job #{id}: {e}; it will be taken again after its lease")),
+        }
+    }
+}
+
+/// Whether a job server's refusal (`CODE: message`) may pass later or on another server: all
+/// but those about the job itself (too large, a command the server does not know).
+fn can_pass(refusal: &str) -> bool {
+    let code = refusal.split(':').next().unwrap_or_default();
+    !(code == "ARGUMENT_TOO_LARGE" || code.starts_with("INVALID") || code.starts_with("UNKNOWN"))
 }
 
 /// How long a job server may take to answer.
@@ -289,6 +421,8 @@ enum SubmitError {
 struct Servers {
     client: GearmanClient,
     conn: Option<Conn>,
+    /// How many servers there are.
+    count: usize,
 }
 
 impl Servers {
@@ -302,6 +436,11 @@ impl Servers {
             }
         };
         Ok(self.conn.insert(conn))
+    }
+
+    /// Moves on to the next server (the next send connects there).
+    fn next(&mut self) {
+        self.conn = None;
     }
 
     /// Writes a `SUBMIT_JOB_BG` per job, all at once, without reading the answers.

@@ -10,174 +10,23 @@ use super::record::Record;
 use crate::config::SchedulerSettings as Settings;
 use redis::{Connection, Script};
 use serde_json::{json, Value};
+
+pub use super::entries::{
+    check_unique, epoch_ms, max_retries, within_bound, Dead, Keys, Pending, Place, ScheduleError, Status, Taken, LATEST,
+};
+use super::entries::{contains_pattern, parse_taken, Scored};
 use std::sync::LazyLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// The Redis keys of one schedule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Keys {
-    /// Prefix of every li3g key (and of status keys, as li3_gearman's `prefix`).
-    pub prefix: String,
-    /// li3_gearman's sorted set of scheduled members (its `schedulePrefix`).
-    pub compat_set: String,
-}
-
-impl Keys {
-    /// Sorted set: job id by due time (ms).
-    pub fn scheduled(&self) -> String {
-        format!("{}scheduled", self.prefix)
-    }
-    /// Sorted set: job id by lease expiry (ms), while a scheduler moves it.
-    pub fn leased(&self) -> String {
-        format!("{}leased", self.prefix)
-    }
-    /// Hash: job id to its stored [`Record`] (or li3_gearman member).
-    pub fn jobs(&self) -> String {
-        format!("{}jobs", self.prefix)
-    }
-    /// Hash: job id to `{"job", "error", "at"}`.
-    pub fn dead(&self) -> String {
-        format!("{}dead", self.prefix)
-    }
-    /// The pub/sub channel that wakes schedulers when an earlier job arrives.
-    pub fn wake_channel(&self) -> String {
-        format!("{}wake", self.prefix)
-    }
-    /// A job's status key, where li3_gearman's `getStatus` reads it: `<prefix><id>.status`.
-    pub fn status(&self, id: &str) -> String {
-        format!("{}{id}.status", self.prefix)
-    }
-}
-
-/// A job's status, as li3_gearman's `saveJobStatus` wrote it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Scheduled or queued, not started.
-    Pending,
-    /// A worker runs it.
-    Running,
-    /// It completed.
-    Finished,
-    /// It failed.
-    Error,
-}
-
-impl Status {
-    /// The value stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Finished => "finished",
-            Status::Error => "error",
-        }
-    }
-}
-
-/// Redis failed, or the URL is wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum ScheduleError {
-    /// The configuration names no Redis.
-    #[error("no redis URL is configured (set `redis = \"redis://host:port/db\"` in the configuration)")]
-    NotConfigured,
-    /// A Redis error (unreachable, refused, script error).
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Redis answered a script with a reply of another shape than the script returns (another
-    /// script under the same name, or a proxy in between).
-    #[error("redis answered {what} with an unexpected reply: {reply}")]
-    Reply {
-        /// The request.
-        what: &'static str,
-        /// The reply, abridged.
-        reply: String,
-    },
-}
-
-/// What [`Schedule::take`] took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Taken {
-    /// Redis's clock, ms since the epoch.
-    pub now_ms: i64,
-    /// When nothing was due: the earliest due time or lease expiry, if any.
-    pub next_ms: Option<i64>,
-    /// The jobs taken, each with its stored JSON (`None`: gone meanwhile).
-    pub jobs: Vec<(String, Option<String>)>,
-}
-
-/// Where a pending job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
-    /// Waiting for its time in li3g's schedule.
-    Scheduled,
-    /// Taken by a scheduler that is submitting it (until the lease runs out).
-    Leased,
-    /// In li3_gearman's set, not yet taken.
-    Compat,
-}
-
-/// A pending job, for listings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    /// Job id.
-    pub id: String,
-    /// Task, or why the stored job cannot be read.
-    pub task: String,
-    /// Due time (or lease expiry), ms since the epoch.
-    pub at_ms: i64,
-    /// Retries so far.
-    pub retry: u32,
-    /// Where it is.
-    pub place: Place,
-}
-
-/// A dead job, for listings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dead {
-    /// Job id.
-    pub id: String,
-    /// Task, or why the stored job cannot be read.
-    pub task: String,
-    /// Retries so far.
-    pub retry: u32,
-    /// Why it died.
-    pub error: String,
-    /// When, ms since the epoch.
-    pub at_ms: i64,
-}
+use std::time::{Duration, SystemTime};
 
 static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::take()));
-static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(lua::SCHEDULE));
+static SCHEDULE_SRC: LazyLock<String> = LazyLock::new(lua::schedule);
+static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(&SCHEDULE_SRC));
 static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::ack()));
-
-/// Members of a sorted set with their scores.
-type Scored = Vec<(String, f64)>;
-
-/// Reads the take script's reply, `{now, next, id1, job1, ...}`, checking its shape.
-fn parse_taken(reply: Vec<Option<String>>) -> Result<Taken, ScheduleError> {
-    let bad = |reply: &[Option<String>]| ScheduleError::Reply {
-        what: "the take script",
-        reply: format!("{:.200}", format!("{reply:?}")),
-    };
-    let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<f64>().ok()).map(|n| n as i64);
-    let (Some(now), Some(next), jobs) = (reply.first(), reply.get(1), reply.get(2..).unwrap_or_default()) else {
-        return Err(bad(&reply));
-    };
-    let (Some(now_ms), Some(next)) = (number(now), number(next)) else { return Err(bad(&reply)) };
-    if jobs.len() % 2 != 0 || jobs.chunks(2).any(|pair| pair[0].is_none()) {
-        return Err(bad(&reply));
-    }
-    let jobs = jobs.chunks(2).map(|pair| (pair[0].clone().unwrap_or_default(), pair[1].clone())).collect();
-    Ok(Taken { now_ms, next_ms: (next >= 0).then_some(next), jobs })
-}
-
-/// Milliseconds since the epoch (negative before it).
-pub fn epoch_ms(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::renew()));
+static DEFER: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::defer()));
+static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::cancel()));
+static BURY: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::bury()));
+static REQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::requeue()));
 
 /// A connection to one schedule in Redis.
 pub struct Schedule {
@@ -185,6 +34,8 @@ pub struct Schedule {
     conn: Option<Connection>,
     keys: Keys,
     settings: Settings,
+    /// This connection's lease owner token: `host:pid:random`, unique per [`Schedule`].
+    token: String,
 }
 
 impl Schedule {
@@ -199,12 +50,30 @@ impl Schedule {
             url.into_connection_info()?.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info)?;
         let keys = Keys { prefix: settings.prefix.clone(), compat_set: settings.compat_set.clone() };
-        Ok(Schedule { client, conn: None, keys, settings: settings.clone() })
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        let token = format!("{host}:{}:{}", std::process::id(), crate::job_id::generate());
+        Ok(Schedule { client, conn: None, keys, settings: settings.clone(), token })
     }
 
     /// Its keys.
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The token its leases are taken under.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The key to pass for li3_gearman's set: the set with compat on, else one of li3g's own
+    /// (never touched then), so an ACL limited to li3g's keys is enough.
+    fn compat_key(&self) -> String {
+        if self.settings.compat {
+            self.keys.compat_set.clone()
+        } else {
+            self.keys.scheduled()
+        }
     }
 
     /// Its settings.
@@ -257,12 +126,19 @@ impl Schedule {
     /// # Errors
     /// As [`Schedule::schedule`]; jobs before a failure may be scheduled.
     pub fn schedule_many(&mut self, records: &[Record], due: &[SystemTime]) -> Result<(), ScheduleError> {
+        let now = SystemTime::now();
+        for (record, due) in records.iter().zip(due) {
+            check_unique(&record.id, &record.unique, record.retry, max_retries(&record.workload))?;
+            if !within_bound(*due, now) {
+                return Err(ScheduleError::TooLate);
+            }
+        }
         let ttl = self.status_ttl();
         self.with(|conn, keys| {
             // Load (a no-op when loaded: Redis may have restarted), then EVALSHA, all in one
             // round trip.
             let mut pipe = redis::pipe();
-            pipe.cmd("SCRIPT").arg("LOAD").arg(lua::SCHEDULE).ignore();
+            pipe.cmd("SCRIPT").arg("LOAD").arg(SCHEDULE_SRC.as_str()).ignore();
             for (record, due) in records.iter().zip(due) {
                 pipe.cmd("EVALSHA")
                     .arg(SCHEDULE.get_hash())
@@ -286,8 +162,57 @@ impl Schedule {
     /// # Errors
     /// [`ScheduleError`] when Redis fails.
     pub fn cancel(&mut self, id: &str) -> Result<bool, ScheduleError> {
+        if self.cancel_one(id, "")? {
+            return Ok(true);
+        }
+        if !self.settings.compat {
+            return Ok(false);
+        }
+        // li3_gearman's members are JSON that li3_gearman writes, so nothing can index them by
+        // id: scan for members containing the id, a page per request (Redis filters them in C
+        // and serves other clients between pages), and decode only those.
+        let pattern = contains_pattern(id);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<String>) = self.with(|conn, keys| {
+                redis::cmd("ZSCAN")
+                    .arg(&keys.compat_set)
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(conn)
+            })?;
+            // ZSCAN pages alternate member and score.
+            for member in page.iter().step_by(2) {
+                let matches = serde_json::from_str::<Value>(member)
+                    .ok()
+                    .is_some_and(|v| v.get("id").and_then(Value::as_str) == Some(id));
+                if matches && self.cancel_one(id, member)? {
+                    return Ok(true);
+                }
+            }
+            if next == 0 {
+                return Ok(false);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The cancel script for li3g's job `id` (`member` empty) or a li3_gearman member.
+    fn cancel_one(&mut self, id: &str, member: &str) -> Result<bool, ScheduleError> {
+        let (compat_key, ttl) = (self.compat_key(), self.status_ttl());
         let n: i64 = self.with(|conn, keys| {
-            Script::new(lua::CANCEL).key(keys.scheduled()).key(keys.jobs()).key(&keys.compat_set).arg(id).invoke(conn)
+            CANCEL
+                .key(keys.scheduled())
+                .key(keys.jobs())
+                .key(compat_key)
+                .key(keys.status(id))
+                .arg(id)
+                .arg(member)
+                .arg(ttl)
+                .invoke(conn)
         })?;
         Ok(n == 1)
     }
@@ -297,49 +222,68 @@ impl Schedule {
     /// # Errors
     /// [`ScheduleError`] when Redis fails.
     pub fn requeue(&mut self, id: &str) -> Result<bool, ScheduleError> {
+        let ttl = self.status_ttl();
         let n: i64 = self.with(|conn, keys| {
-            Script::new(&lua::requeue())
+            REQUEUE
                 .key(keys.dead())
                 .key(keys.jobs())
                 .key(keys.scheduled())
+                .key(keys.status(id))
                 .arg(id)
                 .arg(keys.wake_channel())
+                .arg(ttl)
                 .invoke(conn)
         })?;
         Ok(n == 1)
     }
 
-    /// Puts job `id` (stored as `job`) in the dead set with `error`.
+    /// Puts job `id` (stored as `job`) in the dead set with `error`; its status becomes
+    /// `dead`. With `leased` (a scheduler burying a job it took), only while the lease is still
+    /// this schedule's token's; `false` when it was not (another scheduler has it now).
     ///
     /// # Errors
     /// [`ScheduleError`] when Redis fails.
-    pub fn bury(&mut self, id: &str, job: &str, error: &str) -> Result<(), ScheduleError> {
+    pub fn bury(&mut self, id: &str, job: &str, error: &str, leased: bool) -> Result<bool, ScheduleError> {
         let entry = json!({"job": job, "error": error, "at": epoch_ms(SystemTime::now())}).to_string();
-        self.with(|conn, keys| {
-            Script::new(lua::BURY)
-                .key(keys.dead())
+        let token = if leased { self.token.clone() } else { String::new() };
+        let ttl = self.status_ttl();
+        let n: i64 = self.with(|conn, keys| {
+            BURY.key(keys.dead())
                 .key(keys.leased())
                 .key(keys.jobs())
                 .key(keys.scheduled())
+                .key(keys.owners())
+                .key(keys.status(id))
                 .arg(id)
                 .arg(entry)
-                .invoke::<i64>(conn)
+                .arg(token)
+                .arg(ttl)
+                .invoke(conn)
         })?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Acknowledges `accepted` (as [`Schedule::ack`]) and takes up to `batch` due (or abandoned)
-    /// jobs under a lease of `lease`, in one script.
+    /// jobs under a lease of `lease` owned by this schedule's token, in one script. With
+    /// `reclaim` (after a take whose answer was lost), the jobs leased to this token come back
+    /// first, instead of waiting out their lease: the caller holds none of them then.
     ///
     /// # Errors
     /// [`ScheduleError`] when Redis fails; then nothing was acknowledged nor taken.
-    pub fn take(&mut self, lease: Duration, batch: usize, accepted: &[String]) -> Result<Taken, ScheduleError> {
+    pub fn take(
+        &mut self,
+        lease: Duration,
+        batch: usize,
+        accepted: &[String],
+        reclaim: bool,
+    ) -> Result<Taken, ScheduleError> {
         let compat = if self.settings.compat { "1" } else { "0" };
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let (compat_key, token) = (self.compat_key(), self.token.clone());
         let reply: Vec<Option<String>> = self.with(|conn, keys| {
             let mut invocation = TAKE.prepare_invoke();
-            invocation.key(keys.scheduled()).key(keys.leased()).key(keys.jobs()).key(&keys.compat_set);
-            invocation.arg(lease_ms).arg(batch).arg(compat);
+            invocation.key(keys.scheduled()).key(keys.leased()).key(keys.jobs()).key(compat_key).key(keys.owners());
+            invocation.arg(lease_ms).arg(batch).arg(compat).arg(token).arg(if reclaim { "1" } else { "0" });
             for id in accepted {
                 invocation.arg(id);
             }
@@ -348,7 +292,8 @@ impl Schedule {
         parse_taken(reply)
     }
 
-    /// Acknowledges jobs a job server accepted.
+    /// Acknowledges jobs a job server accepted (those still leased to this token; the others
+    /// belong to the scheduler that took them over).
     ///
     /// # Errors
     /// [`ScheduleError`] when Redis fails (the jobs stay leased and will be submitted again
@@ -357,9 +302,57 @@ impl Schedule {
         if ids.is_empty() {
             return Ok(());
         }
+        let token = self.token.clone();
         self.with(|conn, keys| {
             let mut invocation = ACK.prepare_invoke();
-            invocation.key(keys.leased()).key(keys.jobs()).key(keys.scheduled());
+            invocation.key(keys.leased()).key(keys.jobs()).key(keys.scheduled()).key(keys.owners());
+            invocation.arg(token);
+            for id in ids {
+                invocation.arg(id);
+            }
+            invocation.invoke::<i64>(conn)
+        })?;
+        Ok(())
+    }
+
+    /// Renews the leases of `ids` for `lease` from now; per id, whether it is still this
+    /// token's (`false`: another scheduler took it after the lease ran out; drop it).
+    ///
+    /// # Errors
+    /// [`ScheduleError`] when Redis fails (then nothing is known: do not submit).
+    pub fn renew(&mut self, ids: &[&str], lease: Duration) -> Result<Vec<bool>, ScheduleError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let token = self.token.clone();
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let held: Vec<i64> = self.with(|conn, keys| {
+            let mut invocation = RENEW.prepare_invoke();
+            invocation.key(keys.leased()).key(keys.owners()).arg(token).arg(lease_ms);
+            for id in ids {
+                invocation.arg(*id);
+            }
+            invocation.invoke(conn)
+        })?;
+        if held.len() != ids.len() {
+            return Err(ScheduleError::Reply { what: "the renew script", reply: format!("{held:?}") });
+        }
+        Ok(held.into_iter().map(|h| h == 1).collect())
+    }
+
+    /// Gives back leased jobs a job server refused for now, due again after `delay`.
+    ///
+    /// # Errors
+    /// [`ScheduleError`] when Redis fails (they stay leased and are taken again after it).
+    pub fn defer(&mut self, ids: &[String], delay: Duration) -> Result<(), ScheduleError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let token = self.token.clone();
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.with(|conn, keys| {
+            let mut invocation = DEFER.prepare_invoke();
+            invocation.key(keys.leased()).key(keys.owners()).key(keys.scheduled()).arg(token).arg(delay_ms);
             for id in ids {
                 invocation.arg(id);
             }
@@ -374,19 +367,28 @@ impl Schedule {
     /// [`ScheduleError`] when Redis fails.
     pub fn pending(&mut self) -> Result<Vec<Pending>, ScheduleError> {
         let compat = self.settings.compat;
-        let (scheduled, leased, jobs, php): (Scored, Scored, Vec<(String, String)>, Scored) =
+        let (scheduled, leased, jobs): (Scored, Scored, Vec<(String, String)>) = self.with(|conn, keys| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZRANGE").arg(keys.scheduled()).arg(0).arg(-1).arg("WITHSCORES");
+            pipe.cmd("ZRANGE").arg(keys.leased()).arg(0).arg(-1).arg("WITHSCORES");
+            pipe.cmd("HGETALL").arg(keys.jobs());
+            pipe.query(conn)
+        })?;
+        // li3_gearman's set only with compat on: with it off, li3g touches no key but its own.
+        let php: Scored = if compat {
+            let set = self.keys.compat_set.clone();
             self.with(|conn, keys| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("ZRANGE").arg(keys.scheduled()).arg(0).arg(-1).arg("WITHSCORES");
-                pipe.cmd("ZRANGE").arg(keys.leased()).arg(0).arg(-1).arg("WITHSCORES");
-                pipe.cmd("HGETALL").arg(keys.jobs());
-                if compat {
-                    pipe.cmd("ZRANGE").arg(&keys.compat_set).arg(0).arg(-1).arg("WITHSCORES");
-                } else {
-                    pipe.cmd("ZRANGE").arg(&keys.compat_set).arg(1).arg(0).arg("WITHSCORES");
+                redis::cmd("ZRANGE").arg(&keys.compat_set).arg(0).arg(-1).arg("WITHSCORES").query(conn)
+            })
+            .map_err(|err| match err {
+                ScheduleError::Redis(e) if e.code() == Some("WRONGTYPE") => {
+                    ScheduleError::WrongType { key: set, what: "li3_gearman's scheduled set (a sorted set)" }
                 }
-                pipe.query(conn)
-            })?;
+                other => other,
+            })?
+        } else {
+            Vec::new()
+        };
         let jobs: std::collections::HashMap<String, String> = jobs.into_iter().collect();
         let describe = |text: Option<&String>| match text.map(|t| Record::decode(t)) {
             Some(Ok(record)) => (record.task(), record.retry),
@@ -459,34 +461,5 @@ impl Schedule {
             redis::pipe().cmd("GET").arg(keys.status(id)).cmd("TTL").arg(keys.status(id)).query(conn)
         })?;
         Ok(value.map(|v| (v, ttl)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reply(items: &[Option<&str>]) -> Vec<Option<String>> {
-        items.iter().map(|i| i.map(str::to_string)).collect()
-    }
-
-    #[test]
-    fn a_take_reply_of_another_shape_is_an_error_not_a_panic() {
-        let taken = parse_taken(reply(&[Some("1000"), Some("-1"), Some("a"), Some("{}"), Some("b"), None])).unwrap();
-        assert_eq!(taken.now_ms, 1000);
-        assert_eq!(taken.next_ms, None);
-        assert_eq!(taken.jobs, vec![("a".into(), Some("{}".into())), ("b".into(), None)]);
-        assert_eq!(parse_taken(reply(&[Some("5"), Some("7")])).unwrap().next_ms, Some(7));
-        for bad in [
-            reply(&[]),
-            reply(&[Some("1000")]),
-            reply(&[None, Some("-1")]),
-            reply(&[Some("soon"), Some("-1")]),
-            reply(&[Some("1000"), Some("-1"), Some("a")]),
-            reply(&[Some("1000"), Some("-1"), None, Some("{}")]),
-        ] {
-            let err = parse_taken(bad.clone()).unwrap_err();
-            assert!(err.to_string().contains("the take script"), "{bad:?}: {err}");
-        }
     }
 }

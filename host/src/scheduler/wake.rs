@@ -48,12 +48,28 @@ pub struct Wake {
     info: redis::ConnectionInfo,
     channel: String,
     sock: Option<Sock>,
+    /// Why the last subscription failed, until [`Wake::take_error`] reports it.
+    error: Option<String>,
+    /// Whether the failure was reported (once per kind of failure, not per attempt).
+    reported: Option<String>,
+    /// No new subscription attempt before then (after a refused one).
+    retry_at: Option<std::time::Instant>,
 }
+
+/// How long after a refused subscription the next attempt waits.
+const RESUBSCRIBE: Duration = Duration::from_secs(30);
 
 impl Wake {
     /// A subscriber of `channel` on `client`'s server (connects on the first wait).
     pub fn new(client: &redis::Client, channel: String) -> Wake {
-        Wake { info: client.get_connection_info().clone(), channel, sock: None }
+        Wake {
+            info: client.get_connection_info().clone(),
+            channel,
+            sock: None,
+            error: None,
+            reported: None,
+            retry_at: None,
+        }
     }
 
     fn connect(&self) -> std::io::Result<Sock> {
@@ -78,6 +94,7 @@ impl Wake {
             sock.write_all(&auth.arg(password).get_packed_command())?;
         }
         sock.write_all(&redis::cmd("SUBSCRIBE").arg(&self.channel).get_packed_command())?;
+        confirmed(&mut sock)?;
         match &sock {
             Sock::Tcp(s) => s.set_nonblocking(true)?,
             Sock::Unix(s) => s.set_nonblocking(true)?,
@@ -85,11 +102,32 @@ impl Wake {
         Ok(sock)
     }
 
+    /// Why subscribing failed, once per reason: the caller logs it (and keeps polling).
+    pub fn take_error(&mut self) -> Option<String> {
+        let error = self.error.take()?;
+        if self.reported.as_deref() == Some(error.as_str()) {
+            return None;
+        }
+        self.reported = Some(error.clone());
+        Some(error)
+    }
+
     /// Waits up to `timeout` for a wake-up or a signal. Returns at once if one is waiting.
     pub fn wait(&mut self, timeout: Duration) {
-        if self.sock.is_none() {
+        if self.sock.is_none() && self.retry_at.is_none_or(|at| std::time::Instant::now() >= at) {
             // Unreachable Redis: the caller backs off on its own errors; here we just sleep.
-            self.sock = self.connect().ok();
+            match self.connect() {
+                Ok(sock) => {
+                    self.sock = Some(sock);
+                    self.retry_at = None;
+                    self.reported = None;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                    self.error = Some(err.to_string());
+                    self.retry_at = Some(std::time::Instant::now() + RESUBSCRIBE);
+                }
+                Err(_) => {}
+            }
         }
         let signal = crate::signals::wake_fd();
         let mut fds = Vec::with_capacity(2);
@@ -135,5 +173,31 @@ impl Wake {
                 }
             }
         }
+    }
+}
+
+/// Reads the answers to `AUTH` and `SUBSCRIBE` (at most 2 s): `Ok` once Redis confirmed the
+/// subscription, an error of kind `PermissionDenied` with Redis's message when it refused
+/// (a wrong password, an ACL without the channel).
+fn confirmed(sock: &mut Sock) -> std::io::Result<()> {
+    match sock {
+        Sock::Tcp(s) => s.set_read_timeout(Some(Duration::from_secs(2)))?,
+        Sock::Unix(s) => s.set_read_timeout(Some(Duration::from_secs(2)))?,
+    }
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        if let Some(line) = seen.split(|b| *b == b'\n').find(|line| line.first() == Some(&b'-')) {
+            let message = String::from_utf8_lossy(line).trim_start_matches('-').trim_end().to_string();
+            return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, message));
+        }
+        if seen.windows(9).any(|w| w.eq_ignore_ascii_case(b"subscribe")) {
+            return Ok(());
+        }
+        let n = sock.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        seen.extend_from_slice(&buf[..n]);
     }
 }

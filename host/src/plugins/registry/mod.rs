@@ -16,7 +16,7 @@ mod errors;
 pub use errors::{DispatchError, Reason, Rejected, ScanError};
 
 use super::invoke::{self, JobEvents, JobInfo, TaskOutput};
-use super::loader;
+use super::loader::{self, LoadError};
 use super::permissions;
 use abi_stable::std_types::{RResult, RStr};
 use li3g_plugin_api::abi::{ConnectFn, PluginState, TaskDecl};
@@ -113,16 +113,15 @@ pub struct Registry {
     settings: PluginSettings,
 }
 
-/// The name a job name dispatches to: a leading `\` is dropped (li3_gearman wrote
-/// `\app\tasks\Hello`), and a class alone means its `run` method.
-pub fn canonical_task_name(name: &str) -> String {
-    let name = name.strip_prefix('\\').unwrap_or(name);
-    if name.contains("::") {
-        name.to_string()
-    } else {
-        format!("{name}::run")
-    }
-}
+pub use li3g_plugin_api::dispatch::canonical_task_name;
+
+/// The task li3_gearman's `li3 gearmand ping` runs through its envelope (sent as
+/// `\li3_gearman\Gearman::ping`, high priority, synchronous): its workers answer
+/// [`LI3_GEARMAN_PONG`], and so do li3g's, unless a plugin defines the task.
+pub const LI3_GEARMAN_PING: &str = "li3_gearman\\Gearman::ping";
+
+/// What li3_gearman's `Gearman::ping` returns, and what its `ping` command prints.
+pub const LI3_GEARMAN_PONG: &str = "OK";
 
 impl Registry {
     /// Loads every `*.so` file in `dir` (not recursively; hidden files are skipped).
@@ -143,6 +142,24 @@ impl Registry {
         for path in files {
             registry.add_file(path);
         }
+        // The example plugin linked into the binary, when the directory next to it (the last
+        // place the plugins directory is looked for) has no file serving it: `cargo install`
+        // installs no `.so`.
+        if let Some(example) = super::builtin::example_for(dir) {
+            if !registry.tasks.contains_key(super::builtin::EXAMPLE_TASK) {
+                match example.load() {
+                    Ok(module) => {
+                        if let Err(reason) = registry.add_module(Path::new(super::builtin::EXAMPLE_PATH), module) {
+                            registry.rejected.push(Rejected { path: super::builtin::EXAMPLE_PATH.into(), reason });
+                        }
+                    }
+                    Err(err) => registry.rejected.push(Rejected {
+                        path: super::builtin::EXAMPLE_PATH.into(),
+                        reason: Reason::Load(LoadError::LoaderFailed(err.to_string())),
+                    }),
+                }
+            }
+        }
         Ok(registry)
     }
 
@@ -158,6 +175,11 @@ impl Registry {
         let (file, meta) = loader::open(path)?;
         permissions::check(path, &meta)?;
         let module = loader::load(&file)?;
+        self.add_module(path, module)
+    }
+
+    /// Registers a loaded root module as the plugin at `path`.
+    fn add_module(&mut self, path: &Path, module: li3g_plugin_api::abi::PluginMod_Ref) -> Result<(), Reason> {
         let tasks: Vec<TaskDecl> = (module.tasks())().into_iter().collect();
         for decl in &tasks {
             validate_task_name(&decl.name).map_err(Reason::BadTaskName)?;
@@ -365,15 +387,7 @@ impl Registry {
     /// `\app\tasks\Hello::say`), the task of the bare class (`Hello::say`) if a plugin has it.
     /// An exact name always wins, so a plugin can still claim a namespaced name for itself.
     pub fn resolve(&self, job_name: &str) -> String {
-        let name = canonical_task_name(job_name);
-        if !self.tasks.contains_key(&name) {
-            if let Some((_, bare)) = name.rsplit_once('\\') {
-                if self.tasks.contains_key(bare) {
-                    return bare.to_string();
-                }
-            }
-        }
-        name
+        li3g_plugin_api::dispatch::resolve(job_name, |name| self.tasks.contains_key(name))
     }
 
     /// The declaration of the task named exactly `name` (already canonical).
@@ -395,6 +409,10 @@ impl Registry {
         events: &mut dyn JobEvents,
     ) -> Result<TaskOutput, DispatchError> {
         let name = self.resolve(job_name);
+        if name == LI3_GEARMAN_PING && self.lookup(&name).is_none() {
+            // li3_gearman's own health check: `li3 gearmand ping` expects exactly this.
+            return Ok(TaskOutput::Text(LI3_GEARMAN_PONG.into()));
+        }
         let decl = self
             .lookup(&name)
             .ok_or_else(|| DispatchError::UnknownTask { name: name.clone(), known: self.task_names() })?;

@@ -1,0 +1,34 @@
+//! `li3g-host new NAME [--dir DIR]`: write a plugin crate (see [`crate::scaffold`]).
+
+use crate::scaffold::{self, ApiSource};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub(super) struct NewArgs {
+    /// The crate's name (`my-tasks`); its tasks are `MyTasks::say`, `::report`, `::next`.
+    name: String,
+    /// Where to write it [default: ./NAME]
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The plugin API's source to depend on [default: /usr/share/li3g/plugin-api, else the
+    /// source this host was built from, else crates.io]
+    #[arg(long, env = "LI3G_PLUGIN_API", value_name = "DIR")]
+    plugin_api: Option<PathBuf>,
+}
+
+pub(super) fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
+    let api = ApiSource::find(args.plugin_api.as_deref())?;
+    scaffold::write(&args.name, &dir, &api)?;
+    let lib = args.name.replace('-', "_");
+    println!("Created plugin crate {} in {}", args.name, dir.display());
+    match &api {
+        ApiSource::Path(path) => println!("li3g-plugin-api {}: {}", scaffold::API_VERSION, path.display()),
+        ApiSource::CratesIo => println!("li3g-plugin-api {}: from crates.io", scaffold::API_VERSION),
+    }
+    println!("Next: cd {} && cargo test && cargo build --release", dir.display());
+    println!("      li3g-host plugins --plugins target/release   (lib{lib}.so)");
+    Ok(ExitCode::SUCCESS)
+}
