@@ -272,6 +272,9 @@ fn a_scheduler_killed_after_taking_a_batch_is_taken_over_after_the_lease() {
     assert!(mtime(&path) >= taken_at + Duration::from_secs(1), "taken over before the 2 s lease ran out");
     let ran = lines(&path);
     assert_eq!(ran.iter().collect::<HashSet<_>>().len(), 50);
+    // The scheduler logs a move when the job server's JOB_CREATED comes back, which may be
+    // after the worker ran the job: wait for the lines, then count them.
+    wait_until("the scheduler logged every move", LONG, || log.count("moved for immediate execution") >= 50);
     assert_eq!(log.count("moved for immediate execution"), 50);
 }
 
