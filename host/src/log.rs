@@ -22,12 +22,14 @@
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 /// The target of the supervisor's lines.
 pub const DAEMON: &str = "li3g_host::daemon";
+/// The target of the scheduler's lines.
+pub const SCHEDULER: &str = "li3g_host::scheduler";
 /// The target of a worker's lines.
 pub const WORKER: &str = "li3g_host::worker";
 
@@ -96,6 +98,8 @@ fn spec() -> String {
 fn role(target: &str) -> &str {
     if target.starts_with(DAEMON) {
         "Daemon"
+    } else if target.starts_with(SCHEDULER) {
+        "Scheduler"
     } else if target.starts_with("li3g_host") {
         "Worker"
     } else {
@@ -113,8 +117,69 @@ fn severity(level: log::Level) -> u8 {
     }
 }
 
-/// Installs the process's logger: stderr with `verbose`, syslog otherwise. Only the first call
-/// in a process counts.
+/// The log file (`--log-file`, `log_file`), when one is set: it wins over stderr and syslog.
+static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Set by SIGUSR1 (see [`crate::signals`]): the next line reopens the log file (logrotate
+/// renamed it).
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+/// Sends every later line of this process (and of the processes it forks) to `path`, appended;
+/// call before the first line. Fails when the file cannot be opened.
+///
+/// # Errors
+/// The open's error.
+pub fn set_file(path: &std::path::Path) -> io::Result<()> {
+    LogFile::open(path)?;
+    let _ = FILE.set(path.to_path_buf());
+    Ok(())
+}
+
+/// Asks for the log file to be reopened before the next line: async-signal-safe (one store).
+pub fn request_reopen() {
+    REOPEN.store(true, Ordering::SeqCst);
+}
+
+/// An appended log file: each line one `write(2)` (`O_APPEND`, so the processes sharing it
+/// never interleave), reopened by path after SIGUSR1.
+struct LogFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl LogFile {
+    fn open(path: &std::path::Path) -> io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().append(true).create(true).mode(0o640).open(path)
+    }
+}
+
+impl Write for LogFile {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        if REOPEN.swap(false, Ordering::SeqCst) || self.file.is_none() {
+            if let Ok(file) = LogFile::open(&self.path) {
+                self.file = Some(file);
+            }
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(line)?,
+            None => io::stderr().write_all(line)?,
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether a syslog daemon listens on `/dev/log`.
+pub fn syslog_available() -> bool {
+    UnixDatagram::unbound().and_then(|s| s.connect("/dev/log")).is_ok()
+}
+
+/// Installs the process's logger: the log file when one is set ([`set_file`]), else stderr
+/// with `verbose`, syslog otherwise. Only the first call in a process counts.
 pub fn init(verbose: bool) {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
@@ -122,7 +187,12 @@ pub fn init(verbose: bool) {
         unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
         let mut builder = env_logger::Builder::new();
         builder.parse_filters(&spec()).write_style(env_logger::WriteStyle::Never);
-        if verbose {
+        if let Some(path) = FILE.get() {
+            let file = LogFile { path: path.clone(), file: None };
+            builder.target(env_logger::Target::Pipe(Box::new(file))).format(|buf, record| {
+                writeln!(buf, "li3g-host[{}]: ({}) {}", pid(), role(record.target()), record.args())
+            });
+        } else if verbose {
             builder.target(env_logger::Target::Stderr).format(|buf, record| {
                 writeln!(buf, "li3g-host[{}]: ({}) {}", pid(), role(record.target()), record.args())
             });
@@ -208,6 +278,7 @@ mod tests {
         assert_eq!(super::role("li3g_host::worker"), "Worker");
         assert_eq!(super::role("li3g_host::worker::job_child"), "Worker");
         assert_eq!(super::role("hello"), "hello");
+        assert_eq!(super::role(super::SCHEDULER), "Scheduler");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 static STOP: AtomicBool = AtomicBool::new(false);
 static STOP_COUNT: AtomicI32 = AtomicI32::new(0);
 static RELOAD: AtomicBool = AtomicBool::new(false);
+static RECYCLE: AtomicBool = AtomicBool::new(false);
 static CHILD: AtomicBool = AtomicBool::new(false);
+static REOPEN_LOG: AtomicBool = AtomicBool::new(false);
 static WAKE_READ: AtomicI32 = AtomicI32::new(-1);
 static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
 
@@ -30,7 +32,18 @@ extern "C" fn on_signal(signal: libc::c_int) {
             STOP_COUNT.fetch_add(1, Ordering::SeqCst);
         }
         libc::SIGHUP => RELOAD.store(true, Ordering::SeqCst),
+        // A recycle (a worker past its maximum age): stop after the job in hand, as a first
+        // SIGTERM does, but not counted as a stop signal, so a SIGTERM after it is still a
+        // first one (it does not kill the job).
+        libc::SIGUSR2 => {
+            RECYCLE.store(true, Ordering::SeqCst);
+            STOP.store(true, Ordering::SeqCst);
+        }
         libc::SIGCHLD => CHILD.store(true, Ordering::SeqCst),
+        libc::SIGUSR1 => {
+            crate::log::request_reopen();
+            REOPEN_LOG.store(true, Ordering::SeqCst);
+        }
         _ => {}
     }
     let fd = WAKE_WRITE.load(Ordering::SeqCst);
@@ -80,34 +93,43 @@ fn new_pipe() {
     }
 }
 
-/// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand.
+/// For a worker: SIGTERM and SIGINT ask it to stop after the job in hand; SIGUSR2 too, to be
+/// replaced ([`recycle_requested`]); SIGUSR1 reopens the log file.
 pub fn install_worker() {
     ensure_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2]);
 }
 
-/// For the supervisor: stop (TERM, INT), reload (HUP) and child exits (CHLD).
+/// For the supervisor: stop (TERM, INT), reload (HUP), child exits (CHLD), reopen the log
+/// file (USR1, passed on to the children).
 pub fn install_daemon() {
     ensure_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD, Signal::SIGUSR1]);
+}
+
+/// Takes the reopen-the-log flag (SIGUSR1), for the supervisor to pass it on.
+pub fn take_reopen_log() -> bool {
+    REOPEN_LOG.swap(false, Ordering::SeqCst)
 }
 
 fn clear_flags() {
     STOP.store(false, Ordering::SeqCst);
     STOP_COUNT.store(0, Ordering::SeqCst);
     RELOAD.store(false, Ordering::SeqCst);
+    RECYCLE.store(false, Ordering::SeqCst);
     CHILD.store(false, Ordering::SeqCst);
+    REOPEN_LOG.store(false, Ordering::SeqCst);
 }
 
 /// In a freshly forked child of the supervisor (a worker or another kind), with signals
 /// blocked: forget the parent's flags, handlers and wake pipe; take a pipe of its own and the
-/// worker's handlers (SIGTERM/SIGINT stop it).
+/// worker's handlers (SIGTERM/SIGINT stop it, SIGUSR2 recycles it).
 pub fn reset_for_child() {
     clear_flags();
     set_handler(&[Signal::SIGHUP, Signal::SIGCHLD], SigHandler::SigDfl);
     close_pipe();
     new_pipe();
-    install(&[Signal::SIGTERM, Signal::SIGINT]);
+    install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2]);
 }
 
 extern "C" fn ignore(_: libc::c_int) {}
@@ -122,12 +144,18 @@ extern "C" fn ignore(_: libc::c_int) {}
 pub fn reset_for_job() {
     clear_flags();
     let action = SigAction::new(SigHandler::Handler(ignore), SaFlags::SA_RESTART, SigSet::empty());
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
         // SAFETY: the handler does nothing at all.
         let _ = unsafe { sigaction(signal, &action) };
     }
     set_handler(&[Signal::SIGCHLD], SigHandler::SigDfl);
     close_pipe();
+}
+
+/// Whether a recycle was asked for (SIGUSR2: the supervisor replaces a worker past its
+/// maximum age); [`stop_requested`] is then true too.
+pub fn recycle_requested() -> bool {
+    RECYCLE.load(Ordering::SeqCst)
 }
 
 /// Whether a stop was asked for.

@@ -1,8 +1,10 @@
 //! li3g's job wire format: what a workload means, and how a result goes back.
 //!
 //! - The Gearman function name is the task name (`Hello::say`; `Hello` means `Hello::run`).
-//! - The workload is JSON: an array is the positional arguments; an object is an envelope
-//!   `{"args": [...], "id": "...", "env": ...}` (li3_gearman's key names); anything else, a
+//! - The workload is JSON: an array is the positional arguments; an object with an `args` or
+//!   `task` key is an envelope `{"args": [...], "id": "...", "env": ...}` (li3_gearman's key
+//!   names); any other object is the arguments by name (`{"n": 3}` for a task declared
+//!   `"Report::build"(n)`), matched to the names the `plugin!` macro records; anything else, a
 //!   JSON scalar or bytes that are not JSON, is one argument (bytes that are not UTF-8 are
 //!   read lossily). So `gearman -f Hello::say Mariano` runs `say("Mariano")`.
 //! - Compatibility: li3_gearman sent every job to one function, [`COMPAT_FUNCTION`], with an
@@ -108,12 +110,23 @@ pub fn decode(function: &str, workload: &[u8]) -> Result<Envelope, WorkloadError
     }
     Ok(match parsed {
         Some(Value::Array(args)) => Envelope::plain(function, Value::Array(args)),
-        Some(Value::Object(envelope)) => from_envelope(function, &envelope).map_err(WorkloadError::Envelope)?,
+        Some(Value::Object(envelope)) if is_envelope(&envelope) => {
+            from_envelope(function, &envelope).map_err(WorkloadError::Envelope)?
+        }
+        // Not an envelope: the task's arguments by name (`{"n": 3}`), matched to its parameters
+        // when it is invoked.
+        Some(Value::Object(named)) => Envelope::plain(function, Value::Object(named)),
         Some(scalar) => Envelope::plain(function, Value::Array(vec![scalar])),
         None => {
             Envelope::plain(function, Value::Array(vec![Value::String(String::from_utf8_lossy(workload).into_owned())]))
         }
     })
+}
+
+/// Whether an object is an envelope: it has the `args` or `task` key li3_gearman (and li3g's
+/// client) write. Any other object is the task's arguments by name.
+fn is_envelope(object: &Map<String, Value>) -> bool {
+    object.contains_key("args") || object.contains_key("task")
 }
 
 /// `"field" must be EXPECTED, not FOUND`.
@@ -394,7 +407,13 @@ mod tests {
             assert!(matches!(err, WorkloadError::Compat(_)), "{err}");
             assert!(err.to_string().contains(expected), "{err} does not contain {expected}");
         }
-        let err = decode("X::y", br#"{"id":[1]}"#).unwrap_err();
+        let err = decode("X::y", br#"{"args":[],"id":[1]}"#).unwrap_err();
         assert_eq!(err.to_string(), "malformed job envelope: \"id\" must be a string, not [1]");
+    }
+
+    #[test]
+    fn an_object_without_args_or_task_is_the_arguments_by_name() {
+        let job = decode("Report::build", br#"{"n":3,"id":"x"}"#).unwrap();
+        assert_eq!((job.args, job.id), (json!({"n": 3, "id": "x"}), None));
     }
 }

@@ -122,6 +122,14 @@ pub fn invoke(
     state: Option<&PluginState>,
     events: &mut dyn JobEvents,
 ) -> Result<TaskOutput, TaskError> {
+    // An object is the arguments by name (`{"n": 3}`; the host reads an envelope before).
+    let named;
+    let args = if args.trim_start().starts_with('{') {
+        named = by_name(decl, args)?;
+        named.as_str()
+    } else {
+        args
+    };
     let sink = Sink(RefCell::new(events));
     // Sorted and unique by name, as the ABI promises (the last value of a repeated name wins).
     let mut env_vars: Vec<EnvVar<'_>> = Vec::with_capacity(info.env_vars.len());
@@ -144,4 +152,40 @@ pub fn invoke(
         RResult::ROk(json) => TaskOutput::from_json(json.into_string()),
         RResult::RErr(err) => Err(err),
     }
+}
+
+/// A JSON object of arguments by name (`{"n": 3}`) as the positional array the task takes,
+/// using the parameter names its declaration records. A name the task does not have, or a
+/// parameter without a value (other than an `Option`), is a [`TaskErrorKind::BadArguments`]
+/// error naming it.
+fn by_name(decl: &TaskDecl, args: &str) -> Result<String, TaskError> {
+    let bad = |message: String| TaskError::new(TaskErrorKind::BadArguments, message);
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(args).map_err(|err| bad(format!("{}: arguments by name: {err}", decl.name)))?;
+    let names: Vec<&str> = decl.params.iter().map(|p| p.name.as_str()).collect();
+    let list = || {
+        let described: Vec<String> = decl.params.iter().map(|p| format!("{}: {}", p.name, p.ty)).collect();
+        format!("({})", described.join(", "))
+    };
+    if let Some(unknown) = object.keys().find(|key| !names.contains(&key.as_str())) {
+        return Err(bad(format!("{}: no argument named {unknown:?}; it takes {}", decl.name, list())));
+    }
+    let mut positional = Vec::with_capacity(names.len());
+    for param in decl.params.iter() {
+        match object.get(param.name.as_str()) {
+            Some(value) => positional.push(value.clone()),
+            None if param.ty.as_str().starts_with("Option<") => positional.push(serde_json::Value::Null),
+            None => {
+                return Err(bad(format!(
+                    "{}: missing argument {:?} ({}: {}); it takes {}",
+                    decl.name,
+                    param.name.as_str(),
+                    param.name,
+                    param.ty,
+                    list()
+                )))
+            }
+        }
+    }
+    Ok(serde_json::Value::Array(positional).to_string())
 }

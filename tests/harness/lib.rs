@@ -181,6 +181,12 @@ pub fn host() -> Command {
     for var in ["LI3G_CONFIG", "LI3G_SERVERS", "LI3G_ENVIRONMENT", "LI3G_PLUGINS"] {
         command.env_remove(var);
     }
+    // `start` writes and locks a PID file even in the foreground: each command gets its own
+    // default, so that tests running side by side never meet on one (a test that wants the
+    // real default removes LI3G_PID; `restart`/`shutdown` tests pass `--pid`).
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    command.env("LI3G_PID", std::env::temp_dir().join(format!("li3g-test-{}-{n}.pid", std::process::id())));
     command
 }
 

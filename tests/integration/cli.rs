@@ -60,9 +60,10 @@ fn plugins_lists_tasks_with_signatures_and_rejected_files_with_reasons() {
     let dir = PluginDir::with(&["hello", "not_a_plugin"]);
     dir.add("abi_layout", "libold.so");
     let out = run(host().arg("plugins").arg("--plugins").arg(dir.path()));
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
     let text = out.stdout;
-    assert!(text.starts_with(&format!("{}: 1 plugin loaded, 2 files rejected\n", dir.path().display())), "{text}");
+    let header = format!("{}: 1 plugin loaded, 0 plugins refused, 2 files rejected\n", dir.path().display());
+    assert!(text.starts_with(&header), "{text}");
     assert!(text.contains("li3g-plugin-hello 0.1.0 (libhello.so)\n"), "{text}");
     assert!(text.contains("    Hello::run() -> &str\n"), "{text}");
     assert!(text.contains("    Hello::say(name: String) -> String\n"), "{text}");

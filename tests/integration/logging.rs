@@ -52,7 +52,7 @@ fn verbose_shows_the_start_and_failures_and_nothing_per_successful_job() {
 
     signal(pid, Signal::SIGTERM);
     worker.wait_timeout(WAIT).expect("the worker stops");
-    lines.wait_for("(Worker) Worker ended: 1 jobs completed, 1 failed", WAIT);
+    lines.wait_for("(Worker) Worker ended: 1 job completed, 1 failed", WAIT);
 }
 
 #[test]

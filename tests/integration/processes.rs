@@ -230,7 +230,6 @@ fn durations_are_validated_where_they_are_given() {
         assert!(out.stderr.contains(flag) && out.stderr.contains(reason), "{args:?}: {}", out.stderr);
     }
     for (args, reason) in [
-        (&["start", "--workers", "0"][..], "invalid value '0' for '--workers <N>'"),
         (&["work", "--max-jobs", "0"][..], "invalid value '0' for '--max-jobs <N>'"),
         (&["work", "--memlimit", "0"][..], "a memory limit must be above zero"),
     ] {
@@ -238,6 +237,10 @@ fn durations_are_validated_where_they_are_given() {
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(reason), "{args:?}: {}", out.stderr);
     }
+    // `start --workers 0` is valid with pools; without, an error (pools::a_task_claimed_by_two_pools_is_an_error_at_start).
+    let out = run(host().args(["start", "--workers", "0"]));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("--workers 0 leaves no worker"), "{}", out.stderr);
     let config = dir.path().join("li3g.toml");
     std::fs::write(&config, "[default.tasks.'Hello::say']\ntimeout = 1e30\n").unwrap();
     let out = run(host().args(["work", "--config"]).arg(&config));

@@ -1,10 +1,7 @@
-//! `li3g-host shutdown`, `restart` and `ping`: controlling a running daemon through its PID
-//! file and signals, and asking a worker to answer.
+//! `li3g-host shutdown` and `restart`: controlling a running daemon through its PID file and
+//! signals (`ping`, which asks its workers, is in `ping.rs`).
 
-use super::Common;
-use crate::client::{Client, Outcome, RunOptions};
 use crate::config::parse_seconds;
-use crate::gearman::packet::Priority;
 use crate::pidfile::running_pid;
 use crate::process;
 use clap::Args;
@@ -14,31 +11,35 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The directory the systemd unit creates for the daemon (`RuntimeDirectory=li3g`): when it
+/// exists, the default PID file is in it, whoever runs the command.
+const SHARED_RUN_DIR: &str = "/run/li3g";
+
 /// Where the PID file goes.
 #[derive(Debug, Clone, Args)]
 pub(super) struct PidArg {
-    /// PID file [default: /run/li3g-host.pid as root, else $XDG_RUNTIME_DIR/li3g-host.pid, else
-    /// /tmp/li3g-host-UID.pid]
+    /// PID file, written and locked by `start` (foreground or --daemon), read by `restart` and
+    /// `shutdown` [default: /run/li3g/li3g-host.pid when /run/li3g exists (the systemd unit's
+    /// RuntimeDirectory), else $XDG_RUNTIME_DIR/li3g-host.pid, else /run/li3g-host.pid as root,
+    /// else /tmp/li3g-host-UID.pid]
     #[arg(long, env = "LI3G_PID", value_name = "PATH")]
     pid: Option<PathBuf>,
 }
 
 impl PidArg {
-    /// Whether a PID file was asked for (flag or environment).
-    pub(super) fn is_set(&self) -> bool {
-        self.pid.is_some()
-    }
-
     /// The PID file: given, or the default for this user.
     pub(super) fn path(&self) -> anyhow::Result<PathBuf> {
         let path = match &self.pid {
             Some(path) => path.clone(),
             None => {
                 let uid = nix::unistd::geteuid();
+                let shared = std::path::Path::new(SHARED_RUN_DIR);
                 match std::env::var_os("XDG_RUNTIME_DIR") {
+                    // The daemon under systemd (user li3g) and an operator (root) meet here.
+                    _ if shared.is_dir() => shared.join("li3g-host.pid"),
+                    Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("li3g-host.pid"),
                     _ if uid.is_root() => PathBuf::from("/run/li3g-host.pid"),
-                    Some(dir) => PathBuf::from(dir).join("li3g-host.pid"),
-                    None => PathBuf::from(format!("/tmp/li3g-host-{uid}.pid")),
+                    _ => PathBuf::from(format!("/tmp/li3g-host-{uid}.pid")),
                 }
             }
         };
@@ -82,40 +83,4 @@ pub(super) fn restart(args: &RestartArgs) -> anyhow::Result<ExitCode> {
     kill(Pid::from_raw(pid), Signal::SIGHUP)?;
     println!("li3g-host: the daemon (PID {pid}) is restarting its workers: new ones load the plugins afresh, old ones finish their job");
     Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, Args)]
-pub(super) struct PingArgs {
-    /// The named configuration in the configuration file.
-    #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
-    name: String,
-    /// How long to wait for a worker's answer.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds, allow_negative_numbers = true)]
-    timeout: Duration,
-    #[command(flatten)]
-    common: Common,
-}
-
-pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
-    let config = args.common.settings(&args.name)?;
-    let options = RunOptions {
-        background: false,
-        priority: Priority::High,
-        timeout: Some(args.timeout),
-        ..RunOptions::default()
-    };
-    print!("Pinging... ");
-    let outcome = Client::from_config(&config).run(crate::worker::PING_FUNCTION, &[], &options, &mut |_| {});
-    match outcome {
-        Ok(Outcome::Completed { .. }) => {
-            println!("OK");
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Outcome::Queued { .. } | Outcome::Scheduled { .. }) => unreachable!("a synchronous run completes or fails"),
-        Err(err) => {
-            println!("ERROR");
-            eprintln!("li3g-host: {err}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }

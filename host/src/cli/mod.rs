@@ -9,6 +9,7 @@
 mod control;
 mod exec;
 mod new;
+mod ping;
 mod plugins;
 mod run;
 mod schedule;
@@ -54,8 +55,10 @@ enum Command {
     Restart(control::RestartArgs),
     /// Run the embedded Gearman job server in the foreground (gearmand's protocol, loopback by default).
     Server(server::ServerArgs),
-    /// Check that a worker answers: prints `Pinging... OK` (exit 0) or `Pinging... ERROR` (exit 1).
-    Ping(control::PingArgs),
+    /// Check what the pool serves: a worker answers, and every task of the plugins directory's
+    /// plugins has a worker on a job server; prints `Pinging... OK` (exit 0) or `Pinging...
+    /// ERROR` and which (exit 1).
+    Ping(ping::PingArgs),
     /// Move due scheduled jobs from Redis to the job servers (`start` runs one when the
     /// configuration names Redis).
     Scheduler(schedule::SchedulerArgs),
@@ -170,7 +173,7 @@ where
         Command::Start(args) => start::start(&args),
         Command::Shutdown(args) => control::shutdown(&args),
         Command::Restart(args) => control::restart(&args),
-        Command::Ping(args) => control::ping(&args),
+        Command::Ping(args) => ping::ping(&args),
         Command::Scheduler(args) => schedule::scheduler(&args),
         Command::Scheduled(args) => schedule::scheduled(&args),
         Command::Cancel(args) => schedule::cancel(&args),

@@ -1,7 +1,9 @@
 //! `li3g-host plugins`: what loaded, with versions and task signatures, and what did not.
 
 use super::{plugins_dir, Common};
-use crate::plugins::Registry;
+use crate::plugins::registry::Reason;
+use crate::plugins::{Registry, Rejected};
+use crate::worker::startup::plural;
 use clap::Args;
 use li3g_plugin_api::abi::TaskDecl;
 use std::process::ExitCode;
@@ -18,7 +20,11 @@ pub(super) struct PluginsArgs {
 pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
     let dir = plugins_dir(&config)?;
-    let registry = Registry::scan(&dir)?;
+    let mut registry = Registry::scan(&dir)?;
+    // The states too, as a worker builds them: a plugin refused for its settings or its
+    // constructor is refused here as well (`start` would not start).
+    let settings = config.plugin_settings();
+    registry.build_states(&settings, crate::plugins::StateMode::Eager);
     print!("{}", render(&dir, &registry));
     for unknown in crate::worker::unknown_tasks(config.tasks.keys(), &registry) {
         eprintln!("li3g-host: warning: configuration {}: {unknown}", config.name);
@@ -26,22 +32,38 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     for unused in crate::worker::unused_plugin_settings(&config.plugin_settings(), &registry) {
         eprintln!("li3g-host: warning: {unused}");
     }
-    Ok(ExitCode::SUCCESS)
+    for pool in &config.pools {
+        for unclaimed in crate::worker::unclaimed_patterns(&pool.name, &pool.tasks, &registry) {
+            eprintln!("li3g-host: warning: configuration {}: {unclaimed}", config.name);
+        }
+    }
+    let fatal = registry.fatal(&settings.optional);
+    for rejected in &fatal {
+        eprintln!("li3g-host: error: {}", crate::worker::startup::refusal_line(rejected));
+    }
+    Ok(if fatal.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The listing: a header line, each plugin with its tasks, then the rejected files.
 fn render(dir: &std::path::Path, registry: &Registry) -> String {
     let mut out = String::new();
-    let (loaded, rejected) = (registry.plugins().len(), registry.rejected().len());
+    let is_refusal = |r: &&Rejected| matches!(r.reason, Reason::State(_));
+    let refused: Vec<&Rejected> = registry.rejected().iter().filter(is_refusal).collect();
+    let files: Vec<&Rejected> = registry.rejected().iter().filter(|r| !is_refusal(r)).collect();
+    let loaded = registry.plugins().len() - refused.len();
     out += &format!(
-        "{}: {loaded} plugin{} loaded, {rejected} file{} rejected\n",
+        "{}: {} loaded, {} refused, {} rejected\n",
         dir.display(),
-        if loaded == 1 { "" } else { "s" },
-        if rejected == 1 { "" } else { "s" },
+        plural(loaded, "plugin"),
+        plural(refused.len(), "plugin"),
+        plural(files.len(), "file"),
     );
     for plugin in registry.plugins() {
         let file = plugin.path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
         out += &format!("\n{} {} ({file})\n", plugin.name, plugin.version);
+        if let Some(refusal) = refused.iter().find(|r| r.path == plugin.path) {
+            out += &format!("    REFUSED: {}\n", refusal.reason);
+        }
         if !plugin.settings.is_empty() {
             out += &format!("    settings: {} (section plugins.{})\n", plugin.settings, plugin.name);
         }
@@ -55,9 +77,9 @@ fn render(dir: &std::path::Path, registry: &Registry) -> String {
             out += &format!("    {}{state}\n", signature(task));
         }
     }
-    if rejected > 0 {
+    if !files.is_empty() {
         out += "\nrejected:\n";
-        for file in registry.rejected() {
+        for file in files {
             out += &format!("    {file}\n");
         }
     }

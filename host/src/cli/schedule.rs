@@ -58,22 +58,20 @@ fn open(config: &Config) -> Result<Schedule, ScheduleError> {
     Schedule::open(config.redis.as_deref().ok_or(ScheduleError::NotConfigured)?, &config.scheduler)
 }
 
-/// A log line of the scheduler: stderr with `--verbose`, else syslog.
+/// A log line of the scheduler, `(Scheduler) ...` wherever it goes (stderr with `--verbose`,
+/// the log file, else syslog).
 pub(super) fn scheduler_log(verbose: bool) -> impl Fn(&str) {
     move |message: &str| {
-        if verbose {
-            eprintln!("li3g-host[{}]: (Scheduler) {message}", std::process::id());
-        } else {
-            crate::log::Log { verbose: false }.daemon(&format!("Scheduler: {message}"));
-        }
+        crate::log::init(verbose);
+        log::info!(target: crate::log::SCHEDULER, "{message}");
     }
 }
 
 pub(super) fn scheduler(args: &SchedulerArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.common.settings(&args.name)?;
     if let Some(lease) = args.lease {
-        anyhow::ensure!(lease.is_finite() && lease > 0.0, "--lease: {lease} is not a positive number of seconds");
-        config.scheduler.lease = Duration::from_secs_f64(lease);
+        config.scheduler.lease =
+            crate::config::lease_from_secs(lease).map_err(|why| anyhow::anyhow!("--lease: {why}"))?;
     }
     // What would make it fail at once is an error here, on stderr, not only a log line.
     open(&config)?;

@@ -19,13 +19,17 @@ pub(super) struct StartArgs {
     /// The named configuration in the configuration file.
     #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
-    /// How many workers to run.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    /// How many workers to run in the default pool, which serves every task no configured
+    /// pool (`[CONFIG.pools.POOL]`) keeps to itself. 0 only with pools: then only pools run
+    /// (GearmanManager's `dedicated_only`).
+    #[arg(long, value_name = "N", default_value_t = 4)]
     workers: u32,
-    /// Start the daemon in a new, detached process (stdio to /dev/null, logs to syslog).
+    /// Start the daemon in a new, detached process (stdio to /dev/null, logs to syslog or
+    /// --log-file; with neither, to li3g-host.log in the store's directory, with a warning).
     #[arg(long)]
     daemon: bool,
-    /// How many workers (in total) may be spawned before the daemon finishes; 0 = no limit.
+    /// How many workers (in total, per pool) may be spawned before the daemon finishes; 0 = no
+    /// limit.
     #[arg(long, value_name = "N", default_value_t = 0)]
     limit: u64,
     /// Keep --workers alive: respawn any worker that ends, up to --limit. Workers that fail
@@ -33,6 +37,16 @@ pub(super) struct StartArgs {
     /// worker recycled by --max-jobs or --memlimit is replaced at once.
     #[arg(long)]
     resuscitate: bool,
+    /// Recycle a worker once it is this many seconds old: it ends after the job in hand and is
+    /// replaced at once (a recycle, not a crash; also without --resuscitate). A pool's
+    /// `max_age` wins for its workers.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds)]
+    max_age: Option<std::time::Duration>,
+    /// Spread of --max-age: each worker's limit is max-age plus a random part of this, and no
+    /// two are recycled within 250 ms of each other when it leaves room [default: a tenth of
+    /// --max-age, at least 5 s]
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, requires = "max_age")]
+    max_age_splay: Option<std::time::Duration>,
     /// Do not run a scheduler, even though the configuration names Redis (run one elsewhere,
     /// with `li3g-host scheduler`).
     #[arg(long)]
@@ -44,6 +58,10 @@ pub(super) struct StartArgs {
     /// directory ($XDG_DATA_HOME or ~/.local/share), or /var/lib/li3g/queue.sqlite as root]
     #[arg(long, value_name = "PATH", env = "LI3G_STORE")]
     store: Option<PathBuf>,
+    /// Where the embedded job server listens, `host:port`; the workers use it as their job
+    /// server [default: 127.0.0.1:4730]
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["servers", "no_server"])]
+    listen: Option<crate::gearman::conn::ServerAddr>,
     #[command(flatten)]
     pid: PidArg,
     #[command(flatten)]
@@ -54,6 +72,17 @@ pub(super) struct StartArgs {
 
 pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.common.settings(&args.name)?;
+    if args.workers == 0 && config.pools.is_empty() {
+        anyhow::bail!(
+            "--workers 0 leaves no worker: configure pools ([{}.pools.NAME]) or run at least one",
+            config.name
+        );
+    }
+    if let Some(listen) = &args.listen {
+        // The workers reach the embedded job server where it listens.
+        config.servers = vec![listen.clone()];
+        config.servers_default = true;
+    }
     // The daemon works from `/`: fix relative paths now.
     config.plugins = Some(std::path::absolute(plugins_dir(&config)?)?);
     config.file = config.file.as_deref().map(std::path::absolute).transpose()?;
@@ -61,9 +90,26 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     // here: the supervisor must stay free of plugin code (workers load it after the fork, so a
     // restart sees changed files, and no plugin can put a thread in the process that forks).
     crate::plugins::registry::check_dir(config.plugins.as_deref().expect("set above"))?;
+    // A plugin that is refused (bad file, bad settings, failing constructor) stops the start
+    // here, in the foreground: a worker's start-up runs once in a forked child, which says why.
+    check_plugins(&config, &args.worker)?;
     let log = args.worker.log();
+    let mut log_file = args.worker.log_file(&config)?;
+    if args.daemon && log_file.is_none() && !crate::log::syslog_available() {
+        // Detached, stdio goes to /dev/null: without syslog every line would be lost.
+        let dir = daemon::run::default_store()?.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let path = dir.join("li3g-host.log");
+        eprintln!(
+            "li3g-host: warning: no syslog socket (/dev/log) and no --log-file: the daemon logs to {}",
+            path.display()
+        );
+        log_file = Some(path);
+    }
+    if let Some(path) = &log_file {
+        WorkerOptions::use_log_file(path)?;
+    }
     let pid_path = args.pid.path()?;
-    let mut pid_file = None;
+    let pid_file;
     if args.daemon {
         match detach()? {
             Err(Started::Running(pid)) => {
@@ -76,7 +122,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ready) => match PidFile::acquire(&pid_path) {
                 Ok(file) => {
-                    pid_file = Some(file);
+                    pid_file = file;
                     ready.ok(std::process::id());
                 }
                 Err(err) => {
@@ -85,23 +131,59 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
                 }
             },
         }
-    } else if args.pid.is_set() {
-        pid_file = Some(PidFile::acquire(&pid_path)?);
+    } else {
+        // In the foreground too (systemd's Type=simple): `restart` and `shutdown` find the
+        // daemon, and a second `start` on the same file is refused.
+        pid_file = PidFile::acquire(&pid_path)?;
     }
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
-    let worker = |config: &Config| run_worker(config, &args.worker, log);
+    let worker = |config: &Config, pool: Option<&str>| run_worker(config, &args.worker, log, pool);
     let scheduler = |config: &Config| run_scheduler(config, log.verbose, DEFAULT_BATCH);
     let options = daemon::Options {
         workers: args.workers,
         limit: args.limit,
         resuscitate: args.resuscitate,
         worker: &worker,
+        max_age: args.max_age,
+        max_age_splay: args.max_age_splay,
         scheduler: (!args.no_scheduler).then_some(&scheduler as daemon::run::Body<'_>),
         server: !args.no_server,
         store: args.store.clone(),
         log,
+        listen: args.listen.clone(),
     };
     let code = daemon::run(&config, &options)?;
     drop(pid_file);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Runs a worker's start-up (plugins loaded, states built) once in a forked child, which
+/// prints every refusal on stderr; `Err` when it refused to start. The supervisor itself loads
+/// no plugin code.
+fn check_plugins(config: &Config, options: &WorkerOptions) -> anyhow::Result<()> {
+    let dir = config.plugins.clone().expect("set by start");
+    let worker = options.worker_config(config, None);
+    let child = crate::process::fork_child(
+        || {},
+        || match crate::worker::startup::prepare(&dir, &worker) {
+            Ok(_) => 0,
+            Err(crate::worker::startup::Refused::Plugins(lines)) => {
+                for line in lines {
+                    eprintln!("li3g-host: error: {line}");
+                }
+                i32::from(crate::worker::startup::EXIT_REFUSED)
+            }
+            Err(crate::worker::startup::Refused::Dir(err)) => {
+                eprintln!("li3g-host: error: {err}");
+                2
+            }
+        },
+    )?;
+    match nix::sys::wait::waitpid(child, None)? {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+        nix::sys::wait::WaitStatus::Exited(_, code) => {
+            anyhow::bail!("not starting: the workers' start-up failed (exit code {code}; see above)")
+        }
+        other => anyhow::bail!("not starting: the workers' start-up check ended with {other:?}"),
+    }
 }

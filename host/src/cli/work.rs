@@ -32,7 +32,7 @@ pub(super) struct WorkerOptions {
     /// Memory limit such as 512M or 2G. With --atomic, each job's (an allocation past it
     /// fails the job); without, a worker whose resident memory passes it after a job ends,
     /// to be replaced (with --resuscitate).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
     memlimit: Option<u64>,
     /// A worker ends after this many jobs (to be replaced with --resuscitate; `work` then exits
     /// with code 75 so that systemd or supervisor restart it).
@@ -42,27 +42,10 @@ pub(super) struct WorkerOptions {
     /// says, `info` by default: workers started and ended, failures; `debug` adds every job.
     #[arg(long, short)]
     verbose: bool,
-}
-
-/// `512M`, `2G`, `64K` or plain bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, ""),
-    };
-    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 512M"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
-    };
-    if n == 0 {
-        return Err(format!("{text:?}: a memory limit must be above zero"));
-    }
-    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+    /// Write log lines to this file (appended; reopened on SIGUSR1, for logrotate) instead of
+    /// syslog or stderr [default: the configuration's `log_file`]
+    #[arg(long, env = "LI3G_LOG_FILE", value_name = "PATH")]
+    log_file: Option<std::path::PathBuf>,
 }
 
 impl WorkerOptions {
@@ -70,17 +53,31 @@ impl WorkerOptions {
         Log { verbose: self.verbose }
     }
 
-    /// The worker's settings from these options and the configuration.
-    pub(super) fn worker_config(&self, config: &Config) -> WorkerConfig {
+    /// The log file: `--log-file`, else the configuration's `log_file`; absolute.
+    pub(super) fn log_file(&self, config: &Config) -> anyhow::Result<Option<std::path::PathBuf>> {
+        Ok(self.log_file.as_ref().or(config.log_file.as_ref()).map(std::path::absolute).transpose()?)
+    }
+
+    /// Sends this process's log lines (and its children's) to `path`.
+    pub(super) fn use_log_file(path: &std::path::Path) -> anyhow::Result<()> {
+        crate::log::set_file(path).map_err(|err| anyhow::anyhow!("log file {}: {err}", path.display()))
+    }
+
+    /// The worker's settings from these options and the configuration, for a worker of pool
+    /// `pool` (`None`: the default pool): the pool's own options win over these.
+    pub(super) fn worker_config(&self, config: &Config, pool: Option<&str>) -> WorkerConfig {
+        let settings = pool.and_then(|name| config.pool(name));
         WorkerConfig {
             servers: config.servers.clone(),
             environment: config.environment.clone().unwrap_or_default(),
             client_id: format!("{}:{}", crate::process::hostname(), std::process::id()),
             timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
-            atomic: self.atomic,
-            timeout: self.timeout,
-            memlimit: self.memlimit,
-            max_jobs: self.max_jobs,
+            atomic: settings.and_then(|p| p.atomic).unwrap_or(self.atomic),
+            timeout: settings.and_then(|p| p.timeout).or(self.timeout),
+            memlimit: settings.and_then(|p| p.memlimit).or(self.memlimit),
+            max_jobs: settings.and_then(|p| p.max_jobs).or(self.max_jobs),
+            selection: config.selection(pool),
+            pool: settings.map(|p| (p.name.clone(), p.tasks.clone())),
             configured_tasks: config.tasks.keys().cloned().collect(),
             plugin_settings: config.plugin_settings(),
             log: self.log(),
@@ -97,6 +94,10 @@ pub(super) struct WorkArgs {
     /// The named configuration in the configuration file.
     #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
+    /// Be a worker of this pool (`[CONFIG.pools.POOL]`): register only its tasks, with its
+    /// options. Without it, a worker of the default pool: every task no pool keeps to itself.
+    #[arg(long, value_name = "POOL")]
+    pool: Option<String>,
     #[command(flatten)]
     worker: WorkerOptions,
     #[command(flatten)]
@@ -105,16 +106,24 @@ pub(super) struct WorkArgs {
 
 pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
+    if let Some(pool) = args.pool.as_deref().filter(|pool| config.pool(pool).is_none()) {
+        let known: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+        anyhow::bail!("configuration {} has no pool {pool:?} (its pools: {known})", config.name);
+    }
+    if let Some(path) = args.worker.log_file(&config)? {
+        WorkerOptions::use_log_file(&path)?;
+    }
     // What would make every start fail is an error here, on stderr, not only a log line.
     crate::plugins::registry::check_dir(&plugins_dir(&config)?)?;
     signals::install_worker();
-    Ok(ExitCode::from(run_worker(&config, &args.worker, args.worker.log())))
+    Ok(ExitCode::from(run_worker(&config, &args.worker, args.worker.log(), args.pool.as_deref())))
 }
 
 /// Runs one worker until it is stopped ([`worker::serve`]); returns its exit code. Used by
-/// `work` and by each worker `start` forks.
-pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> u8 {
-    let mut worker = options.worker_config(config);
+/// `work` and by each worker `start` forks; `pool` is the worker's pool (`None`: the default).
+pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log, pool: Option<&str>) -> u8 {
+    let mut worker = options.worker_config(config, pool);
     worker.log = log;
     match plugins_dir(config) {
         Ok(dir) => worker::serve(&dir, &worker),
@@ -130,11 +139,11 @@ pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log) -> 
 mod tests {
     #[test]
     fn sizes() {
-        assert_eq!(super::parse_size("512M"), Ok(512 << 20));
-        assert_eq!(super::parse_size("2G"), Ok(2 << 30));
-        assert_eq!(super::parse_size("4096"), Ok(4096));
-        assert!(super::parse_size("12X").is_err());
-        assert!(super::parse_size("lots").is_err());
-        assert_eq!(super::parse_size("0M"), Err("\"0M\": a memory limit must be above zero".into()));
+        assert_eq!(crate::config::parse_size("512M"), Ok(512 << 20));
+        assert_eq!(crate::config::parse_size("2G"), Ok(2 << 30));
+        assert_eq!(crate::config::parse_size("4096"), Ok(4096));
+        assert!(crate::config::parse_size("12X").is_err());
+        assert!(crate::config::parse_size("lots").is_err());
+        assert_eq!(crate::config::parse_size("0M"), Err("\"0M\": a memory limit must be above zero".into()));
     }
 }

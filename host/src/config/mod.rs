@@ -6,6 +6,7 @@
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
+//! log_file = "/var/log/li3g/li3g-host.log"    # log lines here (reopened on SIGUSR1), not syslog
 //!
 //! [default.tasks."Image::resize"]
 //! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
@@ -15,12 +16,17 @@
 //!
 //! [default.plugins]
 //! state_timeout = 30                          # seconds a plugin's state constructor may take
+//! optional = ["redis_counter"]                # plugins that may be refused (skipped, not fatal)
 //!
 //! [default.plugins.redis_counter]             # a plugin's settings, by plugin name
 //! url = "redis://127.0.0.1:6379/0"
 //!
 //! [default.environments.production.plugins.redis_counter]
 //! url = "redis://redis.internal/0"            # merged key by key over the section above
+//!
+//! [default.pools.reports]                    # workers of their own for some tasks (pools.rs)
+//! tasks = ["Report::*"]
+//! workers = 2
 //!
 //! [reports]                                   # another configuration: `li3g-host work reports`
 //! servers = ["127.0.0.1:4731"]
@@ -30,6 +36,10 @@
 //! current directory, then `/etc/li3g/li3g.toml`; with neither, built-in defaults (and only
 //! the configuration `default` exists). Unknown keys are errors, so a typo never goes unseen;
 //! every error names the file, the key and what was expected.
+
+pub mod pools;
+
+pub use pools::PoolSettings;
 
 use crate::gearman::conn::ServerAddr;
 use crate::plugins::canonical_task_name;
@@ -75,9 +85,27 @@ pub struct Config {
     /// `plugins.state_timeout`: how long a plugin's state constructor may take in a worker
     /// before the worker gives up and exits (`None`: [`crate::plugins::STATE_TIMEOUT`]).
     pub state_timeout: Option<Duration>,
+    /// The worker pools (`[<name>.pools.<pool>]`), by name.
+    pub pools: Vec<PoolSettings>,
+    /// `plugins.optional`: the plugins that may be refused (skipped with a warning); any other
+    /// refused plugin stops `start` and `work` from starting.
+    pub optional_plugins: Vec<String>,
+    /// `log_file`: where the daemon and its workers write their log lines (reopened on
+    /// SIGUSR1), instead of syslog or stderr.
+    pub log_file: Option<PathBuf>,
 }
 
 impl Config {
+    /// The pool named `name`, if configured.
+    pub fn pool(&self, name: &str) -> Option<&PoolSettings> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+
+    /// What a worker of pool `pool` registers (`None`: the default pool).
+    pub fn selection(&self, pool: Option<&str>) -> crate::worker::selection::Selection {
+        pools::selection(&self.pools, pool)
+    }
+
     /// The plugin settings, with where they come from, for the registry's messages.
     pub fn plugin_settings(&self) -> crate::plugins::PluginSettings {
         crate::plugins::PluginSettings {
@@ -86,6 +114,7 @@ impl Config {
             values: self.plugin_settings.clone(),
             origins: self.plugin_setting_origins.clone(),
             state_timeout: self.state_timeout.unwrap_or(crate::plugins::STATE_TIMEOUT),
+            optional: self.optional_plugins.clone(),
         }
     }
 }
@@ -215,10 +244,123 @@ struct RawConfig {
     redis: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
+    log_file: Option<PathBuf>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
     #[serde(default)]
+    pools: BTreeMap<String, pools::RawPool>,
+    #[serde(default)]
     environments: BTreeMap<String, RawOverride>,
+}
+
+/// The scheduler's settings: the configuration's `[NAME.scheduler]` table. The scheduler is
+/// given these (and the Redis URL, and the servers); it never reads the whole [`Config`].
+///
+/// ```toml
+/// [default.scheduler]
+/// prefix = "li3g:"                # of every key, and of status keys (li3_gearman's `prefix`)
+/// schedule_set = "job_scheduled"  # li3_gearman's scheduled set (its `schedulePrefix`)
+/// compat = true                   # move li3_gearman's members too
+/// job_status = true               # write pending/running/finished/error per job
+/// expires = 86400                 # seconds a status key lives
+/// lease = 30                      # seconds a taken job stays leased
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    /// Prefix of every key.
+    pub prefix: String,
+    /// li3_gearman's scheduled set.
+    pub compat_set: String,
+    /// Whether schedulers move li3_gearman's members.
+    pub compat: bool,
+    /// Whether job status is written.
+    pub job_status: bool,
+    /// How long a status key lives.
+    pub expires: Duration,
+    /// How long a taken job stays leased.
+    pub lease: Duration,
+}
+
+/// The longest lease: a day (a batch leased longer is a batch lost to a stalled scheduler for that long).
+const MAX_LEASE: Duration = Duration::from_secs(86_400);
+/// The shortest lease: below it a scheduler's own batch could expire between its take and its
+/// submission, and fencing would drop every batch.
+const MIN_LEASE: Duration = Duration::from_millis(100);
+
+/// A lease of `secs` seconds, if within [`MIN_LEASE`]..=[`MAX_LEASE`] (`lease`, `--lease`).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn lease_from_secs(secs: f64) -> Result<Duration, String> {
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{secs} is not a positive number of seconds"));
+    }
+    if secs < MIN_LEASE.as_secs_f64() || secs > MAX_LEASE.as_secs_f64() {
+        return Err(format!("{secs} is outside {}..={} seconds", MIN_LEASE.as_secs_f64(), MAX_LEASE.as_secs()));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> SchedulerSettings {
+        SchedulerSettings {
+            prefix: "li3g:".into(),
+            compat_set: "job_scheduled".into(),
+            compat: true,
+            job_status: true,
+            expires: Duration::from_secs(86400),
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `[NAME.scheduler]` table as written (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedulerSettings {
+    prefix: Option<String>,
+    schedule_set: Option<String>,
+    compat: Option<bool>,
+    job_status: Option<bool>,
+    expires: Option<u64>,
+    lease: Option<f64>,
+}
+
+impl RawSchedulerSettings {
+    /// `over`'s keys on top of `self`'s.
+    fn merge(self, over: RawSchedulerSettings) -> RawSchedulerSettings {
+        RawSchedulerSettings {
+            prefix: over.prefix.or(self.prefix),
+            schedule_set: over.schedule_set.or(self.schedule_set),
+            compat: over.compat.or(self.compat),
+            job_status: over.job_status.or(self.job_status),
+            expires: over.expires.or(self.expires),
+            lease: over.lease.or(self.lease),
+        }
+    }
+
+    /// The settings, defaults filled in.
+    ///
+    /// # Errors
+    /// The key and what is wrong with it.
+    fn resolve(self) -> Result<SchedulerSettings, (String, String)> {
+        let default = SchedulerSettings::default();
+        let lease = match self.lease {
+            None => default.lease,
+            Some(secs) => lease_from_secs(secs).map_err(|why| ("scheduler.lease".to_string(), why))?,
+        };
+        if self.expires == Some(0) {
+            return Err(("scheduler.expires".into(), "0 is not a positive number of seconds".into()));
+        }
+        Ok(SchedulerSettings {
+            prefix: self.prefix.unwrap_or(default.prefix),
+            compat_set: self.schedule_set.unwrap_or(default.compat_set),
+            compat: self.compat.unwrap_or(default.compat),
+            job_status: self.job_status.unwrap_or(default.job_status),
+            expires: self.expires.map(Duration::from_secs).unwrap_or(default.expires),
+            lease,
+        })
+    }
 }
 
 /// `url` with its password (and user) replaced by `***`, for log lines and messages.
@@ -284,7 +426,7 @@ fn resolve(
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut servers_key = format!("{name}.servers");
     let mut redis_key = format!("{name}.redis");
-    let (mut plugins, mut state_timeout, mut plugin_settings) =
+    let (mut plugins, mut state_timeout, mut optional_plugins, mut plugin_settings) =
         split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
     if let Some(env) = environment.as_deref() {
         if let Some(over) = raw.environments.remove(env) {
@@ -292,9 +434,10 @@ fn resolve(
                 raw.servers = over.servers;
                 servers_key = format!("{name}.environments.{env}.servers");
             }
-            let (dir, timeout, settings) =
+            let (dir, timeout, optional, settings) =
                 split_plugins(over.plugins, &format!("{name}.environments.{env}.plugins"), &invalid)?;
             plugins = dir.or(plugins);
+            optional_plugins = optional.or(optional_plugins);
             state_timeout = timeout.or(state_timeout);
             for (plugin, section) in settings {
                 let keys = section.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
@@ -353,11 +496,12 @@ fn resolve(
             return Err(invalid(redis_key, format!("{:?} is not a Redis URL ({err}); expected redis://[user:password@]host[:port][/db] or unix:///path", redact_url(url))));
         }
     }
+    let pools = pools::resolve(name, std::mem::take(&mut raw.pools), &invalid)?;
     let scheduler = raw
         .scheduler
         .unwrap_or_default()
         .resolve()
-        .map_err(|err| invalid(format!("{name}.{}", err.key), err.message))?;
+        .map_err(|(key, message)| invalid(format!("{name}.{key}"), message))?;
     Ok(Config {
         name: name.into(),
         scheduler,
@@ -374,21 +518,52 @@ fn resolve(
             .collect(),
         state_timeout,
         plugin_setting_origins,
+        pools,
+        optional_plugins: optional_plugins.unwrap_or_default(),
+        log_file: raw.log_file,
     })
+}
+
+/// `512M`, `2G`, `64K` or plain bytes: a memory limit (`--memlimit`, a pool's `memlimit`).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 512M"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    if n == 0 {
+        return Err(format!("{text:?}: a memory limit must be above zero"));
+    }
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 type Sections = BTreeMap<String, toml::Value>;
 
-/// The plugins directory, the state constructors' timeout and the plugin settings sections
-/// from `plugins`.
+/// What a `plugins` table holds: the directory, the state constructors' timeout, the optional
+/// plugins and the plugin settings sections.
+type SplitPlugins = (Option<PathBuf>, Option<Duration>, Option<Vec<String>>, Sections);
+
+/// The plugins directory, the state constructors' timeout, the optional plugins and the plugin
+/// settings sections from `plugins`.
 fn split_plugins(
     raw: Option<RawPlugins>,
     key: &str,
     invalid: &dyn Fn(String, String) -> ConfigError,
-) -> Result<(Option<PathBuf>, Option<Duration>, Sections), ConfigError> {
+) -> Result<SplitPlugins, ConfigError> {
     match raw {
-        None => Ok((None, None, Sections::new())),
-        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, Sections::new())),
+        None => Ok((None, None, None, Sections::new())),
+        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, None, Sections::new())),
         Some(RawPlugins::Table(mut table)) => {
             let dir = match table.remove("dir") {
                 None => None,
@@ -415,6 +590,27 @@ fn split_plugins(
                     ))
                 }
             };
+            let optional = match table.remove("optional") {
+                None => None,
+                Some(toml::Value::Array(names)) => Some(
+                    names
+                        .into_iter()
+                        .map(|name| match name {
+                            toml::Value::String(name) => Ok(name),
+                            other => Err(invalid(
+                                format!("{key}.optional"),
+                                format!("expected plugin names, found {}", other.type_str()),
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{key}.optional"),
+                        format!("expected a list of plugin names, found {}", other.type_str()),
+                    ))
+                }
+            };
             for (plugin, section) in &table {
                 if !section.is_table() {
                     return Err(invalid(
@@ -423,7 +619,7 @@ fn split_plugins(
                     ));
                 }
             }
-            Ok((dir, timeout, table))
+            Ok((dir, timeout, optional, table))
         }
     }
 }
@@ -444,10 +640,6 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
         (base, over) => *base = over,
     }
 }
-
-mod scheduler;
-use scheduler::RawSchedulerSettings;
-pub use scheduler::SchedulerSettings;
 
 #[cfg(test)]
 mod tests;

@@ -156,6 +156,8 @@ fn settings_from_the_configuration() {
     assert!(err.to_string().contains("unknown field `prefx`"), "{err}");
     let err = parse(path, "[default.scheduler]\nlease = 8.658082506447196e212\n", "default", None).unwrap_err();
     assert!(err.to_string().contains("default.scheduler.lease: 8658082506447196"), "{err}");
+    let err = parse(path, "[default.scheduler]\nlease = 1e-9\n", "default", None).unwrap_err();
+    assert!(err.to_string().contains("outside 0.1..=86400 seconds"), "{err}");
 }
 
 #[test]

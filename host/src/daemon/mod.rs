@@ -5,6 +5,7 @@
 //!   graceful stop (SIGTERM/SIGINT; a second one kills), graceful restart (SIGHUP).
 //! - [`run`]: what `start` runs: the child specs (workers, scheduler, embedded job server)
 //!   and the supervision of them.
+//! - [`recycle`]: when a child past its maximum age is recycled (`--max-age` with a splay).
 //! - [`spawn`]: forking one child from the (single-threaded) supervisor.
 //! - [`detach`]: `--daemon`: a new session, stdio away from the terminal, readiness reported
 //!   back to the command that started it.
@@ -30,8 +31,10 @@
 
 pub mod detach;
 pub mod pool;
+pub mod recycle;
 pub mod run;
 pub mod spawn;
 
 pub use pool::{supervise, ChildSpec, PoolOptions, Restart, EXIT_RECYCLE};
+pub use recycle::MaxAge;
 pub use run::{run, Options, EMBEDDED_LISTEN};

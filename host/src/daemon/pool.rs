@@ -10,12 +10,17 @@
 //! spawned, the respawns owed and the backoff. The loop reaps exited children, reacts to
 //! signals (through the self-pipe in [`crate::signals`]), spawns what is owed, and waits.
 //!
+//! Recycling: a kind with a [`MaxAge`] has each child recycled when its time comes (picked at
+//! spawn, spread by [`super::recycle`]): SIGUSR2, the child finishes what it is doing and exits
+//! with [`EXIT_RECYCLE`], and it is replaced at once whatever the [`Restart`] policy.
+//!
 //! Stopping: the first SIGTERM/SIGINT asks the children to stop (SIGTERM: a worker finishes the
 //! job in hand), kind by kind in reverse start order; a second one passes SIGTERM on again (a worker's second: it kills its job's
 //! process group and leaves) and SIGKILLs whatever is left [`KILL_GRACE`] later.
 //!
 //! Must not: load plugins, start threads, or block anywhere but in its one wait.
 
+use super::recycle::{self, MaxAge, Rng};
 use super::spawn::spawn_child;
 use crate::log::Log;
 use crate::process::{self, Backoff};
@@ -61,10 +66,17 @@ pub struct ChildSpec<'a> {
     /// Exit codes that are not failures: no backoff, and no restart under
     /// [`Restart::Transient`].
     pub expected_exits: Vec<i32>,
+    /// Exit codes that mean "cannot start now" (a worker whose plugin was refused): replaced
+    /// after the kind's backoff whatever the restart policy, so the pool neither spins nor
+    /// dies of a transient outage.
+    pub retry_exits: Vec<i32>,
     /// How many may be spawned in total; 0 for no limit (`--limit`).
     pub limit: u64,
     /// Whether `restart` (SIGHUP) replaces these children with fresh ones.
     pub reload: bool,
+    /// Recycle each child past this age (`--max-age`): SIGUSR2, then a replacement once it
+    /// exits with [`EXIT_RECYCLE`]. Only for kinds that end so on SIGUSR2 (workers).
+    pub max_age: Option<MaxAge>,
     /// What the forked child runs, given its number (1, 2, ...); returns its exit code.
     pub run: Box<dyn Fn(u32) -> i32 + 'a>,
 }
@@ -78,8 +90,10 @@ impl<'a> ChildSpec<'a> {
             count,
             restart: Restart::Permanent,
             expected_exits: vec![0, EXIT_RECYCLE],
+            retry_exits: Vec::new(),
             limit: 0,
             reload: true,
+            max_age: None,
             run: Box::new(run),
         }
     }
@@ -90,6 +104,9 @@ impl<'a> ChildSpec<'a> {
 
     /// What to do about one of these that ended with `status` after living `lived`.
     fn replacement(&self, status: &WaitStatus, lived: Duration) -> Replacement {
+        if matches!(status, WaitStatus::Exited(_, code) if self.retry_exits.contains(code)) {
+            return Replacement::AfterBackoff;
+        }
         let expected = self.expected(status);
         let replace = match self.restart {
             Restart::Permanent => true,
@@ -116,8 +133,10 @@ impl std::fmt::Debug for ChildSpec<'_> {
             .field("count", &self.count)
             .field("restart", &self.restart)
             .field("expected_exits", &self.expected_exits)
+            .field("retry_exits", &self.retry_exits)
             .field("limit", &self.limit)
             .field("reload", &self.reload)
+            .field("max_age", &self.max_age)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +168,10 @@ struct Slot {
     started: Instant,
     /// Asked to stop by a restart; not replaced when it ends.
     retiring: bool,
+    /// When it is to be recycled (its kind has a [`MaxAge`]).
+    recycle_at: Option<Instant>,
+    /// Asked to end to be replaced (SIGUSR2 sent).
+    recycling: bool,
 }
 
 /// Per kind: what was spawned and what is owed.
@@ -172,6 +195,8 @@ struct Pool<'a, 'b> {
     /// When set, a second stop came: SIGKILL what is left at this time.
     kill_at: Option<Instant>,
     killed: bool,
+    /// For the recycle times' splay.
+    rng: Rng,
 }
 
 impl Pool<'_, '_> {
@@ -192,7 +217,14 @@ impl Pool<'_, '_> {
             Ok(pid) => {
                 state.next_number += 1;
                 state.spawned += 1;
-                self.children.insert(pid, Slot { kind, number, started: Instant::now(), retiring: false });
+                let started = Instant::now();
+                let recycle_at = spec.max_age.map(|max| {
+                    let others: Vec<Instant> =
+                        self.children.values().filter(|s| !s.recycling).filter_map(|s| s.recycle_at).collect();
+                    recycle::pick(started, max, &others, self.rng.unit())
+                });
+                let slot = Slot { kind, number, started, retiring: false, recycle_at, recycling: false };
+                self.children.insert(pid, slot);
                 self.log(&format!("Created {} number {number} with PID {pid}", spec.name));
             }
             Err(err) => {
@@ -231,10 +263,36 @@ impl Pool<'_, '_> {
             let Some(slot) = self.children.remove(&pid) else { continue };
             let spec = &self.options.children[slot.kind];
             self.log(&format!("{} number {} with PID {pid} {how}", spec.capitalised(), slot.number));
-            let replacement = spec.replacement(&status, slot.started.elapsed());
+            let recycled = slot.recycling && matches!(status, WaitStatus::Exited(_, EXIT_RECYCLE));
+            let replacement =
+                if recycled { Replacement::Now } else { spec.replacement(&status, slot.started.elapsed()) };
             if replacement != Replacement::None && !self.stopping && !slot.retiring {
                 self.owe(slot.kind, replacement == Replacement::AfterBackoff);
             }
+        }
+    }
+
+    /// Asks the children whose recycle time has come to end after what they are doing.
+    fn recycle_due(&mut self) {
+        if self.stopping {
+            return;
+        }
+        let now = Instant::now();
+        let log = self.options.log;
+        for (pid, slot) in &mut self.children {
+            if slot.recycling || slot.retiring || slot.recycle_at.is_none_or(|at| now < at) {
+                continue;
+            }
+            slot.recycling = true;
+            let spec = &self.options.children[slot.kind];
+            let age = slot.started.elapsed().as_secs_f64();
+            log.daemon(&format!(
+                "{} number {} with PID {pid} is {age:.1}s old (max age {}s): recycling it after the job in hand",
+                spec.capitalised(),
+                slot.number,
+                spec.max_age.map(|max| max.age.as_secs_f64()).unwrap_or_default()
+            ));
+            let _ = kill(*pid, Signal::SIGUSR2);
         }
     }
 
@@ -265,10 +323,17 @@ impl Pool<'_, '_> {
             self.log("Killing what is left");
             self.signal_all(Signal::SIGKILL);
         }
+        if signals::take_reopen_log() {
+            // Each process reopens its own descriptor of the log file (logrotate).
+            self.log("Reopening the log file (SIGUSR1)");
+            self.signal_all(Signal::SIGUSR1);
+        }
         if signals::take_reload() && !self.stopping {
             self.log("Restarting: new workers load the plugins afresh, old ones finish their job");
             for (pid, slot) in &mut self.children {
-                if self.options.children[slot.kind].reload {
+                // A child retiring from an earlier restart was told already: a second SIGTERM
+                // would be a second stop, which kills an `--atomic` worker's job in hand.
+                if self.options.children[slot.kind].reload && !slot.retiring {
                     slot.retiring = true;
                     let _ = kill(*pid, Signal::SIGTERM);
                 }
@@ -322,7 +387,12 @@ impl Pool<'_, '_> {
         let now = Instant::now();
         let respawn = self.kinds.iter().filter(|state| state.owed > 0).map(|state| state.respawn_at);
         let kill = self.kill_at.filter(|_| !self.killed);
-        let timeout = respawn.chain(kill).min().map(|at| at.saturating_duration_since(now));
+        let recycle = self
+            .children
+            .values()
+            .filter(|slot| !slot.recycling && !slot.retiring && !self.stopping)
+            .filter_map(|slot| slot.recycle_at);
+        let timeout = respawn.chain(kill).chain(recycle).min().map(|at| at.saturating_duration_since(now));
         if let Some(wake) = signals::wake_fd() {
             let _ = process::poll(&mut [PollFd::new(wake, PollFlags::POLLIN)], timeout);
             signals::drain_wake();
@@ -364,9 +434,17 @@ pub fn supervise(options: &PoolOptions) -> i32 {
             stop_sent: false,
         })
         .collect();
-    let mut pool = Pool { options, kinds, children: BTreeMap::new(), stopping: false, kill_at: None, killed: false };
+    let mut pool = Pool {
+        options,
+        kinds,
+        children: BTreeMap::new(),
+        stopping: false,
+        kill_at: None,
+        killed: false,
+        rng: Rng::new(),
+    };
     for (kind, spec) in options.children.iter().enumerate() {
-        pool.log(&format!("Starting {} {}s", spec.count, spec.name));
+        pool.log(&format!("Starting {}", crate::worker::startup::plural(spec.count as usize, &spec.name)));
         for _ in 0..spec.count {
             pool.spawn(kind);
         }
@@ -375,6 +453,7 @@ pub fn supervise(options: &PoolOptions) -> i32 {
         signals::take_child();
         pool.reap();
         pool.handle_signals();
+        pool.recycle_due();
         pool.spawn_owed();
         if pool.children.is_empty() && (pool.stopping || !pool.owed()) {
             pool.log("No children left; exiting");

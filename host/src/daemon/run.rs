@@ -1,8 +1,9 @@
-//! What `li3g-host start` runs, assembled: the workers, the scheduler when the configuration
+//! What `li3g-host start` runs, assembled: the workers (the default pool and one kind of child
+//! per configured pool, `[NAME.pools.POOL]`), the scheduler when the configuration
 //! names Redis, the embedded job server when it names no job servers; then the supervision loop
 //! over them ([`run`]). The command line only parses, detaches and holds the PID file.
 
-use super::{supervise, ChildSpec, PoolOptions, Restart};
+use super::{supervise, ChildSpec, MaxAge, PoolOptions, Restart};
 use crate::config::Config;
 use crate::log::Log;
 use crate::signals;
@@ -15,16 +16,25 @@ pub const EMBEDDED_LISTEN: &str = "127.0.0.1:4730";
 /// A process body: runs in the forked child with the configuration and returns its exit code.
 pub type Body<'a> = &'a dyn Fn(&Config) -> u8;
 
+/// A worker's body: runs in the forked child with the configuration and the worker's pool
+/// (`None`: the default pool), and returns its exit code.
+pub type WorkerBody<'a> = &'a dyn Fn(&Config, Option<&str>) -> u8;
+
 /// What the daemon runs, besides the configuration.
 pub struct Options<'a> {
-    /// How many workers.
+    /// How many workers in the default pool (besides the configured pools' own).
     pub workers: u32,
     /// How many workers may be spawned in total before the daemon ends; 0: no limit.
     pub limit: u64,
     /// Respawn every worker that ends (up to `limit`).
     pub resuscitate: bool,
-    /// A worker's body, given the configuration with its plugin settings read afresh.
-    pub worker: Body<'a>,
+    /// A worker's body, given the configuration with its plugin settings read afresh, and its
+    /// pool.
+    pub worker: WorkerBody<'a>,
+    /// Recycle workers older than this (`--max-age`; a pool's `max_age` wins for its own).
+    pub max_age: Option<std::time::Duration>,
+    /// The splay of `max_age` (`--max-age-splay`; default: a tenth of it, at least 5 s).
+    pub max_age_splay: Option<std::time::Duration>,
     /// The scheduler's body; it runs when the configuration names Redis.
     pub scheduler: Option<Body<'a>>,
     /// Run the embedded job server when the configuration names no job servers.
@@ -33,16 +43,20 @@ pub struct Options<'a> {
     pub store: Option<PathBuf>,
     /// Where log lines go.
     pub log: Log,
+    /// Where the embedded job server listens (`start --listen`; default [`EMBEDDED_LISTEN`]).
+    pub listen: Option<crate::gearman::conn::ServerAddr>,
 }
 
 /// Why the daemon cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The embedded job server's port is taken by something that does not speak Gearman.
-    #[error("{addr} is taken by something that is not a Gearman server ({reason}); configure `servers`")]
+    #[error(
+        "{addr} is taken by something that is not a Gearman server ({reason}); configure `servers` or use --listen"
+    )]
     Taken {
         /// The address.
-        addr: &'static str,
+        addr: String,
         /// What the echo got.
         reason: String,
     },
@@ -50,7 +64,7 @@ pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         /// The address.
-        addr: &'static str,
+        addr: String,
         /// Why.
         source: std::io::Error,
     },
@@ -75,6 +89,9 @@ pub enum Error {
 /// [`Error`] when the embedded job server cannot start.
 pub fn run(config: &Config, options: &Options<'_>) -> Result<i32, Error> {
     let server = embedded_server(config, options)?;
+    if server.is_none() {
+        warn_if_unreachable(config, options.log);
+    }
     signals::install_daemon();
     let mut children = children(config, options);
     if let Some((listener, server_options)) = &server {
@@ -113,11 +130,14 @@ fn embedded_server(
     config: &Config,
     options: &Options<'_>,
 ) -> Result<Option<(TcpListener, crate::server::Options)>, Error> {
-    if !config.servers_default || !options.server {
+    if (!config.servers_default && options.listen.is_none()) || !options.server {
         return Ok(None);
     }
-    let addr = EMBEDDED_LISTEN;
-    match TcpListener::bind(addr) {
+    let default =
+        crate::gearman::conn::ServerAddr { host: "127.0.0.1".into(), port: crate::gearman::conn::DEFAULT_PORT };
+    let server = options.listen.clone().unwrap_or(default);
+    let addr = server.to_string();
+    match TcpListener::bind((server.host.as_str(), server.port)) {
         Ok(listener) => {
             let store = match &options.store {
                 Some(path) => {
@@ -136,10 +156,8 @@ fn embedded_server(
             Ok(Some((listener, server_options)))
         }
         Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
-            let server =
-                crate::gearman::conn::ServerAddr { host: "127.0.0.1".into(), port: crate::gearman::conn::DEFAULT_PORT };
             let mut client = crate::gearman::client::GearmanClient::new(vec![server]);
-            client.echo(b"li3g").map_err(|e| Error::Taken { addr, reason: e.to_string() })?;
+            client.echo(b"li3g").map_err(|e| Error::Taken { addr: addr.clone(), reason: e.to_string() })?;
             let message = format!("Using the Gearman server already listening on {addr}");
             eprintln!("li3g-host: {message}");
             options.log.daemon(&message);
@@ -147,6 +165,26 @@ fn embedded_server(
         }
         Err(source) => Err(Error::Listen { addr, source }),
     }
+}
+
+/// Says once, on stderr and in the log, when no configured job server accepts a connection at
+/// start: the workers then retry with a growing delay, each logging its own attempts.
+fn warn_if_unreachable(config: &Config, log: Log) {
+    let timeout = std::time::Duration::from_secs(1);
+    let mut reasons = Vec::new();
+    for server in &config.servers {
+        match crate::gearman::conn::Conn::connect(server, timeout) {
+            Ok(_) => return,
+            Err(err) => reasons.push(err.to_string()),
+        }
+    }
+    let message = format!(
+        "No job server is reachable ({}); the workers keep trying, with a growing delay (check `servers`, \
+         or leave it unset for the embedded job server, or use --listen)",
+        reasons.join("; ")
+    );
+    eprintln!("li3g-host: warning: {message}");
+    log.daemon(&message);
 }
 
 /// The embedded server's default store: `/var/lib/li3g/queue.sqlite` as root, else in the
@@ -196,18 +234,14 @@ fn server_child<'a>(listener: &'a TcpListener, options: &'a crate::server::Optio
     spec
 }
 
-/// The workers and, when the configuration names Redis, the scheduler, in start order (the
-/// embedded job server, when there is one, goes before them). Another kind of child is one
-/// more [`ChildSpec`] here.
+/// The workers (the default pool's, then each configured pool's) and, when the configuration
+/// names Redis, the scheduler, in start order (the embedded job server, when there is one, goes
+/// before them). Another kind of child is one more [`ChildSpec`] here.
 fn children<'a>(config: &'a Config, options: &'a Options<'_>) -> Vec<ChildSpec<'a>> {
-    let log = options.log;
-    let worker = options.worker;
-    let mut workers = ChildSpec::new("worker", options.workers, move |_number| {
-        i32::from(worker(&with_fresh_plugin_settings(config, log)))
-    });
-    workers.restart = if options.resuscitate { Restart::Permanent } else { Restart::Temporary };
-    workers.limit = options.limit;
-    let mut children = vec![workers];
+    let mut children = vec![worker_child(config, options, None)];
+    for pool in &config.pools {
+        children.push(worker_child(config, options, Some(pool)));
+    }
     if let Some(scheduler) = options.scheduler.filter(|_| config.redis.is_some()) {
         // One scheduler, always replaced when it ends; it loads no plugin, so a restart
         // (SIGHUP) has nothing to reload in it.
@@ -216,4 +250,30 @@ fn children<'a>(config: &'a Config, options: &'a Options<'_>) -> Vec<ChildSpec<'
         children.push(spec);
     }
     children
+}
+
+/// The workers of one pool (`None`: the default pool, `--workers`) as a kind of child: named
+/// `worker` or `POOL worker` in log lines, kept as `--resuscitate` and `--limit` say (the limit
+/// counts per pool), recycled by age when the pool or the command line sets a maximum age.
+fn worker_child<'a>(
+    config: &'a Config,
+    options: &'a Options<'_>,
+    pool: Option<&'a crate::config::PoolSettings>,
+) -> ChildSpec<'a> {
+    let log = options.log;
+    let worker = options.worker;
+    let name = pool.map(|p| p.name.as_str());
+    let count = pool.map_or(options.workers, |p| p.workers);
+    let label = name.map_or_else(|| "worker".to_string(), |name| format!("{name} worker"));
+    let mut spec =
+        ChildSpec::new(label, count, move |_number| i32::from(worker(&with_fresh_plugin_settings(config, log), name)));
+    spec.restart = if options.resuscitate { Restart::Permanent } else { Restart::Temporary };
+    spec.limit = options.limit;
+    // A worker whose plugin is refused after start (a `restart` with a bad file or setting, a
+    // Redis down) exits with EXIT_REFUSED and is tried again after the backoff.
+    spec.retry_exits = vec![i32::from(crate::worker::startup::EXIT_REFUSED)];
+    let age = pool.and_then(|p| p.max_age).or(options.max_age);
+    let splay = pool.and_then(|p| p.max_age_splay).or(options.max_age_splay);
+    spec.max_age = age.map(|age| MaxAge::new(age, splay));
+    spec
 }

@@ -2,6 +2,7 @@
 //!
 //! One worker is one single-threaded process holding one non-blocking connection per server,
 //! all watched by one `poll(2)` together with the signal wake-up pipe. It registers every task
+//! its [`selection::Selection`] selects (every loaded task unless worker pools are configured)
 //! (`CAN_DO`; a class whose `run` exists is also registered by its bare name, since `Hello`
 //! means `Hello::run`), the built-in [`PING_FUNCTION`] and li3_gearman's
 //! [`COMPAT_FUNCTION`](crate::workload::COMPAT_FUNCTION), then loops:
@@ -37,17 +38,19 @@
 //! - [`job`]: running one job and answering it (where a failure goes back to the client).
 //! - [`job_child`]: running one job in a forked child (`--atomic`).
 //! - [`memory`]: the `/proc` memory probe behind `--memlimit`.
+//! - [`selection`]: which tasks a worker registers (worker pools).
 
 pub mod job;
 pub mod job_child;
 pub mod memory;
+pub mod selection;
 pub mod servers;
 pub mod startup;
 
 pub use job::JobOutcome;
 pub use memory::resident_memory;
 pub use servers::run;
-pub use startup::{serve, unknown_tasks, unused_plugin_settings};
+pub use startup::{serve, unclaimed_patterns, unknown_tasks, unused_plugin_settings};
 
 use crate::gearman::conn::ServerAddr;
 use std::time::Duration;
@@ -86,6 +89,11 @@ pub struct WorkerConfig {
     pub log: crate::log::Log,
     /// Job status and retries in Redis, when the configuration names Redis.
     pub hooks: Option<crate::scheduler::job_hooks::JobHooks>,
+    /// The tasks it registers.
+    pub selection: selection::Selection,
+    /// Its pool's name and task patterns, when it belongs to a configured pool: a pattern that
+    /// claims no loaded task is reported, as unknown task keys are.
+    pub pool: Option<(String, Vec<selection::TaskPattern>)>,
 }
 
 /// How often a sleeping worker looks at its stop flag when nothing wakes it.

@@ -3,6 +3,7 @@
 
 use super::job::{self, Assigned, JobOutcome};
 use super::memory::check_memory;
+use super::selection::Selection;
 use super::{job_child, WorkerConfig, WorkerStats, ANSWER_DEADLINE, PING_FUNCTION, STOP_CHECK};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::Packet;
@@ -55,7 +56,7 @@ impl Server {
 
 /// Runs the worker until `stop()` returns true or `max_jobs` jobs are done.
 pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) -> WorkerStats {
-    let functions = functions(registry);
+    let functions = functions(registry, &config.selection);
     let mut servers: Vec<Server> = config
         .servers
         .iter()
@@ -92,10 +93,13 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             let conn = server.conn.as_mut().expect("a holding server is connected");
             match job::work(registry, config, conn, &job) {
                 Ok(outcome) => {
+                    // Dropped before the memory check: the answer is queued on the connection,
+                    // and a large result kept here too would be counted twice.
                     match outcome {
                         JobOutcome::Completed(_) => stats.completed += 1,
                         JobOutcome::Failed(_) => stats.failed += 1,
                     }
+                    drop(outcome);
                     server.state = State::Ready;
                     check_memory(config, &mut stats);
                 }
@@ -268,13 +272,16 @@ fn overdue(server: &mut Server, now: Instant) {
     }
 }
 
-/// The names to register: tasks, bare class names of `::run` tasks, ping, compatibility.
-fn functions(registry: &Registry) -> Vec<String> {
-    let mut names = registry.task_names();
+/// The names to register: the selected tasks, bare class names of `::run` tasks, ping, and
+/// (unless the worker serves a pool) compatibility.
+fn functions(registry: &Registry, selection: &Selection) -> Vec<String> {
+    let mut names: Vec<String> = registry.task_names().into_iter().filter(|name| selection.selects(name)).collect();
     let bare: Vec<String> = names.iter().filter_map(|n| n.strip_suffix("::run").map(str::to_string)).collect();
     names.extend(bare);
     names.push(PING_FUNCTION.to_string());
-    names.push(COMPAT_FUNCTION.to_string());
+    if selection.serves_compat() {
+        names.push(COMPAT_FUNCTION.to_string());
+    }
     names
 }
 

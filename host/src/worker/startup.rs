@@ -9,27 +9,82 @@ use log::{info, warn};
 /// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
 /// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
 /// [`EXIT_RECYCLE`](crate::daemon::EXIT_RECYCLE) when it ended to be replaced (`--max-jobs`,
-/// `--memlimit`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
+/// `--memlimit`, or SIGUSR2: the supervisor's `--max-age`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
 /// `start` forks.
 pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     crate::log::init(worker.log.verbose);
-    let mut registry = match Registry::scan(plugins) {
+    let registry = match prepare(plugins, worker) {
         Ok(registry) => registry,
-        Err(err) => {
+        Err(Refused::Dir(err)) => {
             log::error!("Cannot load plugins: {err}");
+            if !worker.log.verbose {
+                eprintln!("li3g-host: error: cannot load plugins: {err}");
+            }
             return 2;
         }
+        Err(Refused::Plugins(lines)) => {
+            for line in &lines {
+                log::error!("Not starting: {line}");
+                if !worker.log.verbose {
+                    eprintln!("li3g-host: error: not starting: {line}");
+                }
+            }
+            return EXIT_REFUSED;
+        }
     };
-    for rejected in registry.rejected() {
-        warn!("Skipped {rejected}");
+    let selected = registry.task_names().iter().filter(|task| worker.selection.selects(task)).count();
+    let pool = worker.pool.as_ref().map_or_else(String::new, |(pool, _)| format!(" of pool {pool}"));
+    info!("Worker{pool} started: {}, servers {}", plural(selected, "task"), list(&worker.servers));
+    let stats = super::run(&registry, worker, &crate::signals::stop_requested);
+    info!("Worker ended: {} completed, {} failed", plural(stats.completed as usize, "job"), stats.failed);
+    let used_up = worker.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
+    if stats.over_memory || crate::signals::recycle_requested() || (used_up && !crate::signals::stop_requested()) {
+        crate::daemon::EXIT_RECYCLE as u8
+    } else {
+        0
     }
+}
+
+/// The exit code of a worker that does not start because a plugin that is not optional was
+/// refused (`EX_CONFIG`). The daemon replaces such a worker only after its backoff (0.1 s
+/// doubling to 30 s), so a transient outage heals without the pool spinning.
+pub const EXIT_REFUSED: u8 = 78;
+
+/// Why a worker does not start.
+#[derive(Debug)]
+pub enum Refused {
+    /// The plugins directory cannot be read or is insecure.
+    Dir(crate::plugins::ScanError),
+    /// Plugins that are not optional were refused: one line each, naming the plugin, its file
+    /// and the reason.
+    Plugins(Vec<String>),
+}
+
+/// A refusal as one line: the plugin, its file and the reason.
+pub fn refusal_line(rejected: &crate::plugins::Rejected) -> String {
+    match &rejected.reason {
+        // The reason names the plugin already.
+        crate::plugins::registry::Reason::State(reason) => format!("{} ({})", reason, rejected.path.display()),
+        reason => format!("plugin {} ({}): {reason}", rejected.plugin, rejected.path.display()),
+    }
+}
+
+/// A worker's start-up up to its first job: loads the plugins from `plugins`, builds their
+/// states, logs what was skipped and what the configuration names that nothing loaded.
+/// `start` runs it once in a forked child before the pool starts, so that a refused plugin
+/// stops it in the foreground.
+///
+/// # Errors
+/// [`Refused`] when the directory cannot be read or a plugin that is not optional was refused.
+pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Registry, Refused> {
+    let mut registry = Registry::scan(plugins).map_err(Refused::Dir)?;
     // Plugin state, here in the worker (after the fork), before the first job; per job under
     // --atomic, so that no connection is shared between processes.
     let mode = if worker.atomic { StateMode::PerJob } else { StateMode::Eager };
     // A constructor may block (a Redis that accepts but never answers): each is logged before
     // it runs, has `state_timeout` to return, and a stop signal meanwhile ends the worker.
     let timeout = worker.plugin_settings.state_timeout;
-    let refusals = crate::signals::while_building_states(|| {
+    crate::signals::while_building_states(|| {
         registry.build_states_watched(
             &worker.plugin_settings,
             mode,
@@ -46,8 +101,18 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
             &mut || crate::signals::state_deadline(None),
         )
     });
-    for refused in refusals {
-        warn!("Skipped {refused}");
+    let optional = &worker.plugin_settings.optional;
+    let fatal: Vec<String> = registry.fatal(optional).into_iter().map(refusal_line).collect();
+    if !fatal.is_empty() {
+        return Err(Refused::Plugins(
+            fatal
+                .into_iter()
+                .map(|line| format!("{line}; fix it, or list the plugin in plugins.optional to skip it"))
+                .collect(),
+        ));
+    }
+    for rejected in registry.rejected() {
+        warn!("Skipped optional {}", refusal_line(rejected));
     }
     for unknown in unknown_tasks(&worker.configured_tasks, &registry) {
         warn!("Configuration: {unknown}");
@@ -55,15 +120,17 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     for unused in unused_plugin_settings(&worker.plugin_settings, &registry) {
         warn!("Configuration: {unused}");
     }
-    info!("Worker started: {} tasks, servers {}", registry.task_names().len(), list(&worker.servers));
-    let stats = super::run(&registry, worker, &crate::signals::stop_requested);
-    info!("Worker ended: {} jobs completed, {} failed", stats.completed, stats.failed);
-    let used_up = worker.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
-    if stats.over_memory || (used_up && !crate::signals::stop_requested()) {
-        crate::daemon::EXIT_RECYCLE as u8
-    } else {
-        0
+    if let Some((pool, patterns)) = &worker.pool {
+        for unclaimed in unclaimed_patterns(pool, patterns, &registry) {
+            warn!("Configuration: {unclaimed}");
+        }
     }
+    Ok(registry)
+}
+
+/// `1 task`, `4 tasks`.
+pub fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 /// A line for every plugin settings section that no loaded plugin reads: one naming no loaded
@@ -81,6 +148,21 @@ pub fn unused_plugin_settings(settings: &crate::plugins::PluginSettings, registr
         }
     }
     lines
+}
+
+/// A line for every pattern of pool `pool` that claims no loaded task (a typo, or a plugin
+/// that is not there).
+pub fn unclaimed_patterns(pool: &str, patterns: &[super::selection::TaskPattern], registry: &Registry) -> Vec<String> {
+    let known = registry.task_names();
+    patterns
+        .iter()
+        .filter(|pattern| !known.iter().any(|task| pattern.matches(task)))
+        .map(|pattern| {
+            format!(
+                "pools.{pool}.tasks: \"{pattern}\" claims no loaded task; the pool's workers register nothing for it"
+            )
+        })
+        .collect()
 }
 
 /// A line for every task in `configured` (the configuration sets options for it) that no

@@ -30,8 +30,10 @@ use std::cell::RefCell;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// The Redis server, `redis://host:port/db`.
-    pub url: String,
+    /// The Redis server, `redis://host:port/db`. Without it (no section at all, as in the
+    /// quick start) the plugin loads quietly and its Redis tasks fail, saying to set it.
+    #[serde(default)]
+    pub url: Option<String>,
     /// The name the connection shows in `CLIENT LIST`.
     #[serde(default = "default_name")]
     pub client_name: String,
@@ -57,7 +59,14 @@ pub struct Redis {
 impl Redis {
     /// Opens a connection with timeouts and names it.
     fn open(settings: &Settings) -> Result<redis::Connection, redis::RedisError> {
-        let mut conn = redis::Client::open(settings.url.as_str())?.get_connection_with_timeout(TIMEOUT)?;
+        let Some(url) = settings.url.as_deref() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "no Redis configured",
+                "set url in the plugin's section [default.plugins.redis_counter]".to_string(),
+            )));
+        };
+        let mut conn = redis::Client::open(url)?.get_connection_with_timeout(TIMEOUT)?;
         conn.set_read_timeout(Some(TIMEOUT))?;
         conn.set_write_timeout(Some(TIMEOUT))?;
         redis::cmd("CLIENT").arg("SETNAME").arg(&settings.client_name).query::<()>(&mut conn)?;
@@ -92,10 +101,14 @@ impl Drop for Redis {
     }
 }
 
-/// The constructor: opens the connection and names it. Runs in the worker before its first job.
+/// The constructor: opens the connection and names it. Runs in the worker before its first
+/// job. Without a `url` it opens nothing (each Redis task then fails, saying why).
 pub fn connect(settings: Settings) -> Result<Redis, redis::RedisError> {
-    let conn = Redis::open(&settings)?;
-    Ok(Redis { conn: RefCell::new(Some(conn)), settings })
+    let conn = match settings.url {
+        Some(_) => Some(Redis::open(&settings)?),
+        None => None,
+    };
+    Ok(Redis { conn: RefCell::new(conn), settings })
 }
 
 /// `Counter::incr(key)`.

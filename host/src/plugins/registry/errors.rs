@@ -12,6 +12,10 @@ use std::path::PathBuf;
 pub struct Rejected {
     /// The file.
     pub path: PathBuf,
+    /// The plugin's name: as it declares it when it loaded (refused for its settings or its
+    /// state), else the file's (`libaudit.so` is `audit`), which is what `plugins.optional`
+    /// names.
+    pub plugin: String,
     /// Why it was not loaded.
     pub reason: Reason,
 }

@@ -70,6 +70,9 @@ pub struct PluginSettings {
     /// By plugin, the top-level keys an environment override set, with the section they came
     /// from (in place of `key`, for messages).
     pub origins: BTreeMap<String, BTreeMap<String, String>>,
+    /// The plugins that may be refused (`plugins.optional`): skipped with a warning. Any other
+    /// refusal stops a worker from starting (see [`Registry::fatal`]).
+    pub optional: Vec<String>,
 }
 
 impl Default for PluginSettings {
@@ -80,6 +83,7 @@ impl Default for PluginSettings {
             values: BTreeMap::new(),
             state_timeout: STATE_TIMEOUT,
             origins: BTreeMap::new(),
+            optional: Vec::new(),
         }
     }
 }
@@ -150,11 +154,16 @@ impl Registry {
                 match example.load() {
                     Ok(module) => {
                         if let Err(reason) = registry.add_module(Path::new(super::builtin::EXAMPLE_PATH), module) {
-                            registry.rejected.push(Rejected { path: super::builtin::EXAMPLE_PATH.into(), reason });
+                            registry.rejected.push(Rejected {
+                                path: super::builtin::EXAMPLE_PATH.into(),
+                                plugin: "hello".into(),
+                                reason,
+                            });
                         }
                     }
                     Err(err) => registry.rejected.push(Rejected {
                         path: super::builtin::EXAMPLE_PATH.into(),
+                        plugin: "hello".into(),
                         reason: Reason::Load(LoadError::LoaderFailed(err.to_string())),
                     }),
                 }
@@ -166,7 +175,8 @@ impl Registry {
     /// Loads one file, recording it as loaded or rejected.
     fn add_file(&mut self, path: PathBuf) {
         if let Err(reason) = self.try_add_file(&path) {
-            self.rejected.push(Rejected { path, reason });
+            let plugin = file_plugin_name(&path);
+            self.rejected.push(Rejected { path, plugin, reason });
         }
     }
 
@@ -259,7 +269,11 @@ impl Registry {
                     self.tasks.retain(|_, slot| slot.plugin != index);
                     let plugin = &self.plugins[index];
                     refused.push(format!("{}: {message}", plugin.path.display()));
-                    self.rejected.push(Rejected { path: plugin.path.clone(), reason: Reason::State(message) });
+                    self.rejected.push(Rejected {
+                        path: plugin.path.clone(),
+                        plugin: plugin.name.clone(),
+                        reason: Reason::State(message),
+                    });
                 }
             }
         }
@@ -370,6 +384,12 @@ impl Registry {
         &self.rejected
     }
 
+    /// The refusals that stop a worker from starting: every rejected file or refused plugin
+    /// that `optional` (`plugins.optional`) does not name.
+    pub fn fatal<'a>(&'a self, optional: &[String]) -> Vec<&'a Rejected> {
+        self.rejected.iter().filter(|r| !optional.contains(&r.plugin)).collect()
+    }
+
     /// Every task name, sorted.
     pub fn task_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.tasks.keys().cloned().collect();
@@ -442,6 +462,12 @@ pub fn check_dir(dir: &Path) -> Result<(), ScanError> {
         return Err(io(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
     }
     permissions::check(dir, &meta).map_err(ScanError::Insecure)
+}
+
+/// The plugin name a file goes by before it loads: `libaudit.so` is `audit`.
+fn file_plugin_name(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    stem.strip_prefix("lib").map(str::to_string).unwrap_or(stem)
 }
 
 fn is_plugin_file_name(path: &Path) -> bool {
