@@ -211,8 +211,10 @@ struct Private {
 static PRIVATE: Mutex<Vec<Private>> = Mutex::new(Vec::new());
 
 fn identify(fd: RawFd) -> Option<Private> {
-    // SAFETY: fstat writes into the struct we own; a closed descriptor just fails.
+    // SAFETY: `libc::stat` is plain data (integers), for which all zeroes is a valid value.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat only writes into `stat`, which we own and which lives across the call; a
+    // descriptor that is not open just fails (EBADF).
     (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some(Private { fd, dev: stat.st_dev, ino: stat.st_ino })
 }
 

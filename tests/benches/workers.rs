@@ -26,6 +26,7 @@
 use li3g_host::gearman::admin_protocol::parse_status;
 use li3g_host::gearman::conn::{Conn, ServerAddr};
 use li3g_tests::{children, release_build, wait_until, workspace_root, ChildGuard, Gearmand};
+use li3g_tests::{signal, Signal};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -237,8 +238,7 @@ fn memory(tools: &Tools, li3g: &Kind, c: &Kind) -> (u64, u64, u64) {
     wait_registered(&gearmand, li3g.function, 1);
     let worker = children(supervisor.id()).into_iter().next().expect("the supervisor has a worker");
     let (sup, work) = (rss_kib(supervisor.id()), rss_kib(worker));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(supervisor.id() as i32, libc::SIGTERM) };
+    signal(supervisor.id(), Signal::SIGTERM);
     let c_worker = ChildGuard::spawn(tools.worker(c, &gearmand, 0).stdout(Stdio::null()));
     wait_registered(&gearmand, c.function, 1);
     (sup, work, rss_kib(c_worker.id()))

@@ -19,7 +19,7 @@ fn gearmand_killed_under_load_loses_its_memory_queue_and_nothing_else() {
     let plugins = PluginDir::with(&["misbehave"]);
     let ledger = Ledger::new();
     submit_background(port, APPEND, &ledger, 0..JOBS);
-    let _pool: Vec<ChildGuard> = (0..WORKERS).map(|_| worker(port, plugins.path(), &[])).collect();
+    let _pool: Vec<ChildGuard> = (0..WORKERS).map(|_| Worker::on(port).plugins(plugins.path()).spawn()).collect();
     wait_until("a quarter of the jobs ran", DRAIN, || ledger.lines() >= JOBS / 4);
     server.kill();
     let at_kill = ledger.lines();
@@ -58,7 +58,7 @@ fn embedded_server_sigkilled_with_a_store_loses_nothing() {
     let plugins = PluginDir::with(&["misbehave"]);
     let ledger = Ledger::new();
     submit_background(port, APPEND, &ledger, 0..JOBS);
-    let _pool: Vec<ChildGuard> = (0..WORKERS).map(|_| worker(port, plugins.path(), &[])).collect();
+    let _pool: Vec<ChildGuard> = (0..WORKERS).map(|_| Worker::on(port).plugins(plugins.path()).spawn()).collect();
     let kills = 2;
     for k in 1..=kills {
         wait_until("the workers made progress", DRAIN, || ledger.lines() >= JOBS * k / (kills + 1));
@@ -105,7 +105,7 @@ fn gearmand_with_a_sqlite_queue_killed_under_load_loses_nothing() {
         let outcome = client.run(APPEND, &args, &options, &mut |_| {}).expect("queue a background job");
         assert!(matches!(outcome, li3g_host::client::Outcome::Queued { .. }), "{outcome:?}");
     }
-    let _pool: Vec<ChildGuard> = (0..WORKERS).map(|_| worker(port, plugins.path(), &[])).collect();
+    let _pool: Vec<ChildGuard> = (0..WORKERS).map(|_| Worker::on(port).plugins(plugins.path()).spawn()).collect();
     wait_until("a quarter of the jobs ran", DRAIN, || ledger.lines() >= JOBS / 4);
     server.kill();
     assert!(ledger.count(0..JOBS).completed < JOBS, "{case}: killed after every job ran");

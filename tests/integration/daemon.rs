@@ -5,6 +5,7 @@ use li3g_host::client::{Client, Outcome, RunOptions};
 use li3g_host::gearman::client::{ClientError, JobEvent};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_tests::{alive, host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir};
+use li3g_tests::{signal, Signal};
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
@@ -77,8 +78,7 @@ fn a_pool_of_three_serves_and_a_killed_worker_is_resuscitated() {
 
     let before = gearmand.worker_pids();
     let victim = before[0];
-    // SAFETY: kill(2) on a worker of our own daemon.
-    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    signal(victim, Signal::SIGKILL);
     lines.wait_for(&format!("with PID {victim} was killed by SIGKILL"), WAIT);
     lines.wait_for("Created worker number 4 with PID", WAIT);
     wait_until("three workers again, without the killed one", WAIT, || {
@@ -97,8 +97,7 @@ fn the_limit_stops_spawning_and_ends_the_daemon() {
         wait_for_workers(&[&gearmand], "Hello::say", 1);
         let pid = gearmand.worker_pids()[0];
         lines.wait_for(&format!("Created worker number {round} with PID {pid}"), WAIT);
-        // SAFETY: kill(2) on a worker of our own daemon.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        signal(pid, Signal::SIGKILL);
         wait_until("the killed worker is gone", WAIT, || !gearmand.worker_pids().contains(&pid));
     }
     let status = daemon.wait_timeout(WAIT).expect("the daemon ends once the limit is reached");
@@ -213,8 +212,8 @@ fn daemon_mode_ping_restart_with_a_rebuilt_plugin_and_shutdown() {
     struct Reaper(u32);
     impl Drop for Reaper {
         fn drop(&mut self) {
-            // SAFETY: kill(2) on the daemon this test started.
-            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+            // It may be gone already (the test stopped it): nothing to do then.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGKILL);
         }
     }
     let _reaper = Reaper(daemon_pid);
@@ -296,7 +295,7 @@ fn a_pid_file_that_is_a_symlink_is_refused_and_a_stale_one_taken_over() {
     lines.wait_for("Created worker number 1", WAIT);
     assert_eq!(std::fs::read_to_string(&stale).unwrap().trim(), daemon.id().to_string());
     // SIGTERM: the whole pool stops, the file goes.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    signal(daemon.id(), Signal::SIGTERM);
     assert!(daemon.wait_timeout(WAIT).expect("stops on SIGTERM").success());
     assert!(!stale.exists());
 }
@@ -332,7 +331,7 @@ fn workers_that_fail_fast_are_respawned_with_growing_delays() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let pid = gearmand.worker_pids()[0];
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    signal(pid, Signal::SIGKILL);
     lines.wait_for("next spawn in 100ms", WAIT);
     lines.wait_for("next spawn in 200ms", WAIT);
     lines.wait_for("next spawn in 400ms", WAIT);

@@ -85,19 +85,19 @@ fn a_full_queue_defers_jobs_and_tries_the_other_server() {
     let records: Vec<Record> = (0..20).map(|i| append_record(&path, &format!("job {i}"))).collect();
     setup.store().schedule_many(&records, &vec![SystemTime::now(); 20]).unwrap();
     let (_scheduler, log) = setup.scheduler(&[]);
-    let deadline = std::time::Instant::now() + LONG;
-    while !(held(setup.gearmand()) == 5 && held(&second) == 10) {
+    li3g_tests::wait_until_ok("the queues hold 5 and 10", LONG, Duration::from_millis(20), || {
         let (a, b) = (held(setup.gearmand()), held(&second));
-        assert!(std::time::Instant::now() < deadline, "queues hold {a} and {b}: {:#?}", log.all());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        if (a, b) == (5, 10) {
+            Ok(())
+        } else {
+            Err(format!("they hold {a} and {b}: {:#?}", log.all()))
+        }
+    });
     log.wait_for("refused by every job server for now", LONG);
     let listed = setup.li3g(&["scheduled"]).stdout;
     assert!(listed.contains("Dead: 0"), "nothing is buried for a full queue: {listed}");
     // Workers on both servers drain the queues; the deferred jobs follow.
-    let _worker = ChildGuard::spawn(
-        host().args(["work", "--config"]).arg(&setup.config_path).stdout(Stdio::null()).stderr(Stdio::null()),
-    );
+    let _worker = li3g_tests::Worker::builder::<&str>(&[]).config(&setup.config_path).spawn();
     wait_until("all 20 jobs ran", LONG, || lines(&path).len() >= 20);
     wait_until("nothing is pending", LONG, || setup.li3g(&["scheduled"]).stdout.starts_with("Pending: 0"));
     let mut ran = lines(&path);

@@ -4,12 +4,14 @@
 //! the durable store).
 
 use li3g_host::gearman::packet::{self, Decoded, Magic, Packet, Priority};
+use li3g_tests::wait_until_ok;
 use li3g_tests::{host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, PluginDir};
+use li3g_tests::{signal, Signal};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub(crate) mod conformance;
 mod store;
@@ -387,17 +389,17 @@ fn stored_background_jobs_survive_sigkill_and_none_is_lost() {
 
     let _server =
         li3g_tests::on_a_free_port("the restarted server", |_| Gearmand::try_embedded_on(port, Some(&store), &[]));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let seen: BTreeSet<String> = ran().into_iter().collect();
-        if seen.len() == JOBS {
-            let expected: BTreeSet<String> = (0..JOBS).map(|i| i.to_string()).collect();
-            assert_eq!(seen, expected);
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {} of {JOBS} jobs ran after the restart", seen.len());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let seen =
+        wait_until_ok("every job ran after the restart", Duration::from_secs(120), Duration::from_millis(50), || {
+            let seen: BTreeSet<String> = ran().into_iter().collect();
+            if seen.len() == JOBS {
+                Ok(seen)
+            } else {
+                Err(format!("only {} of {JOBS} jobs ran", seen.len()))
+            }
+        });
+    let expected: BTreeSet<String> = (0..JOBS).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected);
     drop(workers);
 }
 
@@ -433,8 +435,7 @@ fn start_without_servers_runs_the_embedded_server_or_uses_the_one_on_4730() {
         assert_eq!(out.stdout, "Hello Mariano\n", "{}", out.stderr);
     };
     let stop = |mut daemon: ChildGuard| {
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        signal(daemon.id(), Signal::SIGTERM);
         assert!(daemon.wait_timeout(LONG).is_some_and(|s| s.success()), "the daemon stops");
     };
 

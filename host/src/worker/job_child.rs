@@ -135,8 +135,9 @@ impl JobCost {
     /// What this process has cost so far (`getrusage(RUSAGE_SELF)`): the child's own figure,
     /// sent with its answer.
     fn of_self() -> JobCost {
-        // SAFETY: getrusage writes into the struct we own.
+        // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes into the struct we own, which outlives the call.
         if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
             return JobCost::default();
         }
@@ -159,9 +160,11 @@ impl std::fmt::Display for JobCost {
 /// cost; `None` when it is still running.
 fn wait4(pid: Pid, flags: libc::c_int) -> nix::Result<Option<(WaitStatus, JobCost)>> {
     let mut status: libc::c_int = 0;
-    // SAFETY: wait4 writes the status and the usage into values we own; nix has no wrapper.
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let got = loop {
+        // SAFETY: wait4 writes the status and the usage into values we own, which outlive the
+        // call; nix has no wrapper that returns the usage.
         let got = unsafe { libc::wait4(pid.as_raw(), &mut status, flags, &mut usage) };
         if got < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
             continue;
