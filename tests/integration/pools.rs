@@ -133,6 +133,12 @@ atomic = true
             served_by.insert(shell_worker(&mut client));
         }
     }
+    // li3_gearman's envelope reaches only the default pool: a task the atomic pool keeps is
+    // refused there with a clear failure, not run in (and crashing) a default worker.
+    let script = li3g_tests::workspace_root().join("tests/peers/li3_gearman_client.py");
+    let out = run(std::process::Command::new("python3").arg(script).arg(gearmand.addr()).arg("Misbehave::segfault"));
+    assert_eq!((out.code, out.stdout.trim()), (Some(1), "FAILED FAILED"), "{}", out.stderr);
+    lines.wait_for("task Misbehave::segfault is kept by a worker pool (\"Misbehave::segfault\" in its tasks)", WAIT);
     // The default pool's jobs ran in the same two workers throughout; none was replaced.
     assert!(served_by.iter().all(|pid| default_pids.contains(pid)), "{served_by:?} not in {default_pids:?}");
     assert_eq!(gearmand.worker_pids(), all_pids);
@@ -211,6 +217,21 @@ max_age_splay = 2
     let mut client = client(&gearmand);
     assert_eq!(call(&mut client, "Misbehave::sleep", &[json!(0.01)]).unwrap(), b"0.01");
     assert_eq!(call(&mut client, "Misbehave::add", &[json!(2), json!(2)]).unwrap(), b"4");
+
+    // SIGUSR2 recycles a worker; sent to the daemon by mistake it must not end the daemon (its
+    // default action) and with it every worker's job.
+    // SAFETY: kill(2) on the daemon this test started.
+    // A SIGHUP after it is answered only by a daemon still alive.
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGUSR2) };
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    let restarted = || lines.lock().unwrap().iter().any(|(_, l)| l.contains("Restarting: new workers"));
+    wait_until("the daemon restarts its workers", WAIT, || restarted() || daemon.child().try_wait().unwrap().is_some());
+    assert!(daemon.child().try_wait().unwrap().is_none(), "the daemon ended on SIGUSR2");
+    assert!(restarted());
+    wait_for_workers(&[&gearmand], "Misbehave::add", 2);
+    assert_eq!(call(&mut client, "Misbehave::add", &[json!(3), json!(4)]).unwrap(), b"7");
 }
 
 #[test]
@@ -243,4 +264,19 @@ tasks = ["Misbehave::segfault"]
     let out = run(host().args(["start", "--workers", "0", "--servers", "127.0.0.1:1", "--plugins"]).arg(dir.path()));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("--workers 0 leaves no worker"), "{}", out.stderr);
+}
+
+#[test]
+fn a_recycle_that_lands_while_a_worker_starts_still_replaces_it() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    // An age limit that comes before the worker has loaded its plugins: the SIGUSR2 lands in
+    // its start-up. No --resuscitate: only the recycle replaces it.
+    let (_file_dir, file) =
+        config_file("[default.pools.young]\ntasks = [\"Misbehave::sleep\"]\nmax_age = 0.001\nmax_age_splay = 0.001\n");
+    let (_daemon, lines) = start(&gearmand, &dir, &["--config", &file, "--workers", "1"]);
+    lines.wait_for("Created young worker number 5", WAIT);
+    let all = lines.all();
+    let ended = all.iter().filter(|l| l.contains("Young worker number") && l.contains("exited with code")).count();
+    assert_eq!(ended, 0, "a recycle ended as a plain exit: {all:#?}");
 }

@@ -159,6 +159,16 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
         env_vars: decoded.env_vars,
     };
     let task = registry.resolve(&decoded.task);
+    if let Some(pattern) = config.selection.kept_from(&task) {
+        // li3_gearman's envelope reaches the default pool whatever task it names: a task a pool
+        // keeps to itself (its `atomic`, limits, workers) must not run here instead.
+        let message = format!(
+            "task {task} is kept by a worker pool (\"{pattern}\" in its tasks) and li3_gearman's \
+             compatibility function reaches only the default pool: submit the job to function {task}"
+        );
+        warn!("Job {handle}: {message}");
+        return Ok((task, JobOutcome::Failed(message)));
+    }
     debug!("Handling job #{} {task} ({handle})", info.id);
     let started = Instant::now();
     scoreboard::busy(&task, &info.id, &handle, conn.server());
