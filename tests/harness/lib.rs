@@ -83,6 +83,7 @@ fn build() -> Artifacts {
         "threaded",
         "threaded_state",
         "drop_panic",
+        "state_misbehave",
     ] {
         keep(name, testing_target.join(format!("debug/lib{name}.so")));
     }

@@ -97,7 +97,12 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let mut log_file = args.worker.log_file(&config)?;
     if args.daemon && log_file.is_none() && !crate::log::syslog_available() {
         // Detached, stdio goes to /dev/null: without syslog every line would be lost.
-        let dir = daemon::run::default_store()?.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        // The store's directory: --store's when given, else the default store's.
+        let store = match &args.store {
+            Some(store) => std::path::absolute(store)?,
+            None => daemon::run::default_store()?,
+        };
+        let dir = store.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let path = dir.join("li3g-host.log");
         eprintln!(
             "li3g-host: warning: no syslog socket (/dev/log) and no --log-file: the daemon logs to {}",
