@@ -472,3 +472,28 @@ fn sigusr1_for_logrotate_does_not_fail_the_jobs_in_hand() {
         std::fs::read_to_string(&log).unwrap_or_default().contains("(Worker) Worker ended")
     });
 }
+
+#[test]
+fn plugins_does_not_hang_on_a_constructor_that_never_returns() {
+    let dir = PluginDir::with(&["hello", "state_misbehave"]);
+    let config = dir.write(
+        "li3g.toml",
+        b"[default.plugins]\nstate_timeout = 1\n\n[default.plugins.state_misbehave]\nmode = \"hang\"\n",
+    );
+    // timeout(1) bounds the old behaviour, which waited for ever.
+    let out = run(Command::new("timeout")
+        .arg("20")
+        .arg(li3g_tests::artifacts().host.as_os_str())
+        .arg("plugins")
+        .arg("--plugins")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config));
+    assert_eq!(out.code, Some(3), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("plugin state_misbehave's state constructor did not return within 1s (plugins.state_timeout)"),
+        "{}",
+        out.stderr
+    );
+}
