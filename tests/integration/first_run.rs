@@ -497,3 +497,11 @@ fn plugins_does_not_hang_on_a_constructor_that_never_returns() {
         out.stderr
     );
 }
+
+#[test]
+fn start_names_the_plugin_whose_constructor_aborts() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "state_misbehave"]);
+    let (mut daemon, lines) = start(&gearmand, &dir, "[default.plugins.state_misbehave]\nmode = \"abort\"\n", &[]);
+    assert_refused(&mut daemon, &lines, &["plugin state_misbehave's state constructor killed", "SIGABRT"]);
+}
