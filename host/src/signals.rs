@@ -101,7 +101,7 @@ pub fn install_worker() {
 }
 
 /// For the supervisor: stop (TERM, INT), reload (HUP), child exits (CHLD), reopen the log
-/// file (USR1, passed on to the children).
+/// file (USR1: its own; the children see the rename at their next line).
 pub fn install_daemon() {
     ensure_pipe();
     install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD, Signal::SIGUSR1]);
@@ -111,7 +111,7 @@ pub fn install_daemon() {
     set_handler(&[Signal::SIGUSR2], SigHandler::SigIgn);
 }
 
-/// Takes the reopen-the-log flag (SIGUSR1), for the supervisor to pass it on.
+/// Takes the reopen-the-log flag (SIGUSR1), for the supervisor to say so.
 pub fn take_reopen_log() -> bool {
     REOPEN_LOG.swap(false, Ordering::SeqCst)
 }

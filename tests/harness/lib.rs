@@ -31,7 +31,7 @@ pub struct Artifacts {
     /// The `li3g-host` binary.
     pub host: PathBuf,
     /// Plugin libraries by short name: `hello`, `redis_counter`, `misbehave`, `loader_panic`, `loader_error`,
-    /// `not_a_plugin`, `duplicate`, `threaded`, `threaded_state`, `drop_panic`, `abi_mismatch` (compatible build), `abi_layout` and
+    /// `not_a_plugin`, `duplicate`, `threaded`, `threaded_state`, `drop_panic`, `state_misbehave` (its constructor hangs, panics, aborts or fails as its `mode` setting says), `abi_mismatch` (compatible build), `abi_layout` and
     /// `abi_version` (incompatible builds), `abi_old_prefix` (its root module laid out as in 0.2).
     pub libs: HashMap<&'static str, PathBuf>,
 }
@@ -85,6 +85,7 @@ fn build() -> Artifacts {
         "threaded",
         "threaded_state",
         "drop_panic",
+        "state_misbehave",
     ] {
         keep(name, testing_target.join(format!("debug/lib{name}.so")));
     }

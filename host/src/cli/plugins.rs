@@ -24,7 +24,24 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     // The states too, as a worker builds them: a plugin refused for its settings or its
     // constructor is refused here as well (`start` would not start).
     let settings = config.plugin_settings();
-    registry.build_states(&settings, crate::plugins::StateMode::Eager);
+    // Each constructor has `plugins.state_timeout`, as in a worker: past it, `plugins` says
+    // which and exits (3), instead of hanging.
+    let timeout = settings.state_timeout;
+    crate::signals::while_building_states(|| {
+        registry.build_states_watched(
+            &settings,
+            crate::plugins::StateMode::Eager,
+            &mut |plugin| {
+                let message = format!(
+                    "li3g-host: error: plugin {plugin}'s state constructor did not return within {}s \
+                     (plugins.state_timeout)\n",
+                    timeout.as_secs_f64()
+                );
+                crate::signals::state_deadline(Some((timeout, message)));
+            },
+            &mut || crate::signals::state_deadline(None),
+        )
+    });
     print!("{}", render(&dir, &registry, &config));
     for unknown in crate::worker::unknown_tasks(config.tasks.keys(), &registry) {
         eprintln!("li3g-host: warning: configuration {}: {unknown}", config.name);

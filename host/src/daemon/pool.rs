@@ -350,9 +350,10 @@ impl Pool<'_, '_> {
             self.signal_all(Signal::SIGKILL);
         }
         if signals::take_reopen_log() {
-            // Each process reopens its own descriptor of the log file (logrotate).
+            // The supervisor's own descriptor; the children are not signalled (a signal
+            // interrupts a job's blocking calls, failing it with EINTR): each reopens the log
+            // file at its next line once the path no longer names its file (logrotate renamed it).
             self.log("Reopening the log file (SIGUSR1)");
-            self.signal_all(Signal::SIGUSR1);
         }
         if signals::take_reload() && !self.stopping {
             self.log("Restarting: new workers load the plugins afresh, old ones finish their job");

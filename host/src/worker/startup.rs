@@ -98,6 +98,20 @@ pub fn refusal_line(rejected: &crate::plugins::Rejected) -> String {
 /// # Errors
 /// [`Refused`] when the directory cannot be read or a plugin that is not optional was refused.
 pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Registry, Refused> {
+    prepare_announcing(plugins, worker, &mut |_| {})
+}
+
+/// [`prepare`], calling `announce` with each plugin's name before its state constructor runs
+/// and with `None` once it returned (`start`'s check names the plugin whose constructor killed
+/// the process).
+///
+/// # Errors
+/// As [`prepare`].
+pub fn prepare_announcing(
+    plugins: &std::path::Path,
+    worker: &WorkerConfig,
+    announce: &mut dyn FnMut(Option<&str>),
+) -> Result<Registry, Refused> {
     let mut registry = Registry::scan(plugins).map_err(Refused::Dir)?;
     // Plugin state, here in the worker (after the fork), before the first job; per job under
     // --atomic, so that no connection is shared between processes.
@@ -105,11 +119,13 @@ pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Regis
     // A constructor may block (a Redis that accepts but never answers): each is logged before
     // it runs, has `state_timeout` to return, and a stop signal meanwhile ends the worker.
     let timeout = worker.plugin_settings.state_timeout;
+    let announce = std::cell::RefCell::new(announce);
     crate::signals::while_building_states(|| {
         registry.build_states_watched(
             &worker.plugin_settings,
             mode,
             &mut |plugin| {
+                (announce.borrow_mut())(Some(plugin));
                 info!("Building the state of plugin {plugin} (state_timeout {}s)", timeout.as_secs_f64());
                 let message = format!(
                     "li3g-host: worker {}: plugin {plugin}'s state constructor did not return within {}s \
@@ -119,7 +135,10 @@ pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Regis
                 );
                 crate::signals::state_deadline(Some((timeout, message)));
             },
-            &mut || crate::signals::state_deadline(None),
+            &mut || {
+                crate::signals::state_deadline(None);
+                (announce.borrow_mut())(None);
+            },
         )
     });
     let optional = &worker.plugin_settings.optional;
