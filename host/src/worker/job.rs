@@ -166,8 +166,8 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
             "task {task} is kept by a worker pool (\"{pattern}\" in its tasks) and li3_gearman's \
              compatibility function reaches only the default pool: submit the job to function {task}"
         );
-        warn!("Job {handle}: {message}");
-        return Ok((task, JobOutcome::Failed(message)));
+        scoreboard::failure(&task, &info.id, &handle, conn.server(), &message, None);
+        return Ok(Ran { task, id: Some(info.id), outcome: JobOutcome::Failed(message), cost: None });
     }
     debug!("Handling job #{} {task} ({handle})", info.id);
     let started = Instant::now();
