@@ -100,6 +100,15 @@ pub fn install_worker() {
     install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2]);
 }
 
+/// For the embedded job server (`li3g-host server`, and the `start` child): as a worker, and
+/// SIGHUP only wakes it. Left at its default, a hangup (a closed terminal, an operator's
+/// `kill -HUP` as for gearmand, which survives it) killed the server and every job it held in
+/// memory.
+pub fn install_server() {
+    install_worker();
+    install(&[Signal::SIGHUP]);
+}
+
 /// For the supervisor: stop (TERM, INT), reload (HUP), child exits (CHLD), reopen the log
 /// file (USR1: its own; the children see the rename at their next line).
 pub fn install_daemon() {

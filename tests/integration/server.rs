@@ -525,3 +525,21 @@ fn a_second_server_on_the_same_store_is_refused() {
     peer.send(&Packet::EchoReq { data: b"still mine".to_vec() });
     assert_eq!(peer.expect(), Packet::EchoRes { data: b"still mine".to_vec() });
 }
+
+/// **A hangup does not stop the server (review finding).** gearmand survives SIGHUP with its
+/// queue; `li3g-host server` left SIGHUP at its default and died of it, with every job it held
+/// in memory. A queued job and an open client connection must both still be there after one.
+#[test]
+fn sighup_leaves_the_server_and_its_jobs_in_place() {
+    let server = Gearmand::embedded(None);
+    let mut client = Peer::connect(&server);
+    client.submit("hup", "", "kept", Priority::Normal, true);
+    let out = run(Command::new("kill").args(["-HUP", &server.pid().to_string()]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // The client's connection is still served...
+    client.send(&Packet::EchoReq { data: b"after HUP".to_vec() });
+    assert_eq!(client.recv(), Some(Packet::EchoRes { data: b"after HUP".to_vec() }), "served after SIGHUP");
+    // ...and the job queued before the signal is still handed out.
+    let mut worker = Peer::worker(&server, "hup");
+    assert_eq!(worker.grab().map(|(_, w)| w), Some(b"kept".to_vec()));
+}

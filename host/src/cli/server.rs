@@ -39,7 +39,7 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         host: crate::process::hostname(),
         ..Options::default()
     };
-    signals::install_worker();
+    signals::install_server();
     let store = match &options.store {
         Some(path) => path.display().to_string(),
         None => "none, jobs in memory".into(),

@@ -279,6 +279,7 @@ fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec
 /// (it loads no plugin, and its jobs would be lost without a store).
 fn server_child<'a>(listener: &'a TcpListener, options: &'a crate::server::Options) -> ChildSpec<'a> {
     let mut spec = ChildSpec::new("job server", 1, move |_number| {
+        signals::install_server();
         let result = listener.try_clone().map_err(crate::server::Error::from).and_then(|l| {
             crate::server::run(
                 l,

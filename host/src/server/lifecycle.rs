@@ -52,7 +52,21 @@ impl Server {
             job.stored = Stored::No;
         }
         if created {
-            return self.finish(id);
+            if job.background {
+                // Whoever joined a background job waiting for its commit was held too, and
+                // is refused with it.
+                return self.finish(id);
+            }
+            // A foreground job made on a connection whose answers were held (an earlier
+            // background submission of the same turn): that connection is refused, but a
+            // client on another connection may have joined the job and been told
+            // JOB_CREATED at once. The job is theirs now; dropping it left them waiting forever.
+            let held = &self.held;
+            job.clients.retain(|client| !held.contains(client));
+            if job.clients.is_empty() {
+                return self.finish(id);
+            }
+            return self.queue(id, true);
         }
         if job.stored == Stored::No {
             job.background = false;

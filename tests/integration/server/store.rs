@@ -162,3 +162,62 @@ fn listening_is_said_only_once_the_store_is_open() {
     assert!(out.stderr.contains("job store"), "the store's error is reported: {}", out.stderr);
     assert!(!out.stderr.contains("listening"), "said listening with no store: {}", out.stderr);
 }
+
+/// **A failed commit does not take back a foreground job another client joined (review
+/// finding).** On a full disk, connection A sends a background job (its insert fails) and then
+/// a foreground job with unique `U` in one write; B submits `U` too in the same turn and is told
+/// `JOB_CREATED` at once (nothing of it waits for the store). A is refused; the job was dropped
+/// with A's submissions, so no worker ever got it and B waited forever. The server is stopped
+/// (SIGSTOP) while both write, so both are read in one turn.
+#[test]
+fn a_foreground_job_joined_from_another_connection_survives_a_failed_commit() {
+    let Some(disk) = Tmpfs::mount("1m") else { return };
+    let store = disk.path().join("queue.sqlite");
+    let server = Gearmand::embedded(Some(&store));
+    let mut i = 0;
+    while submit_4k(&server, i) {
+        i += 1;
+        assert!(i < 1000, "a 1 MiB disk took 1000 jobs of 4 KiB");
+    }
+    let (mut a, mut b) = (Peer::connect(&server), Peer::connect(&server));
+    for peer in [&mut a, &mut b] {
+        peer.send(&Packet::EchoReq { data: b"accepted".to_vec() });
+        assert_eq!(peer.expect(), Packet::EchoRes { data: b"accepted".to_vec() });
+    }
+    let signal = |name: &str| {
+        let out = run(Command::new("kill").args([name, &server.pid().to_string()]));
+        assert_eq!(out.code, Some(0), "kill {name}: {}", out.stderr);
+    };
+    let foreground = Packet::SubmitJob {
+        priority: Priority::Normal,
+        background: false,
+        function: b"joined".to_vec(),
+        unique: b"U".to_vec(),
+        workload: b"w".to_vec(),
+    };
+    signal("-STOP");
+    // Loopback writes land in the server's receive queues at once: A's first.
+    let mut wire = Vec::new();
+    let mut workload = b"a:".to_vec();
+    workload.resize(4096, b'x');
+    let background = Packet::SubmitJob {
+        priority: Priority::Normal,
+        background: true,
+        function: b"f".to_vec(),
+        unique: b"a".to_vec(),
+        workload,
+    };
+    for packet in [&background, &foreground] {
+        li3g_host::gearman::packet::encode(li3g_host::gearman::packet::Magic::Req, packet, &mut wire).unwrap();
+    }
+    std::io::Write::write_all(&mut a.stream, &wire).unwrap();
+    b.send(&foreground);
+    signal("-CONT");
+    assert!(matches!(a.expect(), Packet::Error { code, .. } if code == b"STORE_FAILED"), "A is refused");
+    let Packet::JobCreated { handle } = b.expect() else { panic!("B: expected JOB_CREATED") };
+    let mut worker = Peer::worker(&server, "joined");
+    let (grabbed, workload) = worker.grab().expect("the job B was told about is handed out");
+    assert_eq!((grabbed.as_slice(), workload.as_slice()), (handle.as_slice(), b"w".as_slice()));
+    worker.send(&Packet::WorkComplete { handle: handle.clone(), data: b"done".to_vec() });
+    assert_eq!(b.expect(), Packet::WorkComplete { handle, data: b"done".to_vec() });
+}
