@@ -281,6 +281,42 @@ fn start_listen_puts_the_embedded_job_server_elsewhere() {
     assert!(daemon.wait_timeout(Duration::ZERO).is_none());
 }
 
+/// `start` whose store another job server holds refuses to start, with the reason, and leaves
+/// the port unbound (it used to bind it, then its server child failed and backed off while
+/// clients connected and hung).
+#[test]
+fn start_refuses_a_store_another_server_holds() {
+    let dir = PluginDir::with(&["hello"]);
+    let store = dir.path().join("queue.sqlite");
+    let holder_port = free_port();
+    let mut holder = host();
+    holder
+        .args(["server", "--listen", &format!("127.0.0.1:{holder_port}"), "--store"])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut holder = ChildGuard::spawn(&mut holder);
+    let holder_lines = Lines::collect(holder.child().stderr.take().unwrap());
+    holder_lines.wait_for("listening", WAIT);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let out = run(host()
+        .args(["start", "--workers", "1", "--listen", &listen, "--store"])
+        .arg(&store)
+        .arg("--plugins")
+        .arg(dir.path()));
+    assert_ne!(out.code, Some(0), "start with a held store must fail: {}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10), "start took {:?} to refuse", started.elapsed());
+    assert!(
+        out.stderr.contains("not starting the embedded job server") && out.stderr.contains("locked"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("Job server listening"), "{}", out.stderr);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens on {listen}");
+}
+
 #[test]
 fn start_says_once_that_no_configured_job_server_is_reachable() {
     let dir = PluginDir::with(&["hello"]);

@@ -38,6 +38,16 @@ mod store;
 
 pub use store::StoreError;
 
+/// Opens the store at `path` and closes it again: whether a server could use it now (it is not
+/// held by another server, it can be read and written). `start` asks before it says the
+/// embedded server listens.
+///
+/// # Errors
+/// Why the store cannot be used.
+pub fn check_store(path: &std::path::Path) -> Result<(), StoreError> {
+    store::Store::open(path).map(drop)
+}
+
 use jobs::{Job, Jobs};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
