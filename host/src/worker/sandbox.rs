@@ -263,6 +263,18 @@ pub fn for_task(task: &str) -> Option<&'static Prepared> {
 pub fn restrict_worker(config: &SandboxConfig) -> Result<Option<Prepared>, String> {
     let Some(rules) = &config.default else { return Ok(None) };
     let prepared = prepare(rules, &config.worker_ports).map_err(|err| err.to_string())?;
+    // Landlock restricts the thread that asks (and what it starts later), not the threads that
+    // exist already: a thread a plugin's state started (a pool, a runtime) would run its work
+    // unsandboxed.
+    match crate::process::thread_count() {
+        Ok(1) => {}
+        Ok(n) => {
+            return Err(format!(
+                "cannot apply the sandbox to the worker: it has {n} threads (a plugin's state started them?) and Landlock restricts only the thread that asks, so the others would run unsandboxed; run the worker with --atomic (each job in a sandboxed child) or without the threaded plugin"
+            ))
+        }
+        Err(err) => return Err(format!("cannot apply the sandbox to the worker: {err}")),
+    }
     if prepared.partial() {
         log::warn!(
             "Sandbox: this kernel's Landlock ABI is {} (the sandbox needs {NEEDED_ABI}); running best effort, with only what the kernel can enforce",
@@ -308,5 +320,19 @@ mod tests {
         .unwrap();
         assert_eq!(signal, Err(nix::errno::Errno::EPERM), "a sandboxed job may not signal its worker");
         assert_eq!(connect.err(), Some(Some(libc::EPERM)), "nor connect to an abstract socket made outside");
+    }
+
+    #[test]
+    fn the_whole_worker_is_not_sandboxed_while_other_threads_run() {
+        // A thread a plugin's state left running (a pool): Landlock would not restrict it.
+        let (stop, parked) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || parked.recv());
+        let config = SandboxConfig { default: Some(SandboxRules::default()), ..SandboxConfig::default() };
+        // In a thread of its own: were it restricted, no other test would be.
+        let refused = std::thread::spawn(move || restrict_worker(&config).map(|_| ())).join().unwrap();
+        stop.send(()).unwrap();
+        other.join().unwrap().unwrap();
+        let err = refused.expect_err("a multi-threaded worker is refused");
+        assert!(err.contains("threads") && err.contains("would run unsandboxed"), "{err}");
     }
 }
