@@ -141,7 +141,11 @@ impl JobCost {
         let usage = |who| {
             // SAFETY: getrusage writes into the struct we own.
             let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            (unsafe { libc::getrusage(who, &mut usage) } == 0).then(|| JobCost::from_rusage(&usage)).unwrap_or_default()
+            if unsafe { libc::getrusage(who, &mut usage) } == 0 {
+                JobCost::from_rusage(&usage)
+            } else {
+                JobCost::default()
+            }
         };
         let (own, children) = (usage(libc::RUSAGE_SELF), usage(libc::RUSAGE_CHILDREN));
         JobCost { cpu: own.cpu + children.cpu, max_rss_bytes: own.max_rss_bytes.max(children.max_rss_bytes) }
