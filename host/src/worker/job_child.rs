@@ -112,7 +112,8 @@ thread_local! {
 /// `max_rss_bytes` is the kernel's high-water mark of the child's resident set
 /// (`ru_maxrss`). A forked child starts with the worker's pages mapped, so the figure includes
 /// what it inherited (the worker's own resident memory, a few MiB), not only what the job
-/// allocated; `cpu` counts the child from the fork on (user and system time).
+/// allocated; `cpu` counts the child from the fork on (user and system time), with the
+/// processes it started and waited for (a program the task ran).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct JobCost {
     /// User plus system CPU time.
@@ -132,16 +133,23 @@ impl JobCost {
         }
     }
 
-    /// What this process has cost so far (`getrusage(RUSAGE_SELF)`): the child's own figure,
-    /// sent with its answer.
+    /// What this job child has cost so far: its own usage and that of the processes it started
+    /// and waited for (`getrusage` of `RUSAGE_SELF` and `RUSAGE_CHILDREN`, as `wait4` adds them
+    /// up), sent with its answer. A job that does its work in a program it runs (`convert`,
+    /// `ffmpeg`) costs what that program used.
     fn of_self() -> JobCost {
-        // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: getrusage writes into the struct we own, which outlives the call.
-        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-            return JobCost::default();
-        }
-        JobCost::from_rusage(&usage)
+        let usage = |who| {
+            // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: getrusage writes into the struct we own, which outlives the call.
+            if unsafe { libc::getrusage(who, &mut usage) } == 0 {
+                JobCost::from_rusage(&usage)
+            } else {
+                JobCost::default()
+            }
+        };
+        let (own, children) = (usage(libc::RUSAGE_SELF), usage(libc::RUSAGE_CHILDREN));
+        JobCost { cpu: own.cpu + children.cpu, max_rss_bytes: own.max_rss_bytes.max(children.max_rss_bytes) }
     }
 
     /// The (CPU seconds, peak RSS bytes) pair the scoreboard's `SlotWriter::done` takes.
@@ -578,6 +586,34 @@ mod tests {
         fn status(&mut self, _: u64, _: u64) {}
         fn data(&mut self, _: &[u8]) {}
         fn warning(&mut self, _: &[u8]) {}
+    }
+
+    /// The CPU seconds a shell's `times` reports for itself (its first line: `0m0.31s 0m0.02s`).
+    fn shell_cpu(times: &str) -> f64 {
+        let line = times.lines().next().unwrap_or_default();
+        line.split_whitespace()
+            .map(|t| {
+                let (m, s) = t.trim_end_matches('s').split_once('m').expect("NmS.SSs");
+                m.parse::<f64>().unwrap() * 60.0 + s.parse::<f64>().unwrap()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_jobs_cost_counts_the_programs_it_ran() {
+        let before = JobCost::of_self();
+        // A shell that burns CPU, then prints its own user and system time (`times`: its first
+        // line is the shell's own).
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("i=0; while [ $i -lt 150000 ]; do i=$((i+1)); done; times >&2")
+            .output()
+            .unwrap();
+        let used = shell_cpu(&String::from_utf8_lossy(&out.stderr));
+        assert!(used > 0.05, "the shell burned CPU: {:?}", String::from_utf8_lossy(&out.stderr));
+        let after = JobCost::of_self();
+        let counted = (after.cpu - before.cpu).as_secs_f64();
+        assert!(counted >= used * 0.9, "the job's cost counts its program's {used} s: {counted} s");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, ABI,
+    RulesetCreatedAttr, Scope, ABI,
 };
 use std::collections::BTreeMap;
 use std::io;
@@ -182,6 +182,13 @@ pub fn prepare(rules: &SandboxRules, extra_ports: &[u16]) -> Result<Prepared, Sa
         if !net.is_empty() {
             ruleset = ruleset.handle_access(net)?;
         }
+        // From ABI 6: no signal to a process outside the sandbox (the worker, its supervisor,
+        // the job server, anything else of the same user) and no connection to an abstract
+        // Unix socket created outside it.
+        let scope = Scope::from_all(abi);
+        if !scope.is_empty() {
+            ruleset = ruleset.scope(scope)?;
+        }
         let mut created = ruleset.create()?;
         let paths = rules.read.iter().map(|p| (p, AccessFs::from_read(abi))).chain(rules.write.iter().map(|p| (p, fs)));
         for (path, access) in paths {
@@ -256,6 +263,18 @@ pub fn for_task(task: &str) -> Option<&'static Prepared> {
 pub fn restrict_worker(config: &SandboxConfig) -> Result<Option<Prepared>, String> {
     let Some(rules) = &config.default else { return Ok(None) };
     let prepared = prepare(rules, &config.worker_ports).map_err(|err| err.to_string())?;
+    // Landlock restricts the thread that asks (and what it starts later), not the threads that
+    // exist already: a thread a plugin's state started (a pool, a runtime) would run its work
+    // unsandboxed.
+    match crate::process::thread_count() {
+        Ok(1) => {}
+        Ok(n) => {
+            return Err(format!(
+                "cannot apply the sandbox to the worker: it has {n} threads (a plugin's state started them?) and Landlock restricts only the thread that asks, so the others would run unsandboxed; run the worker with --atomic (each job in a sandboxed child) or without the threaded plugin"
+            ))
+        }
+        Err(err) => return Err(format!("cannot apply the sandbox to the worker: {err}")),
+    }
     if prepared.partial() {
         log::warn!(
             "Sandbox: this kernel's Landlock ABI is {} (the sandbox needs {NEEDED_ABI}); running best effort, with only what the kernel can enforce",
@@ -269,4 +288,51 @@ pub fn restrict_worker(config: &SandboxConfig) -> Result<Option<Prepared>, Strin
 /// Whether a task's failure message reads as the kernel refusing it (`EACCES`, `EPERM`).
 pub fn looks_refused(message: &str) -> bool {
     ["Permission denied", "os error 13)", "Operation not permitted", "os error 1)"].iter().any(|m| message.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+
+    /// Landlock restricts the thread that calls `landlock_restrict_self` (and what it starts),
+    /// so a thread of the test process stands for the job child here.
+    #[test]
+    fn a_sandboxed_job_cannot_signal_outside_it_nor_reach_an_abstract_socket() {
+        if kernel_abi() < 6 {
+            eprintln!("skipped: this kernel's Landlock ABI is {} (scopes need 6)", kernel_abi());
+            return;
+        }
+        let name = format!("li3g-sandbox-test-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let _listener = UnixListener::bind_addr(&addr).unwrap();
+        // Outside the sandbox: the worker, its supervisor, any process of the same user.
+        let outside = nix::unistd::getppid();
+        assert_eq!(nix::sys::signal::kill(outside, None), Ok(()), "unrestricted, the signal is allowed");
+        assert!(UnixStream::connect_addr(&addr).is_ok(), "unrestricted, the socket is reachable");
+        let prepared = prepare(&SandboxRules::default(), &[]).unwrap();
+        let (signal, connect) = std::thread::spawn(move || {
+            prepared.restrict().unwrap();
+            (nix::sys::signal::kill(outside, None), UnixStream::connect_addr(&addr).map_err(|e| e.raw_os_error()))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(signal, Err(nix::errno::Errno::EPERM), "a sandboxed job may not signal its worker");
+        assert_eq!(connect.err(), Some(Some(libc::EPERM)), "nor connect to an abstract socket made outside");
+    }
+
+    #[test]
+    fn the_whole_worker_is_not_sandboxed_while_other_threads_run() {
+        // A thread a plugin's state left running (a pool): Landlock would not restrict it.
+        let (stop, parked) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || parked.recv());
+        let config = SandboxConfig { default: Some(SandboxRules::default()), ..SandboxConfig::default() };
+        // In a thread of its own: were it restricted, no other test would be.
+        let refused = std::thread::spawn(move || restrict_worker(&config).map(|_| ())).join().unwrap();
+        stop.send(()).unwrap();
+        other.join().unwrap().unwrap();
+        let err = refused.expect_err("a multi-threaded worker is refused");
+        assert!(err.contains("threads") && err.contains("would run unsandboxed"), "{err}");
+    }
 }
