@@ -29,8 +29,11 @@
 //! single-thread check at the first fork and every [`process::ThreadWitness::RECHECK_EVERY`]
 //! forks after, see [`process::ThreadWitness`] for why that is enough).
 
+use super::job_cost::wait4;
+pub use super::job_cost::JobCost;
+pub use super::job_frames::MAX_FRAME;
+use super::job_frames::{drain, Frames, PipeEvents, COST, RESULT_ERR, RESULT_OK};
 use super::sandbox::Prepared;
-use crate::gearman::packet::DEFAULT_MAX_BODY;
 use crate::plugins::JobEvents;
 use crate::process::{self, ForkFailed, MultiThreaded};
 use crate::signals;
@@ -39,12 +42,9 @@ use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{self, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-
-/// The largest frame the child may send: what one Gearman packet can carry.
-pub const MAX_FRAME: usize = DEFAULT_MAX_BODY;
 
 /// Why a job could not be run in a child, or how the child failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,85 +107,6 @@ thread_local! {
         const { std::cell::RefCell::new(process::ThreadWitness::new()) };
 }
 
-/// What a job child cost: its CPU time and its peak resident memory.
-///
-/// `max_rss_bytes` is the kernel's high-water mark of the child's resident set
-/// (`ru_maxrss`). A forked child starts with the worker's pages mapped, so the figure includes
-/// what it inherited (the worker's own resident memory, a few MiB), not only what the job
-/// allocated; `cpu` counts the child from the fork on (user and system time), with the
-/// processes it started and waited for (a program the task ran).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct JobCost {
-    /// User plus system CPU time.
-    pub cpu: Duration,
-    /// Peak resident memory, in bytes.
-    pub max_rss_bytes: u64,
-}
-
-impl JobCost {
-    fn from_rusage(usage: &libc::rusage) -> JobCost {
-        let micros =
-            |t: libc::timeval| u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0);
-        JobCost {
-            cpu: Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime)),
-            // Linux reports kilobytes.
-            max_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
-        }
-    }
-
-    /// What this job child has cost so far: its own usage and that of the processes it started
-    /// and waited for (`getrusage` of `RUSAGE_SELF` and `RUSAGE_CHILDREN`, as `wait4` adds them
-    /// up), sent with its answer. A job that does its work in a program it runs (`convert`,
-    /// `ffmpeg`) costs what that program used.
-    fn of_self() -> JobCost {
-        let usage = |who| {
-            // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: getrusage writes into the struct we own, which outlives the call.
-            if unsafe { libc::getrusage(who, &mut usage) } == 0 {
-                JobCost::from_rusage(&usage)
-            } else {
-                JobCost::default()
-            }
-        };
-        let (own, children) = (usage(libc::RUSAGE_SELF), usage(libc::RUSAGE_CHILDREN));
-        JobCost { cpu: own.cpu + children.cpu, max_rss_bytes: own.max_rss_bytes.max(children.max_rss_bytes) }
-    }
-
-    /// The (CPU seconds, peak RSS bytes) pair the scoreboard's `SlotWriter::done` takes.
-    pub fn as_pair(&self) -> (f64, u64) {
-        (self.cpu.as_secs_f64(), self.max_rss_bytes)
-    }
-}
-
-impl std::fmt::Display for JobCost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cpu {:.2} s, max rss {} MiB", self.cpu.as_secs_f64(), self.max_rss_bytes >> 20)
-    }
-}
-
-/// `wait4(2)`: waits for `pid` (or, with `WNOHANG`, looks) and returns its status and what it
-/// cost; `None` when it is still running.
-fn wait4(pid: Pid, flags: libc::c_int) -> nix::Result<Option<(WaitStatus, JobCost)>> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let got = loop {
-        // SAFETY: wait4 writes the status and the usage into values we own, which outlive the
-        // call; nix has no wrapper that returns the usage.
-        let got = unsafe { libc::wait4(pid.as_raw(), &mut status, flags, &mut usage) };
-        if got < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
-            continue;
-        }
-        break got;
-    };
-    match got {
-        n if n < 0 => Err(nix::errno::Errno::last()),
-        0 => Ok(None),
-        _ => Ok(Some((WaitStatus::from_raw(pid, status)?, JobCost::from_rusage(&usage)))),
-    }
-}
-
 /// Reaps the job children that answered since; with `block`, waits for all of them. Whatever
 /// a job left running in its process group is killed first: nothing a job started outlives it.
 pub fn reap_children(block: bool) {
@@ -198,56 +119,6 @@ pub fn reap_children(block: bool) {
             matches!(wait4(*pid, flags), Ok(None))
         });
     });
-}
-
-const STATUS: u8 = 1;
-const DATA: u8 = 2;
-const WARNING: u8 = 3;
-const RESULT_OK: u8 = 4;
-const RESULT_ERR: u8 = 5;
-/// What the child cost up to its answer ([`JobCost`]: CPU microseconds, peak RSS bytes),
-/// sent just before the result.
-const COST: u8 = 6;
-
-/// The child's side of the pipe: every event becomes a frame.
-struct PipeEvents {
-    pipe: std::fs::File,
-    broken: bool,
-}
-
-impl PipeEvents {
-    fn frame(&mut self, tag: u8, payload: &[u8]) {
-        if self.broken {
-            return;
-        }
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let mut header = [0u8; 5];
-        header[0] = tag;
-        header[1..].copy_from_slice(&len.to_be_bytes());
-        if payload.len() > MAX_FRAME {
-            // The header alone tells the parent, which fails the job; never a cut payload.
-            let _ = self.pipe.write_all(&header);
-            self.broken = true;
-            return;
-        }
-        let sent = self.pipe.write_all(&header).and_then(|()| self.pipe.write_all(payload));
-        self.broken = sent.is_err();
-    }
-}
-
-impl JobEvents for PipeEvents {
-    fn status(&mut self, numerator: u64, denominator: u64) {
-        let mut payload = [0u8; 16];
-        payload[..8].copy_from_slice(&numerator.to_be_bytes());
-        payload[8..].copy_from_slice(&denominator.to_be_bytes());
-        self.frame(STATUS, &payload);
-    }
-    fn data(&mut self, data: &[u8]) {
-        self.frame(DATA, data);
-    }
-    fn warning(&mut self, data: &[u8]) {
-        self.frame(WARNING, data);
-    }
 }
 
 /// Limits for the child.
@@ -510,130 +381,4 @@ pub const JOB_POLL_FAILS_ENV: &str = "LI3G_TEST_JOB_POLL_FAILS";
 fn poll_fails_for_tests() -> bool {
     static FAILS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FAILS.get_or_init(|| std::env::var_os(JOB_POLL_FAILS_ENV).is_some())
-}
-
-/// Reads what the pipe has now; returns whether it is still open.
-fn drain(pipe: &mut std::fs::File, frames: &mut Frames, events: &mut dyn JobEvents) -> Result<bool, ForkError> {
-    // One page: after a fork every page the parent writes is copied (copy-on-write), so a
-    // bigger buffer costs a page fault per page per job.
-    let mut chunk = [0u8; 4096];
-    loop {
-        match pipe.read(&mut chunk) {
-            Ok(0) => return Ok(false),
-            Ok(n) => frames.feed(&chunk[..n], events)?,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ForkError::Os(e)),
-        }
-    }
-}
-
-/// Reassembles frames from pipe reads, forwarding events and keeping the outcome.
-#[derive(Default)]
-struct Frames {
-    buf: Vec<u8>,
-    outcome: Option<Result<Vec<u8>, String>>,
-    cost: Option<JobCost>,
-}
-
-impl Frames {
-    /// Takes `bytes` from the pipe.
-    ///
-    /// # Errors
-    /// [`ForkError::TooBig`] as soon as a header announces more than [`MAX_FRAME`].
-    fn feed(&mut self, bytes: &[u8], events: &mut dyn JobEvents) -> Result<(), ForkError> {
-        self.buf.extend_from_slice(bytes);
-        loop {
-            if self.buf.len() < 5 {
-                return Ok(());
-            }
-            let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-            if len > MAX_FRAME {
-                return Err(ForkError::TooBig { size: len as u64 });
-            }
-            if self.buf.len() < 5 + len {
-                return Ok(());
-            }
-            let tag = self.buf[0];
-            let payload: Vec<u8> = self.buf.drain(..5 + len).skip(5).collect();
-            match tag {
-                STATUS if payload.len() == 16 => {
-                    let n = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-                    let d = u64::from_be_bytes(payload[8..].try_into().expect("8 bytes"));
-                    events.status(n, d);
-                }
-                DATA => events.data(&payload),
-                WARNING => events.warning(&payload),
-                COST if payload.len() == 16 => {
-                    let micros = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-                    let rss = u64::from_be_bytes(payload[8..].try_into().expect("8 bytes"));
-                    self.cost = Some(JobCost { cpu: Duration::from_micros(micros), max_rss_bytes: rss });
-                }
-                RESULT_OK => self.outcome = Some(Ok(payload)),
-                RESULT_ERR => self.outcome = Some(Err(String::from_utf8_lossy(&payload).into_owned())),
-                _ => {} // the child's own code wrote this; it cannot be a frame we sent
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Ignore;
-    impl JobEvents for Ignore {
-        fn status(&mut self, _: u64, _: u64) {}
-        fn data(&mut self, _: &[u8]) {}
-        fn warning(&mut self, _: &[u8]) {}
-    }
-
-    /// The CPU seconds a shell's `times` reports for itself (its first line: `0m0.31s 0m0.02s`).
-    fn shell_cpu(times: &str) -> f64 {
-        let line = times.lines().next().unwrap_or_default();
-        line.split_whitespace()
-            .map(|t| {
-                let (m, s) = t.trim_end_matches('s').split_once('m').expect("NmS.SSs");
-                m.parse::<f64>().unwrap() * 60.0 + s.parse::<f64>().unwrap()
-            })
-            .sum()
-    }
-
-    #[test]
-    fn a_jobs_cost_counts_the_programs_it_ran() {
-        let before = JobCost::of_self();
-        // A shell that burns CPU, then prints its own user and system time (`times`: its first
-        // line is the shell's own).
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("i=0; while [ $i -lt 150000 ]; do i=$((i+1)); done; times >&2")
-            .output()
-            .unwrap();
-        let used = shell_cpu(&String::from_utf8_lossy(&out.stderr));
-        assert!(used > 0.05, "the shell burned CPU: {:?}", String::from_utf8_lossy(&out.stderr));
-        let after = JobCost::of_self();
-        let counted = (after.cpu - before.cpu).as_secs_f64();
-        assert!(counted >= used * 0.9, "the job's cost counts its program's {used} s: {counted} s");
-    }
-
-    #[test]
-    fn a_frame_over_the_packet_cap_fails_at_its_header() {
-        let mut frames = Frames::default();
-        let mut header = vec![RESULT_OK];
-        header.extend_from_slice(&(MAX_FRAME as u32 + 1).to_be_bytes());
-        let err = frames.feed(&header, &mut Ignore).unwrap_err();
-        assert!(matches!(err, ForkError::TooBig { size } if size == MAX_FRAME as u64 + 1), "{err}");
-        assert!(err.to_string().contains("more than the 64 MiB a Gearman packet can carry"), "{err}");
-        assert!(frames.buf.capacity() < 1 << 20, "nothing was buffered for it");
-    }
-
-    #[test]
-    fn a_frame_at_the_cap_is_accepted() {
-        let mut frames = Frames::default();
-        let mut bytes = vec![RESULT_OK];
-        bytes.extend_from_slice(&(MAX_FRAME as u32).to_be_bytes());
-        bytes.resize(5 + MAX_FRAME, b'x');
-        frames.feed(&bytes, &mut Ignore).unwrap();
-        assert_eq!(frames.outcome.map(|o| o.unwrap().len()), Some(MAX_FRAME));
-    }
 }

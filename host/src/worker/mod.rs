@@ -37,12 +37,16 @@
 //! - [`servers`]: the job servers, each one's state, the loop over them ([`run`]).
 //! - [`job`]: running one job and answering it (where a failure goes back to the client).
 //! - [`job_child`]: running one job in a forked child (`--atomic`).
+//! - [`job_cost`]: what a job child cost (CPU time, peak memory: `getrusage`, `wait4`).
+//! - `job_frames`: the frame protocol on a job child's pipe.
 //! - [`memory`]: the `/proc` memory probe behind `--memlimit`.
 //! - [`sandbox`]: the Landlock sandbox a task's jobs run in.
 //! - [`selection`]: which tasks a worker registers (worker pools).
 
 pub mod job;
 pub mod job_child;
+pub mod job_cost;
+mod job_frames;
 pub mod memory;
 pub mod sandbox;
 pub mod selection;
