@@ -87,11 +87,16 @@ pub(super) fn resolve(
     let mut pools: Vec<PoolSettings> = Vec::new();
     for (pool, raw) in raw {
         let key = |field: &str| format!("{name}.pools.{pool}{field}");
-        if pool == "default" || pool.is_empty() || !pool.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        // At most 64 bytes: the scoreboard's slot keeps that much of it.
+        if pool == "default"
+            || pool.is_empty()
+            || pool.len() > 64
+            || !pool.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
         {
             return Err(invalid(
                 key(""),
-                "a pool's name is letters, digits, `_` and `-`, and not `default` (the --workers pool)".into(),
+                "a pool's name is 1 to 64 letters, digits, `_` and `-`, and not `default` (the --workers pool)"
+                    .into(),
             ));
         }
         if raw.tasks.is_empty() {

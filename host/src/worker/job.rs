@@ -167,7 +167,7 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
              compatibility function reaches only the default pool: submit the job to function {task}"
         );
         warn!("Job {handle}: {message}");
-        return Ok((task, JobOutcome::Failed(message)));
+        return Ok(Ran { task, id: Some(info.id), outcome: JobOutcome::Failed(message), cost: None });
     }
     debug!("Handling job #{} {task} ({handle})", info.id);
     let started = Instant::now();
