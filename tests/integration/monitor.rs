@@ -100,7 +100,10 @@ fn metrics_pass_promtool_and_prometheus_counts_the_jobs() {
     }
     let (status, text) = http(port, "GET", "/metrics", &[], "");
     assert_eq!(status, 200, "{text}");
-    assert!(text.contains("li3g_jobs_total{pool=\"default\",task=\"Misbehave::sleep\",outcome=\"completed\"} 3"), "{text}");
+    assert!(
+        text.contains("li3g_jobs_total{pool=\"default\",task=\"Misbehave::sleep\",outcome=\"completed\"} 3"),
+        "{text}"
+    );
     assert!(text.contains("li3g_jobs_total{pool=\"default\",task=\"Misbehave::fail\",outcome=\"failed\"} 2"), "{text}");
     assert!(text.contains("li3g_workers{pool=\"default\",state=\"idle\"} 1") && text.contains("li3g_up 1"), "{text}");
     assert!(text.contains("li3g_scheduled_jobs 0") && text.contains("li3g_queue_workers{server="), "{text}");

@@ -95,8 +95,7 @@ pub(super) fn resolve(
         {
             return Err(invalid(
                 key(""),
-                "a pool's name is 1 to 64 letters, digits, `_` and `-`, and not `default` (the --workers pool)"
-                    .into(),
+                "a pool's name is 1 to 64 letters, digits, `_` and `-`, and not `default` (the --workers pool)".into(),
             ));
         }
         if raw.tasks.is_empty() {
@@ -252,6 +251,10 @@ tasks = ["Mail::send", "Report::build"]
             let err = load(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
+        // Longer than the scoreboard keeps.
+        let err = load(&format!("[default.pools.{}]\ntasks = [\"A::b\"]", "p".repeat(65))).unwrap_err().to_string();
+        assert!(err.contains("a pool's name is 1 to 64"), "{err}");
+        assert!(load(&format!("[default.pools.{}]\ntasks = [\"A::b\"]", "p".repeat(64))).is_ok());
         let err = load("[default.pools.a]\ntasks = [\"A::b\"]\nsandbox = 1").unwrap_err().to_string();
         assert!(err.contains("unknown field `sandbox`"), "{err}");
     }
