@@ -126,7 +126,7 @@ atomic = true
     let mut served_by = std::collections::BTreeSet::new();
     for _ in 0..3 {
         let err = call(&mut client, "Misbehave::segfault", &[]).unwrap_err();
-        assert_eq!(err, "task Misbehave::segfault was killed by signal SIGSEGV");
+        assert!(err.starts_with("task Misbehave::segfault was killed by signal SIGSEGV"), "{err}");
         let err = call(&mut client, "Misbehave::abort", &[]).unwrap_err();
         assert!(err.starts_with("task Misbehave::abort was killed by signal SIGABRT"), "{err}");
         for _ in 0..4 {
@@ -157,10 +157,8 @@ atomic = true
         now.len() == 3 && now.iter().all(|pid| !all_pids.contains(pid))
     });
     wait_for_workers(&[&gearmand], "Misbehave::segfault", 1);
-    assert_eq!(
-        call(&mut client, "Misbehave::segfault", &[]).unwrap_err(),
-        "task Misbehave::segfault was killed by signal SIGSEGV"
-    );
+    let err = call(&mut client, "Misbehave::segfault", &[]).unwrap_err();
+    assert!(err.starts_with("task Misbehave::segfault was killed by signal SIGSEGV"), "{err}");
 }
 
 #[test]
