@@ -46,7 +46,7 @@ pub use writer::SlotWriter;
 /// The first bytes of a scoreboard file.
 pub const MAGIC: [u8; 8] = *b"li3g-scb";
 /// The layout's version: a reader refuses another.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// How many failures the ring keeps.
 pub const FAILURES: usize = 100;
 /// How many tasks a slot keeps counters for (more are counted under the last entry, `*`).
@@ -126,6 +126,8 @@ pub struct Slot {
     pub(crate) state: AtomicU32,
     pub(crate) generation: AtomicU64,
     pub(crate) since_ms: AtomicU64,
+    /// The worker pool (`[NAME.pools.POOL]`); empty for the default pool and other kinds.
+    pub(crate) pool: Text<64>,
     pub(crate) job_task: Text<64>,
     pub(crate) job_id: Text<64>,
     pub(crate) job_handle: Text<64>,
@@ -398,6 +400,7 @@ impl Scoreboard {
                 slot: i,
                 kind: Kind::from_u32(slot.kind.load(Ordering::Relaxed)),
                 number: slot.number.load(Ordering::Relaxed),
+                pool: Some(slot.pool.get()).filter(|p| !p.is_empty()),
                 pid: slot.pid.load(Ordering::Relaxed),
                 state,
                 generation: slot.generation.load(Ordering::Relaxed),

@@ -47,7 +47,8 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     info!("Worker{pool} started: {}, servers {}", plural(selected, "task"), list(&worker.servers));
     if let Some(slot) = crate::scoreboard::current::own() {
         let tasks = registry.task_names();
-        let tasks: Vec<&str> = tasks.iter().map(String::as_str).collect();
+        // The tasks it registers: a pool's worker counts its pool's only.
+        let tasks: Vec<&str> = tasks.iter().map(String::as_str).filter(|t| worker.selection.selects(t)).collect();
         slot.loaded(registry.plugins().iter().map(|p| (p.name.as_str(), p.version.as_str())), &tasks);
         slot.state(crate::scoreboard::State::Idle);
         // Measured once here, then after each job where --memlimit measures it anyway.
