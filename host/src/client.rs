@@ -219,7 +219,13 @@ impl Client {
                 (crate::workload::COMPAT_FUNCTION.to_string(), envelope)
             }
         };
-        let unique = unique_key(&function, &args, &options.unique)?;
+        // li3_gearman's envelope sends every task to one function: the task is part of the key,
+        // or two tasks with the same arguments would be taken for one job.
+        let keyed = match options.li3_gearman {
+            None => function.clone(),
+            Some(_) => format!("{function}\n{}", canonical_task_name(task)),
+        };
+        let unique = unique_key(&keyed, &args, &options.unique)?;
         if !options.background && options.schedule.is_some() {
             return Err(RunError::NotBackground("scheduled"));
         }

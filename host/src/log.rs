@@ -154,9 +154,22 @@ impl LogFile {
     }
 }
 
+impl LogFile {
+    /// Whether the path no longer names the open file (renamed or removed by logrotate).
+    fn moved(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(open) = self.file.as_ref().and_then(|f| f.metadata().ok()) else { return true };
+        std::fs::metadata(&self.path).map_or(true, |now| (now.dev(), now.ino()) != (open.dev(), open.ino()))
+    }
+}
+
 impl Write for LogFile {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        if REOPEN.swap(false, Ordering::SeqCst) || self.file.is_none() {
+        // SIGUSR1 asks for a reopen; a process that got no signal (a worker: the supervisor
+        // passes none on, it would interrupt a job's calls) sees the rename itself.
+        if REOPEN.swap(false, Ordering::SeqCst) || self.moved() {
+            // When the new file cannot be made (its directory gone or unwritable), the lines
+            // keep going to the old one, and the next line tries again.
             if let Ok(file) = LogFile::open(&self.path) {
                 self.file = Some(file);
             }

@@ -83,10 +83,15 @@ pub fn ensure_single_threaded() -> Result<(), ForkFailed> {
 /// [`ForkFailed`] when the process has other threads or fork fails.
 pub fn fork(setup: impl FnOnce()) -> Result<ForkResult, ForkFailed> {
     ensure_single_threaded()?;
+    fork_checked(setup)
+}
+
+/// [`fork`] once the caller has checked that the process is single-threaded.
+fn fork_checked(setup: impl FnOnce()) -> Result<ForkResult, ForkFailed> {
     let mut old = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old))
         .map_err(io::Error::from)?;
-    // SAFETY: the process is single-threaded (checked above), so the child's copy holds no
+    // SAFETY: the process is single-threaded (checked by the callers), so the child's copy holds no
     // lock another thread took; callers end the child with `_exit`.
     let forked = unsafe { nix::unistd::fork() };
     if let Ok(ForkResult::Child) = forked {
@@ -112,8 +117,66 @@ pub const PANICKED: i32 = 101;
 /// # Errors
 /// [`ForkFailed`] when this process is not single-threaded or fork fails.
 pub fn fork_child(setup: impl FnOnce(), body: impl FnOnce() -> i32) -> Result<Pid, ForkFailed> {
+    ensure_single_threaded()?;
+    fork_child_checked(setup, body)
+}
+
+/// What a process that forks in a loop (`--atomic`'s worker, a child per job) knows about its
+/// threads, so that it need not read `/proc` before every fork.
+///
+/// Why a check now and then is enough: only a running thread can start another. A worker that
+/// forks job children runs no plugin code itself once it took its first job (tasks run in the
+/// children; plugins were loaded and their states built before), and li3g's own code starts no
+/// thread; so a process found single-threaded stays so, and any thread a plugin started while
+/// it loaded or built its state is found by the first check, before the first fork. The check
+/// is still made every [`ThreadWitness::RECHECK_EVERY`] forks, as a safety net.
+#[derive(Debug)]
+pub struct ThreadWitness {
+    since_check: u32,
+}
+
+impl ThreadWitness {
+    /// Forks between two reads of the thread count.
+    pub const RECHECK_EVERY: u32 = 1024;
+
+    /// A witness that has seen nothing yet: the first fork checks.
+    pub const fn new() -> ThreadWitness {
+        ThreadWitness { since_check: ThreadWitness::RECHECK_EVERY }
+    }
+
+    fn check(&mut self) -> Result<(), ForkFailed> {
+        if self.since_check >= ThreadWitness::RECHECK_EVERY {
+            ensure_single_threaded()?;
+            self.since_check = 0;
+        }
+        self.since_check += 1;
+        Ok(())
+    }
+}
+
+impl Default for ThreadWitness {
+    fn default() -> Self {
+        ThreadWitness::new()
+    }
+}
+
+/// [`fork_child`] for a caller that forks in a loop: the thread count is read as
+/// [`ThreadWitness`] says, not before every fork.
+///
+/// # Errors
+/// [`ForkFailed`] when a check finds other threads or fork fails.
+pub fn fork_child_witnessed(
+    witness: &mut ThreadWitness,
+    setup: impl FnOnce(),
+    body: impl FnOnce() -> i32,
+) -> Result<Pid, ForkFailed> {
+    witness.check()?;
+    fork_child_checked(setup, body)
+}
+
+fn fork_child_checked(setup: impl FnOnce(), body: impl FnOnce() -> i32) -> Result<Pid, ForkFailed> {
     let parent = nix::unistd::getpid();
-    match fork(setup)? {
+    match fork_checked(setup)? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             let code = if parent_death_signal(Signal::SIGKILL, parent) {
@@ -148,8 +211,10 @@ struct Private {
 static PRIVATE: Mutex<Vec<Private>> = Mutex::new(Vec::new());
 
 fn identify(fd: RawFd) -> Option<Private> {
-    // SAFETY: fstat writes into the struct we own; a closed descriptor just fails.
+    // SAFETY: `libc::stat` is plain data (integers), for which all zeroes is a valid value.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat only writes into `stat`, which we own and which lives across the call; a
+    // descriptor that is not open just fails (EBADF).
     (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some(Private { fd, dev: stat.st_dev, ino: stat.st_ino })
 }
 
@@ -305,6 +370,23 @@ mod tests {
         let entry = identify(file.as_raw_fd()).unwrap();
         let other = tempfile::tempfile().unwrap();
         assert_ne!(identify(other.as_raw_fd()).map(|p| p.ino), Some(entry.ino));
+    }
+
+    #[test]
+    fn a_thread_witness_reads_the_count_at_once_after_a_failure_and_every_so_many_forks() {
+        // A second thread for as long as the test runs, whatever the test harness does.
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || wait.recv());
+        let mut witness = ThreadWitness::new();
+        assert!(matches!(witness.check(), Err(ForkFailed::MultiThreaded(_))), "the first fork checks");
+        assert!(matches!(witness.check(), Err(ForkFailed::MultiThreaded(_))), "a failed check is made again");
+        let mut checked = ThreadWitness { since_check: 0 };
+        for _ in 0..ThreadWitness::RECHECK_EVERY {
+            assert!(checked.check().is_ok(), "between checks the count is not read");
+        }
+        assert!(checked.check().is_err(), "the count is read again after RECHECK_EVERY forks");
+        stop.send(()).unwrap();
+        other.join().unwrap().unwrap();
     }
 
     #[test]

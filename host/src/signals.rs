@@ -100,14 +100,27 @@ pub fn install_worker() {
     install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2]);
 }
 
+/// For the embedded job server (`li3g-host server`, and the `start` child): as a worker, and
+/// SIGHUP only wakes it. Left at its default, a hangup (a closed terminal, an operator's
+/// `kill -HUP` as for gearmand, which survives it) killed the server and every job it held in
+/// memory.
+pub fn install_server() {
+    install_worker();
+    install(&[Signal::SIGHUP]);
+}
+
 /// For the supervisor: stop (TERM, INT), reload (HUP), child exits (CHLD), reopen the log
-/// file (USR1, passed on to the children).
+/// file (USR1: its own; the children see the rename at their next line).
 pub fn install_daemon() {
     ensure_pipe();
     install(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD, Signal::SIGUSR1]);
+    // SIGUSR2 recycles a worker. Sent to the supervisor by mistake, its default action would end
+    // the daemon, and every worker's job with it (their parent-death signal); children install
+    // their own handler for it.
+    set_handler(&[Signal::SIGUSR2], SigHandler::SigIgn);
 }
 
-/// Takes the reopen-the-log flag (SIGUSR1), for the supervisor to pass it on.
+/// Takes the reopen-the-log flag (SIGUSR1), for the supervisor to say so.
 pub fn take_reopen_log() -> bool {
     REOPEN_LOG.swap(false, Ordering::SeqCst)
 }
@@ -222,14 +235,18 @@ extern "C" fn exit_now(signal: libc::c_int) {
 }
 
 /// Runs `build` (a worker building its plugins' states) where a stop signal (SIGTERM,
-/// SIGINT) ends the process at once with 0, since no job is in hand and a constructor may
+/// SIGINT) ends the process at once with 0 (one that came before: with 0, or
+/// [`EXIT_RECYCLE`](crate::daemon::EXIT_RECYCLE) for a recycle), since no job is in hand and a constructor may
 /// block; and SIGALRM (see [`state_deadline`]) ends it with [`EXIT_STATE_TIMEOUT`] and the
 /// deadline's message. The worker's handlers are back afterwards.
 pub fn while_building_states<T>(build: impl FnOnce() -> T) -> T {
     set_handler(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGALRM], SigHandler::Handler(exit_now));
     if stop_requested() {
+        // A recycle (SIGUSR2) that came while the plugins loaded still ends as one, so the
+        // supervisor replaces the worker whatever its restart policy.
+        let code = if recycle_requested() { crate::daemon::EXIT_RECYCLE } else { 0 };
         // SAFETY: nothing to flush or finish yet.
-        unsafe { libc::_exit(0) };
+        unsafe { libc::_exit(code) };
     }
     let out = build();
     state_deadline(None);

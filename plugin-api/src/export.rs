@@ -289,8 +289,8 @@ pub mod __private {
     impl<T> Drop for Guarded<T> {
         fn drop(&mut self) {
             let what = format!("the state destructor of plugin {}", self.plugin);
-            // SAFETY: dropped once, here; never used afterwards.
             let outcome = catching_panics(&what, || {
+                // SAFETY: dropped once, here, in `Drop`; `state` is never used afterwards.
                 unsafe { std::mem::ManuallyDrop::drop(&mut self.state) };
                 Ok(())
             });
@@ -515,6 +515,10 @@ macro_rules! plugin {
             extern "C" fn erased() -> $crate::__private::RootModuleResult {
                 $crate::__private::__call_root_module_loader(__li3g_root_module)
             }
+            // SAFETY: `from_constructor::<M>` requires the constructor's erased module to be
+            // a `PrefixRef<M>`: `erased` returns what `__call_root_module_loader` made of
+            // `__li3g_root_module`'s `PluginMod_Ref`, which is `M` here (as abi_stable's own
+            // `export_root_module` expands).
             unsafe {
                 $crate::__private::LibHeader::from_constructor::<$crate::__private::PluginMod_Ref>(
                     erased,

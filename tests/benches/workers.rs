@@ -8,6 +8,11 @@
 //!   pipelined (1000 per `gearman_client_run_tasks`) and times synchronous round trips;
 //! - a python3-gearman worker (`tests/peers/noop_worker.py`) and `gearman -w -- /bin/true`
 //!   (fork and exec per job);
+//! - the fork floor (`tests/peers/fork_floor.c`): a C process with the idle `--atomic` li3g
+//!   worker's anonymous memory (`RssAnon`, read from `/proc` first) that forks a child which
+//!   writes one byte to a pipe and `_exit`s, read and reaped by the parent: the least any
+//!   process-per-job isolation costs here, no Gearman at all. Its "jobs/s" are forks/s, timed
+//!   from spawn to exit, in the same rounds as the others;
 //! - its own gearmand (`--threads=1`) on a free port, a fresh one per measurement.
 //!
 //! Background throughput: N jobs are queued first, then P worker processes each take N/P and
@@ -21,6 +26,7 @@
 use li3g_host::gearman::admin_protocol::parse_status;
 use li3g_host::gearman::conn::{Conn, ServerAddr};
 use li3g_tests::{children, release_build, wait_until, workspace_root, ChildGuard, Gearmand};
+use li3g_tests::{signal, Signal};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -45,6 +51,7 @@ struct Tools {
     c_worker: PathBuf,
     c_client: PathBuf,
     python_worker: PathBuf,
+    fork_floor: PathBuf,
 }
 
 impl Tools {
@@ -152,6 +159,40 @@ fn throughput(tools: &Tools, kind: &Kind, procs: usize) -> f64 {
     kind.jobs as f64 / elapsed.as_secs_f64()
 }
 
+/// Forks/s of `procs` fork-floor processes, `jobs` forks in all, each process `anon_kib` KiB of
+/// anonymous memory: from spawn to the last exit, as [`throughput`] times the workers.
+fn fork_floor(tools: &Tools, anon_kib: u64, jobs: usize, procs: usize) -> f64 {
+    let started = Instant::now();
+    let mut floors: Vec<ChildGuard> = (0..procs)
+        .map(|_| {
+            ChildGuard::spawn(
+                Command::new(&tools.fork_floor)
+                    .args([anon_kib.to_string(), (jobs / procs).to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit()),
+            )
+        })
+        .collect();
+    for floor in &mut floors {
+        let status = floor.wait_timeout(Duration::from_secs(300)).expect("the fork floor finishes");
+        assert!(status.success(), "fork floor: {status:?}");
+    }
+    jobs as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The `RssAnon` (KiB) of an idle `work --atomic` li3g worker: the fork floor's shape.
+fn atomic_worker_anon_kib(tools: &Tools, kind: &Kind) -> u64 {
+    let gearmand = Gearmand::start();
+    let worker = ChildGuard::spawn(tools.worker(kind, &gearmand, 0).stdout(Stdio::null()).stderr(Stdio::null()));
+    wait_registered(&gearmand, kind.function, 1);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", worker.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc/PID/status")
+}
+
 fn wait_registered(gearmand: &Gearmand, function: &str, workers: u64) {
     wait_until("the worker registered", WAIT, || {
         gearmand.status().iter().any(|s| s.function == function && s.workers >= workers)
@@ -197,8 +238,7 @@ fn memory(tools: &Tools, li3g: &Kind, c: &Kind) -> (u64, u64, u64) {
     wait_registered(&gearmand, li3g.function, 1);
     let worker = children(supervisor.id()).into_iter().next().expect("the supervisor has a worker");
     let (sup, work) = (rss_kib(supervisor.id()), rss_kib(worker));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(supervisor.id() as i32, libc::SIGTERM) };
+    signal(supervisor.id(), Signal::SIGTERM);
     let c_worker = ChildGuard::spawn(tools.worker(c, &gearmand, 0).stdout(Stdio::null()));
     wait_registered(&gearmand, c.function, 1);
     (sup, work, rss_kib(c_worker.id()))
@@ -229,6 +269,7 @@ fn main() {
         c_worker: cc("noop_worker.c", &bench.join("noop_worker")),
         c_client: cc("bench_client.c", &bench.join("bench_client")),
         python_worker: workspace_root().join("tests/peers/noop_worker.py"),
+        fork_floor: cc("fork_floor.c", &bench.join("fork_floor")),
     };
     let kinds = [
         Kind { name: "C (libgearman)", function: "noop", workload: "x", jobs: jobs(30000), sync_jobs: 2000 },
@@ -236,7 +277,10 @@ fn main() {
         Kind { name: "li3g --atomic", function: "Hello::run", workload: "[]", jobs: jobs(8000), sync_jobs: 1000 },
         Kind { name: "Python", function: "noop", workload: "x", jobs: jobs(6000), sync_jobs: 1000 },
         Kind { name: "fork+exec", function: "noop", workload: "x", jobs: jobs(2000), sync_jobs: 300 },
+        Kind { name: "fork floor", function: "", workload: "", jobs: jobs(16000), sync_jobs: 0 },
     ];
+    let anon_kib = atomic_worker_anon_kib(&tools, &kinds[2]);
+    eprintln!("the idle --atomic worker's RssAnon: {anon_kib} KiB (the fork floor's)");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     let started = Instant::now();
@@ -246,7 +290,11 @@ fn main() {
     for round in 0..reps {
         for (kind, runs) in kinds.iter().zip(&mut runs) {
             for (procs, runs) in [1, 2].into_iter().zip(runs.iter_mut()) {
-                runs.push(throughput(&tools, kind, procs));
+                runs.push(if kind.name == "fork floor" {
+                    fork_floor(&tools, anon_kib, kind.jobs, procs)
+                } else {
+                    throughput(&tools, kind, procs)
+                });
             }
             eprintln!(
                 "round {}/{reps}: {:<16} {:>8.0} {:>8.0} jobs/s",
@@ -260,7 +308,7 @@ fn main() {
     let mut rows = Vec::new();
     for (kind, [one, two]) in kinds.iter().zip(runs) {
         let (one, two) = (median(one), median(two));
-        let (p50, p99) = latency(&tools, kind);
+        let (p50, p99) = if kind.sync_jobs == 0 { (f64::NAN, f64::NAN) } else { latency(&tools, kind) };
         eprintln!("{:<16} {one:>8.0} {two:>8.0} jobs/s   p50 {p50:.0} us p99 {p99:.0} us", kind.name);
         rows.push((kind.name, one, two, p50, p99));
     }
@@ -269,22 +317,41 @@ fn main() {
 
     let c = rows[0];
     let fe = rows[4];
+    let floor = rows[5];
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| worker | jobs/s, 1 process | jobs/s, 2 processes | vs C (1 / 2) | vs fork+exec (1 / 2) | sync p50 | sync p99 |"
+        "| worker | jobs/s, 1 process | jobs/s, 2 processes | vs C (1 / 2) | vs fork+exec (1 / 2) | vs fork floor (1 / 2) | sync p50 | sync p99 |"
     );
-    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let us = |t: f64| if t.is_nan() { "-".to_string() } else { format!("{t:.0} us") };
     for (name, one, two, p50, p99) in &rows {
         let _ = writeln!(
             table,
-            "| {name} | {one:.0} | {two:.0} | {:.2}x / {:.2}x | {:.1}x / {:.1}x | {p50:.0} us | {p99:.0} us |",
+            "| {name} | {one:.0} | {two:.0} | {:.2}x / {:.2}x | {:.1}x / {:.1}x | {:.2}x / {:.2}x | {} | {} |",
             one / c.1,
             two / c.2,
             one / fe.1,
-            two / fe.2
+            two / fe.2,
+            one / floor.1,
+            two / floor.2,
+            us(*p50),
+            us(*p99)
         );
     }
+    let atomic = rows[2];
+    let _ = writeln!(
+        table,
+        "\n`--atomic` reaches {:.2}x (1 process) and {:.2}x (2 processes) of the fork floor, and {:.1}x / {:.1}x \
+         fork+exec, measured in the same run (medians of {reps}). The fork floor: a C process with \
+         the idle `--atomic` worker's {anon_kib} KiB of anonymous memory (`RssAnon`) forking a child \
+         that writes one byte to a pipe and `_exit`s, read and reaped (`tests/peers/fork_floor.c`); \
+         its jobs/s are forks/s.",
+        atomic.1 / floor.1,
+        atomic.2 / floor.2,
+        atomic.1 / fe.1,
+        atomic.2 / fe.2
+    );
     let _ = writeln!(table);
     let _ = writeln!(table, "| idle process | resident memory |");
     let _ = writeln!(table, "|---|---:|");

@@ -43,7 +43,7 @@ fn load_concurrent_synchronous_clients() {
     let port = server.port;
     let plugins = PluginDir::with(&["misbehave"]);
     let ledger = std::sync::Arc::new(Ledger::new());
-    let _pool: Vec<ChildGuard> = (0..4).map(|_| worker(port, plugins.path(), &[])).collect();
+    let _pool: Vec<ChildGuard> = (0..4).map(|_| Worker::on(port).plugins(plugins.path()).spawn()).collect();
     li3g_tests::wait_for_workers(&[&server], APPEND, 4);
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(connections + 1));
     let clients: Vec<_> = (0..connections)
@@ -140,12 +140,16 @@ fn load_deep_background_queue() {
     let per_job = (after.saturating_sub(before) * 1024) as f64 / jobs as f64;
     let plugins = PluginDir::with(&["misbehave"]);
     let started = Instant::now();
-    let _pool: Vec<ChildGuard> = (0..4).map(|_| worker(port, plugins.path(), &[])).collect();
-    let deadline = Instant::now() + DRAIN * (1 + jobs as u32 / 100_000);
-    while ledger.lines() < jobs {
-        assert!(Instant::now() < deadline, "{case}: jobs lost: {} of {jobs} ran", ledger.lines());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _pool: Vec<ChildGuard> = (0..4).map(|_| Worker::on(port).plugins(plugins.path()).spawn()).collect();
+    let drain = DRAIN * (1 + jobs as u32 / 100_000);
+    wait_until_ok(&format!("{case}: every job ran (else jobs were lost)"), drain, Duration::from_millis(100), || {
+        let ran = ledger.lines();
+        if ran >= jobs {
+            Ok(())
+        } else {
+            Err(format!("{ran} of {jobs} ran"))
+        }
+    });
     let drained_in = started.elapsed();
     wait_until("the server holds no job", DRAIN, || held(&server, APPEND) == 0);
     let count = ledger.count(0..jobs);

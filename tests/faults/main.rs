@@ -11,7 +11,10 @@
 //! not synchronisation.
 
 use li3g_host::gearman::packet::{self, Decoded, Magic, Packet, Priority};
-use li3g_tests::{alive, host, on_a_free_port, run, wait_until, ChildGuard, Gearmand, PluginDir};
+use li3g_tests::{
+    alive, host, on_a_free_port, run, signal, wait_until, wait_until_ok, ChildGuard, Daemon, Gearmand, HostBuilder,
+    PluginDir, Signal, Worker,
+};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -94,20 +97,15 @@ impl Ledger {
 
     /// Waits until every job of `range` ran at least once (at most [`DRAIN`]); its count.
     fn drained(&self, range: std::ops::Range<usize>, case: &str) -> Count {
-        let deadline = Instant::now() + DRAIN;
-        loop {
+        let what = format!("{case}: every job completed within {DRAIN:?} (else jobs were lost)");
+        wait_until_ok(&what, DRAIN, Duration::from_millis(50), || {
             let count = self.count(range.clone());
             if count.completed == count.submitted {
-                return count;
+                Ok(count)
+            } else {
+                Err(format!("only {} of {} completed", count.completed, count.submitted))
             }
-            assert!(
-                Instant::now() < deadline,
-                "{case}: jobs lost: only {} of {} completed within {DRAIN:?}",
-                count.completed,
-                count.submitted
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 }
 
@@ -167,19 +165,6 @@ fn submit_wire(port: u16, wire: Vec<u8>, jobs: usize) {
     writer.join().unwrap();
 }
 
-/// `li3g-host work` on `port` with the plugins in `plugins` and `extra` flags.
-fn worker(port: u16, plugins: &Path, extra: &[&str]) -> ChildGuard {
-    ChildGuard::spawn(
-        host()
-            .args(["work", "--servers", &format!("127.0.0.1:{port}")])
-            .arg("--plugins")
-            .arg(plugins)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-}
-
 /// gearmand itself (never the embedded server: the cases name which they test).
 fn gearmand() -> Gearmand {
     on_a_free_port("gearmand", |port| Gearmand::try_gearmand_on(port, &[]))
@@ -187,21 +172,8 @@ fn gearmand() -> Gearmand {
 
 /// Restarts a server on `port` with `start`, retrying while the old socket lingers.
 fn restart_on<T>(port: u16, start: impl Fn(u16) -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match start(port) {
-            Ok(server) => return server,
-            Err(why) => assert!(Instant::now() < deadline, "no server restarted on port {port}: {why}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Sends `signal` to `pid`.
-fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on a process this test started.
-    let rc = unsafe { libc::kill(pid as i32, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    let what = format!("a server restarted on port {port}");
+    wait_until_ok(&what, Duration::from_secs(30), Duration::from_millis(100), || start(port))
 }
 
 /// The jobs of `function` the server still holds (queued or running), by its admin `status`.

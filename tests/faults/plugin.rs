@@ -14,14 +14,32 @@ fn overwritten(case: &str, jobs: usize, extra: &[&str]) {
     let file = plugins.path().join("libmisbehave.so");
     let ledger = Ledger::new();
     submit_background(server.port, APPEND, &ledger, 0..jobs);
-    let pool: Vec<ChildGuard> = (0..WORKERS).map(|_| worker(server.port, plugins.path(), extra)).collect();
+    let pool: Vec<ChildGuard> =
+        (0..WORKERS).map(|_| Worker::on(server.port).plugins(plugins.path()).args(extra).spawn()).collect();
+    // Each copy is `cp`'s two steps: the file is truncated (O_TRUNC) while the workers run,
+    // and jobs are seen to complete while it is empty; then the workers are stopped (SIGSTOP)
+    // while the contents are written back, and go on. So every copy lands while jobs remain,
+    // however slow writing is on a loaded machine (with the workers running throughout, a slow
+    // copy once ended after every job had run), and jobs surely ran against the emptied file.
+    let contents = std::fs::read(li3g_tests::artifacts().lib("misbehave")).expect("read the plugin");
     let copies = 5;
     for k in 1..=copies {
-        wait_until("the jobs make progress", DRAIN, || ledger.lines() >= jobs * k / (copies + 2));
-        // std::fs::copy opens the existing file with O_TRUNC and writes into it, as cp does.
-        std::fs::copy(li3g_tests::artifacts().lib("misbehave"), &file).expect("cp over the plugin");
+        wait_until("the jobs make progress", DRAIN, || ledger.lines() >= jobs * k / (2 * (copies + 1)));
+        let mut cp = std::fs::OpenOptions::new().write(true).truncate(true).open(&file).expect("truncate the plugin");
+        let at = ledger.lines();
+        wait_until("jobs complete while the plugin file is empty", DRAIN, || ledger.lines() >= at + 10);
+        for w in &pool {
+            signal(w.id(), Signal::SIGSTOP);
+        }
+        wait_until("the workers are stopped", DRAIN, || pool.iter().all(|w| stopped(w.id())));
+        std::io::Write::write_all(&mut cp, &contents).expect("write the plugin back");
+        drop(cp);
+        let completed = ledger.count(0..jobs).completed;
+        for w in &pool {
+            signal(w.id(), Signal::SIGCONT);
+        }
+        assert!(completed < jobs, "{case}: copy {k} ended after every job ran ({completed} of {jobs})");
     }
-    assert!(ledger.count(0..jobs).completed < jobs, "{case}: copied after every job ran");
     let count = ledger.drained(0..jobs, case);
     wait_until("gearmand holds no job", DRAIN, || held(&server, APPEND) == 0);
     let count = Count { duplicated: ledger.count(0..jobs).duplicated, ..count };
@@ -42,4 +60,10 @@ fn a_plugin_overwritten_in_place_loses_nothing() {
 #[test]
 fn a_plugin_overwritten_in_place_under_atomic_loses_nothing() {
     overwritten("plugin overwritten in place, --atomic", 3000, &["--atomic"]);
+}
+
+/// Whether `pid` is stopped (state `T` in `/proc/PID/stat`).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('T'))
 }

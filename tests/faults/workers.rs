@@ -13,7 +13,8 @@ fn workers_killed(case: &str, jobs: usize, extra: &[&str]) {
     let plugins = PluginDir::with(&["misbehave"]);
     let ledger = Ledger::new();
     submit_background(server.port, APPEND, &ledger, 0..jobs);
-    let mut pool: Vec<ChildGuard> = (0..WORKERS).map(|_| worker(server.port, plugins.path(), extra)).collect();
+    let mut pool: Vec<ChildGuard> =
+        (0..WORKERS).map(|_| Worker::on(server.port).plugins(plugins.path()).args(extra).spawn()).collect();
     let mut kills = 0;
     // Kills that landed while jobs remained (the others prove nothing).
     let mut under_load = 0;
@@ -26,7 +27,7 @@ fn workers_killed(case: &str, jobs: usize, extra: &[&str]) {
         if ledger.count(0..jobs).completed < jobs {
             under_load += 1;
         }
-        pool[next] = worker(server.port, plugins.path(), extra);
+        pool[next] = Worker::on(server.port).plugins(plugins.path()).args(extra).spawn();
         next = (next + 1) % WORKERS;
         std::thread::sleep(Duration::from_millis(20));
     }

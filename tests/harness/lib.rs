@@ -17,7 +17,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 mod peers;
+mod under_test;
 pub use peers::{missing_peers, require_peers};
+pub use under_test::{signal, Daemon, HostBuilder, Signal, Worker};
 
 /// The workspace root (the parent of `tests/`).
 pub fn workspace_root() -> PathBuf {
@@ -29,7 +31,7 @@ pub struct Artifacts {
     /// The `li3g-host` binary.
     pub host: PathBuf,
     /// Plugin libraries by short name: `hello`, `redis_counter`, `misbehave`, `loader_panic`, `loader_error`,
-    /// `not_a_plugin`, `duplicate`, `threaded`, `threaded_state`, `drop_panic`, `abi_mismatch` (compatible build), `abi_layout` and
+    /// `not_a_plugin`, `duplicate`, `threaded`, `threaded_state`, `drop_panic`, `state_misbehave` (its constructor hangs, panics, aborts or fails as its `mode` setting says), `abi_mismatch` (compatible build), `abi_layout` and
     /// `abi_version` (incompatible builds), `abi_old_prefix` (its root module laid out as in 0.2).
     pub libs: HashMap<&'static str, PathBuf>,
 }
@@ -83,6 +85,7 @@ fn build() -> Artifacts {
         "threaded",
         "threaded_state",
         "drop_panic",
+        "state_misbehave",
     ] {
         keep(name, testing_target.join(format!("debug/lib{name}.so")));
     }
@@ -453,12 +456,51 @@ impl Gearmand {
     }
 }
 
+/// How often [`wait_until`] asks again.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Waits until `condition` holds, at most `timeout`; panics with `what` otherwise.
 pub fn wait_until(what: &str, timeout: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    wait_until_ok(what, timeout, POLL, || if condition() { Ok(()) } else { Err("not yet") });
+}
+
+/// Asks `probe` every `every` until it answers `Ok`, at most `timeout`, and returns what it
+/// answered; `Err` is how things stand, shown when it never does.
+///
+/// # Panics
+/// After `timeout`, with `what` and the last `Err`.
+pub fn wait_until_ok<T, E: std::fmt::Display>(
+    what: &str,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> T {
     let deadline = std::time::Instant::now() + timeout;
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(now) => assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}: {now}"),
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Asks `condition` every `every` until it holds, at most `timeout`; whether it held (for a
+/// test that expects either).
+pub fn poll_until(
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut condition: impl FnMut() -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
     }
 }
 

@@ -4,26 +4,15 @@
 use li3g_host::client::{Client, Outcome, RunOptions, Unique};
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_host::gearman::packet::Priority;
-use li3g_tests::{host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir};
+use li3g_tests::wait_until_ok;
+use li3g_tests::Worker;
+use li3g_tests::{host, run, wait_until, ChildGuard, Gearmand, Lines, PluginDir};
 use serde_json::json;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 fn client(gearmand: &Gearmand) -> Client {
     Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
-}
-
-fn worker(gearmand: &Gearmand, dir: &PluginDir) -> ChildGuard {
-    let mut command = host();
-    command
-        .args(["work", "--servers", &gearmand.addr()])
-        .arg("--plugins")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let worker = ChildGuard::spawn(&mut command);
-    wait_for_workers(&[gearmand], "Misbehave::counter", 1);
-    worker
 }
 
 fn sync() -> RunOptions {
@@ -34,7 +23,10 @@ fn sync() -> RunOptions {
 fn every_priority_in_background_and_sync() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello", "misbehave"]);
-    let _worker = worker(&gearmand, &dir);
+    let _worker = Worker::builder(&[gearmand.addr()])
+        .plugins(dir.path())
+        .registered(&[&gearmand], "Misbehave::counter", 1)
+        .spawn();
     let mut client = client(&gearmand);
     for priority in [Priority::Low, Priority::Normal, Priority::High] {
         let options = RunOptions { priority, ..sync() };
@@ -48,11 +40,9 @@ fn every_priority_in_background_and_sync() {
         assert_eq!(id, format!("bg-{priority:?}"));
         assert_eq!(handle.server, ServerAddr { host: "127.0.0.1".into(), port: gearmand.port });
         // The worker takes it and finishes it: the server forgets the handle.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while client.gearman().status(&handle).unwrap().known {
-            assert!(Instant::now() < deadline, "background job {handle} never finished");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(&format!("background job {handle} finished"), Duration::from_secs(10), || {
+            !client.gearman().status(&handle).unwrap().known
+        });
     }
     // A server forgets failed jobs too: the worker's counter proves the three background jobs ran.
     let Outcome::Completed { result, .. } = client.run("Misbehave::counter", &[], &sync(), &mut |_| {}).unwrap() else {
@@ -77,16 +67,18 @@ fn jobs_with_the_same_unique_key_run_once_for_all_their_clients() {
         .collect();
     // Both clients are attached to one queued job before any worker exists.
     let mut probe = client(&gearmand);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until_ok("the two jobs merged", Duration::from_secs(10), li3g_tests::POLL, || {
         let status = probe.gearman().status_unique(b"count-once").unwrap();
         if status.known && status.clients == 2 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{status:?}"))
         }
-        assert!(Instant::now() < deadline, "the two jobs never merged: {status:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _worker = worker(&gearmand, &dir);
+    });
+    let _worker = Worker::builder(&[gearmand.addr()])
+        .plugins(dir.path())
+        .registered(&[&gearmand], "Misbehave::counter", 1)
+        .spawn();
     for thread in waiting {
         let Outcome::Completed { result, .. } = thread.join().unwrap() else { panic!() };
         assert_eq!(result, b"1", "both clients get the one run's result");
@@ -139,7 +131,10 @@ fn run_within(command: &mut Command, timeout: Duration) -> (Option<ExitStatus>, 
 fn a_failing_task_reaches_every_client_as_a_failure() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker = worker(&gearmand, &dir);
+    let _worker = Worker::builder(&[gearmand.addr()])
+        .plugins(dir.path())
+        .registered(&[&gearmand], "Misbehave::counter", 1)
+        .spawn();
     let port = gearmand.port.to_string();
     let within = Duration::from_secs(30);
 
@@ -197,7 +192,10 @@ echo $client->returnCode() == GEARMAN_WORK_FAIL ? "GEARMAN_WORK_FAIL" : "code " 
 fn a_task_that_warns_and_then_succeeds_passes_its_warning_on() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker = worker(&gearmand, &dir);
+    let _worker = Worker::builder(&[gearmand.addr()])
+        .plugins(dir.path())
+        .registered(&[&gearmand], "Misbehave::counter", 1)
+        .spawn();
     let mut events = Vec::new();
     let outcome = client(&gearmand)
         .run("Misbehave::progress", &[json!(2)], &sync(), &mut |e| events.push(format!("{e:?}")))
@@ -245,7 +243,10 @@ fn run_sync_says_when_no_worker_is_registered_and_keeps_waiting() {
 
     // With a worker registered, nothing is said: the job just runs.
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker = worker(&gearmand, &dir);
+    let _worker = Worker::builder(&[gearmand.addr()])
+        .plugins(dir.path())
+        .registered(&[&gearmand], "Misbehave::counter", 1)
+        .spawn();
     let out = run(host()
         .args(["run", "--sync", "--timeout", "30", "--servers", &gearmand.addr()])
         .args(["Misbehave::sleep", "4"]));

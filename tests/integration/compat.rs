@@ -2,26 +2,13 @@
 //! python3-gearman client send `json_encode` of the original's envelope, `env` as an object,
 //! through gearmand to li3g workers.
 
-use li3g_tests::{host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, PluginDir};
+use li3g_tests::Worker;
+use li3g_tests::{run, wait_until, Gearmand, PluginDir};
 use serde_json::{json, Value};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const RETRIES: [&str; 3] = ["[]", "3", r#"{"maximum":2,"increment":["5 minutes"]}"#];
-
-fn start_worker(gearmand: &Gearmand, dir: &PluginDir) -> ChildGuard {
-    let worker = ChildGuard::spawn(
-        host()
-            .args(["work", "--servers", &gearmand.addr()])
-            .arg("--plugins")
-            .arg(dir.path())
-            .env("LI3G_ENVIRONMENT", "staging")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_workers(&[gearmand], li3g_host::workload::COMPAT_FUNCTION, 1);
-    worker
-}
 
 /// The PHP peer: `php li3_gearman_client.php HOST:PORT ACTION TASK ARGS...`.
 fn php(gearmand: &Gearmand, action: &str, task: &str, args: &[&str]) -> Command {
@@ -52,7 +39,11 @@ fn peer_scenario(peer: fn(&Gearmand, &str, &str, &[&str]) -> Command, actions: [
     let [normal, high_background, low_background] = actions;
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello", "misbehave"]);
-    let _worker = start_worker(&gearmand, &dir);
+    let _worker = Worker::builder(&[gearmand.addr()])
+        .plugins(dir.path())
+        .env("LI3G_ENVIRONMENT", "staging")
+        .registered(&[&gearmand], li3g_host::workload::COMPAT_FUNCTION, 1)
+        .spawn();
 
     // doNormal returns the task's result.
     assert_eq!(ok(&mut peer(&gearmand, normal, "Hello::say", &["Mariano"])), "Hello Mariano");

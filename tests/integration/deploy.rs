@@ -2,6 +2,7 @@
 //! the supervisor program really runs li3g under supervisord and serves a job.
 
 use li3g_tests::{artifacts, run, wait_for_workers, workspace_root, ChildGuard, Gearmand, PluginDir};
+use li3g_tests::{signal, Signal};
 use std::process::{Command, Stdio};
 
 /// The shipped file with the binary and config paths pointing at this test's, and without
@@ -65,7 +66,7 @@ fn the_supervisor_program_runs_the_daemon_and_serves_a_job() {
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Hello supervisor\n"), "{}", out.stderr);
     let workers = gearmand.worker_pids();
     // Stopping supervisord stops the program with SIGTERM: the pool goes down with it.
-    unsafe { libc::kill(supervisord.id() as i32, libc::SIGTERM) };
+    signal(supervisord.id(), Signal::SIGTERM);
     assert!(supervisord.wait_timeout(std::time::Duration::from_secs(30)).is_some(), "supervisord stops");
     li3g_tests::wait_until("the workers are gone", std::time::Duration::from_secs(20), || {
         workers.iter().all(|pid| !li3g_tests::alive(*pid))

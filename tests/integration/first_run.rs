@@ -281,6 +281,42 @@ fn start_listen_puts_the_embedded_job_server_elsewhere() {
     assert!(daemon.wait_timeout(Duration::ZERO).is_none());
 }
 
+/// `start` whose store another job server holds refuses to start, with the reason, and leaves
+/// the port unbound (it used to bind it, then its server child failed and backed off while
+/// clients connected and hung).
+#[test]
+fn start_refuses_a_store_another_server_holds() {
+    let dir = PluginDir::with(&["hello"]);
+    let store = dir.path().join("queue.sqlite");
+    let holder_port = free_port();
+    let mut holder = host();
+    holder
+        .args(["server", "--listen", &format!("127.0.0.1:{holder_port}"), "--store"])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut holder = ChildGuard::spawn(&mut holder);
+    let holder_lines = Lines::collect(holder.child().stderr.take().unwrap());
+    holder_lines.wait_for("listening", WAIT);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let out = run(host()
+        .args(["start", "--workers", "1", "--listen", &listen, "--store"])
+        .arg(&store)
+        .arg("--plugins")
+        .arg(dir.path()));
+    assert_ne!(out.code, Some(0), "start with a held store must fail: {}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10), "start took {:?} to refuse", started.elapsed());
+    assert!(
+        out.stderr.contains("not starting the embedded job server") && out.stderr.contains("locked"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("Job server listening"), "{}", out.stderr);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens on {listen}");
+}
+
 #[test]
 fn start_says_once_that_no_configured_job_server_is_reachable() {
     let dir = PluginDir::with(&["hello"]);
@@ -384,10 +420,124 @@ fn a_daemon_without_syslog_or_log_file_warns_and_logs_to_the_state_directory() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let warning = "li3g-host: warning: no syslog socket (/dev/log) and no --log-file: the daemon logs to ";
     let log = out.stderr.lines().find_map(|l| l.strip_prefix(warning)).unwrap_or_else(|| panic!("{}", out.stderr));
+    // In the store's directory (--store's), not the default store's.
+    assert_eq!(std::path::Path::new(log), dir.path().join("li3g-host.log"), "{}", out.stderr);
     let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
     li3g_tests::wait_until("the daemon's lines are in the file", WAIT, || {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         text.contains(&format!("li3g-host[{pid}]: (Daemon) Starting 1 worker\n"))
     });
     assert_eq!(run(host().arg("shutdown").arg("--pid").arg(&pid_file)).code, Some(0));
+}
+
+#[test]
+fn ping_fails_when_one_of_two_job_servers_has_no_worker() {
+    // A client may queue its job on either server: one without workers leaves it waiting.
+    let (served, unserved) = (Gearmand::start(), Gearmand::start());
+    let dir = PluginDir::with(&["hello"]);
+    let mut worker = host();
+    worker.args(["work", "--servers", &served.addr(), "--plugins"]).arg(dir.path()).stderr(Stdio::null());
+    let _worker = ChildGuard::spawn(&mut worker);
+    wait_for_workers(&[&served], "Hello::say", 1);
+    for servers in [format!("{},{}", served.addr(), unserved.addr()), format!("{},{}", unserved.addr(), served.addr())]
+    {
+        let out = run(host().args(["ping", "--servers", &servers]).arg("--plugins").arg(dir.path()));
+        assert_eq!((out.code, out.stdout.as_str()), (Some(1), "Pinging... ERROR\n"), "{}", out.stderr);
+        assert!(out.stderr.contains(&format!("li3g::ping on {}", unserved.addr())), "{}", out.stderr);
+    }
+    let out = run(host().args(["ping", "--servers", &served.addr()]).arg("--plugins").arg(dir.path()));
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Pinging... OK\n"), "{}", out.stderr);
+}
+
+#[test]
+fn sigusr1_for_logrotate_does_not_fail_the_jobs_in_hand() {
+    // The supervisor passed SIGUSR1 on to its workers, whose Redis reads then failed with
+    // EINTR: a logrotate failed the jobs in hand.
+    let (gearmand, redis) = (Gearmand::start(), li3g_tests::Redis::start());
+    let dir = PluginDir::with(&["hello", "redis_counter"]);
+    let config =
+        dir.write("li3g.toml", format!("[default.plugins.redis_counter]\nurl = {:?}\n", redis.url()).as_bytes());
+    let log = dir.path().join("li3g.log");
+    let mut command = host();
+    command
+        .args(["start", "--workers", "2", "--servers", &gearmand.addr(), "--plugins"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("--pid")
+        .arg(dir.path().join("li3g.pid"))
+        .arg("--log-file")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let daemon = ChildGuard::spawn(&mut command);
+    wait_for_workers(&[&gearmand], "Counter::incr", 2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = {
+        let (stop, pid) = (stop.clone(), daemon.id() as i32);
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                // SAFETY: kill(2) on our own child's PID.
+                unsafe { libc::kill(pid, libc::SIGUSR1) };
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let mut failed = Vec::new();
+    for _ in 0..100 {
+        let out =
+            run(host().args(["run", "Counter::incr", "k", "--sync", "--timeout", "10", "--servers", &gearmand.addr()]));
+        if out.code != Some(0) {
+            failed.push(out.stderr);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(storm.join().unwrap() > 0);
+    assert!(failed.is_empty(), "{} of 100 jobs failed: {:?}", failed.len(), failed.first());
+    // The rename is still seen: the workers' next lines are in the new file.
+    let rotated = dir.path().join("li3g.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGUSR1) };
+    let out = run(host().args(["run", "Hello::say", "x", "--sync", "--timeout", "10", "--servers", &gearmand.addr()]));
+    assert_eq!(out.stdout, "Hello x\n", "{}", out.stderr);
+    let _ = run(host().arg("shutdown").arg("--pid").arg(dir.path().join("li3g.pid")));
+    li3g_tests::wait_until("the workers' last lines are in the new file", WAIT, || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("(Worker) Worker ended")
+    });
+}
+
+#[test]
+fn plugins_does_not_hang_on_a_constructor_that_never_returns() {
+    let dir = PluginDir::with(&["hello", "state_misbehave"]);
+    let config = dir.write(
+        "li3g.toml",
+        b"[default.plugins]\nstate_timeout = 1\n\n[default.plugins.state_misbehave]\nmode = \"hang\"\n",
+    );
+    // timeout(1) bounds the old behaviour, which waited for ever.
+    let out = run(Command::new("timeout")
+        .arg("20")
+        .arg(li3g_tests::artifacts().host.as_os_str())
+        .arg("plugins")
+        .arg("--plugins")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config));
+    assert_eq!(out.code, Some(3), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("plugin state_misbehave's state constructor did not return within 1s (plugins.state_timeout)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn start_names_the_plugin_whose_constructor_aborts() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello", "state_misbehave"]);
+    let (mut daemon, lines) = start(&gearmand, &dir, "[default.plugins.state_misbehave]\nmode = \"abort\"\n", &[]);
+    assert_refused(&mut daemon, &lines, &["plugin state_misbehave's state constructor killed", "SIGABRT"]);
 }

@@ -1,6 +1,7 @@
 //! li3g's integration tests: one binary, one module per area. Artifacts come fresh from the
 //! harness (`li3g_tests`), never from a stale build.
 
+mod atomic;
 mod cli;
 mod client;
 mod compat;
@@ -20,6 +21,7 @@ mod monitor;
 mod multi_server;
 mod pools;
 mod processes;
+mod sandbox;
 mod scaffold;
 mod scheduler;
 mod server;

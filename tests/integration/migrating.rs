@@ -103,3 +103,16 @@ fn the_envelope_li3gs_client_sends_is_the_one_li3g_workers_read_too() {
     let out = li3g_run(&gearmand, &["app\\tasks\\Hello::say", "Mariano", "--sync", "--timeout", "20"]);
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Hello Mariano\n"), "{}", out.stderr);
 }
+
+#[test]
+fn unique_args_key_li3_gearman_jobs_by_their_task_too() {
+    // Every li3_gearman task goes to one function, so the task must be part of the key: two
+    // tasks with the same arguments are two jobs, the same task twice is one.
+    let gearmand = Gearmand::start();
+    for task in ["app\\tasks\\Report::build", "app\\tasks\\Report::fail", "\\app\\tasks\\Report::build"] {
+        let out = li3g_run(&gearmand, &[task, "3", "--unique-args"]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    let queued = gearmand.status().into_iter().find(|f| f.function == li3g_host::workload::COMPAT_FUNCTION);
+    assert_eq!(queued.map(|f| f.total), Some(2), "{:?}", gearmand.status());
+}

@@ -66,6 +66,25 @@ fn form_of(html: &str, action: &str) -> (String, String) {
     (path, csrf)
 }
 
+/// Asserts that `promtool check metrics` accepts `text`.
+pub(crate) fn promtool_check(text: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt install prometheus)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
 #[test]
 fn metrics_pass_promtool_and_prometheus_counts_the_jobs() {
     let port = free_port();
@@ -81,26 +100,15 @@ fn metrics_pass_promtool_and_prometheus_counts_the_jobs() {
     }
     let (status, text) = http(port, "GET", "/metrics", &[], "");
     assert_eq!(status, 200, "{text}");
-    assert!(text.contains("li3g_jobs_total{task=\"Misbehave::sleep\",outcome=\"completed\"} 3"), "{text}");
-    assert!(text.contains("li3g_jobs_total{task=\"Misbehave::fail\",outcome=\"failed\"} 2"), "{text}");
-    assert!(text.contains("li3g_workers{state=\"idle\"} 1") && text.contains("li3g_up 1"), "{text}");
+    assert!(
+        text.contains("li3g_jobs_total{pool=\"default\",task=\"Misbehave::sleep\",outcome=\"completed\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("li3g_jobs_total{pool=\"default\",task=\"Misbehave::fail\",outcome=\"failed\"} 2"), "{text}");
+    assert!(text.contains("li3g_workers{pool=\"default\",state=\"idle\"} 1") && text.contains("li3g_up 1"), "{text}");
     assert!(text.contains("li3g_scheduled_jobs 0") && text.contains("li3g_queue_workers{server="), "{text}");
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (apt install prometheus)");
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    promtool_check(&text);
 
     // /api/status is status --json.
     let (status, body) = http(port, "GET", "/api/status", &[], "");

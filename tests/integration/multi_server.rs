@@ -3,10 +3,11 @@
 
 use li3g_host::gearman::client::{GearmanClient, Submit};
 use li3g_host::gearman::conn::ServerAddr;
-use li3g_tests::{host, wait_for_workers, wait_until, ChildGuard, Gearmand, PluginDir};
+use li3g_tests::Worker;
+use li3g_tests::{signal, Signal};
+use li3g_tests::{wait_for_workers, wait_until, Gearmand, PluginDir};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,17 +20,6 @@ fn client(port: u16) -> GearmanClient {
 
 fn job(function: &str, workload: &[u8]) -> Submit {
     Submit { function: function.into(), workload: workload.to_vec(), ..Submit::default() }
-}
-
-fn worker(servers: &[String], dir: &PluginDir) -> ChildGuard {
-    let mut command = host();
-    command
-        .args(["work", "--servers", &servers.join(",")])
-        .arg("--plugins")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    ChildGuard::spawn(&mut command)
 }
 
 /// How long a sync `Hello::say` takes through `port`.
@@ -46,7 +36,7 @@ fn round_trip(port: u16) -> Duration {
 fn a_job_on_an_idle_server_is_not_held_by_another_servers_queue() {
     let (a, b) = (Gearmand::start(), Gearmand::start());
     let dir = PluginDir::with(&["hello", "misbehave"]);
-    let _worker = worker(&[a.addr(), b.addr()], &dir);
+    let _worker = Worker::builder(&[a.addr(), b.addr()]).plugins(dir.path()).spawn();
     wait_for_workers(&[&a, &b], "Misbehave::sleep", 1);
     // Let A's connection settle into its sleep (PRE_SLEEP), as in production.
     round_trip(a.port);
@@ -141,7 +131,7 @@ fn a_hostile_server_never_stalls_jobs_from_a_good_one() {
         let good = Gearmand::start();
         let hostile = Hostile::start(how);
         // The hostile server first: a worker that serves servers in order meets it first.
-        let _worker = worker(&[hostile.addr(), good.addr()], &dir);
+        let _worker = Worker::builder(&[hostile.addr(), good.addr()]).plugins(dir.path()).spawn();
         wait_for_workers(&[&good], "Hello::say", 1);
         wait_until("the worker reached the hostile peer", WAIT, || hostile.accepted.load(Ordering::SeqCst) > 0);
         for _ in 0..5 {
@@ -155,12 +145,11 @@ fn a_hostile_server_never_stalls_jobs_from_a_good_one() {
 fn sigterm_during_a_stalled_read_stops_the_worker_promptly() {
     let dir = PluginDir::with(&["hello"]);
     let hostile = Hostile::start(Hostility::Partial);
-    let mut worker = worker(&[hostile.addr()], &dir);
+    let mut worker = Worker::builder(&[hostile.addr()]).plugins(dir.path()).spawn();
     // It asked for a job and got half a packet: now it waits for the rest.
     wait_until("the worker asked the hostile peer for a job", WAIT, || hostile.grabs.load(Ordering::SeqCst) > 0);
     let sent = Instant::now();
-    // SAFETY: kill(2) on our own child's PID.
-    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    signal(worker.id(), Signal::SIGTERM);
     let status = worker.wait_timeout(WAIT).expect("the worker exits on SIGTERM");
     let took = sent.elapsed();
     assert!(status.success(), "{status:?}");

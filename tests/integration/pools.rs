@@ -126,13 +126,19 @@ atomic = true
     let mut served_by = std::collections::BTreeSet::new();
     for _ in 0..3 {
         let err = call(&mut client, "Misbehave::segfault", &[]).unwrap_err();
-        assert_eq!(err, "task Misbehave::segfault was killed by signal SIGSEGV");
+        assert!(err.starts_with("task Misbehave::segfault was killed by signal SIGSEGV"), "{err}");
         let err = call(&mut client, "Misbehave::abort", &[]).unwrap_err();
         assert!(err.starts_with("task Misbehave::abort was killed by signal SIGABRT"), "{err}");
         for _ in 0..4 {
             served_by.insert(shell_worker(&mut client));
         }
     }
+    // li3_gearman's envelope reaches only the default pool: a task the atomic pool keeps is
+    // refused there with a clear failure, not run in (and crashing) a default worker.
+    let script = li3g_tests::workspace_root().join("tests/peers/li3_gearman_client.py");
+    let out = run(std::process::Command::new("python3").arg(script).arg(gearmand.addr()).arg("Misbehave::segfault"));
+    assert_eq!((out.code, out.stdout.trim()), (Some(1), "FAILED FAILED"), "{}", out.stderr);
+    lines.wait_for("task Misbehave::segfault is kept by a worker pool (\"Misbehave::segfault\" in its tasks)", WAIT);
     // The default pool's jobs ran in the same two workers throughout; none was replaced.
     assert!(served_by.iter().all(|pid| default_pids.contains(pid)), "{served_by:?} not in {default_pids:?}");
     assert_eq!(gearmand.worker_pids(), all_pids);
@@ -151,10 +157,8 @@ atomic = true
         now.len() == 3 && now.iter().all(|pid| !all_pids.contains(pid))
     });
     wait_for_workers(&[&gearmand], "Misbehave::segfault", 1);
-    assert_eq!(
-        call(&mut client, "Misbehave::segfault", &[]).unwrap_err(),
-        "task Misbehave::segfault was killed by signal SIGSEGV"
-    );
+    let err = call(&mut client, "Misbehave::segfault", &[]).unwrap_err();
+    assert!(err.starts_with("task Misbehave::segfault was killed by signal SIGSEGV"), "{err}");
 }
 
 #[test]
@@ -211,6 +215,21 @@ max_age_splay = 2
     let mut client = client(&gearmand);
     assert_eq!(call(&mut client, "Misbehave::sleep", &[json!(0.01)]).unwrap(), b"0.01");
     assert_eq!(call(&mut client, "Misbehave::add", &[json!(2), json!(2)]).unwrap(), b"4");
+
+    // SIGUSR2 recycles a worker; sent to the daemon by mistake it must not end the daemon (its
+    // default action) and with it every worker's job.
+    // SAFETY: kill(2) on the daemon this test started.
+    // A SIGHUP after it is answered only by a daemon still alive.
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGUSR2) };
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    let restarted = || lines.lock().unwrap().iter().any(|(_, l)| l.contains("Restarting: new workers"));
+    wait_until("the daemon restarts its workers", WAIT, || restarted() || daemon.child().try_wait().unwrap().is_some());
+    assert!(daemon.child().try_wait().unwrap().is_none(), "the daemon ended on SIGUSR2");
+    assert!(restarted());
+    wait_for_workers(&[&gearmand], "Misbehave::add", 2);
+    assert_eq!(call(&mut client, "Misbehave::add", &[json!(3), json!(4)]).unwrap(), b"7");
 }
 
 #[test]
@@ -243,4 +262,89 @@ tasks = ["Misbehave::segfault"]
     let out = run(host().args(["start", "--workers", "0", "--servers", "127.0.0.1:1", "--plugins"]).arg(dir.path()));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("--workers 0 leaves no worker"), "{}", out.stderr);
+}
+
+#[test]
+fn a_recycle_that_lands_while_a_worker_starts_still_replaces_it() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    // An age limit that comes before the worker has loaded its plugins: the SIGUSR2 lands in
+    // its start-up. No --resuscitate: only the recycle replaces it.
+    let (_file_dir, file) =
+        config_file("[default.pools.young]\ntasks = [\"Misbehave::sleep\"]\nmax_age = 0.001\nmax_age_splay = 0.001\n");
+    let (_daemon, lines) = start(&gearmand, &dir, &["--config", &file, "--workers", "1"]);
+    lines.wait_for("Created young worker number 5", WAIT);
+    let all = lines.all();
+    let ended = all.iter().filter(|l| l.contains("Young worker number") && l.contains("exited with code")).count();
+    assert_eq!(ended, 0, "a recycle ended as a plain exit: {all:#?}");
+}
+
+#[test]
+fn status_and_metrics_show_workers_by_pool() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (file_dir, file) = config_file(
+        r#"
+[default.pools.slow]
+tasks = ["Misbehave::sleep"]
+workers = 1
+"#,
+    );
+    let pid_file = file_dir.path().join("li3g-host.pid");
+    let pid_file = pid_file.to_str().unwrap();
+    let port = li3g_tests::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = ["--config", &file, "--workers", "2", "--pid", pid_file, "--metrics", &addr];
+    let (_daemon, _lines) = start(&gearmand, &dir, &args);
+    wait_for_workers(&[&gearmand], "Misbehave::sleep", 1);
+    wait_for_workers(&[&gearmand], "Misbehave::add", 2);
+    let mut client = client(&gearmand);
+    call(&mut client, "Misbehave::sleep", &[json!(0)]).unwrap();
+    assert_eq!(call(&mut client, "Misbehave::add", &[json!(1), json!(2)]).unwrap(), b"3");
+
+    let status = |json: bool| {
+        let mut command = host();
+        command.args(["status", "--config", &file, "--pid", pid_file]);
+        if json {
+            command.arg("--json");
+        }
+        let out = run(&mut command);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        out.stdout
+    };
+    // (pool, state) of each worker, sorted.
+    let workers = || {
+        let report: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+        let mut workers: Vec<(Option<String>, String)> = report["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["kind"] == "worker")
+            .map(|c| (c["pool"].as_str().map(String::from), c["state"].as_str().unwrap().to_string()))
+            .collect();
+        workers.sort();
+        workers
+    };
+    let idle = |pool: Option<&str>| (pool.map(String::from), "idle".to_string());
+    let expected = vec![idle(None), idle(None), idle(Some("slow"))];
+    wait_until("three idle workers on the scoreboard", WAIT, || workers() == expected);
+    let text = status(false);
+    assert!(text.contains("  slow worker 1 PID"), "{text}");
+    assert!(text.contains("  worker 1 PID") && text.contains("  worker 2 PID"), "{text}");
+
+    assert!(li3g_tests::wait_for_port(port, WAIT), "the monitor listens");
+    let (code, metrics) = crate::monitor::http(port, "GET", "/metrics", &[], "");
+    assert_eq!(code, 200, "{metrics}");
+    for line in [
+        "li3g_workers{pool=\"default\",state=\"idle\"} 2",
+        "li3g_workers{pool=\"slow\",state=\"idle\"} 1",
+        "li3g_workers{pool=\"slow\",state=\"busy\"} 0",
+        "li3g_jobs_total{pool=\"slow\",task=\"Misbehave::sleep\",outcome=\"completed\"} 1",
+        "li3g_jobs_total{pool=\"default\",task=\"Misbehave::add\",outcome=\"completed\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    // A worker counts only the tasks it registers.
+    assert!(!metrics.contains("pool=\"default\",task=\"Misbehave::sleep\""), "{metrics}");
+    crate::monitor::promtool_check(&metrics);
 }

@@ -6,7 +6,9 @@ use li3g_host::client::{Client, Outcome, RunOptions};
 use li3g_host::config::Config;
 use li3g_host::scheduler::record::unique_for;
 use li3g_host::scheduler::{Record, Schedule};
+use li3g_tests::Worker;
 use li3g_tests::{host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir, Redis};
+use li3g_tests::{signal, Signal};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -76,12 +78,11 @@ impl Setup {
     }
 
     fn worker(&self) -> ChildGuard {
-        let worker = ChildGuard::spawn(
-            host().args(["work", "--config"]).arg(&self.config_path).stdout(Stdio::null()).stderr(Stdio::null()),
-        );
         self.workers.set(self.workers.get() + 1);
-        wait_for_workers(&[self.gearmand()], APPEND, self.workers.get());
-        worker
+        Worker::builder::<&str>(&[])
+            .config(&self.config_path)
+            .registered(&[self.gearmand()], APPEND, self.workers.get())
+            .spawn()
     }
 
     /// A scheduler with `--verbose`, its log lines collected.
@@ -271,6 +272,9 @@ fn a_scheduler_killed_after_taking_a_batch_is_taken_over_after_the_lease() {
     assert!(mtime(&path) >= taken_at + Duration::from_secs(1), "taken over before the 2 s lease ran out");
     let ran = lines(&path);
     assert_eq!(ran.iter().collect::<HashSet<_>>().len(), 50);
+    // The scheduler logs a move when the job server's JOB_CREATED comes back, which may be
+    // after the worker ran the job: wait for the lines, then count them.
+    wait_until("the scheduler logged every move", LONG, || log.count("moved for immediate execution") >= 50);
     assert_eq!(log.count("moved for immediate execution"), 50);
 }
 
@@ -426,15 +430,13 @@ fn start_supervises_a_scheduler_when_redis_is_configured() {
 
     // A scheduler that dies is replaced.
     let line = log.wait_for("Created scheduler", LONG);
-    let pid: i32 = line.rsplit("PID ").next().and_then(|p| p.trim().parse().ok()).expect(&line);
-    // SAFETY: kill(2) on the scheduler's PID, read from the daemon's log.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let pid: u32 = line.rsplit("PID ").next().and_then(|p| p.trim().parse().ok()).expect(&line);
+    signal(pid, Signal::SIGKILL);
     wait_until("a new scheduler", LONG, || log.count("(Scheduler) Moving due jobs") == 2);
     let again = setup.file("again");
     schedule(&setup, &again, "again", SystemTime::now() + Duration::from_millis(300));
     wait_until("the job runs", LONG, || lines(&again).len() == 1);
-    // SAFETY: as above, on the daemon we started.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    signal(daemon.id(), Signal::SIGTERM);
     assert!(daemon.wait_timeout(LONG).is_some(), "the daemon stops");
 
     let (_daemon, log) = start(&["--no-scheduler"]);

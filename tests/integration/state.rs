@@ -5,6 +5,7 @@ use li3g_host::client::{Client, Outcome, RunOptions};
 use li3g_host::gearman::client::ClientError;
 use li3g_host::gearman::conn::ServerAddr;
 use li3g_tests::{free_port, host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir, Redis};
+use li3g_tests::{signal, Signal};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
@@ -72,8 +73,7 @@ fn plugin_connections(redis: &Redis) -> usize {
 }
 
 fn stop(daemon: &mut ChildGuard) {
-    // SAFETY: kill(2) on our own child's PID.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    signal(daemon.id(), Signal::SIGTERM);
     let status = daemon.wait_timeout(WAIT).expect("the daemon stops on SIGTERM");
     assert!(status.success(), "{status:?}");
 }
@@ -277,8 +277,7 @@ fn a_stop_signal_while_a_constructor_blocks_ends_the_worker_at_once() {
     let dir = PluginDir::with(&["hello", "redis_counter"]);
     let (mut worker, lines) = work(&gearmand, &dir, &format!("[default.plugins.redis_counter]\nurl = {url:?}\n"));
     lines.wait_for("Building the state of plugin redis_counter", WAIT);
-    // SAFETY: kill(2) on our own child's PID.
-    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    signal(worker.id(), Signal::SIGTERM);
     let status = worker.wait_timeout(WAIT).expect("the worker stops on the first SIGTERM");
     assert_eq!(status.code(), Some(0), "{:#?}", lines.all());
     // It ended there: the constructor was not left to fail and the worker never started.
@@ -335,8 +334,7 @@ fn a_panicking_state_destructor_is_reported_and_the_worker_ends_cleanly() {
         wait_for_workers(&[&gearmand], "DropPanic::run", 1);
         let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
         assert_eq!(call(&mut client, "DropPanic::run", &[]).unwrap(), b"DropPanic::run");
-        // SAFETY: kill(2) on our own child's PID.
-        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+        signal(worker.id(), Signal::SIGTERM);
         let status = worker.wait_timeout(WAIT).expect("the worker stops");
         assert_eq!(status.code(), Some(0), "atomic {atomic}: {status:?} {:#?}", lines.all());
         let line = lines.wait_for("the state destructor of plugin drop_panic panicked", WAIT);
@@ -361,14 +359,13 @@ fn restart_applies_edited_plugin_settings_and_a_broken_file_keeps_the_old_ones()
     let (mut daemon, lines) = start(&gearmand, &dir, &section("before-restart"), &["--workers", "1"]);
     wait_until("the worker connects", WAIT, || connections_named(&redis, "before-restart") == 1);
     dir.write("li3g.toml", format!("[default.plugins.redis_counter]\n{}\n", section("after-restart")).as_bytes());
-    // SAFETY: kill(2) on our own child's PID.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    signal(daemon.id(), Signal::SIGHUP);
     wait_until("the new worker uses the new settings", WAIT, || {
         connections_named(&redis, "after-restart") == 1 && connections_named(&redis, "before-restart") == 0
     });
     // A file that no longer reads: the next workers get the settings the daemon started with.
     dir.write("li3g.toml", b"[default.plugins.redis_counter\n");
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    signal(daemon.id(), Signal::SIGHUP);
     lines.wait_for("Keeping the plugin settings read at start", WAIT);
     wait_until("the replacement worker connects", WAIT, || connections_named(&redis, "before-restart") == 1);
     stop(&mut daemon);

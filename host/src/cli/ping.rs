@@ -1,7 +1,7 @@
 //! `li3g-host ping`: checks what the pool serves. Asks each job server which functions have
 //! workers (admin `status`), then a worker to answer the built-in ping job, then that every
-//! task of the plugins in the plugins directory has a worker on some job server (a plugin
-//! listed in `plugins.optional` excepted).
+//! task of the plugins in the plugins directory has a worker on each job server that answered
+//! (a client may queue its job on any of them; a plugin listed in `plugins.optional` excepted).
 
 use super::{plugins_dir, Common};
 use crate::client::{Client, Outcome, RunOptions};
@@ -27,18 +27,19 @@ pub(super) struct PingArgs {
     common: Common,
 }
 
-/// The workers each function has, summed over the servers that answered `status`; `None`
-/// when none answered.
-fn workers_by_function(servers: &[ServerAddr], timeout: Duration) -> Option<BTreeMap<String, u64>> {
-    let mut totals: Option<BTreeMap<String, u64>> = None;
+/// The workers each function has on each server that answered `status` (a client may queue a
+/// job on any of them, so each must have a worker for every task); empty when none answered.
+fn workers_by_server(servers: &[ServerAddr], timeout: Duration) -> Vec<(String, BTreeMap<String, u64>)> {
+    let mut answered = Vec::new();
     for server in servers {
         let Some(functions) = status(server, timeout) else { continue };
-        let totals = totals.get_or_insert_with(BTreeMap::new);
+        let mut workers = BTreeMap::new();
         for f in functions {
-            *totals.entry(f.function).or_default() += f.workers;
+            *workers.entry(f.function).or_default() += f.workers;
         }
+        answered.push((server.to_string(), workers));
     }
-    totals
+    answered
 }
 
 /// A server's admin `status`, or `None` when it cannot be asked.
@@ -60,15 +61,17 @@ fn error(why: &str) -> anyhow::Result<ExitCode> {
 pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
     print!("Pinging... ");
-    let servers: Vec<String> = config.servers.iter().map(ToString::to_string).collect();
-    let workers = workers_by_function(&config.servers, args.timeout);
-    if let Some(workers) = &workers {
-        if workers.get(PING_FUNCTION).copied().unwrap_or(0) == 0 {
-            return error(&format!(
-                "no worker has registered {PING_FUNCTION} on {} (no li3g worker is running)",
-                servers.join(", ")
-            ));
-        }
+    let servers = workers_by_server(&config.servers, args.timeout);
+    let unserved: Vec<&str> = servers
+        .iter()
+        .filter(|(_, workers)| workers.get(PING_FUNCTION).copied().unwrap_or(0) == 0)
+        .map(|(server, _)| server.as_str())
+        .collect();
+    if !unserved.is_empty() {
+        return error(&format!(
+            "no worker has registered {PING_FUNCTION} on {} (no li3g worker is running there)",
+            unserved.join(", ")
+        ));
     }
     let options = RunOptions {
         background: false,
@@ -83,23 +86,26 @@ pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
     }
     // Every task of the plugins here has a worker: a plugin refused in the workers (a typo in
     // its settings after a `restart`, a constructor failing) leaves its tasks unregistered.
-    if let (Some(workers), Ok(dir)) = (&workers, plugins_dir(&config)) {
+    // On every server that answered: a job queued there for a task without a worker waits.
+    if let Ok(dir) = plugins_dir(&config) {
         if let Ok(registry) = crate::plugins::Registry::scan(&dir) {
             let optional = &config.optional_plugins;
-            let mut missing = Vec::new();
-            for plugin in registry.plugins().iter().filter(|p| !optional.contains(&p.name)) {
-                for task in &plugin.tasks {
-                    if workers.get(task.name.as_str()).copied().unwrap_or(0) == 0 {
-                        missing.push(format!("{} (plugin {})", task.name, plugin.name));
+            for (server, workers) in &servers {
+                let mut missing = Vec::new();
+                for plugin in registry.plugins().iter().filter(|p| !optional.contains(&p.name)) {
+                    for task in &plugin.tasks {
+                        if workers.get(task.name.as_str()).copied().unwrap_or(0) == 0 {
+                            missing.push(format!("{} (plugin {})", task.name, plugin.name));
+                        }
                     }
                 }
-            }
-            if !missing.is_empty() {
-                return error(&format!(
-                    "no worker has registered {} on {}: the workers refused the plugin or do not run it (see their log)",
-                    missing.join(", "),
-                    servers.join(", ")
-                ));
+                if !missing.is_empty() {
+                    return error(&format!(
+                        "no worker has registered {} on {server}: the workers refused the plugin or do not run it \
+                         (see their log)",
+                        missing.join(", "),
+                    ));
+                }
             }
         }
     }

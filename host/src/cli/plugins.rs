@@ -24,8 +24,25 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     // The states too, as a worker builds them: a plugin refused for its settings or its
     // constructor is refused here as well (`start` would not start).
     let settings = config.plugin_settings();
-    registry.build_states(&settings, crate::plugins::StateMode::Eager);
-    print!("{}", render(&dir, &registry));
+    // Each constructor has `plugins.state_timeout`, as in a worker: past it, `plugins` says
+    // which and exits (3), instead of hanging.
+    let timeout = settings.state_timeout;
+    crate::signals::while_building_states(|| {
+        registry.build_states_watched(
+            &settings,
+            crate::plugins::StateMode::Eager,
+            &mut |plugin| {
+                let message = format!(
+                    "li3g-host: error: plugin {plugin}'s state constructor did not return within {}s \
+                     (plugins.state_timeout)\n",
+                    timeout.as_secs_f64()
+                );
+                crate::signals::state_deadline(Some((timeout, message)));
+            },
+            &mut || crate::signals::state_deadline(None),
+        )
+    });
+    print!("{}", render(&dir, &registry, &config));
     for unknown in crate::worker::unknown_tasks(config.tasks.keys(), &registry) {
         eprintln!("li3g-host: warning: configuration {}: {unknown}", config.name);
     }
@@ -44,8 +61,9 @@ pub(super) fn run(args: &PluginsArgs) -> anyhow::Result<ExitCode> {
     Ok(if fatal.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// The listing: a header line, each plugin with its tasks, then the rejected files.
-fn render(dir: &std::path::Path, registry: &Registry) -> String {
+/// The listing: a header line, each plugin with its tasks (and each task's sandbox, when the
+/// configuration gives it one), then the rejected files.
+fn render(dir: &std::path::Path, registry: &Registry, config: &crate::config::Config) -> String {
     let mut out = String::new();
     let is_refusal = |r: &&Rejected| matches!(r.reason, Reason::State(_));
     let refused: Vec<&Rejected> = registry.rejected().iter().filter(is_refusal).collect();
@@ -75,6 +93,10 @@ fn render(dir: &std::path::Path, registry: &Registry) -> String {
         for task in tasks {
             let state = if plugin.takes_state(&task.name) { "  (takes the plugin's state)" } else { "" };
             out += &format!("    {}{state}\n", signature(task));
+            let own = config.tasks.get(task.name.as_str()).and_then(|o| o.sandbox.as_ref());
+            if let Some(sandbox) = own.or(config.sandbox.as_ref()) {
+                out += &format!("        sandbox: {sandbox}\n");
+            }
         }
     }
     if !files.is_empty() {

@@ -70,8 +70,8 @@ pub(super) fn scheduler_log(verbose: bool) -> impl Fn(&str) {
 pub(super) fn scheduler(args: &SchedulerArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.common.settings(&args.name)?;
     if let Some(lease) = args.lease {
-        anyhow::ensure!(lease.is_finite() && lease > 0.0, "--lease: {lease} is not a positive number of seconds");
-        config.scheduler.lease = Duration::from_secs_f64(lease);
+        config.scheduler.lease =
+            crate::config::lease_from_secs(lease).map_err(|why| anyhow::anyhow!("--lease: {why}"))?;
     }
     // What would make it fail at once is an error here, on stderr, not only a log line.
     open(&config)?;

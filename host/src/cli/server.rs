@@ -21,7 +21,7 @@ pub(super) struct ServerArgs {
     /// SQLite file keeping background and scheduled jobs across restarts [default: in memory only]
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
-    /// Times a job is requeued after its worker vanished mid-job, before it is failed.
+    /// Runs of a job whose worker vanishes mid-job before it is failed (as gearmand's flag: N runs; 0: no limit).
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_JOB_RETRIES)]
     job_retries: u32,
     #[command(flatten)]
@@ -39,17 +39,15 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         host: crate::process::hostname(),
         ..Options::default()
     };
-    signals::install_worker();
+    signals::install_server();
     let store = match &options.store {
         Some(path) => path.display().to_string(),
         None => "none, jobs in memory".into(),
     };
-    eprintln!("li3g-host: job server listening on {} (store: {store})", listener.local_addr()?);
-    server::run(
-        listener,
-        options,
-        signals::wake_fd().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)),
-        &signals::stop_requested,
-    )?;
+    let addr = listener.local_addr()?;
+    // Listening only once the store is open: a store that cannot be opened fails here.
+    let server = server::Server::open(listener, options)?;
+    eprintln!("li3g-host: job server listening on {addr} (store: {store})");
+    server.serve(signals::wake_fd().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)), &signals::stop_requested)?;
     Ok(ExitCode::SUCCESS)
 }

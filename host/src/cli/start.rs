@@ -101,7 +101,12 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let mut log_file = args.worker.log_file(&config)?;
     if args.daemon && log_file.is_none() && !crate::log::syslog_available() {
         // Detached, stdio goes to /dev/null: without syslog every line would be lost.
-        let dir = daemon::run::default_store()?.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        // The store's directory: --store's when given, else the default store's.
+        let store = match &args.store {
+            Some(store) => std::path::absolute(store)?,
+            None => daemon::run::default_store()?,
+        };
+        let dir = store.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let path = dir.join("li3g-host.log");
         eprintln!(
             "li3g-host: warning: no syslog socket (/dev/log) and no --log-file: the daemon logs to {}",
@@ -167,29 +172,51 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
 /// prints every refusal on stderr; `Err` when it refused to start. The supervisor itself loads
 /// no plugin code.
 fn check_plugins(config: &Config, options: &WorkerOptions) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
     let dir = config.plugins.clone().expect("set by start");
     let worker = options.worker_config(config, None);
+    // The child writes the name of each plugin whose constructor runs, and `-` once it
+    // returned: a constructor that kills the process (abort, segfault) is named.
+    let (read, write) = nix::unistd::pipe()?;
+    let write_fd = write.as_raw_fd();
     let child = crate::process::fork_child(
         || {},
-        || match crate::worker::startup::prepare(&dir, &worker) {
-            Ok(_) => 0,
-            Err(crate::worker::startup::Refused::Plugins(lines)) => {
-                for line in lines {
-                    eprintln!("li3g-host: error: {line}");
+        || {
+            let mut announce = |plugin: Option<&str>| {
+                let line = format!("{}\n", plugin.unwrap_or("-"));
+                // SAFETY: write(2) of our buffer to the pipe this process holds.
+                unsafe { libc::write(write_fd, line.as_ptr().cast(), line.len()) };
+            };
+            match crate::worker::startup::prepare_announcing(&dir, &worker, &mut announce) {
+                Ok(_) => 0,
+                Err(crate::worker::startup::Refused::Plugins(lines)) => {
+                    for line in lines {
+                        eprintln!("li3g-host: error: {line}");
+                    }
+                    i32::from(crate::worker::startup::EXIT_REFUSED)
                 }
-                i32::from(crate::worker::startup::EXIT_REFUSED)
-            }
-            Err(crate::worker::startup::Refused::Dir(err)) => {
-                eprintln!("li3g-host: error: {err}");
-                2
+                Err(crate::worker::startup::Refused::Dir(err)) => {
+                    eprintln!("li3g-host: error: {err}");
+                    2
+                }
             }
         },
     )?;
-    match nix::sys::wait::waitpid(child, None)? {
+    drop(write);
+    let status = nix::sys::wait::waitpid(child, None)?;
+    let mut announced = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut announced);
+    let building = announced.lines().last().filter(|name| *name != "-");
+    match status {
         nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
         nix::sys::wait::WaitStatus::Exited(_, code) => {
             anyhow::bail!("not starting: the workers' start-up failed (exit code {code}; see above)")
         }
+        nix::sys::wait::WaitStatus::Signaled(_, signal, _) if building.is_some() => anyhow::bail!(
+            "not starting: plugin {}'s state constructor killed the workers' start-up with {signal}; fix it, or \
+             list the plugin in plugins.optional to skip it",
+            building.unwrap_or_default()
+        ),
         other => anyhow::bail!("not starting: the workers' start-up check ended with {other:?}"),
     }
 }

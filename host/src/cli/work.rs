@@ -29,6 +29,13 @@ pub(super) struct WorkerOptions {
     /// another worker; the first one still finishes it.
     #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, allow_negative_numbers = true)]
     timeout: Option<Duration>,
+    /// CPU seconds a job may use (user and system time, rounded up to whole seconds), for
+    /// every task without a `cpu_limit` of its own in the configuration. With --atomic only:
+    /// the job child's RLIMIT_CPU, so a job past it gets SIGXCPU, then SIGKILL a second later,
+    /// and fails with "used its CPU limit of N s". Unlike --timeout (wall-clock time), a job
+    /// that waits does not use it up.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, allow_negative_numbers = true)]
+    cpu_limit: Option<Duration>,
     /// Memory limit such as 512M or 2G. With --atomic, each job's (an allocation past it
     /// fails the job); without, a worker whose resident memory passes it after a job ends,
     /// to be replaced (with --resuscitate).
@@ -46,6 +53,14 @@ pub(super) struct WorkerOptions {
     /// syslog or stderr [default: the configuration's `log_file`]
     #[arg(long, env = "LI3G_LOG_FILE", value_name = "PATH")]
     log_file: Option<std::path::PathBuf>,
+}
+
+/// The port of a Redis URL (`redis://[user@]host[:port][/db]`; 6379 when it names none).
+fn redis_port(url: &str) -> u16 {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    host.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or(6379)
 }
 
 impl WorkerOptions {
@@ -72,6 +87,18 @@ impl WorkerOptions {
             environment: config.environment.clone().unwrap_or_default(),
             client_id: format!("{}:{}", crate::process::hostname(), std::process::id()),
             timeouts: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.timeout?))).collect(),
+            cpu_limits: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.cpu_limit?))).collect(),
+            cpu_limit: self.cpu_limit,
+            sandbox: crate::worker::sandbox::SandboxConfig {
+                default: config.sandbox.clone(),
+                tasks: config.tasks.iter().filter_map(|(task, o)| Some((task.clone(), o.sandbox.clone()?))).collect(),
+                worker_ports: config
+                    .servers
+                    .iter()
+                    .map(|s| s.port)
+                    .chain(config.redis.as_deref().map(redis_port))
+                    .collect(),
+            },
             atomic: settings.and_then(|p| p.atomic).unwrap_or(self.atomic),
             timeout: settings.and_then(|p| p.timeout).or(self.timeout),
             memlimit: settings.and_then(|p| p.memlimit).or(self.memlimit),
@@ -142,6 +169,8 @@ mod tests {
         assert_eq!(crate::config::parse_size("512M"), Ok(512 << 20));
         assert_eq!(crate::config::parse_size("2G"), Ok(2 << 30));
         assert_eq!(crate::config::parse_size("4096"), Ok(4096));
+        assert_eq!(super::redis_port("redis://127.0.0.1:6380/0"), 6380);
+        assert_eq!(super::redis_port("redis://u:p@redis.internal/2"), 6379);
         assert!(crate::config::parse_size("12X").is_err());
         assert!(crate::config::parse_size("lots").is_err());
         assert_eq!(crate::config::parse_size("0M"), Err("\"0M\": a memory limit must be above zero".into()));

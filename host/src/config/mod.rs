@@ -10,6 +10,16 @@
 //!
 //! [default.tasks."Image::resize"]
 //! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
+//! cpu_limit = 60                              # CPU seconds a job may use (--atomic: RLIMIT_CPU)
+//!
+//! [default.sandbox]                           # Landlock: what every task's jobs may do (docs/SANDBOX.md)
+//! read = ["/usr/share/zoneinfo"]              # paths to read; everything else refused
+//! write = ["/var/lib/li3g/out"]               # paths to write (and read)
+//! connect = [6379]                            # TCP ports to connect to
+//! best_effort = false                         # true: run on a kernel without (all of) Landlock
+//!
+//! [default.tasks."Image::resize".sandbox]     # this task's own: its keys replace the default's
+//! write = ["/var/lib/li3g/images"]
 //!
 //! [default.environments.production]           # applied on top when --environment production
 //! servers = ["gearman1.internal", "gearman2.internal"]
@@ -37,12 +47,20 @@
 //! the configuration `default` exists). Unknown keys are errors, so a typo never goes unseen;
 //! every error names the file, the key and what was expected.
 
+mod plugin_settings;
 pub mod pools;
+mod scheduler;
+mod values;
 
+use plugin_settings::{merge, split_plugins, RawPlugins};
 pub use pools::PoolSettings;
+use scheduler::RawSchedulerSettings;
+pub use scheduler::{lease_from_secs, SchedulerSettings};
+pub use values::{parse_seconds, parse_size, redact_url, seconds, MAX_SECONDS};
 
 use crate::gearman::conn::ServerAddr;
 use crate::plugins::canonical_task_name;
+pub use crate::worker::sandbox::SandboxRules;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +86,8 @@ pub struct Config {
     pub servers_default: bool,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
+    /// `[NAME.sandbox]`: every task's sandbox unless it has its own.
+    pub sandbox: Option<SandboxRules>,
     /// The scheduler's settings (`[NAME.scheduler]`).
     pub scheduler: SchedulerSettings,
     /// The Redis URL for the scheduler, when set.
@@ -125,40 +145,15 @@ impl Config {
     }
 }
 
-/// The longest duration any setting may have: 30 days. Longer is a typo (and would not fit
-/// `CAN_DO_TIMEOUT`'s milliseconds or a poll timeout).
-pub const MAX_SECONDS: f64 = 30.0 * 86_400.0;
-
-/// A number of seconds as a [`Duration`]: positive, finite and at most [`MAX_SECONDS`].
-///
-/// # Errors
-/// What is wrong with it, for a message that names the flag or key.
-pub fn seconds(value: f64) -> Result<Duration, String> {
-    if value.is_nan() {
-        Err("NaN is not a number of seconds".into())
-    } else if value <= 0.0 {
-        Err(format!("{value} is not a positive number of seconds"))
-    } else if value > MAX_SECONDS {
-        Err(format!("{value} seconds is too long (at most {MAX_SECONDS}, 30 days)"))
-    } else {
-        Ok(Duration::from_secs_f64(value))
-    }
-}
-
-/// Parses a command-line number of seconds (`1.5`) with [`seconds`]; clap's `value_parser`.
-///
-/// # Errors
-/// When it is not a number, or not a valid duration.
-pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    seconds(value)
-}
-
 /// Options for one task.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskOptions {
     /// How long a job of this task may run.
     pub timeout: Option<Duration>,
+    /// How much CPU time a job of this task may use (under `--atomic`).
+    pub cpu_limit: Option<Duration>,
+    /// The task's own sandbox: `[NAME.sandbox]`'s keys with this task's over them.
+    pub sandbox: Option<SandboxRules>,
 }
 
 /// Why the configuration cannot be used.
@@ -217,18 +212,43 @@ enum Servers {
     Text(String),
 }
 
-/// `plugins = "DIR"`, or a table: `dir = "DIR"` and one table of settings per plugin.
-#[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "a directory, or a table of `dir` and plugin settings sections")]
-enum RawPlugins {
-    Dir(PathBuf),
-    Table(BTreeMap<String, toml::Value>),
-}
-
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawTask {
     timeout: Option<f64>,
+    cpu_limit: Option<f64>,
+    sandbox: Option<RawSandbox>,
+}
+
+/// `[NAME.sandbox]` and `[NAME.tasks."T".sandbox]`: each key given replaces the default's.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    read: Option<Vec<PathBuf>>,
+    write: Option<Vec<PathBuf>>,
+    connect: Option<Vec<u16>>,
+    best_effort: Option<bool>,
+}
+
+impl RawSandbox {
+    /// `over`'s keys over these.
+    fn merge(&self, over: &RawSandbox) -> RawSandbox {
+        RawSandbox {
+            read: over.read.clone().or_else(|| self.read.clone()),
+            write: over.write.clone().or_else(|| self.write.clone()),
+            connect: over.connect.clone().or_else(|| self.connect.clone()),
+            best_effort: over.best_effort.or(self.best_effort),
+        }
+    }
+
+    fn resolve(self) -> SandboxRules {
+        SandboxRules {
+            read: self.read.unwrap_or_default(),
+            write: self.write.unwrap_or_default(),
+            connect: self.connect.unwrap_or_default(),
+            best_effort: self.best_effort.unwrap_or(false),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -254,6 +274,7 @@ struct RawConfig {
     metrics_token: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
+    sandbox: Option<RawSandbox>,
     log_file: Option<PathBuf>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
@@ -261,118 +282,6 @@ struct RawConfig {
     pools: BTreeMap<String, pools::RawPool>,
     #[serde(default)]
     environments: BTreeMap<String, RawOverride>,
-}
-
-/// The scheduler's settings: the configuration's `[NAME.scheduler]` table. The scheduler is
-/// given these (and the Redis URL, and the servers); it never reads the whole [`Config`].
-///
-/// ```toml
-/// [default.scheduler]
-/// prefix = "li3g:"                # of every key, and of status keys (li3_gearman's `prefix`)
-/// schedule_set = "job_scheduled"  # li3_gearman's scheduled set (its `schedulePrefix`)
-/// compat = true                   # move li3_gearman's members too
-/// job_status = true               # write pending/running/finished/error per job
-/// expires = 86400                 # seconds a status key lives
-/// lease = 30                      # seconds a taken job stays leased
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchedulerSettings {
-    /// Prefix of every key.
-    pub prefix: String,
-    /// li3_gearman's scheduled set.
-    pub compat_set: String,
-    /// Whether schedulers move li3_gearman's members.
-    pub compat: bool,
-    /// Whether job status is written.
-    pub job_status: bool,
-    /// How long a status key lives.
-    pub expires: Duration,
-    /// How long a taken job stays leased.
-    pub lease: Duration,
-}
-
-/// The longest lease: a day (a batch leased longer is a batch lost to a stalled scheduler for that long).
-const MAX_LEASE: Duration = Duration::from_secs(86_400);
-
-impl Default for SchedulerSettings {
-    fn default() -> SchedulerSettings {
-        SchedulerSettings {
-            prefix: "li3g:".into(),
-            compat_set: "job_scheduled".into(),
-            compat: true,
-            job_status: true,
-            expires: Duration::from_secs(86400),
-            lease: Duration::from_secs(30),
-        }
-    }
-}
-
-/// The `[NAME.scheduler]` table as written (every key optional).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSchedulerSettings {
-    prefix: Option<String>,
-    schedule_set: Option<String>,
-    compat: Option<bool>,
-    job_status: Option<bool>,
-    expires: Option<u64>,
-    lease: Option<f64>,
-}
-
-impl RawSchedulerSettings {
-    /// `over`'s keys on top of `self`'s.
-    fn merge(self, over: RawSchedulerSettings) -> RawSchedulerSettings {
-        RawSchedulerSettings {
-            prefix: over.prefix.or(self.prefix),
-            schedule_set: over.schedule_set.or(self.schedule_set),
-            compat: over.compat.or(self.compat),
-            job_status: over.job_status.or(self.job_status),
-            expires: over.expires.or(self.expires),
-            lease: over.lease.or(self.lease),
-        }
-    }
-
-    /// The settings, defaults filled in.
-    ///
-    /// # Errors
-    /// The key and what is wrong with it.
-    fn resolve(self) -> Result<SchedulerSettings, (String, String)> {
-        let default = SchedulerSettings::default();
-        let lease = match self.lease {
-            None => default.lease,
-            Some(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_LEASE.as_secs_f64() => {
-                Duration::from_secs_f64(secs)
-            }
-            Some(secs) if secs > 0.0 => {
-                return Err(("scheduler.lease".into(), format!("{secs} is more than {} seconds", MAX_LEASE.as_secs())))
-            }
-            Some(secs) => {
-                return Err(("scheduler.lease".into(), format!("{secs} is not a positive number of seconds")))
-            }
-        };
-        if self.expires == Some(0) {
-            return Err(("scheduler.expires".into(), "0 is not a positive number of seconds".into()));
-        }
-        Ok(SchedulerSettings {
-            prefix: self.prefix.unwrap_or(default.prefix),
-            compat_set: self.schedule_set.unwrap_or(default.compat_set),
-            compat: self.compat.unwrap_or(default.compat),
-            job_status: self.job_status.unwrap_or(default.job_status),
-            expires: self.expires.map(Duration::from_secs).unwrap_or(default.expires),
-            lease,
-        })
-    }
-}
-
-/// `url` with its password (and user) replaced by `***`, for log lines and messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    // The credentials end at the last `@` before the path.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
 }
 
 /// The file to read: the one given, or the first of [`SEARCH_PATH`] that exists.
@@ -485,12 +394,14 @@ fn resolve(
     for (task, options) in raw.tasks {
         let key = |field: &str| format!("{name}.tasks.\"{task}\"{field}");
         let timeout = options.timeout.map(seconds).transpose().map_err(|err| invalid(key(".timeout"), err))?;
+        let cpu_limit = options.cpu_limit.map(seconds).transpose().map_err(|err| invalid(key(".cpu_limit"), err))?;
         // Keys name tasks as jobs do: `Hello` is `Hello::run`, a leading `\` is ignored.
         let canonical = canonical_task_name(&task);
         if let Some(other) = keys.insert(canonical.clone(), task.clone()) {
             return Err(invalid(key(""), format!("names the same task as \"{other}\" ({canonical})")));
         }
-        tasks.insert(canonical, TaskOptions { timeout });
+        let sandbox = options.sandbox.map(|own| raw.sandbox.clone().unwrap_or_default().merge(&own).resolve());
+        tasks.insert(canonical, TaskOptions { timeout, cpu_limit, sandbox });
     }
     if let Some(url) = raw.redis.as_deref() {
         // A URL that does not parse would make every scheduler exit at start, over and over:
@@ -512,6 +423,7 @@ fn resolve(
         servers,
         servers_default,
         plugins,
+        sandbox: raw.sandbox.map(RawSandbox::resolve),
         redis: raw.redis,
         metrics: raw.metrics,
         metrics_token: raw.metrics_token,
@@ -527,123 +439,6 @@ fn resolve(
         optional_plugins: optional_plugins.unwrap_or_default(),
         log_file: raw.log_file,
     })
-}
-
-/// `512M`, `2G`, `64K` or plain bytes: a memory limit (`--memlimit`, a pool's `memlimit`).
-///
-/// # Errors
-/// What is wrong with it.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, ""),
-    };
-    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 512M"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
-    };
-    if n == 0 {
-        return Err(format!("{text:?}: a memory limit must be above zero"));
-    }
-    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
-}
-
-type Sections = BTreeMap<String, toml::Value>;
-
-/// What a `plugins` table holds: the directory, the state constructors' timeout, the optional
-/// plugins and the plugin settings sections.
-type SplitPlugins = (Option<PathBuf>, Option<Duration>, Option<Vec<String>>, Sections);
-
-/// The plugins directory, the state constructors' timeout, the optional plugins and the plugin
-/// settings sections from `plugins`.
-fn split_plugins(
-    raw: Option<RawPlugins>,
-    key: &str,
-    invalid: &dyn Fn(String, String) -> ConfigError,
-) -> Result<SplitPlugins, ConfigError> {
-    match raw {
-        None => Ok((None, None, None, Sections::new())),
-        Some(RawPlugins::Dir(dir)) => Ok((Some(dir), None, None, Sections::new())),
-        Some(RawPlugins::Table(mut table)) => {
-            let dir = match table.remove("dir") {
-                None => None,
-                Some(toml::Value::String(dir)) => Some(PathBuf::from(dir)),
-                Some(other) => {
-                    return Err(invalid(
-                        format!("{key}.dir"),
-                        format!("expected a directory, found {}", other.type_str()),
-                    ))
-                }
-            };
-            let timeout = match table.remove("state_timeout") {
-                None => None,
-                Some(toml::Value::Integer(n)) => {
-                    Some(seconds(n as f64).map_err(|err| invalid(format!("{key}.state_timeout"), err))?)
-                }
-                Some(toml::Value::Float(n)) => {
-                    Some(seconds(n).map_err(|err| invalid(format!("{key}.state_timeout"), err))?)
-                }
-                Some(other) => {
-                    return Err(invalid(
-                        format!("{key}.state_timeout"),
-                        format!("expected a number of seconds, found {}", other.type_str()),
-                    ))
-                }
-            };
-            let optional = match table.remove("optional") {
-                None => None,
-                Some(toml::Value::Array(names)) => Some(
-                    names
-                        .into_iter()
-                        .map(|name| match name {
-                            toml::Value::String(name) => Ok(name),
-                            other => Err(invalid(
-                                format!("{key}.optional"),
-                                format!("expected plugin names, found {}", other.type_str()),
-                            )),
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-                Some(other) => {
-                    return Err(invalid(
-                        format!("{key}.optional"),
-                        format!("expected a list of plugin names, found {}", other.type_str()),
-                    ))
-                }
-            };
-            for (plugin, section) in &table {
-                if !section.is_table() {
-                    return Err(invalid(
-                        format!("{key}.{plugin}"),
-                        format!("expected a table of the plugin's settings, found {}", section.type_str()),
-                    ));
-                }
-            }
-            Ok((dir, timeout, optional, table))
-        }
-    }
-}
-
-/// Merges `over` into `base` key by key (tables recursively; anything else replaces).
-fn merge(base: &mut toml::Value, over: toml::Value) {
-    match (base, over) {
-        (toml::Value::Table(base), toml::Value::Table(over)) => {
-            for (key, value) in over {
-                match base.get_mut(&key) {
-                    Some(existing) => merge(existing, value),
-                    None => {
-                        base.insert(key, value);
-                    }
-                }
-            }
-        }
-        (base, over) => *base = over,
-    }
 }
 
 #[cfg(test)]

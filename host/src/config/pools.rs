@@ -87,11 +87,15 @@ pub(super) fn resolve(
     let mut pools: Vec<PoolSettings> = Vec::new();
     for (pool, raw) in raw {
         let key = |field: &str| format!("{name}.pools.{pool}{field}");
-        if pool == "default" || pool.is_empty() || !pool.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        // At most 64 bytes: the scoreboard's slot keeps that much of it.
+        if pool == "default"
+            || pool.is_empty()
+            || pool.len() > 64
+            || !pool.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
         {
             return Err(invalid(
                 key(""),
-                "a pool's name is letters, digits, `_` and `-`, and not `default` (the --workers pool)".into(),
+                "a pool's name is 1 to 64 letters, digits, `_` and `-`, and not `default` (the --workers pool)".into(),
             ));
         }
         if raw.tasks.is_empty() {
@@ -247,6 +251,10 @@ tasks = ["Mail::send", "Report::build"]
             let err = load(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
+        // Longer than the scoreboard keeps.
+        let err = load(&format!("[default.pools.{}]\ntasks = [\"A::b\"]", "p".repeat(65))).unwrap_err().to_string();
+        assert!(err.contains("a pool's name is 1 to 64"), "{err}");
+        assert!(load(&format!("[default.pools.{}]\ntasks = [\"A::b\"]", "p".repeat(64))).is_ok());
         let err = load("[default.pools.a]\ntasks = [\"A::b\"]\nsandbox = 1").unwrap_err().to_string();
         assert!(err.contains("unknown field `sandbox`"), "{err}");
     }

@@ -156,6 +156,18 @@ fn settings_from_the_configuration() {
     assert!(err.to_string().contains("unknown field `prefx`"), "{err}");
     let err = parse(path, "[default.scheduler]\nlease = 8.658082506447196e212\n", "default", None).unwrap_err();
     assert!(err.to_string().contains("default.scheduler.lease: 8658082506447196"), "{err}");
+    let err = parse(path, "[default.scheduler]\nlease = 1e-9\n", "default", None).unwrap_err();
+    assert!(err.to_string().contains("outside 0.1..=86400 seconds"), "{err}");
+}
+
+#[test]
+fn a_task_takes_a_cpu_limit() {
+    let path = Path::new("/etc/li3g/li3g.toml");
+    let text = "[default.tasks.\"A::b\"]\ncpu_limit = 2.5\n";
+    let config = parse(path, text, "default", None).unwrap();
+    assert_eq!(config.tasks["A::b"].cpu_limit, Some(Duration::from_millis(2500)));
+    let err = parse(path, "[default.tasks.\"A::b\"]\ncpu_limit = 0\n", "default", None).unwrap_err().to_string();
+    assert!(err.contains("default.tasks.\"A::b\".cpu_limit: 0 is not a positive number of seconds"), "{err}");
 }
 
 #[test]

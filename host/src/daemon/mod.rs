@@ -1,6 +1,8 @@
 //! The supervisor behind `li3g-host start`: a pool of child processes of several kinds
 //! (workers, and whatever else a [`ChildSpec`] describes).
 //!
+//! - [`child_spec`]: what a child is ([`ChildSpec`], [`Restart`]) and when one that ended is
+//!   replaced.
 //! - [`pool`]: the supervision loop: spawn, reap, restart policies with backoff, limits,
 //!   graceful stop (SIGTERM/SIGINT; a second one kills), graceful restart (SIGHUP).
 //! - [`run`]: what `start` runs: the child specs (workers, scheduler, embedded job server)
@@ -29,6 +31,7 @@
 //! started after `restart` sees the plugin files as they are now, and the supervisor stays
 //! small and single-threaded, safe to fork from.
 
+pub mod child_spec;
 pub mod detach;
 pub mod pool;
 pub mod recycle;

@@ -77,6 +77,12 @@ pub enum Error {
     /// The monitor cannot listen where it is asked to.
     #[error(transparent)]
     Monitor(#[from] crate::monitor::MonitorError),
+    /// The embedded job server's store cannot be opened (another server holds it, ...).
+    #[error("{source}; not starting the embedded job server")]
+    StoreOpen {
+        /// Why.
+        source: crate::server::StoreError,
+    },
     /// There is no HOME to put the default store in.
     #[error("no HOME for the job store; use --store")]
     NoHome,
@@ -196,6 +202,11 @@ fn embedded_server(
                 }
                 None => default_store()?,
             };
+            // Open the store here, in the foreground, before saying the server listens: a store
+            // that cannot be opened (locked by another server, unreadable) stops `start` with
+            // the reason, instead of a bound port whose server child fails and backs off while
+            // clients connect and wait.
+            crate::server::check_store(&store).map_err(|source| Error::StoreOpen { source })?;
             let message = format!("Job server listening on {addr} (store: {})", store.display());
             eprintln!("li3g-host: {message}");
             options.log.daemon(&message);
@@ -279,6 +290,7 @@ fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec
 /// (it loads no plugin, and its jobs would be lost without a store).
 fn server_child<'a>(listener: &'a TcpListener, options: &'a crate::server::Options) -> ChildSpec<'a> {
     let mut spec = ChildSpec::new("job server", 1, move |_number| {
+        signals::install_server();
         let result = listener.try_clone().map_err(crate::server::Error::from).and_then(|l| {
             crate::server::run(
                 l,

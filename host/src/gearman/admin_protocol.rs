@@ -91,65 +91,99 @@ pub fn parse_workers<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Vec
 /// The longest command line a server accepts; longer is garbage (the peer is disconnected).
 pub const MAX_COMMAND_LINE: usize = 4096;
 
-/// An admin command, as a server reads it.
+/// An admin command, as a server reads it: verbs and their words are case-insensitive, as in
+/// gearmand (`strcasecmp`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `status`: every function's queue.
     Status,
+    /// `prioritystatus`: every function's queued jobs by priority (high, normal, low), workers.
+    PriorityStatus,
     /// `workers`: every connection and its functions.
     Workers,
     /// `version`.
     Version,
     /// `getpid`.
     Getpid,
-    /// `maxqueue FUNCTION [N]`: cap a function's queue (no N, or a negative one: unlimited).
+    /// `verbose`: the server's log level.
+    Verbose,
+    /// `show jobs`: every job (handle, retries, ignored, queued).
+    ShowJobs,
+    /// `show unique jobs`: every job's unique key.
+    ShowUniqueJobs,
+    /// `show` with other words (`ERR UNKNOWN_SHOW_ARGUMENTS`).
+    ShowUnknown,
+    /// `create function NAME`.
+    CreateFunction(String),
+    /// `drop function NAME`.
+    DropFunction(String),
+    /// `cancel job HANDLE`: fail a job that no worker runs.
+    CancelJob(String),
+    /// `maxqueue FUNCTION [N | HIGH NORMAL LOW]`: cap a function's jobs, per priority (0, a
+    /// negative or a missing size: no limit; one size caps all three).
     MaxQueue {
         /// The function.
         function: String,
-        /// The cap.
-        max: Option<u64>,
+        /// High, normal, low; 0 is no limit.
+        sizes: [u32; 3],
     },
-    /// `shutdown [graceful]`: stop the server (graceful: once no job runs).
-    Shutdown {
-        /// Whether to let running jobs finish.
-        graceful: bool,
-    },
-    /// A command the server does not know (answered `ERR UNKNOWN_COMMAND`).
+    /// A known verb without the words it needs (`ERR INVALID_ARGUMENTS`).
+    InvalidArguments(String),
+    /// A command the server does not know (`ERR UNKNOWN_COMMAND`, which names it).
     Unknown(String),
 }
 
 impl Command {
     /// Parses one command line (its line end optional).
     pub fn parse(line: &str) -> Command {
-        let mut words = line.split_whitespace();
-        let verb = words.next().unwrap_or("");
-        let rest: Vec<&str> = words.collect();
-        match (verb, rest.as_slice()) {
-            ("status", []) => Command::Status,
-            ("workers", []) => Command::Workers,
-            ("version", []) => Command::Version,
-            ("getpid", []) => Command::Getpid,
-            ("shutdown", []) => Command::Shutdown { graceful: false },
-            ("shutdown", ["graceful"]) => Command::Shutdown { graceful: true },
-            ("maxqueue", [function]) => Command::MaxQueue { function: function.to_string(), max: None },
-            // gearmand also takes one size per priority (high, normal, low): the smallest caps all.
-            // As in gearmand, 0 (or a negative size) means no limit.
-            ("maxqueue", [function, sizes @ ..]) if sizes.len() <= 3 => {
-                match sizes.iter().map(|s| s.parse::<i64>()).collect::<Result<Vec<_>, _>>() {
-                    Ok(sizes) => Command::MaxQueue {
-                        function: function.to_string(),
-                        max: sizes.into_iter().filter(|&n| n > 0).min().and_then(|n| u64::try_from(n).ok()),
-                    },
-                    Err(_) => Command::Unknown(line.trim_end().to_string()),
-                }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+        let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+        let verb = words.first().copied().unwrap_or("");
+        match lower.as_slice() {
+            ["status", ..] => Command::Status,
+            ["prioritystatus", ..] => Command::PriorityStatus,
+            ["workers", ..] => Command::Workers,
+            ["version", ..] => Command::Version,
+            ["getpid", ..] => Command::Getpid,
+            ["verbose", ..] => Command::Verbose,
+            ["show", "jobs"] => Command::ShowJobs,
+            ["show", "unique", "jobs"] => Command::ShowUniqueJobs,
+            ["show", _, ..] => Command::ShowUnknown,
+            ["cancel", "job", _] => Command::CancelJob(words[2].to_string()),
+            ["create", "function", _] => Command::CreateFunction(words[2].to_string()),
+            ["create", ..] => Command::InvalidArguments(verb.to_string()),
+            ["drop", "function", _] => Command::DropFunction(words[2].to_string()),
+            ["drop", ..] => Command::InvalidArguments(verb.to_string()),
+            ["maxqueue"] => Command::InvalidArguments(verb.to_string()),
+            ["maxqueue", _, sizes @ ..] => {
+                // gearmand: `atoi` of each size, a negative one is 0 (no limit); one size (or
+                // none) applies to every priority.
+                let size = |i: usize| sizes.get(i).map_or(0, |s| u32::try_from(atoi_i64(s).max(0)).unwrap_or(u32::MAX));
+                let sizes = if sizes.len() <= 1 { [size(0); 3] } else { [size(0), size(1), size(2)] };
+                Command::MaxQueue { function: words[1].to_string(), sizes }
             }
-            _ => Command::Unknown(line.trim_end().to_string()),
+            _ => Command::Unknown(verb.to_string()),
         }
     }
+
+    /// The answer when the command succeeds without data (`OK`, with gearmand's `\r\n`).
+    pub const OK: &'static str = "OK\r\n";
 }
 
-/// The answer to an unknown command, as gearmand words it.
-pub const UNKNOWN_COMMAND: &str = "ERR UNKNOWN_COMMAND Unknown+server+command\n";
+fn atoi_i64(text: &str) -> i64 {
+    super::packet::atoi(text.as_bytes())
+}
+
+/// The answer to an unknown command, as gearmand words it (the command's name appended).
+pub fn unknown_command(verb: &str) -> String {
+    format!("ERR UNKNOWN_COMMAND Unknown+server+command{verb}\r\n")
+}
+
+/// The answer to a command missing its arguments, as gearmand words it.
+pub fn invalid_arguments(verb: &str) -> String {
+    format!("ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+{verb}\r\n")
+}
 
 /// Writes a `status` answer, final `.` included.
 pub fn write_status(functions: &[FunctionStatus]) -> String {
@@ -215,15 +249,19 @@ mod tests {
     #[test]
     fn commands() {
         assert_eq!(Command::parse("status\r\n"), Command::Status);
-        assert_eq!(Command::parse("maxqueue f 10"), Command::MaxQueue { function: "f".into(), max: Some(10) });
-        assert_eq!(Command::parse("maxqueue f 10 5 7"), Command::MaxQueue { function: "f".into(), max: Some(5) });
-        assert_eq!(Command::parse("maxqueue f -1"), Command::MaxQueue { function: "f".into(), max: None });
-        // 0 is no limit, as in gearmand (it used to refuse every job).
-        assert_eq!(Command::parse("maxqueue f 0"), Command::MaxQueue { function: "f".into(), max: None });
-        assert_eq!(Command::parse("maxqueue f 0 5 0"), Command::MaxQueue { function: "f".into(), max: Some(5) });
-        assert_eq!(Command::parse("maxqueue f"), Command::MaxQueue { function: "f".into(), max: None });
-        assert_eq!(Command::parse("shutdown graceful"), Command::Shutdown { graceful: true });
-        assert_eq!(Command::parse("bogus x"), Command::Unknown("bogus x".into()));
-        assert_eq!(Command::parse("maxqueue f x"), Command::Unknown("maxqueue f x".into()));
+        assert_eq!(Command::parse("STATUS"), Command::Status, "case-insensitive, as gearmand");
+        assert_eq!(Command::parse("maxqueue f 10"), Command::MaxQueue { function: "f".into(), sizes: [10; 3] });
+        assert_eq!(Command::parse("maxqueue f 10 5 7"), Command::MaxQueue { function: "f".into(), sizes: [10, 5, 7] });
+        assert_eq!(Command::parse("maxqueue f -1"), Command::MaxQueue { function: "f".into(), sizes: [0; 3] });
+        assert_eq!(Command::parse("maxqueue f"), Command::MaxQueue { function: "f".into(), sizes: [0; 3] });
+        assert_eq!(Command::parse("maxqueue f x"), Command::MaxQueue { function: "f".into(), sizes: [0; 3] });
+        assert_eq!(Command::parse("maxqueue"), Command::InvalidArguments("maxqueue".into()));
+        assert_eq!(Command::parse("Show Unique Jobs"), Command::ShowUniqueJobs);
+        assert_eq!(Command::parse("show foo"), Command::ShowUnknown);
+        assert_eq!(Command::parse("cancel job H:x:1"), Command::CancelJob("H:x:1".into()));
+        assert_eq!(Command::parse("cancel job"), Command::Unknown("cancel".into()));
+        assert_eq!(Command::parse("drop function F"), Command::DropFunction("F".into()));
+        assert_eq!(Command::parse("shutdown"), Command::Unknown("shutdown".into()), "no shutdown, as gearmand");
+        assert_eq!(unknown_command("bogus"), "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n");
     }
 }

@@ -418,6 +418,38 @@ fn number(kind: PacketType, field: &'static str, bytes: &[u8]) -> Result<u64, Er
     text.trim().parse().map_err(|_| bad())
 }
 
+/// A number read as gearmand reads `WORK_STATUS` and `CAN_DO_TIMEOUT` fields (C's `atoi`):
+/// leading blanks, a sign, the digits that follow; anything else ends it (`0.5` is 0, `50%`
+/// is 50, `x` is 0). Never an error: gearmand takes such packets, so the server must too.
+pub fn atoi(bytes: &[u8]) -> i64 {
+    let mut rest = bytes.iter().skip_while(|b| b.is_ascii_whitespace()).peekable();
+    let negative = match rest.peek() {
+        Some(b'-') => {
+            rest.next();
+            true
+        }
+        Some(b'+') => {
+            rest.next();
+            false
+        }
+        _ => false,
+    };
+    let mut value: i64 = 0;
+    for b in rest.take_while(|b| b.is_ascii_digit()) {
+        value = value.saturating_mul(10).saturating_add(i64::from(b - b'0'));
+    }
+    if negative {
+        -value
+    } else {
+        value
+    }
+}
+
+/// A progress field as gearmand stores it: `(uint32_t)atoi(...)`.
+fn progress(bytes: &[u8]) -> u64 {
+    u64::from(atoi(bytes) as i32 as u32)
+}
+
 fn flag(kind: PacketType, field: &'static str, bytes: &[u8]) -> Result<bool, Error> {
     Ok(number(kind, field, bytes)? != 0)
 }
@@ -430,12 +462,8 @@ fn parse_body(kind: PacketType, body: &[u8]) -> Result<Packet, Error> {
         T::CantDo => Packet::CantDo { function: ident(body) },
         T::CanDoTimeout => {
             let [function, timeout] = take(2)?.try_into().expect("split gives n parts");
-            let timeout = number(kind, "timeout", &timeout)?;
-            let timeout = u32::try_from(timeout).map_err(|_| Error::BadNumber {
-                kind,
-                field: "timeout",
-                value: timeout.to_string(),
-            })?;
+            // As gearmand (`strtol`): a negative or unreadable timeout is no timeout (0).
+            let timeout = u32::try_from(atoi(&ident(&timeout)).max(0)).unwrap_or(u32::MAX);
             Packet::CanDoTimeout { function, timeout }
         }
         T::ResetAbilities => Packet::ResetAbilities,
@@ -460,11 +488,10 @@ fn parse_body(kind: PacketType, body: &[u8]) -> Result<Packet, Error> {
         }
         T::WorkStatus => {
             let [handle, num, den] = take(3)?.try_into().expect("split gives n parts");
-            Packet::WorkStatus {
-                handle,
-                numerator: number(kind, "numerator", &num)?,
-                denominator: number(kind, "denominator", &ident(&den))?,
-            }
+            // As gearmand reads them: `0.5` or `50%` are taken (as 0 and 50), never refused; a
+            // server relays the fields as they were sent (see [`encode_raw`]).
+            let den = ident(&den);
+            Packet::WorkStatus { handle, numerator: progress(&num), denominator: progress(&den[..den.len().min(10)]) }
         }
         T::WorkFail => Packet::WorkFail { handle: ident(body) },
         T::WorkComplete | T::WorkException | T::WorkData | T::WorkWarning => {
@@ -487,7 +514,9 @@ fn parse_body(kind: PacketType, body: &[u8]) -> Result<Packet, Error> {
         }
         T::SubmitJobEpoch => {
             let [function, unique, epoch, workload] = take(4)?.try_into().expect("split gives n parts");
-            Packet::SubmitJobEpoch { function, unique, epoch: number(kind, "epoch", &epoch)?, workload }
+            // As gearmand (`strtoll`): an unreadable, negative or empty time is 0 (run at once).
+            let epoch = number(kind, "epoch", &epoch).unwrap_or_else(|_| atoi(&epoch).max(0) as u64);
+            Packet::SubmitJobEpoch { function, unique, epoch, workload }
         }
         T::JobCreated => Packet::JobCreated { handle: ident(body) },
         T::GetStatus => Packet::GetStatus { handle: ident(body) },
@@ -714,6 +743,22 @@ pub fn encode(magic: Magic, packet: &Packet, out: &mut Vec<u8>) -> Result<(), Er
     Ok(())
 }
 
+/// Appends a packet of type `kind` whose body is `body` as it came (a server relaying a
+/// worker's `WORK_STATUS` byte for byte, as gearmand does).
+///
+/// # Errors
+/// [`Error::TooBig`] for a body over `u32::MAX` bytes.
+pub fn encode_raw(magic: Magic, kind: PacketType, body: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    let size =
+        u32::try_from(body.len()).map_err(|_| Error::TooBig { size: body.len() as u64, max: u32::MAX as usize })?;
+    out.reserve(HEADER_LEN + body.len());
+    out.extend_from_slice(magic.bytes());
+    out.extend_from_slice(&(kind as u32).to_be_bytes());
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(body);
+    Ok(())
+}
+
 impl fmt::Display for Magic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -790,10 +835,19 @@ mod tests {
             decode(b"\0RES\0\0\0\x0b\0\0\0\x03a\0b", 1024),
             Err(Error::MissingArguments { kind: PacketType::JobAssign, expected: 3, found: 2 })
         );
-        assert!(matches!(
+        // WORK_STATUS numbers are read as gearmand reads them (atoi), never refused.
+        assert_eq!(
             decode(b"\0RES\0\0\0\x0c\0\0\0\x05h\0x\x001", 1024),
-            Err(Error::BadNumber { field: "numerator", .. })
-        ));
+            Ok(Decoded::Packet {
+                magic: Magic::Res,
+                packet: Packet::WorkStatus { handle: b"h".to_vec(), numerator: 0, denominator: 1 },
+                len: 17
+            })
+        );
+        assert_eq!((atoi(b"0.5"), atoi(b"50%"), atoi(b" -7"), atoi(b""), atoi(b"x1")), (0, 50, -7, 0, 0));
+        let mut wire = Vec::new();
+        encode_raw(Magic::Res, PacketType::WorkStatus, b"h\x000.5\x001", &mut wire).unwrap();
+        assert_eq!(wire, b"\0RES\0\0\0\x0c\0\0\0\x07h\x000.5\x001");
     }
 
     #[test]
@@ -859,10 +913,11 @@ mod props {
             (field(), field(), field(), field(), data()).prop_map(|(handle, function, unique, reducer, workload)| {
                 Packet::JobAssignAll { handle, function, unique, reducer, workload }
             }),
-            (field(), any::<u64>(), any::<u64>()).prop_map(|(handle, numerator, denominator)| Packet::WorkStatus {
+            // Progress is a u32 on the wire, as gearmand stores it.
+            (field(), any::<u32>(), any::<u32>()).prop_map(|(handle, numerator, denominator)| Packet::WorkStatus {
                 handle,
-                numerator,
-                denominator
+                numerator: u64::from(numerator),
+                denominator: u64::from(denominator)
             }),
             (field(), data()).prop_map(|(handle, data)| Packet::WorkComplete { handle, data }),
             field().prop_map(|handle| Packet::WorkFail { handle }),

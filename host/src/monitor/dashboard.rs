@@ -120,11 +120,11 @@ pub fn render(page: Page, view: &View<'_>) -> String {
 fn busy(view: &View<'_>) -> Markup {
     html! {
         table id="children" {
-            tr { th { "kind" } th { "#" } th { "PID" } th { "state" } th { "job" } th { "id" } th { "seconds" }
+            tr { th { "kind" } th { "pool" } th { "#" } th { "PID" } th { "state" } th { "job" } th { "id" } th { "seconds" }
                  th { "done" } th { "failed" } th { "RSS MiB" } }
             @for c in &view.report.children {
                 tr class=[(c.job.is_some()).then_some("busy")] {
-                    td { (c.kind.name()) } td { (c.number) } td { (c.pid) } td { (c.state.name()) }
+                    td { (c.kind.name()) } td { (c.pool.as_deref().unwrap_or("")) } td { (c.number) } td { (c.pid) } td { (c.state.name()) }
                     @if let Some(j) = &c.job {
                         td.task { (j.task) } td.id { (j.id) } td { (format!("{:.1}", j.seconds)) }
                     } @else { td {} td {} td {} }

@@ -4,14 +4,22 @@
 //! recycled worker's counts leave with it: Prometheus' `rate()` and `increase()` read that as a
 //! counter reset).
 
-use crate::scoreboard::{State, BUCKETS};
-use crate::status::Report;
-use std::collections::BTreeMap;
+use crate::scoreboard::{Kind, State, BUCKETS};
+use crate::status::{Child, Report};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 /// A label value, escaped as the text format wants (`\`, `"`, newline).
 fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The `pool` label of the default pool's workers.
+const DEFAULT_POOL: &str = "default";
+
+/// A child's `pool` label: its pool's name, or [`DEFAULT_POOL`].
+fn pool_name(child: &Child) -> &str {
+    child.pool.as_deref().unwrap_or(DEFAULT_POOL)
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -37,10 +45,13 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "li3g_build_info{{version=\"{}\"}} 1", label(&report.daemon.version));
 
     let mut tasks: BTreeMap<&str, Task> = BTreeMap::new();
-    // The live children's counters plus those of the children that ended: a total that never
-    // goes down when a worker is recycled.
-    for t in report.children.iter().flat_map(|c| &c.tasks).chain(&report.retired) {
-        {
+    // (pool, task) -> (completed, failed)
+    let mut by_pool: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    for child in &report.children {
+        for t in &child.tasks {
+            let counts = by_pool.entry((pool_name(child), &t.name)).or_default();
+            counts.0 += t.completed;
+            counts.1 += t.failed;
             let entry = tasks.entry(&t.name).or_default();
             entry.completed += t.completed;
             entry.failed += t.failed;
@@ -53,11 +64,29 @@ pub fn render(report: &Report) -> String {
             entry.max_rss = entry.max_rss.max(t.max_rss_bytes);
         }
     }
-    header(&mut out, "li3g_jobs_total", "counter", "Jobs the workers ran, per task and outcome.");
-    for (task, t) in &tasks {
-        let task = label(task);
-        let _ = writeln!(out, "li3g_jobs_total{{task=\"{task}\",outcome=\"completed\"}} {}", t.completed);
-        let _ = writeln!(out, "li3g_jobs_total{{task=\"{task}\",outcome=\"failed\"}} {}", t.failed);
+    // Plus the counters of the children that ended (kept per pool as `pool TAB task`): totals
+    // that never go down when a worker is recycled.
+    for t in &report.retired {
+        let (pool, name) = t.name.split_once('\t').unwrap_or((DEFAULT_POOL, t.name.as_str()));
+        let counts = by_pool.entry((pool, name)).or_default();
+        counts.0 += t.completed;
+        counts.1 += t.failed;
+        let entry = tasks.entry(name).or_default();
+        entry.completed += t.completed;
+        entry.failed += t.failed;
+        entry.seconds += t.duration_seconds;
+        entry.buckets.resize(t.buckets.len().max(entry.buckets.len()), 0);
+        for (sum, n) in entry.buckets.iter_mut().zip(&t.buckets) {
+            *sum += n;
+        }
+        entry.cpu_seconds += t.cpu_seconds;
+        entry.max_rss = entry.max_rss.max(t.max_rss_bytes);
+    }
+    header(&mut out, "li3g_jobs_total", "counter", "Jobs the workers ran, per pool, task and outcome.");
+    for ((pool, task), (completed, failed)) in &by_pool {
+        let (pool, task) = (label(pool), label(task));
+        let _ = writeln!(out, "li3g_jobs_total{{pool=\"{pool}\",task=\"{task}\",outcome=\"completed\"}} {completed}");
+        let _ = writeln!(out, "li3g_jobs_total{{pool=\"{pool}\",task=\"{task}\",outcome=\"failed\"}} {failed}");
     }
     header(&mut out, "li3g_job_duration_seconds", "histogram", "How long jobs ran, per task.");
     for (task, t) in &tasks {
@@ -88,11 +117,15 @@ pub fn render(report: &Report) -> String {
         }
     }
 
-    header(&mut out, "li3g_workers", "gauge", "Worker processes, per state.");
-    for state in [State::Starting, State::Idle, State::Busy, State::Stopping] {
-        let n =
-            report.children.iter().filter(|c| c.kind == crate::scoreboard::Kind::Worker && c.state == state).count();
-        let _ = writeln!(out, "li3g_workers{{state=\"{}\"}} {n}", state.name());
+    header(&mut out, "li3g_workers", "gauge", "Worker processes, per pool and state.");
+    let workers = || report.children.iter().filter(|c| c.kind == Kind::Worker);
+    // The default pool always, and every pool that has a worker now.
+    let pools: BTreeSet<&str> = std::iter::once(DEFAULT_POOL).chain(workers().map(pool_name)).collect();
+    for pool in pools {
+        for state in [State::Starting, State::Idle, State::Busy, State::Stopping] {
+            let n = workers().filter(|c| pool_name(c) == pool && c.state == state).count();
+            let _ = writeln!(out, "li3g_workers{{pool=\"{}\",state=\"{}\"}} {n}", label(pool), state.name());
+        }
     }
     header(&mut out, "li3g_child_restarts_total", "counter", "Children replaced, per kind and reason.");
     for r in &report.restarts {

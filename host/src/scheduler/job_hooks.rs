@@ -234,6 +234,14 @@ impl JobHooks {
                     log(&format!("Cannot record the end of job #{id}: {err}"));
                     return;
                 }
+                // An error that no waiting mends (a key of another type, an ACL without a
+                // command): holding would stop this worker for good, one job at a time.
+                Err(err) if !is_outage(&err) => {
+                    log(&format!(
+                        "Cannot record the failure of job #{id}: {err}; its retry is lost (Redis refuses it, which waiting does not mend)"
+                    ));
+                    return;
+                }
                 // A failure with retries left: its retry must not be lost to an outage. The
                 // job is not answered until Redis has it (if this worker dies meanwhile, the
                 // job server hands the job out again, so it is never lost either way).
@@ -272,4 +280,20 @@ impl JobHooks {
 fn wants_retry(function: &str, workload: &[u8]) -> bool {
     crate::workload::decode(function, workload)
         .is_ok_and(|job| job.background == Some(true) && !job.retries.is_none() && job.id.is_some())
+}
+
+/// Whether a Redis failure is an outage that passes by itself (Redis unreachable, stalled,
+/// restarting, full, busy or failing over), worth holding a job's answer for; not an error
+/// Redis gives the same way every time (a wrong-typed key, a missing permission, a wrong
+/// password, a reply of another shape).
+fn is_outage(err: &ScheduleError) -> bool {
+    const LASTING: [&str; 4] = ["WRONGTYPE", "NOPERM", "WRONGPASS", "NOAUTH"];
+    match err {
+        ScheduleError::Redis(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => true,
+        ScheduleError::Redis(e) => {
+            let text = e.to_string();
+            !LASTING.iter().any(|code| e.code() == Some(*code) || text.contains(code))
+        }
+        _ => false,
+    }
 }

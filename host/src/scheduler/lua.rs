@@ -46,7 +46,8 @@ end
 /// Acknowledges the jobs of the previous batch (as [`ack`]), then takes up to `batch` jobs
 /// under this scheduler's token: first (with `reclaim`) those leased to this token that it
 /// no longer holds (a take whose reply was lost), then those whose lease ran out (their
-/// scheduler died or stalled), then due ones, then (when enabled) due li3_gearman members,
+/// scheduler died or stalled; one scheduled again meanwhile, a retry, only loses its lease
+/// and waits for its due time), then due ones, then (when enabled) due li3_gearman members,
 /// which are stored under their `id` (or `php-<sha1>` without one). Each goes under a lease
 /// until `now + lease_ms`. Bulk commands, in slices that keep Lua's stack small.
 ///
@@ -67,17 +68,23 @@ ack(KEYS[2], KEYS[3], KEYS[1], KEYS[5], token, ARGV, 6)
 local lease = now + tonumber(ARGV[1])
 local batch = tonumber(ARGV[2])
 -- Reads first.
-local out, seen = {}, {}
+-- A leased job that is scheduled again meanwhile (a worker recorded its retry before the
+-- lease was acknowledged) is not taken through its lease: that would submit the retry before
+-- its time, and again when it is due. Its lease is released; the schedule has it.
+local out, seen, release = {}, {}, {}
+local function leased(id)
+  if seen[id] then return end
+  seen[id] = true
+  if redis.call('ZSCORE', KEYS[1], id) then release[#release + 1] = id else out[#out + 1] = id end
+end
 if ARGV[5] == '1' then
   local owners = redis.call('HGETALL', KEYS[5])
   for i = 1, #owners, 2 do
-    if #out < batch and owners[i + 1] == token then out[#out + 1] = owners[i]; seen[owners[i]] = true end
+    if #out < batch and owners[i + 1] == token then leased(owners[i]) end
   end
 end
 if #out < batch then
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch - #out)) do
-    if not seen[id] then out[#out + 1] = id; seen[id] = true end
-  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch - #out)) do leased(id) end
 end
 local due = {}
 if #out < batch then
@@ -94,6 +101,11 @@ if compat and #out < batch then
     member_ids[#member_ids + 1] = id
   end
 end
+-- Writes from here on, which cannot fail: every key was checked above.
+slices(release, 1, function(ids)
+  redis.call('ZREM', KEYS[2], unpack(ids))
+  redis.call('HDEL', KEYS[5], unpack(ids))
+end)
 if #out == 0 and #members == 0 then
   local next = -1
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -122,7 +134,6 @@ for i, m in ipairs(members) do
   result[#result + 1] = m
   out[#out + 1] = member_ids[i]
 end
--- Then the writes, which cannot fail: every key was checked above.
 slices(due, 1, function(ids) redis.call('ZREM', KEYS[1], unpack(ids)) end)
 for i, m in ipairs(members) do
   redis.call('HSET', KEYS[3], member_ids[i], m)

@@ -19,7 +19,8 @@
 //!
 //! Layout: [`schedule`] (the Redis operations: [`Schedule`]), [`entries`] (its keys, statuses,
 //! errors and listings), [`lua`] (the scripts), [`record`]
-//! (what is stored), [`run`] (the scheduler loop), [`wake`] (its sleep), [`job_hooks`] (the
+//! (what is stored), [`run`] (the scheduler loop), `submit` (its
+//! job servers and the pipelined submissions), [`wake`] (its sleep), [`job_hooks`] (the
 //! worker's status and failure hooks). Its settings come from [`crate::config::SchedulerSettings`];
 //! the caller opens the schedule with a URL and those settings, and gives the loop its servers.
 //! Nothing here runs tasks.
@@ -30,6 +31,7 @@ pub mod lua;
 pub mod record;
 pub mod run;
 pub mod schedule;
+mod submit;
 pub mod wake;
 
 pub use record::Record;

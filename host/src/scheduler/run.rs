@@ -16,14 +16,13 @@
 //! the taken jobs stay in hand (and leased) until a server takes them. Single-threaded, no
 //! runtime. It must not run tasks, nor decide retries (the worker does).
 
-use super::record::{Record, RecordError};
+use super::record::Record;
 use super::schedule::Schedule;
+use super::submit::{submittable, Servers, READ_TIMEOUT};
 use super::wake::Wake;
-use crate::gearman::client::{ClientError, GearmanClient};
-use crate::gearman::conn::{Conn, ConnError, ServerAddr};
-use crate::gearman::packet::{self, Magic, Packet, PacketType};
+use crate::gearman::client::GearmanClient;
+use crate::gearman::conn::ServerAddr;
 use crate::process::Backoff;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// The longest sleep without looking at Redis (and at the stop flag).
@@ -389,118 +388,4 @@ impl State<'_> {
 fn can_pass(refusal: &str) -> bool {
     let code = refusal.split(':').next().unwrap_or_default();
     !(code == "ARGUMENT_TOO_LARGE" || code.starts_with("INVALID") || code.starts_with("UNKNOWN"))
-}
-
-/// How long a job server may take to answer.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a batch could not be handed to a job server (none of it is known to be accepted).
-#[derive(Debug, thiserror::Error)]
-enum SubmitError {
-    /// No job server could be reached.
-    #[error(transparent)]
-    Connect(#[from] ClientError),
-    /// The connection failed while writing or reading.
-    #[error(transparent)]
-    Conn(#[from] ConnError),
-    /// The connection was lost before the answers were read.
-    #[error("the connection was lost before the answers were read")]
-    Lost,
-    /// The server answered a submission with something else than `JOB_CREATED` or `ERROR`.
-    #[error("{server} answered {kind:?} to a submission")]
-    Answered {
-        /// The server.
-        server: ServerAddr,
-        /// What it sent.
-        kind: PacketType,
-    },
-}
-
-/// The job servers, one connection at a time, failing over in turn (the Gearman client's
-/// failover; the scheduler writes and reads its own pipelined packets on the connection).
-struct Servers {
-    client: GearmanClient,
-    conn: Option<Conn>,
-    /// How many servers there are.
-    count: usize,
-}
-
-impl Servers {
-    fn connected(&mut self) -> Result<&mut Conn, SubmitError> {
-        let conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => {
-                let mut conn = self.client.open_connection()?;
-                conn.set_read_timeout(Some(READ_TIMEOUT))?;
-                conn
-            }
-        };
-        Ok(self.conn.insert(conn))
-    }
-
-    /// Moves on to the next server (the next send connects there).
-    fn next(&mut self) {
-        self.conn = None;
-    }
-
-    /// Writes a `SUBMIT_JOB_BG` per job, all at once, without reading the answers.
-    fn send(&mut self, jobs: &[Record]) -> Result<(), SubmitError> {
-        let result = self.connected().and_then(|conn| send_on(conn, jobs));
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
-    }
-
-    /// Reads the answers to [`Servers::send`]: per job, `None` when accepted or the server's
-    /// refusal. An error means none of the rest is known to be accepted.
-    fn receive(&mut self, jobs: &[Record]) -> Result<Vec<Option<String>>, SubmitError> {
-        let Some(conn) = self.conn.as_mut() else { return Err(SubmitError::Lost) };
-        let result = receive_on(conn, jobs);
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
-    }
-}
-
-/// A record the Gearman protocol can carry: no NUL in its function or unique key (a
-/// hand-written li3_gearman member might have one; it goes to the dead set with why).
-fn submittable(record: Record) -> Result<Record, RecordError> {
-    if record.function.contains('\0') || record.unique.contains('\0') || record.function.is_empty() {
-        return Err(RecordError::Shape("a NUL in its function or id, or no function".into()));
-    }
-    Ok(record)
-}
-
-fn send_on(conn: &mut Conn, jobs: &[Record]) -> Result<(), SubmitError> {
-    let mut out = Vec::with_capacity(jobs.len() * 160);
-    for job in jobs {
-        let packet = Packet::SubmitJob {
-            priority: job.priority.into(),
-            background: true,
-            function: job.function.as_bytes().to_vec(),
-            unique: job.unique.as_bytes().to_vec(),
-            workload: job.workload.as_bytes().to_vec(),
-        };
-        // Records were checked with `submittable` before: this cannot fail.
-        packet::encode(Magic::Req, &packet, &mut out)
-            .map_err(|source| ConnError::Protocol { server: conn.server().to_string(), source })?;
-    }
-    let server = conn.server().to_string();
-    conn.stream().write_all(&out).map_err(|source| ConnError::Io { server, source }.into())
-}
-
-fn receive_on(conn: &mut Conn, jobs: &[Record]) -> Result<Vec<Option<String>>, SubmitError> {
-    let mut answers = Vec::with_capacity(jobs.len());
-    for _ in jobs {
-        match conn.read_packet()? {
-            Packet::JobCreated { .. } => answers.push(None),
-            Packet::Error { code, message } => {
-                answers.push(Some(format!("{}: {}", String::from_utf8_lossy(&code), String::from_utf8_lossy(&message))))
-            }
-            other => return Err(SubmitError::Answered { server: conn.server().clone(), kind: other.kind() }),
-        }
-    }
-    Ok(answers)
 }

@@ -27,12 +27,13 @@ pub fn board() -> Option<&'static Scoreboard> {
     BOARD.get()
 }
 
-/// In a freshly forked child: takes slot `slot` as child `number` of `kind`.
-pub fn enter(slot: u32, kind: Kind, number: u32) {
+/// In a freshly forked child: takes slot `slot` as child `number` of `kind`, in worker pool
+/// `pool` (`None`: the default pool, or not a worker).
+pub fn enter(slot: u32, kind: Kind, number: u32, pool: Option<&str>) {
     let Some(board) = board() else { return };
     SLOT.store(slot, Ordering::Relaxed);
     if let Some(w) = board.writer(slot) {
-        w.claim(kind, number, std::process::id(), board.generation());
+        w.claim(kind, number, pool, std::process::id(), board.generation());
     }
 }
 

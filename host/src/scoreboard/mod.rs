@@ -130,6 +130,8 @@ pub struct Slot {
     pub(crate) state: AtomicU32,
     pub(crate) generation: AtomicU64,
     pub(crate) since_ms: AtomicU64,
+    /// The worker pool (`[NAME.pools.POOL]`); empty for the default pool and other kinds.
+    pub(crate) pool: Text<64>,
     pub(crate) job_task: Text<64>,
     pub(crate) job_id: Text<64>,
     pub(crate) job_handle: Text<64>,
@@ -326,8 +328,11 @@ impl Scoreboard {
     pub fn retire(&self, i: u32) {
         let Some(slot) = self.slot_ref(i).filter(|_| self.writable) else { return };
         let retired = &self.header().retired;
+        // A pool's counters are kept apart (`pool TAB task`), so that each (pool, task) total
+        // stays whole; the default pool's under the task's name alone.
+        let pool = slot.pool.get();
         for t in slot.tasks.iter().filter(|t| !t.name_is("")) {
-            let name = t.name.get();
+            let name = if pool.is_empty() { t.name.get() } else { format!("{pool}\t{}", t.name.get()) };
             let Some(sum) = retired
                 .iter()
                 .find(|r| r.name_is(&name))
@@ -439,6 +444,7 @@ impl Scoreboard {
                 slot: i,
                 kind: Kind::from_u32(slot.kind.load(Ordering::Relaxed)),
                 number: slot.number.load(Ordering::Relaxed),
+                pool: Some(slot.pool.get()).filter(|p| !p.is_empty()),
                 pid: slot.pid.load(Ordering::Relaxed),
                 state,
                 generation: slot.generation.load(Ordering::Relaxed),

@@ -41,6 +41,12 @@ impl Kind {
         }
     }
 
+    /// The worker pool a child spec name stands for: `reports` for `reports worker`; `None`
+    /// for the default pool's `worker` and other kinds.
+    pub fn pool_for_name(name: &str) -> Option<&str> {
+        name.strip_suffix(" worker").filter(|pool| !pool.is_empty())
+    }
+
     /// Its name in `status` and metrics.
     pub fn name(self) -> &'static str {
         match self {
@@ -163,8 +169,10 @@ pub struct ChildSnapshot {
     pub slot: u32,
     /// The child kind.
     pub kind: Kind,
-    /// Its number within its kind (1, 2, ...).
+    /// Its number within its kind, or its pool's workers (1, 2, ...).
     pub number: u32,
+    /// Its worker pool (`[NAME.pools.POOL]`); `None` for the default pool and other kinds.
+    pub pool: Option<String>,
     /// Its PID.
     pub pid: u32,
     /// What it is doing.

@@ -18,7 +18,7 @@ fn a_reader_sees_what_a_forked_child_wrote() {
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             let w = board.writer(2).unwrap();
-            w.claim(Kind::Worker, 3, std::process::id(), 0);
+            w.claim(Kind::Worker, 3, Some("reports"), std::process::id(), 0);
             w.loaded([("hello", "0.1.0")], &["Hello::say", "Hello::run"]);
             w.busy("Hello::say", "job-1", "H:host:1", "127.0.0.1:4730");
             w.done("Hello::say", 0.02, None, None);
@@ -45,6 +45,7 @@ fn a_reader_sees_what_a_forked_child_wrote() {
             assert_eq!(snap.children.len(), 1);
             let c = &snap.children[0];
             assert_eq!((c.slot, c.kind, c.number, c.pid), (2, Kind::Worker, 3, child.as_raw() as u32));
+            assert_eq!(c.pool.as_deref(), Some("reports"));
             assert_eq!(c.state, State::Busy);
             let job = c.job.as_ref().unwrap();
             assert_eq!((job.task.as_str(), job.id.as_str(), job.handle.as_str()), ("Hello::say", "job-3", "H:host:3"));
@@ -88,7 +89,10 @@ fn text_is_cut_at_a_character_boundary_and_a_torn_copy_is_never_seen() {
     let (_dir, path, board) = board(1);
     let long = "é".repeat(100);
     let w = board.writer(0).unwrap();
-    w.claim(Kind::Worker, 1, 1, 0);
+    w.claim(Kind::Worker, 1, Some("reports"), 1, 0);
+    // A new claim of the default pool clears the pool the slot's previous child had.
+    w.claim(Kind::Worker, 1, None, 1, 0);
+    assert_eq!(board.read_slot(0).unwrap().pool, None);
     w.busy(&long, "", "", "");
     let task = board.read_slot(0).unwrap().job.unwrap().task;
     assert_eq!(task, "é".repeat(32));
@@ -116,6 +120,13 @@ fn text_is_cut_at_a_character_boundary_and_a_torn_copy_is_never_seen() {
             waitpid(child, None).unwrap();
         }
     }
+}
+
+#[test]
+fn a_pool_is_read_from_its_child_spec_name() {
+    assert_eq!(Kind::pool_for_name("reports worker"), Some("reports"));
+    assert_eq!(Kind::pool_for_name("worker"), None);
+    assert_eq!(Kind::pool_for_name("job server"), None);
 }
 
 #[test]

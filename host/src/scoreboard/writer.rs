@@ -26,11 +26,13 @@ impl SlotWriter<'_> {
     }
 
     /// Claims the slot for a child just forked (called by the supervisor with its PID, or by
-    /// the child itself): clears what a previous child left.
-    pub fn claim(&self, kind: Kind, number: u32, pid: u32, generation: u64) {
+    /// the child itself) of worker pool `pool` (`None`: the default pool, or not a worker):
+    /// clears what a previous child left.
+    pub fn claim(&self, kind: Kind, number: u32, pool: Option<&str>, pid: u32, generation: u64) {
         self.write(|s| {
             s.kind.store(kind as u32, Ordering::Relaxed);
             s.number.store(number, Ordering::Relaxed);
+            s.pool.set(pool.unwrap_or(""));
             s.pid.store(pid, Ordering::Relaxed);
             s.state.store(State::Starting as u32, Ordering::Relaxed);
             s.generation.store(generation, Ordering::Relaxed);

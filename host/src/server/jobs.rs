@@ -51,6 +51,18 @@ pub(super) enum JobState {
     Running { worker: Token, assignment: u64, since: Instant },
 }
 
+/// Whether a job is in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stored {
+    /// In memory only.
+    No,
+    /// Its insert waits for the turn's commit: not yet durable, so not yet handed out, and
+    /// whoever is told about it waits for the commit too.
+    Pending,
+    /// Committed.
+    Yes,
+}
+
 /// One job.
 #[derive(Debug)]
 pub(super) struct Job {
@@ -62,7 +74,7 @@ pub(super) struct Job {
     pub priority: Priority,
     pub background: bool,
     /// Whether the store holds it (background and scheduled jobs under `--store`).
-    pub stored: bool,
+    pub stored: Stored,
     /// Foreground clients waiting for it.
     pub clients: Vec<Token>,
     pub state: JobState,
@@ -100,7 +112,7 @@ impl Job {
             workload,
             priority,
             background,
-            stored: false,
+            stored: Stored::No,
             clients: Vec::new(),
             state,
             numerator: 0,
@@ -113,7 +125,7 @@ impl Job {
     pub fn restored(row: Row, now_ms: u64) -> Job {
         let Row { id, function, unique, priority, workload, when_ms } = row;
         let submission = Submission { priority, background: true, function, unique, workload, when_ms };
-        Job { stored: true, ..Job::new(id, submission, now_ms) }
+        Job { stored: Stored::Yes, ..Job::new(id, submission, now_ms) }
     }
 
     /// Its row in the store.
@@ -132,19 +144,31 @@ impl Job {
     }
 }
 
-/// The key jobs coalesce on, if they do.
-pub(super) fn coalesce_key(function: &[u8], unique: &[u8], workload: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+/// What jobs of one function coalesce on: a unique key, or (for the unique `-`) the workload.
+/// Two kinds, so a literal key never meets a workload (`-1` is not `-` with workload `1`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Coalesce {
+    Unique(Vec<u8>),
+    Workload(Vec<u8>),
+}
+
+/// The key jobs coalesce on, if they do: an empty unique never coalesces, nor a `-` with an
+/// empty workload (as gearmand).
+pub(super) fn coalesce_key(function: &[u8], unique: &[u8], workload: &[u8]) -> Option<(Vec<u8>, Coalesce)> {
     match unique {
         b"" => None,
-        b"-" => Some((function.to_vec(), [b"-".as_slice(), workload].concat())),
-        _ => Some((function.to_vec(), unique.to_vec())),
+        b"-" if workload.is_empty() => None,
+        b"-" => Some((function.to_vec(), Coalesce::Workload(workload.to_vec()))),
+        _ => Some((function.to_vec(), Coalesce::Unique(unique.to_vec()))),
     }
 }
 
 /// Every job.
 pub(super) struct Jobs {
     jobs: IdMap<JobId, Job>,
-    by_unique: HashMap<(Vec<u8>, Vec<u8>), JobId>,
+    by_unique: HashMap<(Vec<u8>, Coalesce), JobId>,
+    /// Jobs by unique key alone, whatever their function (`GET_STATUS_UNIQUE`).
+    by_unique_only: HashMap<Vec<u8>, Vec<JobId>>,
     prefix: Vec<u8>,
     next_id: JobId,
 }
@@ -157,6 +181,7 @@ impl Jobs {
         Jobs {
             jobs: IdMap::default(),
             by_unique: HashMap::new(),
+            by_unique_only: HashMap::new(),
             prefix: format!("H:{host}:").into_bytes(),
             next_id: 1,
         }
@@ -189,7 +214,14 @@ impl Jobs {
 
     /// A job by unique key alone (`GET_STATUS_UNIQUE` names no function).
     pub fn find_unique_any(&self, unique: &[u8]) -> Option<&Job> {
-        self.jobs.values().find(|job| job.unique == unique)
+        self.by_unique_only.get(unique)?.first().and_then(|id| self.jobs.get(id))
+    }
+
+    /// Every job, oldest first.
+    pub fn all(&self) -> impl Iterator<Item = &Job> {
+        let mut jobs: Vec<&Job> = self.jobs.values().collect();
+        jobs.sort_by_key(|job| job.id);
+        jobs.into_iter()
     }
 
     /// Adds a job (its id from [`Jobs::next_id`], or restored from the store).
@@ -197,6 +229,11 @@ impl Jobs {
         self.next_id = self.next_id.max(job.id + 1);
         if let Some(key) = coalesce_key(&job.function, &job.unique, &job.workload) {
             self.by_unique.insert(key, job.id);
+        }
+        // A `-` job is keyed by its workload, not by `-`: GET_STATUS_UNIQUE `-` does not find it,
+        // as in gearmand.
+        if !job.unique.is_empty() && job.unique != b"-" {
+            self.by_unique_only.entry(job.unique.clone()).or_default().push(job.id);
         }
         self.jobs.insert(job.id, job);
     }
@@ -207,6 +244,12 @@ impl Jobs {
         if let Some(key) = coalesce_key(&job.function, &job.unique, &job.workload) {
             if self.by_unique.get(&key) == Some(&id) {
                 self.by_unique.remove(&key);
+            }
+        }
+        if let Some(ids) = self.by_unique_only.get_mut(&job.unique) {
+            ids.retain(|&other| other != id);
+            if ids.is_empty() {
+                self.by_unique_only.remove(&job.unique);
             }
         }
         Some(job)
@@ -254,6 +297,12 @@ mod tests {
         let dash = job(&mut jobs, b"-", b"payload");
         assert_eq!(jobs.find_unique(b"f", b"-", b"payload"), Some(dash));
         assert_eq!(jobs.find_unique(b"f", b"-", b"other"), None);
+        // `-` never meets a literal key, and never coalesces an empty workload.
+        job(&mut jobs, b"-1", b"1");
+        assert_eq!(jobs.find_unique(b"f", b"-", b"1"), None);
+        job(&mut jobs, b"-", b"");
+        assert_eq!(jobs.find_unique(b"f", b"-", b""), None);
+        assert_eq!(jobs.find_unique_any(b"-1").map(|j| j.workload.clone()), Some(b"1".to_vec()));
         jobs.remove(id);
         assert_eq!(jobs.find_unique(b"f", b"u", b"x"), None);
         assert_eq!(jobs.id_of(&handle), None);

@@ -5,7 +5,7 @@
 //!
 //! It must not: do I/O (answers are appended to peers' output).
 
-use super::jobs::{Job, JobId, JobState};
+use super::jobs::{Job, JobId, JobState, Stored};
 use super::queue::rank;
 use super::{now_ms, Server};
 use crate::gearman::packet::Packet;
@@ -14,16 +14,64 @@ use std::time::Instant;
 impl Server {
     /// Adds a job to the table and to its queue or timer; wakes its workers when asked.
     pub(super) fn enqueue(&mut self, job: Job, wake: bool) {
-        let (id, function, state, rank) = (job.id, job.function.clone(), job.state, rank(job.priority));
-        self.functions.count(&function, None, Some(state));
+        let id = job.id;
+        self.admit(job);
+        self.queue(id, wake);
+    }
+
+    /// Adds a job to the table (it counts as queued or scheduled) without putting it in its
+    /// queue or timer: no worker is handed it until [`Server::queue`].
+    pub(super) fn admit(&mut self, job: Job) {
+        self.functions.count(&job.function, None, Some(job.state));
         self.jobs.insert(job);
-        match state {
+    }
+
+    /// Puts an admitted job in its queue (waking its workers when asked) or its timer.
+    pub(super) fn queue(&mut self, id: JobId, wake: bool) {
+        let Some(job) = self.jobs.get(id) else { return };
+        let (function, rank) = (job.function.clone(), rank(job.priority));
+        match job.state {
             JobState::Scheduled(at) => self.timers.schedule(at, id),
-            _ => {
+            JobState::Queued => {
                 self.functions.entry(&function).queues[rank].push_back(id);
                 if wake {
                     self.wake(&function);
                 }
+            }
+            JobState::Running { .. } => {}
+        }
+    }
+
+    /// The commit that carried job `id` (its insert, or the answer to its submission) failed:
+    /// the submission is refused, so the job is taken back. A job `created` for it is dropped;
+    /// a foreground job a background submission had joined is foreground again (and dropped
+    /// when no client waits for it).
+    pub(super) fn take_back(&mut self, id: JobId, created: bool) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        if job.stored == Stored::Pending {
+            job.stored = Stored::No;
+        }
+        if created {
+            if job.background {
+                // Whoever joined a background job waiting for its commit was held too, and
+                // is refused with it.
+                return self.finish(id);
+            }
+            // A foreground job made on a connection whose answers were held (an earlier
+            // background submission of the same turn): that connection is refused, but a
+            // client on another connection may have joined the job and been told
+            // JOB_CREATED at once. The job is theirs now; dropping it left them waiting forever.
+            let held = &self.held;
+            job.clients.retain(|client| !held.contains(client));
+            if job.clients.is_empty() {
+                return self.finish(id);
+            }
+            return self.queue(id, true);
+        }
+        if job.stored == Stored::No {
+            job.background = false;
+            if job.clients.is_empty() && !matches!(job.state, JobState::Running { .. }) {
+                self.finish(id);
             }
         }
     }
@@ -94,7 +142,7 @@ impl Server {
                 peer.attached.remove(&id);
             }
         }
-        if job.stored {
+        if job.stored != Stored::No {
             if let Some(store) = &mut self.store {
                 store.delete(id);
             }
@@ -111,7 +159,8 @@ impl Server {
     }
 
     /// The worker running job `id` vanished or ran out of time (the caller took the job out
-    /// of its hands): requeue it, or fail it after `job_retries` requeues.
+    /// of its hands): requeue it, or fail it once it has run `job_retries` times (gearmand's
+    /// `--job-retries`: N runs, 0 no limit).
     pub(super) fn lost(&mut self, id: JobId) {
         let job_retries = self.options.job_retries;
         let Some(job) = self.jobs.get_mut(id) else { return };
@@ -122,7 +171,7 @@ impl Server {
             return self.finish(id);
         }
         job.retries += 1;
-        if job.retries > job_retries {
+        if job_retries > 0 && job.retries >= job_retries {
             let handle = self.jobs.handle(id);
             let job = self.jobs.get(id).expect("looked up above");
             log::warn!(
@@ -136,6 +185,9 @@ impl Server {
             }
             return self.finish(id);
         }
+        // Requeued: its progress starts again (GET_STATUS says 0/0 while queued, as gearmand).
+        job.numerator = 0;
+        job.denominator = 0;
         let (function, rank) = (job.function.clone(), rank(job.priority));
         self.set_state(id, JobState::Queued);
         self.functions.entry(&function).queues[rank].push_front(id);

@@ -16,37 +16,15 @@
 //! - `jobs.rs`: the job table; `queue.rs`: per-function priority queues and the timers;
 //! - `store.rs`: SQLite.
 //!
-//! # Where it follows gearmand (1.1.20) rather than the protocol document
-//! - `WORK_EXCEPTION` reaches only clients that sent `OPTION_REQ exceptions`; others get
-//!   `WORK_FAIL`. Unlike gearmand, that `WORK_FAIL` is the plain `handle` (gearmand appends a
-//!   NUL that hangs the `gearman` CLI and breaks python3-gearman).
-//! - `GET_STATUS` of an unknown handle answers known 0 (`handle,0,0,0,0`).
-//! - `STATUS_RES_UNIQUE` carries the unique key first, then known, running, numerator,
-//!   denominator, client count.
-//! - Unique keys over 64 bytes are refused with `ERROR ARGUMENT_TOO_LARGE`; `-` coalesces on an
-//!   identical workload; an empty unique never coalesces.
-//! - `SUBMIT_JOB_SCHED` and the reduce submissions are refused (`ERROR INVALID_COMMAND`), the
-//!   connection kept; `SUBMIT_JOB_EPOCH` is a background job.
-//! - A foreground job whose clients all left before a worker grabbed it is dropped.
-//! - Sleeping workers that can do a new job are all woken with `NOOP` (gearmand's default).
-//! - `CAN_DO_TIMEOUT` is in milliseconds; on expiry the job is requeued silently.
-//! - Admin answers (`status`, `workers`, `version`, `getpid`, `maxqueue`) in gearmand's
-//!   format; unknown commands get `ERR UNKNOWN_COMMAND Unknown+server+command`.
-//!
-//! # Where it does better
-//! - `SUBMIT_JOB_EPOCH` has a real timer: a due job wakes sleeping workers on time (gearmand
-//!   hands it out only on a later grab).
-//! - A job whose worker vanishes mid-job (or runs past its timeout) is requeued at most
-//!   `job_retries` times, then failed to its clients: a poison job cannot loop forever
-//!   (gearmand 1.1.20 retries forever by default).
-//! - `shutdown` and `shutdown graceful` are supported (gearmand 1.1.20 refuses them).
-//! - With a store, commits are batched per turn, and deletes of finished jobs batched further
-//!   (see `store.rs`): at least once, never lost.
-//! - Garbage (a bad magic, an unknown type, a body over the limit, a malformed body, a `\0RES`
-//!   packet, an endless admin line) gets an `ERROR` packet and the connection is closed; the
-//!   server keeps serving. A peer that does not read its answers is cut off past
-//!   [`Options::max_output`]. Memory per connection is bounded by the limits, whatever a peer
-//!   declares.
+//! # gearmand, and where it differs
+//! It follows gearmand 1.1.20 wherever a client can tell (one answer per submission, `atoi`
+//! progress relayed byte for byte, `CAN_DO_TIMEOUT` 0 = none, the admin protocol whole, no
+//! text `shutdown`, ...). Every deliberate difference, with its reason, is listed in one place:
+//! `docs/EMBEDDED_SERVER.md` (the epoch timer, bounded requeues, `WORK_FAIL` without gearmand's
+//! trailing NUL, a 256 MiB packet limit, batched store commits, ...). A client that writes
+//! everything before it reads is never stopped; a peer leaving more than
+//! [`Options::max_output`] unread is cut off. Memory per connection is bounded by the limits,
+//! whatever a peer declares, and big buffers are given back once drained.
 //!
 //! It must not: fork, start threads, or block on a socket.
 
@@ -60,6 +38,16 @@ mod store;
 
 pub use store::StoreError;
 
+/// Opens the store at `path` and closes it again: whether a server could use it now (it is not
+/// held by another server, it can be read and written). `start` asks before it says the
+/// embedded server listens.
+///
+/// # Errors
+/// Why the store cannot be used.
+pub fn check_store(path: &std::path::Path) -> Result<(), StoreError> {
+    store::Store::open(path).map(drop)
+}
+
 use jobs::{Job, Jobs};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -70,15 +58,23 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::Store;
 
-/// The default number of times a job is requeued after its worker vanished.
+/// The default number of times a job may run (its worker vanishing each time) before it is
+/// failed, as gearmand's `--job-retries` counts.
 pub const DEFAULT_JOB_RETRIES: u32 = 3;
+
+/// The largest packet body the server takes by default: 256 MiB. gearmand has no limit of its
+/// own (a body's size is a u32); this one bounds a connection's memory while taking the 64 MiB
+/// workloads and results gearmand users send. A larger packet is skipped and answered `ERROR
+/// ARGUMENT_TOO_LARGE`, and a job it reports on is failed.
+pub const DEFAULT_MAX_BODY: usize = 256 << 20;
 
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// SQLite file for background and scheduled jobs; `None` keeps them in memory only.
     pub store: Option<PathBuf>,
-    /// A job is requeued at most this many times after its worker vanished, then failed.
+    /// A job whose worker vanished (or timed out) this many times is failed: N runs, as
+    /// gearmand's `--job-retries`; 0 is no limit.
     pub job_retries: u32,
     /// The largest packet body accepted.
     pub max_body: usize,
@@ -93,8 +89,8 @@ impl Default for Options {
         Options {
             store: None,
             job_retries: DEFAULT_JOB_RETRIES,
-            max_body: crate::gearman::packet::DEFAULT_MAX_BODY,
-            max_output: crate::gearman::packet::DEFAULT_MAX_BODY + (16 << 20),
+            max_body: DEFAULT_MAX_BODY,
+            max_output: DEFAULT_MAX_BODY + (16 << 20),
             host: "li3g".into(),
         }
     }
@@ -113,13 +109,13 @@ pub enum Error {
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+/// How soon `accept` is tried again after it ran out of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Read at most this much from one connection per turn.
 const READ_BUDGET: usize = 256 << 10;
-/// Stop reading from a peer while this much output waits for it.
-const OUTPUT_BACKPRESSURE: usize = 4 << 20;
 
-/// The server's state.
-pub(crate) struct Server {
+/// The server: its state, from [`Server::open`] to the end of [`Server::serve`].
+pub struct Server {
     options: Options,
     poll: Poll,
     listener: Option<TcpListener>,
@@ -135,10 +131,15 @@ pub(crate) struct Server {
     more: Vec<Token>,
     /// Connections holding output until the commit.
     held: Vec<Token>,
+    /// Jobs waiting for the turn's commit (their insert, or the answer to their submission):
+    /// `(job, created)`, where `created` says the job was made for that submission and is
+    /// queued only once the commit succeeded.
+    awaiting_commit: Vec<(jobs::JobId, bool)>,
+    /// `accept` failed for want of descriptors: accept again when one is freed or after
+    /// [`ACCEPT_RETRY`].
+    accept_paused: bool,
     /// Counts job assignments, to tell a timed-out run from a later one.
     assignments: u64,
-    /// `shutdown` asked: `Some(graceful)`.
-    shutdown: Option<bool>,
 }
 
 /// Unix time in milliseconds.
@@ -147,7 +148,7 @@ fn now_ms() -> u64 {
 }
 
 /// Runs the server on `listener` until `stop()` says so (checked whenever the wake-up
-/// descriptor `wake_fd`, if any, becomes readable) or an admin `shutdown`.
+/// descriptor `wake_fd`, if any, becomes readable): [`Server::open`] then [`Server::serve`].
 ///
 /// # Errors
 /// [`Error::Store`] when the store cannot be opened or read; [`Error::Io`] when the event loop
@@ -158,12 +159,31 @@ pub fn run(
     wake_fd: Option<std::os::fd::RawFd>,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), Error> {
-    listener.set_nonblocking(true)?;
-    let mut server = Server::new(TcpListener::from_std(listener), options)?;
-    if let Some(fd) = wake_fd {
-        server.poll.registry().register(&mut mio::unix::SourceFd(&fd), SIGNALS, Interest::READABLE)?;
+    Server::open(listener, options)?.serve(wake_fd, stop)
+}
+
+impl Server {
+    /// Opens the store (restoring its jobs) and readies the event loop on `listener`: once
+    /// this returns, the server can say it is listening.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the store cannot be opened or read; [`Error::Io`] when the
+    /// listener cannot be watched.
+    pub fn open(listener: std::net::TcpListener, options: Options) -> Result<Server, Error> {
+        listener.set_nonblocking(true)?;
+        Server::new(TcpListener::from_std(listener), options)
     }
-    server.serve(stop)
+
+    /// Serves until `stop()` says so (checked whenever `wake_fd`, if any, becomes readable).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the event loop itself fails.
+    pub fn serve(mut self, wake_fd: Option<std::os::fd::RawFd>, stop: &dyn Fn() -> bool) -> Result<(), Error> {
+        if let Some(fd) = wake_fd {
+            self.poll.registry().register(&mut mio::unix::SourceFd(&fd), SIGNALS, Interest::READABLE)?;
+        }
+        self.event_loop(stop)
+    }
 }
 
 impl Server {
@@ -183,8 +203,9 @@ impl Server {
             dirty: Vec::new(),
             more: Vec::new(),
             held: Vec::new(),
+            awaiting_commit: Vec::new(),
             assignments: 0,
-            shutdown: None,
+            accept_paused: false,
         };
         if let Some(path) = server.options.store.clone() {
             let store = Store::open(&path)?;
@@ -202,7 +223,7 @@ impl Server {
         self.enqueue(Job::restored(row, now_ms()), false);
     }
 
-    fn serve(&mut self, stop: &dyn Fn() -> bool) -> Result<(), Error> {
+    fn event_loop(&mut self, stop: &dyn Fn() -> bool) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
         loop {
             let wait = if self.more.is_empty() { self.next_wait() } else { Some(Duration::ZERO) };
@@ -232,12 +253,11 @@ impl Server {
             for token in ready {
                 self.read(token);
             }
+            if self.accept_paused {
+                self.accept();
+            }
             self.fire_timers();
-            let stopping = stop()
-                || match self.shutdown {
-                    Some(graceful) => !graceful || self.nothing_running(),
-                    None => false,
-                };
+            let stopping = stop();
             self.commit(stopping);
             // Closing a connection while flushing may give others something to send (a job
             // requeued, failed): flush until nothing is left.
@@ -257,13 +277,7 @@ impl Server {
         let now = Instant::now();
         let timers = self.timers.next_wait(now_ms(), now);
         let store = self.store.as_ref().and_then(|s| s.due_in(now));
-        match (timers, store) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn nothing_running(&self) -> bool {
-        self.functions.0.values().all(|f| f.running == 0)
+        let accept = self.accept_paused.then_some(ACCEPT_RETRY);
+        [timers, store, accept].into_iter().flatten().min()
     }
 }

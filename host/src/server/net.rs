@@ -4,8 +4,9 @@
 //!
 //! It must not: decide what a request does (that is `handlers/`).
 
+use super::jobs::Stored;
 use super::peer::Peer;
-use super::{Server, OUTPUT_BACKPRESSURE, READ_BUDGET};
+use super::{Server, READ_BUDGET};
 use crate::gearman::packet::Packet;
 use mio::{Interest, Token};
 use std::io;
@@ -13,6 +14,7 @@ use std::time::Instant;
 
 impl Server {
     pub(super) fn accept(&mut self) {
+        self.accept_paused = false;
         let Some(listener) = &self.listener else { return };
         loop {
             match listener.accept() {
@@ -29,8 +31,11 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and the like: try again next turn rather than spin.
+                    // EMFILE and the like: the listener is edge-triggered, so no new event may
+                    // come for the connections already waiting. Try again when a connection
+                    // closes, or after `ACCEPT_RETRY` (see `next_wait`), rather than spin.
                     log::warn!("accept: {e}");
+                    self.accept_paused = true;
                     return;
                 }
             }
@@ -52,9 +57,10 @@ impl Server {
                 self.dispatch(token, incoming);
             }
             let Some(peer) = self.peers.get_mut(&token) else { return };
-            if drained || peer.pending() > OUTPUT_BACKPRESSURE {
-                // Drained: the next bytes bring a new event. Backpressure: read on once the
-                // peer has taken its answers (see flush).
+            if drained {
+                // The next bytes bring a new event. Reading goes on whatever output waits: a
+                // client that writes everything before it reads must not deadlock (as
+                // gearmand); a peer leaving more than `max_output` unread is cut off instead.
                 return;
             }
             if budget == 0 {
@@ -83,7 +89,6 @@ impl Server {
         let max_output = self.options.max_output;
         let Some(peer) = self.peers.get_mut(&token) else { return };
         peer.dirty = false;
-        let was_blocked = peer.pending() > OUTPUT_BACKPRESSURE;
         match peer.flush() {
             Ok(done) => {
                 if peer.closing && done && !peer.is_held() {
@@ -100,10 +105,7 @@ impl Server {
                 }
                 if peer.pending() > max_output {
                     log::warn!("{} leaves {} bytes unread: disconnected", peer.addr, peer.pending());
-                    return self.close(token);
-                }
-                if was_blocked && peer.pending() <= OUTPUT_BACKPRESSURE {
-                    self.more.push(token);
+                    self.close(token);
                 }
             }
             Err(_) => self.close(token),
@@ -137,15 +139,35 @@ impl Server {
         }
     }
 
-    /// Commits the turn's store writes when due (or `force`d), then releases (or, on failure, withdraws) the answers
-    /// held for them.
+    /// Commits the turn's store writes when due (or `force`d), then releases the answers held
+    /// for them and queues the jobs that waited for it; on failure, takes those jobs back and
+    /// refuses the submissions whose answers were held (`ERROR STORE_FAILED`).
     pub(super) fn commit(&mut self, force: bool) {
         let Some(store) = &mut self.store else { return };
+        // Held answers and waiting jobs are released by a commit even when nothing is left to
+        // write (their insert was cancelled by the job's end in the same turn).
+        let waiting = !self.held.is_empty() || !self.awaiting_commit.is_empty();
         match store.due_in(Instant::now()) {
             Some(wait) if wait.is_zero() || force => {}
+            _ if waiting => {}
             _ => return,
         }
         let result = store.commit();
+        for (id, created) in std::mem::take(&mut self.awaiting_commit) {
+            match &result {
+                Ok(()) => {
+                    if let Some(job) = self.jobs.get_mut(id) {
+                        if job.stored == Stored::Pending {
+                            job.stored = Stored::Yes;
+                        }
+                        if created {
+                            self.queue(id, true);
+                        }
+                    }
+                }
+                Err(_) => self.take_back(id, created),
+            }
+        }
         if let Err(err) = &result {
             log::error!("{err}");
         }
@@ -167,6 +189,11 @@ impl Server {
     pub(super) fn close(&mut self, token: Token) {
         let Some(mut peer) = self.peers.remove(&token) else { return };
         let _ = self.poll.registry().deregister(&mut peer.stream);
+        drop(peer.stream);
+        if self.accept_paused {
+            // A descriptor is free again: serve the connections waiting since EMFILE.
+            self.accept();
+        }
         for id in peer.attached.drain() {
             self.detach(id, token);
         }

@@ -21,17 +21,42 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The input buffer's starting size; it grows only for a packet that does not fit, and
-/// shrinks back once empty.
+/// The input buffer's starting size; it grows only for a packet that does not fit (to that
+/// packet's size), and is given back once empty.
 const INPUT_START: usize = 16 << 10;
 /// Output already written is dropped from the buffer once it is this large.
 const COMPACT: usize = 64 << 10;
+/// A drained output buffer larger than this is given back (one large answer must not keep
+/// its memory for the life of the connection).
+const OUTPUT_KEEP: usize = 1 << 20;
+/// How much of an oversized packet's body is looked at for the job handle it starts with.
+const HANDLE_PEEK: usize = 65;
+
+/// Whether packet type `kind` is a worker's report on a job (its body starts with the handle).
+fn is_report(kind: u32) -> bool {
+    use packet::PacketType as T;
+    [T::WorkComplete, T::WorkData, T::WorkWarning, T::WorkException, T::WorkStatus, T::WorkFail]
+        .iter()
+        .any(|&t| t as u32 == kind)
+}
 
 /// What the peer sent next.
 #[derive(Debug)]
 pub(super) enum Incoming {
     /// A request packet.
     Packet(Packet),
+    /// A `WORK_STATUS` packet, with its body as sent (relayed byte for byte, as gearmand).
+    WorkStatus(Packet, Vec<u8>),
+    /// A packet whose declared body is over the limit: its body is skipped (the stream stays
+    /// in step), the peer is answered `ERROR`, and a job it names is failed.
+    TooBig {
+        /// The packet type number.
+        kind: u32,
+        /// The declared body size.
+        size: u64,
+        /// The job handle its body starts with (for `WORK_*` packets).
+        handle: Vec<u8>,
+    },
     /// A text admin command line, without its line end.
     Admin(String),
     /// A well-framed packet of a type the server refuses (`SUBMIT_JOB_SCHED`, reduce jobs).
@@ -57,6 +82,8 @@ pub(super) struct Peer {
     input: Vec<u8>,
     start: usize,
     end: usize,
+    /// Input bytes still to be skipped (the rest of an oversized packet).
+    skip: u64,
     out: Vec<u8>,
     /// Bytes of `out` already written.
     written: usize,
@@ -94,6 +121,7 @@ impl Peer {
             input: Vec::new(),
             start: 0,
             end: 0,
+            skip: 0,
             out: Vec::new(),
             written: 0,
             held_from: None,
@@ -136,9 +164,13 @@ impl Peer {
                 self.end -= self.start;
                 self.start = 0;
             } else {
-                // One request larger than the buffer: the codec has checked its declared
-                // size against the limit already.
-                let len = self.input.len() * 2;
+                // One request larger than the buffer (the codec has checked its declared size
+                // against the limit already): double, as data comes, but never past its size.
+                let double = self.input.len() * 2;
+                let len = match packet::frame_len(&self.input[..self.end]) {
+                    Some(len) if len > self.input.len() && self.input[0] == 0 => len.min(double),
+                    _ => double,
+                };
                 self.input.resize(len, 0);
             }
         }
@@ -150,6 +182,14 @@ impl Peer {
 
     /// The next whole request in the input, if there is one.
     pub fn next_request(&mut self, max_body: usize) -> Option<Incoming> {
+        if self.skip > 0 {
+            let n = (self.end - self.start).min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+            self.start += n;
+            self.skip -= n as u64;
+            if self.skip > 0 {
+                return None;
+            }
+        }
         let buf = &self.input[self.start..self.end];
         let first = *buf.first()?;
         if first != 0 {
@@ -169,8 +209,28 @@ impl Peer {
         match packet::decode(buf, max_body) {
             Ok(Decoded::Incomplete) => None,
             Ok(Decoded::Packet { magic: Magic::Req, packet, len }) => {
+                let body = &buf[packet::HEADER_LEN..len];
+                let incoming = match packet {
+                    Packet::WorkStatus { .. } => Incoming::WorkStatus(packet, body.to_vec()),
+                    packet => Incoming::Packet(packet),
+                };
                 self.start += len;
-                Some(Incoming::Packet(packet))
+                Some(incoming)
+            }
+            Err(packet::Error::TooBig { size, .. }) => {
+                // A worker's report starts with the job's handle: wait for it (up to its NUL,
+                // or HANDLE_PEEK bytes), then skip the rest.
+                let kind = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                let body = &buf[packet::HEADER_LEN..buf.len().min(packet::HEADER_LEN + HANDLE_PEEK)];
+                let handle = match body.iter().position(|&b| b == 0) {
+                    Some(end) => body[..end].to_vec(),
+                    None if is_report(kind) && body.len() < HANDLE_PEEK.min(size as usize) => return None,
+                    None => body.to_vec(),
+                };
+                self.start += packet::HEADER_LEN;
+                self.skip = size;
+                let handle = if is_report(kind) { handle } else { Vec::new() };
+                Some(Incoming::TooBig { kind, size, handle })
             }
             Ok(Decoded::Packet { magic: Magic::Res, .. }) => {
                 Some(Incoming::Garbage("a \\0RES packet sent to the server".into()))
@@ -189,6 +249,13 @@ impl Peer {
         if let Err(err) = packet::encode(Magic::Res, packet, &mut self.out) {
             // Only a field with a NUL can fail, and the server only echoes what it decoded.
             log::warn!("cannot encode {:?} for {}: {err}", packet.kind(), self.addr);
+        }
+    }
+
+    /// Appends a response of type `kind` with `body` as it came (see [`Incoming::WorkStatus`]).
+    pub fn send_raw(&mut self, kind: packet::PacketType, body: &[u8]) {
+        if let Err(err) = packet::encode_raw(Magic::Res, kind, body, &mut self.out) {
+            log::warn!("cannot encode {kind:?} for {}: {err}", self.addr);
         }
     }
 
@@ -246,7 +313,11 @@ impl Peer {
         }
         let done = self.written >= limit;
         if self.written == self.out.len() {
-            self.out.clear();
+            if self.out.capacity() > OUTPUT_KEEP {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
             self.written = 0;
         } else if self.written > COMPACT && self.written * 2 > self.out.len() {
             self.out.drain(..self.written);

@@ -35,8 +35,11 @@ pub(super) struct Function {
     pub running: u64,
     /// Connections that registered it.
     pub workers: Vec<Token>,
-    /// `maxqueue`: most jobs queued at once.
-    pub max_queue: Option<u64>,
+    /// `maxqueue`: most jobs (queued, scheduled or running) per priority (high, normal, low)
+    /// before a submission of that priority is refused; 0 is no limit.
+    pub max_queue: [u32; 3],
+    /// Made by the admin `create function`: kept while idle, until `drop function`.
+    pub created: bool,
 }
 
 impl Function {
@@ -54,9 +57,16 @@ impl Function {
         }
     }
 
+    /// Whether a submission of queue rank `rank` is over the `maxqueue` limit (gearmand counts
+    /// every job of the function, running ones included).
+    pub fn is_full(&self, rank: usize) -> bool {
+        let max = u64::from(self.max_queue[rank]);
+        max > 0 && self.total() >= max
+    }
+
     /// Whether it holds nothing worth remembering (it can be forgotten).
     pub fn is_idle(&self) -> bool {
-        self.total() == 0 && self.workers.is_empty() && self.max_queue.is_none()
+        self.total() == 0 && self.workers.is_empty() && self.max_queue == [0; 3] && !self.created
     }
 }
 

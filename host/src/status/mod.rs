@@ -83,8 +83,10 @@ pub struct Daemon {
 pub struct Child {
     /// `worker`, `scheduler`, `job_server`, `monitor`.
     pub kind: scoreboard::Kind,
-    /// Its number within its kind.
+    /// Its number within its kind (a pool's workers are numbered apart).
     pub number: u32,
+    /// A worker's pool (`[NAME.pools.POOL]`); `None` for the default pool and other kinds.
+    pub pool: Option<String>,
     /// Its PID.
     pub pid: u32,
     /// `starting`, `idle`, `busy`, `stopping`.
@@ -199,6 +201,7 @@ pub fn report(snapshot: &Snapshot, config: &Config) -> Report {
             .map(|c| Child {
                 kind: c.kind,
                 number: c.number,
+                pool: c.pool.clone(),
                 pid: c.pid,
                 state: c.state,
                 state_seconds: seconds(c.since_ms),
@@ -308,9 +311,11 @@ impl Report {
                 Some(j) => format!("  {} #{} ({}) {:.1}s", j.task, j.id, j.handle, j.seconds),
                 None => String::new(),
             };
+            // `worker 2`, or a pool's `reports worker 2` (as in the process title).
+            let pool = c.pool.as_ref().map(|p| format!("{p} ")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {} {} PID {} {} {:.0}s  done {} failed {}  RSS {}{job}",
+                "  {pool}{} {} PID {} {} {:.0}s  done {} failed {}  RSS {}{job}",
                 c.kind.name(),
                 c.number,
                 c.pid,

@@ -1,8 +1,13 @@
 //! Running one job and answering it: decode the workload, run the task (here or, under
 //! `--atomic`, in a [`job_child`]), forward its progress as it comes, and
 //! queue the answer: `WORK_COMPLETE`, or the failure's message as `WORK_WARNING` then `WORK_FAIL`.
+//!
+//! What a job took comes back as a [`JobReport`]: its task, how it ended, how long it ran and,
+//! under `--atomic`, what its child cost ([`JobCost`]: CPU time and peak memory), which the
+//! job's log line shows (`Job #id Task completed in 3.2 s, cpu 2.9 s, max rss 48 MiB`).
 
-use super::job_child::{self, ChildLimits, ForkError};
+use super::job_child::{self, ChildLimits, ForkError, JobCost};
+use super::sandbox;
 use super::{WorkerConfig, PING_FUNCTION};
 use crate::gearman::conn::{Conn, ConnError};
 use crate::gearman::packet::Packet;
@@ -10,6 +15,7 @@ use crate::plugins::{JobEvents, JobInfo, Registry};
 use crate::scoreboard::current as scoreboard;
 use crate::workload;
 use log::{debug, info, warn};
+use std::time::{Duration, Instant};
 
 /// A job a server assigned.
 pub(super) struct Assigned {
@@ -65,6 +71,23 @@ impl From<Result<Vec<u8>, String>> for JobOutcome {
     }
 }
 
+/// What one job took, once answered: for the worker's counters, its log line and the
+/// scoreboard (`SlotWriter::done(&report.task, report.elapsed.as_secs_f64(), failure,
+/// report.cost.map(|c| c.as_pair()))`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobReport {
+    /// The task's resolved name (`Hello::run`), or the function when the job named none.
+    pub task: String,
+    /// The job's id (`#id` in the log), when its workload was read.
+    pub id: Option<String>,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// How long it ran, from the workload decoded to the answer queued.
+    pub elapsed: Duration,
+    /// Under `--atomic`, what its child cost; `None` when it ran in the worker.
+    pub cost: Option<JobCost>,
+}
+
 /// Runs one job and queues its answer on `conn` (it goes out with the next `GRAB_JOB_UNIQ`,
 /// in one write).
 ///
@@ -75,31 +98,59 @@ pub(super) fn work(
     config: &WorkerConfig,
     conn: &mut Conn,
     job: &Assigned,
-) -> Result<JobOutcome, ConnError> {
-    let (task, id, outcome) = run(registry, config, conn, job)?;
-    answer(conn, &job.handle, &id, &task, outcome)
+) -> Result<JobReport, ConnError> {
+    let started = Instant::now();
+    let ran = run(registry, config, conn, job)?;
+    let handle = String::from_utf8_lossy(&job.handle);
+    let shown = match &ran.id {
+        Some(id) => format!("#{id} ({handle})"),
+        None => handle.into_owned(),
+    };
+    let took = Took { elapsed: started.elapsed(), cost: ran.cost };
+    let outcome = answer(conn, &job.handle, &format!("{shown} {}", ran.task), &took, ran.outcome)?;
+    Ok(JobReport { task: ran.task, id: ran.id, outcome, elapsed: took.elapsed, cost: took.cost })
 }
 
-/// Runs one job; returns the task's resolved name, the job's id and how the job ended. The
-/// scoreboard hears of it (busy, then done; a failure goes into its ring).
-fn run(
-    registry: &Registry,
-    config: &WorkerConfig,
-    conn: &mut Conn,
-    job: &Assigned,
-) -> Result<(String, String, JobOutcome), ConnError> {
+/// How long a job ran and what its child cost, as its log line says it.
+struct Took {
+    elapsed: Duration,
+    cost: Option<JobCost>,
+}
+
+impl std::fmt::Display for Took {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "in {:.2} s", self.elapsed.as_secs_f64())?;
+        match &self.cost {
+            Some(cost) => write!(f, ", {cost}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A job run and not answered yet.
+struct Ran {
+    task: String,
+    id: Option<String>,
+    outcome: JobOutcome,
+    cost: Option<JobCost>,
+}
+
+/// Runs one job; returns the task's resolved name and how the job ended. The scoreboard hears
+/// of it (busy, then done with what the child cost; a failure goes into its ring).
+fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assigned) -> Result<Ran, ConnError> {
     let handle = String::from_utf8_lossy(&job.handle);
+    let plain = |outcome| Ran { task: job.function.clone(), id: None, outcome, cost: None };
     if job.function == PING_FUNCTION {
         debug!("Handling job {handle} {PING_FUNCTION}");
         let pong = format!("pong from {}", config.client_id).into_bytes();
-        return Ok((job.function.clone(), String::new(), JobOutcome::Completed(pong)));
+        return Ok(plain(JobOutcome::Completed(pong)));
     }
     let decoded = match workload::decode(&job.function, &job.workload) {
         Ok(decoded) => decoded,
         Err(err) => {
             let message = err.to_string();
             scoreboard::failure(&job.function, "", &handle, conn.server(), &message, None);
-            return Ok((job.function.clone(), String::new(), JobOutcome::Failed(message)));
+            return Ok(plain(JobOutcome::Failed(message)));
         }
     };
     let info = JobInfo {
@@ -108,8 +159,18 @@ fn run(
         env_vars: decoded.env_vars,
     };
     let task = registry.resolve(&decoded.task);
+    if let Some(pattern) = config.selection.kept_from(&task) {
+        // li3_gearman's envelope reaches the default pool whatever task it names: a task a pool
+        // keeps to itself (its `atomic`, limits, workers) must not run here instead.
+        let message = format!(
+            "task {task} is kept by a worker pool (\"{pattern}\" in its tasks) and li3_gearman's \
+             compatibility function reaches only the default pool: submit the job to function {task}"
+        );
+        scoreboard::failure(&task, &info.id, &handle, conn.server(), &message, None);
+        return Ok(Ran { task, id: Some(info.id), outcome: JobOutcome::Failed(message), cost: None });
+    }
     debug!("Handling job #{} {task} ({handle})", info.id);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     scoreboard::busy(&task, &info.id, &handle, conn.server());
     let hook_log = |line: &str| info!("{line}");
     if let Some(hooks) = &config.hooks {
@@ -123,13 +184,11 @@ fn run(
             .map(|output| output.as_bytes().to_vec())
             .map_err(|err| err.to_string())
     };
-    let result = if config.atomic { in_child(run, config, &task, &mut reporter) } else { run(&mut reporter) };
+    let (result, cost) =
+        if config.atomic { in_child(run, config, &task, &mut reporter) } else { (run(&mut reporter), None) };
     let lost = reporter.failed;
-    // Under --atomic, the job child's (CPU seconds, peak RSS) goes here once the job-child
-    // code reports its wait4 figures.
-    let cost = None;
     let failure = result.as_ref().err().map(String::as_str);
-    scoreboard::done(&task, started.elapsed().as_secs_f64(), failure, cost);
+    scoreboard::done(&task, started.elapsed().as_secs_f64(), failure, cost.as_ref().map(JobCost::as_pair));
     if let Some(message) = failure {
         scoreboard::failure(&task, &info.id, &handle, conn.server(), message, None);
     }
@@ -139,19 +198,38 @@ fn run(
     if let Some(hooks) = &config.hooks {
         hooks.report_end(&info.id, &job.function, &job.workload, &result, &hook_log);
     }
-    Ok((task, info.id, result.into()))
+    Ok(Ran { task, id: Some(info.id), outcome: result.into(), cost })
 }
 
-/// Runs `run` in a [`job_child`] with the task's limits; the child's failure is the job's.
+/// Runs `run` in a [`job_child`] with the task's limits; the child's failure is the job's
+/// (its message says what the child cost until then).
 fn in_child(
     run: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
     config: &WorkerConfig,
     task: &str,
     events: &mut dyn JobEvents,
-) -> Result<Vec<u8>, String> {
-    let limits =
-        ChildLimits { timeout: config.timeouts.get(task).copied().or(config.timeout), memory: config.memlimit };
-    job_child::run_in_child(run, limits, events).unwrap_or_else(|err| Err(child_failure(task, &err, config.memlimit)))
+) -> (Result<Vec<u8>, String>, Option<JobCost>) {
+    let limits = ChildLimits {
+        timeout: config.timeouts.get(task).copied().or(config.timeout),
+        memory: config.memlimit,
+        cpu: config.cpu_limits.get(task).copied().or(config.cpu_limit),
+    };
+    let sandbox = sandbox::for_task(task);
+    let ran = job_child::run_in_child(run, limits, sandbox, events);
+    let result = ran.outcome.unwrap_or_else(|err| {
+        let message = child_failure(task, &err, config.memlimit);
+        Err(match ran.cost {
+            Some(cost) => format!("{message} ({cost})"),
+            None => message,
+        })
+    });
+    let result = match (result, sandbox) {
+        (Err(message), Some(sandbox)) if sandbox::looks_refused(&message) => {
+            Err(format!("{message} (permission denied by the task's sandbox: it may {})", sandbox.rules))
+        }
+        (result, _) => result,
+    };
+    (result, ran.cost)
 }
 
 /// The message of a job whose child failed.
@@ -166,12 +244,17 @@ fn child_failure(task: &str, err: &ForkError, memlimit: Option<u64>) -> String {
 }
 
 /// Queues the answer to a job, `WORK_COMPLETE` with its result or its failure, and gives the
-/// outcome back.
-fn answer(conn: &mut Conn, handle: &[u8], id: &str, task: &str, outcome: JobOutcome) -> Result<JobOutcome, ConnError> {
-    let shown = String::from_utf8_lossy(handle);
+/// outcome back. `job` is how the log names it (`#id (handle) Task`).
+fn answer(
+    conn: &mut Conn,
+    handle: &[u8],
+    job: &str,
+    took: &Took,
+    outcome: JobOutcome,
+) -> Result<JobOutcome, ConnError> {
     match outcome {
         JobOutcome::Completed(data) => {
-            debug!("Job #{id} ({shown}) {task} completed");
+            debug!("Job {job} completed {took}");
             // The result moves into the packet and back out: a large one is never copied.
             let packet = Packet::WorkComplete { handle: handle.to_vec(), data };
             conn.queue_packet(&packet)?;
@@ -179,7 +262,7 @@ fn answer(conn: &mut Conn, handle: &[u8], id: &str, task: &str, outcome: JobOutc
             Ok(JobOutcome::Completed(data))
         }
         JobOutcome::Failed(message) => {
-            warn!("Job #{id} ({shown}) {task} failed: {message}");
+            warn!("Job {job} failed {took}: {message}");
             // Not WORK_EXCEPTION: gearmand passes that only to clients that asked for
             // exceptions and relays it to the others as a `WORK_FAIL handle\0` that stock
             // clients cannot match (the gearman CLI waits forever). The message as a warning,

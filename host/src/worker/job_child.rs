@@ -18,23 +18,33 @@
 //! The parent caps what a frame may announce at the largest Gearman packet, so a runaway result
 //! fails the job with a clear message instead of filling the worker's memory or being cut.
 //!
-//! Forking goes through [`process::fork`] (single-thread check, signals blocked across it).
+//! A task with a sandbox ([`super::sandbox`]) runs restricted: the child applies the ruleset the
+//! worker built before the fork, then runs the task.
+//!
+//! What the child cost ([`JobCost`], CPU time and peak memory) comes with its answer (a frame
+//! of its own `getrusage`, since an answered child is reaped later, off the critical path), or
+//! from `wait4` when the parent reaps a child that ended without one.
+//!
+//! Forking goes through [`process::fork_child_witnessed`] (signals blocked across it; the
+//! single-thread check at the first fork and every [`process::ThreadWitness::RECHECK_EVERY`]
+//! forks after, see [`process::ThreadWitness`] for why that is enough).
 
-use crate::gearman::packet::DEFAULT_MAX_BODY;
+use super::job_cost::wait4;
+pub use super::job_cost::JobCost;
+pub use super::job_frames::MAX_FRAME;
+use super::job_frames::{drain, Frames, PipeEvents, COST, RESULT_ERR, RESULT_OK};
+use super::sandbox::Prepared;
 use crate::plugins::JobEvents;
 use crate::process::{self, ForkFailed, MultiThreaded};
 use crate::signals;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{self, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-
-/// The largest frame the child may send: what one Gearman packet can carry.
-pub const MAX_FRAME: usize = DEFAULT_MAX_BODY;
 
 /// Why a job could not be run in a child, or how the child failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +69,10 @@ pub enum ForkError {
     /// The child ran past its timeout and was killed.
     #[error("ran past its timeout of {0:?} and was killed")]
     TimedOut(Duration),
+    /// The child used its CPU time limit (`RLIMIT_CPU`): SIGXCPU at the soft limit, SIGKILL
+    /// one second later at the hard one.
+    #[error("used its CPU limit of {} s", .0.as_secs())]
+    CpuLimit(Duration),
     /// The worker was told to stop now (a second stop signal) and killed the job.
     #[error("was killed: the worker was told to stop at once (a second stop signal)")]
     Stopped,
@@ -88,67 +102,23 @@ impl From<ForkFailed> for ForkError {
 thread_local! {
     /// Children that answered and are exiting: reaped later, off the job's critical path.
     static EXITING: std::cell::RefCell<Vec<Pid>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// What this worker knows about its threads, across its job children's forks.
+    static WITNESS: std::cell::RefCell<process::ThreadWitness> =
+        const { std::cell::RefCell::new(process::ThreadWitness::new()) };
 }
 
 /// Reaps the job children that answered since; with `block`, waits for all of them. Whatever
 /// a job left running in its process group is killed first: nothing a job started outlives it.
 pub fn reap_children(block: bool) {
-    let flag = if block { None } else { Some(nix::sys::wait::WaitPidFlag::WNOHANG) };
     EXITING.with(|pids| {
         pids.borrow_mut().retain(|pid| {
             // The group keeps the child's PID as its id until the child is reaped, so this
             // cannot reach another process's group.
             let _ = signal::killpg(*pid, Signal::SIGKILL);
-            matches!(waitpid(*pid, flag), Ok(WaitStatus::StillAlive))
+            let flags = if block { 0 } else { libc::WNOHANG };
+            matches!(wait4(*pid, flags), Ok(None))
         });
     });
-}
-
-const STATUS: u8 = 1;
-const DATA: u8 = 2;
-const WARNING: u8 = 3;
-const RESULT_OK: u8 = 4;
-const RESULT_ERR: u8 = 5;
-
-/// The child's side of the pipe: every event becomes a frame.
-struct PipeEvents {
-    pipe: std::fs::File,
-    broken: bool,
-}
-
-impl PipeEvents {
-    fn frame(&mut self, tag: u8, payload: &[u8]) {
-        if self.broken {
-            return;
-        }
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let mut header = [0u8; 5];
-        header[0] = tag;
-        header[1..].copy_from_slice(&len.to_be_bytes());
-        if payload.len() > MAX_FRAME {
-            // The header alone tells the parent, which fails the job; never a cut payload.
-            let _ = self.pipe.write_all(&header);
-            self.broken = true;
-            return;
-        }
-        let sent = self.pipe.write_all(&header).and_then(|()| self.pipe.write_all(payload));
-        self.broken = sent.is_err();
-    }
-}
-
-impl JobEvents for PipeEvents {
-    fn status(&mut self, numerator: u64, denominator: u64) {
-        let mut payload = [0u8; 16];
-        payload[..8].copy_from_slice(&numerator.to_be_bytes());
-        payload[8..].copy_from_slice(&denominator.to_be_bytes());
-        self.frame(STATUS, &payload);
-    }
-    fn data(&mut self, data: &[u8]) {
-        self.frame(DATA, data);
-    }
-    fn warning(&mut self, data: &[u8]) {
-        self.frame(WARNING, data);
-    }
 }
 
 /// Limits for the child.
@@ -158,19 +128,62 @@ pub struct ChildLimits {
     pub timeout: Option<Duration>,
     /// `RLIMIT_DATA` for the child, in bytes: an allocation past it fails (and Rust aborts).
     pub memory: Option<u64>,
+    /// `RLIMIT_CPU` for the child, in whole seconds (rounded up): SIGXCPU at it, SIGKILL one
+    /// second later.
+    pub cpu: Option<Duration>,
+}
+
+/// How a job child ended: what it returned (or how it failed) and what it cost, when known.
+#[derive(Debug)]
+pub struct ChildRun {
+    /// The task's result or error, or how the child failed.
+    pub outcome: Result<Result<Vec<u8>, String>, ForkError>,
+    /// The child's CPU time and peak memory: sent by the child with its answer, or from
+    /// `wait4` when it ended without one. `None` when there was no child.
+    pub cost: Option<JobCost>,
+}
+
+impl ChildLimits {
+    /// The CPU limit in the whole seconds `RLIMIT_CPU` takes (at least 1).
+    pub fn cpu_seconds(&self) -> Option<u64> {
+        self.cpu.map(|t| (t.as_secs() + u64::from(t.subsec_nanos() > 0)).max(1))
+    }
 }
 
 /// Runs `job` in a forked child and returns what it returned; the child's progress and data
 /// reach `events` while it runs.
 ///
-/// # Errors
-/// [`ForkError`] when the process may not fork, or when the child died, exited, timed out, was
-/// stopped or sent too much before returning.
+/// Its `outcome` is a [`ForkError`] when the process may not fork, or when the child died,
+/// exited, timed out, used its CPU limit, was stopped or sent too much before returning.
+///
+/// With a `sandbox`, the child restricts itself to it before it runs the job (and fails the job,
+/// without running it, when it cannot).
 pub fn run_in_child(
     job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
     limits: ChildLimits,
+    sandbox: Option<&Prepared>,
     events: &mut dyn JobEvents,
-) -> Result<Result<Vec<u8>, String>, ForkError> {
+) -> ChildRun {
+    match start_child(job, limits, sandbox) {
+        Ok(mut child) => {
+            let outcome = child.wait(limits, events);
+            if outcome.is_err() && child.state == ChildState::Running {
+                // Timed out, stopped, or an error while waiting: kill it now, so that what it
+                // cost until then is known too.
+                child.kill_and_reap();
+            }
+            ChildRun { outcome, cost: child.cost }
+        }
+        Err(err) => ChildRun { outcome: Err(err), cost: None },
+    }
+}
+
+/// Forks the child that runs `job`; returns its owner.
+fn start_child(
+    job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
+    limits: ChildLimits,
+    sandbox: Option<&Prepared>,
+) -> Result<JobChild, ForkError> {
     reap_children(false);
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let read_fd = read.as_raw_fd();
@@ -178,26 +191,48 @@ pub fn run_in_child(
         signals::reset_for_job();
         let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     };
-    let child = process::fork_child(setup, move || {
-        // The child's copy of the read end; the parent keeps its own.
-        let _ = nix::unistd::close(read_fd);
-        child(job, write, limits)
+    // The thread count is read at the first fork and now and then after, not before every
+    // fork: what [`process::ThreadWitness`] says and why.
+    let child = WITNESS.with(|witness| {
+        process::fork_child_witnessed(&mut witness.borrow_mut(), setup, move || {
+            // The child's copy of the read end; the parent keeps its own.
+            let _ = nix::unistd::close(read_fd);
+            child(job, write, limits, sandbox)
+        })
     })?;
     // Both sides set the group, so it exists whichever runs first; the child may be gone
     // already (ESRCH), which the wait below reports.
     let _ = nix::unistd::setpgid(child, child);
-    let mut child = JobChild { pid: child, state: ChildState::Running, pipe: Some(read.into()) };
-    child.wait(limits.timeout, events)
+    Ok(JobChild { pid: child, state: ChildState::Running, pipe: Some(read.into()), cost: None })
 }
 
 /// The child's body: runs the job and sends what it returned; returns the exit code.
-fn child(job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>, write: OwnedFd, limits: ChildLimits) -> i32 {
+fn child(
+    job: impl FnOnce(&mut dyn JobEvents) -> Result<Vec<u8>, String>,
+    write: OwnedFd,
+    limits: ChildLimits,
+    sandbox: Option<&Prepared>,
+) -> i32 {
     if let Some(bytes) = limits.memory {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes);
     }
+    if let Some(seconds) = limits.cpu_seconds() {
+        // The soft limit sends SIGXCPU (whose default ends the process); the hard one, a
+        // second later, SIGKILL for a job that catches or ignores SIGXCPU.
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CPU, seconds, seconds + 1);
+    }
     let mut events = PipeEvents { pipe: std::fs::File::from(write), broken: false };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut events)))
-        .unwrap_or_else(|_| Err("the job panicked in the host".to_string()));
+    let restricted = sandbox.map_or(Ok(()), Prepared::restrict);
+    let outcome = match restricted {
+        Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut events)))
+            .unwrap_or_else(|_| Err("the job panicked in the host".to_string())),
+        Err(err) => Err(format!("cannot enter the task's sandbox: {err}; the job did not run")),
+    };
+    let cost = JobCost::of_self();
+    let mut payload = [0u8; 16];
+    payload[..8].copy_from_slice(&u64::try_from(cost.cpu.as_micros()).unwrap_or(u64::MAX).to_be_bytes());
+    payload[8..].copy_from_slice(&cost.max_rss_bytes.to_be_bytes());
+    events.frame(COST, &payload);
     match &outcome {
         Ok(result) => events.frame(RESULT_OK, result),
         Err(message) => events.frame(RESULT_ERR, message.as_bytes()),
@@ -215,6 +250,8 @@ struct JobChild {
     state: ChildState,
     /// The read end of the result pipe; `None` once the child's end is closed.
     pipe: Option<std::fs::File>,
+    /// What it cost, once known: from its answer, or from `wait4` when it was reaped.
+    cost: Option<JobCost>,
 }
 
 /// Where a [`JobChild`] stands.
@@ -231,13 +268,7 @@ enum ChildState {
 impl Drop for JobChild {
     fn drop(&mut self) {
         match self.state {
-            ChildState::Running => {
-                // The group keeps the child's PID as its id until the child is reaped, so this
-                // cannot reach another process's group.
-                let _ = signal::killpg(self.pid, Signal::SIGKILL);
-                let _ = signal::kill(self.pid, Signal::SIGKILL);
-                let _ = waitpid(self.pid, None);
-            }
+            ChildState::Running => self.kill_and_reap(),
             ChildState::Answered => EXITING.with(|pids| pids.borrow_mut().push(self.pid)),
             ChildState::Exited => {}
         }
@@ -245,13 +276,22 @@ impl Drop for JobChild {
 }
 
 impl JobChild {
+    /// Kills the child with its process group and reaps it, keeping what it cost.
+    fn kill_and_reap(&mut self) {
+        // The group keeps the child's PID as its id until the child is reaped, so this
+        // cannot reach another process's group.
+        let _ = signal::killpg(self.pid, Signal::SIGKILL);
+        let _ = signal::kill(self.pid, Signal::SIGKILL);
+        if let Ok(Some((_, cost))) = wait4(self.pid, 0) {
+            self.cost = Some(cost);
+        }
+        self.state = ChildState::Exited;
+    }
+
     /// Waits for the child's answer or its exit, forwarding its progress and data to `events`
     /// as they come; kills it past `timeout` or at a second stop signal.
-    fn wait(
-        &mut self,
-        timeout: Option<Duration>,
-        events: &mut dyn JobEvents,
-    ) -> Result<Result<Vec<u8>, String>, ForkError> {
+    fn wait(&mut self, limits: ChildLimits, events: &mut dyn JobEvents) -> Result<Result<Vec<u8>, String>, ForkError> {
+        let timeout = limits.timeout;
         // A pidfd becomes readable when the child exits: one poll waits for data and exit alike.
         let pidfd = process::pidfd(self.pid)?;
         if let Some(pipe) = &self.pipe {
@@ -286,6 +326,7 @@ impl JobChild {
             }
             if pipe_ready {
                 self.drain(&mut frames, events)?;
+                self.cost = frames.cost.or(self.cost);
                 if let Some(outcome) = frames.outcome.take() {
                     // The child answered and only `_exit`s now: answer the job at once and reap
                     // the child later, so its teardown is not on the job's critical path.
@@ -300,12 +341,22 @@ impl JobChild {
                 break;
             }
         }
-        let status = waitpid(self.pid, None)?;
+        let (status, cost) = wait4(self.pid, 0)?.unwrap_or((WaitStatus::StillAlive, JobCost::default()));
         self.state = ChildState::Exited;
+        // wait4's figure covers the whole child, its exit included.
+        self.cost = Some(cost);
         if let Some(outcome) = frames.outcome.take() {
             return Ok(outcome);
         }
+        let cpu_limit = limits.cpu_seconds().map(Duration::from_secs);
         Err(match status {
+            WaitStatus::Signaled(_, Signal::SIGXCPU, _) if cpu_limit.is_some() => {
+                ForkError::CpuLimit(cpu_limit.unwrap_or_default())
+            }
+            // SIGKILL at the hard limit, for a job that outlived SIGXCPU.
+            WaitStatus::Signaled(_, Signal::SIGKILL, _) if cpu_limit.is_some_and(|limit| cost.cpu >= limit) => {
+                ForkError::CpuLimit(cpu_limit.unwrap_or_default())
+            }
             WaitStatus::Signaled(_, signal, core) => ForkError::Signaled { signal, core },
             WaitStatus::Exited(_, code) => ForkError::Exited(code),
             other => ForkError::Os(io::Error::other(format!("unexpected wait status {other:?}"))),
@@ -330,96 +381,4 @@ pub const JOB_POLL_FAILS_ENV: &str = "LI3G_TEST_JOB_POLL_FAILS";
 fn poll_fails_for_tests() -> bool {
     static FAILS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FAILS.get_or_init(|| std::env::var_os(JOB_POLL_FAILS_ENV).is_some())
-}
-
-/// Reads what the pipe has now; returns whether it is still open.
-fn drain(pipe: &mut std::fs::File, frames: &mut Frames, events: &mut dyn JobEvents) -> Result<bool, ForkError> {
-    // One page: after a fork every page the parent writes is copied (copy-on-write), so a
-    // bigger buffer costs a page fault per page per job.
-    let mut chunk = [0u8; 4096];
-    loop {
-        match pipe.read(&mut chunk) {
-            Ok(0) => return Ok(false),
-            Ok(n) => frames.feed(&chunk[..n], events)?,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ForkError::Os(e)),
-        }
-    }
-}
-
-/// Reassembles frames from pipe reads, forwarding events and keeping the outcome.
-#[derive(Default)]
-struct Frames {
-    buf: Vec<u8>,
-    outcome: Option<Result<Vec<u8>, String>>,
-}
-
-impl Frames {
-    /// Takes `bytes` from the pipe.
-    ///
-    /// # Errors
-    /// [`ForkError::TooBig`] as soon as a header announces more than [`MAX_FRAME`].
-    fn feed(&mut self, bytes: &[u8], events: &mut dyn JobEvents) -> Result<(), ForkError> {
-        self.buf.extend_from_slice(bytes);
-        loop {
-            if self.buf.len() < 5 {
-                return Ok(());
-            }
-            let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-            if len > MAX_FRAME {
-                return Err(ForkError::TooBig { size: len as u64 });
-            }
-            if self.buf.len() < 5 + len {
-                return Ok(());
-            }
-            let tag = self.buf[0];
-            let payload: Vec<u8> = self.buf.drain(..5 + len).skip(5).collect();
-            match tag {
-                STATUS if payload.len() == 16 => {
-                    let n = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-                    let d = u64::from_be_bytes(payload[8..].try_into().expect("8 bytes"));
-                    events.status(n, d);
-                }
-                DATA => events.data(&payload),
-                WARNING => events.warning(&payload),
-                RESULT_OK => self.outcome = Some(Ok(payload)),
-                RESULT_ERR => self.outcome = Some(Err(String::from_utf8_lossy(&payload).into_owned())),
-                _ => {} // the child's own code wrote this; it cannot be a frame we sent
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Ignore;
-    impl JobEvents for Ignore {
-        fn status(&mut self, _: u64, _: u64) {}
-        fn data(&mut self, _: &[u8]) {}
-        fn warning(&mut self, _: &[u8]) {}
-    }
-
-    #[test]
-    fn a_frame_over_the_packet_cap_fails_at_its_header() {
-        let mut frames = Frames::default();
-        let mut header = vec![RESULT_OK];
-        header.extend_from_slice(&(MAX_FRAME as u32 + 1).to_be_bytes());
-        let err = frames.feed(&header, &mut Ignore).unwrap_err();
-        assert!(matches!(err, ForkError::TooBig { size } if size == MAX_FRAME as u64 + 1), "{err}");
-        assert!(err.to_string().contains("more than the 64 MiB a Gearman packet can carry"), "{err}");
-        assert!(frames.buf.capacity() < 1 << 20, "nothing was buffered for it");
-    }
-
-    #[test]
-    fn a_frame_at_the_cap_is_accepted() {
-        let mut frames = Frames::default();
-        let mut bytes = vec![RESULT_OK];
-        bytes.extend_from_slice(&(MAX_FRAME as u32).to_be_bytes());
-        bytes.resize(5 + MAX_FRAME, b'x');
-        frames.feed(&bytes, &mut Ignore).unwrap();
-        assert_eq!(frames.outcome.map(|o| o.unwrap().len()), Some(MAX_FRAME));
-    }
 }

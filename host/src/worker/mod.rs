@@ -37,17 +37,24 @@
 //! - [`servers`]: the job servers, each one's state, the loop over them ([`run`]).
 //! - [`job`]: running one job and answering it (where a failure goes back to the client).
 //! - [`job_child`]: running one job in a forked child (`--atomic`).
+//! - [`job_cost`]: what a job child cost (CPU time, peak memory: `getrusage`, `wait4`).
+//! - `job_frames`: the frame protocol on a job child's pipe.
 //! - [`memory`]: the `/proc` memory probe behind `--memlimit`.
+//! - [`sandbox`]: the Landlock sandbox a task's jobs run in.
 //! - [`selection`]: which tasks a worker registers (worker pools).
 
 pub mod job;
 pub mod job_child;
+pub mod job_cost;
+mod job_frames;
 pub mod memory;
+pub mod sandbox;
 pub mod selection;
 pub mod servers;
 pub mod startup;
 
-pub use job::JobOutcome;
+pub use job::{JobOutcome, JobReport};
+pub use job_child::JobCost;
 pub use memory::resident_memory;
 pub use servers::run;
 pub use startup::{serve, unclaimed_patterns, unknown_tasks, unused_plugin_settings};
@@ -75,9 +82,17 @@ pub struct WorkerConfig {
     /// The timeout of tasks without one of their own. Under `atomic`, a job past its timeout
     /// is killed and failed.
     pub timeout: Option<Duration>,
+    /// Per-task CPU limits (`cpu_limit` in the configuration): under `atomic`, the job
+    /// child's `RLIMIT_CPU`.
+    pub cpu_limits: std::collections::BTreeMap<String, Duration>,
+    /// The CPU limit of tasks without one of their own (`--cpu-limit`); under `atomic` only.
+    pub cpu_limit: Option<Duration>,
     /// Memory limit in bytes: under `atomic`, the job child's `RLIMIT_DATA`; otherwise the
     /// worker ends after a job that leaves its resident memory above it (to be replaced).
     pub memlimit: Option<u64>,
+    /// The tasks' sandboxes: under `atomic` each job child's, else the default for the whole
+    /// worker once its plugins and states are built.
+    pub sandbox: sandbox::SandboxConfig,
     /// Stop after this many jobs (`None`: never).
     pub max_jobs: Option<u64>,
     /// The task names the configuration sets options for: those no loaded plugin has are

@@ -99,6 +99,17 @@ impl Selection {
         }
     }
 
+    /// The pattern that keeps `task` from this worker: a pool's, when the default pool does not
+    /// serve it (`Except`), or `None` when this worker serves it or is itself a pool's worker.
+    /// A job through li3_gearman's compatibility function names its task in the workload, so
+    /// the default pool's workers check it here before they run it.
+    pub fn kept_from(&self, task: &str) -> Option<&TaskPattern> {
+        match self {
+            Selection::Except(patterns) => patterns.iter().find(|p| p.matches(task)),
+            Selection::All | Selection::Only(_) => None,
+        }
+    }
+
     /// Whether it registers li3_gearman's one compatibility function. That function carries the
     /// task's name in the workload, so the job server cannot route it to a pool by task: only
     /// the default pool registers it.
@@ -149,6 +160,9 @@ mod tests {
         assert!(!Selection::Except(claimed.clone()).selects("Misbehave::sleep"));
         assert!(Selection::Except(claimed.clone()).selects("Misbehave::add"));
         assert!(!Selection::Only(claimed.clone()).serves_compat());
+        assert_eq!(Selection::Except(claimed.clone()).kept_from("Misbehave::sleep"), Some(&claimed[0]));
+        assert_eq!(Selection::Except(claimed.clone()).kept_from("Misbehave::add"), None);
+        assert_eq!(Selection::All.kept_from("Misbehave::sleep"), None);
         assert!(Selection::Except(claimed).serves_compat());
     }
 }

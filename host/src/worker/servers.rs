@@ -92,11 +92,14 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             let job = server.job.take().expect("a holding server has a job");
             let conn = server.conn.as_mut().expect("a holding server is connected");
             match job::work(registry, config, conn, &job) {
-                Ok(outcome) => {
-                    match outcome {
+                Ok(report) => {
+                    // Dropped before the memory check: the answer is queued on the connection,
+                    // and a large result kept here too would be counted twice.
+                    match report.outcome {
                         JobOutcome::Completed(_) => stats.completed += 1,
                         JobOutcome::Failed(_) => stats.failed += 1,
                     }
+                    drop(report);
                     server.state = State::Ready;
                     check_memory(config, &mut stats);
                 }

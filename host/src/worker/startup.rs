@@ -4,7 +4,7 @@
 use super::WorkerConfig;
 use crate::gearman::conn::ServerAddr;
 use crate::plugins::{Registry, StateMode};
-use log::{info, warn};
+use log::{error, info, warn};
 
 /// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
 /// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
@@ -32,12 +32,23 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
             return EXIT_REFUSED;
         }
     };
+    if let Err(message) = apply_sandbox(worker) {
+        error!("Sandbox: {message}; the worker exits");
+        if !worker.log.verbose {
+            eprintln!("li3g-host: error: sandbox: {message}");
+        }
+        return 2;
+    }
+    if !worker.atomic && (worker.cpu_limit.is_some() || !worker.cpu_limits.is_empty()) {
+        warn!("Configuration: CPU limits (--cpu-limit, cpu_limit) apply to --atomic job children only; ignored");
+    }
     let selected = registry.task_names().iter().filter(|task| worker.selection.selects(task)).count();
     let pool = worker.pool.as_ref().map_or_else(String::new, |(pool, _)| format!(" of pool {pool}"));
     info!("Worker{pool} started: {}, servers {}", plural(selected, "task"), list(&worker.servers));
     if let Some(slot) = crate::scoreboard::current::own() {
         let tasks = registry.task_names();
-        let tasks: Vec<&str> = tasks.iter().map(String::as_str).collect();
+        // The tasks it registers: a pool's worker counts its pool's only.
+        let tasks: Vec<&str> = tasks.iter().map(String::as_str).filter(|t| worker.selection.selects(t)).collect();
         slot.loaded(registry.plugins().iter().map(|p| (p.name.as_str(), p.version.as_str())), &tasks);
         slot.state(crate::scoreboard::State::Idle);
         // Measured once here, then after each job where --memlimit measures it anyway.
@@ -88,6 +99,20 @@ pub fn refusal_line(rejected: &crate::plugins::Rejected) -> String {
 /// # Errors
 /// [`Refused`] when the directory cannot be read or a plugin that is not optional was refused.
 pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Registry, Refused> {
+    prepare_announcing(plugins, worker, &mut |_| {})
+}
+
+/// [`prepare`], calling `announce` with each plugin's name before its state constructor runs
+/// and with `None` once it returned (`start`'s check names the plugin whose constructor killed
+/// the process).
+///
+/// # Errors
+/// As [`prepare`].
+pub fn prepare_announcing(
+    plugins: &std::path::Path,
+    worker: &WorkerConfig,
+    announce: &mut dyn FnMut(Option<&str>),
+) -> Result<Registry, Refused> {
     let mut registry = Registry::scan(plugins).map_err(Refused::Dir)?;
     // Plugin state, here in the worker (after the fork), before the first job; per job under
     // --atomic, so that no connection is shared between processes.
@@ -95,11 +120,13 @@ pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Regis
     // A constructor may block (a Redis that accepts but never answers): each is logged before
     // it runs, has `state_timeout` to return, and a stop signal meanwhile ends the worker.
     let timeout = worker.plugin_settings.state_timeout;
+    let announce = std::cell::RefCell::new(announce);
     crate::signals::while_building_states(|| {
         registry.build_states_watched(
             &worker.plugin_settings,
             mode,
             &mut |plugin| {
+                (announce.borrow_mut())(Some(plugin));
                 info!("Building the state of plugin {plugin} (state_timeout {}s)", timeout.as_secs_f64());
                 let message = format!(
                     "li3g-host: worker {}: plugin {plugin}'s state constructor did not return within {}s \
@@ -109,7 +136,10 @@ pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Regis
                 );
                 crate::signals::state_deadline(Some((timeout, message)));
             },
-            &mut || crate::signals::state_deadline(None),
+            &mut || {
+                crate::signals::state_deadline(None);
+                (announce.borrow_mut())(None);
+            },
         )
     });
     let optional = &worker.plugin_settings.optional;
@@ -142,6 +172,25 @@ pub fn prepare(plugins: &std::path::Path, worker: &WorkerConfig) -> Result<Regis
 /// `1 task`, `4 tasks`.
 pub fn plural(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Under `--atomic`, builds every task's sandbox for its job children; otherwise restricts
+/// this worker to the default sandbox, now that its plugins and states are built.
+fn apply_sandbox(worker: &WorkerConfig) -> Result<(), String> {
+    use super::sandbox;
+    if worker.atomic {
+        return sandbox::prepare_for_jobs(&worker.sandbox).map_err(|err| err.to_string());
+    }
+    if !worker.sandbox.tasks.is_empty() {
+        warn!(
+            "Sandbox: per-task sandboxes ({}) apply under --atomic only; this worker runs in the default sandbox, if any",
+            worker.sandbox.tasks.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(applied) = sandbox::restrict_worker(&worker.sandbox)? {
+        info!("Sandbox: the worker runs in {} (and its job servers' ports)", applied.rules);
+    }
+    Ok(())
 }
 
 /// A line for every plugin settings section that no loaded plugin reads: one naming no loaded

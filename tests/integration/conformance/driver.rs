@@ -263,8 +263,15 @@ pub type Transcript = Vec<String>;
 /// Plays `scenario` against the server on 127.0.0.1:`port`; `prefix` makes its function names
 /// and client ids its own.
 pub fn play(scenario: &Scenario, port: u16, prefix: &str) -> Transcript {
-    let mut side =
-        Side { port, prefix: prefix.to_string(), conns: HashMap::new(), handles: Vec::new(), log: Vec::new(), echo: 0 };
+    let mut side = Side {
+        port,
+        prefix: prefix.to_string(),
+        conns: HashMap::new(),
+        handles: Vec::new(),
+        log: Vec::new(),
+        echo: 0,
+        written: 0,
+    };
     for step in &scenario.steps {
         side.step(step);
     }
@@ -300,6 +307,9 @@ struct Side {
     handles: Vec<Vec<u8>>,
     log: Transcript,
     echo: usize,
+    /// Bytes written so far: a sync point after a large packet waits longer (reading 64 MiB
+    /// back is not silence, even on a loaded machine).
+    written: usize,
 }
 
 impl Side {
@@ -337,7 +347,8 @@ impl Side {
                 if !self.write(*conn, true, &packet(t::ECHO_REQ, &[&token])) {
                     return;
                 }
-                let deadline = Instant::now() + WAIT;
+                let wait = if self.written > (1 << 20) { WAIT * 10 } else { WAIT };
+                let deadline = Instant::now() + wait;
                 loop {
                     match self.read(*conn, deadline) {
                         Item::Packet { kind: 17, args } if args.concat() == token => break,
@@ -441,6 +452,7 @@ impl Side {
 
     /// Writes to `conn` (opening it); `false` (and a line) when it is closed.
     fn write(&mut self, n: usize, with_id: bool, bytes: &[u8]) -> bool {
+        self.written += bytes.len();
         let conn = self.conn(n, with_id);
         let ok = match &mut conn.stream {
             Some(stream) => stream.write_all(bytes).is_ok(),

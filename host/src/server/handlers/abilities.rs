@@ -1,6 +1,5 @@
 //! What a worker says it can do: `CAN_DO`, `CAN_DO_TIMEOUT`, `CANT_DO`, `RESET_ABILITIES`.
 
-use super::{error, MAX_FUNCTION};
 use crate::server::peer::Ability;
 use crate::server::Server;
 use mio::Token;
@@ -12,9 +11,6 @@ const MAX_ABILITIES: usize = 4096;
 impl Server {
     /// `CAN_DO function` (`timeout` `None`) or `CAN_DO_TIMEOUT function timeout`.
     pub(super) fn can_do(&mut self, token: Token, function: Vec<u8>, timeout: Option<Duration>) {
-        if function.is_empty() || function.len() > MAX_FUNCTION {
-            return self.send(token, &error("INVALID_FUNCTION_NAME", "function name empty or over 512 bytes"));
-        }
         let Some(peer) = self.peers.get_mut(&token) else { return };
         if let Some(ability) = peer.abilities.iter_mut().find(|a| a.function == function) {
             ability.timeout = timeout;

@@ -42,7 +42,9 @@ impl Server {
         let answer = match how {
             Packet::GrabJob => Packet::JobAssign { handle, function, workload },
             Packet::GrabJobUniq => Packet::JobAssignUniq { handle, function, unique: job.unique.clone(), workload },
-            _ => Packet::JobAssignAll { handle, function, unique: job.unique.clone(), reducer: vec![], workload },
+            // GRAB_JOB_ALL is answered JOB_ASSIGN_UNIQ, as gearmand does for a job without a
+            // reducer (this server has no reduce jobs).
+            _ => Packet::JobAssignUniq { handle, function, unique: job.unique.clone(), workload },
         };
         self.send(token, &answer);
     }

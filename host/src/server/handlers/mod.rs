@@ -5,7 +5,8 @@
 //! - `status.rs`: `GET_STATUS`, `GET_STATUS_UNIQUE`;
 //! - `abilities.rs`: `CAN_DO`, `CAN_DO_TIMEOUT`, `CANT_DO`, `RESET_ABILITIES`;
 //! - `grab.rs`: `PRE_SLEEP` and the `GRAB_JOB` variants;
-//! - `work.rs`: the worker's `WORK_*` reports, forwarded to the job's clients;
+//! - `work.rs`: the worker's `WORK_*` reports, forwarded to the job's clients (and packets
+//!   over the size limit);
 //! - `session.rs`: `ECHO_REQ`, `OPTION_REQ`, `SET_CLIENT_ID`;
 //! - `admin_commands.rs`: the text admin commands.
 //!
@@ -27,9 +28,6 @@ use crate::gearman::packet::Packet;
 use mio::Token;
 use std::time::Duration;
 
-/// gearmand's limit on function names: 512 bytes.
-const MAX_FUNCTION: usize = 512;
-
 impl Server {
     /// Handles one request from `token`.
     pub(super) fn dispatch(&mut self, token: Token, incoming: Incoming) {
@@ -41,6 +39,8 @@ impl Server {
                     .send(token, &error("INVALID_COMMAND", &format!("{kind:?} is not supported by this server")))
             }
             Incoming::Garbage(why) => return self.refuse(token, "INVALID_PACKET", &why),
+            Incoming::WorkStatus(packet, body) => return self.work(token, packet, Some(body)),
+            Incoming::TooBig { kind, size, handle } => return self.too_big(token, kind, size, &handle),
         };
         match packet {
             Packet::SubmitJob { .. } | Packet::SubmitJobEpoch { .. } => self.submit(token, packet),
@@ -50,9 +50,7 @@ impl Server {
             Packet::OptionReq { option } => self.option(token, option),
             Packet::SetClientId { id } => self.set_client_id(token, &id),
             Packet::CanDo { function } => self.can_do(token, function, None),
-            Packet::CanDoTimeout { function, timeout } => {
-                self.can_do(token, function, Some(Duration::from_millis(u64::from(timeout))))
-            }
+            Packet::CanDoTimeout { function, timeout } => self.can_do(token, function, run_timeout(timeout)),
             Packet::CantDo { function } => self.cant_do(token, Some(&function)),
             Packet::ResetAbilities => self.cant_do(token, None),
             Packet::PreSleep => self.pre_sleep(token),
@@ -62,10 +60,17 @@ impl Server {
             | Packet::WorkWarning { .. }
             | Packet::WorkComplete { .. }
             | Packet::WorkFail { .. }
-            | Packet::WorkException { .. } => self.work(token, packet),
-            other => self.refuse(token, "INVALID_COMMAND", &format!("{:?} is not a request", other.kind())),
+            | Packet::WorkException { .. } => self.work(token, packet, None),
+            // A response type sent as a request: answered, the connection kept (as gearmand).
+            _ => self.send(token, &error("INVALID_COMMAND", "Command not expected")),
         }
     }
+}
+
+/// A `CAN_DO_TIMEOUT` in milliseconds as gearmand applies it: 0 is no timeout, anything
+/// under a second is a second.
+fn run_timeout(ms: u32) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(u64::from(ms.max(1000))))
 }
 
 /// An `ERROR` packet.

@@ -12,7 +12,7 @@ const MAX_CLIENT_ID: usize = 256;
 impl Server {
     /// `OPTION_REQ`: only `exceptions` is known (forward `WORK_EXCEPTION` to this client).
     pub(super) fn option(&mut self, token: Token, option: Vec<u8>) {
-        if option == b"exceptions" {
+        if option.eq_ignore_ascii_case(b"exceptions") {
             if let Some(peer) = self.peers.get_mut(&token) {
                 peer.exceptions = true;
             }

@@ -139,6 +139,44 @@ fn shell(command: String) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// This process's CPU time (user and system) so far.
+fn process_cpu() -> std::time::Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+    std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Allocates and touches `mib` MiB, then uses `seconds` of CPU time (not wall-clock time)
+/// while holding it: a job whose cost is known.
+fn burn(seconds: f64, mib: usize) -> f64 {
+    let mut block = vec![0u8; mib << 20];
+    for page in block.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    let until = process_cpu() + std::time::Duration::from_secs_f64(seconds);
+    let mut x = 0u64;
+    while process_cpu() < until {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    std::hint::black_box(&block);
+    seconds
+}
+
+/// Reads a file: what a sandbox may refuse.
+fn read(path: String) -> Result<String, String> {
+    std::fs::read_to_string(&path).map(|text| text.len().to_string()).map_err(|e| format!("cannot read {path}: {e}"))
+}
+
+/// Connects to a TCP port on 127.0.0.1: what a sandbox may refuse.
+fn connect(port: u16) -> Result<String, String> {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .map(|_| format!("connected to port {port}"))
+        .map_err(|e| format!("cannot connect to port {port}: {e}"))
+}
+
 fn run() -> &'static str {
     "Misbehave::run"
 }
@@ -168,5 +206,8 @@ plugin! {
         "Misbehave::flaky"(path, failures) => flaky,
         "Misbehave::big"(mib) => big,
         "Misbehave::shell"(command) => shell,
+        "Misbehave::burn"(seconds, mib) => burn,
+        "Misbehave::read"(path) => read,
+        "Misbehave::connect"(port) => connect,
     }
 }
