@@ -157,7 +157,7 @@ fn totals_survive_a_recycled_worker() {
     // go down: /metrics says 4 completed and 1 failed, not the replacement's 1 and 0.
     let (_dir, path, board) = board(2);
     let w = board.writer(0).unwrap();
-    w.claim(Kind::Worker, 1, 100, 0);
+    w.claim(Kind::Worker, 1, None, 100, 0);
     w.loaded([("hello", "0.1.0")], &["Hello::say"]);
     for failure in [None, None, Some("no disk")] {
         w.busy("Hello::say", "job", "H:host:1", "127.0.0.1:4730");
@@ -166,17 +166,29 @@ fn totals_survive_a_recycled_worker() {
     board.retire(0);
     w.release();
     board.retire(0);
-    w.claim(Kind::Worker, 1, 101, 0);
+    w.claim(Kind::Worker, 1, None, 101, 0);
     w.loaded([("hello", "0.1.0")], &["Hello::say"]);
     w.busy("Hello::say", "job", "H:host:2", "127.0.0.1:4730");
     w.done("Hello::say", 0.02, None, None);
+    // A pool's worker that ended: its counts stay under its pool.
+    let p = board.writer(1).unwrap();
+    p.claim(Kind::Worker, 1, Some("slow"), 102, 0);
+    p.loaded([("hello", "0.1.0")], &["Hello::say"]);
+    p.busy("Hello::say", "job", "H:host:3", "127.0.0.1:4730");
+    p.done("Hello::say", 0.02, None, None);
+    board.retire(1);
+    p.release();
 
     let snap = Scoreboard::open(&path).unwrap().snapshot();
     let mut config = crate::config::load(None, "default", None).unwrap();
     config.servers.clear();
     config.redis = None;
     let text = crate::monitor::metrics::render(&crate::status::report(&snap, &config));
-    assert!(text.contains("li3g_jobs_total{task=\"Hello::say\",outcome=\"completed\"} 3\n"), "{text}");
-    assert!(text.contains("li3g_jobs_total{task=\"Hello::say\",outcome=\"failed\"} 1\n"), "{text}");
-    assert!(text.contains("li3g_job_duration_seconds_count{task=\"Hello::say\"} 4\n"), "{text}");
+    let line = |pool: &str, outcome: &str, n: u64| {
+        format!("li3g_jobs_total{{pool=\"{pool}\",task=\"Hello::say\",outcome=\"{outcome}\"}} {n}\n")
+    };
+    assert!(text.contains(&line("default", "completed", 3)), "{text}");
+    assert!(text.contains(&line("default", "failed", 1)), "{text}");
+    assert!(text.contains(&line("slow", "completed", 1)), "{text}");
+    assert!(text.contains("li3g_job_duration_seconds_count{task=\"Hello::say\"} 5\n"), "{text}");
 }
