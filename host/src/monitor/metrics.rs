@@ -47,27 +47,17 @@ pub fn render(report: &Report) -> String {
     let mut tasks: BTreeMap<&str, Task> = BTreeMap::new();
     // (pool, task) -> (completed, failed)
     let mut by_pool: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
-    for child in &report.children {
-        for t in &child.tasks {
-            let counts = by_pool.entry((pool_name(child), &t.name)).or_default();
-            counts.0 += t.completed;
-            counts.1 += t.failed;
-            let entry = tasks.entry(&t.name).or_default();
-            entry.completed += t.completed;
-            entry.failed += t.failed;
-            entry.seconds += t.duration_seconds;
-            entry.buckets.resize(t.buckets.len().max(entry.buckets.len()), 0);
-            for (sum, n) in entry.buckets.iter_mut().zip(&t.buckets) {
-                *sum += n;
-            }
-            entry.cpu_seconds += t.cpu_seconds;
-            entry.max_rss = entry.max_rss.max(t.max_rss_bytes);
-        }
-    }
-    // Plus the counters of the children that ended (kept per pool as `pool TAB task`): totals
-    // that never go down when a worker is recycled.
-    for t in &report.retired {
+    // The live children's counters, plus those of the children that ended (kept per pool as
+    // `pool TAB task`): totals that never go down when a worker is recycled.
+    let live = report
+        .children
+        .iter()
+        .flat_map(|child| child.tasks.iter().map(move |t| (pool_name(child), t.name.as_str(), t)));
+    let ended = report.retired.iter().map(|t| {
         let (pool, name) = t.name.split_once('\t').unwrap_or((DEFAULT_POOL, t.name.as_str()));
+        (pool, name, t)
+    });
+    for (pool, name, t) in live.chain(ended) {
         let counts = by_pool.entry((pool, name)).or_default();
         counts.0 += t.completed;
         counts.1 += t.failed;
