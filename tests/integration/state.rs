@@ -16,21 +16,7 @@ const NAME: &str = "li3g-redis-counter";
 
 /// `li3g-host start --workers N ARGS --verbose` with `settings` as the plugin's config section.
 fn start(gearmand: &Gearmand, dir: &PluginDir, settings: &str, args: &[&str]) -> (ChildGuard, Lines) {
-    let config = dir.write("li3g.toml", format!("[default.plugins.redis_counter]\n{settings}\n").as_bytes());
-    let mut command = host();
-    command
-        .arg("start")
-        .args(args)
-        .args(["--verbose", "--servers", &gearmand.addr()])
-        .arg("--plugins")
-        .arg(dir.path())
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut daemon = ChildGuard::spawn(&mut command);
-    let lines = Lines::collect(daemon.child().stderr.take().expect("piped stderr"));
-    (daemon, lines)
+    start_with(gearmand, dir, &format!("[default.plugins.redis_counter]\n{settings}\n"), args)
 }
 
 /// [`start`] with redis_counter in `plugins.optional`: refused, it is skipped and the others
@@ -38,6 +24,11 @@ fn start(gearmand: &Gearmand, dir: &PluginDir, settings: &str, args: &[&str]) ->
 fn start_optional(gearmand: &Gearmand, dir: &PluginDir, settings: &str, args: &[&str]) -> (ChildGuard, Lines) {
     let config =
         format!("[default.plugins]\noptional = [\"redis_counter\"]\n\n[default.plugins.redis_counter]\n{settings}\n");
+    start_with(gearmand, dir, &config, args)
+}
+
+/// `li3g-host start ARGS --verbose` with `config` as the configuration file.
+fn start_with(gearmand: &Gearmand, dir: &PluginDir, config: &str, args: &[&str]) -> (ChildGuard, Lines) {
     let config = dir.write("li3g.toml", config.as_bytes());
     let mut command = host();
     command
