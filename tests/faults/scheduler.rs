@@ -50,20 +50,7 @@ fn a_scheduler_sigkilled_mid_batch_and_redis_restarted_lose_nothing() {
 
     // Due over the next 6 s, so the faults land while jobs are still scheduled.
     let now = SystemTime::now();
-    let records: Vec<Record> = (0..JOBS)
-        .map(|i| {
-            let id = li3g_host::job_id::generate();
-            let args = serde_json::json!([ledger.path.display().to_string(), i.to_string()]);
-            Record {
-                unique: unique_for(&id, 0),
-                workload: String::from_utf8(li3g_host::workload::encode(&args, &id, None)).unwrap(),
-                id,
-                function: APPEND.into(),
-                priority: Default::default(),
-                retry: 0,
-            }
-        })
-        .collect();
+    let records = append_records(&ledger, JOBS);
     let due: Vec<SystemTime> = (0..JOBS).map(|i| now + Duration::from_millis(2 * i as u64)).collect();
     Schedule::open(config.redis.as_deref().unwrap(), &config.scheduler).unwrap().schedule_many(&records, &due).unwrap();
 
@@ -108,10 +95,9 @@ fn write_config(path: &Path, server: &str, redis: &str, plugins: &Path, lease: f
     .unwrap();
 }
 
-/// Schedules `Misbehave::append(ledger, i)` for `i` in `0..jobs`, all due at `due`.
-fn schedule_appends(config: &Path, ledger: &Ledger, jobs: usize, due: SystemTime) {
-    let config = li3g_host::config::load(Some(config), "default", None).unwrap();
-    let records: Vec<Record> = (0..jobs)
+/// The records of `Misbehave::append(ledger, i)` for `i` in `0..jobs`, each with a new id.
+fn append_records(ledger: &Ledger, jobs: usize) -> Vec<Record> {
+    (0..jobs)
         .map(|i| {
             let id = li3g_host::job_id::generate();
             let args = serde_json::json!([ledger.path.display().to_string(), i.to_string()]);
@@ -124,7 +110,13 @@ fn schedule_appends(config: &Path, ledger: &Ledger, jobs: usize, due: SystemTime
                 retry: 0,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Schedules `Misbehave::append(ledger, i)` for `i` in `0..jobs`, all due at `due`.
+fn schedule_appends(config: &Path, ledger: &Ledger, jobs: usize, due: SystemTime) {
+    let config = li3g_host::config::load(Some(config), "default", None).unwrap();
+    let records = append_records(ledger, jobs);
     Schedule::open(config.redis.as_deref().unwrap(), &config.scheduler)
         .unwrap()
         .schedule_many(&records, &vec![due; jobs])
