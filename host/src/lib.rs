@@ -20,6 +20,7 @@
 //! - [`workload`]: the job wire format (what a workload means, how results go back).
 //! - [`worker`]: the Gearman worker: start-up, the job servers, running and answering a job,
 //!   the `--atomic` job child.
+//! - [`tls`]: TLS settings (rustls): certificates, keys, verification, errors in words.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
 
 #![deny(missing_docs)]
@@ -43,5 +44,6 @@ pub mod scoreboard;
 pub mod server;
 pub mod signals;
 pub mod status;
+pub mod tls;
 pub mod worker;
 pub mod workload;
