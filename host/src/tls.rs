@@ -106,7 +106,11 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(Arc::new(builder.with_single_cert(read_certs(cert)?, read_key(key)?)?))
+    let mut config = builder.with_single_cert(read_certs(cert)?, read_key(key)?)?;
+    // No session resumption: connections are long-lived, and a ticket would be bytes a
+    // client reads as "the server sent something unasked".
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
 }
 
 /// The configuration for connecting to `tls://` job servers: the server's certificate is

@@ -23,15 +23,10 @@ pub(super) struct ServerArgs {
     /// take every job, so only on a network where that is acceptable.
     #[arg(long)]
     insecure_listen: bool,
-    /// Address of the TLS listener (beside the plaintext one; port 0: any free port).
+    /// Address of the TLS listener, beside the plaintext one (port 0: any free port); its
+    /// certificate and key are --tls-cert and --tls-key.
     #[arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
     tls_listen: Option<String>,
-    /// The TLS listener's certificate chain (PEM).
-    #[arg(long, value_name = "PATH", requires = "tls_listen")]
-    tls_cert: Option<PathBuf>,
-    /// The TLS certificate's private key (PEM).
-    #[arg(long, value_name = "PATH", requires = "tls_listen")]
-    tls_key: Option<PathBuf>,
     /// CA certificates (PEM) that must sign every TLS client's certificate: mutual TLS, the
     /// way to say who may submit and take jobs.
     #[arg(long, value_name = "PATH", requires = "tls_listen")]
@@ -65,13 +60,17 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             Some(listener)
         }
     };
-    let tls = match (&args.tls_listen, &args.tls_cert, &args.tls_key) {
+    let tls = match (&args.tls_listen, &args.common.tls_cert, &args.common.tls_key) {
         (Some(addr), Some(cert), Some(key)) => {
             let config = crate::tls::server_config(cert, key, args.tls_client_ca.as_deref())?;
             Some((bind(addr)?, config))
         }
         _ => None,
     };
+    anyhow::ensure!(
+        args.tls_listen.is_some() || args.common.tls_cert.is_none(),
+        "--tls-cert is the TLS listener's certificate: it needs --tls-listen"
+    );
     anyhow::ensure!(plain.is_some() || tls.is_some(), "--listen off needs --tls-listen: nothing to listen on");
     let options = Options {
         store: args.store.clone(),

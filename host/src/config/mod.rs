@@ -3,6 +3,10 @@
 //! ```toml
 //! [default]
 //! servers = ["127.0.0.1:4730", "gearman2"]   # host or host:port (default port 4730); or "a,b"
+//!                                             # tls://host:port: TLS, verified with:
+//! tls_ca = "/etc/li3g/ca.pem"                 # CAs for tls:// servers [default: the system's]
+//! tls_cert = "/etc/li3g/client.pem"           # client certificate, for servers that demand one
+//! tls_key = "/etc/li3g/client.key"            # its private key
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
@@ -84,6 +88,8 @@ pub struct Config {
     /// Whether `servers` is the built-in default (nothing configured them): `start` then runs
     /// the embedded job server there.
     pub servers_default: bool,
+    /// `tls_ca`, `tls_cert`, `tls_key`: the TLS files for every `tls://` server.
+    pub tls: crate::tls::ClientFiles,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
     /// `[NAME.sandbox]`: every task's sandbox unless it has its own.
@@ -255,6 +261,9 @@ impl RawSandbox {
 #[serde(deny_unknown_fields)]
 struct RawOverride {
     servers: Option<Servers>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
     metrics: Option<String>,
@@ -268,6 +277,9 @@ struct RawOverride {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     servers: Option<Servers>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
     metrics: Option<String>,
@@ -344,6 +356,9 @@ fn resolve(
                 raw.servers = over.servers;
                 servers_key = format!("{name}.environments.{env}.servers");
             }
+            raw.tls_ca = over.tls_ca.or(raw.tls_ca);
+            raw.tls_cert = over.tls_cert.or(raw.tls_cert);
+            raw.tls_key = over.tls_key.or(raw.tls_key);
             let (dir, timeout, optional, settings) =
                 split_plugins(over.plugins, &format!("{name}.environments.{env}.plugins"), &invalid)?;
             plugins = dir.or(plugins);
@@ -381,9 +396,9 @@ fn resolve(
     };
     let mut servers = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let addr = entry
-            .parse()
-            .map_err(|err| invalid(format!("{servers_key}[{i}]"), format!("{err}; expected host or host:port")))?;
+        let addr = entry.parse().map_err(|err| {
+            invalid(format!("{servers_key}[{i}]"), format!("{err}; expected host, host:port or tls://host:port"))
+        })?;
         servers.push(addr);
     }
     if servers.is_empty() {
@@ -422,6 +437,7 @@ fn resolve(
         file: path.map(Into::into),
         servers,
         servers_default,
+        tls: crate::tls::ClientFiles { ca: raw.tls_ca, cert: raw.tls_cert, key: raw.tls_key },
         plugins,
         sandbox: raw.sandbox.map(RawSandbox::resolve),
         redis: raw.redis,

@@ -23,7 +23,7 @@ servers = ["127.0.0.1:4731"]
 "#;
 
 fn addr(host: &str, port: u16) -> ServerAddr {
-    ServerAddr { host: host.into(), port }
+    ServerAddr { host: host.into(), port, tls: false }
 }
 
 #[test]
