@@ -191,28 +191,9 @@ pub fn explain(err: &rustls::Error) -> String {
     }
 }
 
-/// Whether `host` is a loopback address or `localhost` (plaintext stays on the machine).
-pub fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_addresses() {
-        assert!(is_loopback("127.0.0.1"));
-        assert!(is_loopback("127.3.2.1"));
-        assert!(is_loopback("::1"));
-        assert!(is_loopback("[::1]"));
-        assert!(is_loopback("localhost"));
-        assert!(!is_loopback("0.0.0.0"));
-        assert!(!is_loopback("::"));
-        assert!(!is_loopback("10.0.0.1"));
-        assert!(!is_loopback("example.org"));
-    }
 
     #[test]
     fn causes_are_named() {

@@ -49,15 +49,18 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let plain = match args.listen.as_str() {
         "off" => None,
         addr => {
-            let listener = bind(addr)?;
-            let ip = listener.local_addr()?.ip();
+            // Looked at before binding: a refused address is never open, even briefly.
+            let ips: Vec<std::net::IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?
+                .map(|a| a.ip())
+                .collect();
             anyhow::ensure!(
-                ip.is_loopback() || args.insecure_listen,
+                ips.iter().all(std::net::IpAddr::is_loopback) || args.insecure_listen,
                 "refusing to listen on {addr} in plaintext: whoever reaches that port can submit and take every \
                  job (run every task). Listen on loopback, use TLS (--tls-listen with --tls-cert, --tls-key and \
                  --tls-client-ca), or say --insecure-listen"
             );
-            Some(listener)
+            Some(bind(addr)?)
         }
     };
     let tls = match (&args.tls_listen, &args.common.tls_cert, &args.common.tls_key) {

@@ -1,0 +1,148 @@
+//! TLS on Gearman connections: li3g's worker and client through stunnel in front of a real
+//! gearmand, and against the embedded server's TLS listener, with and without mutual TLS;
+//! every verification failure named; a worker reconnecting through TLS after its server
+//! restarts; plaintext on a non-loopback address refused.
+
+use li3g_tests::tls::{CertFiles, Certs, Stunnel, TlsServer};
+use li3g_tests::{host, run, wait_for_workers, Gearmand, PluginDir, Run, Worker};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// `li3g-host run Hello::say NAME --sync` against `server` with `tls` arguments.
+fn hello(server: &str, tls: &[&Path]) -> Run {
+    let mut command = host();
+    command.args(["run", "Hello::say", "TLS", "--sync", "--servers", server]);
+    add_tls(&mut command, tls);
+    run(&mut command)
+}
+
+/// `--tls-ca CA [--tls-cert CERT --tls-key KEY]` from `[ca, cert, key]` (as many as given).
+fn add_tls(command: &mut Command, tls: &[&Path]) {
+    for (flag, path) in ["--tls-ca", "--tls-cert", "--tls-key"].iter().zip(tls) {
+        command.arg(flag).arg(path);
+    }
+}
+
+fn answered(out: &Run) {
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Hello TLS\n"), "{}", out.stderr);
+}
+
+fn refused(out: &Run, cause: &str) {
+    assert_ne!(out.code, Some(0), "{}", out.stdout);
+    assert!(out.stderr.contains("TLS: ") && out.stderr.contains(cause), "expected {cause:?} in: {}", out.stderr);
+}
+
+/// A worker of the hello plugin on the TLS server `server`, registered on `plain` (the
+/// plaintext side the harness asks).
+fn tls_worker(dir: &PluginDir, server: &str, plain: &Gearmand, tls: &[&Path]) -> li3g_tests::ChildGuard {
+    let mut args = Vec::new();
+    for (flag, path) in ["--tls-ca", "--tls-cert", "--tls-key"].iter().zip(tls) {
+        args.push(flag.to_string());
+        args.push(path.display().to_string());
+    }
+    Worker::builder(&[server]).plugins(dir.path()).args(args).registered(&[plain], "Hello::say", 1).spawn()
+}
+
+#[test]
+fn worker_and_client_through_stunnel_in_front_of_gearmand() {
+    let certs = Certs::new();
+    let gearmand = Gearmand::start();
+    let stunnel = Stunnel::start(&certs.server, None, gearmand.port);
+    let dir = PluginDir::with(&["hello"]);
+    let server = format!("tls://localhost:{}", stunnel.port);
+    let _worker = tls_worker(&dir, &server, &gearmand, &[&certs.ca]);
+    answered(&hello(&server, &[&certs.ca]));
+    // The IP address is in the certificate too.
+    answered(&hello(&format!("tls://127.0.0.1:{}", stunnel.port), &[&certs.ca]));
+    // The port speaks TLS only: a plaintext client gets nothing through it.
+    let out = hello(&format!("127.0.0.1:{}", stunnel.port), &[]);
+    assert_ne!(out.code, Some(0), "plaintext went through stunnel: {}", out.stdout);
+}
+
+#[test]
+fn mutual_tls_through_stunnel() {
+    let certs = Certs::new();
+    let gearmand = Gearmand::start();
+    let stunnel = Stunnel::start(&certs.server, Some(&certs.ca), gearmand.port);
+    let dir = PluginDir::with(&["hello"]);
+    let server = format!("tls://localhost:{}", stunnel.port);
+    let client = [certs.ca.as_path(), &certs.client.cert, &certs.client.key];
+    let _worker = tls_worker(&dir, &server, &gearmand, &client);
+    answered(&hello(&server, &client));
+    refused(&hello(&server, &[&certs.ca]), "client certificate");
+}
+
+#[test]
+fn embedded_server_tls_beside_loopback_plaintext() {
+    let certs = Certs::new();
+    let tls = TlsServer::start(&certs.server, None);
+    let dir = PluginDir::with(&["hello"]);
+    let server = format!("tls://localhost:{}", tls.tls_port);
+    let _worker = tls_worker(&dir, &server, &tls.server, &[&certs.ca]);
+    answered(&hello(&server, &[&certs.ca]));
+    // Local tools keep the plaintext listener on loopback; the same worker serves both.
+    answered(&hello(&tls.server.addr(), &[]));
+}
+
+#[test]
+fn embedded_server_mutual_tls_admits_only_clients_with_a_certificate_of_its_ca() {
+    let certs = Certs::new();
+    let tls = TlsServer::start(&certs.server, Some(&certs.ca));
+    let dir = PluginDir::with(&["hello"]);
+    let server = format!("tls://localhost:{}", tls.tls_port);
+    let client = [certs.ca.as_path(), &certs.client.cert, &certs.client.key];
+    let _worker = tls_worker(&dir, &server, &tls.server, &client);
+    answered(&hello(&server, &client));
+    refused(&hello(&server, &[&certs.ca]), "demands a client certificate");
+    let stranger = [certs.ca.as_path(), &certs.stranger.cert, &certs.stranger.key];
+    refused(&hello(&server, &stranger), "unknown CA");
+}
+
+#[test]
+fn verification_failures_name_their_cause() {
+    let certs = Certs::new();
+    let check = |cert: &CertFiles, ca: &Path, cause: &str| {
+        let tls = TlsServer::start(cert, None);
+        refused(&hello(&format!("tls://localhost:{}", tls.tls_port), &[ca]), cause);
+    };
+    check(&certs.server, &certs.other_ca, "unknown CA");
+    check(&certs.expired, &certs.ca, "expired");
+    check(&certs.wrong_host, &certs.ca, "wrong host name");
+    // A plaintext server where TLS was asked for.
+    let plain = Gearmand::start();
+    refused(&hello(&format!("tls://localhost:{}", plain.port), &[&certs.ca]), "does not speak TLS");
+}
+
+#[test]
+fn the_worker_reconnects_through_tls_after_the_server_restarts() {
+    let certs = Certs::new();
+    let tls = TlsServer::start(&certs.server, None);
+    let (port, tls_port) = (tls.server.port, tls.tls_port);
+    let dir = PluginDir::with(&["hello"]);
+    let server = format!("tls://localhost:{tls_port}");
+    let _worker = tls_worker(&dir, &server, &tls.server, &[&certs.ca]);
+    answered(&hello(&server, &[&certs.ca]));
+    tls.server.kill();
+    let again = li3g_tests::wait_until_ok(
+        "the TLS server restarted on its ports",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || TlsServer::try_start_on(port, tls_port, &certs.server, None),
+    );
+    wait_for_workers(&[&again.server], "Hello::say", 1);
+    answered(&hello(&server, &[&certs.ca]));
+}
+
+#[test]
+fn plaintext_on_a_non_loopback_address_is_refused_with_the_reason() {
+    let out = run(host().args(["server", "--listen", "0.0.0.0:0"]));
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.stderr.contains("refusing to listen on 0.0.0.0:0 in plaintext")
+            && out.stderr.contains("whoever reaches that port")
+            && out.stderr.contains("--insecure-listen"),
+        "{}",
+        out.stderr
+    );
+}
