@@ -195,12 +195,27 @@ impl TlsServer {
         cert: &CertFiles,
         client_ca: Option<&Path>,
     ) -> Result<TlsServer, String> {
+        TlsServer::try_binary_on(&super::artifacts().host, port, tls_port, cert, client_ca)
+    }
+
+    /// As [`TlsServer::try_start_on`], with the `li3g-host` at `binary` (a release build, for
+    /// benchmarks).
+    ///
+    /// # Errors
+    /// Why it did not start there.
+    pub fn try_binary_on(
+        binary: &Path,
+        port: u16,
+        tls_port: u16,
+        cert: &CertFiles,
+        client_ca: Option<&Path>,
+    ) -> Result<TlsServer, String> {
         let listen = format!("127.0.0.1:{tls_port}");
         let mut extra = vec!["--tls-listen", &listen, "--tls-cert", path(&cert.cert), "--tls-key", path(&cert.key)];
         if let Some(ca) = client_ca {
             extra.extend(["--tls-client-ca", path(ca)]);
         }
-        let server = Gearmand::try_embedded_on(port, None, &extra)?;
+        let server = Gearmand::try_binary_on(binary, port, None, &extra)?;
         if !wait_for_port(tls_port, Duration::from_secs(10)) {
             return Err(format!("the TLS port {tls_port} does not accept"));
         }

@@ -145,4 +145,8 @@ fn plaintext_on_a_non_loopback_address_is_refused_with_the_reason() {
         "{}",
         out.stderr
     );
+    // The daemon's embedded server too.
+    let out = run(host().args(["start", "--listen", "0.0.0.0:0"]));
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("refusing to listen on 0.0.0.0:0 in plaintext"), "{}", out.stderr);
 }
