@@ -150,3 +150,27 @@ fn plaintext_on_a_non_loopback_address_is_refused_with_the_reason() {
     assert_ne!(out.code, Some(0));
     assert!(out.stderr.contains("refusing to listen on 0.0.0.0:0 in plaintext"), "{}", out.stderr);
 }
+
+#[test]
+fn a_worker_on_a_tls_and_a_plaintext_server_at_once_moves_big_results_through_tls() {
+    // Two servers put the worker in its non-blocking mode (one poll over both connections).
+    let certs = Certs::new();
+    let tls = TlsServer::start(&certs.server, None);
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let server = format!("tls://localhost:{}", tls.tls_port);
+    let _worker = Worker::builder(&[server.as_str(), &gearmand.addr()])
+        .plugins(dir.path())
+        .arg("--tls-ca")
+        .arg(&certs.ca)
+        .registered(&[&tls.server, &gearmand], "Misbehave::big", 1)
+        .spawn();
+    for target in [&server, &gearmand.addr()] {
+        let mut command = host();
+        command.args(["run", "Misbehave::big", "8", "--sync", "--servers", target]).arg("--tls-ca").arg(&certs.ca);
+        let out = run(&mut command);
+        assert_eq!(out.code, Some(0), "{target}: {}", out.stderr);
+        // 8 MiB of result (and its JSON quotes and line end), through TLS both ways.
+        assert!(out.stdout.len() >= 8 << 20, "{target}: {} bytes", out.stdout.len());
+    }
+}

@@ -59,7 +59,14 @@ impl Transport {
         tls.sock.set_read_timeout(Some(timeout))?;
         tls.sock.set_write_timeout(Some(timeout))?;
         while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock)?;
+            match tls.conn.complete_io(&mut tls.sock) {
+                Ok((0, 0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, HandshakeClosed)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, HandshakeClosed))
+                }
+                Err(e) => return Err(e),
+            }
         }
         tls.sock.set_read_timeout(None)?;
         tls.sock.set_write_timeout(None)?;
@@ -178,7 +185,15 @@ impl Write for Transport {
     }
 }
 
+/// The server closed the connection in the middle of the TLS handshake.
+#[derive(Debug, thiserror::Error)]
+#[error("the server closed the connection during the TLS handshake: it does not speak TLS, or refused us")]
+pub struct HandshakeClosed;
+
 /// The words for a TLS failure inside `err`, if it is one.
 pub fn explain_io(err: &io::Error) -> Option<String> {
+    if let Some(closed) = err.get_ref().and_then(|e| e.downcast_ref::<HandshakeClosed>()) {
+        return Some(closed.to_string());
+    }
     crate::tls::rustls_error(err).map(crate::tls::explain)
 }
