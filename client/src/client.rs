@@ -1,10 +1,10 @@
 //! The li3g client API: run a task by name from Rust, as li3_gearman's `Gearman::run()` did
 //! from PHP, with scheduling (`--in`, `--at`) and retries through Redis. The CLI's `run` and
-//! `ping` commands use it. It speaks Gearman through [`GearmanClient`](crate::gearman::client::GearmanClient),
+//! `ping` commands use it. It speaks Gearman through [`GearmanClient`](crate::gearman::GearmanClient),
 //! the protocol-level client (submit, status, failover between servers).
 //!
 //! ```no_run
-//! use li3g_host::client::{Client, RunOptions, Outcome};
+//! use li3g_client::{Client, RunOptions, Outcome};
 //! use serde_json::json;
 //!
 //! let mut client = Client::new(vec!["127.0.0.1:4730".parse().unwrap()]);
@@ -15,20 +15,17 @@
 //! if let Outcome::Completed { result, .. } = client.run("Hello::say", &[json!("Mariano")], &sync, &mut |_| {})? {
 //!     assert_eq!(result, b"Hello Mariano");
 //! }
-//! # Ok::<(), li3g_host::client::RunError>(())
+//! # Ok::<(), li3g_client::RunError>(())
 //! ```
 //!
 //! The job goes out in li3g's wire format ([`crate::workload`]): the function is the task's
 //! canonical name, the workload the envelope `{"args", "id", "env"}`.
 
-use crate::config::Config;
-use crate::gearman::client::{self, ClientError, JobEvent, JobHandle, Submit};
-use crate::gearman::conn::ServerAddr;
-use crate::gearman::packet::Priority;
-use crate::plugins::canonical_task_name;
+use crate::config::{ConfigError, Target};
+use crate::gearman::{self as client, ClientError, JobEvent, JobHandle, Submit};
 use crate::retry_policy::Retries;
-use crate::scheduler::record::unique_for;
-use crate::scheduler::{Record, Schedule, ScheduleError};
+use li3g_protocol::conn::ServerAddr;
+use li3g_protocol::packet::Priority;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime};
@@ -36,6 +33,59 @@ use std::time::{Duration, SystemTime};
 /// The longest unique key that works. gearmand 1.1.20 refuses keys over 64 bytes and, as seen
 /// here, accepts 64-byte keys but never merges jobs on them; 63 bytes merge.
 pub const MAX_UNIQUE: usize = 63;
+
+/// The name a job name dispatches to: a leading `\` is dropped (li3_gearman wrote
+/// `\app\tasks\Hello`), and a class alone means its `run` method. The same rule as the
+/// plugin API's `dispatch::canonical_task_name` (the worker's side; a test in li3g-host checks
+/// that the two agree), so that the function a job is sent to is the one a worker registered.
+pub fn canonical_task_name(name: &str) -> String {
+    let name = name.strip_prefix('\\').unwrap_or(name);
+    if name.contains("::") {
+        name.to_string()
+    } else {
+        format!("{name}::run")
+    }
+}
+
+/// The unique key of job `id` at retry `retry`: the id, with `:<retry>` after a retry, so that
+/// a job handed over twice coalesces in gearmand while a retry never merges into the run that
+/// failed.
+pub fn unique_for(id: &str, retry: u32) -> String {
+    if retry == 0 {
+        id.to_string()
+    } else {
+        format!("{id}:{retry}")
+    }
+}
+
+/// A job to hold until its time: what a [`JobStore`] keeps (li3g-host's scheduler stores it in
+/// Redis as its `Record`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledJob {
+    /// The job id.
+    pub id: String,
+    /// The Gearman function.
+    pub function: String,
+    /// The unique key it will be submitted with (never empty).
+    pub unique: String,
+    /// The workload, as it will be sent.
+    pub workload: String,
+    /// The priority.
+    pub priority: Priority,
+}
+
+/// Why a [`JobStore`] could not keep a job.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where scheduled jobs wait until they are due (li3g-host's Redis schedule, which its
+/// scheduler process moves to the job servers).
+pub trait JobStore: Send {
+    /// Keeps `job` until `at`.
+    ///
+    /// # Errors
+    /// Why it was not kept; nothing was scheduled then.
+    fn schedule(&mut self, job: &ScheduledJob, at: SystemTime) -> Result<(), StoreError>;
+}
 
 /// How jobs are made unique, i.e. when the job server merges them into one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,19 +198,20 @@ pub enum RunError {
     /// Scheduling or retries asked of a synchronous job.
     #[error("only background jobs can be {0}")]
     NotBackground(&'static str),
-    /// The configured Redis URL is wrong.
+    /// The configured Redis cannot be used for schedules (a wrong URL, or no store given).
     #[error("the configured redis URL: {0}")]
     RedisUrl(String),
-    /// Scheduling failed in Redis (nothing was scheduled).
+    /// Scheduling failed in the store (nothing was scheduled).
     #[error("cannot schedule the job: {0}")]
-    Schedule(#[from] ScheduleError),
+    Schedule(StoreError),
 }
 
 /// A client of one or more job servers, running li3g tasks.
 pub struct Client {
     gearman: client::GearmanClient,
-    /// Where scheduled jobs go: the configured Redis, opened on first use.
-    store: Option<Result<Schedule, String>>,
+    /// Where scheduled jobs go (the configured Redis); `Err` says why the configured one
+    /// cannot be used; `None`: the job server's epoch (`SUBMIT_JOB_EPOCH`).
+    store: Option<Result<Box<dyn JobStore>, String>>,
 }
 
 impl Client {
@@ -170,8 +221,15 @@ impl Client {
     }
 
     /// Schedules jobs in `store` (see [`RunOptions::schedule`]).
-    pub fn with_store(mut self, store: Schedule) -> Client {
+    pub fn with_store(mut self, store: Box<dyn JobStore>) -> Client {
         self.store = Some(Ok(store));
+        self
+    }
+
+    /// Refuses scheduled jobs with `why`: the configuration names a store this client cannot
+    /// use, and the job server's epoch would bypass it.
+    pub fn without_store(mut self, why: String) -> Client {
+        self.store = Some(Err(why));
         self
     }
 
@@ -180,13 +238,26 @@ impl Client {
         Client { gearman, store: None }
     }
 
-    /// A client of a configuration's servers.
-    pub fn from_config(config: &Config) -> Client {
-        let client = Client::new(config.servers.clone());
-        match config.redis.as_deref().map(|url| Schedule::open(url, &config.scheduler)) {
-            Some(Ok(store)) => client.with_store(store),
+    /// A client of named configuration `name` (`"default"`), read as li3g-host reads it with no
+    /// flags ([`config::from_env`](crate::config::from_env): `LI3G_CONFIG`, `LI3G_ENVIRONMENT`,
+    /// `LI3G_SERVERS`, else `li3g.toml`, then `/etc/li3g/li3g.toml`).
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file cannot be read or the name is not in it.
+    pub fn from_config(name: &str) -> Result<Client, ConfigError> {
+        Ok(Client::from_target(&crate::config::from_env(name)?))
+    }
+
+    /// A client of a configuration already read. When it names Redis, scheduled jobs are
+    /// refused until [`with_store`](Client::with_store) gives the store.
+    pub fn from_target(target: &Target) -> Client {
+        let client = Client::new(target.servers.clone());
+        match &target.redis {
             None => client,
-            Some(Err(err)) => Client { store: Some(Err(err.to_string())), ..client },
+            Some(_) => client.without_store(format!(
+                "{} names Redis for scheduled jobs, and this client was given no store for it",
+                target.redis_key
+            )),
         }
     }
 
@@ -236,13 +307,12 @@ impl Client {
             workload = scheduled_envelope(&workload, options.retries.as_ref());
         }
         if let Some(at) = options.schedule.filter(|at| *at > SystemTime::now()) {
-            let record = Record {
+            let record = ScheduledJob {
                 unique: if unique.is_empty() { unique_for(&id, 0) } else { unique },
                 id: id.clone(),
                 function,
                 workload: String::from_utf8_lossy(&workload).into_owned(),
-                priority: options.priority.into(),
-                retry: 0,
+                priority: options.priority,
             };
             if self.store.is_none() {
                 // No Redis: the job server keeps it (SUBMIT_JOB_EPOCH; the embedded server's
@@ -258,7 +328,11 @@ impl Client {
                 self.gearman.submit_at(&job, epoch)?;
                 return Ok(Outcome::Scheduled { id, at });
             }
-            self.store()?.schedule(&record, at)?;
+            match self.store.as_mut() {
+                Some(Ok(store)) => store.schedule(&record, at).map_err(RunError::Schedule)?,
+                Some(Err(why)) => return Err(RunError::RedisUrl(why.clone())),
+                None => unreachable!("no store is handled above"),
+            }
             return Ok(Outcome::Scheduled { id, at });
         }
         // A background job's key is never empty: see `Unique::None`.
@@ -275,18 +349,6 @@ impl Client {
         }
         let (_, result) = self.gearman.submit_sync(&job, options.timeout, on_event)?;
         Ok(Outcome::Completed { id, result })
-    }
-
-    /// The schedule in Redis.
-    ///
-    /// # Errors
-    /// [`RunError::Schedule`] when no Redis is configured or its URL is wrong.
-    pub fn store(&mut self) -> Result<&mut Schedule, RunError> {
-        match &mut self.store {
-            Some(Ok(store)) => Ok(store),
-            Some(Err(why)) => Err(RunError::RedisUrl(why.clone())),
-            None => Err(RunError::Schedule(ScheduleError::NotConfigured)),
-        }
     }
 
     /// The protocol-level client, for status queries.

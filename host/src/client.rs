@@ -1,0 +1,50 @@
+//! Running a task by name from the host's commands (`run`, `ping`): li3g-client's
+//! [`Client`], with scheduled jobs kept in this host's Redis schedule
+//! ([`crate::scheduler::Schedule`]) when the configuration names Redis.
+
+pub use li3g_client::client::*;
+
+use crate::config::Config;
+use crate::scheduler::{Record, Schedule};
+use std::time::SystemTime;
+
+/// A client of a configuration's servers, scheduling in its Redis (when it names one).
+pub fn for_config(config: &Config) -> Client {
+    let client = Client::new(config.servers.clone());
+    match config.redis.as_deref().map(|url| Schedule::open(url, &config.scheduler)) {
+        None => client,
+        Some(Ok(store)) => client.with_store(Box::new(RedisStore(store))),
+        Some(Err(err)) => client.without_store(err.to_string()),
+    }
+}
+
+/// The scheduler's Redis schedule as the client's [`JobStore`].
+struct RedisStore(Schedule);
+
+impl JobStore for RedisStore {
+    fn schedule(&mut self, job: &ScheduledJob, at: SystemTime) -> Result<(), StoreError> {
+        let record = Record {
+            id: job.id.clone(),
+            function: job.function.clone(),
+            unique: job.unique.clone(),
+            workload: job.workload.clone(),
+            priority: job.priority.into(),
+            retry: 0,
+        };
+        Ok(self.0.schedule(&record, at)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_client_sends_jobs_to_the_names_workers_register() {
+        for name in ["Hello", "Hello::say", "\\app\\tasks\\Hello", "\\app\\tasks\\Hello::say", "", "::", "a::b::c"] {
+            assert_eq!(
+                super::canonical_task_name(name),
+                li3g_plugin_api::dispatch::canonical_task_name(name),
+                "{name:?}"
+            );
+        }
+    }
+}
