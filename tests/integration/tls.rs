@@ -223,3 +223,30 @@ fn the_scheduler_worker_and_client_of_a_configuration_use_its_tls_keys() {
     let out = run(host().args(["run", "Misbehave::append", "x", "y", "--sync", "--config"]).arg(&bare));
     refused(&out, "client certificate");
 }
+
+#[test]
+fn the_embedded_server_takes_its_tls_settings_from_the_configuration() {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("li3g.toml");
+    let (server, tls_port) = li3g_tests::on_a_free_port("li3g-host server configured for TLS", |tls_port| {
+        std::fs::write(
+            &config,
+            format!(
+                "[default]\ntls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = {:?}\ntls_key = {:?}\ntls_client_ca = {:?}\n",
+                certs.server.cert, certs.server.key, certs.ca
+            ),
+        )
+        .unwrap();
+        let server = Gearmand::try_embedded_on(li3g_tests::free_port(), None, &["--config", config.to_str().unwrap()])?;
+        li3g_tests::wait_for_port(tls_port, Duration::from_secs(10))
+            .then_some((server, tls_port))
+            .ok_or_else(|| format!("the TLS port {tls_port} does not accept"))
+    });
+    let dir_plugins = PluginDir::with(&["hello"]);
+    let target = format!("tls://localhost:{tls_port}");
+    let client = [certs.ca.as_path(), &certs.client.cert, &certs.client.key];
+    let _worker = tls_worker(&dir_plugins, &target, &server, &client);
+    answered(&hello(&target, &client));
+    refused(&hello(&target, &[&certs.ca]), "demands a client certificate");
+}
