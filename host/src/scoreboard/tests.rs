@@ -123,13 +123,6 @@ fn text_is_cut_at_a_character_boundary_and_a_torn_copy_is_never_seen() {
 }
 
 #[test]
-fn a_pool_is_read_from_its_child_spec_name() {
-    assert_eq!(Kind::pool_for_name("reports worker"), Some("reports"));
-    assert_eq!(Kind::pool_for_name("worker"), None);
-    assert_eq!(Kind::pool_for_name("job server"), None);
-}
-
-#[test]
 fn a_file_of_another_layout_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.scoreboard");
