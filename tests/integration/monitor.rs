@@ -4,7 +4,7 @@
 
 use crate::daemon::{call, client, WAIT};
 use crate::watching::Pool;
-use li3g_tests::{free_port, host, run, wait_for_port, wait_until, ChildGuard};
+use li3g_tests::{free_port, host, run, wait_for_port, wait_until, ChildGuard, Gearmand, Redis};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -243,4 +243,154 @@ fn with_a_token_every_request_must_carry_it_and_off_loopback_needs_one() {
         run(host().args(["start", "--no-server", "--metrics", "0.0.0.0:9"]).arg("--pid").arg(dir.path().join("p.pid")));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("not a loopback address; set metrics_token"), "{}", out.stderr);
+}
+
+/// A monitor served in this process (no daemon: no scoreboard) for `toml`'s `[default]`.
+struct InProcess {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    server: Option<std::thread::JoinHandle<i32>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    fn start(toml: &str) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("li3g.toml");
+        std::fs::write(&file, toml).unwrap();
+        let config = li3g_host::config::load(Some(&file), "default", None).unwrap();
+        let listener = li3g_host::monitor::bind("127.0.0.1:0", None).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let server = std::thread::spawn(move || {
+            li3g_host::monitor::serve(listener, &config, &|| flag.load(std::sync::atomic::Ordering::Relaxed))
+        });
+        InProcess { port, stop, server: Some(server), _dir: dir }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(server) = self.server.take() {
+            let code = server.join().unwrap();
+            if !std::thread::panicking() {
+                assert_eq!(code, 0);
+            }
+        }
+    }
+}
+
+/// A TCP relay to `to` that counts the connections made through it.
+fn counting_relay(to: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for inbound in listener.incoming() {
+            let Ok(inbound) = inbound else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let Ok(outbound) = TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let (mut a, mut b) = (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut a, mut b) = (outbound, inbound);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, count)
+}
+
+/// Stops a process (SIGSTOP) until dropped (SIGCONT).
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP).unwrap();
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+#[test]
+fn a_stopped_job_server_or_redis_does_not_stall_metrics_which_says_it_is_down() {
+    let (stopped, alive, redis) = (Gearmand::start(), Gearmand::start(), Redis::start());
+    let monitor = InProcess::start(&format!(
+        "[default]\nservers = [\"{}\", \"{}\"]\nredis = \"{}\"\n",
+        stopped.addr(),
+        alive.addr(),
+        redis.url()
+    ));
+    let (status, text) = http(monitor.port, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(&format!("li3g_server_up{{server=\"{}\"}} 1", stopped.addr())), "{text}");
+    assert!(text.contains("li3g_redis_up 1"), "{text}");
+
+    // Both stopped: the kernel still accepts their connections, nothing answers. Each scrape
+    // answers within its deadline (the sources' waits are 1.5 s; gearmand's admin timeout is
+    // 2 s, Redis' read timeout 10 s: before the cache a scrape took them all, in turn).
+    let _stopped = (Stopped::new(stopped.pid()), Stopped::new(redis.pid()));
+    let scrape = || {
+        let started = std::time::Instant::now();
+        let (status, text) = http(monitor.port, "GET", "/metrics", &[], "");
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{text}");
+        assert!(took < Duration::from_secs(5), "a scrape took {took:?}");
+        text
+    };
+    let down = |text: &str| {
+        text.contains(&format!("li3g_server_up{{server=\"{}\"}} 0", stopped.addr())) && text.contains("li3g_redis_up 0")
+    };
+    // What was asked less than a second ago is still served; then the next question finds both
+    // down. Every scrape meanwhile answers in time.
+    wait_until("a scrape says both are down", WAIT, || down(&scrape()));
+    for _ in 0..3 {
+        let text = scrape();
+        assert!(down(&text), "{text}");
+        assert!(text.contains(&format!("li3g_server_up{{server=\"{}\"}} 1", alive.addr())), "{text}");
+        promtool_check(&text);
+    }
+    // The dashboard says which source is down, in time too.
+    let started = std::time::Instant::now();
+    let (status, page) = http(monitor.port, "GET", "/queues", &[], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("no answer within"), "{page}");
+    let (_, page) = http(monitor.port, "GET", "/dead", &[], "");
+    assert!(page.contains("id=\"redis-error\""), "{page}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[test]
+fn many_scrapes_at_once_ask_each_job_server_about_once_a_second() {
+    let gearmand = Gearmand::start();
+    let (relay, connections) = counting_relay(gearmand.port);
+    let monitor = InProcess::start(&format!("[default]\nservers = [\"127.0.0.1:{relay}\"]\n"));
+    let port = monitor.port;
+    let started = std::time::Instant::now();
+    let scrapers: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..5).map(|_| http(port, "GET", "/metrics", &[], "")).filter(|(status, _)| *status == 200).count()
+            })
+        })
+        .collect();
+    let answered: usize = scrapers.into_iter().map(|s| s.join().unwrap()).sum();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(answered, 80);
+    let asked = connections.load(std::sync::atomic::Ordering::SeqCst);
+    // One question a second at most (and the first at once): before the cache, 80.
+    assert!(asked >= 1 && asked as f64 <= seconds.ceil() + 1.0, "{asked} admin connections in {seconds:.1}s");
 }

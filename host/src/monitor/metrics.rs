@@ -127,6 +127,14 @@ pub fn render(report: &Report) -> String {
             r.count
         );
     }
+    header(&mut out, "li3g_server_up", "gauge", "Whether the job server answered its admin status (1) or not (0).");
+    for s in &report.servers {
+        let _ = writeln!(out, "li3g_server_up{{server=\"{}\"}} {}", label(&s.server), u8::from(s.error.is_none()));
+    }
+    if let Some(s) = &report.scheduler {
+        header(&mut out, "li3g_redis_up", "gauge", "Whether Redis answered the scheduler's listing (1) or not (0).");
+        let _ = writeln!(out, "li3g_redis_up {}", u8::from(s.error.is_none()));
+    }
     header(&mut out, "li3g_queue_jobs", "gauge", "Jobs on each job server, per function and state.");
     for s in &report.servers {
         for f in &s.functions {
