@@ -394,3 +394,130 @@ fn many_scrapes_at_once_ask_each_job_server_about_once_a_second() {
     // One question a second at most (and the first at once): before the cache, 80.
     assert!(asked >= 1 && asked as f64 <= seconds.ceil() + 1.0, "{asked} admin connections in {seconds:.1}s");
 }
+
+/// The monitor child's PID, from `status --json`.
+fn monitor_pid(pool: &Pool) -> u32 {
+    let report = pool.json();
+    let children = report["children"].as_array().unwrap();
+    let monitor = children.iter().find(|c| c["kind"] == "monitor").unwrap_or_else(|| panic!("{report}"));
+    monitor["pid"].as_u64().unwrap() as u32
+}
+
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Sends `bytes` on a new connection and reads the status line of the answer.
+fn raw_status(port: u16, bytes: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    // The server may answer (and close) before all is sent: a refused write is fine.
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn hostile_clients_neither_change_state_nor_keep_a_scrape_out() {
+    let port = free_port();
+    let pool = Pool::start_with(1, &["--metrics", &format!("127.0.0.1:{port}")]);
+    assert!(wait_for_port(port, WAIT), "the monitor listens");
+    let li3g = |args: &[&str]| run(host().args(args).arg("--config").arg(&pool.config));
+    let ahead = li3g(&["run", "Misbehave::sleep", "0", "--in", "1h"]);
+    assert_eq!(ahead.code, Some(0), "{}", ahead.stderr);
+    let id = ahead.stdout.split_whitespace().nth(2).unwrap().to_string();
+    let (_, page) = http(port, "GET", "/scheduled", &[], "");
+    let (_, csrf) = form_of(&page, &format!("/scheduled/{id}/cancel"));
+
+    // Every action: a GET (even with the right token in its query) is refused, a POST with no
+    // token or a forged one too; nothing changes.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    for action in [format!("/scheduled/{id}/cancel"), format!("/dead/{id}/retry"), format!("/dead/{id}/delete")] {
+        assert_eq!(http(port, "GET", &format!("{action}?csrf={csrf}"), &[], "").0, 405, "{action}");
+        assert_eq!(http(port, "POST", &action, &form, "").0, 403, "{action}");
+        assert_eq!(http(port, "POST", &action, &form, "csrf=0123456789abcdef0123456789abcdef").0, 403, "{action}");
+        assert_eq!(http(port, "POST", &action, &form, &format!("csrf={}", &csrf[..csrf.len() - 1])).0, 403);
+        assert_eq!(http(port, "PUT", &action, &form, &format!("csrf={csrf}")).0, 405, "{action}");
+    }
+    assert_eq!(http(port, "POST", "/metrics", &form, &format!("csrf={csrf}")).0, 405);
+    assert!(li3g(&["scheduled"]).stdout.contains("Pending: 1"));
+
+    // Huge heads and bodies are refused at their limit, not read into memory.
+    let huge_header = format!("GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+    assert_eq!(raw_status(port, huge_header.as_bytes()), 431);
+    let many_headers: String = (0..5000).map(|i| format!("X-{i}: v\r\n")).collect();
+    assert_eq!(raw_status(port, format!("GET / HTTP/1.1\r\n{many_headers}\r\n").as_bytes()), 431);
+    assert_eq!(raw_status(port, b"POST /dead/x/retry HTTP/1.1\r\nContent-Length: 100000000\r\n\r\ncsrf="), 413);
+    assert_eq!(raw_status(port, b"GARBAGE\r\n\r\n"), 400);
+
+    // Slowloris: many half-open requests that never end; a scrape still gets in, the monitor
+    // has a bounded number of threads, and the slow ones are dropped at their deadline.
+    let monitor = monitor_pid(&pool);
+    let slow: Vec<TcpStream> = (0..300)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    assert!(slow.len() >= 250, "{} slow connections", slow.len());
+    let started = std::time::Instant::now();
+    let (status, text) = http(port, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200, "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "a scrape took {:?}", started.elapsed());
+    let threads = threads_of(monitor);
+    // A reader, 4 handlers, at most one question in flight per source (2 job servers, Redis).
+    assert!(threads <= 8, "the monitor has {threads} threads with {} slow connections", slow.len());
+    drop(slow);
+    // Many connections that open and close at once.
+    for _ in 0..500 {
+        drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    assert_eq!(http(port, "GET", "/metrics", &[], "").0, 200);
+    assert_eq!(monitor_pid(&pool), monitor, "the same monitor answered throughout");
+}
+
+#[test]
+fn status_and_the_dashboard_answer_while_the_pool_restarts_and_workers_are_killed() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let port = free_port();
+    let pool = Pool::start_with(2, &["--metrics", &format!("127.0.0.1:{port}"), "--resuscitate"]);
+    assert!(wait_for_port(port, WAIT), "the monitor listens");
+    let check = |when: &str| {
+        let out = pool.status(&[]);
+        assert_eq!(out.code, Some(0), "{when}: {}", out.stderr);
+        let (status, text) = http(port, "GET", "/metrics", &[], "");
+        assert_eq!(status, 200, "{when}: {text}");
+        promtool_check(&text);
+        for page in ["/", "/queues", "/failed", "/api/status"] {
+            let (status, body) = http(port, "GET", page, &[], "");
+            assert_eq!(status, 200, "{when} {page}: {body}");
+        }
+        let json = pool.json();
+        assert!(json["children"].as_array().unwrap().iter().all(|c| c["pid"].as_u64().unwrap_or(0) > 0), "{json}");
+    };
+    for round in 0..3 {
+        kill(Pid::from_raw(pool.daemon.id() as i32), Signal::SIGHUP).unwrap();
+        check(&format!("restart {round}"));
+        let json = pool.json();
+        let worker = json["children"].as_array().unwrap().iter().find(|c| c["kind"] == "worker").cloned();
+        if let Some(worker) = worker {
+            let _ = kill(Pid::from_raw(worker["pid"].as_u64().unwrap() as i32), Signal::SIGKILL);
+        }
+        check(&format!("kill {round}"));
+    }
+    // The pool comes back whole: two workers registered, the kills counted.
+    let refs: Vec<&Gearmand> = pool.gearmands.iter().collect();
+    li3g_tests::wait_for_workers(&refs, "Misbehave::sleep", 2);
+    wait_until("the kills are counted", WAIT, || {
+        let (_, text) = http(port, "GET", "/metrics", &[], "");
+        text.lines().any(|l| {
+            l.starts_with("li3g_child_restarts_total{kind=\"worker\",reason=\"killed\"}") && !l.ends_with(" 0")
+        })
+    });
+}

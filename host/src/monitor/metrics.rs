@@ -1,8 +1,8 @@
 //! The Prometheus text format (version 0.0.4) of a [`Report`]: what `GET /metrics` serves.
 //!
-//! Counters come from the workers' slots, summed per task over the children alive now (a
-//! recycled worker's counts leave with it: Prometheus' `rate()` and `increase()` read that as a
-//! counter reset).
+//! Counters come from the workers' slots, summed per task over the children alive now plus
+//! those that ended (the scoreboard's retired totals): a recycled worker's counts stay, so a
+//! counter never goes down.
 
 use crate::scoreboard::{Kind, State, BUCKETS};
 use crate::status::{Child, Report};
