@@ -205,6 +205,8 @@ fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     let (status, page) = http(port, "POST", &action, &form, &format!("csrf={csrf}"));
     assert_eq!(status, 200, "{page}");
     assert!(page.contains(&format!("Requeued job {id}")), "{page}");
+    // Its refresh reloads the page, not the action (a GET there is refused).
+    assert!(page.contains("content=\"5; url=/dead\""), "{page}");
     wait_until("the retried job finishes", WAIT, || li3g(&["status", &id]).stdout.starts_with("finished"));
     assert_eq!(std::fs::read_to_string(&flaky).unwrap().lines().count(), 3);
 
@@ -453,6 +455,9 @@ fn hostile_clients_neither_change_state_nor_keep_a_scrape_out() {
     assert_eq!(raw_status(port, format!("GET / HTTP/1.1\r\n{many_headers}\r\n").as_bytes()), 431);
     assert_eq!(raw_status(port, b"POST /dead/x/retry HTTP/1.1\r\nContent-Length: 100000000\r\n\r\ncsrf="), 413);
     assert_eq!(raw_status(port, b"GARBAGE\r\n\r\n"), 400);
+    // DNS rebinding: a page served under another name that now points here is refused.
+    assert_eq!(raw_status(port, b"GET /scheduled HTTP/1.1\r\nHost: evil.example:9464\r\n\r\n"), 403);
+    assert_eq!(raw_status(port, format!("GET /scheduled HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes()), 200);
 
     // Slowloris: many half-open requests that never end; a scrape still gets in, the monitor
     // has a bounded number of threads, and the slow ones are dropped at their deadline.

@@ -150,6 +150,13 @@ impl Monitor<'_> {
     }
 
     fn handle(&self, request: &Request) -> Response {
+        let tokenless = self.config.metrics_token.as_deref().is_none_or(str::is_empty);
+        if tokenless && !request.header("Host").is_none_or(host_is_an_address) {
+            // DNS rebinding: a web page whose name now points at 127.0.0.1 would be
+            // same-origin with the dashboard and could read its CSRF token. Without a bearer
+            // token only an address (or `localhost`) may be named.
+            return Response::text(403, "name this monitor by its address (or set metrics_token)\n");
+        }
         let (path, query) = request.target.split_once('?').unwrap_or((&request.target, ""));
         let query_token = form(query).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v);
         if let Some(token) = self.config.metrics_token.as_deref().filter(|t| !t.is_empty()) {
@@ -228,6 +235,18 @@ impl Monitor<'_> {
     }
 }
 
+/// Whether a `Host` header names an IP address or `localhost` (with or without a port).
+fn host_is_an_address(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:9464`
+        Some(rest) => rest.split_once(']').map_or("", |(name, _)| name),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Action {
     Retry,
@@ -304,6 +323,16 @@ mod tests {
         assert!(matches!(check_bind("0.0.0.0:9464", None), Err(MonitorError::NoToken(_))));
         assert!(check_bind("0.0.0.0:9464", Some("s3cret")).is_ok());
         assert!(matches!(check_bind("nowhere", None), Err(MonitorError::Address(_))));
+    }
+
+    #[test]
+    fn only_addresses_are_hosts_without_a_token() {
+        for host in ["127.0.0.1:9464", "127.0.0.1", "[::1]:9464", "localhost:9464", "LOCALHOST", "10.0.0.5:80"] {
+            assert!(host_is_an_address(host), "{host}");
+        }
+        for host in ["evil.example", "evil.example:9464", "127.0.0.1.evil.example", "", "[::1"] {
+            assert!(!host_is_an_address(host), "{host}");
+        }
     }
 
     #[test]
