@@ -30,7 +30,7 @@ pub(crate) fn start(gearmand: &Gearmand, dir: &PluginDir, args: &[&str]) -> (Chi
 }
 
 pub(crate) fn client(gearmand: &Gearmand) -> Client {
-    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
+    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }])
 }
 
 fn sync_options() -> RunOptions {
@@ -51,7 +51,7 @@ pub(crate) fn call(client: &mut Client, task: &str, args: &[Value]) -> Result<Ve
 pub(crate) fn sleep_in_flight(gearmand: &Gearmand, seconds: f64) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
     let port = gearmand.port;
     let job = std::thread::spawn(move || {
-        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port, tls: false }]);
         call(&mut client, "Misbehave::sleep", &[json!(seconds)])
     });
     wait_until("the sleep job runs", WAIT, || {

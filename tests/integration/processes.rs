@@ -284,6 +284,7 @@ fn requeued_while_running(gearmand: &Gearmand) -> bool {
         let mut client = li3g_host::client::Client::new(vec![li3g_host::gearman::conn::ServerAddr {
             host: "127.0.0.1".into(),
             port,
+            tls: false,
         }]);
         let options = li3g_host::client::RunOptions::default();
         let _ = client.run("Misbehave::sleep", &[json!(6)], &options, &mut |_| {});

@@ -78,7 +78,7 @@ impl Pool {
 }
 
 fn client_of(gearmand: &Gearmand) -> Client {
-    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
+    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }])
 }
 
 fn background(gearmand: &Gearmand, task: &str) {

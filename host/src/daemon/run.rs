@@ -190,8 +190,11 @@ fn embedded_server(
     if (!config.servers_default && options.listen.is_none()) || !options.server {
         return Ok(None);
     }
-    let default =
-        crate::gearman::conn::ServerAddr { host: "127.0.0.1".into(), port: crate::gearman::conn::DEFAULT_PORT };
+    let default = crate::gearman::conn::ServerAddr {
+        host: "127.0.0.1".into(),
+        port: crate::gearman::conn::DEFAULT_PORT,
+        tls: false,
+    };
     let server = options.listen.clone().unwrap_or(default);
     let addr = server.to_string();
     match TcpListener::bind((server.host.as_str(), server.port)) {
