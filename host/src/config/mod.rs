@@ -4,7 +4,9 @@
 //! [default]
 //! servers = ["127.0.0.1:4730", "gearman2"]   # host or host:port (default port 4730); or "a,b"
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
-//! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
+//! redis = "redis://127.0.0.1:6379/0"          # for the scheduler: redis[s]://[user:password@]host[:port][/db],
+//!                                             # redis+sentinel://h1,h2/master[/db], redis+cluster://h1:7000,h2:7001
+//! redis_tls_ca = "/etc/li3g/redis-ca.pem"     # for rediss://: the only CA trusted (default: the system's)
 //! environment = "development"                 # what tasks see unless --environment says otherwise
 //! log_file = "/var/log/li3g/li3g-host.log"    # log lines here (reopened on SIGUSR1), not syslog
 //!
@@ -55,7 +57,7 @@ mod values;
 use plugin_settings::{merge, split_plugins, RawPlugins};
 pub use pools::PoolSettings;
 use scheduler::RawSchedulerSettings;
-pub use scheduler::{lease_from_secs, SchedulerSettings};
+pub use scheduler::{lease_from_secs, SchedulerSettings, DEFAULT_PREFIX, LEGACY_PREFIX};
 pub use values::{parse_seconds, parse_size, redact_url, seconds, MAX_SECONDS};
 
 use crate::gearman::conn::ServerAddr;
@@ -257,6 +259,7 @@ struct RawOverride {
     servers: Option<Servers>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
+    redis_tls_ca: Option<PathBuf>,
     metrics: Option<String>,
     metrics_token: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
@@ -270,6 +273,7 @@ struct RawConfig {
     servers: Option<Servers>,
     plugins: Option<RawPlugins>,
     redis: Option<String>,
+    redis_tls_ca: Option<PathBuf>,
     metrics: Option<String>,
     metrics_token: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
@@ -365,6 +369,7 @@ fn resolve(
                 raw.redis = over.redis;
                 redis_key = format!("{name}.environments.{env}.redis");
             }
+            raw.redis_tls_ca = over.redis_tls_ca.or(raw.redis_tls_ca);
             raw.metrics = over.metrics.or(raw.metrics);
             raw.metrics_token = over.metrics_token.or(raw.metrics_token);
             if let Some(over) = over.scheduler {
@@ -406,16 +411,21 @@ fn resolve(
     if let Some(url) = raw.redis.as_deref() {
         // A URL that does not parse would make every scheduler exit at start, over and over:
         // refuse it here, for every command. (The message never shows the password.)
-        if let Err(err) = redis::IntoConnectionInfo::into_connection_info(url) {
-            return Err(invalid(redis_key, format!("{:?} is not a Redis URL ({err}); expected redis://[user:password@]host[:port][/db] or unix:///path", redact_url(url))));
+        if let Err(err) = crate::redis_target::RedisTarget::check_url(url) {
+            return Err(invalid(redis_key, err.to_string()));
         }
     }
     let pools = pools::resolve(name, std::mem::take(&mut raw.pools), &invalid)?;
-    let scheduler = raw
+    let mut scheduler = raw
         .scheduler
         .unwrap_or_default()
         .resolve()
         .map_err(|(key, message)| invalid(format!("{name}.{key}"), message))?;
+    // Relative to the configuration file, as the plugins directory is.
+    scheduler.tls_ca = raw.redis_tls_ca.map(|ca| match path.and_then(Path::parent) {
+        Some(dir) if ca.is_relative() => dir.join(ca),
+        _ => ca,
+    });
     Ok(Config {
         name: name.into(),
         scheduler,
