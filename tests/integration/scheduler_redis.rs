@@ -339,7 +339,7 @@ fn sentinel_failover_loses_only_unreplicated_jobs_and_everyone_follows_the_new_m
     let client = {
         let (acked, refused, stop, path) = (acked.clone(), refused.clone(), stop.clone(), path.clone());
         std::thread::spawn(move || {
-            let mut client = Client::from_config(&config);
+            let mut client = li3g_host::client::for_config(&config);
             for n in 0..5000 {
                 if stop.load(Ordering::SeqCst) {
                     break;

@@ -130,7 +130,7 @@ fn status_shows_the_job_in_hand_failures_queues_and_the_schedule() {
         ..RunOptions::default()
     };
     let config = li3g_host::config::load(Some(&pool.config), "default", None).unwrap();
-    Client::from_config(&config).run("Misbehave::sleep", &[json!(0)], &ahead, &mut |_| {}).unwrap();
+    li3g_host::client::for_config(&config).run("Misbehave::sleep", &[json!(0)], &ahead, &mut |_| {}).unwrap();
 
     // A slow job in hand.
     let slow = crate::daemon::sleep_in_flight(&pool.gearmands[0], 3.0);

@@ -102,12 +102,8 @@ impl Common {
         let file = config::find(self.config.as_deref());
         let mut config = config::load(file.as_deref(), name, self.environment.as_deref())?;
         if let Some(list) = &self.servers {
-            config.servers = list
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.parse().map_err(|e: crate::gearman::conn::AddrError| anyhow::anyhow!("--servers: {e}")))
-                .collect::<anyhow::Result<_>>()?;
-            anyhow::ensure!(!config.servers.is_empty(), "--servers: no servers given");
+            config.servers =
+                li3g_client::config::parse_server_list(list).map_err(|e| anyhow::anyhow!("--servers: {e}"))?;
             config.servers_default = false;
         }
         if let Some(dir) = &self.plugins {

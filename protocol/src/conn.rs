@@ -4,15 +4,28 @@
 //! buffer holds a whole packet, and if not we read more (mini-redis's `Connection`, made
 //! blocking). Everything we send is a request (`\0REQ`); everything we accept is a response.
 
-use super::admin_protocol;
-use super::packet::{self, Decoded, Magic, Packet};
-use nix::poll::{PollFd, PollFlags};
+use crate::admin_protocol;
+use crate::packet::{self, Decoded, Magic, Packet};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// Waits in `poll(2)` for at most `timeout`; returns whether a descriptor is ready (false on
+/// timeout or a signal).
+fn poll(fds: &mut [PollFd], timeout: Duration) -> io::Result<bool> {
+    // Rounded up, so a wait for 0.4 ms does not become a busy loop of zero-length polls.
+    let millis = timeout.as_millis() + u128::from(timeout.subsec_nanos() % 1_000_000 != 0);
+    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+    match nix::poll::poll(fds, timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
 
 /// The port gearmand listens on by default.
 pub const DEFAULT_PORT: u16 = 4730;
@@ -297,7 +310,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLOUT)];
-                    match crate::process::poll(&mut fds, Some(WRITE_DEADLINE)) {
+                    match poll(&mut fds, WRITE_DEADLINE) {
                         Ok(true) => {}
                         // A signal: try again (the job's answer still goes out).
                         Ok(false) if fds[0].revents().is_none_or(|r| r.is_empty()) && !timed_out(started) => {}

@@ -26,9 +26,9 @@ mod types;
 
 pub use types::{ClientError, JobEvent, JobHandle, JobStatus, Submit, UniqueStatus, WARNING_GRACE};
 
-use super::admin_protocol;
-use super::conn::{Conn, ConnError, ServerAddr};
-use super::packet::Packet;
+use li3g_protocol::admin_protocol;
+use li3g_protocol::conn::{Conn, ConnError, ServerAddr};
+use li3g_protocol::packet::Packet;
 use std::time::{Duration, Instant};
 use types::{describe, reason_only};
 

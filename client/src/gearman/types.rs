@@ -1,8 +1,8 @@
 //! What a [`GearmanClient`](super::GearmanClient) is given and gives back: the job to submit,
 //! its handle, its events and status, and the client's errors with their messages.
 
-use crate::gearman::conn::{ConnError, ServerAddr};
-use crate::gearman::packet::Priority;
+use li3g_protocol::conn::{ConnError, ServerAddr};
+use li3g_protocol::packet::Priority;
 use std::fmt;
 use std::time::Duration;
 
