@@ -292,6 +292,19 @@ pub fn epoch_ms(time: SystemTime) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn on_a_cluster_the_keys_must_share_one_slot() {
+        let keys = |prefix: &str, set: &str| Keys { prefix: prefix.into(), compat_set: set.into() };
+        assert!(keys("{li3g}:", "job_scheduled").check_one_slot(false).is_ok());
+        assert!(keys("{li3g}:", "{li3g}job_scheduled").check_one_slot(true).is_ok());
+        let untagged = keys("li3g:", "job_scheduled").check_one_slot(false).unwrap_err();
+        assert!(matches!(&untagged, ScheduleError::CrossSlot(m) if m.contains("needs a hash tag")), "{untagged}");
+        let empty_tag = keys("{}li3g:", "x").check_one_slot(false).unwrap_err();
+        assert!(matches!(empty_tag, ScheduleError::CrossSlot(_)));
+        let compat = keys("{li3g}:", "job_scheduled").check_one_slot(true).unwrap_err().to_string();
+        assert!(compat.contains("schedule_set") && compat.contains("compat = false"), "{compat}");
+    }
+
     use super::*;
 
     fn reply(items: &[Option<&str>]) -> Vec<Option<String>> {
