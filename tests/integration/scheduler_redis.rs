@@ -281,7 +281,7 @@ fn a_cluster_schedules_moves_retries_and_follows_a_moved_slot() {
     let count = redis_cli(cluster.owner_of(app_slot), &["CLUSTER", "COUNTKEYSINSLOT", &app_slot.to_string()]);
     assert!(count.trim().parse::<u64>().unwrap() >= 2, "{app}'s keys are in slot {app_slot}: {count}");
 
-    // li3_gearman's set outside the slot: refused with what to set.
+    // li3_gearman's set outside the slot: the configuration is refused, saying what to set.
     let compat = setup.file("compat.toml");
     configure(&setup, &compat, &cluster.url(), "", "");
     let out = run(host().args(["run", APPEND, "/dev/null", "x", "--in", "1h", "--config"]).arg(&compat));

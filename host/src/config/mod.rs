@@ -317,13 +317,13 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
         let sandbox = options.sandbox.map(|own| raw.sandbox.clone().unwrap_or_default().merge(&own).resolve());
         tasks.insert(canonical, TaskOptions { timeout, cpu_limit, sandbox });
     }
-    if let Some(url) = redis.as_deref() {
-        // A URL that does not parse would make every scheduler exit at start, over and over:
-        // refuse it here, for every command. (The message never shows the password.)
-        if let Err(err) = crate::redis_target::RedisTarget::check_url(url) {
-            return Err(invalid(redis_key, err.to_string()));
-        }
-    }
+    // A URL that does not parse would make every scheduler exit at start, over and over:
+    // refuse it here, for every command. (The message never shows the password.)
+    let redis_kind = match redis.as_deref().map(crate::redis_target::RedisTarget::check_url) {
+        Some(Err(err)) => return Err(invalid(redis_key, err.to_string())),
+        Some(Ok(kind)) => Some(kind),
+        None => None,
+    };
     let pools = pools::resolve(name, std::mem::take(&mut raw.pools), &invalid)?;
     let mut scheduler = raw
         .scheduler
@@ -335,6 +335,16 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
         Some(dir) if ca.is_relative() => dir.join(ca),
         _ => ca,
     });
+    // On a Cluster every script needs its keys in one slot: refuse what would fail every call.
+    if redis_kind == Some(crate::redis_target::Kind::Cluster) {
+        let keys = crate::scheduler::entries::Keys {
+            prefix: scheduler.prefix.clone(),
+            compat_set: scheduler.compat_set.clone(),
+        };
+        if let Err(err) = keys.check_one_slot(scheduler.compat) {
+            return Err(invalid(format!("{name}.scheduler"), err.to_string()));
+        }
+    }
     Ok(Config {
         name: name.into(),
         scheduler,
