@@ -12,6 +12,7 @@
 //! - [`log`]: log lines to stderr (`--verbose`) or syslog.
 //! - [`server`]: the embedded Gearman job server (`li3g-host server`): mio event loop, SQLite store.
 //! - [`pidfile`]: the daemon's locked PID file.
+//! - [`redis_target`]: how Redis is reached (one server, Sentinel, Cluster; auth, TLS).
 //! - [`process`]: process plumbing: fork with signals blocked, pidfds, poll, backoff, what
 //!   children must not inherit.
 //! - [`signals`]: signals as flags and a per-process wake-up pipe.
@@ -39,6 +40,7 @@ pub mod pidfile;
 pub mod plugins;
 pub mod process;
 pub mod proctitle;
+pub mod redis_target;
 pub use li3g_client::retry_policy;
 pub mod scaffold;
 pub mod scheduler;

@@ -89,7 +89,8 @@ fn scheduler(host: &std::path::Path, redis: &Redis, gearmand: &Gearmand, verbose
     // Ready once it listens for wake-ups.
     let mut conn = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
     wait_until("the scheduler subscribes", Duration::from_secs(30), || {
-        let subscribers: (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg("li3g:wake").query(&mut conn).unwrap();
+        let subscribers: (String, u64) =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg("{li3g}:wake").query(&mut conn).unwrap();
         subscribers.1 == 1
     });
     Scheduler { _child: child, moved }
@@ -215,20 +216,20 @@ fn move_rates(
     let start = Instant::now();
     let _: () = redis::pipe()
         .cmd("ZUNIONSTORE")
-        .arg("li3g:scheduled")
+        .arg("{li3g}:scheduled")
         .arg(1)
-        .arg("li3g:scheduled")
+        .arg("{li3g}:scheduled")
         .arg("WEIGHTS")
         .arg(0)
         .ignore()
         .cmd("PUBLISH")
-        .arg("li3g:wake")
+        .arg("{li3g}:wake")
         .arg(0)
         .ignore()
         .query(conn)
         .unwrap();
     wait_until("every job is moved", Duration::from_secs(300), || {
-        let (s, l): (u64, u64) = redis::pipe().zcard("li3g:scheduled").zcard("li3g:leased").query(conn).unwrap();
+        let (s, l): (u64, u64) = redis::pipe().zcard("{li3g}:scheduled").zcard("{li3g}:leased").query(conn).unwrap();
         s + l == 0
     });
     let li3g_secs = start.elapsed().as_secs_f64();

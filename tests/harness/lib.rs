@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 mod peers;
+pub mod redis_setups;
 pub mod tls;
 mod under_test;
 pub use peers::{missing_peers, require_peers};
@@ -650,17 +651,29 @@ impl Redis {
     }
 
     fn try_start_in(port: u16, dir: &Path, persistence: &[&str]) -> Result<Redis, String> {
+        Redis::try_start_with(port, dir, persistence, None)
+    }
+
+    /// Starts redis-server on `port` with data in `dir` and the `args` given (a
+    /// `--requirepass`, `--tls-port`, `--cluster-enabled`, `--replicaof`...), and waits until it
+    /// serves on `port` in plaintext, authenticating with `password` (the default user's) when
+    /// given.
+    pub fn try_start_with(port: u16, dir: &Path, args: &[&str], password: Option<&str>) -> Result<Redis, String> {
         require_peers();
         let process = ChildGuard::spawn(
             Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(persistence)
+                .args(args)
                 .arg("--dir")
                 .arg(dir)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null()),
         );
-        serving(&process, port, b"INFO server\r\n", |answer| {
+        let question = match password {
+            Some(password) => format!("AUTH {password}\r\nINFO server\r\n"),
+            None => "INFO server\r\n".to_string(),
+        };
+        serving(&process, port, question.as_bytes(), |answer| {
             answer.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|pid| pid.trim().parse().ok())
         })?;
         Ok(Redis { port, process, _dir: None })

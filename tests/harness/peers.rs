@@ -15,6 +15,8 @@ const PEERS: &[Peer] = &[
     ("gearmand", "gearman-job-server", || on_path("gearmand")),
     ("the gearman and gearadmin CLIs", "gearman-tools", || on_path("gearman") && on_path("gearadmin")),
     ("redis-server", "redis-server", || on_path("redis-server")),
+    ("redis-sentinel", "redis-sentinel", || on_path("redis-sentinel")),
+    ("openssl", "openssl", || on_path("openssl")),
     ("systemd-analyze", "systemd", || on_path("systemd-analyze")),
     ("php", "php-cli", || on_path("php")),
     ("PHP's gearman extension", "php-gearman", || php_has_module("gearman")),

@@ -227,8 +227,12 @@ fn ten_thousand_jobs_due_at_once_with_two_schedulers_run_exactly_once() {
     // Nothing left anywhere that could run a job again.
     let mut redis = setup.redis();
     wait_until("the schedule is empty", LONG, || {
-        let (s, l, j): (u64, u64, u64) =
-            redis::pipe().zcard("li3g:scheduled").zcard("li3g:leased").hlen("li3g:jobs").query(&mut redis).unwrap();
+        let (s, l, j): (u64, u64, u64) = redis::pipe()
+            .zcard("{li3g}:scheduled")
+            .zcard("{li3g}:leased")
+            .hlen("{li3g}:jobs")
+            .query(&mut redis)
+            .unwrap();
         (s, l, j) == (0, 0, 0)
     });
     wait_until("gearmand has no job left", LONG, || {
@@ -263,7 +267,7 @@ fn a_scheduler_killed_after_taking_a_batch_is_taken_over_after_the_lease() {
     first.kill();
     let taken_at = SystemTime::now();
     let mut redis = setup.redis();
-    let leased: u64 = redis::cmd("ZCARD").arg("li3g:leased").query(&mut redis).unwrap();
+    let leased: u64 = redis::cmd("ZCARD").arg("{li3g}:leased").query(&mut redis).unwrap();
     assert_eq!(leased, 50, "the batch is leased, not lost");
     assert!(lines(&path).is_empty(), "nothing was submitted");
 
@@ -386,10 +390,10 @@ fn li3_gearman_members_are_moved_and_status_reads_as_the_original_reads_it() {
 
     // getStatus: GET <prefix><id>.status, and it really expires.
     wait_until("the status is finished", LONG, || {
-        redis::cmd("GET").arg(format!("li3g:{id}.status")).query::<Option<String>>(&mut redis).unwrap().as_deref()
+        redis::cmd("GET").arg(format!("{{li3g}}:{id}.status")).query::<Option<String>>(&mut redis).unwrap().as_deref()
             == Some("finished")
     });
-    let ttl: i64 = redis::cmd("TTL").arg(format!("li3g:{id}.status")).query(&mut redis).unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(format!("{{li3g}}:{id}.status")).query(&mut redis).unwrap();
     assert!(ttl > 0 && ttl <= 86400, "ttl {ttl}");
 
     // A future member is listed, and cancelled by its id.
@@ -458,7 +462,7 @@ fn gearmand_restarted_under_a_running_scheduler_loses_nothing() {
     }
     log.wait_for("Cannot submit to a job server", LONG);
     let mut redis = setup.redis();
-    let held: (u64, u64) = redis::pipe().zcard("li3g:scheduled").zcard("li3g:leased").query(&mut redis).unwrap();
+    let held: (u64, u64) = redis::pipe().zcard("{li3g}:scheduled").zcard("{li3g}:leased").query(&mut redis).unwrap();
     assert_eq!(held.0 + held.1, 20, "the jobs wait in Redis");
     setup.gearmand = Some(Gearmand::start_on(port));
     let _worker = setup.worker();
@@ -469,3 +473,6 @@ fn gearmand_restarted_under_a_running_scheduler_loses_nothing() {
 
 #[path = "scheduler_durability.rs"]
 mod durability;
+
+#[path = "scheduler_redis.rs"]
+mod redis_setups;

@@ -45,8 +45,8 @@ fn a_take_over_a_wrong_typed_key_loses_nothing() {
     // Wait past the due time and a few failed takes: nothing was taken, nothing lost.
     wait_until("three failed takes", LONG, || log.count("Cannot take due jobs") >= 3);
     let zcard = |key: &str| -> u64 { redis::cmd("ZCARD").arg(key).query(&mut setup.redis()).unwrap() };
-    assert_eq!(zcard("li3g:scheduled"), 5, "the five jobs are still scheduled");
-    assert_eq!(zcard("li3g:leased"), 0, "and none is leased");
+    assert_eq!(zcard("{li3g}:scheduled"), 5, "the five jobs are still scheduled");
+    assert_eq!(zcard("{li3g}:leased"), 0, "and none is leased");
     let listed = setup.li3g(&["scheduled"]);
     assert!(listed.stderr.contains("job_scheduled"), "the listing names the key: {}", listed.stderr);
     assert!(lines(&path).is_empty());
@@ -134,7 +134,7 @@ fn an_acl_without_channels_costs_only_the_wake_up() {
     // `retry` publishes too: a dead job comes back without an error.
     let dead = append_record(&path, "again");
     let entry = json!({"job": dead.encode(), "error": "failed", "at": 0}).to_string();
-    let _: () = redis::cmd("HSET").arg("li3g:dead").arg(&dead.id).arg(entry).query(&mut setup.redis()).unwrap();
+    let _: () = redis::cmd("HSET").arg("{li3g}:dead").arg(&dead.id).arg(entry).query(&mut setup.redis()).unwrap();
     let out = setup.li3g(&["retry", &dead.id]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     wait_until("the requeued job ran", LONG, || lines(&path) == ["hint", "again"]);
@@ -160,11 +160,11 @@ fn times_are_bounded_and_never_panic() {
     let record = append_record(&setup.file("far"), "far");
     let _: () = redis::pipe()
         .cmd("HSET")
-        .arg("li3g:jobs")
+        .arg("{li3g}:jobs")
         .arg(&record.id)
         .arg(record.encode())
         .cmd("ZADD")
-        .arg("li3g:scheduled")
+        .arg("{li3g}:scheduled")
         .arg(9.0e18)
         .arg(&record.id)
         .query(&mut setup.redis())
@@ -180,7 +180,7 @@ fn times_are_bounded_and_never_panic() {
 fn compat_off_touches_no_li3_gearman_key() {
     let setup = Setup::new();
     let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "li3g", "on", ">pw", "~li3g:*", "&li3g:*", "+@all"])
+        .arg(&["SETUSER", "li3g", "on", ">pw", "~{li3g}:*", "&{li3g}:*", "+@all"])
         .query(&mut setup.redis())
         .unwrap();
     let url = setup.redis.as_ref().unwrap().url().replace("redis://", "redis://li3g:pw@");
@@ -269,7 +269,7 @@ fn leases_have_owners_and_a_lost_take_is_reclaimed_at_once() {
     assert_eq!(other.renew(&refs, lease).unwrap(), vec![false; 3]);
     other.ack(&ids).unwrap();
     assert!(!other.bury(&ids[0], "{}", "not mine", true).unwrap());
-    let leased: u64 = redis::cmd("ZCARD").arg("li3g:leased").query(&mut setup.redis()).unwrap();
+    let leased: u64 = redis::cmd("ZCARD").arg("{li3g}:leased").query(&mut setup.redis()).unwrap();
     assert_eq!(leased, 3, "the other scheduler changed nothing");
     // As if the first take's answer had been lost: the next take reclaims the three at once.
     assert_eq!(mine.renew(&refs, lease).unwrap(), vec![true; 3]);
@@ -281,7 +281,7 @@ fn leases_have_owners_and_a_lost_take_is_reclaimed_at_once() {
     assert_eq!(again, expected);
     // Acknowledged by their owner, they are gone.
     mine.ack(&ids).unwrap();
-    let left: u64 = redis::cmd("HLEN").arg("li3g:owners").query(&mut setup.redis()).unwrap();
+    let left: u64 = redis::cmd("HLEN").arg("{li3g}:owners").query(&mut setup.redis()).unwrap();
     assert_eq!(left, 0);
     assert!(setup.li3g(&["scheduled"]).stdout.starts_with("Pending: 0"));
 }
@@ -308,10 +308,10 @@ fn a_retry_recorded_under_a_lease_waits_for_its_due_time() {
         other.schedule(&retry, in_an_hour).unwrap();
     }
     let leased = |id: &str| -> Option<f64> {
-        redis::cmd("ZSCORE").arg("li3g:leased").arg(id).query(&mut setup.redis()).unwrap()
+        redis::cmd("ZSCORE").arg("{li3g}:leased").arg(id).query(&mut setup.redis()).unwrap()
     };
     let scheduled = |id: &str| -> Option<f64> {
-        redis::cmd("ZSCORE").arg("li3g:scheduled").arg(id).query(&mut setup.redis()).unwrap()
+        redis::cmd("ZSCORE").arg("{li3g}:scheduled").arg(id).query(&mut setup.redis()).unwrap()
     };
     // A reclaim (after a take whose answer was lost) does not take the first back.
     let taken = lost_take.take(lease, 10, &[], true).unwrap();
@@ -329,7 +329,7 @@ fn a_retry_recorded_under_a_lease_waits_for_its_due_time() {
     for id in [&first.id, &second.id] {
         assert!(scheduled(id).is_some_and(|due| due > half_an_hour as f64), "{id} waits for its due time");
     }
-    let owners: u64 = redis::cmd("HLEN").arg("li3g:owners").query(&mut setup.redis()).unwrap();
+    let owners: u64 = redis::cmd("HLEN").arg("{li3g}:owners").query(&mut setup.redis()).unwrap();
     assert_eq!(owners, 0);
 }
 
@@ -339,7 +339,7 @@ fn a_retry_recorded_under_a_lease_waits_for_its_due_time() {
 #[test]
 fn a_retry_redis_refuses_for_good_does_not_stop_the_worker() {
     let setup = Setup::new();
-    let _: () = redis::cmd("SET").arg("li3g:jobs").arg("oops").query(&mut setup.redis()).unwrap();
+    let _: () = redis::cmd("SET").arg("{li3g}:jobs").arg("oops").query(&mut setup.redis()).unwrap();
     let mut command = host();
     command.args(["work", "--config"]).arg(&setup.config_path).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut worker = ChildGuard::spawn(&mut command);
@@ -352,5 +352,5 @@ fn a_retry_redis_refuses_for_good_does_not_stop_the_worker() {
     assert_eq!(setup.li3g(&["run", APPEND, &path.display().to_string(), "after"]).code, Some(0));
     wait_until("the next job ran", LONG, || lines(&path) == ["after"]);
     let line = log.wait_for("its retry is lost", LONG);
-    assert!(line.contains("li3g:jobs"), "the line names the key: {line}");
+    assert!(line.contains("{li3g}:jobs"), "the line names the key: {line}");
 }

@@ -184,8 +184,9 @@ fn plugins_lists_the_settings_a_plugin_takes() {
     let out = run(host().arg("plugins").arg("--plugins").arg(dir.path()));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
-        out.stdout
-            .contains("    settings: Settings { url, client_name, closed_key } (section plugins.redis_counter)\n"),
+        out.stdout.contains(
+            "    settings: Settings { url, tls_ca, client_name, closed_key } (section plugins.redis_counter)\n"
+        ),
         "{}",
         out.stdout
     );

@@ -8,7 +8,9 @@
 //! tls_cert = "/etc/li3g/client.pem"           # client certificate, for servers that demand one
 //! tls_key = "/etc/li3g/client.key"            # its private key
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
-//! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
+//! redis = "redis://127.0.0.1:6379/0"          # for the scheduler: redis[s]://[user:password@]host[:port][/db],
+//!                                             # redis+sentinel://h1,h2/master[/db], redis+cluster://h1:7000,h2:7001
+//! redis_tls_ca = "/etc/li3g/redis-ca.pem"     # for rediss://: the only CA trusted (default: the system's)
 //! environment = "development"                 # what tasks see unless --environment says otherwise
 //! log_file = "/var/log/li3g/li3g-host.log"    # log lines here (reopened on SIGUSR1), not syslog
 //! tls_listen = "0.0.0.0:4731"                 # `li3g-host server`: a TLS listener, tls_cert/tls_key its certificate
@@ -61,7 +63,7 @@ mod values;
 use plugin_settings::{merge, split_plugins, RawPlugins};
 pub use pools::PoolSettings;
 use scheduler::RawSchedulerSettings;
-pub use scheduler::{lease_from_secs, SchedulerSettings};
+pub use scheduler::{lease_from_secs, SchedulerSettings, DEFAULT_PREFIX, LEGACY_PREFIX};
 pub use values::{parse_seconds, parse_size, redact_url, seconds, MAX_SECONDS};
 
 use crate::plugins::canonical_task_name;
@@ -227,6 +229,7 @@ struct RawOverride {
     plugins: Option<RawPlugins>,
     #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
+    redis_tls_ca: Option<PathBuf>,
     metrics: Option<String>,
     metrics_token: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
@@ -248,6 +251,7 @@ struct RawConfig {
     plugins: Option<RawPlugins>,
     #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
+    redis_tls_ca: Option<PathBuf>,
     metrics: Option<String>,
     metrics_token: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
@@ -317,6 +321,7 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
                     }
                 }
             }
+            raw.redis_tls_ca = over.redis_tls_ca.or(raw.redis_tls_ca);
             raw.metrics = over.metrics.or(raw.metrics);
             raw.metrics_token = over.metrics_token.or(raw.metrics_token);
             if let Some(over) = over.scheduler {
@@ -339,19 +344,34 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
         let sandbox = options.sandbox.map(|own| raw.sandbox.clone().unwrap_or_default().merge(&own).resolve());
         tasks.insert(canonical, TaskOptions { timeout, cpu_limit, sandbox });
     }
-    if let Some(url) = redis.as_deref() {
-        // A URL that does not parse would make every scheduler exit at start, over and over:
-        // refuse it here, for every command. (The message never shows the password.)
-        if let Err(err) = redis::IntoConnectionInfo::into_connection_info(url) {
-            return Err(invalid(redis_key, format!("{:?} is not a Redis URL ({err}); expected redis://[user:password@]host[:port][/db] or unix:///path", redact_url(url))));
-        }
-    }
+    // A URL that does not parse would make every scheduler exit at start, over and over:
+    // refuse it here, for every command. (The message never shows the password.)
+    let redis_kind = match redis.as_deref().map(crate::redis_target::RedisTarget::check_url) {
+        Some(Err(err)) => return Err(invalid(redis_key, err.to_string())),
+        Some(Ok(kind)) => Some(kind),
+        None => None,
+    };
     let pools = pools::resolve(name, std::mem::take(&mut raw.pools), &invalid)?;
-    let scheduler = raw
+    let mut scheduler = raw
         .scheduler
         .unwrap_or_default()
         .resolve()
         .map_err(|(key, message)| invalid(format!("{name}.{key}"), message))?;
+    // Relative to the configuration file, as the plugins directory is.
+    scheduler.tls_ca = raw.redis_tls_ca.map(|ca| match path.and_then(Path::parent) {
+        Some(dir) if ca.is_relative() => dir.join(ca),
+        _ => ca,
+    });
+    // On a Cluster every script needs its keys in one slot: refuse what would fail every call.
+    if redis_kind == Some(crate::redis_target::Kind::Cluster) {
+        let keys = crate::scheduler::entries::Keys {
+            prefix: scheduler.prefix.clone(),
+            compat_set: scheduler.compat_set.clone(),
+        };
+        if let Err(err) = keys.check_one_slot(scheduler.compat) {
+            return Err(invalid(format!("{name}.scheduler"), err.to_string()));
+        }
+    }
     Ok(Config {
         name: name.into(),
         scheduler,

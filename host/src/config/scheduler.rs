@@ -10,7 +10,8 @@ use std::time::Duration;
 ///
 /// ```toml
 /// [default.scheduler]
-/// prefix = "li3g:"                # of every key, and of status keys (li3_gearman's `prefix`)
+/// prefix = "{li3g}:"              # of every key, and of status keys (li3_gearman's `prefix`);
+///                                 # its `{tag}` keeps every key in one Redis Cluster slot
 /// schedule_set = "job_scheduled"  # li3_gearman's scheduled set (its `schedulePrefix`)
 /// compat = true                   # move li3_gearman's members too
 /// job_status = true               # write pending/running/finished/error per job
@@ -31,7 +32,19 @@ pub struct SchedulerSettings {
     pub expires: Duration,
     /// How long a taken job stays leased.
     pub lease: Duration,
+    /// The only CA trusted for `rediss://` (the configuration's top-level `redis_tls_ca`,
+    /// which belongs with the Redis URL; carried here because every user of the URL has these
+    /// settings too); `None`: the system's roots.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
+
+/// The default prefix: `{li3g}:`, whose hash tag puts every key of a schedule in one Redis
+/// Cluster slot.
+pub const DEFAULT_PREFIX: &str = "{li3g}:";
+
+/// The default prefix before the hash tag (li3g 0.1): its keys are migrated to
+/// [`DEFAULT_PREFIX`] when a scheduler starts with the default prefix.
+pub const LEGACY_PREFIX: &str = "li3g:";
 
 /// The longest lease: a day (a batch leased longer is a batch lost to a stalled scheduler for that long).
 const MAX_LEASE: Duration = Duration::from_secs(86_400);
@@ -56,12 +69,13 @@ pub fn lease_from_secs(secs: f64) -> Result<Duration, String> {
 impl Default for SchedulerSettings {
     fn default() -> SchedulerSettings {
         SchedulerSettings {
-            prefix: "li3g:".into(),
+            prefix: DEFAULT_PREFIX.into(),
             compat_set: "job_scheduled".into(),
             compat: true,
             job_status: true,
             expires: Duration::from_secs(86400),
             lease: Duration::from_secs(30),
+            tls_ca: None,
         }
     }
 }
@@ -111,6 +125,7 @@ impl RawSchedulerSettings {
             job_status: self.job_status.unwrap_or(default.job_status),
             expires: self.expires.map(Duration::from_secs).unwrap_or(default.expires),
             lease,
+            tls_ca: None,
         })
     }
 }

@@ -43,6 +43,31 @@ impl Keys {
     pub fn status(&self, id: &str) -> String {
         format!("{}{id}.status", self.prefix)
     }
+    /// Whether every key of this schedule hashes to one Redis Cluster slot: the prefix has a
+    /// hash tag (`{li3g}:`), and with `compat` li3_gearman's set shares it.
+    ///
+    /// # Errors
+    /// [`ScheduleError::CrossSlot`], saying what to change.
+    pub fn check_one_slot(&self, compat: bool) -> Result<(), ScheduleError> {
+        use crate::redis_target::slot;
+        let tagged = self.prefix.find('{').is_some_and(|open| self.prefix[open + 1..].find('}').is_some_and(|n| n > 0));
+        if !tagged {
+            return Err(ScheduleError::CrossSlot(format!(
+                "the key prefix {:?} needs a hash tag, such as \"{{li3g}}:\", so that every key of the schedule is in one slot",
+                self.prefix
+            )));
+        }
+        if compat && slot(&self.compat_set) != slot(&self.scheduled()) {
+            return Err(ScheduleError::CrossSlot(format!(
+                "li3_gearman's set {:?} is in slot {}, the schedule's keys ({:?}) in slot {}: set `schedule_set` to a key with the same hash tag (and li3_gearman's schedulePrefix to it), or `compat = false`",
+                self.compat_set,
+                slot(&self.compat_set),
+                self.prefix,
+                slot(&self.scheduled())
+            )));
+        }
+        Ok(())
+    }
     /// A failed job's message, beside its status (which keeps li3_gearman's values):
     /// `<prefix><id>.error`, expiring with it.
     pub fn error(&self, id: &str) -> String {
@@ -90,6 +115,13 @@ pub enum ScheduleError {
     /// A Redis error (unreachable, refused, script error).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The URL or the TLS CA file is unusable.
+    #[error(transparent)]
+    Target(#[from] crate::redis_target::TargetError),
+    /// On a Redis Cluster, the schedule's keys would not share one slot (every script touches
+    /// several of them).
+    #[error("on a Redis Cluster {0}")]
+    CrossSlot(String),
     /// A job whose unique key (its id, `:N` added on retry N) is longer than Gearman's limit:
     /// it could never be submitted.
     #[error(
@@ -260,6 +292,19 @@ pub fn epoch_ms(time: SystemTime) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn on_a_cluster_the_keys_must_share_one_slot() {
+        let keys = |prefix: &str, set: &str| Keys { prefix: prefix.into(), compat_set: set.into() };
+        assert!(keys("{li3g}:", "job_scheduled").check_one_slot(false).is_ok());
+        assert!(keys("{li3g}:", "{li3g}job_scheduled").check_one_slot(true).is_ok());
+        let untagged = keys("li3g:", "job_scheduled").check_one_slot(false).unwrap_err();
+        assert!(matches!(&untagged, ScheduleError::CrossSlot(m) if m.contains("needs a hash tag")), "{untagged}");
+        let empty_tag = keys("{}li3g:", "x").check_one_slot(false).unwrap_err();
+        assert!(matches!(empty_tag, ScheduleError::CrossSlot(_)));
+        let compat = keys("{li3g}:", "job_scheduled").check_one_slot(true).unwrap_err().to_string();
+        assert!(compat.contains("schedule_set") && compat.contains("compat = false"), "{compat}");
+    }
+
     use super::*;
 
     fn reply(items: &[Option<&str>]) -> Vec<Option<String>> {

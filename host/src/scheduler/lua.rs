@@ -369,3 +369,41 @@ return 1
 "#
     )
 }
+
+/// Moves a schedule's keys from an old prefix to a new one (the upgrade from `li3g:` to
+/// `{li3g}:`), in one script: each old key is renamed when the new one does not exist yet
+/// (O(1)), else merged into it (the new key's entries win) and deleted. Jobs, leases, owners
+/// and dead entries move; status keys (which expire) stay where they were.
+///
+/// KEYS: old scheduled, leased, owners, jobs, dead, then the new ones in the same order.
+/// Returns the number of jobs moved (entries of the old `jobs` hash).
+pub fn migrate() -> String {
+    format!(
+        "{CHECK}{}",
+        r#"
+local kinds = {'zset', 'zset', 'hash', 'hash', 'hash'}
+for i = 1, 5 do
+  local bad = check(KEYS[i], kinds[i], KEYS[i + 5], kinds[i])
+  if bad then return redis.error_reply(bad) end
+end
+local moved = redis.call('HLEN', KEYS[4])
+for i = 1, 5 do
+  local old, new = KEYS[i], KEYS[i + 5]
+  if redis.call('EXISTS', old) == 1 then
+    if redis.call('EXISTS', new) == 0 then
+      redis.call('RENAME', old, new)
+    elseif kinds[i] == 'zset' then
+      local items = redis.call('ZRANGE', old, 0, -1, 'WITHSCORES')
+      for j = 1, #items, 2 do redis.call('ZADD', new, 'NX', items[j + 1], items[j]) end
+      redis.call('DEL', old)
+    else
+      local items = redis.call('HGETALL', old)
+      for j = 1, #items, 2 do redis.call('HSETNX', new, items[j], items[j + 1]) end
+      redis.call('DEL', old)
+    end
+  end
+end
+return moved
+"#
+    )
+}

@@ -17,7 +17,7 @@
 //! runtime. It must not run tasks, nor decide retries (the worker does).
 
 use super::record::Record;
-use super::schedule::Schedule;
+use super::schedule::{Schedule, ScheduleError};
 use super::submit::{submittable, Servers, READ_TIMEOUT};
 use super::wake::Wake;
 use crate::gearman::client::GearmanClient;
@@ -91,7 +91,7 @@ pub fn run(
     log: &dyn Fn(&str),
 ) -> SchedulerStats {
     let mut state = State {
-        wake: Wake::new(store.client(), store.keys().wake_channel()),
+        wake: Wake::new(store.target(), store.keys().wake_channel()),
         servers: Servers {
             client: GearmanClient::new(config.servers.clone())
                 .connect_timeout(Duration::from_secs(2))
@@ -113,7 +113,30 @@ pub fn run(
     let mut stopped_once = false;
     // A batch written to the job server whose answers are not read yet.
     let mut in_flight: Option<Batch> = None;
+    // The upgrade from the old default prefix, once Redis answers (see `migrate_legacy`).
+    let mut migrated = false;
     while !stop() {
+        if !migrated {
+            match store.migrate_legacy() {
+                Ok(0) => migrated = true,
+                Ok(n) => {
+                    log(&format!("Moved {n} scheduled jobs from the old key prefix li3g: to {}", store.keys().prefix));
+                    migrated = true;
+                }
+                // Unreachable (the take says so, and backs off): try again next time. Refused
+                // (an ACL without the old keys, a wrong type): say so once and go on.
+                Err(ScheduleError::Redis(err))
+                    if err.is_io_error()
+                        || err.is_timeout()
+                        || err.is_connection_dropped()
+                        || err.is_connection_refusal()
+                        || err.kind() == redis::ErrorKind::AuthenticationFailed => {}
+                Err(err) => {
+                    log(&format!("Not moving jobs from the old key prefix li3g: ({err})"));
+                    migrated = true;
+                }
+            }
+        }
         let leased_at = Instant::now();
         let taken = store.take(config.lease, config.batch, &state.accepted, reclaim);
         if taken.is_ok() {

@@ -1,6 +1,7 @@
 //! The schedule in Redis: scheduling, taking due jobs under a lease, acknowledging, the dead
 //! set, listings and job status. One [`Schedule`] is one synchronous Redis connection (the
-//! `redis` crate's blocking API: no runtime, no threads, safe in processes that fork).
+//! `redis` crate's blocking API: no runtime, no threads, safe in processes that fork), opened
+//! by [`crate::redis_target`] (one server, Sentinel or Cluster, with auth and TLS).
 //!
 //! Every multi-key change is one of [`super::lua`]'s scripts. A connection that fails is
 //! dropped and made again on the next call; retrying with backoff is the caller's choice.
@@ -8,7 +9,8 @@
 use super::lua;
 use super::record::Record;
 use crate::config::SchedulerSettings as Settings;
-use redis::{Connection, Script};
+use crate::redis_target::{Kind, RedisConn, RedisTarget};
+use redis::Script;
 use serde_json::{json, Value};
 
 pub use super::entries::{
@@ -26,12 +28,13 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::renew()));
 static DEFER: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::defer()));
 static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::cancel()));
 static BURY: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::bury()));
+static MIGRATE: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::migrate()));
 static REQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(&lua::requeue()));
 
 /// A connection to one schedule in Redis.
 pub struct Schedule {
-    client: redis::Client,
-    conn: Option<Connection>,
+    target: RedisTarget,
+    conn: Option<RedisConn>,
     keys: Keys,
     settings: Settings,
     /// This connection's lease owner token: `host:pid:random`, unique per [`Schedule`].
@@ -39,21 +42,21 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// A store at `url` (nothing connects until the first call).
+    /// A store at `url` (nothing connects until the first call), with the settings' TLS CA.
     ///
     /// # Errors
-    /// [`ScheduleError::Redis`] for a URL that does not parse.
+    /// [`ScheduleError::Target`] for a URL that does not parse or an unreadable CA file;
+    /// [`ScheduleError::CrossSlot`] for a Cluster when the keys would not share one slot.
     pub fn open(url: &str, settings: &Settings) -> Result<Schedule, ScheduleError> {
-        use redis::IntoConnectionInfo;
-        // No Nagle delay: requests are small and answers awaited one at a time.
-        let info =
-            url.into_connection_info()?.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)?;
+        let target = RedisTarget::from_url(url, settings.tls_ca.as_deref())?;
         let keys = Keys { prefix: settings.prefix.clone(), compat_set: settings.compat_set.clone() };
+        if target.kind() == Kind::Cluster {
+            keys.check_one_slot(settings.compat)?;
+        }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let host = host.trim();
         let token = format!("{host}:{}:{}", std::process::id(), crate::job_id::generate());
-        Ok(Schedule { client, conn: None, keys, settings: settings.clone(), token })
+        Ok(Schedule { target, conn: None, keys, settings: settings.clone(), token })
     }
 
     /// Its keys.
@@ -81,24 +84,28 @@ impl Schedule {
         &self.settings
     }
 
-    /// The client, for a second connection (the scheduler's wake-up subscription).
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// Where its Redis is, for a second connection (the scheduler's wake-up subscription).
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
     }
 
     /// Runs `f` on the connection, connecting first when there is none; a failed connection
     /// is dropped so that the next call makes a fresh one.
-    fn with<T>(&mut self, f: impl FnOnce(&mut Connection, &Keys) -> redis::RedisResult<T>) -> Result<T, ScheduleError> {
+    fn with<T>(&mut self, f: impl FnOnce(&mut RedisConn, &Keys) -> redis::RedisResult<T>) -> Result<T, ScheduleError> {
         if self.conn.is_none() {
-            let conn = self.client.get_connection_with_timeout(Duration::from_secs(2))?;
-            conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-            conn.set_write_timeout(Some(Duration::from_secs(10)))?;
-            self.conn = Some(conn);
+            self.conn = Some(self.target.connect()?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         let result = f(conn, &self.keys);
         if let Err(err) = &result {
-            if err.is_io_error() || err.is_connection_dropped() || err.is_timeout() || err.is_unrecoverable_error() {
+            // A replica that a failover demoted answers writes with READONLY: connect again,
+            // to the master the sentinels name now.
+            if err.is_io_error()
+                || err.is_connection_dropped()
+                || err.is_timeout()
+                || err.is_unrecoverable_error()
+                || err.code() == Some("READONLY")
+            {
                 self.conn = None;
             }
         }
@@ -134,11 +141,10 @@ impl Schedule {
             }
         }
         let ttl = self.status_ttl();
-        self.with(|conn, keys| {
-            // Load (a no-op when loaded: Redis may have restarted), then EVALSHA, all in one
-            // round trip.
+        let schedule = |conn: &mut RedisConn, keys: &Keys| {
+            // EVALSHA for every job, in one round trip; the first command is keyed, so a
+            // Cluster sends the pipeline to the node of the schedule's slot.
             let mut pipe = redis::pipe();
-            pipe.cmd("SCRIPT").arg("LOAD").arg(SCHEDULE_SRC.as_str()).ignore();
             for (record, due) in records.iter().zip(due) {
                 pipe.cmd("EVALSHA")
                     .arg(SCHEDULE.get_hash())
@@ -154,6 +160,48 @@ impl Schedule {
                     .ignore();
             }
             pipe.exec(conn)
+        };
+        match self.with(schedule) {
+            // Not loaded (Redis restarted, a failover, a new Cluster node): nothing ran (every
+            // EVALSHA failed alike). Load it (on every node of a Cluster) and send them again.
+            Err(ScheduleError::Redis(err))
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.with(|conn, _| redis::cmd("SCRIPT").arg("LOAD").arg(SCHEDULE_SRC.as_str()).exec(conn))?;
+                self.with(schedule)
+            }
+            other => other,
+        }
+    }
+
+    /// The upgrade from li3g 0.1's default prefix: with the default prefix (`{li3g}:`) on one
+    /// server or under Sentinel, moves the jobs, leases and dead entries kept under the old
+    /// default (`li3g:`) to it, in one script (atomic: a client or scheduler sees them under
+    /// one prefix or the other, never both or neither). The number of jobs moved; 0 when there
+    /// was nothing to move, with another prefix, or on a Cluster (where the old keys, in
+    /// several slots, never worked).
+    ///
+    /// # Errors
+    /// [`ScheduleError`] when Redis fails (nothing moved).
+    pub fn migrate_legacy(&mut self) -> Result<u64, ScheduleError> {
+        use crate::config::{DEFAULT_PREFIX, LEGACY_PREFIX};
+        if self.keys.prefix != DEFAULT_PREFIX || self.target.kind() == Kind::Cluster {
+            return Ok(0);
+        }
+        let old = Keys { prefix: LEGACY_PREFIX.into(), compat_set: self.keys.compat_set.clone() };
+        self.with(|conn, keys| {
+            MIGRATE
+                .key(old.scheduled())
+                .key(old.leased())
+                .key(old.owners())
+                .key(old.jobs())
+                .key(old.dead())
+                .key(keys.scheduled())
+                .key(keys.leased())
+                .key(keys.owners())
+                .key(keys.jobs())
+                .key(keys.dead())
+                .invoke(conn)
         })
     }
 

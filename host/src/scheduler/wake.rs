@@ -8,7 +8,12 @@
 //! checked at `hz` (100 ms here), too coarse for the lateness target. We never parse what
 //! arrives: any byte means "look again", and missing one only costs a poll interval, never a
 //! job. Does not take jobs, and never blocks longer than asked.
+//!
+//! Where it subscribes comes from [`crate::redis_target`]: the server, the master the sentinels
+//! name at each (re)subscription, or a Cluster node (a Cluster delivers every `PUBLISH` to every
+//! node); over TLS (rustls) for `rediss`, authenticated with the URL's user and password.
 
+use crate::redis_target::RedisTarget;
 use nix::poll::{PollFd, PollFlags};
 use redis::ConnectionAddr;
 use std::io::{Read, Write};
@@ -17,8 +22,11 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
 enum Sock {
     Tcp(TcpStream),
+    Tls(Box<TlsStream>),
     Unix(UnixStream),
 }
 
@@ -26,26 +34,45 @@ impl Sock {
     fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Sock::Tcp(s) => s.as_fd(),
+            Sock::Tls(s) => s.sock.as_fd(),
             Sock::Unix(s) => s.as_fd(),
         }
     }
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Sock::Tcp(s) => s.read(buf),
+            Sock::Tls(s) => s.read(buf),
             Sock::Unix(s) => s.read(buf),
         }
     }
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         match self {
             Sock::Tcp(s) => s.write_all(buf),
+            Sock::Tls(s) => s.write_all(buf).and_then(|()| s.flush()),
             Sock::Unix(s) => s.write_all(buf),
+        }
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_read_timeout(timeout),
+            Sock::Tls(s) => s.sock.set_read_timeout(timeout),
+            Sock::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_nonblocking(true),
+            Sock::Tls(s) => s.sock.set_nonblocking(true),
+            Sock::Unix(s) => s.set_nonblocking(true),
         }
     }
 }
 
 /// A subscription to the wake channel (made again when it breaks).
 pub struct Wake {
-    info: redis::ConnectionInfo,
+    target: RedisTarget,
+    /// Subscriptions tried so far (rotates through a Cluster's seed nodes).
+    attempts: usize,
     channel: String,
     sock: Option<Sock>,
     /// Why the last subscription failed, until [`Wake::take_error`] reports it.
@@ -60,32 +87,41 @@ pub struct Wake {
 const RESUBSCRIBE: Duration = Duration::from_secs(30);
 
 impl Wake {
-    /// A subscriber of `channel` on `client`'s server (connects on the first wait).
-    pub fn new(client: &redis::Client, channel: String) -> Wake {
-        Wake {
-            info: client.get_connection_info().clone(),
-            channel,
-            sock: None,
-            error: None,
-            reported: None,
-            retry_at: None,
-        }
+    /// A subscriber of `channel` on `target` (connects on the first wait).
+    pub fn new(target: &RedisTarget, channel: String) -> Wake {
+        Wake { target: target.clone(), attempts: 0, channel, sock: None, error: None, reported: None, retry_at: None }
     }
 
-    fn connect(&self) -> std::io::Result<Sock> {
-        let mut sock = match self.info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                use std::net::ToSocketAddrs;
-                let addr = (host.as_str(), *port)
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| std::io::Error::other("redis host resolves to no address"))?;
-                Sock::Tcp(TcpStream::connect_timeout(&addr, Duration::from_secs(2))?)
+    fn connect(&mut self) -> std::io::Result<Sock> {
+        self.attempts += 1;
+        let (info, ca) = self.target.subscriber(self.attempts).map_err(std::io::Error::other)?;
+        let tcp = |host: &str, port: u16| -> std::io::Result<TcpStream> {
+            use std::net::ToSocketAddrs;
+            let addr = (host, port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other("redis host resolves to no address"))?;
+            let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+            Ok(stream)
+        };
+        let mut sock = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => Sock::Tcp(tcp(host, *port)?),
+            ConnectionAddr::TcpTls { host, port, .. } => {
+                let config = crate::redis_target::tls_config(ca)?;
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|err| std::io::Error::other(format!("{host:?}: {err}")))?;
+                let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+                Sock::Tls(Box::new(rustls::StreamOwned::new(conn, tcp(host, *port)?)))
             }
             ConnectionAddr::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
-            _ => return Err(std::io::Error::other("TLS is not supported for the wake-up channel")),
+            _ => {
+                return Err(std::io::Error::other(
+                    "this kind of Redis address is not supported for the wake-up channel",
+                ))
+            }
         };
-        let settings = self.info.redis_settings();
+        let settings = info.redis_settings();
         if let Some(password) = settings.password() {
             let mut auth = redis::cmd("AUTH");
             if let Some(user) = settings.username() {
@@ -95,10 +131,7 @@ impl Wake {
         }
         sock.write_all(&redis::cmd("SUBSCRIBE").arg(&self.channel).get_packed_command())?;
         confirmed(&mut sock)?;
-        match &sock {
-            Sock::Tcp(s) => s.set_nonblocking(true)?,
-            Sock::Unix(s) => s.set_nonblocking(true)?,
-        }
+        sock.set_nonblocking()?;
         Ok(sock)
     }
 
@@ -122,7 +155,9 @@ impl Wake {
                     self.retry_at = None;
                     self.reported = None;
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                // Refused (a wrong password, an ACL without the channel) or a TLS failure
+                // (a certificate that does not verify): say so, and try again later.
+                Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied || is_tls_error(&err) => {
                     self.error = Some(err.to_string());
                     self.retry_at = Some(std::time::Instant::now() + RESUBSCRIBE);
                 }
@@ -180,10 +215,7 @@ impl Wake {
 /// subscription, an error of kind `PermissionDenied` with Redis's message when it refused
 /// (a wrong password, an ACL without the channel).
 fn confirmed(sock: &mut Sock) -> std::io::Result<()> {
-    match sock {
-        Sock::Tcp(s) => s.set_read_timeout(Some(Duration::from_secs(2)))?,
-        Sock::Unix(s) => s.set_read_timeout(Some(Duration::from_secs(2)))?,
-    }
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut seen = Vec::new();
     let mut buf = [0u8; 512];
     loop {
@@ -200,4 +232,9 @@ fn confirmed(sock: &mut Sock) -> std::io::Result<()> {
         }
         seen.extend_from_slice(&buf[..n]);
     }
+}
+
+/// Whether `err` came from rustls (a certificate that does not verify, a handshake refused).
+fn is_tls_error(err: &std::io::Error) -> bool {
+    err.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
 }

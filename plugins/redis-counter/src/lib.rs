@@ -3,7 +3,8 @@
 //!
 //! ```toml
 //! [default.plugins.redis_counter]
-//! url = "redis://127.0.0.1:6379/0"
+//! url = "redis://127.0.0.1:6379/0"      # or redis://user:password@host/db (an ACL user), rediss://... (TLS)
+//! tls_ca = "/etc/li3g/redis-ca.pem"     # for rediss://: the only CA trusted (default: the system's)
 //! ```
 //!
 //! - `Counter::incr(key)`: `INCR key` on the worker's connection; returns the new value.
@@ -30,10 +31,14 @@ use std::cell::RefCell;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// The Redis server, `redis://host:port/db`. Without it (no section at all, as in the
+    /// The Redis server, `redis[s]://[user:password@]host:port/db`. Without it (no section at all, as in the
     /// quick start) the plugin loads quietly and its Redis tasks fail, saying to set it.
     #[serde(default)]
     pub url: Option<String>,
+    /// For `rediss://`: the CA file (PEM) that signed the server's certificate, trusted alone;
+    /// without it, the system's roots.
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// The name the connection shows in `CLIENT LIST`.
     #[serde(default = "default_name")]
     pub client_name: String,
@@ -66,7 +71,29 @@ impl Redis {
                 "set url in the plugin's section [default.plugins.redis_counter]".to_string(),
             )));
         };
-        let mut conn = redis::Client::open(url)?.get_connection_with_timeout(TIMEOUT)?;
+        let client = if url.starts_with("rediss://") {
+            // rustls needs a crypto provider: ring's (no OpenSSL).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            match &settings.tls_ca {
+                Some(path) => {
+                    let root_cert = std::fs::read(path).map_err(|err| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::InvalidClientConfig,
+                            "cannot read tls_ca",
+                            format!("{}: {err}", path.display()),
+                        ))
+                    })?;
+                    redis::Client::build_with_tls(
+                        url,
+                        redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+                    )?
+                }
+                None => redis::Client::open(url)?,
+            }
+        } else {
+            redis::Client::open(url)?
+        };
+        let mut conn = client.get_connection_with_timeout(TIMEOUT)?;
         conn.set_read_timeout(Some(TIMEOUT))?;
         conn.set_write_timeout(Some(TIMEOUT))?;
         redis::cmd("CLIENT").arg("SETNAME").arg(&settings.client_name).query::<()>(&mut conn)?;
