@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`client`]: [`Client`], run a task by name: li3g's envelope, unique keys, schedules.
+//! - [`job`]: the typed calls ([`Client::submit`], [`Client::call`]) and the [`Job`] builder.
 //! - [`gearman`]: the protocol-level client ([`gearman::GearmanClient`]): submit, wait, status,
 //!   failover between servers, with a deadline on every request and no silent duplicate.
 //! - [`config`]: `li3g.toml`'s named configurations, as the host reads them.
@@ -19,11 +20,15 @@
 pub mod client;
 pub mod config;
 pub mod gearman;
+pub mod job;
 pub mod job_id;
 pub mod retry_policy;
 pub mod workload;
 
 pub use client::{Client, JobStore, Outcome, RunError, RunOptions, ScheduledJob, Unique, MAX_UNIQUE};
+pub use gearman::{ClientError, JobEvent, JobHandle};
+pub use job::{Job, Queued, Submitted};
 pub use li3g_protocol as protocol;
 pub use li3g_protocol::conn::ServerAddr;
 pub use li3g_protocol::packet::Priority;
+pub use retry_policy::Retries;
