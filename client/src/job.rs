@@ -73,16 +73,29 @@ pub(crate) fn decode_result<T: DeserializeOwned>(task: &str, bytes: &[u8]) -> Re
 }
 
 /// A synchronous job's event handler.
-type OnEvent<'c> = Box<dyn FnMut(JobEvent<'_>) + 'c>;
+pub(crate) type OnEvent<'c> = Box<dyn FnMut(JobEvent<'_>) + Send + 'c>;
 
-/// A job to submit or call, with its options: made by [`Client::job`].
+/// What a [`Job`] is run by: the blocking [`Client`] or, with the `tokio` feature, the
+/// `AsyncClient`.
+pub trait Runner {
+    /// The configuration's name, li3_gearman's `configName`.
+    fn config_name(&self) -> &str;
+}
+
+impl Runner for &mut Client {
+    fn config_name(&self) -> &str {
+        Client::config_name(self)
+    }
+}
+
+/// A job to submit or call, with its options: made by [`Client::job`] (and `AsyncClient::job`).
 #[must_use = "a job does nothing until submit() or call()"]
-pub struct Job<'c> {
-    client: &'c mut Client,
-    task: String,
-    args: Result<Vec<Value>, RunError>,
-    options: RunOptions,
-    on_event: Option<OnEvent<'c>>,
+pub struct Job<'c, C: Runner> {
+    pub(crate) client: C,
+    pub(crate) task: String,
+    pub(crate) args: Result<Vec<Value>, RunError>,
+    pub(crate) options: RunOptions,
+    pub(crate) on_event: Option<OnEvent<'c>>,
 }
 
 impl Client {
@@ -108,19 +121,47 @@ impl Client {
         self.job(task, args).call()
     }
 
-    /// A job of `task` with `args`, to set options on before [`Job::submit`] or [`Job::call`].
-    pub fn job(&mut self, task: &str, args: impl Serialize) -> Job<'_> {
-        Job {
-            client: self,
-            task: task.to_string(),
-            args: positional(args),
-            options: RunOptions::default(),
-            on_event: None,
+    /// Submits background jobs `(task, args)`, pipelined (see
+    /// [`GearmanClient::submit_many_background`](crate::gearman::GearmanClient::submit_many_background)):
+    /// returns, per job in order, its id and handle, or why it was not created. Each job keeps
+    /// the rules of [`submit`](Client::submit): its key is its id, and one that was sent but not
+    /// confirmed is [`MaybeQueued`](crate::gearman::ClientError::MaybeQueued), not resent.
+    pub fn submit_many<A: Serialize>(
+        &mut self,
+        jobs: impl IntoIterator<Item = (String, A)>,
+    ) -> Vec<Result<Queued, RunError>> {
+        let options = RunOptions { environment: self.environment().map(str::to_string), ..RunOptions::default() };
+        let mut results: Vec<Option<Result<Queued, RunError>>> = Vec::new();
+        let mut planned = Vec::new();
+        for (task, args) in jobs {
+            match positional(args).and_then(|args| crate::client::plan(&task, &args, &options, false)) {
+                Ok(crate::client::Planned { id, step: crate::client::Step::Submit { job, .. } }) => {
+                    planned.push((results.len(), id, job));
+                    results.push(None);
+                }
+                Ok(_) => unreachable!("a job without a time is submitted"),
+                Err(err) => results.push(Some(Err(err))),
+            }
         }
+        let submits: Vec<_> = planned.iter().map(|(_, _, job)| job.clone()).collect();
+        let handles = self.gearman().submit_many_background(&submits);
+        for ((at, id, _), handle) in planned.into_iter().zip(handles) {
+            results[at] = Some(handle.map(|handle| Queued { id, handle }).map_err(RunError::from));
+        }
+        results.into_iter().map(|r| r.expect("every job has its outcome")).collect()
+    }
+
+    /// A job of `task` with `args`, to set options on before [`Job::submit`] or [`Job::call`].
+    pub fn job(&mut self, task: &str, args: impl Serialize) -> Job<'_, &mut Client> {
+        Job::new(self, task, args)
     }
 }
 
-impl<'c> Job<'c> {
+impl<'c, C: Runner> Job<'c, C> {
+    pub(crate) fn new(client: C, task: &str, args: impl Serialize) -> Self {
+        Job { client, task: task.to_string(), args: positional(args), options: RunOptions::default(), on_event: None }
+    }
+
     /// Its priority (default normal).
     pub fn priority(mut self, priority: Priority) -> Self {
         self.options.priority = priority;
@@ -178,7 +219,7 @@ impl<'c> Job<'c> {
     }
 
     /// For [`call`](Job::call): progress, partial data and warnings as they arrive.
-    pub fn on_event(mut self, on_event: impl FnMut(JobEvent<'_>) + 'c) -> Self {
+    pub fn on_event(mut self, on_event: impl FnMut(JobEvent<'_>) + Send + 'c) -> Self {
         self.on_event = Some(Box::new(on_event));
         self
     }
@@ -197,6 +238,18 @@ impl<'c> Job<'c> {
         self
     }
 
+    /// The options as [`Client::run`] takes them, the environment filled in with `environment`
+    /// when the job names none.
+    pub(crate) fn run_options(&self, environment: Option<&str>) -> RunOptions {
+        let mut options = self.options.clone();
+        if options.environment.is_none() {
+            options.environment = environment.map(str::to_string);
+        }
+        options
+    }
+}
+
+impl<'c> Job<'c, &mut Client> {
     /// Submits it in the background.
     ///
     /// # Errors
@@ -234,11 +287,9 @@ impl<'c> Job<'c> {
     }
 
     fn run(self) -> Result<Outcome, RunError> {
-        let Job { client, task, args, mut options, on_event } = self;
+        let options = self.run_options(self.client.environment());
+        let Job { client, task, args, on_event, .. } = self;
         let args = args?;
-        if options.environment.is_none() {
-            options.environment = client.environment().map(str::to_string);
-        }
         let mut on_event = on_event.unwrap_or_else(|| Box::new(|_| {}));
         client.run(&task, &args, &options, &mut *on_event)
     }

@@ -14,6 +14,8 @@
 //! - [`workload`]: the job wire format (li3g's envelope, li3_gearman's).
 //! - [`retry_policy`]: retry policies (li3_gearman's `retries`).
 //! - [`job_id`]: random job ids.
+//! - `tokio_client` (feature `tokio`): `AsyncClient`, the same calls as `async fn`s, many jobs
+//!   in flight on one connection per server.
 
 #![deny(missing_docs)]
 
@@ -23,6 +25,8 @@ pub mod gearman;
 pub mod job;
 pub mod job_id;
 pub mod retry_policy;
+#[cfg(feature = "tokio")]
+pub mod tokio_client;
 pub mod workload;
 
 pub use client::{Client, JobStore, Outcome, RunError, RunOptions, ScheduledJob, Unique, MAX_UNIQUE};
@@ -32,3 +36,5 @@ pub use li3g_protocol as protocol;
 pub use li3g_protocol::conn::ServerAddr;
 pub use li3g_protocol::packet::Priority;
 pub use retry_policy::Retries;
+#[cfg(feature = "tokio")]
+pub use tokio_client::AsyncClient;
