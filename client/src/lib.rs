@@ -5,6 +5,32 @@
 //! named configuration's reader ([`config`]) and serde, none of the worker host's dependencies.
 //! li3g-host's own commands (`run`, `ping`, the scheduler's submissions) use it too.
 //!
+//! ```no_run
+//! use li3g_client::{Client, Priority};
+//! use std::time::Duration;
+//!
+//! // The servers of li3g.toml's configuration `default` (LI3G_CONFIG, LI3G_ENVIRONMENT and
+//! // LI3G_SERVERS as the host reads them), or give them: Client::new(vec!["127.0.0.1:4730".parse()?]).
+//! let mut client = Client::from_config("default")?;
+//! // Background: returns once a job server has it, with the job id and the server's handle.
+//! let queued = client.submit("Mail::send", (42, "welcome"))?;
+//! println!("queued {} as {}", queued.id, queued.handle);
+//! // Synchronous: the result as the type asked for; a task's failure is an error with its message.
+//! let greeting: String = client.call("Hello::say", ("Mariano",))?;
+//! assert_eq!(greeting, "Hello Mariano");
+//! // Everything else through the builder.
+//! client.job("Report::build", (2026,)).priority(Priority::High).unique("report-2026").after(Duration::from_secs(60)).submit()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! With the `tokio` feature, `AsyncClient` has the same calls as `async fn`s, many in flight
+//! on one connection per server:
+//!
+//! ```ignore
+//! let client = li3g_client::AsyncClient::new(vec!["127.0.0.1:4730".parse()?]);
+//! let greeting: String = client.call("Hello::say", ("Mariano",)).await?;
+//! ```
+//!
 //! # Layout
 //! - [`client`]: [`Client`], run a task by name: li3g's envelope, unique keys, schedules.
 //! - [`job`]: the typed calls ([`Client::submit`], [`Client::call`]) and the [`Job`] builder.
