@@ -114,7 +114,10 @@ fn an_unconfirmed_typed_submission_is_never_sent_twice() {
         matches!(err, RunError::Client(ClientError::MaybeQueued { ref server, .. }) if *server == addr(proxy)),
         "{err:?}"
     );
-    assert_eq!(total(&gearmand, "Once::only"), Some(1));
+    // Sent once: gearmand keeps it queued; li3g's embedded server drops a synchronous job whose
+    // client has gone. Never twice.
+    let once = total(&gearmand, "Once::only");
+    assert!(matches!(once, None | Some(1)), "{once:?}");
 
     // A background job always has a key (its id): sent again to the same server, it coalesces.
     let proxy = unconfirming_proxy(gearmand.port);
