@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime};
 
 fn addr(port: u16) -> ServerAddr {
-    ServerAddr { host: "127.0.0.1".into(), port }
+    ServerAddr { host: "127.0.0.1".into(), port, tls: false }
 }
 
 fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
