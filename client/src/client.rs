@@ -204,11 +204,39 @@ pub enum RunError {
     /// Scheduling failed in the store (nothing was scheduled).
     #[error("cannot schedule the job: {0}")]
     Schedule(StoreError),
+    /// The arguments do not serialize as JSON (nothing was sent).
+    #[error("the arguments are not JSON: {0}")]
+    Arguments(String),
+    /// The task succeeded but its result is not of the type asked for.
+    #[error("the result of {task} is not of the type asked for: {message}")]
+    Result {
+        /// The task.
+        task: String,
+        /// serde's message.
+        message: String,
+    },
+}
+
+impl RunError {
+    /// The task's own failure message, when the task ran and failed (not when the job could
+    /// not be run): `WORK_EXCEPTION`'s data, or the warning before `WORK_FAIL` ("" for a
+    /// `WORK_FAIL` without one).
+    pub fn task_failure(&self) -> Option<&str> {
+        match self {
+            RunError::Client(ClientError::Exception(message)) => Some(message),
+            RunError::Client(ClientError::Failed) => Some(""),
+            _ => None,
+        }
+    }
 }
 
 /// A client of one or more job servers, running li3g tasks.
 pub struct Client {
     gearman: client::GearmanClient,
+    /// The configuration's name: li3_gearman's `configName`.
+    name: String,
+    /// The environment tasks see unless a job says otherwise.
+    environment: Option<String>,
     /// Where scheduled jobs go (the configured Redis); `Err` says why the configured one
     /// cannot be used; `None`: the job server's epoch (`SUBMIT_JOB_EPOCH`).
     store: Option<Result<Box<dyn JobStore>, String>>,
@@ -217,7 +245,7 @@ pub struct Client {
 impl Client {
     /// A client of `servers` (see [`client::GearmanClient`] for failover).
     pub fn new(servers: Vec<ServerAddr>) -> Client {
-        Client { gearman: client::GearmanClient::new(servers), store: None }
+        Client::with(client::GearmanClient::new(servers))
     }
 
     /// Schedules jobs in `store` (see [`RunOptions::schedule`]).
@@ -235,7 +263,7 @@ impl Client {
 
     /// A client over a configured protocol-level client (start server, timeouts).
     pub fn with(gearman: client::GearmanClient) -> Client {
-        Client { gearman, store: None }
+        Client { gearman, name: crate::config::DEFAULT_NAME.into(), environment: None, store: None }
     }
 
     /// A client of named configuration `name` (`"default"`), read as li3g-host reads it with no
@@ -257,7 +285,11 @@ impl Client {
     /// A client of a configuration already read. When it names Redis, scheduled jobs are
     /// refused until [`with_store`](Client::with_store) gives the store.
     pub fn from_target(target: &Target) -> Client {
-        let client = Client::new(target.servers.clone());
+        let client = Client {
+            name: target.name.clone(),
+            environment: target.environment.clone(),
+            ..Client::new(target.servers.clone())
+        };
         match &target.redis {
             None => client,
             Some(_) => client.without_store(format!(
@@ -265,6 +297,22 @@ impl Client {
                 target.redis_key
             )),
         }
+    }
+
+    /// The configuration's name (`default` unless [`from_config`](Client::from_config) named another).
+    pub fn config_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The environment the typed calls give tasks unless a job names one (the configuration's).
+    pub fn environment(&self) -> Option<&str> {
+        self.environment.as_deref()
+    }
+
+    /// Sets the environment the typed calls give tasks.
+    pub fn with_environment(mut self, environment: Option<String>) -> Client {
+        self.environment = environment;
+        self
     }
 
     /// Runs `task` with `args`; progress, data and warnings of a synchronous job go to
@@ -279,88 +327,121 @@ impl Client {
         options: &RunOptions,
         on_event: &mut dyn FnMut(JobEvent<'_>),
     ) -> Result<Outcome, RunError> {
-        let args = Value::Array(args.to_vec());
-        let id = options.id.clone().unwrap_or_else(crate::job_id::generate);
-        let (function, mut workload) = match &options.li3_gearman {
-            None => (canonical_task_name(task), crate::workload::encode(&args, &id, options.environment.as_deref())),
-            Some(config_name) => {
-                let envelope = crate::workload::encode_li3_gearman(
-                    task,
-                    &args,
-                    &id,
-                    options.environment.as_deref(),
-                    config_name,
-                    options.background,
-                    options.retries.as_ref(),
-                );
-                (crate::workload::COMPAT_FUNCTION.to_string(), envelope)
-            }
-        };
-        // li3_gearman's envelope sends every task to one function: the task is part of the key,
-        // or two tasks with the same arguments would be taken for one job.
-        let keyed = match options.li3_gearman {
-            None => function.clone(),
-            Some(_) => format!("{function}\n{}", canonical_task_name(task)),
-        };
-        let unique = unique_key(&keyed, &args, &options.unique)?;
-        if !options.background && options.schedule.is_some() {
-            return Err(RunError::NotBackground("scheduled"));
-        }
-        if !options.background && options.retries.is_some() {
-            return Err(RunError::NotBackground("retried"));
-        }
-        if options.li3_gearman.is_none() && (options.schedule.is_some() || options.retries.is_some()) {
-            workload = scheduled_envelope(&workload, options.retries.as_ref());
-        }
-        if let Some(at) = options.schedule.filter(|at| *at > SystemTime::now()) {
-            let record = ScheduledJob {
-                unique: if unique.is_empty() { unique_for(&id, 0) } else { unique },
-                id: id.clone(),
-                function,
-                workload: String::from_utf8_lossy(&workload).into_owned(),
-                priority: options.priority,
-            };
-            if self.store.is_none() {
-                // No Redis: the job server keeps it (SUBMIT_JOB_EPOCH; the embedded server's
-                // timer runs it on time). Rounded up: never early.
-                let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                let epoch = since.as_secs() + u64::from(since.subsec_nanos() > 0);
-                let job = Submit {
-                    workload: record.workload.into_bytes(),
-                    function: record.function.into_bytes(),
-                    unique: if options.unique == Unique::None { Vec::new() } else { record.unique.into_bytes() },
-                    priority: options.priority,
-                };
+        let has_store = self.store.is_some();
+        let Planned { id, step } = plan(task, args, options, has_store)?;
+        match step {
+            Step::Epoch { job, epoch, at } => {
                 self.gearman.submit_at(&job, epoch)?;
-                return Ok(Outcome::Scheduled { id, at });
+                Ok(Outcome::Scheduled { id, at })
             }
-            match self.store.as_mut() {
-                Some(Ok(store)) => store.schedule(&record, at).map_err(RunError::Schedule)?,
-                Some(Err(why)) => return Err(RunError::RedisUrl(why.clone())),
-                None => unreachable!("no store is handled above"),
+            Step::Store { job, at } => {
+                match self.store.as_mut().expect("planned for a store") {
+                    Ok(store) => store.schedule(&job, at).map_err(RunError::Schedule)?,
+                    Err(why) => return Err(RunError::RedisUrl(why.clone())),
+                }
+                Ok(Outcome::Scheduled { id, at })
             }
-            return Ok(Outcome::Scheduled { id, at });
+            Step::Submit { job, background: true } => {
+                let handle = self.gearman.submit_background(&job)?;
+                Ok(Outcome::Queued { id, handle })
+            }
+            Step::Submit { job, background: false } => {
+                let (_, result) = self.gearman.submit_sync(&job, options.timeout, on_event)?;
+                Ok(Outcome::Completed { id, result })
+            }
         }
-        // A background job's key is never empty: see `Unique::None`.
-        let unique = if unique.is_empty() && options.background { unique_for(&id, 0) } else { unique };
-        let job = Submit {
-            workload,
-            function: function.into_bytes(),
-            unique: unique.into_bytes(),
-            priority: options.priority,
-        };
-        if options.background {
-            let handle = self.gearman.submit_background(&job)?;
-            return Ok(Outcome::Queued { id, handle });
-        }
-        let (_, result) = self.gearman.submit_sync(&job, options.timeout, on_event)?;
-        Ok(Outcome::Completed { id, result })
     }
 
     /// The protocol-level client, for status queries.
     pub fn gearman(&mut self) -> &mut client::GearmanClient {
         &mut self.gearman
     }
+}
+
+/// A job ready to go: its id and where it goes.
+pub(crate) struct Planned {
+    pub(crate) id: String,
+    pub(crate) step: Step,
+}
+
+/// Where a planned job goes.
+pub(crate) enum Step {
+    /// To a job server now, in the background or not.
+    Submit { job: Submit, background: bool },
+    /// To a job server, to run at `epoch` (`SUBMIT_JOB_EPOCH`).
+    Epoch { job: Submit, epoch: u64, at: SystemTime },
+    /// To the job store until `at`.
+    Store { job: ScheduledJob, at: SystemTime },
+}
+
+/// The function, workload and unique key of `task` with `args` per `options`, and where it
+/// goes (`has_store`: whether scheduled jobs go to a store, else to the job server's epoch).
+/// Everything that is not I/O in running a job, shared by the blocking and async clients.
+///
+/// # Errors
+/// [`RunError`] for options that cannot go together or a key too long.
+pub(crate) fn plan(task: &str, args: &[Value], options: &RunOptions, has_store: bool) -> Result<Planned, RunError> {
+    let args = Value::Array(args.to_vec());
+    let id = options.id.clone().unwrap_or_else(crate::job_id::generate);
+    let (function, mut workload) = match &options.li3_gearman {
+        None => (canonical_task_name(task), crate::workload::encode(&args, &id, options.environment.as_deref())),
+        Some(config_name) => {
+            let envelope = crate::workload::encode_li3_gearman(
+                task,
+                &args,
+                &id,
+                options.environment.as_deref(),
+                config_name,
+                options.background,
+                options.retries.as_ref(),
+            );
+            (crate::workload::COMPAT_FUNCTION.to_string(), envelope)
+        }
+    };
+    // li3_gearman's envelope sends every task to one function: the task is part of the key,
+    // or two tasks with the same arguments would be taken for one job.
+    let keyed = match options.li3_gearman {
+        None => function.clone(),
+        Some(_) => format!("{function}\n{}", canonical_task_name(task)),
+    };
+    let unique = unique_key(&keyed, &args, &options.unique)?;
+    if !options.background && options.schedule.is_some() {
+        return Err(RunError::NotBackground("scheduled"));
+    }
+    if !options.background && options.retries.is_some() {
+        return Err(RunError::NotBackground("retried"));
+    }
+    if options.li3_gearman.is_none() && (options.schedule.is_some() || options.retries.is_some()) {
+        workload = scheduled_envelope(&workload, options.retries.as_ref());
+    }
+    if let Some(at) = options.schedule.filter(|at| *at > SystemTime::now()) {
+        let record = ScheduledJob {
+            unique: if unique.is_empty() { unique_for(&id, 0) } else { unique },
+            id: id.clone(),
+            function,
+            workload: String::from_utf8_lossy(&workload).into_owned(),
+            priority: options.priority,
+        };
+        if !has_store {
+            // No Redis: the job server keeps it (SUBMIT_JOB_EPOCH; the embedded server's
+            // timer runs it on time). Rounded up: never early.
+            let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let epoch = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+            let job = Submit {
+                workload: record.workload.into_bytes(),
+                function: record.function.into_bytes(),
+                unique: if options.unique == Unique::None { Vec::new() } else { record.unique.into_bytes() },
+                priority: options.priority,
+            };
+            return Ok(Planned { id, step: Step::Epoch { job, epoch, at } });
+        }
+        return Ok(Planned { id, step: Step::Store { job: record, at } });
+    }
+    // A background job's key is never empty: see `Unique::None`.
+    let unique = if unique.is_empty() && options.background { unique_for(&id, 0) } else { unique };
+    let job =
+        Submit { workload, function: function.into_bytes(), unique: unique.into_bytes(), priority: options.priority };
+    Ok(Planned { id, step: Step::Submit { job, background: options.background } })
 }
 
 /// The envelope of a scheduled or retried job: li3_gearman's `background`, `retry` and

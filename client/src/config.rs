@@ -158,10 +158,19 @@ pub fn find(given: Option<&Path>) -> Option<PathBuf> {
 /// # Errors
 /// [`ConfigError`] naming the file (or variable), the key and what was expected.
 pub fn from_env(name: &str) -> Result<Target, ConfigError> {
-    let given = std::env::var_os(CONFIG_VAR).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let environment = std::env::var(ENVIRONMENT_VAR).ok().filter(|v| !v.is_empty());
+    from_vars(name, |var| std::env::var(var).ok())
+}
+
+/// As [`from_env`], with the variables from `var` (for tests, and services that keep their
+/// settings elsewhere).
+///
+/// # Errors
+/// As [`from_env`].
+pub fn from_vars(name: &str, var: impl Fn(&str) -> Option<String>) -> Result<Target, ConfigError> {
+    let given = var(CONFIG_VAR).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let environment = var(ENVIRONMENT_VAR).filter(|v| !v.is_empty());
     let mut target = load(find(given.as_deref()).as_deref(), name, environment.as_deref())?;
-    if let Ok(list) = std::env::var(SERVERS_VAR) {
+    if let Some(list) = var(SERVERS_VAR) {
         target.servers = parse_server_list(&list).map_err(|message| ConfigError::Invalid {
             path: None,
             key: SERVERS_VAR.into(),

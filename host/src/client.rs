@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 /// A client of a configuration's servers, scheduling in its Redis (when it names one).
 pub fn for_config(config: &Config) -> Client {
-    let client = Client::new(config.servers.clone());
+    let client = Client::new(config.servers.clone()).with_environment(config.environment.clone());
     match config.redis.as_deref().map(|url| Schedule::open(url, &config.scheduler)) {
         None => client,
         Some(Ok(store)) => client.with_store(Box::new(RedisStore(store))),

@@ -195,7 +195,7 @@ fn a_client_survives_its_server_restarting() {
 /// A proxy to gearmand that, on its first connection, delivers the submission and then closes
 /// the client's side instead of passing the `JOB_CREATED` on: the job is queued, and the client
 /// never hears so. Later connections are passed through both ways. Returns its port.
-fn unconfirming_proxy(gearmand: u16) -> u16 {
+pub(crate) fn unconfirming_proxy(gearmand: u16) -> u16 {
     use std::io::{copy, Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -264,7 +264,7 @@ fn an_unconfirmed_submission_with_a_unique_key_is_sent_again_and_coalesces() {
 }
 
 /// A server that accepts connections and never answers; returns its port.
-fn wedged_server() -> u16 {
+pub(crate) fn wedged_server() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

@@ -1,6 +1,7 @@
 //! li3g's integration tests: one binary, one module per area. Artifacts come fresh from the
 //! harness (`li3g_tests`), never from a stale build.
 
+mod async_client;
 mod atomic;
 mod cli;
 mod client;
@@ -28,5 +29,6 @@ mod server;
 mod setup;
 mod state;
 mod tls;
+mod typed_client;
 mod watching;
 mod worker;

@@ -1,6 +1,8 @@
 /* The benchmark's client on libgearman.
  *
  * Usage: bench_client HOST PORT FUNCTION WORKLOAD bg N    queue N background jobs, pipelined
+ *        bench_client HOST PORT FUNCTION WORKLOAD loop N  queue N background jobs one at a time
+ *                                                         (gearman_client_do_background)
  *        bench_client HOST PORT FUNCTION WORKLOAD sync N  N synchronous jobs one at a time;
  *                                                         prints each round trip in us, one a line
  * Build: cc -O2 bench_client.c -lgearman */
@@ -18,7 +20,7 @@ static double now_us(void) {
 
 int main(int argc, char **argv) {
   if (argc < 7) {
-    fprintf(stderr, "usage: %s HOST PORT FUNCTION WORKLOAD bg|sync N\n", argv[0]);
+    fprintf(stderr, "usage: %s HOST PORT FUNCTION WORKLOAD bg|loop|sync N\n", argv[0]);
     return 2;
   }
   const char *function = argv[3], *workload = argv[4];
@@ -45,6 +47,15 @@ int main(int argc, char **argv) {
         return 1;
       }
       gearman_client_task_free_all(client);
+    }
+  } else if (strcmp(argv[5], "loop") == 0) {
+    for (long i = 0; i < n; i++) {
+      gearman_job_handle_t handle;
+      gearman_return_t rc = gearman_client_do_background(client, function, NULL, workload, strlen(workload), handle);
+      if (rc != GEARMAN_SUCCESS) {
+        fprintf(stderr, "job: %s\n", gearman_client_error(client));
+        return 1;
+      }
     }
   } else {
     for (long i = 0; i < n; i++) {

@@ -34,6 +34,10 @@ use types::{describe, reason_only};
 
 /// The default for [`GearmanClient::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many submissions [`GearmanClient::submit_many_background`] writes before reading their
+/// answers: small enough that the answers never fill a socket buffer while the server waits
+/// for us to read (which would deadlock both sides), large enough to cost few round trips.
+pub const PIPELINE_WINDOW: usize = 512;
 /// The default for [`GearmanClient::no_worker_check`].
 pub const DEFAULT_NO_WORKER_CHECK: Duration = Duration::from_secs(3);
 
@@ -321,6 +325,89 @@ impl GearmanClient {
         self.submit(job, true, None)
     }
 
+    /// Submits background jobs, pipelined: a window of [`PIPELINE_WINDOW`] submissions is
+    /// written at once, then their `JOB_CREATED`s are read in order (a server answers in order),
+    /// so a batch costs a round trip per window, not per job. Returns each job's handle or why
+    /// it has none. A job sent and not confirmed is [`ClientError::MaybeQueued`] and never
+    /// resent, here or elsewhere; the jobs after a failure on the same connection are not sent
+    /// anywhere ([`ClientError::NoServer`] with the reason) only when that failure came before
+    /// they were written.
+    pub fn submit_many_background(&mut self, jobs: &[Submit]) -> Vec<Result<JobHandle, ClientError>> {
+        let mut results: Vec<Result<JobHandle, ClientError>> = Vec::with_capacity(jobs.len());
+        for window in jobs.chunks(PIPELINE_WINDOW) {
+            if let Some(reason) = results.iter().rev().find_map(|r| match r {
+                Err(ClientError::MaybeQueued { server, reason }) => Some(format!("{server}: {reason}")),
+                _ => None,
+            }) {
+                // The connection failed under an earlier window: these were never sent.
+                results.extend(window.iter().map(|_| Err(ClientError::NoServer(vec![reason.clone()]))));
+                continue;
+            }
+            let mut conn = match self.connection(None) {
+                Ok(conn) => conn,
+                Err(err) => {
+                    let reasons: Vec<String> = err.into_iter().collect();
+                    results.extend(window.iter().map(|_| Err(ClientError::NoServer(reasons.clone()))));
+                    continue;
+                }
+            };
+            let server = conn.server().clone();
+            let deadline = Deadline::new(self.request_timeout, None);
+            let mut written = Ok(());
+            for job in window {
+                let packet = Packet::SubmitJob {
+                    priority: job.priority,
+                    background: true,
+                    function: job.function.clone(),
+                    unique: job.unique.clone(),
+                    workload: job.workload.clone(),
+                };
+                if let Err(err) = conn.queue_packet(&packet) {
+                    written = Err(err);
+                    break;
+                }
+            }
+            let _ = conn.stream().set_write_timeout(Some(deadline.left()));
+            let written = written.and_then(|()| conn.flush());
+            if let Err(err) = written {
+                // Some of the window may have gone out: each may be queued.
+                let reason = reason_only(&err, deadline.waited);
+                results.extend(
+                    window
+                        .iter()
+                        .map(|_| Err(ClientError::MaybeQueued { server: server.clone(), reason: reason.clone() })),
+                );
+                continue;
+            }
+            let mut broken = None;
+            for _ in window {
+                if let Some(reason) = &broken {
+                    results
+                        .push(Err(ClientError::MaybeQueued { server: server.clone(), reason: String::clone(reason) }));
+                    continue;
+                }
+                let answer = conn.set_read_timeout(Some(deadline.left())).and_then(|()| conn.read_packet());
+                results.push(match answer {
+                    Ok(Packet::JobCreated { handle }) => Ok(JobHandle { server: server.clone(), handle }),
+                    Ok(Packet::Error { code, message }) => Err(server_error(code, message)),
+                    Ok(other) => {
+                        broken = Some(format!("answered {:?} to a submission", other.kind()));
+                        Err(ClientError::Unexpected(format!("{:?} to a submission", other.kind())))
+                    }
+                    Err(err) => {
+                        let reason = reason_only(&err, deadline.waited);
+                        broken = Some(reason.clone());
+                        Err(ClientError::MaybeQueued { server: server.clone(), reason })
+                    }
+                });
+            }
+            if broken.is_none() {
+                self.conn = Some(conn);
+            }
+        }
+        results
+    }
+
     /// Submits a job and waits for its result, passing progress, data and warnings to
     /// `on_event` as they arrive. Returns the handle and the result. `timeout` bounds the whole
     /// call, connecting and submitting included.
@@ -481,14 +568,14 @@ fn no_worker(server: &ServerAddr, function: &[u8], request_timeout: Duration, ov
     !functions.iter().any(|f| f.function == function && f.workers > 0)
 }
 
-fn server_error(code: Vec<u8>, message: Vec<u8>) -> ClientError {
+pub(crate) fn server_error(code: Vec<u8>, message: Vec<u8>) -> ClientError {
     ClientError::Server {
         code: String::from_utf8_lossy(&code).into_owned(),
         message: String::from_utf8_lossy(&message).into_owned(),
     }
 }
 
-fn random_index(n: usize) -> usize {
+pub(crate) fn random_index(n: usize) -> usize {
     let id = crate::job_id::generate();
     usize::from_str_radix(&id[..8], 16).unwrap_or(0) % n
 }

@@ -4,7 +4,6 @@
 //! (a client may queue its job on any of them; a plugin listed in `plugins.optional` excepted).
 
 use super::{plugins_dir, Common};
-use crate::client::{Outcome, RunOptions};
 use crate::config::parse_seconds;
 use crate::gearman::admin_protocol::{self, FunctionStatus};
 use crate::gearman::conn::{Conn, ServerAddr};
@@ -73,16 +72,9 @@ pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
             unserved.join(", ")
         ));
     }
-    let options = RunOptions {
-        background: false,
-        priority: Priority::High,
-        timeout: Some(args.timeout),
-        ..RunOptions::default()
-    };
-    match crate::client::for_config(&config).run(PING_FUNCTION, &[], &options, &mut |_| {}) {
-        Ok(Outcome::Completed { .. }) => {}
-        Ok(Outcome::Queued { .. } | Outcome::Scheduled { .. }) => unreachable!("a synchronous run completes or fails"),
-        Err(err) => return error(&err.to_string()),
+    let mut client = crate::client::for_config(&config);
+    if let Err(err) = client.job(PING_FUNCTION, ()).priority(Priority::High).timeout(args.timeout).call_raw() {
+        return error(&err.to_string());
     }
     // Every task of the plugins here has a worker: a plugin refused in the workers (a typo in
     // its settings after a `restart`, a constructor failing) leaves its tasks unregistered.

@@ -3,12 +3,13 @@
 
 use super::exec::parse_args;
 use super::{print_result, Common, Console};
-use crate::client::{Outcome, RunError, RunOptions, Unique};
+use crate::client::RunError;
 use crate::gearman::client::{ClientError, JobEvent};
 use crate::gearman::packet::Priority;
 use crate::plugins::JobEvents;
 use crate::retry_policy::Retries;
 use clap::{Args, ValueEnum};
+use li3g_client::{Queued, Submitted};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -121,37 +122,51 @@ fn parse_at(text: &str) -> Result<std::time::SystemTime, String> {
 
 pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let config = args.common.settings(&args.name)?;
-    let options = RunOptions {
-        background: !args.sync,
-        priority: match args.priority {
-            PriorityArg::Low => Priority::Low,
-            PriorityArg::Normal => Priority::Normal,
-            PriorityArg::High => Priority::High,
-        },
-        unique: match (&args.unique, args.unique_args) {
-            (Some(key), _) => Unique::Key(key.clone()),
-            (None, true) => Unique::FromArgs,
-            (None, false) => Unique::None,
-        },
-        id: args.id.clone(),
-        environment: config.environment.clone(),
-        timeout: args.timeout.map(Duration::from_secs_f64),
-        schedule: args.at.or_else(|| args.in_.map(|delay| std::time::SystemTime::now() + delay)), // bounded above
-        retries: args.retries.map(|maximum| {
-            let mut retries = Retries::with_maximum(maximum);
-            if !args.retry_delays.is_empty() {
-                retries.increments = args.retry_delays.clone();
+    let mut client = crate::client::for_config(&config);
+    let mut job = client.job(&args.task, parse_args(&args.args)).priority(match args.priority {
+        PriorityArg::Low => Priority::Low,
+        PriorityArg::Normal => Priority::Normal,
+        PriorityArg::High => Priority::High,
+    });
+    match (&args.unique, args.unique_args) {
+        (Some(key), _) => job = job.unique(key.clone()),
+        (None, true) => job = job.unique_by_args(),
+        (None, false) => {}
+    }
+    if let Some(id) = &args.id {
+        job = job.id(id.clone());
+    }
+    if let Some(seconds) = args.timeout {
+        job = job.timeout(Duration::from_secs_f64(seconds));
+    }
+    if let Some(at) = args.at.or_else(|| args.in_.map(|delay| std::time::SystemTime::now() + delay)) {
+        job = job.at(at); // bounded above
+    }
+    if let Some(maximum) = args.retries {
+        let mut retries = Retries::with_maximum(maximum);
+        if !args.retry_delays.is_empty() {
+            retries.increments = args.retry_delays.clone();
+        }
+        job = job.retries(retries);
+    }
+    if args.li3_gearman {
+        job = job.li3_gearman_config(args.name.clone());
+    }
+    if !args.sync {
+        match job.submit() {
+            Ok(Submitted::Queued(Queued { id, handle })) => println!("queued job {id} as {handle}"),
+            Ok(Submitted::Scheduled { id, at }) => {
+                println!("scheduled job {id} for {}", crate::cli::schedule::rfc3339(at))
             }
-            retries
-        }),
-        li3_gearman: args.li3_gearman.then(|| args.name.clone()),
-    };
-    let task_args = parse_args(&args.args);
+            Err(err) => return Err(err.into()),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let until = match args.timeout {
         Some(seconds) => format!("until the --timeout of {seconds} s"),
         None => "without a limit (see --timeout)".to_string(),
     };
-    let mut on_event = |event: JobEvent<'_>| match event {
+    let on_event = move |event: JobEvent<'_>| match event {
         JobEvent::Status(n, d) => Console.status(n, d),
         JobEvent::Data(data) => Console.data(data),
         JobEvent::Warning(data) => Console.warning(data),
@@ -160,16 +175,8 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             String::from_utf8_lossy(function)
         ),
     };
-    match crate::client::for_config(&config).run(&args.task, &task_args, &options, &mut on_event) {
-        Ok(Outcome::Queued { id, handle }) => {
-            println!("queued job {id} as {handle}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Outcome::Scheduled { id, at }) => {
-            println!("scheduled job {id} for {}", crate::cli::schedule::rfc3339(at));
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Outcome::Completed { result, .. }) => {
+    match job.on_event(on_event).call_raw() {
+        Ok(result) => {
             print_result(&result)?;
             Ok(ExitCode::SUCCESS)
         }

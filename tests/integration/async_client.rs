@@ -1,0 +1,201 @@
+//! li3g-client's `AsyncClient` (feature `tokio`) inside a tokio runtime, against a real gearmand
+//! and li3g workers: many calls in flight on one connection, each answer matched to its call;
+//! deadlines against a server that stops answering (SIGSTOP); dropped calls leave nothing
+//! behind; pipelined submission (`submit_many`, blocking and async) reports per job.
+
+use crate::gearman_client::unconfirming_proxy;
+use li3g_client::gearman::GearmanClient;
+use li3g_client::{AsyncClient, Client, ClientError, RunError, ServerAddr};
+use li3g_tests::{wait_until, Gearmand, PluginDir, Worker};
+use std::time::{Duration, Instant};
+
+fn addr(port: u16) -> ServerAddr {
+    ServerAddr { host: "127.0.0.1".into(), port, tls: false }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
+    gearmand.status().iter().find(|s| s.function == function).map(|s| s.total)
+}
+
+/// Connections that registered no function: clients (and gearadmin's own).
+fn client_connections(gearmand: &Gearmand) -> usize {
+    gearmand.workers().iter().filter(|w| w.functions.is_empty()).count()
+}
+
+#[test]
+fn a_thousand_concurrent_calls_on_one_connection_each_get_their_own_result() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let _worker =
+        Worker::builder(&[gearmand.addr()]).plugins(dir.path()).registered(&[&gearmand], "Misbehave::echo", 1).spawn();
+    let before = client_connections(&gearmand);
+    let client = AsyncClient::new(vec![addr(gearmand.port)]);
+    // The runtime lives to the end: its tasks hold the connection.
+    let rt = runtime();
+    let results = rt.block_on(async {
+        let calls: Vec<_> = (0..1000u64)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let echoed: Vec<u64> = client
+                        .job("Misbehave::echo", (vec![i, i * 7],))
+                        .timeout(Duration::from_secs(120))
+                        .call()
+                        .await
+                        .unwrap();
+                    (i, echoed)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await.unwrap());
+        }
+        results
+    });
+    assert_eq!(results.len(), 1000);
+    for (i, echoed) in results {
+        assert_eq!(echoed, vec![i, i * 7], "call {i} got another call's result");
+    }
+    // All of them went over one connection.
+    assert_eq!(client_connections(&gearmand), before + 1, "{:?}", gearmand.workers());
+    assert_eq!(client.in_flight(), 0);
+}
+
+#[test]
+fn a_server_that_stops_answering_times_out_each_call_at_its_deadline_and_leaves_nothing() {
+    let gearmand = Gearmand::start();
+    let client = AsyncClient::new(vec![addr(gearmand.port)]);
+    let rt = runtime();
+    // Connected, then the server stops.
+    rt.block_on(client.submit("Nobody::serves", ())).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(gearmand.pid() as i32), nix::sys::signal::Signal::SIGSTOP)
+        .unwrap();
+    let cont = || {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(gearmand.pid() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let calls: Vec<_> = (0..20u64)
+                .map(|i| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let started = Instant::now();
+                        let timeout = Duration::from_millis(500 + 50 * i);
+                        let err = client.job("Hello::say", ("x",)).timeout(timeout).call::<String>().await.unwrap_err();
+                        (timeout, started.elapsed(), err)
+                    })
+                })
+                .collect();
+            for call in calls {
+                let (timeout, took, err) = call.await.unwrap();
+                assert!(matches!(err, RunError::Client(ClientError::Timeout(t)) if t == timeout), "{err:?}");
+                assert!(took >= timeout && took < timeout + Duration::from_secs(2), "{took:?} for {timeout:?}");
+            }
+        });
+        // The submissions are still unanswered on the connection...
+        assert_eq!(client.in_flight(), 20);
+    }));
+    cont();
+    outcome.unwrap();
+    // ...and once the server answers them, no handle is filed for calls that gave up.
+    wait_until("the late JOB_CREATEDs are read", Duration::from_secs(10), || client.in_flight() == 0);
+    assert_eq!(total(&gearmand, "Hello::say"), Some(20));
+}
+
+#[test]
+fn a_dropped_call_leaves_no_stale_handle_behind() {
+    let gearmand = Gearmand::start();
+    let client = AsyncClient::new(vec![addr(gearmand.port)]);
+    let rt = runtime();
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let client = client.clone();
+            rt.spawn(async move { client.call::<String>("Nobody::serves", (i,)).await })
+        })
+        .collect();
+    // Every call has its handle and waits for a worker that never comes.
+    wait_until("50 jobs queued", Duration::from_secs(10), || total(&gearmand, "Nobody::serves") == Some(50));
+    wait_until("50 handles filed", Duration::from_secs(10), || client.in_flight() == 50);
+    for call in &calls {
+        call.abort();
+    }
+    wait_until("the dropped calls' handles are gone", Duration::from_secs(10), || client.in_flight() == 0);
+    for call in calls {
+        assert!(rt.block_on(call).unwrap_err().is_cancelled());
+    }
+}
+
+#[test]
+fn submit_many_pipelines_background_jobs_and_reports_each() {
+    let gearmand = Gearmand::start();
+    // Blocking: 1,500 jobs (three windows).
+    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let jobs = (0..1500u64).map(|i| ("Batch::blocking".to_string(), (i,)));
+    let results = client.submit_many(jobs);
+    assert_eq!(results.len(), 1500);
+    assert!(results.iter().all(Result::is_ok));
+    let ids: std::collections::HashSet<_> = results.iter().map(|r| r.as_ref().unwrap().id.clone()).collect();
+    assert_eq!(ids.len(), 1500);
+    assert_eq!(total(&gearmand, "Batch::blocking"), Some(1500));
+
+    // Async: the same through the connection's writer and reader.
+    let async_client = AsyncClient::new(vec![addr(gearmand.port)]);
+    let results =
+        runtime().block_on(async_client.submit_many((0..1500u64).map(|i| ("Batch::async".to_string(), (i,)))));
+    assert!(results.iter().all(Result::is_ok));
+    assert!(results.iter().all(|r| r.as_ref().unwrap().handle.server == addr(gearmand.port)));
+    assert_eq!(total(&gearmand, "Batch::async"), Some(1500));
+}
+
+#[test]
+fn submit_many_never_resends_what_a_server_may_have_queued() {
+    let gearmand = Gearmand::start();
+    // The proxy delivers every submission and closes on the first JOB_CREATED: each job is
+    // queued and none is confirmed. None may be sent again, here or to gearmand directly.
+    let proxy = unconfirming_proxy(gearmand.port);
+    let mut client = Client::with(GearmanClient::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0));
+    let results = client.submit_many((0..100u64).map(|i| ("Batch::unconfirmed".to_string(), (i,))));
+    assert!(
+        results.iter().all(
+            |r| matches!(r, Err(RunError::Client(ClientError::MaybeQueued { server, .. })) if *server == addr(proxy))
+        ),
+        "{:?}",
+        results.iter().find(|r| !matches!(r, Err(RunError::Client(ClientError::MaybeQueued { .. }))))
+    );
+    wait_until("the proxy delivered them", Duration::from_secs(10), || {
+        total(&gearmand, "Batch::unconfirmed") == Some(100)
+    });
+
+    let proxy = unconfirming_proxy(gearmand.port);
+    let client = AsyncClient::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0);
+    let results =
+        runtime().block_on(client.submit_many((0..100u64).map(|i| ("Batch::unconfirmed_async".to_string(), (i,)))));
+    assert!(results.iter().all(|r| matches!(r, Err(RunError::Client(ClientError::MaybeQueued { .. })))), "{results:?}");
+    wait_until("the proxy delivered them", Duration::from_secs(10), || {
+        total(&gearmand, "Batch::unconfirmed_async") == Some(100)
+    });
+}
+
+#[test]
+fn a_tls_server_is_refused_with_a_clear_error_not_spoken_to_in_plaintext() {
+    let gearmand = Gearmand::start();
+    let tls = ServerAddr { tls: true, ..addr(gearmand.port) };
+    let client = AsyncClient::new(vec![tls.clone()]);
+    let err = runtime().block_on(client.submit("Any::task", ())).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no job server could take the job: {tls}: AsyncClient does not speak TLS yet; use the blocking Client for \
+             tls:// servers"
+        )
+    );
+    assert_eq!(total(&gearmand, "Any::task"), None, "nothing was sent in plaintext");
+}
