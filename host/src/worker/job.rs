@@ -178,11 +178,10 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
     }
     let args = decoded.args.to_string();
     let mut reporter = Reporter { conn: &mut *conn, handle: &job.handle, failed: None };
+    // Looked up here, before an `--atomic` fork: the child only calls the task.
+    let prepared = registry.prepare(&task);
     let run = |events: &mut dyn JobEvents| {
-        registry
-            .dispatch(&task, &args, &info, events)
-            .map(|output| output.as_bytes().to_vec())
-            .map_err(|err| err.to_string())
+        prepared.run(&args, &info, events).map(|output| output.as_bytes().to_vec()).map_err(|err| err.to_string())
     };
     let (result, cost) =
         if config.atomic { in_child(run, config, &task, &mut reporter) } else { (run(&mut reporter), None) };

@@ -428,24 +428,56 @@ impl Registry {
         info: &JobInfo,
         events: &mut dyn JobEvents,
     ) -> Result<TaskOutput, DispatchError> {
+        self.prepare(job_name).run(args, info, events)
+    }
+
+    /// Finds the task `job_name` dispatches to, for [`PreparedTask::run`] to call: under `--atomic`
+    /// the worker looks it up before the fork, so the job child only calls it (every page of
+    /// code or data the child touches first is a page fault of its own).
+    pub fn prepare(&self, job_name: &str) -> PreparedTask<'_> {
         let name = self.resolve(job_name);
-        if name == LI3_GEARMAN_PING && self.lookup(&name).is_none() {
+        let target = if name == LI3_GEARMAN_PING && self.lookup(&name).is_none() {
+            Ok(None)
+        } else {
+            match self.tasks.get(&name) {
+                Some(slot) => Ok(Some((&self.plugins[slot.plugin].tasks[slot.task], slot.plugin))),
+                None => Err(DispatchError::UnknownTask { name: name.clone(), known: self.task_names() }),
+            }
+        };
+        PreparedTask { registry: self, name, target }
+    }
+}
+
+/// A task looked up by [`Registry::prepare`], ready to run.
+pub struct PreparedTask<'a> {
+    registry: &'a Registry,
+    /// Its resolved name.
+    name: String,
+    /// Its declaration and plugin; `None` for li3_gearman's ping, which no plugin has.
+    target: Result<Option<(&'a TaskDecl, usize)>, DispatchError>,
+}
+
+impl PreparedTask<'_> {
+    /// Runs the task with the JSON array `args`.
+    ///
+    /// # Errors
+    /// As [`Registry::dispatch`].
+    pub fn run(self, args: &str, info: &JobInfo, events: &mut dyn JobEvents) -> Result<TaskOutput, DispatchError> {
+        let Some((decl, plugin)) = self.target? else {
             // li3_gearman's own health check: `li3 gearmand ping` expects exactly this.
             return Ok(TaskOutput::Text(LI3_GEARMAN_PONG.into()));
-        }
-        let decl = self
-            .lookup(&name)
-            .ok_or_else(|| DispatchError::UnknownTask { name: name.clone(), known: self.task_names() })?;
-        let plugin = self.tasks[&name].plugin;
-        if self.mode == Some(StateMode::PerJob) && self.plugins[plugin].takes_state(&name) {
+        };
+        let registry = self.registry;
+        let name = self.name;
+        if registry.mode == Some(StateMode::PerJob) && registry.plugins[plugin].takes_state(&name) {
             // This job's own state, built here (in the job's child) and dropped after the job;
             // only for a task that takes it.
-            let state = self.construct(plugin).map_err(|message| {
+            let state = registry.construct(plugin).map_err(|message| {
                 TaskError::new(TaskErrorKind::Failed, format!("task {name} cannot run: {message}"))
             })?;
             return Ok(invoke::invoke(decl, args, info, Some(&state), events)?);
         }
-        let states = self.states.borrow();
+        let states = registry.states.borrow();
         Ok(invoke::invoke(decl, args, info, states[plugin].as_ref(), events)?)
     }
 }
