@@ -238,7 +238,10 @@ fn child(
         Err(message) => events.frames(&[(COST, &payload), (RESULT_ERR, message.as_bytes())]),
     }
     let _ = events.pipe.flush();
-    i32::from(events.broken)
+    let broken = events.broken;
+    // Not closed here: `_exit` closes it with the process, one system call fewer.
+    let _ = std::os::fd::IntoRawFd::into_raw_fd(events.pipe);
+    i32::from(broken)
 }
 
 /// The forked job child, owned by the worker from the fork on. However the wait for it ends
@@ -325,7 +328,8 @@ impl JobChild {
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
             let exited = ready(&fds[0]);
             let pipe_ready = self.pipe.is_some() && ready(&fds[1]);
-            if wake.is_some() {
+            // Only when it woke us: an empty read of it would be a system call per job.
+            if wake.is_some() && ready(&fds[used - 1]) {
                 signals::drain_wake();
             }
             if pipe_ready {

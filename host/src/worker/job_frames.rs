@@ -119,7 +119,13 @@ pub(super) fn drain(
     loop {
         match pipe.read(&mut chunk) {
             Ok(0) => return Ok(false),
-            Ok(n) => frames.feed(&chunk[..n], events)?,
+            Ok(n) => {
+                frames.feed(&chunk[..n], events)?;
+                if frames.outcome.is_some() {
+                    // The answer is the last frame: no read to learn that nothing follows.
+                    return Ok(true);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ForkError::Os(e)),

@@ -435,26 +435,25 @@ impl Registry {
     /// the worker looks it up before the fork, so the job child only calls it (every page of
     /// code or data the child touches first is a page fault of its own).
     pub fn prepare(&self, job_name: &str) -> PreparedTask<'_> {
-        let name = self.resolve(job_name);
-        let target = if name == LI3_GEARMAN_PING && self.lookup(&name).is_none() {
-            Ok(None)
-        } else {
-            match self.tasks.get(&name) {
-                Some(slot) => Ok(Some((&self.plugins[slot.plugin].tasks[slot.task], slot.plugin))),
-                None => Err(DispatchError::UnknownTask { name: name.clone(), known: self.task_names() }),
-            }
+        let resolved = self.resolve(job_name);
+        // The registry's own copy of the name, so nothing allocated here is freed after the
+        // fork (a free writes the heap, and after a fork that copies the page).
+        let target = match self.tasks.get_key_value(&resolved) {
+            Some((name, slot)) => Ok((name.as_str(), Some((&self.plugins[slot.plugin].tasks[slot.task], slot.plugin)))),
+            None if resolved == LI3_GEARMAN_PING => Ok((LI3_GEARMAN_PING, None)),
+            None => Err(DispatchError::UnknownTask { name: resolved, known: self.task_names() }),
         };
-        PreparedTask { registry: self, name, target }
+        PreparedTask { registry: self, target }
     }
 }
 
 /// A task looked up by [`Registry::prepare`], ready to run.
 pub struct PreparedTask<'a> {
     registry: &'a Registry,
-    /// Its resolved name.
-    name: String,
-    /// Its declaration and plugin; `None` for li3_gearman's ping, which no plugin has.
-    target: Result<Option<(&'a TaskDecl, usize)>, DispatchError>,
+    /// Its resolved name, and its declaration and plugin (`None` for li3_gearman's ping, which
+    /// no plugin has).
+    #[allow(clippy::type_complexity)]
+    target: Result<(&'a str, Option<(&'a TaskDecl, usize)>), DispatchError>,
 }
 
 impl PreparedTask<'_> {
@@ -463,13 +462,12 @@ impl PreparedTask<'_> {
     /// # Errors
     /// As [`Registry::dispatch`].
     pub fn run(self, args: &str, info: &JobInfo, events: &mut dyn JobEvents) -> Result<TaskOutput, DispatchError> {
-        let Some((decl, plugin)) = self.target? else {
+        let (name, Some((decl, plugin))) = self.target? else {
             // li3_gearman's own health check: `li3 gearmand ping` expects exactly this.
             return Ok(TaskOutput::Text(LI3_GEARMAN_PONG.into()));
         };
         let registry = self.registry;
-        let name = self.name;
-        if registry.mode == Some(StateMode::PerJob) && registry.plugins[plugin].takes_state(&name) {
+        if registry.mode == Some(StateMode::PerJob) && registry.plugins[plugin].takes_state(name) {
             // This job's own state, built here (in the job's child) and dropped after the job;
             // only for a task that takes it.
             let state = registry.construct(plugin).map_err(|message| {
