@@ -1,343 +1,50 @@
-//! The li3g client API: run a task by name from Rust, as li3_gearman's `Gearman::run()` did
-//! from PHP, with scheduling (`--in`, `--at`) and retries through Redis. The CLI's `run` and
-//! `ping` commands use it. It speaks Gearman through [`GearmanClient`](crate::gearman::client::GearmanClient),
-//! the protocol-level client (submit, status, failover between servers).
-//!
-//! ```no_run
-//! use li3g_host::client::{Client, RunOptions, Outcome};
-//! use serde_json::json;
-//!
-//! let mut client = Client::new(vec!["127.0.0.1:4730".parse().unwrap()]);
-//! // Background by default: returns once a job server has the job.
-//! let queued = client.run("Hello::say", &[json!("Mariano")], &RunOptions::default(), &mut |_| {})?;
-//! // Synchronous: returns the task's result, or its failure message as an error.
-//! let sync = RunOptions { background: false, ..RunOptions::default() };
-//! if let Outcome::Completed { result, .. } = client.run("Hello::say", &[json!("Mariano")], &sync, &mut |_| {})? {
-//!     assert_eq!(result, b"Hello Mariano");
-//! }
-//! # Ok::<(), li3g_host::client::RunError>(())
-//! ```
-//!
-//! The job goes out in li3g's wire format ([`crate::workload`]): the function is the task's
-//! canonical name, the workload the envelope `{"args", "id", "env"}`.
+//! Running a task by name from the host's commands (`run`, `ping`): li3g-client's
+//! [`Client`], with scheduled jobs kept in this host's Redis schedule
+//! ([`crate::scheduler::Schedule`]) when the configuration names Redis.
+
+pub use li3g_client::client::*;
 
 use crate::config::Config;
-use crate::gearman::client::{self, ClientError, JobEvent, JobHandle, Submit};
-use crate::gearman::conn::ServerAddr;
-use crate::gearman::packet::Priority;
-use crate::plugins::canonical_task_name;
-use crate::retry_policy::Retries;
-use crate::scheduler::record::unique_for;
-use crate::scheduler::{Record, Schedule, ScheduleError};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
-use std::time::{Duration, SystemTime};
+use crate::scheduler::{Record, Schedule};
+use std::time::SystemTime;
 
-/// The longest unique key that works. gearmand 1.1.20 refuses keys over 64 bytes and, as seen
-/// here, accepts 64-byte keys but never merges jobs on them; 63 bytes merge.
-pub const MAX_UNIQUE: usize = 63;
-
-/// How jobs are made unique, i.e. when the job server merges them into one run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Unique {
-    /// Never merged: an empty unique key for a synchronous job; for a background job, its job
-    /// id. gearmand's persistent queues (libsqlite3 at least, in 1.1.20) store background jobs
-    /// keyed by (unique, function), so background jobs with an empty key overwrite one another
-    /// there and all but the last are lost when gearmand restarts.
-    #[default]
-    None,
-    /// Merged with every queued or running job of the same task and key.
-    Key(String),
-    /// Merged with every queued or running job of the same task and arguments: the key is the
-    /// first 128 bits of a SHA-256 of the task name and the JSON arguments, in hex.
-    FromArgs,
-}
-
-/// How to run a job. The defaults are li3_gearman's: background, normal priority.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunOptions {
-    /// Queue and return (true), or wait for the result (false).
-    pub background: bool,
-    /// The job's priority.
-    pub priority: Priority,
-    /// Whether and how the job may be merged with equal ones.
-    pub unique: Unique,
-    /// The job id the task sees; a random one when `None`.
-    pub id: Option<String>,
-    /// The environment the task sees; the worker's when `None`.
-    pub environment: Option<String>,
-    /// For a synchronous job: how long to wait for the result.
-    pub timeout: Option<Duration>,
-    /// Run it at this time, not now: the job waits in Redis until a scheduler moves it, or,
-    /// with no Redis configured, in the job server (`SUBMIT_JOB_EPOCH`, whole seconds; li3g's
-    /// embedded server runs it on time) (background jobs only; a time in the past submits it
-    /// at once).
-    pub schedule: Option<SystemTime>,
-    /// When the task fails, run it again per this policy (background jobs only).
-    pub retries: Option<Retries>,
-    /// Send li3_gearman's envelope to its function instead of li3g's wire format, with this
-    /// `configName`: for a task still served by li3_gearman's PHP workers. See
-    /// [`RunOptions::li3_gearman`].
-    pub li3_gearman: Option<String>,
-}
-
-impl RunOptions {
-    /// These options for a task served by li3_gearman's PHP workers: the job goes to
-    /// `li3_gearman\extensions\command\Gearmand::run` with the envelope its PHP client sends
-    /// (`task` `\app\tasks\Report::build`, `configName` = `config_name`, `env` with the
-    /// environment), so the original's worker runs the PHP task class. li3g's workers serve
-    /// that function too.
-    pub fn li3_gearman(mut self, config_name: &str) -> RunOptions {
-        self.li3_gearman = Some(config_name.to_string());
-        self
+/// A client of a configuration's servers, scheduling in its Redis (when it names one).
+pub fn for_config(config: &Config) -> Client {
+    let client = Client::new(config.servers.clone());
+    match config.redis.as_deref().map(|url| Schedule::open(url, &config.scheduler)) {
+        None => client,
+        Some(Ok(store)) => client.with_store(Box::new(RedisStore(store))),
+        Some(Err(err)) => client.without_store(err.to_string()),
     }
 }
 
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            background: true,
-            priority: Priority::Normal,
-            unique: Unique::None,
-            id: None,
-            environment: None,
-            timeout: None,
-            schedule: None,
-            retries: None,
-            li3_gearman: None,
-        }
-    }
-}
+/// The scheduler's Redis schedule as the client's [`JobStore`].
+struct RedisStore(Schedule);
 
-/// What running a job gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// A background job a job server accepted.
-    Queued {
-        /// The job id.
-        id: String,
-        /// The job server that holds it and its handle there, for status queries.
-        handle: JobHandle,
-    },
-    /// A job waiting in Redis for its time.
-    Scheduled {
-        /// The job id.
-        id: String,
-        /// When it is due.
-        at: SystemTime,
-    },
-    /// A synchronous job's result: a string result as its bytes, anything else as JSON.
-    Completed {
-        /// The job id.
-        id: String,
-        /// The result.
-        result: Vec<u8>,
-    },
-}
-
-/// Why a job could not be run.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The unique key is longer than gearmand accepts.
-    #[error("unique key of {0} bytes is longer than {MAX_UNIQUE}")]
-    UniqueTooLong(usize),
-    /// Submitting or waiting failed, or the task failed ([`ClientError::Exception`] carries
-    /// the task's message).
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// Scheduling or retries asked of a synchronous job.
-    #[error("only background jobs can be {0}")]
-    NotBackground(&'static str),
-    /// The configured Redis URL is wrong.
-    #[error("the configured redis URL: {0}")]
-    RedisUrl(String),
-    /// Scheduling failed in Redis (nothing was scheduled).
-    #[error("cannot schedule the job: {0}")]
-    Schedule(#[from] ScheduleError),
-}
-
-/// A client of one or more job servers, running li3g tasks.
-pub struct Client {
-    gearman: client::GearmanClient,
-    /// Where scheduled jobs go: the configured Redis, opened on first use.
-    store: Option<Result<Schedule, String>>,
-}
-
-impl Client {
-    /// A client of `servers` (see [`client::GearmanClient`] for failover).
-    pub fn new(servers: Vec<ServerAddr>) -> Client {
-        Client { gearman: client::GearmanClient::new(servers), store: None }
-    }
-
-    /// Schedules jobs in `store` (see [`RunOptions::schedule`]).
-    pub fn with_store(mut self, store: Schedule) -> Client {
-        self.store = Some(Ok(store));
-        self
-    }
-
-    /// A client over a configured protocol-level client (start server, timeouts).
-    pub fn with(gearman: client::GearmanClient) -> Client {
-        Client { gearman, store: None }
-    }
-
-    /// A client of a configuration's servers.
-    pub fn from_config(config: &Config) -> Client {
-        let client = Client::new(config.servers.clone());
-        match config.redis.as_deref().map(|url| Schedule::open(url, &config.scheduler)) {
-            Some(Ok(store)) => client.with_store(store),
-            None => client,
-            Some(Err(err)) => Client { store: Some(Err(err.to_string())), ..client },
-        }
-    }
-
-    /// Runs `task` with `args`; progress, data and warnings of a synchronous job go to
-    /// `on_event` as they arrive.
-    ///
-    /// # Errors
-    /// [`RunError`]: no server, a refused submission, a timeout, or the task's failure.
-    pub fn run(
-        &mut self,
-        task: &str,
-        args: &[Value],
-        options: &RunOptions,
-        on_event: &mut dyn FnMut(JobEvent<'_>),
-    ) -> Result<Outcome, RunError> {
-        let args = Value::Array(args.to_vec());
-        let id = options.id.clone().unwrap_or_else(crate::job_id::generate);
-        let (function, mut workload) = match &options.li3_gearman {
-            None => (canonical_task_name(task), crate::workload::encode(&args, &id, options.environment.as_deref())),
-            Some(config_name) => {
-                let envelope = crate::workload::encode_li3_gearman(
-                    task,
-                    &args,
-                    &id,
-                    options.environment.as_deref(),
-                    config_name,
-                    options.background,
-                    options.retries.as_ref(),
-                );
-                (crate::workload::COMPAT_FUNCTION.to_string(), envelope)
-            }
+impl JobStore for RedisStore {
+    fn schedule(&mut self, job: &ScheduledJob, at: SystemTime) -> Result<(), StoreError> {
+        let record = Record {
+            id: job.id.clone(),
+            function: job.function.clone(),
+            unique: job.unique.clone(),
+            workload: job.workload.clone(),
+            priority: job.priority.into(),
+            retry: 0,
         };
-        // li3_gearman's envelope sends every task to one function: the task is part of the key,
-        // or two tasks with the same arguments would be taken for one job.
-        let keyed = match options.li3_gearman {
-            None => function.clone(),
-            Some(_) => format!("{function}\n{}", canonical_task_name(task)),
-        };
-        let unique = unique_key(&keyed, &args, &options.unique)?;
-        if !options.background && options.schedule.is_some() {
-            return Err(RunError::NotBackground("scheduled"));
-        }
-        if !options.background && options.retries.is_some() {
-            return Err(RunError::NotBackground("retried"));
-        }
-        if options.li3_gearman.is_none() && (options.schedule.is_some() || options.retries.is_some()) {
-            workload = scheduled_envelope(&workload, options.retries.as_ref());
-        }
-        if let Some(at) = options.schedule.filter(|at| *at > SystemTime::now()) {
-            let record = Record {
-                unique: if unique.is_empty() { unique_for(&id, 0) } else { unique },
-                id: id.clone(),
-                function,
-                workload: String::from_utf8_lossy(&workload).into_owned(),
-                priority: options.priority.into(),
-                retry: 0,
-            };
-            if self.store.is_none() {
-                // No Redis: the job server keeps it (SUBMIT_JOB_EPOCH; the embedded server's
-                // timer runs it on time). Rounded up: never early.
-                let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                let epoch = since.as_secs() + u64::from(since.subsec_nanos() > 0);
-                let job = Submit {
-                    workload: record.workload.into_bytes(),
-                    function: record.function.into_bytes(),
-                    unique: if options.unique == Unique::None { Vec::new() } else { record.unique.into_bytes() },
-                    priority: options.priority,
-                };
-                self.gearman.submit_at(&job, epoch)?;
-                return Ok(Outcome::Scheduled { id, at });
-            }
-            self.store()?.schedule(&record, at)?;
-            return Ok(Outcome::Scheduled { id, at });
-        }
-        // A background job's key is never empty: see `Unique::None`.
-        let unique = if unique.is_empty() && options.background { unique_for(&id, 0) } else { unique };
-        let job = Submit {
-            workload,
-            function: function.into_bytes(),
-            unique: unique.into_bytes(),
-            priority: options.priority,
-        };
-        if options.background {
-            let handle = self.gearman.submit_background(&job)?;
-            return Ok(Outcome::Queued { id, handle });
-        }
-        let (_, result) = self.gearman.submit_sync(&job, options.timeout, on_event)?;
-        Ok(Outcome::Completed { id, result })
-    }
-
-    /// The schedule in Redis.
-    ///
-    /// # Errors
-    /// [`RunError::Schedule`] when no Redis is configured or its URL is wrong.
-    pub fn store(&mut self) -> Result<&mut Schedule, RunError> {
-        match &mut self.store {
-            Some(Ok(store)) => Ok(store),
-            Some(Err(why)) => Err(RunError::RedisUrl(why.clone())),
-            None => Err(RunError::Schedule(ScheduleError::NotConfigured)),
-        }
-    }
-
-    /// The protocol-level client, for status queries.
-    pub fn gearman(&mut self) -> &mut client::GearmanClient {
-        &mut self.gearman
-    }
-}
-
-/// The envelope of a scheduled or retried job: li3_gearman's `background`, `retry` and
-/// `retries` added, which the worker reads when the job fails.
-fn scheduled_envelope(workload: &[u8], retries: Option<&Retries>) -> Vec<u8> {
-    let Ok(Value::Object(mut envelope)) = serde_json::from_slice::<Value>(workload) else { return workload.to_vec() };
-    envelope.insert("background".into(), Value::Bool(true));
-    envelope.insert("retry".into(), Value::from(0));
-    envelope.insert("retries".into(), retries.map(Retries::to_json).unwrap_or(Value::Array(vec![])));
-    Value::Object(envelope).to_string().into_bytes()
-}
-
-/// The unique key a job is submitted with.
-///
-/// # Errors
-/// [`RunError::UniqueTooLong`] for a key gearmand would refuse.
-pub fn unique_key(function: &str, args: &Value, unique: &Unique) -> Result<String, RunError> {
-    match unique {
-        Unique::None => Ok(String::new()),
-        Unique::Key(key) if key.len() > MAX_UNIQUE => Err(RunError::UniqueTooLong(key.len())),
-        Unique::Key(key) => Ok(key.clone()),
-        Unique::FromArgs => {
-            let mut hash = Sha256::new();
-            hash.update(function.as_bytes());
-            hash.update([0]);
-            hash.update(args.to_string().as_bytes());
-            Ok(hash.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect())
-        }
+        Ok(self.0.schedule(&record, at)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use serde_json::json;
-
     #[test]
-    fn unique_keys() {
-        let args = json!(["a", 1]);
-        assert_eq!(unique_key("T::m", &args, &Unique::None).unwrap(), "");
-        let derived = unique_key("T::m", &args, &Unique::FromArgs).unwrap();
-        assert_eq!(derived.len(), 32);
-        assert_eq!(derived, unique_key("T::m", &json!(["a", 1]), &Unique::FromArgs).unwrap());
-        assert_ne!(derived, unique_key("T::m", &json!(["a", 2]), &Unique::FromArgs).unwrap());
-        assert_ne!(derived, unique_key("T::n", &args, &Unique::FromArgs).unwrap());
-        assert!(matches!(unique_key("T::m", &args, &Unique::Key("k".repeat(64))), Err(RunError::UniqueTooLong(64))));
+    fn the_client_sends_jobs_to_the_names_workers_register() {
+        for name in ["Hello", "Hello::say", "\\app\\tasks\\Hello", "\\app\\tasks\\Hello::say", "", "::", "a::b::c"] {
+            assert_eq!(
+                super::canonical_task_name(name),
+                li3g_plugin_api::dispatch::canonical_task_name(name),
+                "{name:?}"
+            );
+        }
     }
 }

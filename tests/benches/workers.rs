@@ -21,6 +21,10 @@
 //! round trips: one worker, the C client submits one job at a time; p50 and p99. Memory: the
 //! resident set (VmRSS) of an idle `start` supervisor, its idle worker, and the idle C worker.
 //!
+//! `COMPARE=before=DIR,...` adds other li3g builds (release directories with `li3g-host` and the
+//! example plugin) to the same rounds and prints their ratios to this build instead of writing
+//! docs/: "no slower than before" in one run.
+//!
 //! Not part of `cargo test`: it takes minutes and its figures depend on the machine.
 
 use li3g_host::gearman::admin_protocol::parse_status;
@@ -36,7 +40,9 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// One worker under test.
 struct Kind {
-    name: &'static str,
+    name: String,
+    /// Another li3g build (`COMPARE`): its `li3g-host` and its plugins directory.
+    build: Option<(PathBuf, PathBuf)>,
     function: &'static str,
     workload: &'static str,
     /// Background jobs per measurement.
@@ -59,7 +65,7 @@ impl Tools {
     fn worker(&self, kind: &Kind, gearmand: &Gearmand, count: usize) -> Command {
         let port = gearmand.port.to_string();
         let count = count.to_string();
-        match kind.name {
+        match kind.name.as_str() {
             "C (libgearman)" => {
                 let mut c = Command::new(&self.c_worker);
                 c.args(["127.0.0.1", &port, kind.function, &count]);
@@ -80,8 +86,9 @@ impl Tools {
                 c
             }
             name => {
-                let mut c = Command::new(&self.host);
-                c.args(["work", "--servers", &gearmand.addr()]).arg("--plugins").arg(&self.plugins);
+                let (host, plugins) = kind.build.as_ref().map_or((&self.host, &self.plugins), |(h, p)| (h, p));
+                let mut c = Command::new(host);
+                c.args(["work", "--servers", &gearmand.addr()]).arg("--plugins").arg(plugins);
                 if count != "0" {
                     c.args(["--max-jobs", &count]);
                 }
@@ -127,7 +134,7 @@ fn throughput(tools: &Tools, kind: &Kind, procs: usize) -> f64 {
     wait_until("the jobs are queued", WAIT, || queued(&gearmand, kind.function) == kind.jobs as u64);
     // The clock starts when the first job is taken, so a worker's start-up (loading plugins,
     // connecting) is not counted: gearmand's status, asked over one kept admin connection.
-    let mut admin = Conn::connect(&ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }, WAIT)
+    let mut admin = Conn::connect(&ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }, WAIT)
         .expect("an admin connection");
     let mut waiting = 0;
     let spawned = Instant::now();
@@ -271,14 +278,41 @@ fn main() {
         python_worker: workspace_root().join("tests/peers/noop_worker.py"),
         fork_floor: cc("fork_floor.c", &bench.join("fork_floor")),
     };
-    let kinds = [
-        Kind { name: "C (libgearman)", function: "noop", workload: "x", jobs: jobs(30000), sync_jobs: 2000 },
-        Kind { name: "li3g", function: "Hello::run", workload: "[]", jobs: jobs(30000), sync_jobs: 2000 },
-        Kind { name: "li3g --atomic", function: "Hello::run", workload: "[]", jobs: jobs(8000), sync_jobs: 1000 },
-        Kind { name: "Python", function: "noop", workload: "x", jobs: jobs(6000), sync_jobs: 1000 },
-        Kind { name: "fork+exec", function: "noop", workload: "x", jobs: jobs(2000), sync_jobs: 300 },
-        Kind { name: "fork floor", function: "", workload: "", jobs: jobs(16000), sync_jobs: 0 },
+    let kind = |name: &str, function: &'static str, workload: &'static str, jobs: usize, sync_jobs: usize| Kind {
+        name: name.to_string(),
+        build: None,
+        function,
+        workload,
+        jobs,
+        sync_jobs,
+    };
+    let mut kinds = vec![
+        kind("C (libgearman)", "noop", "x", jobs(30000), 2000),
+        kind("li3g", "Hello::run", "[]", jobs(30000), 2000),
+        kind("li3g --atomic", "Hello::run", "[]", jobs(8000), 1000),
+        kind("Python", "noop", "x", jobs(6000), 1000),
+        kind("fork+exec", "noop", "x", jobs(2000), 300),
+        kind("fork floor", "", "", jobs(16000), 0),
     ];
+    // `COMPARE=label=DIR,...`: other li3g builds (a release directory holding `li3g-host` and the
+    // example plugin), measured in the same rounds, for "no slower than before" checks. The
+    // figures are then printed only, not written to docs/.
+    let compare: Vec<(String, PathBuf)> = std::env::var("COMPARE")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (label, dir) = s.split_once('=').expect("COMPARE is label=DIR,...");
+            (label.to_string(), PathBuf::from(dir))
+        })
+        .collect();
+    for (label, dir) in &compare {
+        for base in 1..=2 {
+            let mut k = kind(&format!("{} @{label}", kinds[base].name), "Hello::run", "[]", kinds[base].jobs, 0);
+            k.build = Some((dir.join("li3g-host"), dir.clone()));
+            kinds.push(k);
+        }
+    }
     let anon_kib = atomic_worker_anon_kib(&tools, &kinds[2]);
     eprintln!("the idle --atomic worker's RssAnon: {anon_kib} KiB (the fork floor's)");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -310,7 +344,25 @@ fn main() {
         let (one, two) = (median(one), median(two));
         let (p50, p99) = if kind.sync_jobs == 0 { (f64::NAN, f64::NAN) } else { latency(&tools, kind) };
         eprintln!("{:<16} {one:>8.0} {two:>8.0} jobs/s   p50 {p50:.0} us p99 {p99:.0} us", kind.name);
-        rows.push((kind.name, one, two, p50, p99));
+        rows.push((kind.name.as_str(), one, two, p50, p99));
+    }
+    if !compare.is_empty() {
+        println!("\n| worker | jobs/s, 1 process | jobs/s, 2 processes | vs C (1 / 2) | vs this build (1 / 2) |");
+        println!("|---|---:|---:|---:|---:|");
+        for (i, (name, one, two, ..)) in rows.iter().enumerate() {
+            let this = if name.contains("atomic") { rows[2] } else { rows[1] };
+            if i == 1 || i == 2 || i >= 6 {
+                println!(
+                    "| {name} | {one:.0} | {two:.0} | {:.2}x / {:.2}x | {:.2}x / {:.2}x |",
+                    one / rows[0].1,
+                    two / rows[0].2,
+                    one / this.1,
+                    two / this.2
+                );
+            }
+        }
+        println!("(medians of {reps}, the same rounds; run took {:.0?})", started.elapsed());
+        return;
     }
     let (sup, work, c_rss) = memory(&tools, &kinds[1], &kinds[0]);
     let took = started.elapsed();

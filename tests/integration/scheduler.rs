@@ -2,7 +2,7 @@
 //! time, never lost (SIGKILL, Redis restart), never twice (two schedulers), retries and the
 //! dead set, and li3_gearman's scheduled members and status keys.
 
-use li3g_host::client::{Client, Outcome, RunOptions};
+use li3g_host::client::{Outcome, RunOptions};
 use li3g_host::config::Config;
 use li3g_host::scheduler::record::unique_for;
 use li3g_host::scheduler::{Record, Schedule};
@@ -122,7 +122,7 @@ fn append_record(path: &Path, line: &str) -> Record {
 fn schedule(setup: &Setup, path: &Path, line: &str, at: SystemTime) -> String {
     let options = RunOptions { schedule: Some(at), ..RunOptions::default() };
     let args = [json!(path.display().to_string()), json!(line)];
-    match Client::from_config(&setup.config()).run(APPEND, &args, &options, &mut |_| {}).unwrap() {
+    match li3g_host::client::for_config(&setup.config()).run(APPEND, &args, &options, &mut |_| {}).unwrap() {
         Outcome::Scheduled { id, .. } | Outcome::Queued { id, .. } => id,
         other => panic!("{other:?}"),
     }
@@ -174,7 +174,7 @@ fn on_time_at_once_and_cancelled_never() {
 
     // Only background jobs can be scheduled.
     let sync = RunOptions { background: false, schedule: Some(now), ..RunOptions::default() };
-    let err = Client::from_config(&setup.config()).run(APPEND, &[], &sync, &mut |_| {}).unwrap_err();
+    let err = li3g_host::client::for_config(&setup.config()).run(APPEND, &[], &sync, &mut |_| {}).unwrap_err();
     assert_eq!(err.to_string(), "only background jobs can be scheduled");
     let out = setup.li3g(&["run", APPEND, "x", "y", "--sync", "--in", "5s"]);
     assert_ne!(out.code, Some(0));

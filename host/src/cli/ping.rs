@@ -4,7 +4,7 @@
 //! (a client may queue its job on any of them; a plugin listed in `plugins.optional` excepted).
 
 use super::{plugins_dir, Common};
-use crate::client::{Client, Outcome, RunOptions};
+use crate::client::{Outcome, RunOptions};
 use crate::config::parse_seconds;
 use crate::gearman::admin_protocol::{self, FunctionStatus};
 use crate::gearman::conn::{Conn, ServerAddr};
@@ -79,7 +79,7 @@ pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
         timeout: Some(args.timeout),
         ..RunOptions::default()
     };
-    match Client::from_config(&config).run(PING_FUNCTION, &[], &options, &mut |_| {}) {
+    match crate::client::for_config(&config).run(PING_FUNCTION, &[], &options, &mut |_| {}) {
         Ok(Outcome::Completed { .. }) => {}
         Ok(Outcome::Queued { .. } | Outcome::Scheduled { .. }) => unreachable!("a synchronous run completes or fails"),
         Err(err) => return error(&err.to_string()),

@@ -3,7 +3,7 @@
 
 use super::exec::parse_args;
 use super::{print_result, Common, Console};
-use crate::client::{Client, Outcome, RunError, RunOptions, Unique};
+use crate::client::{Outcome, RunError, RunOptions, Unique};
 use crate::gearman::client::{ClientError, JobEvent};
 use crate::gearman::packet::Priority;
 use crate::plugins::JobEvents;
@@ -160,7 +160,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             String::from_utf8_lossy(function)
         ),
     };
-    match Client::from_config(&config).run(&args.task, &task_args, &options, &mut on_event) {
+    match crate::client::for_config(&config).run(&args.task, &task_args, &options, &mut on_event) {
         Ok(Outcome::Queued { id, handle }) => {
             println!("queued job {id} as {handle}");
             Ok(ExitCode::SUCCESS)

@@ -3,6 +3,10 @@
 //! ```toml
 //! [default]
 //! servers = ["127.0.0.1:4730", "gearman2"]   # host or host:port (default port 4730); or "a,b"
+//!                                             # tls://host:port: TLS, verified with:
+//! tls_ca = "/etc/li3g/ca.pem"                 # CAs for tls:// servers [default: the system's]
+//! tls_cert = "/etc/li3g/client.pem"           # client certificate, for servers that demand one
+//! tls_key = "/etc/li3g/client.key"            # its private key
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
@@ -58,19 +62,15 @@ use scheduler::RawSchedulerSettings;
 pub use scheduler::{lease_from_secs, SchedulerSettings};
 pub use values::{parse_seconds, parse_size, redact_url, seconds, MAX_SECONDS};
 
-use crate::gearman::conn::ServerAddr;
 use crate::plugins::canonical_task_name;
 pub use crate::worker::sandbox::SandboxRules;
+use li3g_protocol::conn::ServerAddr;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The default configuration's name.
-pub const DEFAULT_NAME: &str = "default";
-
-/// Where the configuration file is looked for when none is given.
-pub const SEARCH_PATH: [&str; 2] = ["li3g.toml", "/etc/li3g/li3g.toml"];
+pub use li3g_client::config::{find, ConfigError, Target, DEFAULT_NAME, SEARCH_PATH};
 
 /// One named configuration, with the environment's overrides applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +84,8 @@ pub struct Config {
     /// Whether `servers` is the built-in default (nothing configured them): `start` then runs
     /// the embedded job server there.
     pub servers_default: bool,
+    /// `tls_ca`, `tls_cert`, `tls_key`: the TLS files for every `tls://` server.
+    pub tls: crate::tls::ClientFiles,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
     /// `[NAME.sandbox]`: every task's sandbox unless it has its own.
@@ -156,60 +158,13 @@ pub struct TaskOptions {
     pub sandbox: Option<SandboxRules>,
 }
 
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("{}: {source}", .path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What failed.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, or a key is unknown or of the wrong type.
-    #[error("{}: {message}", .path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message: line, column, key and what was expected.
-        message: String,
-    },
-    /// A value has the right type but is not valid.
-    #[error("{}: {key}: {message}", .path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into()))]
-    Invalid {
-        /// The file, if any.
-        path: Option<PathBuf>,
-        /// The key, as a dotted path.
-        key: String,
-        /// What is wrong and what was expected.
-        message: String,
-    },
-    /// The named configuration is not in the file.
-    #[error("no configuration named {name:?} in {}{}", .file, known_names(.known))]
-    UnknownName {
-        /// The name asked for.
-        name: String,
-        /// The file, or "the built-in defaults".
-        file: String,
-        /// The names that exist.
-        known: Vec<String>,
-    },
-}
-
-fn known_names(names: &[String]) -> String {
-    if names.is_empty() {
-        String::new()
-    } else {
-        format!(" (it has: {})", names.join(", "))
-    }
-}
-
+/// `servers` as written: read by [`li3g_client::config`], declared here too so that a wrong
+/// type or an unknown key next to it is still refused.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Servers {
-    List(Vec<String>),
-    Text(String),
+    List(#[expect(dead_code, reason = "read by li3g_client::config")] Vec<String>),
+    Text(#[expect(dead_code, reason = "read by li3g_client::config")] String),
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -254,8 +209,16 @@ impl RawSandbox {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawOverride {
+    #[expect(dead_code, reason = "read by li3g_client::config")]
     servers: Option<Servers>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_ca: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_cert: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_key: Option<PathBuf>,
     plugins: Option<RawPlugins>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
     metrics: Option<String>,
     metrics_token: Option<String>,
@@ -267,12 +230,21 @@ struct RawOverride {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[expect(dead_code, reason = "read by li3g_client::config")]
     servers: Option<Servers>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_ca: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_cert: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_key: Option<PathBuf>,
     plugins: Option<RawPlugins>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
     metrics: Option<String>,
     metrics_token: Option<String>,
     scheduler: Option<RawSchedulerSettings>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
     environment: Option<String>,
     sandbox: Option<RawSandbox>,
     log_file: Option<PathBuf>,
@@ -284,66 +256,41 @@ struct RawConfig {
     environments: BTreeMap<String, RawOverride>,
 }
 
-/// The file to read: the one given, or the first of [`SEARCH_PATH`] that exists.
-pub fn find(given: Option<&Path>) -> Option<PathBuf> {
-    given.map(Path::to_path_buf).or_else(|| SEARCH_PATH.iter().map(PathBuf::from).find(|p| p.is_file()))
-}
-
 /// Loads configuration `name` from `file` (see [`find`]) with `environment`'s overrides.
 ///
 /// # Errors
 /// [`ConfigError`] naming the file, the key and what was expected.
 pub fn load(file: Option<&Path>, name: &str, environment: Option<&str>) -> Result<Config, ConfigError> {
     let Some(path) = file else {
-        if name != DEFAULT_NAME {
-            return Err(ConfigError::UnknownName {
-                name: name.into(),
-                file: format!("the built-in defaults (no {} found)", SEARCH_PATH.join(" or ")),
-                known: vec![DEFAULT_NAME.into()],
-            });
-        }
-        return resolve(None, name, RawConfig::default(), environment);
+        let target = li3g_client::config::load(None, name, environment)?;
+        return resolve(target, RawConfig::default());
     };
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     parse(path, &text, name, environment)
 }
 
-/// Parses `text` (the contents of `path`) and resolves configuration `name`.
+/// Parses `text` (the contents of `path`) and resolves configuration `name`: the name, the
+/// environment, the servers and Redis as a client reads them ([`li3g_client::config::parse`]),
+/// then everything else, refusing unknown keys.
 ///
 /// # Errors
 /// As [`load`].
 pub fn parse(path: &Path, text: &str, name: &str, environment: Option<&str>) -> Result<Config, ConfigError> {
     let mut all: BTreeMap<String, RawConfig> =
         toml::from_str(text).map_err(|err| ConfigError::Parse { path: path.into(), message: err.to_string() })?;
-    let known: Vec<String> = all.keys().cloned().collect();
-    let raw = match all.remove(name) {
-        Some(raw) => raw,
-        // A file that does not define `default` still has the built-in one.
-        None if name == DEFAULT_NAME => RawConfig::default(),
-        None => return Err(ConfigError::UnknownName { name: name.into(), file: path.display().to_string(), known }),
-    };
-    resolve(Some(path), name, raw, environment)
+    let target = li3g_client::config::parse(path, text, name, environment)?;
+    resolve(target, all.remove(name).unwrap_or_default())
 }
 
-fn resolve(
-    path: Option<&Path>,
-    name: &str,
-    mut raw: RawConfig,
-    environment: Option<&str>,
-) -> Result<Config, ConfigError> {
+fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
+    let Target { name, file, servers, servers_default, tls, redis, redis_key, environment } = target;
+    let (name, path) = (name.as_str(), file.as_deref());
     let invalid = |key: String, message: String| ConfigError::Invalid { path: path.map(Into::into), key, message };
-    let environment = environment.map(str::to_string).or(raw.environment.take());
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut servers_key = format!("{name}.servers");
-    let mut redis_key = format!("{name}.redis");
     let (mut plugins, mut state_timeout, mut optional_plugins, mut plugin_settings) =
         split_plugins(raw.plugins.take(), &format!("{name}.plugins"), &invalid)?;
     if let Some(env) = environment.as_deref() {
         if let Some(over) = raw.environments.remove(env) {
-            if over.servers.is_some() {
-                raw.servers = over.servers;
-                servers_key = format!("{name}.environments.{env}.servers");
-            }
             let (dir, timeout, optional, settings) =
                 split_plugins(over.plugins, &format!("{name}.environments.{env}.plugins"), &invalid)?;
             plugins = dir.or(plugins);
@@ -361,10 +308,6 @@ fn resolve(
                     }
                 }
             }
-            if over.redis.is_some() {
-                raw.redis = over.redis;
-                redis_key = format!("{name}.environments.{env}.redis");
-            }
             raw.metrics = over.metrics.or(raw.metrics);
             raw.metrics_token = over.metrics_token.or(raw.metrics_token);
             if let Some(over) = over.scheduler {
@@ -372,22 +315,6 @@ fn resolve(
             }
             raw.tasks.extend(over.tasks);
         }
-    }
-    let servers_default = raw.servers.is_none();
-    let entries: Vec<String> = match raw.servers {
-        None => vec!["127.0.0.1:4730".into()],
-        Some(Servers::List(list)) => list,
-        Some(Servers::Text(text)) => text.split(',').map(str::to_string).collect(),
-    };
-    let mut servers = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let addr = entry
-            .parse()
-            .map_err(|err| invalid(format!("{servers_key}[{i}]"), format!("{err}; expected host or host:port")))?;
-        servers.push(addr);
-    }
-    if servers.is_empty() {
-        return Err(invalid(servers_key, "no servers; expected at least one host or host:port".into()));
     }
     let mut tasks = BTreeMap::new();
     let mut keys: BTreeMap<String, String> = BTreeMap::new();
@@ -403,7 +330,7 @@ fn resolve(
         let sandbox = options.sandbox.map(|own| raw.sandbox.clone().unwrap_or_default().merge(&own).resolve());
         tasks.insert(canonical, TaskOptions { timeout, cpu_limit, sandbox });
     }
-    if let Some(url) = raw.redis.as_deref() {
+    if let Some(url) = redis.as_deref() {
         // A URL that does not parse would make every scheduler exit at start, over and over:
         // refuse it here, for every command. (The message never shows the password.)
         if let Err(err) = redis::IntoConnectionInfo::into_connection_info(url) {
@@ -419,12 +346,13 @@ fn resolve(
     Ok(Config {
         name: name.into(),
         scheduler,
-        file: path.map(Into::into),
+        file,
         servers,
         servers_default,
+        tls,
         plugins,
         sandbox: raw.sandbox.map(RawSandbox::resolve),
-        redis: raw.redis,
+        redis,
         metrics: raw.metrics,
         metrics_token: raw.metrics_token,
         environment,

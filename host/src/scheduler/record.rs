@@ -78,14 +78,7 @@ pub enum RecordError {
     Action(String),
 }
 
-/// The unique key of job `id` at retry `retry`.
-pub fn unique_for(id: &str, retry: u32) -> String {
-    if retry == 0 {
-        id.to_string()
-    } else {
-        format!("{id}:{retry}")
-    }
-}
+pub use li3g_client::client::unique_for;
 
 impl Record {
     /// Reads a stored job: li3g's [`Record`] or a li3_gearman member.

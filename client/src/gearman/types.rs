@@ -1,8 +1,8 @@
 //! What a [`GearmanClient`](super::GearmanClient) is given and gives back: the job to submit,
 //! its handle, its events and status, and the client's errors with their messages.
 
-use crate::gearman::conn::{ConnError, ServerAddr};
-use crate::gearman::packet::Priority;
+use li3g_protocol::conn::{ConnError, ServerAddr};
+use li3g_protocol::packet::Priority;
 use std::fmt;
 use std::time::Duration;
 
@@ -154,6 +154,7 @@ pub(super) fn reason_only(err: &ConnError, waited: Duration) -> String {
 fn server_of(err: &ConnError) -> &str {
     match err {
         ConnError::Io { server, .. }
+        | ConnError::Tls { server, .. }
         | ConnError::Closed { server }
         | ConnError::Protocol { server, .. }
         | ConnError::Unexpected { server, .. } => server,

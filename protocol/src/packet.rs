@@ -5,7 +5,7 @@
 //! and may itself contain NULs. [`decode`] looks at a buffer and says either "not complete
 //! yet, read more" or "here is a packet, and it took this many bytes"; [`encode`] appends a
 //! packet to a buffer. The connection (`conn.rs`), a worker, a client and the embedded job
-//! server (`crate::server`: it decodes `\0REQ` and encodes `\0RES`) all share this one codec.
+//! server (`li3g_host::server`: it decodes `\0REQ` and encodes `\0RES`) all share this one codec.
 //!
 //! Hostile or broken peers: a wrong magic, an unknown type, a body larger than the limit, or
 //! arguments missing from a body are errors, never panics, and the size is checked from the

@@ -172,7 +172,7 @@ impl Command {
 }
 
 fn atoi_i64(text: &str) -> i64 {
-    super::packet::atoi(text.as_bytes())
+    crate::packet::atoi(text.as_bytes())
 }
 
 /// The answer to an unknown command, as gearmand words it (the command's name appended).
