@@ -15,5 +15,6 @@ pub mod registry;
 
 pub use invoke::{JobEvents, JobInfo, TaskOutput};
 pub use registry::{
-    canonical_task_name, DispatchError, Plugin, PluginSettings, Registry, Rejected, ScanError, StateMode, STATE_TIMEOUT,
+    canonical_task_name, DispatchError, Plugin, PluginSettings, PreparedTask, Registry, Rejected, ScanError, StateMode,
+    STATE_TIMEOUT,
 };

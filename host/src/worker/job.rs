@@ -101,14 +101,28 @@ pub(super) fn work(
 ) -> Result<JobReport, ConnError> {
     let started = Instant::now();
     let ran = run(registry, config, conn, job)?;
-    let handle = String::from_utf8_lossy(&job.handle);
-    let shown = match &ran.id {
-        Some(id) => format!("#{id} ({handle})"),
-        None => handle.into_owned(),
-    };
     let took = Took { elapsed: started.elapsed(), cost: ran.cost };
-    let outcome = answer(conn, &job.handle, &format!("{shown} {}", ran.task), &took, ran.outcome)?;
+    let shown = Shown { id: ran.id.as_deref(), handle: &job.handle, task: &ran.task };
+    let outcome = answer(conn, &job.handle, &shown, &took, ran.outcome)?;
     Ok(JobReport { task: ran.task, id: ran.id, outcome, elapsed: took.elapsed, cost: took.cost })
+}
+
+/// How the log names a job: `#id (handle) Task`. Written only when a line is logged: under
+/// `--atomic` every heap page the worker writes after a fork is a page copied.
+struct Shown<'a> {
+    id: Option<&'a str>,
+    handle: &'a [u8],
+    task: &'a str,
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let handle = String::from_utf8_lossy(self.handle);
+        match self.id {
+            Some(id) => write!(f, "#{id} ({handle}) {}", self.task),
+            None => write!(f, "{handle} {}", self.task),
+        }
+    }
 }
 
 /// How long a job ran and what its child cost, as its log line says it.
@@ -178,11 +192,10 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
     }
     let args = decoded.args.to_string();
     let mut reporter = Reporter { conn: &mut *conn, handle: &job.handle, failed: None };
+    // Looked up here, before an `--atomic` fork: the child only calls the task.
+    let prepared = registry.prepare(&task);
     let run = |events: &mut dyn JobEvents| {
-        registry
-            .dispatch(&task, &args, &info, events)
-            .map(|output| output.as_bytes().to_vec())
-            .map_err(|err| err.to_string())
+        prepared.run(&args, &info, events).map(|output| output.as_bytes().to_vec()).map_err(|err| err.to_string())
     };
     let (result, cost) =
         if config.atomic { in_child(run, config, &task, &mut reporter) } else { (run(&mut reporter), None) };
@@ -248,7 +261,7 @@ fn child_failure(task: &str, err: &ForkError, memlimit: Option<u64>) -> String {
 fn answer(
     conn: &mut Conn,
     handle: &[u8],
-    job: &str,
+    job: &Shown<'_>,
     took: &Took,
     outcome: JobOutcome,
 ) -> Result<JobOutcome, ConnError> {

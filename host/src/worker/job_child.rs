@@ -200,9 +200,9 @@ fn start_child(
             child(job, write, limits, sandbox)
         })
     })?;
-    // Both sides set the group, so it exists whichever runs first; the child may be gone
-    // already (ESRCH), which the wait below reports.
-    let _ = nix::unistd::setpgid(child, child);
+    // Only the child sets its group (first, with every signal blocked): whatever the job starts
+    // is in it, and until it exists the child has started nothing, so the `kill` beside each
+    // `killpg` reaches all there is.
     Ok(JobChild { pid: child, state: ChildState::Running, pipe: Some(read.into()), cost: None })
 }
 
@@ -232,13 +232,16 @@ fn child(
     let mut payload = [0u8; 16];
     payload[..8].copy_from_slice(&u64::try_from(cost.cpu.as_micros()).unwrap_or(u64::MAX).to_be_bytes());
     payload[8..].copy_from_slice(&cost.max_rss_bytes.to_be_bytes());
-    events.frame(COST, &payload);
+    // The cost and the result in one write: one wake-up of the parent, one read.
     match &outcome {
-        Ok(result) => events.frame(RESULT_OK, result),
-        Err(message) => events.frame(RESULT_ERR, message.as_bytes()),
+        Ok(result) => events.frames(&[(COST, &payload), (RESULT_OK, result)]),
+        Err(message) => events.frames(&[(COST, &payload), (RESULT_ERR, message.as_bytes())]),
     }
     let _ = events.pipe.flush();
-    i32::from(events.broken)
+    let broken = events.broken;
+    // Not closed here: `_exit` closes it with the process, one system call fewer.
+    let _ = std::os::fd::IntoRawFd::into_raw_fd(events.pipe);
+    i32::from(broken)
 }
 
 /// The forked job child, owned by the worker from the fork on. However the wait for it ends
@@ -308,20 +311,25 @@ impl JobChild {
                 return Err(ForkError::TimedOut(timeout.unwrap_or_default()));
             }
             let wake = signals::wake_fd();
-            let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            fds.extend(self.pipe.as_ref().map(|pipe| PollFd::new(pipe.as_fd(), PollFlags::POLLIN)));
-            fds.extend(wake.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            // On the stack, not in a `Vec`: after the fork every heap page the parent writes is
+            // copied (copy-on-write), and an allocation here wrote two or three per job.
+            let mut fds: [PollFd; 3] = std::array::from_fn(|_| PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+            let mut used = 1;
+            for fd in [self.pipe.as_ref().map(AsFd::as_fd), wake].into_iter().flatten() {
+                fds[used] = PollFd::new(fd, PollFlags::POLLIN);
+                used += 1;
+            }
             if poll_fails_for_tests() {
                 return Err(ForkError::Os(io::Error::other("poll failed (injected by LI3G_TEST_JOB_POLL_FAILS)")));
             }
-            if !process::poll(&mut fds, left)? {
+            if !process::poll(&mut fds[..used], left)? {
                 continue;
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
             let exited = ready(&fds[0]);
             let pipe_ready = self.pipe.is_some() && ready(&fds[1]);
-            drop(fds);
-            if wake.is_some() {
+            // Only when it woke us: an empty read of it would be a system call per job.
+            if wake.is_some() && ready(&fds[used - 1]) {
                 signals::drain_wake();
             }
             if pipe_ready {

@@ -428,24 +428,54 @@ impl Registry {
         info: &JobInfo,
         events: &mut dyn JobEvents,
     ) -> Result<TaskOutput, DispatchError> {
-        let name = self.resolve(job_name);
-        if name == LI3_GEARMAN_PING && self.lookup(&name).is_none() {
+        self.prepare(job_name).run(args, info, events)
+    }
+
+    /// Finds the task `job_name` dispatches to, for [`PreparedTask::run`] to call: under `--atomic`
+    /// the worker looks it up before the fork, so the job child only calls it (every page of
+    /// code or data the child touches first is a page fault of its own).
+    pub fn prepare(&self, job_name: &str) -> PreparedTask<'_> {
+        let resolved = self.resolve(job_name);
+        // The registry's own copy of the name, so nothing allocated here is freed after the
+        // fork (a free writes the heap, and after a fork that copies the page).
+        let target = match self.tasks.get_key_value(&resolved) {
+            Some((name, slot)) => Ok((name.as_str(), Some((&self.plugins[slot.plugin].tasks[slot.task], slot.plugin)))),
+            None if resolved == LI3_GEARMAN_PING => Ok((LI3_GEARMAN_PING, None)),
+            None => Err(DispatchError::UnknownTask { name: resolved, known: self.task_names() }),
+        };
+        PreparedTask { registry: self, target }
+    }
+}
+
+/// A task looked up by [`Registry::prepare`], ready to run.
+pub struct PreparedTask<'a> {
+    registry: &'a Registry,
+    /// Its resolved name, and its declaration and plugin (`None` for li3_gearman's ping, which
+    /// no plugin has).
+    #[allow(clippy::type_complexity)]
+    target: Result<(&'a str, Option<(&'a TaskDecl, usize)>), DispatchError>,
+}
+
+impl PreparedTask<'_> {
+    /// Runs the task with the JSON array `args`.
+    ///
+    /// # Errors
+    /// As [`Registry::dispatch`].
+    pub fn run(self, args: &str, info: &JobInfo, events: &mut dyn JobEvents) -> Result<TaskOutput, DispatchError> {
+        let (name, Some((decl, plugin))) = self.target? else {
             // li3_gearman's own health check: `li3 gearmand ping` expects exactly this.
             return Ok(TaskOutput::Text(LI3_GEARMAN_PONG.into()));
-        }
-        let decl = self
-            .lookup(&name)
-            .ok_or_else(|| DispatchError::UnknownTask { name: name.clone(), known: self.task_names() })?;
-        let plugin = self.tasks[&name].plugin;
-        if self.mode == Some(StateMode::PerJob) && self.plugins[plugin].takes_state(&name) {
+        };
+        let registry = self.registry;
+        if registry.mode == Some(StateMode::PerJob) && registry.plugins[plugin].takes_state(name) {
             // This job's own state, built here (in the job's child) and dropped after the job;
             // only for a task that takes it.
-            let state = self.construct(plugin).map_err(|message| {
+            let state = registry.construct(plugin).map_err(|message| {
                 TaskError::new(TaskErrorKind::Failed, format!("task {name} cannot run: {message}"))
             })?;
             return Ok(invoke::invoke(decl, args, info, Some(&state), events)?);
         }
-        let states = self.states.borrow();
+        let states = registry.states.borrow();
         Ok(invoke::invoke(decl, args, info, states[plugin].as_ref(), events)?)
     }
 }
