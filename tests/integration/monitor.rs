@@ -159,7 +159,9 @@ fn metrics_pass_promtool_and_prometheus_counts_the_jobs() {
 fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let pool = Pool::start_with(1, &["--metrics", &format!("127.0.0.1:{port}")]);
+    // Two workers: one stays busy with a sleep while the pages are read (a loaded machine can take
+    // seconds to start Chromium), the other runs the retried job.
+    let pool = Pool::start_with(2, &["--metrics", &format!("127.0.0.1:{port}")]);
     assert!(wait_for_port(port, WAIT), "the monitor listens");
     let li3g = |args: &[&str]| run(host().args(args).arg("--config").arg(&pool.config));
 
@@ -177,7 +179,7 @@ fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     let queued = li3g(&["run", "Nobody::serves"]);
     assert_eq!(queued.code, Some(0), "{}", queued.stderr);
 
-    let slow = crate::daemon::sleep_in_flight(&pool.gearmands[0], 5.0);
+    let slow = crate::daemon::sleep_in_flight(&pool.gearmands[0], 20.0);
     if let Ok(path) = std::env::var("LI3G_SCREENSHOT") {
         // The picture in the README and docs/WATCHING.md.
         chromium(&["--window-size=1250,230", &format!("--screenshot={path}"), &format!("{base}/")]);
@@ -185,7 +187,6 @@ fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     let busy = dom(&format!("{base}/"));
     assert!(busy.contains("id=\"page-busy\"") && busy.contains("Misbehave::sleep"), "{busy}");
     assert!(busy.contains("class=\"busy\"") && busy.contains("scheduler"), "{busy}");
-    slow.join().unwrap().unwrap();
     let queues = dom(&format!("{base}/queues"));
     assert!(queues.contains("Nobody::serves") && queues.contains(&pool.gearmands[0].addr()), "{queues}");
     let scheduled = dom(&format!("{base}/scheduled"));
@@ -215,6 +216,7 @@ fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     let (action, csrf) = form_of(&scheduled, &format!("/scheduled/{ahead_id}/cancel"));
     assert_eq!(http(port, "POST", &action, &form, &format!("csrf={csrf}")).0, 200);
     assert!(li3g(&["scheduled"]).stdout.contains("Pending: 0"));
+    slow.join().unwrap().unwrap();
 }
 
 #[test]
