@@ -16,10 +16,9 @@
 //! in-process, connecting included. li3g sends more per job (its envelope `{"args","id","env"}`
 //! and the id as unique key, as every li3g background job) than the C client (`[]`, no key).
 //!
-//! `docs/BENCHMARKS.md`: the workers bench rewrites that file whole, so this bench keeps its
-//! section between two markers (`<!-- client bench -->` ... `<!-- /client bench -->`), replacing
-//! it when present and appending it otherwise; the section is also written alone to
-//! `docs/BENCHMARKS-client.md`, which survives a workers run.
+//! `docs/BENCHMARKS.md`: this bench keeps its section between two markers (`<!-- client bench -->`
+//! ... `<!-- /client bench -->`), replacing it when present and appending it otherwise; the
+//! workers bench, which writes the page's top, keeps every section below it.
 
 use li3g_client::{AsyncClient, Client, ServerAddr};
 use li3g_tests::{wait_until, workspace_root, Gearmand};
@@ -136,7 +135,6 @@ fn main() {
     );
     print!("{section}");
     let docs = workspace_root().join("docs");
-    std::fs::write(docs.join("BENCHMARKS-client.md"), &section).expect("write docs/BENCHMARKS-client.md");
     let path = docs.join("BENCHMARKS.md");
     let current = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
     let updated = match (current.find(START), current.find(END)) {
@@ -146,5 +144,5 @@ fn main() {
         _ => format!("{}\n{section}", current.trim_end()),
     };
     std::fs::write(&path, updated).expect("write docs/BENCHMARKS.md");
-    println!("wrote docs/BENCHMARKS.md (its client section) and docs/BENCHMARKS-client.md");
+    println!("wrote docs/BENCHMARKS.md (its client section)");
 }
