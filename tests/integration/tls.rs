@@ -174,3 +174,79 @@ fn a_worker_on_a_tls_and_a_plaintext_server_at_once_moves_big_results_through_tl
         assert!(out.stdout.len() >= 8 << 20, "{target}: {} bytes", out.stdout.len());
     }
 }
+
+#[test]
+fn the_scheduler_worker_and_client_of_a_configuration_use_its_tls_keys() {
+    // Mutual TLS through stunnel, with every TLS setting in the configuration file.
+    let certs = Certs::new();
+    let gearmand = Gearmand::start();
+    let stunnel = Stunnel::start(&certs.server, Some(&certs.ca), gearmand.port);
+    let redis = li3g_tests::Redis::start();
+    let plugins = PluginDir::with(&["misbehave"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("li3g.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\nservers = [\"tls://localhost:{}\"]\ntls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\nredis = \"{}\"\nplugins = {:?}\n",
+            stunnel.port,
+            certs.ca,
+            certs.client.cert,
+            certs.client.key,
+            redis.url(),
+            plugins.path()
+        ),
+    )
+    .unwrap();
+    let _worker = Worker::builder::<&str>(&[]).config(&config).registered(&[&gearmand], "Misbehave::append", 1).spawn();
+    let mut scheduler = host();
+    scheduler.args(["scheduler", "--verbose", "--config"]).arg(&config).stdout(std::process::Stdio::null());
+    scheduler.stderr(std::process::Stdio::piped());
+    let mut scheduler = li3g_tests::ChildGuard::spawn(&mut scheduler);
+    let lines = li3g_tests::Lines::collect(scheduler.child().stderr.take().unwrap());
+    lines.wait_for("Moving due jobs", Duration::from_secs(30));
+    let file = dir.path().join("ran");
+    let out = run(host()
+        .args(["run", "Misbehave::append", &file.display().to_string(), "scheduled", "--in", "1s", "--config"])
+        .arg(&config));
+    assert!(out.code == Some(0) && out.stdout.starts_with("scheduled job "), "{}{}", out.stdout, out.stderr);
+    li3g_tests::wait_until("the scheduled job ran through TLS", Duration::from_secs(30), || {
+        std::fs::read_to_string(&file).is_ok_and(|text| text.lines().any(|l| l == "scheduled"))
+    });
+    // The same configuration without its client certificate is refused by stunnel.
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(
+        &bare,
+        format!("[default]\nservers = [\"tls://localhost:{}\"]\ntls_ca = {:?}\n", stunnel.port, certs.ca),
+    )
+    .unwrap();
+    let out = run(host().args(["run", "Misbehave::append", "x", "y", "--sync", "--config"]).arg(&bare));
+    refused(&out, "client certificate");
+}
+
+#[test]
+fn the_embedded_server_takes_its_tls_settings_from_the_configuration() {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("li3g.toml");
+    let (server, tls_port) = li3g_tests::on_a_free_port("li3g-host server configured for TLS", |tls_port| {
+        std::fs::write(
+            &config,
+            format!(
+                "[default]\ntls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = {:?}\ntls_key = {:?}\ntls_client_ca = {:?}\n",
+                certs.server.cert, certs.server.key, certs.ca
+            ),
+        )
+        .unwrap();
+        let server = Gearmand::try_embedded_on(li3g_tests::free_port(), None, &["--config", config.to_str().unwrap()])?;
+        li3g_tests::wait_for_port(tls_port, Duration::from_secs(10))
+            .then_some((server, tls_port))
+            .ok_or_else(|| format!("the TLS port {tls_port} does not accept"))
+    });
+    let dir_plugins = PluginDir::with(&["hello"]);
+    let target = format!("tls://localhost:{tls_port}");
+    let client = [certs.ca.as_path(), &certs.client.cert, &certs.client.key];
+    let _worker = tls_worker(&dir_plugins, &target, &server, &client);
+    answered(&hello(&target, &client));
+    refused(&hello(&target, &[&certs.ca]), "demands a client certificate");
+}

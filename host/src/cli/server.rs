@@ -24,12 +24,13 @@ pub(super) struct ServerArgs {
     #[arg(long)]
     insecure_listen: bool,
     /// Address of the TLS listener, beside the plaintext one (port 0: any free port); its
-    /// certificate and key are --tls-cert and --tls-key.
-    #[arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
+    /// certificate and key are --tls-cert and --tls-key [default: the configuration's
+    /// `tls_listen`, `tls_cert`, `tls_key`, else no TLS listener]
+    #[arg(long, value_name = "ADDR")]
     tls_listen: Option<String>,
     /// CA certificates (PEM) that must sign every TLS client's certificate: mutual TLS, the
-    /// way to say who may submit and take jobs.
-    #[arg(long, value_name = "PATH", requires = "tls_listen")]
+    /// way to say who may submit and take jobs [default: the configuration's `tls_client_ca`]
+    #[arg(long, value_name = "PATH")]
     tls_client_ca: Option<PathBuf>,
     /// SQLite file keeping background and scheduled jobs across restarts [default: in memory only]
     #[arg(long, value_name = "PATH")]
@@ -42,8 +43,11 @@ pub(super) struct ServerArgs {
 }
 
 pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
-    // The configuration is read so that a broken file is reported here as everywhere else.
-    args.common.settings(&args.name)?;
+    // The configuration gives the TLS listener's settings the flags do not (and a broken file
+    // is reported here as everywhere else).
+    let config = args.common.settings(&args.name)?;
+    let tls_listen = args.tls_listen.clone().or(config.tls_listen.clone());
+    let client_ca = args.tls_client_ca.clone().or(config.tls_client_ca.clone());
     let bind =
         |addr: &str| std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"));
     let plain = match args.listen.as_str() {
@@ -63,16 +67,17 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             Some(bind(addr)?)
         }
     };
-    let tls = match (&args.tls_listen, &args.common.tls_cert, &args.common.tls_key) {
+    let tls = match (&tls_listen, &config.tls.cert, &config.tls.key) {
         (Some(addr), Some(cert), Some(key)) => {
-            let config = crate::tls::server_config(cert, key, args.tls_client_ca.as_deref())?;
+            let config = crate::tls::server_config(cert, key, client_ca.as_deref())?;
             Some((bind(addr)?, config))
         }
-        _ => None,
+        (Some(_), _, _) => anyhow::bail!("a TLS listener needs its certificate and key: --tls-cert and --tls-key"),
+        (None, _, _) => None,
     };
     anyhow::ensure!(
-        args.tls_listen.is_some() || args.common.tls_cert.is_none(),
-        "--tls-cert is the TLS listener's certificate: it needs --tls-listen"
+        tls.is_some() || (args.common.tls_cert.is_none() && client_ca.is_none()),
+        "--tls-cert and --tls-client-ca are the TLS listener's: they need --tls-listen (or tls_listen)"
     );
     anyhow::ensure!(plain.is_some() || tls.is_some(), "--listen off needs --tls-listen: nothing to listen on");
     let options = Options {
@@ -91,7 +96,7 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         addrs.push(listener.local_addr()?.to_string());
     }
     if let Some((listener, _)) = &tls {
-        let mutual = if args.tls_client_ca.is_some() { ", client certificates required" } else { "" };
+        let mutual = if client_ca.is_some() { ", client certificates required" } else { "" };
         addrs.push(format!("tls://{} (TLS{mutual})", listener.local_addr()?));
     }
     // Listening only once the store is open: a store that cannot be opened fails here.

@@ -11,6 +11,8 @@
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
 //! log_file = "/var/log/li3g/li3g-host.log"    # log lines here (reopened on SIGUSR1), not syslog
+//! tls_listen = "0.0.0.0:4731"                 # `li3g-host server`: a TLS listener, tls_cert/tls_key its certificate
+//! tls_client_ca = "/etc/li3g/ca.pem"          # ... demanding client certificates of this CA (mutual TLS)
 //!
 //! [default.tasks."Image::resize"]
 //! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
@@ -121,6 +123,11 @@ pub struct Config {
     /// `log_file`: where the daemon and its workers write their log lines (reopened on
     /// SIGUSR1), instead of syslog or stderr.
     pub log_file: Option<PathBuf>,
+    /// `tls_listen`: where `li3g-host server` opens its TLS listener (with `tls_cert` and
+    /// `tls_key` as its certificate), unless `--tls-listen` says otherwise.
+    pub tls_listen: Option<String>,
+    /// `tls_client_ca`: the CA `li3g-host server` demands client certificates of (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -248,6 +255,8 @@ struct RawConfig {
     environment: Option<String>,
     sandbox: Option<RawSandbox>,
     log_file: Option<PathBuf>,
+    tls_listen: Option<String>,
+    tls_client_ca: Option<PathBuf>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
     #[serde(default)]
@@ -366,6 +375,8 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
         pools,
         optional_plugins: optional_plugins.unwrap_or_default(),
         log_file: raw.log_file,
+        tls_listen: raw.tls_listen,
+        tls_client_ca: raw.tls_client_ca,
     })
 }
 
