@@ -28,5 +28,6 @@ mod server;
 mod setup;
 mod state;
 mod tls;
+mod tls_faults;
 mod watching;
 mod worker;
