@@ -3,6 +3,7 @@
 //! serving the clients that behave.
 
 use li3g_tests::tls::{Certs, TlsServer};
+use li3g_tests::{host, run};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -45,3 +46,35 @@ fn tls_connections_that_never_finish_their_handshake_are_cut_off() {
     assert!(n > 0 && line[..n].ends_with(b"\n"), "{:?}", String::from_utf8_lossy(&line[..n]));
 }
 
+#[test]
+fn a_key_that_is_not_the_certificates_or_no_key_at_all_is_named_with_its_files() {
+    let certs = Certs::new();
+    let key_of = |cert: &std::path::Path, key: &std::path::Path| {
+        let mut command = host();
+        command.args(["server", "--listen", "off", "--tls-listen", "127.0.0.1:0", "--tls-cert"]);
+        run(command.arg(cert).arg("--tls-key").arg(key))
+    };
+    // The server's certificate with the client's key.
+    let out = key_of(&certs.server.cert, &certs.client.key);
+    assert_ne!(out.code, Some(0));
+    let (cert, key) = (certs.server.cert.display().to_string(), certs.client.key.display().to_string());
+    assert!(
+        out.stderr.contains(&format!("{key} is not the key of the certificate in {cert}")),
+        "{}",
+        out.stderr
+    );
+    // A certificate file where the key should be.
+    let out = key_of(&certs.server.cert, &certs.server.cert);
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains(&format!("{cert}: no private key in the file")), "{}", out.stderr);
+    // The client side says the same of its tls_cert and tls_key.
+    let mut command = host();
+    command.args(["run", "Hello::say", "x", "--servers", "tls://localhost:1", "--tls-cert"]);
+    let out = run(command.arg(&certs.server.cert).arg("--tls-key").arg(&certs.client.key));
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.stderr.contains(&format!("{key} is not the key of the certificate in {cert}")),
+        "{}",
+        out.stderr
+    );
+}
