@@ -58,11 +58,7 @@ fn a_key_that_is_not_the_certificates_or_no_key_at_all_is_named_with_its_files()
     let out = key_of(&certs.server.cert, &certs.client.key);
     assert_ne!(out.code, Some(0));
     let (cert, key) = (certs.server.cert.display().to_string(), certs.client.key.display().to_string());
-    assert!(
-        out.stderr.contains(&format!("{key} is not the key of the certificate in {cert}")),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(&format!("{key} is not the key of the certificate in {cert}")), "{}", out.stderr);
     // A certificate file where the key should be.
     let out = key_of(&certs.server.cert, &certs.server.cert);
     assert_ne!(out.code, Some(0));
@@ -72,9 +68,5 @@ fn a_key_that_is_not_the_certificates_or_no_key_at_all_is_named_with_its_files()
     command.args(["run", "Hello::say", "x", "--servers", "tls://localhost:1", "--tls-cert"]);
     let out = run(command.arg(&certs.server.cert).arg("--tls-key").arg(&certs.client.key));
     assert_ne!(out.code, Some(0));
-    assert!(
-        out.stderr.contains(&format!("{key} is not the key of the certificate in {cert}")),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(&format!("{key} is not the key of the certificate in {cert}")), "{}", out.stderr);
 }
