@@ -35,6 +35,17 @@ pub enum TlsError {
     /// A certificate file holds no certificate.
     #[error("{0}: no certificate in the file")]
     NoCertificate(PathBuf),
+    /// A key file holds no private key.
+    #[error("{0}: no private key in the file")]
+    NoKey(PathBuf),
+    /// The private key is not the certificate's.
+    #[error("{key} is not the key of the certificate in {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
     /// A client certificate without its key, or a key without its certificate.
     #[error("a TLS client certificate needs its key (tls_cert and tls_key both, or neither)")]
     CertWithoutKey,
@@ -79,7 +90,21 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// # Errors
 /// [`TlsError::Pem`] when it cannot be read or holds no key.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Pem { path: path.to_path_buf(), source })
+    PrivateKeyDer::from_pem_file(path).map_err(|source| match source {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey(path.to_path_buf()),
+        source => TlsError::Pem { path: path.to_path_buf(), source },
+    })
+}
+
+/// rustls' refusal of a certificate and key, naming both files when the key is not the
+/// certificate's.
+fn pair_error<'a>(cert: &'a Path, key: &'a Path) -> impl FnOnce(rustls::Error) -> TlsError + 'a {
+    move |err| match err {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsError::KeyMismatch { cert: cert.to_path_buf(), key: key.to_path_buf() }
+        }
+        err => TlsError::Rustls(err),
+    }
 }
 
 fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
@@ -106,7 +131,7 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(read_certs(cert)?, read_key(key)?)?;
+    let mut config = builder.with_single_cert(read_certs(cert)?, read_key(key)?).map_err(pair_error(cert, key))?;
     // No session resumption: connections are long-lived, and a ticket would be bytes a
     // client reads as "the server sent something unasked".
     config.send_tls13_tickets = 0;
@@ -136,7 +161,9 @@ pub fn client_config(files: &ClientFiles) -> Result<Arc<ClientConfig>, TlsError>
         .with_safe_default_protocol_versions()?
         .with_webpki_verifier(verifier);
     let config = match (&files.cert, &files.key) {
-        (Some(cert), Some(key)) => builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?,
+        (Some(cert), Some(key)) => {
+            builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?).map_err(pair_error(cert, key))?
+        }
         (None, None) => builder.with_no_client_auth(),
         _ => return Err(TlsError::CertWithoutKey),
     };

@@ -65,6 +65,10 @@ impl Transport {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, HandshakeClosed))
                 }
+                // The socket's timeout: the server took the connection but does not answer.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, HandshakeTimeout(timeout)))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -189,6 +193,12 @@ impl Write for Transport {
 #[derive(Debug, thiserror::Error)]
 #[error("the server closed the connection during the TLS handshake: it does not speak TLS, or refused us")]
 pub struct HandshakeClosed;
+
+/// The server accepted the connection but did not answer the TLS handshake in time (a hung
+/// or overloaded server, or a plaintext one waiting for a line). Its kind stays a timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no TLS handshake within {0:?}: the server took the connection but does not answer")]
+pub struct HandshakeTimeout(pub Duration);
 
 /// The words for a TLS failure inside `err`, if it is one.
 pub fn explain_io(err: &io::Error) -> Option<String> {

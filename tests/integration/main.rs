@@ -29,6 +29,7 @@ mod server;
 mod setup;
 mod state;
 mod tls;
+mod tls_faults;
 mod typed_client;
 mod watching;
 mod worker;

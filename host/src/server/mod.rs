@@ -117,6 +117,10 @@ const TLS_LISTENER: Token = Token(2);
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Read at most this much from one connection per turn.
 const READ_BUDGET: usize = 256 << 10;
+/// How long a TLS client may take to complete its handshake: one that has not by then is
+/// disconnected, so that connections nobody authenticated (no certificate yet, under mutual
+/// TLS) cannot hold the server's descriptors for ever.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The server: its state, from [`Server::open`] to the end of [`Server::serve`].
 pub struct Server {
@@ -146,6 +150,9 @@ pub struct Server {
     accept_paused: bool,
     /// Counts job assignments, to tell a timed-out run from a later one.
     assignments: u64,
+    /// TLS connections accepted, oldest first, with when their handshake must be done
+    /// ([`HANDSHAKE_DEADLINE`]).
+    handshakes: std::collections::VecDeque<(Instant, Token)>,
 }
 
 /// Unix time in milliseconds.
@@ -247,6 +254,7 @@ impl Server {
             awaiting_commit: Vec::new(),
             assignments: 0,
             accept_paused: false,
+            handshakes: std::collections::VecDeque::new(),
         };
         if let Some(path) = server.options.store.clone() {
             let store = Store::open(&path)?;
@@ -298,6 +306,7 @@ impl Server {
                 self.accept();
             }
             self.fire_timers();
+            self.expire_handshakes();
             let stopping = stop();
             self.commit(stopping);
             // Closing a connection while flushing may give others something to send (a job
@@ -319,6 +328,7 @@ impl Server {
         let timers = self.timers.next_wait(now_ms(), now);
         let store = self.store.as_ref().and_then(|s| s.due_in(now));
         let accept = self.accept_paused.then_some(ACCEPT_RETRY);
-        [timers, store, accept].into_iter().flatten().min()
+        let handshake = self.handshakes.front().map(|(at, _)| at.saturating_duration_since(now));
+        [timers, store, accept, handshake].into_iter().flatten().min()
     }
 }

@@ -7,7 +7,7 @@
 use super::jobs::Stored;
 use super::peer::Peer;
 use super::stream::Stream;
-use super::{Server, READ_BUDGET};
+use super::{Server, HANDSHAKE_DEADLINE, READ_BUDGET};
 use crate::gearman::packet::Packet;
 use mio::{Interest, Token};
 use std::io;
@@ -40,7 +40,10 @@ impl Server {
                     }
                     let stream = match &self.tls_listener {
                         Some((_, config)) if tls => match rustls::ServerConnection::new(config.clone()) {
-                            Ok(session) => Stream::Tls(Box::new((stream, session))),
+                            Ok(session) => {
+                                self.handshakes.push_back((Instant::now() + HANDSHAKE_DEADLINE, token));
+                                Stream::Tls(Box::new((stream, session)))
+                            }
                             Err(err) => {
                                 log::warn!("cannot start TLS with {addr}: {err}");
                                 let _ = self.poll.registry().deregister(&mut stream);
@@ -61,6 +64,22 @@ impl Server {
                     self.accept_paused = true;
                     return;
                 }
+            }
+        }
+    }
+
+    /// Disconnects the TLS clients whose handshake is not done by its deadline.
+    pub(super) fn expire_handshakes(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, token)) = self.handshakes.front() {
+            if at > now {
+                return;
+            }
+            self.handshakes.pop_front();
+            // Tokens are never reused: a closed connection's entry finds no peer.
+            if let Some(peer) = self.peers.get(&token).filter(|peer| peer.stream.is_handshaking()) {
+                log::info!("TLS with {} failed: no handshake within {HANDSHAKE_DEADLINE:?}", peer.addr);
+                self.close(token);
             }
         }
     }

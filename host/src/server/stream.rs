@@ -96,6 +96,11 @@ impl Stream {
         }
     }
 
+    /// Whether the TLS handshake is still going on (never for a plain socket).
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self, Stream::Tls(tls) if tls.1.is_handshaking())
+    }
+
     /// Whether rustls has records to write (handshake messages, alerts, encrypted data).
     pub fn wants_write(&self) -> bool {
         matches!(self, Stream::Tls(tls) if tls.1.wants_write())
