@@ -299,7 +299,7 @@ pub fn serve(
         let queue = queue;
         for _ in 0..limits.handlers.max(1) {
             let (unfinished, waker, requests) = (unfinished.clone(), &waker, &requests);
-            scope.spawn(move || answer_from(&requests, limits, handle, &unfinished, waker));
+            scope.spawn(move || answer_from(requests, limits, handle, &unfinished, waker));
         }
         let mut events = Events::with_capacity(256);
         let mut reading: HashMap<Token, Reading> = HashMap::new();
