@@ -13,6 +13,10 @@
 //!   [`Limits::head_bytes`] (else 431) and its body within [`Limits::body_bytes`] (else 413).
 //! - A fixed number of handler threads ([`Limits::handlers`]) answer complete requests from a
 //!   bounded queue; when it is full the request gets 503 at once.
+//! - A handler never waits for a client to read: it writes what the socket takes at once and
+//!   hands the rest of the answer back to the reader, which writes it as the client reads, for at
+//!   most [`Limits::write_timeout`] in all (a client that never reads, or reads a byte now and
+//!   then, costs a buffer for that long, never a handler, and cannot hold up a stop).
 //! - One request per connection (`Connection: close`): no keep-alive state to hold.
 //!
 //! Must not: block the reader on one client; grow a thread, a buffer or a queue without bound.
@@ -42,7 +46,7 @@ pub struct Limits {
     pub handlers: usize,
     /// Complete requests waiting for a handler.
     pub queue: usize,
-    /// How long writing an answer may block.
+    /// How long writing an answer may take in all (the client reading it).
     pub write_timeout: Duration,
 }
 
@@ -190,6 +194,11 @@ fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         headers.push((name.to_string(), value.trim().to_string()));
     }
     let request = Request { method: method.into(), target: target.into(), headers, body: Vec::new() };
+    if request.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("Host")).count() > 1 {
+        // Which one names the monitor? The Host check reads the first; refuse the doubt (RFC
+        // 9112 3.2: 400).
+        return Parsed::Refuse(400);
+    }
     if request.header("Transfer-Encoding").is_some() {
         // Chunked bodies: nothing here sends one (a form is short, with a length).
         return Parsed::Refuse(501);
@@ -226,7 +235,38 @@ struct Reading {
     continued: bool,
 }
 
+/// An answer the client has not read whole yet: written by the reader as the socket takes it.
+struct Writing {
+    stream: TcpStream,
+    bytes: Vec<u8>,
+    written: usize,
+    until: Instant,
+}
+
+impl Writing {
+    /// Writes what the socket takes now; `true` when the answer is written whole or the
+    /// connection failed (nothing more to do but close it).
+    fn write_more(&mut self) -> bool {
+        while self.written < self.bytes.len() {
+            match self.stream.write(&self.bytes[self.written..]) {
+                Ok(0) => return true,
+                Ok(n) => self.written += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        true
+    }
+
+    fn close(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
 const LISTENER: Token = Token(usize::MAX);
+/// The handlers' signal that an unfinished answer waits to be taken over.
+const WAKE: Token = Token(usize::MAX - 1);
 
 /// Writes `status` at once, without waiting (a refusal), and closes.
 fn refuse(mut stream: TcpStream, status: u16) {
@@ -249,16 +289,21 @@ pub fn serve(
     let mut poll = Poll::new()?;
     let fd = listener.as_raw_fd();
     poll.registry().register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)?;
+    let waker = mio::Waker::new(poll.registry(), WAKE)?;
     let (queue, requests) = sync_channel::<(TcpStream, Request)>(limits.queue);
     let requests = Mutex::new(requests);
+    // Bounded by the handlers: each hands over at most the answer it just wrote.
+    let (unfinished, handed_over) = std::sync::mpsc::channel::<Writing>();
     std::thread::scope(|scope| {
         // Owned here: however this returns, the queue closes and the handlers end.
         let queue = queue;
         for _ in 0..limits.handlers.max(1) {
-            scope.spawn(|| answer_from(&requests, limits, handle));
+            let (unfinished, waker, requests) = (unfinished.clone(), &waker, &requests);
+            scope.spawn(move || answer_from(requests, limits, handle, &unfinished, waker));
         }
         let mut events = Events::with_capacity(256);
         let mut reading: HashMap<Token, Reading> = HashMap::new();
+        let mut writing: HashMap<Token, Writing> = HashMap::new();
         let mut next = 0usize;
         while !stop() {
             if let Err(err) = poll.poll(&mut events, Some(Duration::from_millis(200))) {
@@ -272,7 +317,19 @@ pub fn serve(
                     accept_all(listener, &poll, &mut reading, &mut next, limits);
                     continue;
                 }
+                if event.token() == WAKE {
+                    take_over(&handed_over, &poll, &mut writing, &mut next, limits);
+                    continue;
+                }
                 let token = event.token();
+                if let Some(answer) = writing.get_mut(&token) {
+                    if answer.write_more() {
+                        let answer = writing.remove(&token).expect("present");
+                        let _ = poll.registry().deregister(&mut SourceFd(&answer.stream.as_raw_fd()));
+                        answer.close();
+                    }
+                    continue;
+                }
                 let Some(conn) = reading.get_mut(&token) else { continue };
                 match read_more(conn, limits) {
                     Parsed::More { continue_wanted } => {
@@ -306,6 +363,14 @@ pub fn serve(
                 let conn = reading.remove(&token).expect("present");
                 let _ = poll.registry().deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
                 refuse(conn.stream, 408);
+            }
+            // Answers not read in time.
+            let now = Instant::now();
+            let late: Vec<Token> = writing.iter().filter(|(_, w)| w.until <= now).map(|(t, _)| *t).collect();
+            for token in late {
+                let answer = writing.remove(&token).expect("present");
+                let _ = poll.registry().deregister(&mut SourceFd(&answer.stream.as_raw_fd()));
+                answer.close();
             }
         }
         Ok(())
@@ -347,6 +412,33 @@ fn accept_all(
     }
 }
 
+/// Takes over the answers the handlers could not write whole; past the limit, drops the one
+/// that has least time left.
+fn take_over(
+    handed_over: &Receiver<Writing>,
+    poll: &Poll,
+    writing: &mut HashMap<Token, Writing>,
+    next: &mut usize,
+    limits: &Limits,
+) {
+    while let Ok(answer) = handed_over.try_recv() {
+        if writing.len() >= limits.connections.max(1) {
+            if let Some(oldest) = writing.iter().min_by_key(|(_, w)| w.until).map(|(t, _)| *t) {
+                let dropped = writing.remove(&oldest).expect("present");
+                let _ = poll.registry().deregister(&mut SourceFd(&dropped.stream.as_raw_fd()));
+                dropped.close();
+            }
+        }
+        *next = (*next + 1) % (usize::MAX - 1);
+        let token = Token(*next);
+        let fd = answer.stream.as_raw_fd();
+        // Edge-triggered: a socket with room already is reported at once.
+        if poll.registry().register(&mut SourceFd(&fd), token, Interest::WRITABLE).is_ok() {
+            writing.insert(token, answer);
+        }
+    }
+}
+
 /// Reads what `conn` has (edge-triggered: until it would block) and parses it.
 /// `Refuse(0)`: the client closed or failed; nothing to answer.
 fn read_more(conn: &mut Reading, limits: &Limits) -> Parsed {
@@ -376,21 +468,28 @@ fn read_more(conn: &mut Reading, limits: &Limits) -> Parsed {
     }
 }
 
-/// A handler thread: answers requests until the queue closes.
+/// A handler thread: answers requests until the queue closes. What the socket does not take
+/// at once goes to the reader (`unfinished`, then `waker`): a handler never waits for a client.
 fn answer_from(
     requests: &Mutex<Receiver<(TcpStream, Request)>>,
     limits: &Limits,
     handle: &(dyn Fn(&Request) -> Response + Sync),
+    unfinished: &std::sync::mpsc::Sender<Writing>,
+    waker: &mio::Waker,
 ) {
     loop {
         let next = requests.lock().map(|r| r.recv());
-        let Ok(Ok((mut stream, request))) = next else { return };
+        let Ok(Ok((stream, request))) = next else { return };
         let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&request)))
             .unwrap_or_else(|_| Response::text(500, "internal error\n"));
-        if stream.set_nonblocking(false).is_ok() && stream.set_write_timeout(Some(limits.write_timeout)).is_ok() {
-            let _ = stream.write_all(&response.bytes(request.method == "HEAD"));
+        let bytes = response.bytes(request.method == "HEAD");
+        let mut answer = Writing { stream, bytes, written: 0, until: Instant::now() + limits.write_timeout };
+        if answer.write_more() {
+            answer.close();
+        } else if unfinished.send(answer).is_ok() {
+            // The reader is gone (stopping) when this fails: the answer is dropped with it.
+            let _ = waker.wake();
         }
-        let _ = stream.shutdown(Shutdown::Both);
     }
 }
 
@@ -425,7 +524,64 @@ mod tests {
         assert_eq!(parsed("POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n"), Parsed::Refuse(413));
         assert_eq!(parsed("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), Parsed::Refuse(400));
         assert_eq!(parsed("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Parsed::Refuse(501));
+        assert_eq!(parsed("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nhost: evil.example\r\n\r\n"), Parsed::Refuse(400));
         assert_eq!(parsed(&format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(300))), Parsed::Refuse(431));
+    }
+
+    /// A client that asks for a big answer and never reads it must not hold a handler: with one
+    /// handler, a second client is answered at once, the first still gets its answer whole when
+    /// it reads, and a stop is not held up by a client that never reads.
+    #[test]
+    fn a_client_that_does_not_read_holds_no_handler_nor_the_stop() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const BIG: usize = 16 << 20;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let limits = Limits { handlers: 1, write_timeout: Duration::from_secs(60), ..Limits::default() };
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let server = std::thread::spawn(move || {
+            let handle = |r: &Request| {
+                if r.target == "/big" {
+                    Response::new(200, "text/plain", vec![b'x'; BIG])
+                } else {
+                    Response::text(200, "small\n")
+                }
+            };
+            serve(&listener, &limits, &handle, &|| flag.load(Ordering::Relaxed))
+        });
+        let get = |path: &str| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
+            s
+        };
+        let read_all = |mut s: TcpStream| {
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+            answer
+        };
+        let slow = get("/big");
+        // The big answer's start is sent (the socket took what it could): the handler is done.
+        let mut first = [0u8; 12];
+        (&slow).read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        let started = Instant::now();
+        let small = read_all(get("/small"));
+        assert!(small.ends_with(b"small\n"), "{}", String::from_utf8_lossy(&small));
+        assert!(started.elapsed() < Duration::from_secs(10), "the second client waited {:?}", started.elapsed());
+        // Partial writes go on as the slow client reads: its answer arrives whole.
+        let rest = read_all(slow);
+        assert!(rest.len() > BIG && rest.ends_with(b"xxxx"), "{} bytes", rest.len());
+
+        // A stop with a client that never reads: the server returns at once, not after the
+        // write timeout.
+        let _never_reads = get("/big");
+        assert!(read_all(get("/small")).ends_with(b"small\n"));
+        stop.store(true, Ordering::Relaxed);
+        let stopping = Instant::now();
+        server.join().unwrap().unwrap();
+        assert!(stopping.elapsed() < Duration::from_secs(10), "the stop took {:?}", stopping.elapsed());
     }
 
     #[test]

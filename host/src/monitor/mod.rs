@@ -202,6 +202,9 @@ impl Monitor<'_> {
         }
         let view = View { report: &report, pending: &pending, dead: &dead, csrf: &self.csrf, query, notice };
         answer(200, "text/html; charset=utf-8", dashboard::render(page, &view))
+            // No other site may show it in a frame and have a click land on an action.
+            .with_header("X-Frame-Options", "DENY")
+            .with_header("Content-Security-Policy", "frame-ancestors 'none'")
     }
 
     fn action(&self, request: &Request, path: &str, query: &str) -> Response {
@@ -238,8 +241,12 @@ impl Monitor<'_> {
 /// Whether a `Host` header names an IP address or `localhost` (with or without a port).
 fn host_is_an_address(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
-        // `[::1]:9464`
-        Some(rest) => rest.split_once(']').map_or("", |(name, _)| name),
+        // `[::1]:9464`; nothing but a port after the `]`.
+        Some(rest) => match rest.split_once(']') {
+            Some((name, "")) => name,
+            Some((name, port)) if port.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) => name,
+            _ => "",
+        },
         None => host
             .rsplit_once(':')
             .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
@@ -330,8 +337,39 @@ mod tests {
         for host in ["127.0.0.1:9464", "127.0.0.1", "[::1]:9464", "localhost:9464", "LOCALHOST", "10.0.0.5:80"] {
             assert!(host_is_an_address(host), "{host}");
         }
-        for host in ["evil.example", "evil.example:9464", "127.0.0.1.evil.example", "", "[::1"] {
+        for host in ["evil.example", "evil.example:9464", "127.0.0.1.evil.example", "", "[::1", "[::1]evil.example"] {
             assert!(!host_is_an_address(host), "{host}");
+        }
+    }
+
+    /// Clickjacking: another site's page could show the dashboard in a frame (named by its
+    /// address, which the Host check lets in) and have a click land on Retry or Delete.
+    #[test]
+    fn the_dashboard_may_not_be_framed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("li3g.toml");
+        std::fs::write(&file, "[default]\nservers = [\"127.0.0.1:1\"]\n").unwrap();
+        let config = crate::config::load(Some(&file), "default", None).unwrap();
+        let monitor = Monitor { config: &config, csrf: random_token(), sources: Sources::new(&config) };
+        let ask = |method: &str, target: &str| {
+            monitor.handle(&Request {
+                method: method.into(),
+                target: target.into(),
+                headers: vec![("Host".into(), "127.0.0.1:9464".into())],
+                body: format!("csrf={}", monitor.csrf).into_bytes(),
+            })
+        };
+        for (method, target) in [("GET", "/"), ("GET", "/queues"), ("GET", "/dead"), ("HEAD", "/scheduled")] {
+            let page = ask(method, target);
+            assert_eq!(page.status, 200, "{target}");
+            let header =
+                |name: &str| page.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+            assert_eq!(header("X-Frame-Options").as_deref(), Some("DENY"), "{target}: {:?}", page.headers);
+            assert!(
+                header("Content-Security-Policy").is_some_and(|v| v.contains("frame-ancestors 'none'")),
+                "{target}: {:?}",
+                page.headers
+            );
         }
     }
 
