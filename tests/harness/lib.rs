@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 
 mod peers;
 pub mod redis_setups;
+pub mod tls;
 mod under_test;
 pub use peers::{missing_peers, require_peers};
 pub use under_test::{signal, Daemon, HostBuilder, Signal, Worker};

@@ -27,5 +27,6 @@ mod scheduler;
 mod server;
 mod setup;
 mod state;
+mod tls;
 mod watching;
 mod worker;

@@ -3,6 +3,10 @@
 //! ```toml
 //! [default]
 //! servers = ["127.0.0.1:4730", "gearman2"]   # host or host:port (default port 4730); or "a,b"
+//!                                             # tls://host:port: TLS, verified with:
+//! tls_ca = "/etc/li3g/ca.pem"                 # CAs for tls:// servers [default: the system's]
+//! tls_cert = "/etc/li3g/client.pem"           # client certificate, for servers that demand one
+//! tls_key = "/etc/li3g/client.key"            # its private key
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler: redis[s]://[user:password@]host[:port][/db],
 //!                                             # redis+sentinel://h1,h2/master[/db], redis+cluster://h1:7000,h2:7001
@@ -82,6 +86,8 @@ pub struct Config {
     /// Whether `servers` is the built-in default (nothing configured them): `start` then runs
     /// the embedded job server there.
     pub servers_default: bool,
+    /// `tls_ca`, `tls_cert`, `tls_key`: the TLS files for every `tls://` server.
+    pub tls: crate::tls::ClientFiles,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
     /// `[NAME.sandbox]`: every task's sandbox unless it has its own.
@@ -207,6 +213,12 @@ impl RawSandbox {
 struct RawOverride {
     #[expect(dead_code, reason = "read by li3g_client::config")]
     servers: Option<Servers>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_ca: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_cert: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_key: Option<PathBuf>,
     plugins: Option<RawPlugins>,
     #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
@@ -223,6 +235,12 @@ struct RawOverride {
 struct RawConfig {
     #[expect(dead_code, reason = "read by li3g_client::config")]
     servers: Option<Servers>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_ca: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_cert: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_key: Option<PathBuf>,
     plugins: Option<RawPlugins>,
     #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
@@ -269,7 +287,7 @@ pub fn parse(path: &Path, text: &str, name: &str, environment: Option<&str>) -> 
 }
 
 fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
-    let Target { name, file, servers, servers_default, redis, redis_key, environment } = target;
+    let Target { name, file, servers, servers_default, tls, redis, redis_key, environment } = target;
     let (name, path) = (name.as_str(), file.as_deref());
     let invalid = |key: String, message: String| ConfigError::Invalid { path: path.map(Into::into), key, message };
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -358,6 +376,7 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
         file,
         servers,
         servers_default,
+        tls,
         plugins,
         sandbox: raw.sandbox.map(RawSandbox::resolve),
         redis,
