@@ -527,3 +527,20 @@ fn a_job_written_under_the_old_prefix_after_the_start_is_moved_too() {
     wait_until("the job an old client wrote after the start ran", LONG, || lines(&path).len() >= 2);
     assert_eq!(lines(&path), ["new", "old"], "once");
 }
+
+/// A job waiting under the old prefix keeps its status when it is moved: `status ID` says
+/// `pending` before and after. (Its status key stayed under `li3g:`: `status` said "no status
+/// for job" until it ran.)
+#[test]
+fn a_job_moved_from_the_old_prefix_keeps_its_status() {
+    let setup = Setup::new();
+    let config = setup.config();
+    let old = li3g_host::config::SchedulerSettings { prefix: "li3g:".into(), ..config.scheduler.clone() };
+    let mut store = Schedule::open(config.redis.as_deref().unwrap(), &old).unwrap();
+    let record = append_record(&setup.file("later"), "later");
+    store.schedule(&record, SystemTime::now() + Duration::from_secs(3600)).unwrap();
+    let (_scheduler, log) = setup.scheduler(&[]);
+    log.wait_for("Moved 1 scheduled jobs from the old key prefix", LONG);
+    let status = setup.li3g(&["status", &record.id]);
+    assert!(status.stdout.starts_with("pending"), "{} {}", status.stdout, status.stderr);
+}
