@@ -21,8 +21,7 @@
 //! connects until asked. Errors never show the password.
 
 use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{Cmd, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisResult, TlsMode, Value};
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisResult, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,9 +66,24 @@ pub struct RedisTarget {
 
 enum Inner {
     Single(redis::Client),
-    Sentinel(Box<SentinelClient>),
+    Sentinel(Box<Sentinel>),
     Cluster(ClusterClient),
 }
+
+/// A master watched by Sentinel: the sentinels to ask, in order, and how to reach the master
+/// they name. (Not the redis crate's `SentinelClient`: its blocking connections to the sentinels
+/// and to the master have no timeouts, so one stalled sentinel, or a master stalled before the
+/// sentinels notice, blocked every reconnection for good, SIGTERM included.)
+struct Sentinel {
+    sentinels: Vec<ConnectionInfo>,
+    master: String,
+    /// The master's credentials and database.
+    redis: redis::RedisConnectionInfo,
+    tls: bool,
+}
+
+/// How long one sentinel may take to connect and to answer.
+const SENTINEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Clone for RedisTarget {
     fn clone(&self) -> RedisTarget {
@@ -164,27 +178,14 @@ impl RedisTarget {
                 for host in &hosts {
                     let info = node(url, "redis", userinfo, host, 26379)?;
                     auth.get_or_insert_with(|| info.redis_settings().clone());
-                    sentinels.push(info.addr().clone());
+                    // The sentinels are asked without the master's credentials.
+                    sentinels.push(info.addr().clone().into_connection_info().map_err(|err| bad(url, err))?);
                 }
-                let auth = auth.unwrap_or_default();
-                let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
-                    .map_err(|err| bad(url, err))?
-                    .set_client_to_redis_db(db)
-                    .set_client_to_redis_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-                if let Some(user) = auth.username() {
-                    builder = builder.set_client_to_redis_username(user);
-                }
-                if let Some(password) = auth.password() {
-                    builder = builder.set_client_to_redis_password(password);
-                }
+                let redis = auth.unwrap_or_default().set_db(db);
                 if tls {
                     install_crypto();
-                    builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
-                    if ca.is_some() {
-                        builder = builder.set_client_to_redis_certificates(certs());
-                    }
                 }
-                Inner::Sentinel(Box::new(builder.build().map_err(|err| bad(url, err))?))
+                Inner::Sentinel(Box::new(Sentinel { sentinels, master: master.to_string(), redis, tls }))
             }
             "redis+cluster" | "rediss+cluster" => {
                 let (userinfo, hosts, path) = split(url, rest)?;
@@ -237,7 +238,18 @@ impl RedisTarget {
         };
         match &mut self.inner {
             Inner::Single(client) => single(client),
-            Inner::Sentinel(sentinel) => single(&sentinel.get_client()?),
+            Inner::Sentinel(sentinel) => {
+                let info = sentinel.master_info()?;
+                let client = match (&self.ca, sentinel.tls) {
+                    (Some(ca), true) => redis::Client::build_with_tls(
+                        info,
+                        redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) },
+                    )?,
+                    _ => redis::Client::open(info)?,
+                };
+                let conn = single(&client)?;
+                Sentinel::check_master(conn)
+            }
             Inner::Cluster(cluster) => Ok(RedisConn::Cluster(Box::new(cluster.get_connection()?))),
         }
     }
@@ -251,7 +263,7 @@ impl RedisTarget {
     pub fn subscriber(&mut self, attempt: usize) -> RedisResult<(ConnectionInfo, Option<&[u8]>)> {
         let info = match &mut self.inner {
             Inner::Single(client) => client.get_connection_info().clone(),
-            Inner::Sentinel(sentinel) => sentinel.get_client()?.get_connection_info().clone(),
+            Inner::Sentinel(sentinel) => sentinel.master_info()?,
             Inner::Cluster(_) => {
                 let (_, rest) = self.url.split_once("://").expect("parsed");
                 let (userinfo, hosts, _) = split(&self.url, rest).expect("parsed");
@@ -260,6 +272,62 @@ impl RedisTarget {
             }
         };
         Ok((info, self.ca.as_deref()))
+    }
+}
+
+impl Sentinel {
+    /// The master's address as the first sentinel that answers names it (each sentinel tried
+    /// in turn, each bounded by [`SENTINEL_TIMEOUT`]), with the master's credentials, database
+    /// and TLS.
+    fn master_info(&self) -> RedisResult<ConnectionInfo> {
+        let mut last = None;
+        for sentinel in &self.sentinels {
+            let asked = (|| -> RedisResult<Option<(String, u16)>> {
+                let conn = redis::Client::open(sentinel.clone())?.get_connection_with_timeout(SENTINEL_TIMEOUT)?;
+                conn.set_read_timeout(Some(SENTINEL_TIMEOUT))?;
+                conn.set_write_timeout(Some(SENTINEL_TIMEOUT))?;
+                let mut conn = conn;
+                redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(&self.master).query(&mut conn)
+            })();
+            match asked {
+                Ok(Some((host, port))) => {
+                    let addr = if self.tls {
+                        ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None }
+                    } else {
+                        ConnectionAddr::Tcp(host, port)
+                    };
+                    return Ok(addr
+                        .into_connection_info()?
+                        .set_redis_settings(self.redis.clone())
+                        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)));
+                }
+                Ok(None) => {
+                    last = Some(redis::RedisError::from((
+                        redis::ErrorKind::MasterNameNotFoundBySentinel,
+                        "the sentinel knows no master of that name",
+                        self.master.clone(),
+                    )))
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no sentinel"))))
+    }
+
+    /// `conn` if its server says it is a master (`ROLE`): a sentinel may still name a demoted
+    /// one for a moment. A user whose ACL refuses `ROLE` is taken at its word (a write to a
+    /// replica is refused with `READONLY`, which makes a new connection).
+    fn check_master(mut conn: RedisConn) -> RedisResult<RedisConn> {
+        match redis::cmd("ROLE").query::<Vec<Value>>(&mut conn) {
+            Ok(role) if matches!(role.first(), Some(Value::BulkString(r)) if r.as_slice() != b"master") => {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::MasterNameNotFoundBySentinel,
+                    "the server the sentinels name is not a master (yet)",
+                )))
+            }
+            Err(err) if err.code() != Some("NOPERM") => Err(err),
+            _ => Ok(conn),
+        }
     }
 }
 

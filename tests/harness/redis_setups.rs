@@ -259,6 +259,11 @@ impl SentinelSetup {
         setup
     }
 
+    /// The sentinels' PIDs, in the order of [`SentinelSetup::url`].
+    pub fn sentinel_pids(&self) -> Vec<u32> {
+        self._sentinels.iter().map(ChildGuard::id).collect()
+    }
+
     /// `redis+sentinel://127.0.0.1:s1,127.0.0.1:s2,127.0.0.1:s3/mymaster/0`.
     pub fn url(&self) -> String {
         let addrs: Vec<String> = self.sentinel_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -267,7 +272,12 @@ impl SentinelSetup {
 
     /// The port the sentinels name as master now.
     pub fn master_port(&self) -> Option<u16> {
-        let mut conn = connect(self.sentinel_ports[0]);
+        self.master_port_by(0)
+    }
+
+    /// The port sentinel number `i` names as master now.
+    pub fn master_port_by(&self, i: usize) -> Option<u16> {
+        let mut conn = connect(self.sentinel_ports[i]);
         let addr: Option<(String, u16)> =
             redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER_NAME).query(&mut conn).ok()?;
         addr.map(|(_, port)| port)

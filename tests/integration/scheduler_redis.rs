@@ -432,3 +432,115 @@ fn sentinel_failover_loses_only_unreplicated_jobs_and_everyone_follows_the_new_m
     );
     assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up");
 }
+
+/// One sentinel stalled (SIGSTOP: a sentinel whose machine stops answering), then the master
+/// SIGKILLed: the two other sentinels promote the replica, and the client and the scheduler,
+/// asking the sentinels in turn with each answer bounded, follow the new master; SIGTERM still
+/// stops the scheduler. (With the redis crate's Sentinel client, whose connections to the
+/// sentinels have no timeout, the client hung and the scheduler stopped moving jobs, deaf to
+/// SIGTERM, for as long as the one sentinel stayed stalled.)
+#[test]
+fn a_stalled_sentinel_does_not_stop_the_client_or_the_scheduler_following_a_failover() {
+    let mut sentinel = SentinelSetup::start();
+    let setup = setup_on(&sentinel.url(), "", "");
+    let _worker = setup.worker();
+    let (mut scheduler, log) = setup.scheduler(&[]);
+    let path = setup.file("stalled");
+    let file = path.display().to_string();
+    scheduled_id(&setup.li3g(&["run", APPEND, &file, "before", "--in", "1s"]));
+    wait_until("the job scheduled before the stall ran", LONG, || lines(&path) == ["before"]);
+
+    let stalled = sentinel.sentinel_pids()[0];
+    signal(stalled, Signal::SIGSTOP);
+    sentinel.master.take().unwrap().kill();
+    let replica = sentinel.replica.port;
+    wait_until("the two other sentinels promote the replica", LONG, || sentinel.master_port_by(1) == Some(replica));
+    // Scheduling fails (a clear error, nothing acknowledged) until the new master answers,
+    // and each attempt returns (`run` fails the test past 60 s).
+    wait_until("the client schedules on the new master", LONG, || {
+        setup.li3g(&["run", APPEND, &file, "after", "--in", "1s"]).code == Some(0)
+    });
+    wait_until("the scheduler moved the job scheduled after the failover", LONG, || {
+        lines(&path).contains(&"after".to_string())
+    });
+    signal(scheduler.id(), Signal::SIGTERM);
+    let stopped = scheduler.wait_timeout(Duration::from_secs(20));
+    signal(stalled, Signal::SIGCONT);
+    assert!(stopped.is_some(), "SIGTERM stops the scheduler while a sentinel is stalled: {:#?}", log.all());
+    assert_eq!(lines(&path), ["before", "after"], "each once");
+}
+
+/// A `rediss://` Redis that accepts connections and never answers (SIGSTOP, as a stalled
+/// server) while the scheduler starts: its take times out and says so, and SIGTERM stops it
+/// within seconds. (The wake-up subscription's TLS handshake read with no timeout: the
+/// scheduler hung there, deaf to SIGTERM, until Redis went on.)
+#[test]
+fn a_stalled_rediss_server_does_not_hold_the_scheduler_past_sigterm() {
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tls_port = li3g_tests::free_port();
+    let args = certs.redis_args(tls_port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let redis = on_a_free_port_redis(dir.path(), &args, None);
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let setup = setup_on(&url, &format!("redis_tls_ca = \"{}\"\n", certs.ca().display()), "");
+    signal(redis.pid(), Signal::SIGSTOP);
+    let (mut scheduler, log) = setup.scheduler(&[]);
+    log.wait_for("Cannot take due jobs", LONG);
+    signal(scheduler.id(), Signal::SIGTERM);
+    let stopped = scheduler.wait_timeout(Duration::from_secs(30));
+    signal(redis.pid(), Signal::SIGCONT);
+    assert!(stopped.is_some(), "SIGTERM stops the scheduler while Redis is stalled: {:#?}", log.all());
+}
+
+/// `redis_tls_ca` naming a file that cannot be read (a typo, a CA rotated away): the worker
+/// refuses the configuration at start, naming the key and the file. (It used to start, and then
+/// lost the retry of every failed job, whose failure it could not record.)
+#[test]
+fn an_unreadable_redis_tls_ca_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = on_a_free_port_redis(dir.path(), &[], None);
+    let missing = dir.path().join("missing-ca.pem");
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let setup = setup_on(&url, &format!("redis_tls_ca = \"{}\"\n", missing.display()), "");
+    let out = setup.li3g(&["work"]);
+    assert!(out.code.is_some_and(|code| code != 0), "refused: {} {}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("redis_tls_ca") && out.stderr.contains("missing-ca.pem"), "{}", out.stderr);
+}
+
+/// A li3g 0.1 client or worker that still writes under `li3g:` after the scheduler started (a
+/// rolling upgrade, one machine at a time): that job is moved too, within seconds, and runs
+/// once. (The move ran only at start: such a job waited under `li3g:` until a scheduler restart.)
+#[test]
+fn a_job_written_under_the_old_prefix_after_the_start_is_moved_too() {
+    let setup = Setup::new();
+    let config = setup.config();
+    let _worker = setup.worker();
+    let (_scheduler, _log) = setup.scheduler(&[]);
+    let path = setup.file("late-old-prefix");
+    // Once a job under the new prefix ran, the scheduler's loop is past its first move.
+    schedule(&setup, &path, "new", SystemTime::now());
+    wait_until("the job under the new prefix ran", LONG, || lines(&path) == ["new"]);
+    let old = li3g_host::config::SchedulerSettings { prefix: "li3g:".into(), ..config.scheduler.clone() };
+    let mut store = Schedule::open(config.redis.as_deref().unwrap(), &old).unwrap();
+    store.schedule(&append_record(&path, "old"), SystemTime::now()).unwrap();
+    wait_until("the job an old client wrote after the start ran", LONG, || lines(&path).len() >= 2);
+    assert_eq!(lines(&path), ["new", "old"], "once");
+}
+
+/// A job waiting under the old prefix keeps its status when it is moved: `status ID` says
+/// `pending` before and after. (Its status key stayed under `li3g:`: `status` said "no status
+/// for job" until it ran.)
+#[test]
+fn a_job_moved_from_the_old_prefix_keeps_its_status() {
+    let setup = Setup::new();
+    let config = setup.config();
+    let old = li3g_host::config::SchedulerSettings { prefix: "li3g:".into(), ..config.scheduler.clone() };
+    let mut store = Schedule::open(config.redis.as_deref().unwrap(), &old).unwrap();
+    let record = append_record(&setup.file("later"), "later");
+    store.schedule(&record, SystemTime::now() + Duration::from_secs(3600)).unwrap();
+    let (_scheduler, log) = setup.scheduler(&[]);
+    log.wait_for("Moved 1 scheduled jobs from the old key prefix", LONG);
+    let status = setup.li3g(&["status", &record.id]);
+    assert!(status.stdout.starts_with("pending"), "{} {}", status.stdout, status.stderr);
+}

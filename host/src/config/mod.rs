@@ -362,6 +362,13 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
         Some(dir) if ca.is_relative() => dir.join(ca),
         _ => ca,
     });
+    // A CA file that cannot be read fails every connection, and a worker then loses the
+    // retries of failed jobs (a lasting error, not an outage): refuse it here, for every command.
+    if let (Some(url), Some(ca)) = (redis.as_deref(), scheduler.tls_ca.as_deref()) {
+        if let Err(err) = crate::redis_target::RedisTarget::from_url(url, Some(ca)) {
+            return Err(invalid(format!("{redis_key}_tls_ca"), err.to_string()));
+        }
+    }
     // On a Cluster every script needs its keys in one slot: refuse what would fail every call.
     if redis_kind == Some(crate::redis_target::Kind::Cluster) {
         let keys = crate::scheduler::entries::Keys {

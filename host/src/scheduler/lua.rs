@@ -373,9 +373,11 @@ return 1
 /// Moves a schedule's keys from an old prefix to a new one (the upgrade from `li3g:` to
 /// `{li3g}:`), in one script: each old key is renamed when the new one does not exist yet
 /// (O(1)), else merged into it (the new key's entries win) and deleted. Jobs, leases, owners
-/// and dead entries move; status keys (which expire) stay where they were.
+/// and dead entries move, and so do the status and error keys of the jobs moved (renamed, their
+/// expiry kept; not named in KEYS, which is fine off a Cluster, the only place this runs).
 ///
 /// KEYS: old scheduled, leased, owners, jobs, dead, then the new ones in the same order.
+/// ARGV: the old prefix, the new prefix.
 /// Returns the number of jobs moved (entries of the old `jobs` hash).
 pub fn migrate() -> String {
     format!(
@@ -387,6 +389,12 @@ for i = 1, 5 do
   if bad then return redis.error_reply(bad) end
 end
 local moved = redis.call('HLEN', KEYS[4])
+for _, id in ipairs(redis.call('HKEYS', KEYS[4])) do
+  for _, suffix in ipairs({'.status', '.error'}) do
+    local old, new = ARGV[1] .. id .. suffix, ARGV[2] .. id .. suffix
+    if redis.call('EXISTS', old) == 1 and redis.call('EXISTS', new) == 0 then redis.call('RENAME', old, new) end
+  end
+end
 for i = 1, 5 do
   local old, new = KEYS[i], KEYS[i + 5]
   if redis.call('EXISTS', old) == 1 then

@@ -32,6 +32,8 @@ const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from
 /// Submissions written before their answers are read: keeps both sides' socket buffers from
 /// filling while neither reads.
 const CHUNK: usize = 256;
+/// How often the jobs under the old default prefix are looked for again (one small script).
+const MIGRATE_AGAIN: Duration = Duration::from_secs(10);
 
 /// The environment variable of the test-only hook: when set, the scheduler stops itself
 /// (`SIGSTOP`) right after taking its first non-empty batch, before submitting it.
@@ -113,15 +115,21 @@ pub fn run(
     let mut stopped_once = false;
     // A batch written to the job server whose answers are not read yet.
     let mut in_flight: Option<Batch> = None;
-    // The upgrade from the old default prefix, once Redis answers (see `migrate_legacy`).
-    let mut migrated = false;
+    // The upgrade from the old default prefix (see `migrate_legacy`): once Redis answers, and
+    // again every MIGRATE_AGAIN, for what li3g 0.1 clients and workers still write under it
+    // during a rolling upgrade (else stranded there until a scheduler restarts). `None`: refused.
+    let mut migrate_at = Some(Instant::now());
     while !stop() {
-        if !migrated {
+        if migrate_at.is_some_and(|at| Instant::now() >= at) {
             match store.migrate_legacy() {
-                Ok(0) => migrated = true,
                 Ok(n) => {
-                    log(&format!("Moved {n} scheduled jobs from the old key prefix li3g: to {}", store.keys().prefix));
-                    migrated = true;
+                    if n > 0 {
+                        log(&format!(
+                            "Moved {n} scheduled jobs from the old key prefix li3g: to {}",
+                            store.keys().prefix
+                        ));
+                    }
+                    migrate_at = Some(Instant::now() + MIGRATE_AGAIN);
                 }
                 // Unreachable (the take says so, and backs off): try again next time. Refused
                 // (an ACL without the old keys, a wrong type): say so once and go on.
@@ -130,10 +138,11 @@ pub fn run(
                         || err.is_timeout()
                         || err.is_connection_dropped()
                         || err.is_connection_refusal()
-                        || err.kind() == redis::ErrorKind::AuthenticationFailed => {}
+                        || err.kind() == redis::ErrorKind::AuthenticationFailed
+                        || err.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel => {}
                 Err(err) => {
                     log(&format!("Not moving jobs from the old key prefix li3g: ({err})"));
-                    migrated = true;
+                    migrate_at = None;
                 }
             }
         }

@@ -201,6 +201,8 @@ impl Schedule {
                 .key(keys.owners())
                 .key(keys.jobs())
                 .key(keys.dead())
+                .arg(&old.prefix)
+                .arg(&keys.prefix)
                 .invoke(conn)
         })
     }

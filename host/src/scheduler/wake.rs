@@ -103,6 +103,9 @@ impl Wake {
                 .ok_or_else(|| std::io::Error::other("redis host resolves to no address"))?;
             let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
             stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+            // The TLS handshake reads too (in the first write): a server that accepts and
+            // never answers (stopped, stalled) must not hold the scheduler, deaf to SIGTERM.
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
             Ok(stream)
         };
         let mut sock = match info.addr() {
