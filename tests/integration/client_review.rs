@@ -1,0 +1,194 @@
+//! Cases found reviewing li3g-client (issue 22), against a real gearmand: calls that coalesce
+//! on one connection, bytes a Gearman packet cannot carry, and batches longer than a request
+//! timeout on a server that keeps answering.
+
+use li3g_client::gearman::GearmanClient;
+use li3g_client::{AsyncClient, Client, ClientError, RunError, ServerAddr};
+use li3g_tests::{wait_until, wait_until_ok, Gearmand, PluginDir, Worker};
+use std::time::Duration;
+
+fn addr(port: u16) -> ServerAddr {
+    ServerAddr { host: "127.0.0.1".into(), port }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
+    gearmand.status().iter().find(|s| s.function == function).map(|s| s.total)
+}
+
+#[test]
+fn async_calls_that_coalesce_on_one_connection_each_get_the_result() {
+    // Two synchronous calls with one unique key, on one connection: gearmand answers both with
+    // the same handle and sends the result once per submission. Both callers must hear it.
+    let gearmand = Gearmand::start();
+    let client = AsyncClient::new(vec![addr(gearmand.port)]);
+    let rt = runtime();
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            rt.spawn(async move {
+                client
+                    .job("Misbehave::echo", (7,))
+                    .unique("review-coalesced")
+                    .timeout(Duration::from_secs(20))
+                    .call::<u64>()
+                    .await
+            })
+        })
+        .collect();
+    // Both attached to the one job before a worker takes it.
+    let mut status = GearmanClient::new(vec![addr(gearmand.port)]);
+    wait_until_ok(
+        "both calls attached to the job",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match status.status_unique(b"review-coalesced") {
+            Ok(s) if s.known && s.clients == 2 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let dir = PluginDir::with(&["misbehave"]);
+    let _worker =
+        Worker::builder(&[gearmand.addr()]).plugins(dir.path()).registered(&[&gearmand], "Misbehave::echo", 1).spawn();
+    for call in calls {
+        assert_eq!(rt.block_on(call).unwrap().unwrap(), 7);
+    }
+    wait_until("nothing left in flight", Duration::from_secs(10), || client.in_flight() == 0);
+}
+
+#[test]
+fn a_task_name_or_key_a_packet_cannot_carry_is_an_error_not_a_panic_and_sends_nothing() {
+    let gearmand = Gearmand::start();
+    let async_client = AsyncClient::new(vec![addr(gearmand.port)]);
+    let rt = runtime();
+    let err = rt.block_on(async_client.submit("Bad\0Name::run", ())).unwrap_err();
+    assert!(matches!(err, RunError::Invalid(_)), "{err:?}");
+    let err = rt.block_on(async_client.job("Hello::say", ()).unique("a\0b").call::<String>()).unwrap_err();
+    assert!(matches!(err, RunError::Invalid(_)), "{err:?}");
+    let err = rt.block_on(async_client.job("Hello::say", ()).id("id\0x").submit()).unwrap_err();
+    assert!(matches!(err, RunError::Invalid(_)), "{err:?}");
+
+    // In a batch, only the bad job fails; the others are created.
+    let jobs = vec![("Batch::ok".to_string(), 1), ("Bad\0::run".to_string(), 2), ("Batch::ok".to_string(), 3)];
+    let results = rt.block_on(async_client.submit_many(jobs.clone()));
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(RunError::Invalid(_))), "{results:?}");
+
+    let mut client = Client::new(vec![addr(gearmand.port)]);
+    let err = client.submit("Bad\0Name::run", ()).unwrap_err();
+    assert!(matches!(err, RunError::Invalid(_)), "{err:?}");
+    let results = client.submit_many(jobs);
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(RunError::Invalid(_))), "{results:?}");
+    assert_eq!(total(&gearmand, "Batch::ok"), Some(4));
+}
+
+/// A proxy to gearmand that passes everything on, each `JOB_CREATED` `delay` after the one
+/// before: a server that is slow but answers. After `answers` of them it passes no more
+/// (a server that stopped answering). Returns its port.
+fn slow_answers_proxy(gearmand: u16, delay: Duration, answers: usize) -> u16 {
+    use std::io::{copy, Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let mut server = TcpStream::connect(("127.0.0.1", gearmand)).unwrap();
+            let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = copy(&mut client_in, &mut server_out);
+                let _ = server_out.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut header = [0u8; 12];
+                let mut created = 0;
+                while server.read_exact(&mut header).is_ok() {
+                    let mut body = vec![0u8; u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize];
+                    if server.read_exact(&mut body).is_err() {
+                        break;
+                    }
+                    // The answer to the OPTION_REQ goes at once; submissions' answers are slow.
+                    if u32::from_be_bytes(header[4..8].try_into().unwrap()) == 8 {
+                        created += 1;
+                        if created > answers {
+                            continue;
+                        }
+                        std::thread::sleep(delay);
+                    }
+                    if client.write_all(&header).and_then(|()| client.write_all(&body)).is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_batch_longer_than_the_request_timeout_is_created_while_the_server_keeps_answering() {
+    // 30 answers 50 ms apart: 1.5 s in all, each one well within the 0.5 s request timeout.
+    let gearmand = Gearmand::start();
+    let proxy = slow_answers_proxy(gearmand.port, Duration::from_millis(50), usize::MAX);
+    let timeout = Duration::from_millis(500);
+
+    let mut client = Client::with(GearmanClient::new(vec![addr(proxy)]).request_timeout(timeout));
+    let results = client.submit_many((0..30u64).map(|i| ("Batch::slow".to_string(), (i,))));
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(failed.is_empty(), "{} of 30 not created: {:?}", failed.len(), failed.first());
+
+    let client = AsyncClient::new(vec![addr(proxy)]).request_timeout(timeout);
+    let results = runtime().block_on(client.submit_many((0..30u64).map(|i| ("Batch::slow_async".to_string(), (i,)))));
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(failed.is_empty(), "{} of 30 not created: {:?}", failed.len(), failed.first());
+    assert_eq!(total(&gearmand, "Batch::slow"), Some(30));
+    assert_eq!(total(&gearmand, "Batch::slow_async"), Some(30));
+
+    // A server that stops answering mid-batch: the rest may be queued, each reported so at
+    // the deadline, not hung.
+    let proxy = slow_answers_proxy(gearmand.port, Duration::ZERO, 5);
+    let mut client = Client::with(GearmanClient::new(vec![addr(proxy)]).request_timeout(timeout));
+    let results = client.submit_many((0..10u64).map(|i| ("Batch::stopped".to_string(), (i,))));
+    check_stopped_after_five(&results);
+    let client = AsyncClient::new(vec![addr(proxy)]).request_timeout(timeout);
+    let results = runtime().block_on(client.submit_many((0..10u64).map(|i| ("Batch::stopped".to_string(), (i,)))));
+    check_stopped_after_five(&results);
+}
+
+fn check_stopped_after_five(results: &[Result<li3g_client::Queued, RunError>]) {
+    assert_eq!(results.len(), 10);
+    assert!(results[..5].iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        results[5..].iter().all(|r| matches!(r, Err(RunError::Client(ClientError::MaybeQueued { .. })))),
+        "{results:?}"
+    );
+}
+
+#[test]
+fn an_unanswered_submission_does_not_cut_off_the_calls_waiting_on_its_connection() {
+    // One connection through a proxy that passes its first JOB_CREATED only: call A is
+    // accepted and runs for 3 s; submission B is never confirmed, so the client sends it again
+    // on a new connection. A still waits on the first one and must get its result.
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let _worker =
+        Worker::builder(&[gearmand.addr()]).plugins(dir.path()).registered(&[&gearmand], "Misbehave::sleep", 1).spawn();
+    let proxy = slow_answers_proxy(gearmand.port, Duration::ZERO, 1);
+    let client = AsyncClient::new(vec![addr(proxy)]).request_timeout(Duration::from_millis(500));
+    let rt = runtime();
+    let a = {
+        let client = client.clone();
+        rt.spawn(
+            async move { client.job("Misbehave::sleep", (3.0,)).timeout(Duration::from_secs(30)).call::<f64>().await },
+        )
+    };
+    wait_until("A is accepted", Duration::from_secs(10), || client.in_flight() == 1);
+    let b = rt.block_on(client.job("Review::b", ()).unique("review-b").submit());
+    assert!(b.is_ok(), "sent again on a new connection: {b:?}");
+    assert_eq!(rt.block_on(a).unwrap().unwrap(), 3.0);
+}
