@@ -192,3 +192,32 @@ fn an_unanswered_submission_does_not_cut_off_the_calls_waiting_on_its_connection
     assert!(b.is_ok(), "sent again on a new connection: {b:?}");
     assert_eq!(rt.block_on(a).unwrap().unwrap(), 3.0);
 }
+
+#[test]
+fn the_trigger_example_queues_a_background_job_and_gets_a_synchronous_result() {
+    // client/examples/trigger.rs, as the crate's docs tell a user to run it.
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let _worker =
+        Worker::builder(&[gearmand.addr()]).plugins(dir.path()).registered(&[&gearmand], "Hello::say", 1).spawn();
+    let root = li3g_tests::workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["run", "-q", "-p", "li3g-client", "--example", "trigger", "--target-dir"])
+        .arg(root.join("target/harness/main"))
+        .arg("--")
+        .arg(gearmand.addr())
+        .current_dir(&root)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let mut lines = stdout.lines();
+    let queued = lines.next().unwrap_or_default();
+    assert!(queued.starts_with("queued job ") && queued.ends_with(&format!(" on 127.0.0.1:{}", gearmand.port)), "{stdout}");
+    assert_eq!(lines.next(), Some("Hello Mariano"), "{stdout}");
+    wait_until("the background job ran", Duration::from_secs(10), || {
+        gearmand.status().iter().find(|s| s.function == "Hello::say").is_some_and(|s| s.total == 0 && s.running == 0)
+    });
+}
