@@ -274,10 +274,16 @@ impl Client {
     /// flags ([`config::from_env`](crate::config::from_env): `LI3G_CONFIG`, `LI3G_ENVIRONMENT`,
     /// `LI3G_SERVERS`, else `li3g.toml`, then `/etc/li3g/li3g.toml`).
     ///
+    /// Its TLS settings are installed for the process's `tls://` connections
+    /// ([`config::install_tls`](crate::config::install_tls)).
+    ///
     /// # Errors
-    /// [`ConfigError`] when the file cannot be read or the name is not in it.
+    /// [`ConfigError`] when the file cannot be read, the name is not in it, or its TLS files
+    /// cannot be used.
     pub fn from_config(name: &str) -> Result<Client, ConfigError> {
-        Ok(Client::from_target(&crate::config::from_env(name)?))
+        let target = crate::config::from_env(name)?;
+        crate::config::install_tls(&target)?;
+        Ok(Client::from_target(&target))
     }
 
     /// A client of a configuration already read. When it names Redis, scheduled jobs are

@@ -7,6 +7,10 @@
 //! ```toml
 //! [default]
 //! servers = ["127.0.0.1:4730", "gearman2"]   # host or host:port (default port 4730); or "a,b"
+//!                                             # tls://host:port: TLS, verified with:
+//! tls_ca = "/etc/li3g/ca.pem"                 # CAs for tls:// servers [default: the system's]
+//! tls_cert = "/etc/li3g/client.pem"           # client certificate, for servers that demand one
+//! tls_key = "/etc/li3g/client.key"            # its private key
 //! redis = "redis://127.0.0.1:6379/0"          # where scheduled jobs wait
 //! environment = "development"
 //!
@@ -51,6 +55,8 @@ pub struct Target {
     pub servers: Vec<ServerAddr>,
     /// Whether `servers` is the built-in default (nothing configured them).
     pub servers_default: bool,
+    /// `tls_ca`, `tls_cert`, `tls_key`: the TLS files for every `tls://` server.
+    pub tls: li3g_protocol::tls::ClientFiles,
     /// The Redis URL where scheduled jobs wait, when set.
     pub redis: Option<String>,
     /// The key `redis` came from (`default.redis`, `default.environments.production.redis`),
@@ -121,6 +127,9 @@ enum Servers {
 #[derive(Debug, Deserialize, Default)]
 struct RawTarget {
     servers: Option<Servers>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     redis: Option<String>,
     environment: Option<String>,
     #[serde(default)]
@@ -131,6 +140,9 @@ struct RawTarget {
 #[derive(Debug, Deserialize, Default)]
 struct RawOverride {
     servers: Option<Servers>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     redis: Option<String>,
 }
 
@@ -167,6 +179,23 @@ pub fn from_vars(name: &str, var: impl Fn(&str) -> Option<String>) -> Result<Tar
         target.servers_default = false;
     }
     Ok(target)
+}
+
+/// Installs `target`'s TLS settings (`tls_ca`, `tls_cert`, `tls_key`) for every `tls://`
+/// connection of this process, when it names a `tls://` server or TLS files; reads the files now.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the file that cannot be used.
+pub fn install_tls(target: &Target) -> Result<(), ConfigError> {
+    if target.servers.iter().any(|s| s.tls) || target.tls != li3g_protocol::tls::ClientFiles::default() {
+        let config = li3g_protocol::tls::client_config(&target.tls).map_err(|err| ConfigError::Invalid {
+            path: target.file.clone(),
+            key: format!("{}.tls_ca/tls_cert/tls_key", target.name),
+            message: err.to_string(),
+        })?;
+        li3g_protocol::transport::install_client_config(config);
+    }
+    Ok(())
 }
 
 /// A comma-separated list of servers, as `--servers` and `LI3G_SERVERS` take it (empty entries
@@ -238,6 +267,9 @@ fn resolve(
                 raw.servers = over.servers;
                 servers_key = format!("{name}.environments.{env}.servers");
             }
+            raw.tls_ca = over.tls_ca.or(raw.tls_ca);
+            raw.tls_cert = over.tls_cert.or(raw.tls_cert);
+            raw.tls_key = over.tls_key.or(raw.tls_key);
             if over.redis.is_some() {
                 raw.redis = over.redis;
                 redis_key = format!("{name}.environments.{env}.redis");
@@ -252,9 +284,9 @@ fn resolve(
     };
     let mut servers = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let addr = entry
-            .parse()
-            .map_err(|err| invalid(format!("{servers_key}[{i}]"), format!("{err}; expected host or host:port")))?;
+        let addr = entry.parse().map_err(|err| {
+            invalid(format!("{servers_key}[{i}]"), format!("{err}; expected host, host:port or tls://host:port"))
+        })?;
         servers.push(addr);
     }
     if servers.is_empty() {
@@ -265,6 +297,7 @@ fn resolve(
         file: path.map(Into::into),
         servers,
         servers_default,
+        tls: li3g_protocol::tls::ClientFiles { ca: raw.tls_ca, cert: raw.tls_cert, key: raw.tls_key },
         redis: raw.redis,
         redis_key,
         environment,

@@ -383,6 +383,13 @@ impl AsyncClient {
             return Ok(conn.clone());
         }
         let server = &self.inner.servers[at];
+        if server.tls {
+            // Not yet: the blocking client speaks TLS (li3g_protocol::tls); this one would need
+            // tokio-rustls over the same rustls configuration.
+            return Err(format!(
+                "{server}: AsyncClient does not speak TLS yet; use the blocking Client for tls:// servers"
+            ));
+        }
         let mut limit = Instant::now() + self.inner.connect_timeout.min(self.inner.request_timeout);
         if let Some(deadline) = deadline {
             limit = limit.min(deadline);

@@ -22,6 +22,7 @@
 //! - [`workload`]: the job wire format (what a workload means, how results go back; li3g-client's).
 //! - [`worker`]: the Gearman worker: start-up, the job servers, running and answering a job,
 //!   the `--atomic` job child.
+//! - [`tls`]: TLS settings (rustls): certificates, keys, verification, errors in words.
 //! - [`cli`]: the `li3g-host` command line; `main.rs` only calls [`cli::run`].
 
 #![deny(missing_docs)]
@@ -45,5 +46,6 @@ pub mod scoreboard;
 pub mod server;
 pub mod signals;
 pub mod status;
+pub use li3g_protocol::tls;
 pub mod worker;
 pub use li3g_client::workload;

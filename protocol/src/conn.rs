@@ -1,4 +1,5 @@
-//! One blocking connection to a Gearman job server: packets in and out over a `TcpStream`.
+//! One blocking connection to a Gearman job server: packets in and out over a `TcpStream`,
+//! plain or TLS (`tls://host:port`, see [`crate::transport`]).
 //!
 //! The connection owns the socket and a read buffer; [`packet::decode`] says whether the
 //! buffer holds a whole packet, and if not we read more (mini-redis's `Connection`, made
@@ -6,6 +7,7 @@
 
 use crate::admin_protocol;
 use crate::packet::{self, Decoded, Magic, Packet};
+use crate::transport::{self, Transport};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -30,13 +32,16 @@ fn poll(fds: &mut [PollFd], timeout: Duration) -> io::Result<bool> {
 /// The port gearmand listens on by default.
 pub const DEFAULT_PORT: u16 = 4730;
 
-/// A job server's address: `host` or `host:port` (default port 4730).
+/// A job server's address: `host` or `host:port` (default port 4730), `tls://` before it for
+/// TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerAddr {
-    /// Host name or IP address.
+    /// Host name or IP address (with TLS, the name the server's certificate must carry).
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// Whether the connection is TLS (`tls://host:port`).
+    pub tls: bool,
 }
 
 /// Why a server address does not parse.
@@ -66,6 +71,9 @@ impl FromStr for ServerAddr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
+        if let Some(rest) = s.strip_prefix("tls://") {
+            return rest.parse().map(|addr| ServerAddr { tls: true, ..addr });
+        }
         if s.is_empty() {
             return Err(AddrError::Empty);
         }
@@ -78,19 +86,22 @@ impl FromStr for ServerAddr {
                 None if port.is_empty() => DEFAULT_PORT,
                 None => return Err(AddrError::AfterBracket(s.to_string())),
             };
-            return Ok(ServerAddr { host: host.to_string(), port });
+            return Ok(ServerAddr { host: host.to_string(), port, tls: false });
         }
         match s.rsplit_once(':') {
             Some((host, port)) if !host.contains(':') => {
-                Ok(ServerAddr { host: host.to_string(), port: port.parse().map_err(|_| bad_port(port))? })
+                Ok(ServerAddr { host: host.to_string(), port: port.parse().map_err(|_| bad_port(port))?, tls: false })
             }
-            _ => Ok(ServerAddr { host: s.to_string(), port: DEFAULT_PORT }),
+            _ => Ok(ServerAddr { host: s.to_string(), port: DEFAULT_PORT, tls: false }),
         }
     }
 }
 
 impl fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tls {
+            f.write_str("tls://")?;
+        }
         if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
@@ -109,6 +120,15 @@ pub enum ConnError {
         server: String,
         /// What failed.
         source: io::Error,
+    },
+    /// TLS failed: the server's certificate is refused (unknown CA, expired, another host
+    /// name), the server refused ours or demands one, or the peer does not speak TLS.
+    #[error("{server}: TLS: {reason}")]
+    Tls {
+        /// The server.
+        server: String,
+        /// Why, in words ([`crate::tls::explain`]).
+        reason: String,
     },
     /// The server closed the connection.
     #[error("{server}: the server closed the connection")]
@@ -157,7 +177,7 @@ impl ConnError {
 /// (no I/O), [`queue_packet`](Conn::queue_packet) and [`flush`](Conn::flush) (one `write(2)` for
 /// all that is queued).
 pub struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     server: ServerAddr,
     /// Bytes read land in `buf[end..]`; `buf[pos..end]` is not yet decoded. Allocated and
     /// zeroed once, so a read costs no memset.
@@ -182,13 +202,21 @@ impl Conn {
     /// # Errors
     /// [`ConnError::Io`] when no address accepts.
     pub fn connect(server: &ServerAddr, timeout: Duration) -> Result<Conn, ConnError> {
-        let io = |source| ConnError::Io { server: server.to_string(), source };
+        let io = |source: io::Error| match transport::explain_io(&source) {
+            Some(reason) => ConnError::Tls { server: server.to_string(), reason },
+            None => ConnError::Io { server: server.to_string(), source },
+        };
         let addrs: Vec<SocketAddr> = (server.host.as_str(), server.port).to_socket_addrs().map_err(io)?.collect();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name resolves to no address");
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, timeout) {
                 Ok(stream) => {
                     stream.set_nodelay(true).map_err(io)?;
+                    let stream = if server.tls {
+                        Transport::tls(stream, &server.host, timeout).map_err(io)?
+                    } else {
+                        Transport::Plain(stream)
+                    };
                     return Ok(Conn {
                         stream,
                         server: server.clone(),
@@ -213,7 +241,21 @@ impl Conn {
 
     /// The socket, for `poll(2)`.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.socket()
+    }
+
+    /// Whether the connection still looks usable (see [`Transport::still_open`]); leaves it
+    /// blocking.
+    pub fn still_open(&mut self) -> bool {
+        self.stream.still_open()
+    }
+
+    /// Writes `bytes` as they are (requests encoded elsewhere), blocking.
+    ///
+    /// # Errors
+    /// [`ConnError::Io`] (or [`ConnError::Tls`]) when the write fails.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.stream.write_all(bytes).and_then(|()| self.stream.flush()).map_err(|e| self.io(e))
     }
 
     fn pending(&self) -> &[u8] {
@@ -235,7 +277,7 @@ impl Conn {
     /// # Errors
     /// [`ConnError::Io`] from the socket.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ConnError> {
-        self.stream.set_read_timeout(timeout).map_err(|e| self.io(e))
+        self.stream.socket().set_read_timeout(timeout).map_err(|e| self.io(e))
     }
 
     /// Makes reads and writes return at once instead of waiting (the worker's mode).
@@ -243,7 +285,7 @@ impl Conn {
     /// # Errors
     /// [`ConnError::Io`] from the socket.
     pub fn set_nonblocking(&mut self, nonblocking: bool) -> Result<(), ConnError> {
-        self.stream.set_nonblocking(nonblocking).map_err(|e| self.io(e))?;
+        self.stream.socket().set_nonblocking(nonblocking).map_err(|e| self.io(e))?;
         self.empty_ok = nonblocking;
         Ok(())
     }
@@ -255,15 +297,18 @@ impl Conn {
     /// # Errors
     /// [`ConnError::Io`] from the socket.
     pub fn set_blocking_reads(&mut self, timeout: Duration) -> Result<(), ConnError> {
-        self.stream.set_nonblocking(false).map_err(|e| self.io(e))?;
-        self.stream.set_read_timeout(Some(timeout)).map_err(|e| self.io(e))?;
-        self.stream.set_write_timeout(Some(WRITE_DEADLINE)).map_err(|e| self.io(e))?;
+        self.stream.socket().set_nonblocking(false).map_err(|e| self.io(e))?;
+        self.stream.socket().set_read_timeout(Some(timeout)).map_err(|e| self.io(e))?;
+        self.stream.socket().set_write_timeout(Some(WRITE_DEADLINE)).map_err(|e| self.io(e))?;
         self.empty_ok = true;
         Ok(())
     }
 
     fn io(&self, source: io::Error) -> ConnError {
-        ConnError::Io { server: self.server.to_string(), source }
+        match transport::explain_io(&source) {
+            Some(reason) => ConnError::Tls { server: self.server.to_string(), reason },
+            None => ConnError::Io { server: self.server.to_string(), source },
+        }
     }
 
     /// Sends one request packet (and whatever was queued before it).
@@ -301,15 +346,20 @@ impl Conn {
         let timed_out = |started: std::time::Instant| started.elapsed() >= WRITE_DEADLINE;
         let mut done = 0;
         let result = loop {
-            if done == self.out.len() {
+            let step = if done < self.out.len() {
+                self.stream.write(&self.out[done..])
+            } else if self.stream.wants_flush() {
+                // TLS records rustls still holds.
+                self.stream.flush().map(|()| 0)
+            } else {
                 break Ok(());
-            }
-            match self.stream.write(&self.out[done..]) {
-                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+            };
+            match step {
+                Ok(0) if done < self.out.len() => break Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLOUT)];
+                    let mut fds = [PollFd::new(self.stream.socket().as_fd(), PollFlags::POLLOUT)];
                     match poll(&mut fds, WRITE_DEADLINE) {
                         Ok(true) => {}
                         // A signal: try again (the job's answer still goes out).
@@ -349,6 +399,17 @@ impl Conn {
         };
         if let Ok(n) = read {
             self.end += n;
+            // With TLS, take what rustls decrypted beyond the buffer's room too: `poll(2)`
+            // would not see it.
+            while n > 0 && self.stream.plaintext_pending() {
+                if self.end == self.buf.len() {
+                    self.buf.resize(self.buf.len() * 2, 0);
+                }
+                match self.stream.read(&mut self.buf[self.end..]) {
+                    Ok(more) if more > 0 => self.end += more,
+                    _ => break,
+                }
+            }
         }
         match read {
             Ok(0) => Err(ConnError::Closed { server: self.server.to_string() }),
@@ -418,7 +479,7 @@ impl Conn {
     pub fn admin(&mut self, command: &str) -> Result<Vec<String>, ConnError> {
         let multi_line = matches!(command.trim(), "status" | "workers" | "show jobs" | "show unique jobs");
         let line = format!("{}\n", command.trim());
-        self.stream.write_all(line.as_bytes()).map_err(|e| self.io(e))?;
+        self.stream.write_all(line.as_bytes()).and_then(|()| self.stream.flush()).map_err(|e| self.io(e))?;
         let mut lines = Vec::new();
         loop {
             while let Some(end) = self.pending().iter().position(|&b| b == b'\n') {
@@ -445,12 +506,17 @@ mod tests {
     #[test]
     fn server_addresses() {
         let p = |s: &str| s.parse::<ServerAddr>();
-        assert_eq!(p("localhost").unwrap(), ServerAddr { host: "localhost".into(), port: 4730 });
-        assert_eq!(p("10.0.0.1:4731").unwrap(), ServerAddr { host: "10.0.0.1".into(), port: 4731 });
-        assert_eq!(p("[::1]:4731").unwrap(), ServerAddr { host: "::1".into(), port: 4731 });
-        assert_eq!(p("::1").unwrap(), ServerAddr { host: "::1".into(), port: 4730 });
+        assert_eq!(p("localhost").unwrap(), ServerAddr { host: "localhost".into(), port: 4730, tls: false });
+        assert_eq!(p("10.0.0.1:4731").unwrap(), ServerAddr { host: "10.0.0.1".into(), port: 4731, tls: false });
+        assert_eq!(p("[::1]:4731").unwrap(), ServerAddr { host: "::1".into(), port: 4731, tls: false });
+        assert_eq!(p("::1").unwrap(), ServerAddr { host: "::1".into(), port: 4730, tls: false });
         assert_eq!(p("host:port").unwrap_err().to_string(), "\"host:port\": bad port \"port\"");
         assert_eq!(p(""), Err(AddrError::Empty));
         assert_eq!(p("[::1]:4731").unwrap().to_string(), "[::1]:4731");
+        assert_eq!(
+            p("tls://gearman.example:4731").unwrap(),
+            ServerAddr { host: "gearman.example".into(), port: 4731, tls: true }
+        );
+        assert_eq!(p("tls://[::1]").unwrap().to_string(), "tls://[::1]:4730");
     }
 }

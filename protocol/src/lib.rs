@@ -5,7 +5,10 @@
 //! - [`admin_protocol`]: the text admin protocol (`status`, `workers`, ...): commands and
 //!   answers, for both sides, free of I/O.
 //! - [`conn`]: one blocking connection to a job server ([`conn::Conn`]) and a server's address
-//!   ([`conn::ServerAddr`]).
+//!   ([`conn::ServerAddr`], `tls://` for TLS).
+//! - [`transport`]: what a connection reads and writes through: plain TCP or TLS (rustls).
+//! - [`tls`]: TLS settings: PEM certificates and keys, rustls' client and server
+//!   configurations, and a TLS failure's cause in words.
 //!
 //! Why hand-written, and why blocking: li3g's worker processes fork, per job under `--atomic`,
 //! and forking is only safe from a single-threaded process. Every Rust Gearman crate we know
@@ -16,3 +19,5 @@
 pub mod admin_protocol;
 pub mod conn;
 pub mod packet;
+pub mod tls;
+pub mod transport;

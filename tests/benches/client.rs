@@ -48,7 +48,7 @@ fn queued(gearmand: &Gearmand) -> u64 {
 }
 
 fn addr(gearmand: &Gearmand) -> Vec<ServerAddr> {
-    vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]
+    vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]
 }
 
 /// Jobs/s of one way to submit `jobs` background jobs, on a fresh gearmand; checks that all

@@ -243,7 +243,8 @@ fn move_rates(
     for chunk in members.chunks(5000) {
         let _: () = redis::cmd("ZADD").arg(&original_key).arg(chunk).query(conn).unwrap();
     }
-    let mut gearman = GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let mut gearman =
+        GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]);
     let start = Instant::now();
     let mut moved = 0;
     loop {

@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn queue(gearmand: &Gearmand, function: &str, workload: &[u8], jobs: usize) {
-    let mut client = GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let mut client = GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]);
     let job = Submit { function: function.into(), workload: workload.to_vec(), ..Submit::default() };
     for _ in 0..jobs {
         client.submit_background(&job).expect("queue a job");

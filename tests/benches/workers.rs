@@ -134,7 +134,7 @@ fn throughput(tools: &Tools, kind: &Kind, procs: usize) -> f64 {
     wait_until("the jobs are queued", WAIT, || queued(&gearmand, kind.function) == kind.jobs as u64);
     // The clock starts when the first job is taken, so a worker's start-up (loading plugins,
     // connecting) is not counted: gearmand's status, asked over one kept admin connection.
-    let mut admin = Conn::connect(&ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }, WAIT)
+    let mut admin = Conn::connect(&ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }, WAIT)
         .expect("an admin connection");
     let mut waiting = 0;
     let spawned = Instant::now();

@@ -97,8 +97,11 @@ fn gearmand_with_a_sqlite_queue_killed_under_load_loses_nothing() {
     let port = server.port;
     let plugins = PluginDir::with(&["misbehave"]);
     let ledger = Ledger::new();
-    let mut client =
-        li3g_host::client::Client::new(vec![li3g_host::gearman::conn::ServerAddr { host: "127.0.0.1".into(), port }]);
+    let mut client = li3g_host::client::Client::new(vec![li3g_host::gearman::conn::ServerAddr {
+        host: "127.0.0.1".into(),
+        port,
+        tls: false,
+    }]);
     let options = li3g_host::client::RunOptions::default();
     for i in 0..JOBS {
         let args = [serde_json::json!(ledger.path.to_str().unwrap()), serde_json::json!(i.to_string())];

@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 mod peers;
+pub mod tls;
 mod under_test;
 pub use peers::{missing_peers, require_peers};
 pub use under_test::{signal, Daemon, HostBuilder, Signal, Worker};

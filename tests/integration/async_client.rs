@@ -10,7 +10,7 @@ use li3g_tests::{wait_until, Gearmand, PluginDir, Worker};
 use std::time::{Duration, Instant};
 
 fn addr(port: u16) -> ServerAddr {
-    ServerAddr { host: "127.0.0.1".into(), port }
+    ServerAddr { host: "127.0.0.1".into(), port, tls: false }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -182,4 +182,20 @@ fn submit_many_never_resends_what_a_server_may_have_queued() {
     wait_until("the proxy delivered them", Duration::from_secs(10), || {
         total(&gearmand, "Batch::unconfirmed_async") == Some(100)
     });
+}
+
+#[test]
+fn a_tls_server_is_refused_with_a_clear_error_not_spoken_to_in_plaintext() {
+    let gearmand = Gearmand::start();
+    let tls = ServerAddr { tls: true, ..addr(gearmand.port) };
+    let client = AsyncClient::new(vec![tls.clone()]);
+    let err = runtime().block_on(client.submit("Any::task", ())).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no job server could take the job: {tls}: AsyncClient does not speak TLS yet; use the blocking Client for \
+             tls:// servers"
+        )
+    );
+    assert_eq!(total(&gearmand, "Any::task"), None, "nothing was sent in plaintext");
 }

@@ -12,7 +12,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 fn client(gearmand: &Gearmand) -> Client {
-    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
+    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }])
 }
 
 fn sync() -> RunOptions {
@@ -38,7 +38,7 @@ fn every_priority_in_background_and_sync() {
         let outcome = client.run("Misbehave::counter", &[], &options, &mut |_| {}).unwrap();
         let Outcome::Queued { id, handle } = outcome else { panic!("{outcome:?}") };
         assert_eq!(id, format!("bg-{priority:?}"));
-        assert_eq!(handle.server, ServerAddr { host: "127.0.0.1".into(), port: gearmand.port });
+        assert_eq!(handle.server, ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false });
         // The worker takes it and finishes it: the server forgets the handle.
         wait_until(&format!("background job {handle} finished"), Duration::from_secs(10), || {
             !client.gearman().status(&handle).unwrap().known
@@ -59,7 +59,7 @@ fn jobs_with_the_same_unique_key_run_once_for_all_their_clients() {
         .map(|_| {
             let port = gearmand.port;
             std::thread::spawn(move || {
-                let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+                let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port, tls: false }]);
                 let options = RunOptions { unique: Unique::Key("count-once".into()), ..sync() };
                 client.run("Misbehave::counter", &[], &options, &mut |_| {}).unwrap()
             })

@@ -58,7 +58,7 @@ fn a_bad_configuration_line_is_an_error_naming_file_and_key() {
     assert_eq!(out.code, Some(1));
     let expected = format!("{}: default.servers[0]: ", config.display());
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
-    assert!(out.stderr.contains("expected host or host:port"), "{}", out.stderr);
+    assert!(out.stderr.contains("expected host, host:port or tls://host:port"), "{}", out.stderr);
 
     let config = write_config(&dir, "[default]\ntimeout = 5\n");
     let out = run(host().args(["plugins", "--config"]).arg(&config));

@@ -30,7 +30,7 @@ pub(crate) fn start(gearmand: &Gearmand, dir: &PluginDir, args: &[&str]) -> (Chi
 }
 
 pub(crate) fn client(gearmand: &Gearmand) -> Client {
-    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
+    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }])
 }
 
 fn sync_options() -> RunOptions {
@@ -51,7 +51,7 @@ pub(crate) fn call(client: &mut Client, task: &str, args: &[Value]) -> Result<Ve
 pub(crate) fn sleep_in_flight(gearmand: &Gearmand, seconds: f64) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
     let port = gearmand.port;
     let job = std::thread::spawn(move || {
-        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port, tls: false }]);
         call(&mut client, "Misbehave::sleep", &[json!(seconds)])
     });
     wait_until("the sleep job runs", WAIT, || {
@@ -162,6 +162,23 @@ fn atomic_mode_isolates_crashes_leaks_globals_and_runaways() {
         "the message, then what the child cost: {err}"
     );
 
+    // Through all of that, one worker process: the crashes stayed in the job's process.
+    assert_eq!(gearmand.worker_pids(), worker);
+    assert_eq!(lines.count("Created worker number"), 1);
+}
+
+/// Progress, data and a large result cross the pipe from an `--atomic` job's process. (Apart
+/// from the case above: its `--timeout 1` is for the runaway, and a 4 MiB echo in a debug build
+/// on a loaded machine may take longer than that.)
+#[test]
+fn atomic_jobs_send_progress_data_and_large_results_through_the_pipe() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (_daemon, lines) = start(&gearmand, &dir, &["--workers", "1", "--atomic"]);
+    wait_for_workers(&[&gearmand], "Misbehave::echo", 1);
+    let mut client = client(&gearmand);
+    let worker = gearmand.worker_pids();
+
     // Progress and data cross the pipe from the job's process.
     let mut events = Vec::new();
     let outcome = client
@@ -184,6 +201,25 @@ fn atomic_mode_isolates_crashes_leaks_globals_and_runaways() {
     // Through all of that, one worker process: the crashes stayed in the job's process.
     assert_eq!(gearmand.worker_pids(), worker);
     assert_eq!(lines.count("Created worker number"), 1);
+}
+
+/// Waits until `gearmand` has a worker for `li3g::ping` and for every task of the plugins in
+/// `dir`.
+fn wait_for_every_task(gearmand: &Gearmand, dir: &PluginDir) {
+    let registry = li3g_host::plugins::Registry::scan(dir.path()).unwrap();
+    let mut tasks: Vec<String> =
+        registry.plugins().iter().flat_map(|p| p.tasks.iter().map(|t| t.name.to_string())).collect();
+    tasks.push(li3g_host::worker::PING_FUNCTION.to_string());
+    li3g_tests::wait_until_ok("a worker for every task", WAIT, Duration::from_millis(50), || {
+        let status = gearmand.status();
+        let missing: Vec<&String> =
+            tasks.iter().filter(|t| !status.iter().any(|s| &s.function == *t && s.workers > 0)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no worker for {missing:?}"))
+        }
+    });
 }
 
 #[test]
@@ -222,6 +258,9 @@ fn daemon_mode_ping_restart_with_a_rebuilt_plugin_and_shutdown() {
     assert_eq!(out.code, Some(1), "a second daemon on the same PID file must be refused");
     assert!(out.stderr.contains(&format!("a daemon is already running with PID {daemon_pid}")), "{}", out.stderr);
 
+    // `start --daemon` returns once the daemon runs, not once its worker registered: await
+    // what ping checks (a worker for li3g::ping and every task of the plugins), then ping.
+    wait_for_every_task(&gearmand, &dir);
     let out = run(host().args(["ping", "--servers", &gearmand.addr()]).arg("--plugins").arg(dir.path()));
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Pinging... OK\n"), "{}", out.stderr);
 

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn addr(port: u16) -> ServerAddr {
-    ServerAddr { host: "127.0.0.1".into(), port }
+    ServerAddr { host: "127.0.0.1".into(), port, tls: false }
 }
 
 /// `gearman -w -f FUNCTION -- CMD...`: the gearman-tools worker, forking CMD per job.

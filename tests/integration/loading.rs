@@ -263,7 +263,7 @@ fn a_plugin_overwritten_in_place_does_not_crash_running_workers() {
     command.args(["work", "--servers", &gearmand.addr()]).arg("--plugins").arg(dir.path());
     let mut worker = ChildGuard::spawn(command.stdout(Stdio::null()).stderr(Stdio::null()));
     wait_for_workers(&[&gearmand], "Misbehave::counter", 1);
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]);
     let sync = RunOptions { background: false, timeout: Some(Duration::from_secs(30)), ..RunOptions::default() };
     let mut call = |task: &str, args: &[serde_json::Value]| match client.run(task, args, &sync, &mut |_| {}) {
         Ok(Outcome::Completed { result, .. }) => String::from_utf8(result).unwrap(),
@@ -290,7 +290,7 @@ fn a_plugin_overwritten_in_place_does_not_crash_running_workers() {
     let inode = fs::metadata(&file).unwrap().ino();
     let (port, options) = (gearmand.port, sync.clone());
     let in_flight = std::thread::spawn(move || {
-        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port, tls: false }]);
         client.run("Misbehave::sleep", &[json!(1)], &options, &mut |_| {}).map(|_| ())
     });
     wait_until("the job runs", Duration::from_secs(15), || {
@@ -327,7 +327,7 @@ fn restart_after_a_plugin_is_overwritten_in_place_loads_the_new_one() {
         .arg(&pid_file);
     let _daemon = ChildGuard::spawn(command.stdout(Stdio::null()).stderr(Stdio::null()));
     wait_for_workers(&[&gearmand], "Hello::say", 1);
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]);
     let sync = RunOptions { background: false, timeout: Some(Duration::from_secs(30)), ..RunOptions::default() };
     let mut call = |task: &str, args: &[serde_json::Value]| match client.run(task, args, &sync, &mut |_| {}) {
         Ok(Outcome::Completed { result, .. }) => String::from_utf8(result).unwrap(),
@@ -339,7 +339,7 @@ fn restart_after_a_plugin_is_overwritten_in_place_loads_the_new_one() {
     // Hello::say answers "Hi".
     let (port, options) = (gearmand.port, sync.clone());
     let in_flight = std::thread::spawn(move || {
-        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port, tls: false }]);
         client.run("Misbehave::sleep", &[json!(1.5)], &options, &mut |_| {}).map(|_| ())
     });
     wait_until("the job runs", Duration::from_secs(15), || {

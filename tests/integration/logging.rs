@@ -11,7 +11,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn client(gearmand: &Gearmand) -> GearmanClient {
-    GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
+    GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }])
 }
 
 fn job(function: &str, workload: &[u8]) -> Submit {

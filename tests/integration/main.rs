@@ -29,6 +29,7 @@ mod scheduler;
 mod server;
 mod setup;
 mod state;
+mod tls;
 mod typed_client;
 mod watching;
 mod worker;

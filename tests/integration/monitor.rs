@@ -4,7 +4,7 @@
 
 use crate::daemon::{call, client, WAIT};
 use crate::watching::Pool;
-use li3g_tests::{free_port, host, run, wait_for_port, wait_until, ChildGuard};
+use li3g_tests::{free_port, host, run, wait_for_port, wait_until, ChildGuard, Gearmand, Redis};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -205,6 +205,8 @@ fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     let (status, page) = http(port, "POST", &action, &form, &format!("csrf={csrf}"));
     assert_eq!(status, 200, "{page}");
     assert!(page.contains(&format!("Requeued job {id}")), "{page}");
+    // Its refresh reloads the page, not the action (a GET there is refused).
+    assert!(page.contains("content=\"5; url=/dead\""), "{page}");
     wait_until("the retried job finishes", WAIT, || li3g(&["status", &id]).stdout.starts_with("finished"));
     assert_eq!(std::fs::read_to_string(&flaky).unwrap().lines().count(), 3);
 
@@ -243,4 +245,284 @@ fn with_a_token_every_request_must_carry_it_and_off_loopback_needs_one() {
         run(host().args(["start", "--no-server", "--metrics", "0.0.0.0:9"]).arg("--pid").arg(dir.path().join("p.pid")));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("not a loopback address; set metrics_token"), "{}", out.stderr);
+}
+
+/// A monitor served in this process (no daemon: no scoreboard) for `toml`'s `[default]`.
+struct InProcess {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    server: Option<std::thread::JoinHandle<i32>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    fn start(toml: &str) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("li3g.toml");
+        std::fs::write(&file, toml).unwrap();
+        let config = li3g_host::config::load(Some(&file), "default", None).unwrap();
+        let listener = li3g_host::monitor::bind("127.0.0.1:0", None).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let server = std::thread::spawn(move || {
+            li3g_host::monitor::serve(listener, &config, &|| flag.load(std::sync::atomic::Ordering::Relaxed))
+        });
+        InProcess { port, stop, server: Some(server), _dir: dir }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(server) = self.server.take() {
+            let code = server.join().unwrap();
+            if !std::thread::panicking() {
+                assert_eq!(code, 0);
+            }
+        }
+    }
+}
+
+/// A TCP relay to `to` that counts the connections made through it.
+fn counting_relay(to: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for inbound in listener.incoming() {
+            let Ok(inbound) = inbound else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let Ok(outbound) = TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let (mut a, mut b) = (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut a, mut b) = (outbound, inbound);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, count)
+}
+
+/// Stops a process (SIGSTOP) until dropped (SIGCONT).
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP).unwrap();
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+#[test]
+fn a_stopped_job_server_or_redis_does_not_stall_metrics_which_says_it_is_down() {
+    let (stopped, alive, redis) = (Gearmand::start(), Gearmand::start(), Redis::start());
+    let monitor = InProcess::start(&format!(
+        "[default]\nservers = [\"{}\", \"{}\"]\nredis = \"{}\"\n",
+        stopped.addr(),
+        alive.addr(),
+        redis.url()
+    ));
+    let (status, text) = http(monitor.port, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(&format!("li3g_server_up{{server=\"{}\"}} 1", stopped.addr())), "{text}");
+    assert!(text.contains("li3g_redis_up 1"), "{text}");
+
+    // Both stopped: the kernel still accepts their connections, nothing answers. Each scrape
+    // answers within its deadline (the sources' waits are 1.5 s; gearmand's admin timeout is
+    // 2 s, Redis' read timeout 10 s: before the cache a scrape took them all, in turn).
+    let _stopped = (Stopped::new(stopped.pid()), Stopped::new(redis.pid()));
+    let scrape = || {
+        let started = std::time::Instant::now();
+        let (status, text) = http(monitor.port, "GET", "/metrics", &[], "");
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{text}");
+        assert!(took < Duration::from_secs(5), "a scrape took {took:?}");
+        text
+    };
+    let down = |text: &str| {
+        text.contains(&format!("li3g_server_up{{server=\"{}\"}} 0", stopped.addr())) && text.contains("li3g_redis_up 0")
+    };
+    // What was asked less than a second ago is still served; then the next question finds both
+    // down. Every scrape meanwhile answers in time.
+    wait_until("a scrape says both are down", WAIT, || down(&scrape()));
+    for _ in 0..3 {
+        let text = scrape();
+        assert!(down(&text), "{text}");
+        assert!(text.contains(&format!("li3g_server_up{{server=\"{}\"}} 1", alive.addr())), "{text}");
+        promtool_check(&text);
+    }
+    // The dashboard says which source is down, in time too.
+    let started = std::time::Instant::now();
+    let (status, page) = http(monitor.port, "GET", "/queues", &[], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("no answer within"), "{page}");
+    let (_, page) = http(monitor.port, "GET", "/dead", &[], "");
+    assert!(page.contains("id=\"redis-error\""), "{page}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[test]
+fn many_scrapes_at_once_ask_each_job_server_about_once_a_second() {
+    let gearmand = Gearmand::start();
+    let (relay, connections) = counting_relay(gearmand.port);
+    let monitor = InProcess::start(&format!("[default]\nservers = [\"127.0.0.1:{relay}\"]\n"));
+    let port = monitor.port;
+    let started = std::time::Instant::now();
+    let scrapers: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..5).map(|_| http(port, "GET", "/metrics", &[], "")).filter(|(status, _)| *status == 200).count()
+            })
+        })
+        .collect();
+    let answered: usize = scrapers.into_iter().map(|s| s.join().unwrap()).sum();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(answered, 80);
+    let asked = connections.load(std::sync::atomic::Ordering::SeqCst);
+    // One question a second at most (and the first at once): before the cache, 80.
+    assert!(asked >= 1 && asked as f64 <= seconds.ceil() + 1.0, "{asked} admin connections in {seconds:.1}s");
+}
+
+/// The monitor child's PID, from `status --json`.
+fn monitor_pid(pool: &Pool) -> u32 {
+    let report = pool.json();
+    let children = report["children"].as_array().unwrap();
+    let monitor = children.iter().find(|c| c["kind"] == "monitor").unwrap_or_else(|| panic!("{report}"));
+    monitor["pid"].as_u64().unwrap() as u32
+}
+
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Sends `bytes` on a new connection and reads the status line of the answer.
+fn raw_status(port: u16, bytes: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    // The server may answer (and close) before all is sent: a refused write is fine.
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn hostile_clients_neither_change_state_nor_keep_a_scrape_out() {
+    let port = free_port();
+    let pool = Pool::start_with(1, &["--metrics", &format!("127.0.0.1:{port}")]);
+    assert!(wait_for_port(port, WAIT), "the monitor listens");
+    let li3g = |args: &[&str]| run(host().args(args).arg("--config").arg(&pool.config));
+    let ahead = li3g(&["run", "Misbehave::sleep", "0", "--in", "1h"]);
+    assert_eq!(ahead.code, Some(0), "{}", ahead.stderr);
+    let id = ahead.stdout.split_whitespace().nth(2).unwrap().to_string();
+    let (_, page) = http(port, "GET", "/scheduled", &[], "");
+    let (_, csrf) = form_of(&page, &format!("/scheduled/{id}/cancel"));
+
+    // Every action: a GET (even with the right token in its query) is refused, a POST with no
+    // token or a forged one too; nothing changes.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    for action in [format!("/scheduled/{id}/cancel"), format!("/dead/{id}/retry"), format!("/dead/{id}/delete")] {
+        assert_eq!(http(port, "GET", &format!("{action}?csrf={csrf}"), &[], "").0, 405, "{action}");
+        assert_eq!(http(port, "POST", &action, &form, "").0, 403, "{action}");
+        assert_eq!(http(port, "POST", &action, &form, "csrf=0123456789abcdef0123456789abcdef").0, 403, "{action}");
+        assert_eq!(http(port, "POST", &action, &form, &format!("csrf={}", &csrf[..csrf.len() - 1])).0, 403);
+        assert_eq!(http(port, "PUT", &action, &form, &format!("csrf={csrf}")).0, 405, "{action}");
+    }
+    assert_eq!(http(port, "POST", "/metrics", &form, &format!("csrf={csrf}")).0, 405);
+    assert!(li3g(&["scheduled"]).stdout.contains("Pending: 1"));
+
+    // Huge heads and bodies are refused at their limit, not read into memory.
+    let huge_header = format!("GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+    assert_eq!(raw_status(port, huge_header.as_bytes()), 431);
+    let many_headers: String = (0..5000).map(|i| format!("X-{i}: v\r\n")).collect();
+    assert_eq!(raw_status(port, format!("GET / HTTP/1.1\r\n{many_headers}\r\n").as_bytes()), 431);
+    assert_eq!(raw_status(port, b"POST /dead/x/retry HTTP/1.1\r\nContent-Length: 100000000\r\n\r\ncsrf="), 413);
+    assert_eq!(raw_status(port, b"GARBAGE\r\n\r\n"), 400);
+    // DNS rebinding: a page served under another name that now points here is refused.
+    assert_eq!(raw_status(port, b"GET /scheduled HTTP/1.1\r\nHost: evil.example:9464\r\n\r\n"), 403);
+    assert_eq!(raw_status(port, format!("GET /scheduled HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes()), 200);
+
+    // Slowloris: many half-open requests that never end; a scrape still gets in, the monitor
+    // has a bounded number of threads, and the slow ones are dropped at their deadline.
+    let monitor = monitor_pid(&pool);
+    let slow: Vec<TcpStream> = (0..300)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    assert!(slow.len() >= 250, "{} slow connections", slow.len());
+    let started = std::time::Instant::now();
+    let (status, text) = http(port, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200, "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "a scrape took {:?}", started.elapsed());
+    let threads = threads_of(monitor);
+    // A reader, 4 handlers, at most one question in flight per source (2 job servers, Redis).
+    assert!(threads <= 8, "the monitor has {threads} threads with {} slow connections", slow.len());
+    drop(slow);
+    // Many connections that open and close at once.
+    for _ in 0..500 {
+        drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    assert_eq!(http(port, "GET", "/metrics", &[], "").0, 200);
+    assert_eq!(monitor_pid(&pool), monitor, "the same monitor answered throughout");
+}
+
+#[test]
+fn status_and_the_dashboard_answer_while_the_pool_restarts_and_workers_are_killed() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let port = free_port();
+    let pool = Pool::start_with(2, &["--metrics", &format!("127.0.0.1:{port}"), "--resuscitate"]);
+    assert!(wait_for_port(port, WAIT), "the monitor listens");
+    let check = |when: &str| {
+        let out = pool.status(&[]);
+        assert_eq!(out.code, Some(0), "{when}: {}", out.stderr);
+        let (status, text) = http(port, "GET", "/metrics", &[], "");
+        assert_eq!(status, 200, "{when}: {text}");
+        promtool_check(&text);
+        for page in ["/", "/queues", "/failed", "/api/status"] {
+            let (status, body) = http(port, "GET", page, &[], "");
+            assert_eq!(status, 200, "{when} {page}: {body}");
+        }
+        let json = pool.json();
+        assert!(json["children"].as_array().unwrap().iter().all(|c| c["pid"].as_u64().unwrap_or(0) > 0), "{json}");
+    };
+    for round in 0..3 {
+        kill(Pid::from_raw(pool.daemon.id() as i32), Signal::SIGHUP).unwrap();
+        check(&format!("restart {round}"));
+        let json = pool.json();
+        let worker = json["children"].as_array().unwrap().iter().find(|c| c["kind"] == "worker").cloned();
+        if let Some(worker) = worker {
+            let _ = kill(Pid::from_raw(worker["pid"].as_u64().unwrap() as i32), Signal::SIGKILL);
+        }
+        check(&format!("kill {round}"));
+    }
+    // The pool comes back whole: two workers registered, the kills counted.
+    let refs: Vec<&Gearmand> = pool.gearmands.iter().collect();
+    li3g_tests::wait_for_workers(&refs, "Misbehave::sleep", 2);
+    wait_until("the kills are counted", WAIT, || {
+        let (_, text) = http(port, "GET", "/metrics", &[], "");
+        text.lines().any(|l| {
+            l.starts_with("li3g_child_restarts_total{kind=\"worker\",reason=\"killed\"}") && !l.ends_with(" 0")
+        })
+    });
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn client(port: u16) -> GearmanClient {
-    GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port }])
+    GearmanClient::new(vec![ServerAddr { host: "127.0.0.1".into(), port, tls: false }])
 }
 
 fn job(function: &str, workload: &[u8]) -> Submit {

@@ -36,6 +36,30 @@ fn processes_with_arg(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A `sleep` argument no other process on this (shared) machine has: `BASE.PID_NANOS`, a
+/// valid duration of a bit over `base` seconds. (`BASE + pid % 1000` was shared by another
+/// helper's run of the same test now and then: a wait for "no process has it" then waited on
+/// theirs.)
+fn unique_marker(base: u32) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{base}.{}{nanos:09}", std::process::id())
+}
+
+/// Waits until no process has `marker` among its arguments; the failure names those that do.
+fn wait_until_gone(what: &str, marker: &str) {
+    li3g_tests::wait_until_ok(what, WAIT, Duration::from_millis(20), || {
+        let left: Vec<(u32, String)> = processes_with_arg(marker)
+            .into_iter()
+            .map(|pid| (pid, std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()))
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still running: {left:?}"))
+        }
+    });
+}
+
 /// What the descriptors 3 and up of `pid` point to (`socket:[123]`, `pipe:[45]`, paths).
 fn descriptors(pid: u32) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
@@ -105,13 +129,13 @@ fn a_job_child_is_killed_and_reaped_when_its_worker_fails_while_it_runs() {
         .stderr(Stdio::null());
     let worker = ChildGuard::spawn(&mut command);
     wait_for_workers(&[&gearmand], "Misbehave::shell", 1);
-    let marker = format!("{}", 5000 + std::process::id() % 1000);
+    let marker = unique_marker(5000);
     // The worker's wait for its job child fails at once: the job fails, and neither the child
     // nor what it started keeps running (the child was an orphan, running and never reaped).
     let err = call(&mut client(&gearmand), "Misbehave::shell", &[json!(format!("sleep {marker}"))]).unwrap_err();
     assert!(err.contains("injected by LI3G_TEST_JOB_POLL_FAILS"), "{err}");
     wait_until("the job child is gone, reaped", WAIT, || children(worker.id()).is_empty());
-    wait_until("what the job started is gone", WAIT, || processes_with_arg(&marker).is_empty());
+    wait_until_gone("what the job started is gone", &marker);
     // The worker goes on serving.
     assert!(alive(worker.id()));
 }
@@ -143,20 +167,20 @@ fn a_timeout_kills_the_job_with_everything_it_started() {
     wait_for_workers(&[&gearmand], "Misbehave::shell", 1);
     let mut client = client(&gearmand);
     // The job's own process: a `sleep` the job child waits for, in the job's process group.
-    let marker = format!("{}", 3000 + std::process::id() % 1000);
+    let marker = unique_marker(3000);
     let err = call(&mut client, "Misbehave::shell", &[json!(format!("sleep {marker}"))]).unwrap_err();
     assert!(
         err.starts_with("task Misbehave::shell ran past its timeout of 1s and was killed (cpu "),
         "the message, then what the child cost: {err}"
     );
-    wait_until("the job's sleep was killed with it", WAIT, || processes_with_arg(&marker).is_empty());
+    wait_until_gone("the job's sleep was killed with it", &marker);
 
     // A job that answers but leaves a process running: the process goes with the job's child.
-    let marker = format!("{}", 4000 + std::process::id() % 1000);
+    let marker = unique_marker(4000);
     let background = format!("sleep {marker} >/dev/null 2>&1 &");
     assert_eq!(call(&mut client, "Misbehave::shell", &[json!(background)]).unwrap(), b"");
     assert_eq!(call(&mut client, "Misbehave::counter", &[]).unwrap(), b"1");
-    wait_until("what the job left running was killed", WAIT, || processes_with_arg(&marker).is_empty());
+    wait_until_gone("what the job left running was killed", &marker);
 }
 
 #[test]
@@ -260,6 +284,7 @@ fn requeued_while_running(gearmand: &Gearmand) -> bool {
         let mut client = li3g_host::client::Client::new(vec![li3g_host::gearman::conn::ServerAddr {
             host: "127.0.0.1".into(),
             port,
+            tls: false,
         }]);
         let options = li3g_host::client::RunOptions::default();
         let _ = client.run("Misbehave::sleep", &[json!(6)], &options, &mut |_| {});

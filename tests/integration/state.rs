@@ -76,7 +76,7 @@ fn a_thousand_jobs_through_two_workers_use_two_connections_closed_at_shutdown() 
     let settings = format!("url = {:?}\nclosed_key = \"closed\"", redis.url());
     let (mut daemon, lines) = start(&gearmand, &dir, &settings, &["--workers", "2"]);
     wait_for_workers(&[&gearmand], "Counter::incr", 2);
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]);
     for i in 1..=1000 {
         assert_eq!(call(&mut client, "Counter::incr", &[json!("jobs")]).unwrap(), i.to_string().into_bytes());
     }
@@ -107,7 +107,7 @@ fn under_atomic_no_connection_is_shared_between_processes() {
     let clients: Vec<_> = (0..2)
         .map(|_| {
             std::thread::spawn(move || {
-                let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port }]);
+                let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port, tls: false }]);
                 (0..100)
                     .map(|_| {
                         let out = call(&mut client, "Counter::whoami", &[]).expect("every job succeeds");
@@ -135,7 +135,7 @@ fn under_atomic_no_connection_is_shared_between_processes() {
     assert_eq!(get(&redis, "closed"), "203");
     // A task that does not take the state opens no connection, even in a stateful plugin.
     let before = connections_received(&redis);
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]);
     for _ in 0..20 {
         call(&mut client, "Counter::pid", &[]).expect("Counter::pid succeeds");
     }
@@ -284,7 +284,7 @@ fn redis_restarted_under_a_running_worker_later_jobs_succeed() {
     let (_worker, lines) =
         work(&gearmand, &dir, &format!("[default.plugins.redis_counter]\nurl = {:?}\n", redis.url()));
     wait_for_workers(&[&gearmand], "Counter::incr", 1);
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]);
     assert_eq!(call(&mut client, "Counter::incr", &[json!("k")]).unwrap(), b"1");
     redis.kill();
     let _redis = Redis::start_on(port);
@@ -323,7 +323,7 @@ fn a_panicking_state_destructor_is_reported_and_the_worker_ends_cleanly() {
         let args: &[&str] = if atomic { &["--atomic"] } else { &[] };
         let (mut worker, lines) = work_with(&gearmand, &dir, "", args);
         wait_for_workers(&[&gearmand], "DropPanic::run", 1);
-        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+        let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]);
         assert_eq!(call(&mut client, "DropPanic::run", &[]).unwrap(), b"DropPanic::run");
         signal(worker.id(), Signal::SIGTERM);
         let status = worker.wait_timeout(WAIT).expect("the worker stops");
@@ -419,7 +419,7 @@ fn a_bad_value_from_an_environment_override_names_the_override_key() {
 /// The worker serves the other plugins (`Hello::say` answers) and registers no task `refused`.
 fn assert_others_served(gearmand: &Gearmand, refused: &str) {
     wait_for_workers(&[gearmand], "Hello::say", 1);
-    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }]);
+    let mut client = Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }]);
     assert_eq!(call(&mut client, "Hello::say", &[json!("x")]).unwrap(), b"Hello x");
     assert!(!gearmand.status().iter().any(|s| s.function == refused && s.workers > 0), "{refused} is not served");
 }

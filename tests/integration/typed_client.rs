@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime};
 
 fn addr(port: u16) -> ServerAddr {
-    ServerAddr { host: "127.0.0.1".into(), port }
+    ServerAddr { host: "127.0.0.1".into(), port, tls: false }
 }
 
 fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
@@ -114,7 +114,10 @@ fn an_unconfirmed_typed_submission_is_never_sent_twice() {
         matches!(err, RunError::Client(ClientError::MaybeQueued { ref server, .. }) if *server == addr(proxy)),
         "{err:?}"
     );
-    assert_eq!(total(&gearmand, "Once::only"), Some(1));
+    // Sent once: gearmand keeps it queued; li3g's embedded server drops a synchronous job whose
+    // client has gone. Never twice.
+    let once = total(&gearmand, "Once::only");
+    assert!(matches!(once, None | Some(1)), "{once:?}");
 
     // A background job always has a key (its id): sent again to the same server, it coalesces.
     let proxy = unconfirming_proxy(gearmand.port);

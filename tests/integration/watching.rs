@@ -4,7 +4,9 @@
 use crate::daemon::{call, client, WAIT};
 use li3g_host::client::{Client, RunOptions};
 use li3g_host::gearman::conn::ServerAddr;
-use li3g_tests::{host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir, Redis};
+use li3g_tests::{
+    host, run, wait_for_workers, wait_until, wait_until_ok, ChildGuard, Gearmand, Lines, PluginDir, Redis,
+};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -76,7 +78,7 @@ impl Pool {
 }
 
 fn client_of(gearmand: &Gearmand) -> Client {
-    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port }])
+    Client::new(vec![ServerAddr { host: "127.0.0.1".into(), port: gearmand.port, tls: false }])
 }
 
 fn background(gearmand: &Gearmand, task: &str) {
@@ -178,13 +180,36 @@ fn title(pid: u32) -> (String, String) {
 #[test]
 fn children_have_titles_in_ps() {
     let pool = Pool::start(1);
-    let children = li3g_tests::children(pool.daemon.id());
-    let titles: Vec<(String, String)> = children.iter().map(|&pid| title(pid)).collect();
-    assert!(titles.iter().any(|(t, c)| t == "li3g-host: worker 1 idle" && c == "li3g worker 1"), "{titles:?}");
-    assert!(titles.iter().any(|(t, c)| t == "li3g-host: scheduler" && c == "li3g scheduler"), "{titles:?}");
-    let slow = crate::daemon::sleep_in_flight(&pool.gearmands[0], 2.0);
-    let worker = children.iter().copied().find(|&pid| title(pid).1 == "li3g worker 1").unwrap();
-    assert_eq!(title(worker).0, "li3g-host: worker 1 busy Misbehave::sleep");
+    // A child sets its title in its first steps after the fork, and a worker says `idle` once
+    // its plugins are loaded, which on a loaded machine may come after its registration that
+    // `Pool::start` waited for: await the titles, do not sample them once.
+    let titles =
+        || -> Vec<(String, String)> { li3g_tests::children(pool.daemon.id()).into_iter().map(title).collect() };
+    let has =
+        |titles: &[(String, String)], cmdline: &str, comm: &str| titles.iter().any(|(t, c)| t == cmdline && c == comm);
+    wait_until_ok("the children's titles", WAIT, Duration::from_millis(20), || {
+        let titles = titles();
+        if has(&titles, "li3g-host: worker 1 idle", "li3g worker 1")
+            && has(&titles, "li3g-host: scheduler", "li3g scheduler")
+        {
+            Ok(())
+        } else {
+            Err(format!("{titles:?}"))
+        }
+    });
+    let worker =
+        li3g_tests::children(pool.daemon.id()).into_iter().find(|&pid| title(pid).1 == "li3g worker 1").unwrap();
+    // gearmand counts the job running once it handed it out; the worker retitles itself once
+    // it took it: await that too (the job lasts long enough to be seen on a loaded machine).
+    let slow = crate::daemon::sleep_in_flight(&pool.gearmands[0], 5.0);
+    wait_until_ok("busy in the title", WAIT, Duration::from_millis(20), || {
+        let (cmdline, _) = title(worker);
+        if cmdline == "li3g-host: worker 1 busy Misbehave::sleep" {
+            Ok(())
+        } else {
+            Err(cmdline)
+        }
+    });
     slow.join().unwrap().unwrap();
     wait_until("idle again", WAIT, || title(worker).0 == "li3g-host: worker 1 idle");
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn addr(port: u16) -> ServerAddr {
-    ServerAddr { host: "127.0.0.1".into(), port }
+    ServerAddr { host: "127.0.0.1".into(), port, tls: false }
 }
 
 fn job(function: &str, workload: &[u8]) -> Submit {

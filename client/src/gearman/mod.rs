@@ -83,14 +83,8 @@ fn exchange(conn: &mut Conn, packet: &Packet, deadline: Deadline) -> Result<Pack
 /// Whether a kept connection still looks usable: its server has not closed it (it restarted,
 /// say) and sent nothing unasked. Looked at before reuse, so that a request is never written
 /// into a connection already known to be dead.
-fn still_open(conn: &Conn) -> bool {
-    let stream = conn.stream();
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut byte = [0u8; 1];
-    let open = matches!(stream.peek(&mut byte), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock);
-    stream.set_nonblocking(false).is_ok() && open
+fn still_open(conn: &mut Conn) -> bool {
+    conn.still_open()
 }
 
 /// What to do when a request was sent but not answered.
@@ -178,7 +172,7 @@ impl GearmanClient {
 
     /// The kept connection if it is still open, else a new one to the next server.
     fn connection(&mut self, overall: Option<Instant>) -> Result<Conn, Option<String>> {
-        if let Some(conn) = self.conn.take().filter(still_open) {
+        if let Some(conn) = self.conn.take().and_then(|mut c| still_open(&mut c).then_some(c)) {
             return Ok(conn);
         }
         if self.servers.is_empty() {
@@ -260,7 +254,8 @@ impl GearmanClient {
 
     /// Sends `packet` to `server` (the kept connection when it goes there) and reads its answer.
     fn request_on(&mut self, server: &ServerAddr, packet: &Packet) -> Result<Packet, ClientError> {
-        if let Some(conn) = self.conn.take().filter(|c| c.server() == server && still_open(c)) {
+        if let Some(conn) = self.conn.take().and_then(|mut c| (c.server() == server && still_open(&mut c)).then_some(c))
+        {
             let mut conn = conn;
             let deadline = Deadline::new(self.request_timeout, None);
             match exchange(&mut conn, packet, deadline) {

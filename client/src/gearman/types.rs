@@ -154,6 +154,7 @@ pub(super) fn reason_only(err: &ConnError, waited: Duration) -> String {
 fn server_of(err: &ConnError) -> &str {
     match err {
         ConnError::Io { server, .. }
+        | ConnError::Tls { server, .. }
         | ConnError::Closed { server }
         | ConnError::Protocol { server, .. }
         | ConnError::Unexpected { server, .. } => server,

@@ -86,9 +86,18 @@ pub struct Common {
     /// Environment: selects the configuration's overrides and is passed to tasks.
     #[arg(long, env = "LI3G_ENVIRONMENT", value_name = "NAME")]
     environment: Option<String>,
-    /// Job servers, `host[:port]` separated by commas [default: the configuration's, else 127.0.0.1:4730]
+    /// Job servers, `host[:port]` or `tls://host[:port]` separated by commas [default: the configuration's, else 127.0.0.1:4730]
     #[arg(long, env = "LI3G_SERVERS", value_name = "LIST")]
     servers: Option<String>,
+    /// CA certificates (PEM) that sign the `tls://` servers' certificates [default: the configuration's `tls_ca`, else the system's CAs]
+    #[arg(long, env = "LI3G_TLS_CA", value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
+    /// Certificate chain (PEM): offered to `tls://` servers that demand one [default: the configuration's `tls_cert`]; for `server`, the TLS listener's
+    #[arg(long, env = "LI3G_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM) [default: the configuration's `tls_key`]
+    #[arg(long, env = "LI3G_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<PathBuf>,
     /// Directory of plugin `.so` files [default: the configuration's, else /usr/lib/li3g/plugins
     /// if it exists, else the directory of the li3g-host executable, where `cargo build` puts
     /// the example plugins]
@@ -97,7 +106,8 @@ pub struct Common {
 }
 
 impl Common {
-    /// The named configuration with the command line's overrides applied.
+    /// The named configuration with the command line's overrides applied, and the TLS settings
+    /// for `tls://` servers installed.
     fn settings(&self, name: &str) -> anyhow::Result<Config> {
         let file = config::find(self.config.as_deref());
         let mut config = config::load(file.as_deref(), name, self.environment.as_deref())?;
@@ -108,6 +118,20 @@ impl Common {
         }
         if let Some(dir) = &self.plugins {
             config.plugins = Some(dir.clone());
+        }
+        if self.tls_cert.is_some() || self.tls_key.is_some() {
+            config.tls.cert = self.tls_cert.clone();
+            config.tls.key = self.tls_key.clone();
+        }
+        if let Some(ca) = &self.tls_ca {
+            config.tls.ca = Some(ca.clone());
+        }
+        // The TLS configuration for `tls://` servers, installed for every connection of this
+        // process (and its forked workers); its files are read now, so a missing one is
+        // reported at once.
+        if config.servers.iter().any(|s| s.tls) || config.tls != crate::tls::ClientFiles::default() {
+            let tls = crate::tls::client_config(&config.tls).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+            li3g_protocol::transport::install_client_config(tls);
         }
         Ok(config)
     }

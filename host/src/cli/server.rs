@@ -15,9 +15,23 @@ pub(super) struct ServerArgs {
     /// The named configuration in the configuration file.
     #[arg(value_name = "CONFIG", default_value = crate::config::DEFAULT_NAME)]
     name: String,
-    /// Address to listen on (port 0: any free port, printed on stderr).
+    /// Address to listen on in plaintext (port 0: any free port, printed on stderr; `off`: no
+    /// plaintext listener). A non-loopback address needs --insecure-listen.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: String,
+    /// Listen in plaintext on a non-loopback address: whoever reaches the port can submit and
+    /// take every job, so only on a network where that is acceptable.
+    #[arg(long)]
+    insecure_listen: bool,
+    /// Address of the TLS listener, beside the plaintext one (port 0: any free port); its
+    /// certificate and key are --tls-cert and --tls-key [default: the configuration's
+    /// `tls_listen`, `tls_cert`, `tls_key`, else no TLS listener]
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<String>,
+    /// CA certificates (PEM) that must sign every TLS client's certificate: mutual TLS, the
+    /// way to say who may submit and take jobs [default: the configuration's `tls_client_ca`]
+    #[arg(long, value_name = "PATH")]
+    tls_client_ca: Option<PathBuf>,
     /// SQLite file keeping background and scheduled jobs across restarts [default: in memory only]
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
@@ -29,10 +43,43 @@ pub(super) struct ServerArgs {
 }
 
 pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
-    // The configuration is read so that a broken file is reported here as everywhere else.
-    args.common.settings(&args.name)?;
-    let listener = std::net::TcpListener::bind(&args.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    // The configuration gives the TLS listener's settings the flags do not (and a broken file
+    // is reported here as everywhere else).
+    let config = args.common.settings(&args.name)?;
+    let tls_listen = args.tls_listen.clone().or(config.tls_listen.clone());
+    let client_ca = args.tls_client_ca.clone().or(config.tls_client_ca.clone());
+    let bind =
+        |addr: &str| std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"));
+    let plain = match args.listen.as_str() {
+        "off" => None,
+        addr => {
+            // Looked at before binding: a refused address is never open, even briefly.
+            let ips: Vec<std::net::IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?
+                .map(|a| a.ip())
+                .collect();
+            anyhow::ensure!(
+                ips.iter().all(std::net::IpAddr::is_loopback) || args.insecure_listen,
+                "refusing to listen on {addr} in plaintext: whoever reaches that port can submit and take every \
+                 job (run every task). Listen on loopback, use TLS (--tls-listen with --tls-cert, --tls-key and \
+                 --tls-client-ca), or say --insecure-listen"
+            );
+            Some(bind(addr)?)
+        }
+    };
+    let tls = match (&tls_listen, &config.tls.cert, &config.tls.key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let config = crate::tls::server_config(cert, key, client_ca.as_deref())?;
+            Some((bind(addr)?, config))
+        }
+        (Some(_), _, _) => anyhow::bail!("a TLS listener needs its certificate and key: --tls-cert and --tls-key"),
+        (None, _, _) => None,
+    };
+    anyhow::ensure!(
+        tls.is_some() || (args.common.tls_cert.is_none() && client_ca.is_none()),
+        "--tls-cert and --tls-client-ca are the TLS listener's: they need --tls-listen (or tls_listen)"
+    );
+    anyhow::ensure!(plain.is_some() || tls.is_some(), "--listen off needs --tls-listen: nothing to listen on");
     let options = Options {
         store: args.store.clone(),
         job_retries: args.job_retries,
@@ -44,10 +91,17 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         Some(path) => path.display().to_string(),
         None => "none, jobs in memory".into(),
     };
-    let addr = listener.local_addr()?;
+    let mut addrs = Vec::new();
+    if let Some(listener) = &plain {
+        addrs.push(listener.local_addr()?.to_string());
+    }
+    if let Some((listener, _)) = &tls {
+        let mutual = if client_ca.is_some() { ", client certificates required" } else { "" };
+        addrs.push(format!("tls://{} (TLS{mutual})", listener.local_addr()?));
+    }
     // Listening only once the store is open: a store that cannot be opened fails here.
-    let server = server::Server::open(listener, options)?;
-    eprintln!("li3g-host: job server listening on {addr} (store: {store})");
+    let server = server::Server::open(server::Listeners { plain, tls }, options)?;
+    eprintln!("li3g-host: job server listening on {} (store: {store})", addrs.join(" and "));
     server.serve(signals::wake_fd().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)), &signals::stop_requested)?;
     Ok(ExitCode::SUCCESS)
 }

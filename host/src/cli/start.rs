@@ -66,6 +66,10 @@ pub(super) struct StartArgs {
     /// server [default: 127.0.0.1:4730]
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["servers", "no_server"])]
     listen: Option<crate::gearman::conn::ServerAddr>,
+    /// Let the embedded job server listen in plaintext on a non-loopback --listen address:
+    /// whoever reaches the port can submit and take every job.
+    #[arg(long, requires = "listen")]
+    insecure_listen: bool,
     #[command(flatten)]
     pid: PidArg,
     #[command(flatten)]
@@ -83,6 +87,20 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(listen) = &args.listen {
+        anyhow::ensure!(
+            !listen.tls,
+            "--listen {listen}: the daemon's embedded job server listens in plaintext; for TLS, run \
+             `li3g-host server --tls-listen` and point the workers at it"
+        );
+        let ips: Vec<std::net::IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(listen.host.as_str(), listen.port))
+            .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?
+            .map(|a| a.ip())
+            .collect();
+        anyhow::ensure!(
+            ips.iter().all(std::net::IpAddr::is_loopback) || args.insecure_listen,
+            "refusing to listen on {listen} in plaintext: whoever reaches that port can submit and take every job \
+             (run every task). Listen on loopback, run `li3g-host server` with TLS, or say --insecure-listen"
+        );
         // The workers reach the embedded job server where it listens.
         config.servers = vec![listen.clone()];
         config.servers_default = true;

@@ -3,10 +3,16 @@
 //! ```toml
 //! [default]
 //! servers = ["127.0.0.1:4730", "gearman2"]   # host or host:port (default port 4730); or "a,b"
+//!                                             # tls://host:port: TLS, verified with:
+//! tls_ca = "/etc/li3g/ca.pem"                 # CAs for tls:// servers [default: the system's]
+//! tls_cert = "/etc/li3g/client.pem"           # client certificate, for servers that demand one
+//! tls_key = "/etc/li3g/client.key"            # its private key
 //! plugins.dir = "/usr/lib/li3g/plugins"     # or plugins = "..." when no plugin has settings
 //! redis = "redis://127.0.0.1:6379/0"          # for the scheduler
 //! environment = "development"                 # what tasks see unless --environment says otherwise
 //! log_file = "/var/log/li3g/li3g-host.log"    # log lines here (reopened on SIGUSR1), not syslog
+//! tls_listen = "0.0.0.0:4731"                 # `li3g-host server`: a TLS listener, tls_cert/tls_key its certificate
+//! tls_client_ca = "/etc/li3g/ca.pem"          # ... demanding client certificates of this CA (mutual TLS)
 //!
 //! [default.tasks."Image::resize"]
 //! timeout = 120                               # seconds; the worker registers it with CAN_DO_TIMEOUT
@@ -80,6 +86,8 @@ pub struct Config {
     /// Whether `servers` is the built-in default (nothing configured them): `start` then runs
     /// the embedded job server there.
     pub servers_default: bool,
+    /// `tls_ca`, `tls_cert`, `tls_key`: the TLS files for every `tls://` server.
+    pub tls: crate::tls::ClientFiles,
     /// The plugins directory, when set.
     pub plugins: Option<PathBuf>,
     /// `[NAME.sandbox]`: every task's sandbox unless it has its own.
@@ -115,6 +123,11 @@ pub struct Config {
     /// `log_file`: where the daemon and its workers write their log lines (reopened on
     /// SIGUSR1), instead of syslog or stderr.
     pub log_file: Option<PathBuf>,
+    /// `tls_listen`: where `li3g-host server` opens its TLS listener (with `tls_cert` and
+    /// `tls_key` as its certificate), unless `--tls-listen` says otherwise.
+    pub tls_listen: Option<String>,
+    /// `tls_client_ca`: the CA `li3g-host server` demands client certificates of (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -205,6 +218,12 @@ impl RawSandbox {
 struct RawOverride {
     #[expect(dead_code, reason = "read by li3g_client::config")]
     servers: Option<Servers>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_ca: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_cert: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_key: Option<PathBuf>,
     plugins: Option<RawPlugins>,
     #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
@@ -220,6 +239,12 @@ struct RawOverride {
 struct RawConfig {
     #[expect(dead_code, reason = "read by li3g_client::config")]
     servers: Option<Servers>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_ca: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_cert: Option<PathBuf>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
+    tls_key: Option<PathBuf>,
     plugins: Option<RawPlugins>,
     #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
@@ -230,6 +255,8 @@ struct RawConfig {
     environment: Option<String>,
     sandbox: Option<RawSandbox>,
     log_file: Option<PathBuf>,
+    tls_listen: Option<String>,
+    tls_client_ca: Option<PathBuf>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
     #[serde(default)]
@@ -265,7 +292,7 @@ pub fn parse(path: &Path, text: &str, name: &str, environment: Option<&str>) -> 
 }
 
 fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
-    let Target { name, file, servers, servers_default, redis, redis_key, environment } = target;
+    let Target { name, file, servers, servers_default, tls, redis, redis_key, environment } = target;
     let (name, path) = (name.as_str(), file.as_deref());
     let invalid = |key: String, message: String| ConfigError::Invalid { path: path.map(Into::into), key, message };
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -331,6 +358,7 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
         file,
         servers,
         servers_default,
+        tls,
         plugins,
         sandbox: raw.sandbox.map(RawSandbox::resolve),
         redis,
@@ -347,6 +375,8 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
         pools,
         optional_plugins: optional_plugins.unwrap_or_default(),
         log_file: raw.log_file,
+        tls_listen: raw.tls_listen,
+        tls_client_ca: raw.tls_client_ca,
     })
 }
 

@@ -23,7 +23,7 @@ servers = ["127.0.0.1:4731"]
 "#;
 
 fn addr(host: &str, port: u16) -> ServerAddr {
-    ServerAddr { host: host.into(), port }
+    ServerAddr { host: host.into(), port, tls: false }
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn errors_name_file_key_and_expectation() {
 
     let err = parse(path, "[default]\nservers = [\"ok\", \"h:port\"]\n", "default", None).unwrap_err().to_string();
     assert!(err.starts_with("/etc/li3g/li3g.toml: default.servers[1]: "), "{err}");
-    assert!(err.contains("expected host or host:port"), "{err}");
+    assert!(err.contains("expected host, host:port or tls://host:port"), "{err}");
 
     let err = parse(path, "[default.tasks.\"A::b\"]\ntimeout = -1\n", "default", None).unwrap_err().to_string();
     assert!(err.contains("default.tasks.\"A::b\".timeout: -1 is not a positive number of seconds"), "{err}");

@@ -3,6 +3,7 @@
 //! replaced. The loop that applies the specs is [`super::pool`].
 
 use super::recycle::MaxAge;
+use crate::scoreboard::Kind;
 use nix::sys::wait::WaitStatus;
 use std::time::Duration;
 
@@ -28,8 +29,14 @@ pub enum Restart {
 
 /// One kind of child: what it runs and how it is kept.
 pub struct ChildSpec<'a> {
-    /// Its name in log lines (`worker`).
+    /// Its name in log lines and a worker's process title (`worker`, `reports worker`).
     pub name: String,
+    /// What it is on the scoreboard (and in its restart counts).
+    pub kind: Kind,
+    /// A worker pool's name (`[NAME.pools.POOL]`): its workers' slots say it, and `status` and
+    /// the metrics group by it. `None` for the default pool's workers and other kinds. Kept
+    /// here, not read back out of [`ChildSpec::name`].
+    pub pool: Option<String>,
     /// How many to run.
     pub count: u32,
     /// When one that ended is replaced.
@@ -54,10 +61,15 @@ pub struct ChildSpec<'a> {
 
 impl<'a> ChildSpec<'a> {
     /// `count` children named `name` running `run`: permanent, exits 0 and [`EXIT_RECYCLE`]
-    /// expected, no limit, replaced on restart.
+    /// expected, no limit, replaced on restart. Their [`Kind`] is the one of that name
+    /// (`scheduler`, `job server`, `monitor`, `worker`; another name is [`Kind::Free`], a child
+    /// the scoreboard does not show), in no pool.
     pub fn new(name: impl Into<String>, count: u32, run: impl Fn(u32) -> i32 + 'a) -> ChildSpec<'a> {
+        let name = name.into();
         ChildSpec {
-            name: name.into(),
+            kind: Kind::for_name(&name),
+            pool: None,
+            name,
             count,
             restart: Restart::Permanent,
             expected_exits: vec![0, EXIT_RECYCLE],
@@ -67,6 +79,16 @@ impl<'a> ChildSpec<'a> {
             max_age: None,
             run: Box::new(run),
         }
+    }
+
+    /// `count` workers of the default pool (`pool` `None`, named `worker`) or of worker pool
+    /// `pool` (named `POOL worker`), running `run`; otherwise as [`ChildSpec::new`].
+    pub fn worker(pool: Option<&str>, count: u32, run: impl Fn(u32) -> i32 + 'a) -> ChildSpec<'a> {
+        let name = pool.map_or_else(|| "worker".to_string(), |pool| format!("{pool} worker"));
+        let mut spec = ChildSpec::new(name, count, run);
+        spec.kind = Kind::Worker;
+        spec.pool = pool.map(str::to_string);
+        spec
     }
 
     pub(super) fn expected(&self, status: &WaitStatus) -> bool {
@@ -101,6 +123,8 @@ impl std::fmt::Debug for ChildSpec<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChildSpec")
             .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("pool", &self.pool)
             .field("count", &self.count)
             .field("restart", &self.restart)
             .field("expected_exits", &self.expected_exits)
@@ -150,5 +174,26 @@ mod tests {
 
         spec.restart = Restart::Temporary;
         assert_eq!(spec.replacement(&killed, quick), Replacement::None);
+    }
+
+    #[test]
+    fn a_pool_is_a_field_not_a_name_to_parse() {
+        let default = ChildSpec::worker(None, 2, |_| 0);
+        assert_eq!((default.name.as_str(), default.kind, default.pool.as_deref()), ("worker", Kind::Worker, None));
+        // A pool whose name ends like a kind's, or holds a space: still that pool's workers.
+        for pool in ["reports", "night worker", "job server", "a b"] {
+            let spec = ChildSpec::worker(Some(pool), 1, |_| 0);
+            assert_eq!((spec.kind, spec.pool.as_deref()), (Kind::Worker, Some(pool)));
+            assert_eq!(spec.name, format!("{pool} worker"));
+        }
+        for (name, kind) in
+            [("scheduler", Kind::Scheduler), ("job server", Kind::JobServer), ("monitor", Kind::Monitor)]
+        {
+            let spec = ChildSpec::new(name, 1, |_| 0);
+            assert_eq!((spec.kind, spec.pool.as_deref()), (kind, None));
+        }
+        // A name is no longer read as a pool: an unknown child is no worker of pool "x".
+        let other = ChildSpec::new("x worker", 1, |_| 0);
+        assert_eq!((other.kind, other.pool.as_deref()), (Kind::Free, None));
     }
 }

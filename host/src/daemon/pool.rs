@@ -106,8 +106,7 @@ impl Pool<'_, '_> {
         let number = state.next_number;
         // No slot left (more children than the board was made for): the child runs unseen.
         let board_slot = self.free_slots.pop().unwrap_or(u32::MAX);
-        let board_kind = scoreboard::Kind::for_name(&spec.name);
-        match spawn_child(number, board_slot, board_kind, &spec.name, &*spec.run) {
+        match spawn_child(number, board_slot, spec.kind, spec.pool.as_deref(), &spec.name, &*spec.run) {
             Ok(pid) => {
                 state.next_number += 1;
                 state.spawned += 1;
@@ -176,7 +175,7 @@ impl Pool<'_, '_> {
                         WaitStatus::Signaled(..) => RestartReason::Killed,
                         _ => RestartReason::Crashed,
                     };
-                    board.count_restart(scoreboard::Kind::for_name(&spec.name), reason);
+                    board.count_restart(spec.kind, reason);
                 }
             }
             if replacement != Replacement::None && !self.stopping && !slot.retiring {

@@ -190,8 +190,11 @@ fn embedded_server(
     if (!config.servers_default && options.listen.is_none()) || !options.server {
         return Ok(None);
     }
-    let default =
-        crate::gearman::conn::ServerAddr { host: "127.0.0.1".into(), port: crate::gearman::conn::DEFAULT_PORT };
+    let default = crate::gearman::conn::ServerAddr {
+        host: "127.0.0.1".into(),
+        port: crate::gearman::conn::DEFAULT_PORT,
+        tls: false,
+    };
     let server = options.listen.clone().unwrap_or(default);
     let addr = server.to_string();
     match TcpListener::bind((server.host.as_str(), server.port)) {
@@ -341,9 +344,9 @@ fn worker_child<'a>(
     let worker = options.worker;
     let name = pool.map(|p| p.name.as_str());
     let count = pool.map_or(options.workers, |p| p.workers);
-    let label = name.map_or_else(|| "worker".to_string(), |name| format!("{name} worker"));
-    let mut spec =
-        ChildSpec::new(label, count, move |_number| i32::from(worker(&with_fresh_plugin_settings(config, log), name)));
+    let mut spec = ChildSpec::worker(name, count, move |_number| {
+        i32::from(worker(&with_fresh_plugin_settings(config, log), name))
+    });
     spec.restart = if options.resuscitate { Restart::Permanent } else { Restart::Temporary };
     spec.limit = options.limit;
     // A worker whose plugin is refused after start (a `restart` with a bad file or setting, a

@@ -95,7 +95,9 @@ pub fn render(page: Page, view: &View<'_>) -> String {
         html {
             head {
                 meta charset="utf-8";
-                meta http-equiv="refresh" content="5";
+                // Reloads the page's own address: after a POST (an action's answer) a plain
+                // refresh would GET the action's address, which is refused.
+                meta http-equiv="refresh" content={ "5; url=" (page.path()) (view.query) };
                 title { "li3g: " (page.title()) }
                 style { (STYLE) }
             }
@@ -160,8 +162,18 @@ fn button(view: &View<'_>, action: &str, label: &str) -> Markup {
     }
 }
 
+/// Why Redis could not be read, when it could not.
+fn redis_error(view: &View<'_>) -> Markup {
+    html! {
+        @if let Some(err) = view.report.scheduler.as_ref().and_then(|s| s.error.as_ref()) {
+            p.msg id="redis-error" { "Redis: " (err) }
+        }
+    }
+}
+
 fn scheduled(view: &View<'_>) -> Markup {
     html! {
+        (redis_error(view))
         @if let Some(s) = &view.report.scheduler {
             p { "pending " (s.pending) " · leased " (s.leased) " · dead " (s.dead) }
         } @else { p { "No Redis configured: nothing is scheduled." } }
@@ -189,6 +201,7 @@ fn failed(view: &View<'_>) -> Markup {
 
 fn dead(view: &View<'_>) -> Markup {
     html! {
+        (redis_error(view))
         table id="dead" {
             tr { th { "id" } th { "task" } th { "died" } th { "retry" } th { "error" } th {} }
             @for j in view.dead {

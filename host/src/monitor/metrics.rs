@@ -1,8 +1,8 @@
 //! The Prometheus text format (version 0.0.4) of a [`Report`]: what `GET /metrics` serves.
 //!
-//! Counters come from the workers' slots, summed per task over the children alive now (a
-//! recycled worker's counts leave with it: Prometheus' `rate()` and `increase()` read that as a
-//! counter reset).
+//! Counters come from the workers' slots, summed per task over the children alive now plus
+//! those that ended (the scoreboard's retired totals): a recycled worker's counts stay, so a
+//! counter never goes down.
 
 use crate::scoreboard::{Kind, State, BUCKETS};
 use crate::status::{Child, Report};
@@ -126,6 +126,14 @@ pub fn render(report: &Report) -> String {
             r.reason,
             r.count
         );
+    }
+    header(&mut out, "li3g_server_up", "gauge", "Whether the job server answered its admin status (1) or not (0).");
+    for s in &report.servers {
+        let _ = writeln!(out, "li3g_server_up{{server=\"{}\"}} {}", label(&s.server), u8::from(s.error.is_none()));
+    }
+    if let Some(s) = &report.scheduler {
+        header(&mut out, "li3g_redis_up", "gauge", "Whether Redis answered the scheduler's listing (1) or not (0).");
+        let _ = writeln!(out, "li3g_redis_up {}", u8::from(s.error.is_none()));
     }
     header(&mut out, "li3g_queue_jobs", "gauge", "Jobs on each job server, per function and state.");
     for s in &report.servers {

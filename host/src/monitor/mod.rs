@@ -3,9 +3,12 @@
 //! `li3g-host status --json`) and the dashboard ([`dashboard`]) with its actions (`POST
 //! /dead/ID/retry`, `POST /dead/ID/delete`, `POST /scheduled/ID/cancel`).
 //!
-//! It never forks, so it may have threads: the HTTP server is `tiny_http` (blocking, small,
-//! well kept; it runs its accept and connection threads inside this child only). Requests are
-//! answered one at a time from the loop in [`serve`], which also looks at the stop flag.
+//! It never forks, so it may have threads: the HTTP server ([`http`]) reads every connection
+//! from one thread with `mio` and answers from a fixed few, with limits on connections, sizes
+//! and time (a slow or hostile client cannot take a thread or stall a scrape). What it asks
+//! the job servers and Redis is cached and asked off the request's path ([`sources`]): many
+//! scrapes cost one admin question a second, and a dead or stopped source makes an answer say
+//! so (`li3g_server_up 0`, an error line) instead of waiting for it.
 //!
 //! Security: loopback by default; the daemon refuses to bind elsewhere without
 //! `metrics_token` ([`check_bind`]), and with a token every request must carry it
@@ -14,15 +17,16 @@
 //! changes anything (a GET on an action is refused, 405).
 
 pub mod dashboard;
+pub mod http;
 pub mod metrics;
+pub mod sources;
 
 use crate::config::Config;
 use crate::scheduler::Schedule;
 use dashboard::{Page, View};
-use std::io::Read;
+use http::{Request, Response};
+use sources::Sources;
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
-use tiny_http::{Header, Method, Request, Response, Server};
 
 /// Where the monitor listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -125,99 +129,99 @@ fn form(text: &str) -> Vec<(String, String)> {
 struct Monitor<'a> {
     config: &'a Config,
     csrf: String,
+    sources: Sources,
 }
 
-type Answer = Response<std::io::Cursor<Vec<u8>>>;
-
-fn answer(status: u16, content_type: &str, body: String) -> Answer {
-    let header = Header::from_bytes("Content-Type", content_type).expect("a valid header");
-    Response::from_string(body).with_status_code(status).with_header(header)
+fn answer(status: u16, content_type: &str, body: String) -> Response {
+    Response::new(status, content_type, body)
 }
 
 impl Monitor<'_> {
     fn report(&self) -> crate::status::Report {
-        match crate::scoreboard::current::board() {
-            Some(board) => crate::status::report(&board.snapshot(), self.config),
-            None => crate::status::report(&empty_snapshot(), self.config),
-        }
+        let snapshot = match crate::scoreboard::current::board() {
+            Some(board) => board.snapshot(),
+            None => empty_snapshot(),
+        };
+        crate::status::report_with(&snapshot, self.sources.queues(), self.sources.scheduler())
     }
 
     fn schedule(&self) -> Option<Schedule> {
         Schedule::open(self.config.redis.as_deref()?, &self.config.scheduler).ok()
     }
 
-    fn handle(&self, request: &mut Request) -> Answer {
-        let url = request.url().to_string();
-        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    fn handle(&self, request: &Request) -> Response {
+        let tokenless = self.config.metrics_token.as_deref().is_none_or(str::is_empty);
+        if tokenless && !request.header("Host").is_none_or(host_is_an_address) {
+            // DNS rebinding: a web page whose name now points at 127.0.0.1 would be
+            // same-origin with the dashboard and could read its CSRF token. Without a bearer
+            // token only an address (or `localhost`) may be named.
+            return Response::text(403, "name this monitor by its address (or set metrics_token)\n");
+        }
+        let (path, query) = request.target.split_once('?').unwrap_or((&request.target, ""));
         let query_token = form(query).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v);
         if let Some(token) = self.config.metrics_token.as_deref().filter(|t| !t.is_empty()) {
-            let bearer = request
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Authorization"))
-                .and_then(|h| h.value.as_str().strip_prefix("Bearer ").map(str::to_string));
+            let bearer = request.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::to_string);
             let given = bearer.or_else(|| query_token.clone());
             if !given.is_some_and(|g| same(&g, token)) {
-                let mut refused = answer(401, "text/plain; charset=utf-8", "a bearer token is required\n".into());
-                refused.add_header(Header::from_bytes("WWW-Authenticate", "Bearer").expect("a valid header"));
-                return refused;
+                return Response::text(401, "a bearer token is required\n").with_header("WWW-Authenticate", "Bearer");
             }
         }
         let link_query = query_token.map(|t| format!("?token={}", encode(&t))).unwrap_or_default();
-        let method = request.method().clone();
-        match (&method, path) {
-            (Method::Get, "/metrics") => {
+        match (request.method.as_str(), path) {
+            ("GET" | "HEAD", "/metrics") => {
                 answer(200, "text/plain; version=0.0.4; charset=utf-8", metrics::render(&self.report()))
             }
-            (Method::Get, "/api/status") => {
+            ("GET" | "HEAD", "/api/status") => {
                 let json = serde_json::to_string_pretty(&self.report()).unwrap_or_default();
                 answer(200, "application/json", json)
             }
-            (Method::Get, path) if Page::at(path).is_some() => {
+            ("GET" | "HEAD", path) if Page::at(path).is_some() => {
                 let page = Page::at(path).expect("matched");
                 self.page(page, &link_query, None)
             }
-            (Method::Post, path) => self.action(request, path, &link_query),
+            ("POST", path) if action_of(path).is_some() => self.action(request, path, &link_query),
             (_, path) if action_of(path).is_some() => {
-                let mut refused = answer(405, "text/plain; charset=utf-8", "use POST (with the form's token)\n".into());
-                refused.add_header(Header::from_bytes("Allow", "POST").expect("a valid header"));
-                refused
+                Response::text(405, "use POST (with the form's token)\n").with_header("Allow", "POST")
             }
-            _ => answer(404, "text/plain; charset=utf-8", "not found\n".into()),
+            ("GET" | "HEAD", _) => Response::text(404, "not found\n"),
+            // Every other address only reads: POST and the rest are not for it.
+            (_, path) if path == "/metrics" || path == "/api/status" || Page::at(path).is_some() => {
+                Response::text(405, "read only\n").with_header("Allow", "GET, HEAD")
+            }
+            _ => Response::text(404, "not found\n"),
         }
     }
 
-    fn page(&self, page: Page, query: &str, notice: Option<&str>) -> Answer {
+    fn page(&self, page: Page, query: &str, notice: Option<&str>) -> Response {
         let report = self.report();
         let (mut pending, mut dead) = (Vec::new(), Vec::new());
         if matches!(page, Page::Scheduled | Page::Dead) {
-            if let Some(mut store) = self.schedule() {
-                pending = store.pending().unwrap_or_default();
-                dead = store.dead().unwrap_or_default();
+            if let Some(Ok((p, d))) = self.sources.listing() {
+                (pending, dead) = (p, d);
             }
         }
         let view = View { report: &report, pending: &pending, dead: &dead, csrf: &self.csrf, query, notice };
         answer(200, "text/html; charset=utf-8", dashboard::render(page, &view))
     }
 
-    fn action(&self, request: &mut Request, path: &str, query: &str) -> Answer {
+    fn action(&self, request: &Request, path: &str, query: &str) -> Response {
         let Some((what, id)) = action_of(path) else {
-            return answer(404, "text/plain; charset=utf-8", "not found\n".into());
+            return Response::text(404, "not found\n");
         };
-        let mut body = String::new();
-        let _ = request.as_reader().take(64 * 1024).read_to_string(&mut body);
+        let body = String::from_utf8_lossy(&request.body);
         let csrf = form(&body).into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v);
         if !csrf.is_some_and(|c| same(&c, &self.csrf)) {
-            return answer(403, "text/plain; charset=utf-8", "missing or wrong CSRF token\n".into());
+            return Response::text(403, "missing or wrong CSRF token\n");
         }
         let Some(mut store) = self.schedule() else {
-            return answer(409, "text/plain; charset=utf-8", "no Redis configured\n".into());
+            return Response::text(409, "no Redis configured\n");
         };
         let (done, page) = match what {
             Action::Retry => (store.requeue(&id), Page::Dead),
             Action::Delete => (store.delete_dead(&id), Page::Dead),
             Action::Cancel => (store.cancel(&id), Page::Scheduled),
         };
+        self.sources.schedule_changed();
         let notice = match &done {
             Ok(true) => format!("{} job {id}", what.done()),
             Ok(false) => format!("no such job {id}"),
@@ -225,10 +229,22 @@ impl Monitor<'_> {
         };
         let mut page = self.page(page, query, Some(&notice));
         if !matches!(done, Ok(true)) {
-            page = page.with_status_code(409);
+            page.status = 409;
         }
         page
     }
+}
+
+/// Whether a `Host` header names an IP address or `localhost` (with or without a port).
+fn host_is_an_address(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:9464`
+        Some(rest) => rest.split_once(']').map_or("", |(name, _)| name),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -282,28 +298,19 @@ fn empty_snapshot() -> crate::scoreboard::Snapshot {
 
 /// The monitor child's body: serves on `listener` until `stop()`; its exit code.
 pub fn serve(listener: TcpListener, config: &Config, stop: &dyn Fn() -> bool) -> i32 {
-    let server = match Server::from_listener(listener, None) {
-        Ok(server) => server,
+    serve_with(listener, config, &http::Limits::default(), stop)
+}
+
+/// [`serve`] with other limits (tests).
+pub fn serve_with(listener: TcpListener, config: &Config, limits: &http::Limits, stop: &dyn Fn() -> bool) -> i32 {
+    let monitor = Monitor { config, csrf: random_token(), sources: Sources::new(config) };
+    match http::serve(&listener, limits, &|request| monitor.handle(request), stop) {
+        Ok(()) => 0,
         Err(err) => {
             eprintln!("li3g-host: monitor: {err}");
-            return 2;
-        }
-    };
-    let monitor = Monitor { config, csrf: random_token() };
-    while !stop() {
-        match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(mut request)) => {
-                let response = monitor.handle(&mut request);
-                let _ = request.respond(response);
-            }
-            Ok(None) => {}
-            Err(err) => {
-                eprintln!("li3g-host: monitor: {err}");
-                return 2;
-            }
+            2
         }
     }
-    0
 }
 
 #[cfg(test)]
@@ -316,6 +323,16 @@ mod tests {
         assert!(matches!(check_bind("0.0.0.0:9464", None), Err(MonitorError::NoToken(_))));
         assert!(check_bind("0.0.0.0:9464", Some("s3cret")).is_ok());
         assert!(matches!(check_bind("nowhere", None), Err(MonitorError::Address(_))));
+    }
+
+    #[test]
+    fn only_addresses_are_hosts_without_a_token() {
+        for host in ["127.0.0.1:9464", "127.0.0.1", "[::1]:9464", "localhost:9464", "LOCALHOST", "10.0.0.5:80"] {
+            assert!(host_is_an_address(host), "{host}");
+        }
+        for host in ["evil.example", "evil.example:9464", "127.0.0.1.evil.example", "", "[::1"] {
+            assert!(!host_is_an_address(host), "{host}");
+        }
     }
 
     #[test]

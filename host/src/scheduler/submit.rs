@@ -6,7 +6,6 @@ use super::record::{Record, RecordError};
 use crate::gearman::client::{ClientError, GearmanClient};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
 use crate::gearman::packet::{self, Magic, Packet, PacketType};
-use std::io::Write;
 use std::time::Duration;
 
 /// How long a job server may take to answer.
@@ -105,8 +104,7 @@ fn send_on(conn: &mut Conn, jobs: &[Record]) -> Result<(), SubmitError> {
         packet::encode(Magic::Req, &packet, &mut out)
             .map_err(|source| ConnError::Protocol { server: conn.server().to_string(), source })?;
     }
-    let server = conn.server().to_string();
-    conn.stream().write_all(&out).map_err(|source| ConnError::Io { server, source }.into())
+    conn.write_raw(&out).map_err(SubmitError::from)
 }
 
 fn receive_on(conn: &mut Conn, jobs: &[Record]) -> Result<Vec<Option<String>>, SubmitError> {

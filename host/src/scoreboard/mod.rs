@@ -205,20 +205,38 @@ pub fn path_for(pid_file: &Path) -> PathBuf {
 }
 
 impl Scoreboard {
-    /// Creates (or empties) the file at `path` with room for `slots` children, mode 0640, never
-    /// through a symbolic link, and maps it shared: children forked afterwards write into it.
+    /// Creates the file at `path` afresh with room for `slots` children, mode 0640 and owned
+    /// by this process, and maps it shared: children forked afterwards write into it.
+    ///
+    /// A file left at `path` (a daemon that was killed) is removed first and a new one made
+    /// with `O_CREAT | O_EXCL | O_NOFOLLOW`: reusing it would keep its mode and owner (a 0666
+    /// file left there would stay world-writable), and `O_EXCL` fails if anything took the path
+    /// between the unlink and the create. A symbolic link at `path` is refused (left as it is).
     ///
     /// # Errors
-    /// The file cannot be created, sized or mapped.
+    /// The path is a symbolic link; the file cannot be removed, created, sized or mapped.
     pub fn create(path: &Path, slots: u32, config: &str) -> io::Result<Scoreboard> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is a symbolic link; refusing to use it as the scoreboard", path.display()),
+                ))
+            }
+            Ok(_) => std::fs::remove_file(path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o640)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)?;
+        // The umask may have taken bits off; 0640 whatever it is (never more: group-readable
+        // for a monitoring user, written by this daemon's user only).
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640))?;
         let len = size_for(slots);
         file.set_len(len as u64)?;
         let board = Self::map(&file, len, slots, true)?;

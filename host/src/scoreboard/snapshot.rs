@@ -32,19 +32,11 @@ impl Kind {
     pub fn for_name(name: &str) -> Kind {
         match name {
             "worker" => Kind::Worker,
-            // A worker pool's workers (`reports worker`).
-            _ if name.ends_with(" worker") => Kind::Worker,
             "scheduler" => Kind::Scheduler,
             "job server" => Kind::JobServer,
             "monitor" => Kind::Monitor,
             _ => Kind::Free,
         }
-    }
-
-    /// The worker pool a child spec name stands for: `reports` for `reports worker`; `None`
-    /// for the default pool's `worker` and other kinds.
-    pub fn pool_for_name(name: &str) -> Option<&str> {
-        name.strip_suffix(" worker").filter(|pool| !pool.is_empty())
     }
 
     /// Its name in `status` and metrics.

@@ -123,13 +123,6 @@ fn text_is_cut_at_a_character_boundary_and_a_torn_copy_is_never_seen() {
 }
 
 #[test]
-fn a_pool_is_read_from_its_child_spec_name() {
-    assert_eq!(Kind::pool_for_name("reports worker"), Some("reports"));
-    assert_eq!(Kind::pool_for_name("worker"), None);
-    assert_eq!(Kind::pool_for_name("job server"), None);
-}
-
-#[test]
 fn a_file_of_another_layout_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.scoreboard");
@@ -146,8 +139,32 @@ fn create_never_follows_a_symlink() {
     std::fs::write(&target, b"keep").unwrap();
     let link = dir.path().join("li3g-host.scoreboard");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    assert!(Scoreboard::create(&link, 1, "").is_err());
+    let err = Scoreboard::create(&link, 1, "").err().expect("a symlink is refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
     assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link is left as it was");
+}
+
+#[test]
+fn create_makes_a_fresh_file_whatever_was_left_there() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // A file left at the path (a killed daemon's, or anyone's) with mode 0666: the new board
+    // must not inherit its mode (nor its owner, nor its inode and so any other open of it).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("li3g-host.scoreboard");
+    std::fs::write(&path, vec![1u8; 100]).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let old = std::fs::metadata(&path).unwrap();
+    assert_eq!(old.mode() & 0o777, 0o666);
+    let _keep_old_inode = std::fs::File::open(&path).unwrap();
+
+    let _board = Scoreboard::create(&path, 2, "").unwrap();
+    let new = std::fs::symlink_metadata(&path).unwrap();
+    assert_eq!(new.mode() & 0o777, 0o640, "mode {:o}", new.mode() & 0o777);
+    assert_ne!(new.ino(), old.ino(), "a new file, not the old one truncated");
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(new.uid(), unsafe { libc::geteuid() });
+    assert!(Scoreboard::open(&path).is_ok());
 }
 
 #[test]

@@ -10,7 +10,8 @@
 //! releases the `JOB_CREATED` answers held for them; write what each connection has to send.
 //!
 //! - `net.rs`: accepting, reading, writing and closing peers, and the commit's held answers;
-//! - `peer.rs`: one peer (connection): its buffers and role;
+//! - `peer.rs`: one peer (connection): its buffers and role; `stream.rs`: its socket, plain
+//!   or TLS (rustls driven by the loop's readiness);
 //! - `handlers/`: what each request does, one file per packet family (and the admin commands);
 //! - `lifecycle.rs`: a job's states and the counters that follow them (`set_state`), its end;
 //! - `jobs.rs`: the job table; `queue.rs`: per-function priority queues and the timers;
@@ -35,6 +36,7 @@ mod net;
 mod peer;
 mod queue;
 mod store;
+mod stream;
 
 pub use store::StoreError;
 
@@ -55,6 +57,7 @@ use peer::Peer;
 use queue::{Functions, Timers};
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::Store;
 
@@ -109,6 +112,7 @@ pub enum Error {
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+const TLS_LISTENER: Token = Token(2);
 /// How soon `accept` is tried again after it ran out of descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Read at most this much from one connection per turn.
@@ -119,6 +123,8 @@ pub struct Server {
     options: Options,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// The TLS listener and its configuration (with a client CA: mutual TLS).
+    tls_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     peers: jobs::IdMap<Token, Peer>,
     next_token: usize,
     jobs: Jobs,
@@ -147,6 +153,22 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Where the server listens: a plaintext listener, a TLS one, or both (loopback plaintext for
+/// local tools beside TLS for the network).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The plaintext listener.
+    pub plain: Option<std::net::TcpListener>,
+    /// The TLS listener and its configuration ([`crate::tls::server_config`]).
+    pub tls: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
+}
+
+impl From<std::net::TcpListener> for Listeners {
+    fn from(listener: std::net::TcpListener) -> Listeners {
+        Listeners { plain: Some(listener), tls: None }
+    }
+}
+
 /// Runs the server on `listener` until `stop()` says so (checked whenever the wake-up
 /// descriptor `wake_fd`, if any, becomes readable): [`Server::open`] then [`Server::serve`].
 ///
@@ -154,7 +176,7 @@ fn now_ms() -> u64 {
 /// [`Error::Store`] when the store cannot be opened or read; [`Error::Io`] when the event loop
 /// itself fails. A failing peer is never an error of the server.
 pub fn run(
-    listener: std::net::TcpListener,
+    listener: impl Into<Listeners>,
     options: Options,
     wake_fd: Option<std::os::fd::RawFd>,
     stop: &dyn Fn() -> bool,
@@ -169,9 +191,18 @@ impl Server {
     /// # Errors
     /// [`Error::Store`] when the store cannot be opened or read; [`Error::Io`] when the
     /// listener cannot be watched.
-    pub fn open(listener: std::net::TcpListener, options: Options) -> Result<Server, Error> {
-        listener.set_nonblocking(true)?;
-        Server::new(TcpListener::from_std(listener), options)
+    pub fn open(listeners: impl Into<Listeners>, options: Options) -> Result<Server, Error> {
+        let listeners = listeners.into();
+        let mio = |listener: std::net::TcpListener| -> io::Result<TcpListener> {
+            listener.set_nonblocking(true)?;
+            Ok(TcpListener::from_std(listener))
+        };
+        let plain = listeners.plain.map(mio).transpose()?;
+        let tls = match listeners.tls {
+            Some((listener, config)) => Some((mio(listener)?, config)),
+            None => None,
+        };
+        Server::new(plain, tls, options)
     }
 
     /// Serves until `stop()` says so (checked whenever `wake_fd`, if any, becomes readable).
@@ -187,17 +218,27 @@ impl Server {
 }
 
 impl Server {
-    fn new(mut listener: TcpListener, options: Options) -> Result<Server, Error> {
+    fn new(
+        mut listener: Option<TcpListener>,
+        mut tls_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+        options: Options,
+    ) -> Result<Server, Error> {
         let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(listener) = &mut listener {
+            poll.registry().register(listener, LISTENER, Interest::READABLE)?;
+        }
+        if let Some((listener, _)) = &mut tls_listener {
+            poll.registry().register(listener, TLS_LISTENER, Interest::READABLE)?;
+        }
         let mut server = Server {
             jobs: Jobs::new(&options.host),
             store: None,
             options,
             poll,
-            listener: Some(listener),
+            listener,
+            tls_listener,
             peers: jobs::IdMap::default(),
-            next_token: 2,
+            next_token: 3,
             functions: Functions::default(),
             timers: Timers::default(),
             dirty: Vec::new(),
@@ -237,7 +278,7 @@ impl Server {
             let mut ready: Vec<Token> = std::mem::take(&mut self.more);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER | TLS_LISTENER => self.accept(),
                     SIGNALS => crate::signals::drain_wake(),
                     token => {
                         if event.is_writable() {

@@ -6,6 +6,7 @@
 
 use super::jobs::Stored;
 use super::peer::Peer;
+use super::stream::Stream;
 use super::{Server, READ_BUDGET};
 use crate::gearman::packet::Packet;
 use mio::{Interest, Token};
@@ -13,9 +14,20 @@ use std::io;
 use std::time::Instant;
 
 impl Server {
+    /// Accepts the connections waiting on both listeners.
     pub(super) fn accept(&mut self) {
         self.accept_paused = false;
-        let Some(listener) = &self.listener else { return };
+        self.accept_on(false);
+        self.accept_on(true);
+    }
+
+    /// Accepts the connections waiting on the plain (`tls` false) or the TLS listener.
+    fn accept_on(&mut self, tls: bool) {
+        let listener = match (tls, &self.listener, &self.tls_listener) {
+            (false, Some(listener), _) => listener,
+            (true, _, Some((listener, _))) => listener,
+            _ => return,
+        };
         loop {
             match listener.accept() {
                 Ok((mut stream, addr)) => {
@@ -26,6 +38,17 @@ impl Server {
                         log::warn!("cannot watch a connection from {addr}: {err}");
                         continue;
                     }
+                    let stream = match &self.tls_listener {
+                        Some((_, config)) if tls => match rustls::ServerConnection::new(config.clone()) {
+                            Ok(session) => Stream::Tls(Box::new((stream, session))),
+                            Err(err) => {
+                                log::warn!("cannot start TLS with {addr}: {err}");
+                                let _ = self.poll.registry().deregister(&mut stream);
+                                continue;
+                            }
+                        },
+                        _ => Stream::Plain(stream),
+                    };
                     self.peers.insert(token, Peer::new(stream, addr));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -42,8 +65,16 @@ impl Server {
         }
     }
 
-    /// Reads and dispatches what `token`'s peer sent, within the turn's budget.
+    /// Reads and dispatches what `token`'s peer sent, within the turn's budget; has what TLS
+    /// wants written (handshake messages) flushed at the end of the turn.
     pub(super) fn read(&mut self, token: Token) {
+        self.read_requests(token);
+        if self.peers.get(&token).is_some_and(|peer| peer.stream.wants_write()) {
+            self.touch(token);
+        }
+    }
+
+    fn read_requests(&mut self, token: Token) {
         let max_body = self.options.max_body;
         let mut budget = READ_BUDGET;
         let mut drained = false;
@@ -79,7 +110,14 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.close(token),
+                Err(e) => {
+                    if let Some(err) = crate::tls::rustls_error(&e) {
+                        log::info!("TLS with {} failed: {}", peer.addr, crate::tls::explain(err));
+                        // The alert that says why is written before the connection closes.
+                        let _ = peer.stream.flush_tls();
+                    }
+                    return self.close(token);
+                }
             }
         }
     }
@@ -98,7 +136,7 @@ impl Server {
                 let stuck = !done;
                 if stuck != peer.want_write {
                     let interest = if stuck { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-                    if self.poll.registry().reregister(&mut peer.stream, token, interest).is_err() {
+                    if self.poll.registry().reregister(peer.stream.socket(), token, interest).is_err() {
                         return self.close(token);
                     }
                     peer.want_write = stuck;
@@ -188,7 +226,7 @@ impl Server {
     /// Closes a connection: its foreground jobs lose a client, its jobs in hand are requeued.
     pub(super) fn close(&mut self, token: Token) {
         let Some(mut peer) = self.peers.remove(&token) else { return };
-        let _ = self.poll.registry().deregister(&mut peer.stream);
+        let _ = self.poll.registry().deregister(peer.stream.socket());
         drop(peer.stream);
         if self.accept_paused {
             // A descriptor is free again: serve the connections waiting since EMFILE.

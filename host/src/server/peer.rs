@@ -13,11 +13,11 @@
 //! logic (that is `handlers/`), or block.
 
 use super::jobs::JobId;
+use super::stream::Stream;
 use crate::gearman::admin_protocol::MAX_COMMAND_LINE;
 use crate::gearman::packet::{self, Decoded, Magic, Packet};
-use mio::net::TcpStream;
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ pub(super) struct Ability {
 
 /// One connection.
 pub(super) struct Peer {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub addr: SocketAddr,
     /// Input bytes are `input[start..end]` (consumed bytes are dropped in bulk, not per packet).
     input: Vec<u8>,
@@ -114,7 +114,7 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    pub fn new(stream: TcpStream, addr: SocketAddr) -> Peer {
+    pub fn new(stream: Stream, addr: SocketAddr) -> Peer {
         Peer {
             stream,
             addr,
@@ -174,10 +174,9 @@ impl Peer {
                 self.input.resize(len, 0);
             }
         }
-        let room = self.input.len() - self.end;
-        let n = self.stream.read(&mut self.input[self.end..])?;
+        let (n, short) = self.stream.read(&mut self.input[self.end..])?;
         self.end += n;
-        Ok((n, n < room))
+        Ok((n, short))
     }
 
     /// The next whole request in the input, if there is one.
@@ -311,7 +310,8 @@ impl Peer {
                 Err(e) => return Err(e),
             }
         }
-        let done = self.written >= limit;
+        // TLS records rustls still holds (handshake messages, encrypted answers) go out too.
+        let done = self.stream.flush_tls()? && self.written >= limit;
         if self.written == self.out.len() {
             if self.out.capacity() > OUTPUT_KEEP {
                 self.out = Vec::new();

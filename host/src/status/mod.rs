@@ -10,7 +10,7 @@
 use crate::config::Config;
 use crate::gearman::admin_protocol;
 use crate::gearman::conn::{Conn, ServerAddr};
-use crate::scheduler::schedule::Place;
+use crate::scheduler::schedule::{Dead, Pending, Place};
 use crate::scheduler::Schedule;
 use crate::scoreboard::{self, Scoreboard, ScoreboardError, Snapshot};
 use serde::Serialize;
@@ -20,7 +20,7 @@ use std::time::Duration;
 /// How many failures the report lists (the scoreboard keeps more).
 pub const FAILURES_SHOWN: usize = 10;
 /// How long a job server may take to connect and answer `status`.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why there is no report.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +184,14 @@ pub fn open(path: &Path) -> Result<Scoreboard, StatusError> {
 /// The report: the scoreboard's snapshot, and the queues and counts the configuration's job
 /// servers and Redis give now.
 pub fn report(snapshot: &Snapshot, config: &Config) -> Report {
+    let servers = config.servers.iter().map(queues).collect();
+    let scheduler = config.redis.as_deref().map(|url| scheduler_counts(url, config));
+    report_with(snapshot, servers, scheduler)
+}
+
+/// The report of `snapshot` with the queues and scheduler counts given (the monitor's, from its
+/// cache).
+pub fn report_with(snapshot: &Snapshot, servers: Vec<ServerQueues>, scheduler: Option<SchedulerCounts>) -> Report {
     let now = scoreboard::now_ms();
     let seconds = |since: u64| now.saturating_sub(since) as f64 / 1000.0;
     Report {
@@ -220,8 +228,8 @@ pub fn report(snapshot: &Snapshot, config: &Config) -> Report {
             })
             .collect(),
         restarts: snapshot.restarts.iter().filter(|r| r.count > 0).cloned().collect(),
-        servers: config.servers.iter().map(queues).collect(),
-        scheduler: config.redis.as_deref().map(|url| scheduler_counts(url, config)),
+        servers,
+        scheduler,
         failures: snapshot.failures.iter().take(FAILURES_SHOWN).cloned().collect(),
         retired: snapshot.retired.clone(),
     }
@@ -264,17 +272,20 @@ pub fn parse_status(lines: &[String]) -> Result<Vec<FunctionQueue>, admin_protoc
 fn scheduler_counts(url: &str, config: &Config) -> SchedulerCounts {
     let counted = Schedule::open(url, &config.scheduler).and_then(|mut store| Ok((store.pending()?, store.dead()?)));
     match counted {
-        Ok((pending, dead)) => {
-            let waiting = || pending.iter().filter(|p| p.place != Place::Leased);
-            SchedulerCounts {
-                error: None,
-                pending: waiting().count() as u64,
-                leased: pending.iter().filter(|p| p.place == Place::Leased).count() as u64,
-                dead: dead.len() as u64,
-                next_due_ms: waiting().map(|p| p.at_ms).min(),
-            }
-        }
+        Ok((pending, dead)) => scheduler_counts_of(&pending, &dead),
         Err(err) => SchedulerCounts { error: Some(err.to_string()), pending: 0, leased: 0, dead: 0, next_due_ms: None },
+    }
+}
+
+/// The counts of a listing of the schedule.
+pub fn scheduler_counts_of(pending: &[Pending], dead: &[Dead]) -> SchedulerCounts {
+    let waiting = || pending.iter().filter(|p| p.place != Place::Leased);
+    SchedulerCounts {
+        error: None,
+        pending: waiting().count() as u64,
+        leased: pending.iter().filter(|p| p.place == Place::Leased).count() as u64,
+        dead: dead.len() as u64,
+        next_due_ms: waiting().map(|p| p.at_ms).min(),
     }
 }
 
