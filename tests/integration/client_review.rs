@@ -8,7 +8,7 @@ use li3g_tests::{wait_until, wait_until_ok, Gearmand, PluginDir, Worker};
 use std::time::Duration;
 
 fn addr(port: u16) -> ServerAddr {
-    ServerAddr { host: "127.0.0.1".into(), port }
+    ServerAddr { host: "127.0.0.1".into(), port, tls: false }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -215,7 +215,10 @@ fn the_trigger_example_queues_a_background_job_and_gets_a_synchronous_result() {
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     let mut lines = stdout.lines();
     let queued = lines.next().unwrap_or_default();
-    assert!(queued.starts_with("queued job ") && queued.ends_with(&format!(" on 127.0.0.1:{}", gearmand.port)), "{stdout}");
+    assert!(
+        queued.starts_with("queued job ") && queued.ends_with(&format!(" on 127.0.0.1:{}", gearmand.port)),
+        "{stdout}"
+    );
     assert_eq!(lines.next(), Some("Hello Mariano"), "{stdout}");
     wait_until("the background job ran", Duration::from_secs(10), || {
         gearmand.status().iter().find(|s| s.function == "Hello::say").is_some_and(|s| s.total == 0 && s.running == 0)
