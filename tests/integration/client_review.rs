@@ -224,3 +224,81 @@ fn the_trigger_example_queues_a_background_job_and_gets_a_synchronous_result() {
         gearmand.status().iter().find(|s| s.function == "Hello::say").is_some_and(|s| s.total == 0 && s.running == 0)
     });
 }
+
+#[test]
+fn a_killed_server_fails_every_waiting_async_call_at_once_and_a_restarted_one_is_used_again() {
+    let gearmand = Gearmand::start();
+    let port = gearmand.port;
+    let client = AsyncClient::new(vec![addr(port)]);
+    let rt = runtime();
+    let calls: Vec<_> = (0..100u64)
+        .map(|i| {
+            let client = client.clone();
+            rt.spawn(async move {
+                let started = std::time::Instant::now();
+                let result = client.job("Nobody::serves", (i,)).timeout(Duration::from_secs(60)).call::<String>().await;
+                (result, started.elapsed())
+            })
+        })
+        .collect();
+    wait_until("100 calls accepted", Duration::from_secs(20), || client.in_flight() == 100);
+    gearmand.kill();
+    for call in calls {
+        let (result, took) = rt.block_on(call).unwrap();
+        assert!(matches!(result, Err(RunError::Client(ClientError::Lost(_)))), "{result:?}");
+        assert!(took < Duration::from_secs(30), "{took:?}: not at once");
+    }
+    assert_eq!(client.in_flight(), 0);
+    let again = li3g_tests::on_a_free_port("gearmand on the same port", |_| Gearmand::try_start_on(port));
+    let queued = rt.block_on(client.submit("Review::again", ())).unwrap();
+    assert_eq!(queued.handle.server, addr(port));
+    assert_eq!(total(&again, "Review::again"), Some(1));
+}
+
+/// A server that answers the `OPTION_REQ`, then answers anything else with `reply`.
+fn garbage_server(reply: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // OPTION_REQ "exceptions": 12 + 10 bytes.
+                let mut got = 0;
+                while got < 22 {
+                    match stream.read(&mut buf[got..]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let mut res = b"\0RES".to_vec();
+                res.extend_from_slice(&27u32.to_be_bytes());
+                res.extend_from_slice(&10u32.to_be_bytes());
+                res.extend_from_slice(b"exceptions");
+                let _ = stream.write_all(&res);
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+                    let _ = stream.write_all(reply);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn garbage_or_an_oversize_packet_from_a_server_is_an_error_for_each_call_not_a_hang() {
+    let rt = runtime();
+    for reply in [&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..], b"\0RES\0\0\0\x08\xff\xff\xff\xff"] {
+        let port = garbage_server(reply);
+        let client = AsyncClient::new(vec![addr(port)]).request_timeout(Duration::from_secs(5));
+        let started = std::time::Instant::now();
+        let result = rt.block_on(client.job("Review::garbage", ()).timeout(Duration::from_secs(20)).call::<String>());
+        assert!(result.is_err(), "{result:?}");
+        let queued = rt.block_on(client.submit("Review::garbage", ()));
+        assert!(matches!(queued, Err(RunError::Client(ClientError::MaybeQueued { .. }))), "{queued:?}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+        assert_eq!(client.in_flight(), 0);
+    }
+}
