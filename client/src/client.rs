@@ -215,6 +215,10 @@ pub enum RunError {
         /// serde's message.
         message: String,
     },
+    /// A task name, unique key or job id a Gearman packet cannot carry (a NUL byte): nothing
+    /// was sent.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl RunError {
@@ -405,6 +409,14 @@ pub(crate) fn plan(task: &str, args: &[Value], options: &RunOptions, has_store: 
         Some(_) => format!("{function}\n{}", canonical_task_name(task)),
     };
     let unique = unique_key(&keyed, &args, &options.unique)?;
+    // What goes into a packet's NUL-separated fields (the unique key, or the id in its place).
+    for (what, value) in [("task name", &function), ("unique key", &unique), ("job id", &id)] {
+        if value.contains('\0') {
+            return Err(RunError::Invalid(format!(
+                "the {what} {value:?} holds a NUL byte, which Gearman cannot carry"
+            )));
+        }
+    }
     if !options.background && options.schedule.is_some() {
         return Err(RunError::NotBackground("scheduled"));
     }

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// What a connection tells a job's caller.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Event {
     Status(u64, u64),
     Data(Vec<u8>),
@@ -66,7 +66,9 @@ struct Pending {
 #[derive(Default)]
 struct State {
     created: VecDeque<Pending>,
-    jobs: HashMap<Vec<u8>, mpsc::UnboundedSender<Event>>,
+    /// The callers of each synchronous job: more than one when submissions with the same
+    /// unique key coalesce on this connection (the server answers each with the same handle).
+    jobs: HashMap<Vec<u8>, Vec<mpsc::UnboundedSender<Event>>>,
     dead: Option<String>,
 }
 
@@ -76,7 +78,7 @@ impl State {
         for pending in self.created.drain(..) {
             let _ = pending.answer.send(Answer::Lost(why.clone()));
         }
-        for (_, events) in self.jobs.drain() {
+        for events in self.jobs.drain().flat_map(|(_, callers)| callers) {
             let _ = events.send(Event::Lost(why.clone()));
         }
         self.dead.get_or_insert(why);
@@ -112,6 +114,9 @@ impl Connection {
 /// takes its handle out, so that nothing is left for a job no one waits for.
 struct Registration {
     state: Arc<Mutex<State>>,
+    /// Keeps the connection open while the job runs, even once the client has dropped it for
+    /// new calls (a submission on it went unanswered): closing it would lose this result.
+    _writes: mpsc::UnboundedSender<Write>,
     handle: Option<Vec<u8>>,
     events: Option<mpsc::UnboundedReceiver<Event>>,
 }
@@ -121,11 +126,12 @@ impl Drop for Registration {
         // Closed first: a JOB_CREATED read from now on is not filed.
         drop(self.events.take());
         let mut state = self.state.lock().expect("state lock");
-        if let Some(handle) = &self.handle {
-            state.jobs.remove(handle);
-        }
-        // Also the jobs whose JOB_CREATED was filed while their caller was going away.
-        state.jobs.retain(|_, events| !events.is_closed());
+        // Its own entry (closed above), and those of jobs whose JOB_CREATED was filed while
+        // their caller was going away; the other callers of a coalesced job stay.
+        state.jobs.retain(|_, callers| {
+            callers.retain(|events| !events.is_closed());
+            !callers.is_empty()
+        });
     }
 }
 
@@ -246,7 +252,7 @@ impl AsyncClient {
             .filter_map(|slot| slot.try_lock().ok().and_then(|conn| conn.clone()))
             .map(|conn| {
                 let state = conn.state.lock().expect("state lock");
-                state.created.len() + state.jobs.len()
+                state.created.len() + state.jobs.values().map(Vec::len).sum::<usize>()
             })
             .sum()
     }
@@ -315,13 +321,25 @@ impl AsyncClient {
                 }
                 Ok((_, conn)) => {
                     let sent = conn.send(bytes, pending);
-                    let deadline = Instant::now() + self.inner.request_timeout;
+                    // The server answers in order: each answer within the request timeout of
+                    // the one before (a long batch is not cut off while answers come); once
+                    // one is late, the rest get only what has already arrived.
+                    let mut deadline = Instant::now() + self.inner.request_timeout;
+                    let mut late = false;
                     for ((at, id, _), answer) in planned.into_iter().zip(answers) {
                         let outcome = match &sent {
                             Err(why) => Err(maybe_queued(&conn.server, why.clone())),
                             Ok(()) => match tokio::time::timeout_at(deadline, answer).await {
-                                Err(_) => Err(maybe_queued(&conn.server, self.no_answer())),
-                                Ok(answer) => created(&conn.server, answer),
+                                Err(_) => {
+                                    late = true;
+                                    Err(maybe_queued(&conn.server, self.no_answer()))
+                                }
+                                Ok(answer) => {
+                                    if !late {
+                                        deadline = Instant::now() + self.inner.request_timeout;
+                                    }
+                                    created(&conn.server, answer)
+                                }
                             },
                         };
                         results[at] = Some(
@@ -436,7 +454,12 @@ impl AsyncClient {
         let mut registration = None;
         let events = synchronous.then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            registration = Some(Registration { state: conn.state.clone(), handle: None, events: Some(rx) });
+            registration = Some(Registration {
+                state: conn.state.clone(),
+                _writes: conn.writes.clone(),
+                handle: None,
+                events: Some(rx),
+            });
             tx
         });
         conn.send(bytes, vec![Pending { answer: answer_tx, events }]).map_err(Unconfirmed::Maybe)?;
@@ -688,11 +711,11 @@ async fn reader(mut read: OwnedReadHalf, mut buf: Vec<u8>, state: Arc<Mutex<Stat
         let (handle, event) = match packet {
             Packet::JobCreated { handle } => {
                 if let Some(Pending { answer, events }) = state.created.pop_front() {
-                    if let Some(events) = events.filter(|events| !events.is_closed()) {
-                        state.jobs.insert(handle.clone(), events);
-                    }
-                    if answer.send(Answer::Created(handle.clone())).is_err() {
-                        state.jobs.remove(&handle);
+                    let filed = events.filter(|events| !events.is_closed());
+                    if answer.send(Answer::Created(handle.clone())).is_ok() {
+                        if let Some(events) = filed {
+                            state.jobs.entry(handle).or_default().push(events);
+                        }
                     }
                 }
                 continue;
@@ -712,8 +735,11 @@ async fn reader(mut read: OwnedReadHalf, mut buf: Vec<u8>, state: Arc<Mutex<Stat
             _ => continue,
         };
         let last = matches!(event, Event::Complete(_) | Event::Fail | Event::Exception(_));
-        let delivered = state.jobs.get(&handle).is_some_and(|events| events.send(event).is_ok());
-        if last || !delivered {
+        // Every caller of the job hears it (gearmand sends it once per submission: the copies
+        // after the last event find no caller left).
+        let Some(callers) = state.jobs.get_mut(&handle) else { continue };
+        callers.retain(|events| events.send(event.clone()).is_ok());
+        if last || callers.is_empty() {
             state.jobs.remove(&handle);
         }
     }

@@ -5,6 +5,7 @@ mod async_client;
 mod atomic;
 mod cli;
 mod client;
+mod client_review;
 mod compat;
 mod config;
 mod conformance;

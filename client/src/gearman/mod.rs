@@ -386,6 +386,9 @@ impl GearmanClient {
                         .push(Err(ClientError::MaybeQueued { server: server.clone(), reason: String::clone(reason) }));
                     continue;
                 }
+                // Each answer within the request timeout of the one before: a window that
+                // takes longer in all is not cut off while the server answers.
+                let deadline = Deadline::new(self.request_timeout, None);
                 let answer = conn.set_read_timeout(Some(deadline.left())).and_then(|()| conn.read_packet());
                 results.push(match answer {
                     Ok(Packet::JobCreated { handle }) => Ok(JobHandle { server: server.clone(), handle }),
