@@ -161,15 +161,11 @@ impl AsyncClient {
         Ok(AsyncClient::from_target(&crate::config::from_env(name)?))
     }
 
-    /// A client of a configuration already read (scheduled jobs are refused when it names
-    /// Redis and no store is given, as with the blocking client).
+    /// A client of a configuration already read (when it names Redis, scheduled jobs wait
+    /// there with the `redis` feature, and are refused without it, as with the blocking
+    /// client).
     pub fn from_target(target: &Target) -> AsyncClient {
-        let store = target.redis.as_ref().map(|_| {
-            Mutex::new(Err(format!(
-                "{} names Redis for scheduled jobs, and this client was given no store for it",
-                target.redis_key
-            )))
-        });
+        let store = crate::client::store_for(target).map(Mutex::new);
         AsyncClient::build(
             target.servers.clone(),
             DEFAULT_REQUEST_TIMEOUT,

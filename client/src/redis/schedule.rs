@@ -8,8 +8,8 @@
 
 use super::lua;
 use super::record::Record;
-use crate::config::SchedulerSettings as Settings;
-use crate::redis_target::{Kind, RedisConn, RedisTarget};
+use crate::redis::target::{Kind, RedisConn, RedisTarget};
+use crate::scheduler_settings::SchedulerSettings as Settings;
 use redis::Script;
 use serde_json::{json, Value};
 
@@ -184,7 +184,7 @@ impl Schedule {
     /// # Errors
     /// [`ScheduleError`] when Redis fails (nothing moved).
     pub fn migrate_legacy(&mut self) -> Result<u64, ScheduleError> {
-        use crate::config::{DEFAULT_PREFIX, LEGACY_PREFIX};
+        use crate::scheduler_settings::{DEFAULT_PREFIX, LEGACY_PREFIX};
         if self.keys.prefix != DEFAULT_PREFIX || self.target.kind() == Kind::Cluster {
             return Ok(0);
         }
