@@ -294,7 +294,7 @@ impl Client {
     }
 
     /// A client of a configuration already read. When it names Redis, scheduled jobs wait
-    /// there ([`crate::redis::RedisStore`], with the configuration's `[NAME.scheduler]` prefix
+    /// there (`redis::RedisStore`, with the configuration's `[NAME.scheduler]` prefix
     /// and status settings) with the `redis` feature; without it they are refused until
     /// [`with_store`](Client::with_store) gives a store.
     pub fn from_target(target: &Target) -> Client {

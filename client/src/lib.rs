@@ -24,7 +24,8 @@
 //! ```
 //!
 //! With the `tokio` feature, `AsyncClient` has the same calls as `async fn`s, many in flight
-//! on one connection per server:
+//! on one connection per server (TLS for `tls://` servers through tokio-rustls, with the same
+//! rustls configuration as the blocking client):
 //!
 //! ```ignore
 //! let client = li3g_client::AsyncClient::new(vec!["127.0.0.1:4730".parse()?]);

@@ -54,7 +54,7 @@ const MAX_LEASE: Duration = Duration::from_secs(86_400);
 /// submission, and fencing would drop every batch.
 const MIN_LEASE: Duration = Duration::from_millis(100);
 
-/// A lease of `secs` seconds, if within [`MIN_LEASE`]..=[`MAX_LEASE`] (`lease`, `--lease`).
+/// A lease of `secs` seconds, if within `MIN_LEASE`..=`MAX_LEASE` (100 ms to a day) (`lease`, `--lease`).
 ///
 /// # Errors
 /// What is wrong with it.

@@ -4,7 +4,7 @@
 //! everything the scheduler needs to submit it without knowing tasks. li3_gearman's members
 //! (`{"id", "action", "workload", "options"}` in `job_scheduled`, see the original's
 //! `Gearman::schedule`) read as the same record: function
-//! [`COMPAT_FUNCTION`](crate::workload::COMPAT_FUNCTION), the workload object re-encoded,
+//! [`COMPAT_FUNCTION`], the workload object re-encoded,
 //! priority from the action. No I/O here.
 
 use crate::workload::COMPAT_FUNCTION;

@@ -1,7 +1,7 @@
 //! The schedule in Redis: scheduling, taking due jobs under a lease, acknowledging, the dead
 //! set, listings and job status. One [`Schedule`] is one synchronous Redis connection (the
 //! `redis` crate's blocking API: no runtime, no threads, safe in processes that fork), opened
-//! by [`crate::redis_target`] (one server, Sentinel or Cluster, with auth and TLS).
+//! by [`super::target`] (one server, Sentinel or Cluster, with auth and TLS).
 //!
 //! Every multi-key change is one of [`super::lua`]'s scripts. A connection that fails is
 //! dropped and made again on the next call; retrying with backoff is the caller's choice.
