@@ -535,4 +535,23 @@ mod tests {
         assert_ne!(derived, unique_key("T::n", &args, &Unique::FromArgs).unwrap());
         assert!(matches!(unique_key("T::m", &args, &Unique::Key("k".repeat(64))), Err(RunError::UniqueTooLong(64))));
     }
+
+    /// Without the `redis` feature a configuration naming Redis refuses scheduled jobs (never
+    /// the job server's epoch, which would bypass the schedule) and says how to get it; with
+    /// it the store is the schedule (tests/integration/scheduler.rs runs that against Redis).
+    #[test]
+    fn a_configuration_naming_redis_gets_its_store_or_says_why_not() {
+        let target = Target {
+            redis: Some("redis://127.0.0.1:1/0".into()),
+            ..crate::config::from_vars("default", |_| None).unwrap()
+        };
+        let store = store_for(&target).expect("a store, or why not");
+        #[cfg(not(feature = "redis"))]
+        assert!(store.err().unwrap().contains("`redis` feature"));
+        #[cfg(feature = "redis")]
+        assert!(store.is_ok());
+        let mut client = Client::from_target(&target);
+        let err = client.status("some-id").unwrap_err().to_string();
+        assert!(err.contains("redis") || err.contains("Redis"), "{err}");
+    }
 }
