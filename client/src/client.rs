@@ -85,6 +85,17 @@ pub trait JobStore: Send {
     /// # Errors
     /// Why it was not kept; nothing was scheduled then.
     fn schedule(&mut self, job: &ScheduledJob, at: SystemTime) -> Result<(), StoreError>;
+
+    /// Job `id`'s status as li3g's scheduler and workers record it (`pending`, `running`,
+    /// `finished`, `failed: <message>`, `cancelled`, `dead: <message>`), `None` when none is
+    /// recorded (unknown, expired, or job status off).
+    ///
+    /// # Errors
+    /// Why it could not be read; by default, that this store keeps no status.
+    fn status(&mut self, id: &str) -> Result<Option<String>, StoreError> {
+        let _ = id;
+        Err("this client's store keeps no job status".into())
+    }
 }
 
 /// How jobs are made unique, i.e. when the job server merges them into one run.
@@ -286,20 +297,34 @@ impl Client {
         Ok(Client::from_target(&target))
     }
 
-    /// A client of a configuration already read. When it names Redis, scheduled jobs are
-    /// refused until [`with_store`](Client::with_store) gives the store.
+    /// A client of a configuration already read. When it names Redis, scheduled jobs wait
+    /// there (`redis::RedisStore`, with the configuration's `[NAME.scheduler]` prefix
+    /// and status settings) with the `redis` feature; without it they are refused until
+    /// [`with_store`](Client::with_store) gives a store.
     pub fn from_target(target: &Target) -> Client {
         let client = Client {
             name: target.name.clone(),
             environment: target.environment.clone(),
             ..Client::new(target.servers.clone())
         };
-        match &target.redis {
+        match store_for(target) {
             None => client,
-            Some(_) => client.without_store(format!(
-                "{} names Redis for scheduled jobs, and this client was given no store for it",
-                target.redis_key
-            )),
+            Some(Ok(store)) => client.with_store(store),
+            Some(Err(why)) => client.without_store(why),
+        }
+    }
+
+    /// Job `id`'s status, read from the client's store (see [`JobStore::status`]): with the
+    /// `redis` feature and a configuration naming Redis, the status key li3g's scheduler and
+    /// workers write (and li3_gearman's `getStatus` reads).
+    ///
+    /// # Errors
+    /// [`RunError::Schedule`] when there is no store or it cannot be read.
+    pub fn status(&mut self, id: &str) -> Result<Option<String>, RunError> {
+        match &mut self.store {
+            Some(Ok(store)) => store.status(id).map_err(RunError::Schedule),
+            Some(Err(why)) => Err(RunError::Schedule(why.clone().into())),
+            None => Err(RunError::Schedule("no Redis is configured: job status is kept there".into())),
         }
     }
 
@@ -384,6 +409,27 @@ pub(crate) enum Step {
 ///
 /// # Errors
 /// [`RunError`] for options that cannot go together or a key too long.
+/// The store a configuration names: `None` without Redis; with Redis, the schedule (feature
+/// `redis`), or why it cannot be used.
+pub(crate) fn store_for(target: &Target) -> Option<Result<Box<dyn JobStore>, String>> {
+    let url = target.redis.as_deref()?;
+    #[cfg(feature = "redis")]
+    {
+        Some(match crate::redis::RedisStore::open(url, &target.scheduler) {
+            Ok(store) => Ok(Box::new(store) as Box<dyn JobStore>),
+            Err(err) => Err(format!("{}: {err}", target.redis_key)),
+        })
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Some(Err(format!(
+            "{} names Redis for scheduled jobs: build li3g-client with its `redis` feature, or give a store",
+            target.redis_key
+        )))
+    }
+}
+
 pub(crate) fn plan(task: &str, args: &[Value], options: &RunOptions, has_store: bool) -> Result<Planned, RunError> {
     let args = Value::Array(args.to_vec());
     let id = options.id.clone().unwrap_or_else(crate::job_id::generate);
@@ -500,5 +546,24 @@ mod tests {
         assert_ne!(derived, unique_key("T::m", &json!(["a", 2]), &Unique::FromArgs).unwrap());
         assert_ne!(derived, unique_key("T::n", &args, &Unique::FromArgs).unwrap());
         assert!(matches!(unique_key("T::m", &args, &Unique::Key("k".repeat(64))), Err(RunError::UniqueTooLong(64))));
+    }
+
+    /// Without the `redis` feature a configuration naming Redis refuses scheduled jobs (never
+    /// the job server's epoch, which would bypass the schedule) and says how to get it; with
+    /// it the store is the schedule (tests/integration/scheduler.rs runs that against Redis).
+    #[test]
+    fn a_configuration_naming_redis_gets_its_store_or_says_why_not() {
+        let target = Target {
+            redis: Some("redis://127.0.0.1:1/0".into()),
+            ..crate::config::from_vars("default", |_| None).unwrap()
+        };
+        let store = store_for(&target).expect("a store, or why not");
+        #[cfg(not(feature = "redis"))]
+        assert!(store.err().unwrap().contains("`redis` feature"));
+        #[cfg(feature = "redis")]
+        assert!(store.is_ok());
+        let mut client = Client::from_target(&target);
+        let err = client.status("some-id").unwrap_err().to_string();
+        assert!(err.contains("redis") || err.contains("Redis"), "{err}");
     }
 }

@@ -23,6 +23,7 @@
 //! defaults (and only the configuration `default` exists). Keys this reader does not know are
 //! left to the host's reader, which refuses unknown keys.
 
+use crate::scheduler_settings::{RawSchedulerSettings, SchedulerSettings};
 use li3g_protocol::conn::{AddrError, ServerAddr};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -62,6 +63,10 @@ pub struct Target {
     /// The key `redis` came from (`default.redis`, `default.environments.production.redis`),
     /// for messages.
     pub redis_key: String,
+    /// `[NAME.scheduler]`: the schedule's key prefix, li3_gearman's set, job status and its
+    /// expiry, with `redis_tls_ca` (relative to the file) as its `tls_ca`: what a client that
+    /// schedules in Redis shares with the scheduler.
+    pub scheduler: SchedulerSettings,
     /// The environment, when set (given, else the configuration's `environment`).
     pub environment: Option<String>,
 }
@@ -131,6 +136,8 @@ struct RawTarget {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     redis: Option<String>,
+    redis_tls_ca: Option<PathBuf>,
+    scheduler: Option<RawSchedulerSettings>,
     environment: Option<String>,
     #[serde(default)]
     environments: BTreeMap<String, RawOverride>,
@@ -144,6 +151,8 @@ struct RawOverride {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     redis: Option<String>,
+    redis_tls_ca: Option<PathBuf>,
+    scheduler: Option<RawSchedulerSettings>,
 }
 
 /// The file to read: the one given, or the first of [`SEARCH_PATH`] that exists.
@@ -274,8 +283,22 @@ fn resolve(
                 raw.redis = over.redis;
                 redis_key = format!("{name}.environments.{env}.redis");
             }
+            raw.redis_tls_ca = over.redis_tls_ca.or(raw.redis_tls_ca);
+            if let Some(over) = over.scheduler {
+                raw.scheduler = Some(raw.scheduler.unwrap_or_default().merge(over));
+            }
         }
     }
+    let mut scheduler = raw
+        .scheduler
+        .unwrap_or_default()
+        .resolve()
+        .map_err(|(key, message)| invalid(format!("{name}.{key}"), message))?;
+    // Relative to the configuration file, as the plugins directory is.
+    scheduler.tls_ca = raw.redis_tls_ca.map(|ca| match path.and_then(Path::parent) {
+        Some(dir) if ca.is_relative() => dir.join(ca),
+        _ => ca,
+    });
     let servers_default = raw.servers.is_none();
     let entries: Vec<String> = match raw.servers {
         None => vec![DEFAULT_SERVER.into()],
@@ -300,8 +323,20 @@ fn resolve(
         tls: li3g_protocol::tls::ClientFiles { ca: raw.tls_ca, cert: raw.tls_cert, key: raw.tls_key },
         redis: raw.redis,
         redis_key,
+        scheduler,
         environment,
     })
+}
+
+/// `url` with its password (and user) replaced by `***`, for log lines and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    // The credentials end at the last `@` before the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 #[cfg(test)]

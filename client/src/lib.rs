@@ -24,7 +24,8 @@
 //! ```
 //!
 //! With the `tokio` feature, `AsyncClient` has the same calls as `async fn`s, many in flight
-//! on one connection per server:
+//! on one connection per server (TLS for `tls://` servers through tokio-rustls, with the same
+//! rustls configuration as the blocking client):
 //!
 //! ```ignore
 //! let client = li3g_client::AsyncClient::new(vec!["127.0.0.1:4730".parse()?]);
@@ -40,6 +41,11 @@
 //! - [`workload`]: the job wire format (li3g's envelope, li3_gearman's).
 //! - [`retry_policy`]: retry policies (li3_gearman's `retries`).
 //! - [`job_id`]: random job ids.
+//! - [`scheduler_settings`]: `[NAME.scheduler]`, the Redis schedule's keys and status settings.
+//! - `redis` (feature `redis`): li3g's Redis schedule, shared with li3g-host's scheduler:
+//!   `at` / `after` jobs wait there and [`Client::status`] reads a job's status. With it,
+//!   [`Client::from_config`] schedules in the configuration's Redis; without it, a
+//!   configuration naming Redis refuses scheduled jobs (never the job server's epoch).
 //! - `tokio_client` (feature `tokio`): `AsyncClient`, the same calls as `async fn`s, many jobs
 //!   in flight on one connection per server.
 
@@ -50,7 +56,10 @@ pub mod config;
 pub mod gearman;
 pub mod job;
 pub mod job_id;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod retry_policy;
+pub mod scheduler_settings;
 #[cfg(feature = "tokio")]
 pub mod tokio_client;
 pub mod workload;

@@ -2,12 +2,12 @@
 //! as `async fn`s, on one tokio connection per job server, with many jobs in flight on each.
 //!
 //! How answers find their callers: a connection has a writer task and a reader task. The
-//! writer queues each submission's [`Pending`] entry before it writes the submission, so the
+//! writer queues each submission's `Pending` entry before it writes the submission, so the
 //! entries are in the order the server answers them: `JOB_CREATED` (or `ERROR`) always answers
 //! the oldest submission not answered yet. The reader pops that entry, and for a synchronous
 //! job files its event channel under the handle; every `WORK_*` packet is then routed by its
 //! handle. A call that is dropped (its future cancelled, its timeout passed) drops its
-//! [`Registration`], which takes its handle out; an entry whose caller is gone by the time its
+//! `Registration`, which takes its handle out; an entry whose caller is gone by the time its
 //! `JOB_CREATED` arrives is never filed. [`AsyncClient::in_flight`] counts what is left.
 //!
 //! The rules of the blocking client hold: every request has a deadline (a submission's
@@ -15,6 +15,11 @@
 //! submission that was sent but not confirmed is sent again only when it has a unique key, on a
 //! new connection to the same server, else it is [`ClientError::MaybeQueued`]; only a server
 //! that cannot be reached is failed over; handles name their server.
+//!
+//! `tls://` servers are spoken to through tokio-rustls with the blocking client's rustls
+//! configuration ([`li3g_protocol::transport::client_config`], or [`AsyncClient::with_tls`]);
+//! the handshake is within the connect deadline, and its failures are named as the blocking
+//! client names them ([`li3g_protocol::transport::explain_io`]).
 
 use crate::client::{plan, Outcome, Planned, RunError, Step};
 use crate::config::{ConfigError, Target};
@@ -30,11 +35,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_rustls::rustls;
 
 /// What a connection tells a job's caller.
 #[derive(Debug, Clone)]
@@ -145,6 +150,9 @@ struct Inner {
     name: String,
     environment: Option<String>,
     store: Option<Mutex<Result<Box<dyn JobStore>, String>>>,
+    /// For `tls://` servers; `None`: the process's, as the blocking client's
+    /// ([`li3g_protocol::transport::client_config`]).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// An async client of one or more job servers; cheap to clone (clones share connections).
@@ -164,18 +172,16 @@ impl AsyncClient {
     /// # Errors
     /// [`ConfigError`] when the file cannot be read or the name is not in it.
     pub fn from_config(name: &str) -> Result<AsyncClient, ConfigError> {
-        Ok(AsyncClient::from_target(&crate::config::from_env(name)?))
+        let target = crate::config::from_env(name)?;
+        crate::config::install_tls(&target)?;
+        Ok(AsyncClient::from_target(&target))
     }
 
-    /// A client of a configuration already read (scheduled jobs are refused when it names
-    /// Redis and no store is given, as with the blocking client).
+    /// A client of a configuration already read (when it names Redis, scheduled jobs wait
+    /// there with the `redis` feature, and are refused without it, as with the blocking
+    /// client).
     pub fn from_target(target: &Target) -> AsyncClient {
-        let store = target.redis.as_ref().map(|_| {
-            Mutex::new(Err(format!(
-                "{} names Redis for scheduled jobs, and this client was given no store for it",
-                target.redis_key
-            )))
-        });
+        let store = crate::client::store_for(target).map(Mutex::new);
         AsyncClient::build(
             target.servers.clone(),
             DEFAULT_REQUEST_TIMEOUT,
@@ -203,6 +209,7 @@ impl AsyncClient {
                 name,
                 environment,
                 store,
+                tls: None,
             }),
         }
     }
@@ -236,6 +243,17 @@ impl AsyncClient {
     /// When called on a client that has been cloned.
     pub fn with_store(self, store: Box<dyn JobStore>) -> AsyncClient {
         self.rebuild(|inner| inner.store = Some(Mutex::new(Ok(store))))
+    }
+
+    /// Speaks TLS to `tls://` servers with `config` instead of the process's configuration (the
+    /// one [`Client::from_config`](crate::Client::from_config) installs from `tls_ca`,
+    /// `tls_cert`, `tls_key`, shared with the blocking client; see
+    /// [`li3g_protocol::tls::client_config`] to build one from files).
+    ///
+    /// # Panics
+    /// When called on a client that has been cloned.
+    pub fn with_tls(self, config: Arc<rustls::ClientConfig>) -> AsyncClient {
+        self.rebuild(|inner| inner.tls = Some(config))
     }
 
     /// The environment the typed calls give tasks unless a job names one.
@@ -383,21 +401,13 @@ impl AsyncClient {
             return Ok(conn.clone());
         }
         let server = &self.inner.servers[at];
-        if server.tls {
-            // Not yet: the blocking client speaks TLS (li3g_protocol::tls); this one would need
-            // tokio-rustls over the same rustls configuration.
-            return Err(format!(
-                "{server}: AsyncClient does not speak TLS yet; use the blocking Client for tls:// servers"
-            ));
-        }
         let mut limit = Instant::now() + self.inner.connect_timeout.min(self.inner.request_timeout);
         if let Some(deadline) = deadline {
             limit = limit.min(deadline);
         }
-        let conn = tokio::time::timeout_at(limit, connect(server))
-            .await
-            .map_err(|_| format!("{server}: no connection within {:.1} s", self.inner.connect_timeout.as_secs_f64()))?
-            .map_err(|err| format!("{server}: {err}"))?;
+        let conn = tokio::time::timeout_at(limit, connect(server, self.inner.tls.as_ref())).await.map_err(|_| {
+            format!("{server}: no connection within {:.1} s", self.inner.connect_timeout.as_secs_f64())
+        })??;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -624,21 +634,54 @@ async fn wait(
     }
 }
 
-/// Connects, asks for exceptions, and starts the connection's reader and writer.
-async fn connect(server: &ServerAddr) -> std::io::Result<Connection> {
-    let mut stream = TcpStream::connect((server.host.as_str(), server.port)).await?;
-    stream.set_nodelay(true)?;
+/// Connects (with TLS for a `tls://` server, verified as the blocking client verifies it),
+/// asks for exceptions, and starts the connection's reader and writer.
+async fn connect(server: &ServerAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Connection, String> {
+    let io = |err: std::io::Error| match li3g_protocol::transport::explain_io(&err) {
+        Some(reason) => format!("{server}: TLS: {reason}"),
+        None => format!("{server}: {err}"),
+    };
+    let stream = TcpStream::connect((server.host.as_str(), server.port)).await.map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    if !server.tls {
+        let (read, write) = stream.into_split();
+        return start(server, read, write).await.map_err(io);
+    }
+    let config = match tls {
+        Some(config) => config.clone(),
+        None => li3g_protocol::transport::client_config().map_err(|why| format!("{server}: TLS: {why}"))?,
+    };
+    let name = rustls::pki_types::ServerName::try_from(server.host.clone())
+        .map_err(|err| format!("{server}: TLS: {:?} is not a host name: {err}", server.host))?;
+    let stream = tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(|err| {
+        // A peer that closes during the handshake: in the blocking client's words.
+        if err.kind() == std::io::ErrorKind::UnexpectedEof {
+            io(std::io::Error::new(err.kind(), li3g_protocol::transport::HandshakeClosed))
+        } else {
+            io(err)
+        }
+    })?;
+    let (read, write) = tokio::io::split(stream);
+    start(server, read, write).await.map_err(io)
+}
+
+/// Asks for exceptions on a connected stream and starts its reader and writer.
+async fn start<R, W>(server: &ServerAddr, mut read: R, mut write: W) -> std::io::Result<Connection>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut bytes = Vec::new();
     encode(&Packet::OptionReq { option: b"exceptions".to_vec() }, &mut bytes);
-    stream.write_all(&bytes).await?;
+    write.write_all(&bytes).await?;
+    write.flush().await?;
     let mut buf = Vec::new();
-    match read_packet(&mut stream, &mut buf).await? {
+    match read_packet(&mut read, &mut buf).await? {
         Packet::OptionRes { .. } | Packet::Error { .. } => {}
         other => {
             return Err(std::io::Error::other(format!("answered {:?} to OPTION_REQ", other.kind())));
         }
     }
-    let (read, write) = stream.into_split();
     let state = Arc::new(Mutex::new(State::default()));
     let (writes, queue) = mpsc::unbounded_channel();
     tokio::spawn(writer(write, queue, state.clone()));
@@ -668,7 +711,11 @@ async fn read_packet(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>
 
 /// Writes what callers queue, several submissions in one write when they come together; each
 /// submission's entry is queued for the reader before its bytes go out.
-async fn writer(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Write>, state: Arc<Mutex<State>>) {
+async fn writer(
+    mut write: impl AsyncWrite + Unpin,
+    mut queue: mpsc::UnboundedReceiver<Write>,
+    state: Arc<Mutex<State>>,
+) {
     let mut out = Vec::new();
     while let Some(first) = queue.recv().await {
         out.clear();
@@ -689,7 +736,12 @@ async fn writer(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Wr
                 next = queue.try_recv().ok();
             }
         }
-        if let Err(err) = write.write_all(&out).await {
+        if let Err(err) = async {
+            write.write_all(&out).await?;
+            write.flush().await
+        }
+        .await
+        {
             state.lock().expect("state lock").die(format!("cannot write: {err}"));
             return;
         }
@@ -698,7 +750,7 @@ async fn writer(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Wr
 
 /// Reads answers and routes them: `JOB_CREATED` and `ERROR` to the oldest submission, `WORK_*`
 /// by handle.
-async fn reader(mut read: OwnedReadHalf, mut buf: Vec<u8>, state: Arc<Mutex<State>>, server: String) {
+async fn reader(mut read: impl AsyncRead + Unpin, mut buf: Vec<u8>, state: Arc<Mutex<State>>, server: String) {
     loop {
         let packet = match read_packet(&mut read, &mut buf).await {
             Ok(packet) => packet,

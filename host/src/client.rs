@@ -1,37 +1,19 @@
 //! Running a task by name from the host's commands (`run`, `ping`): li3g-client's
 //! [`Client`], with scheduled jobs kept in this host's Redis schedule
-//! ([`crate::scheduler::Schedule`]) when the configuration names Redis.
+//! (li3g-client's [`RedisStore`], the scheduler's schedule) when the configuration names Redis.
 
 pub use li3g_client::client::*;
 
 use crate::config::Config;
-use crate::scheduler::{Record, Schedule};
-use std::time::SystemTime;
+use li3g_client::redis::RedisStore;
 
 /// A client of a configuration's servers, scheduling in its Redis (when it names one).
 pub fn for_config(config: &Config) -> Client {
     let client = Client::new(config.servers.clone()).with_environment(config.environment.clone());
-    match config.redis.as_deref().map(|url| Schedule::open(url, &config.scheduler)) {
+    match config.redis.as_deref().map(|url| RedisStore::open(url, &config.scheduler)) {
         None => client,
-        Some(Ok(store)) => client.with_store(Box::new(RedisStore(store))),
+        Some(Ok(store)) => client.with_store(Box::new(store)),
         Some(Err(err)) => client.without_store(err.to_string()),
-    }
-}
-
-/// The scheduler's Redis schedule as the client's [`JobStore`].
-struct RedisStore(Schedule);
-
-impl JobStore for RedisStore {
-    fn schedule(&mut self, job: &ScheduledJob, at: SystemTime) -> Result<(), StoreError> {
-        let record = Record {
-            id: job.id.clone(),
-            function: job.function.clone(),
-            unique: job.unique.clone(),
-            workload: job.workload.clone(),
-            priority: job.priority.into(),
-            retry: 0,
-        };
-        Ok(self.0.schedule(&record, at)?)
     }
 }
 

@@ -12,7 +12,8 @@
 //! - [`log`]: log lines to stderr (`--verbose`) or syslog.
 //! - [`server`]: the embedded Gearman job server (`li3g-host server`): mio event loop, SQLite store.
 //! - [`pidfile`]: the daemon's locked PID file.
-//! - [`redis_target`]: how Redis is reached (one server, Sentinel, Cluster; auth, TLS).
+//! - [`redis_target`]: how Redis is reached (one server, Sentinel, Cluster; auth, TLS):
+//!   li3g-client's (feature `redis`), which schedules in the same Redis.
 //! - [`process`]: process plumbing: fork with signals blocked, pidfds, poll, backoff, what
 //!   children must not inherit.
 //! - [`signals`]: signals as flags and a per-process wake-up pipe.
@@ -40,7 +41,7 @@ pub mod pidfile;
 pub mod plugins;
 pub mod process;
 pub mod proctitle;
-pub mod redis_target;
+pub use li3g_client::redis::target as redis_target;
 pub use li3g_client::retry_policy;
 pub mod scaffold;
 pub mod scheduler;

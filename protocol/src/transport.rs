@@ -27,7 +27,13 @@ pub fn install_client_config(config: Arc<ClientConfig>) {
     *CLIENT_CONFIG.write().unwrap_or_else(|e| e.into_inner()) = Some(config);
 }
 
-fn client_config() -> Result<Arc<ClientConfig>, String> {
+/// The TLS configuration `tls://` connections use: the one installed
+/// ([`install_client_config`]), else the system's CAs and no client certificate. li3g-client's
+/// async client uses it too, so both clients verify servers alike.
+///
+/// # Errors
+/// Why the default configuration cannot be built (the system's CAs unreadable).
+pub fn client_config() -> Result<Arc<ClientConfig>, String> {
     if let Some(config) = CLIENT_CONFIG.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
         return Ok(config.clone());
     }

@@ -6,6 +6,7 @@
 use crate::gearman_client::unconfirming_proxy;
 use li3g_client::gearman::GearmanClient;
 use li3g_client::{AsyncClient, Client, ClientError, RunError, ServerAddr};
+use li3g_tests::tls::{Certs, TlsServer};
 use li3g_tests::{wait_until, Gearmand, PluginDir, Worker};
 use std::time::{Duration, Instant};
 
@@ -184,18 +185,72 @@ fn submit_many_never_resends_what_a_server_may_have_queued() {
     });
 }
 
+/// A client speaking TLS with CA `ca` (the configuration the blocking client would use).
+fn tls_client(port: u16, ca: &std::path::Path) -> AsyncClient {
+    let files = li3g_client::protocol::tls::ClientFiles { ca: Some(ca.into()), cert: None, key: None };
+    let server = ServerAddr { host: "localhost".into(), port, tls: true };
+    AsyncClient::new(vec![server]).with_tls(li3g_client::protocol::tls::client_config(&files).unwrap())
+}
+
 #[test]
-fn a_tls_server_is_refused_with_a_clear_error_not_spoken_to_in_plaintext() {
-    let gearmand = Gearmand::start();
-    let tls = ServerAddr { tls: true, ..addr(gearmand.port) };
-    let client = AsyncClient::new(vec![tls.clone()]);
+fn tls_servers_are_spoken_to_with_many_calls_in_flight_on_one_tls_connection() {
+    let certs = Certs::new();
+    let tls = TlsServer::start(&certs.server, None);
+    let dir = PluginDir::with(&["misbehave"]);
+    // The worker on the server's plaintext loopback listener; the client through TLS only.
+    let _worker = Worker::builder(&[tls.server.addr()])
+        .plugins(dir.path())
+        .registered(&[&tls.server], "Misbehave::echo", 1)
+        .spawn();
+    let before = client_connections(&tls.server);
+    let client = tls_client(tls.tls_port, &certs.ca);
+    let rt = runtime();
+    let results = rt.block_on(async {
+        let calls: Vec<_> = (0..200u64)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let echoed: Vec<u64> = client
+                        .job("Misbehave::echo", (vec![i],))
+                        .timeout(Duration::from_secs(60))
+                        .call()
+                        .await
+                        .unwrap();
+                    (i, echoed)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await.unwrap());
+        }
+        let queued = client.submit("Later::tls", ("x",)).await.unwrap();
+        assert!(queued.handle.to_string().contains(&format!("tls://localhost:{}", tls.tls_port)), "{}", queued.handle);
+        results
+    });
+    for (i, echoed) in results {
+        assert_eq!(echoed, vec![i], "call {i} got another call's result");
+    }
+    assert_eq!(total(&tls.server, "Later::tls"), Some(1));
+    assert_eq!(client_connections(&tls.server), before + 1, "one TLS connection: {:?}", tls.server.workers());
+    assert_eq!(client.in_flight(), 0);
+}
+
+#[test]
+fn a_tls_server_whose_certificate_another_ca_signed_is_refused_naming_the_cause() {
+    let certs = Certs::new();
+    let tls = TlsServer::start(&certs.server, None);
+    let client = tls_client(tls.tls_port, &certs.other_ca);
     let err = runtime().block_on(client.submit("Any::task", ())).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "no job server could take the job: {tls}: AsyncClient does not speak TLS yet; use the blocking Client for \
-             tls:// servers"
-        )
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("tls://localhost:{}: TLS: ", tls.tls_port)) && text.contains("unknown CA"),
+        "{text}"
     );
+    assert_eq!(total(&tls.server, "Any::task"), None, "nothing was submitted");
+    // A plaintext server where TLS was asked for: refused too, nothing sent in plaintext.
+    let gearmand = Gearmand::start();
+    let err = runtime().block_on(tls_client(gearmand.port, &certs.ca).submit("Any::task", ())).unwrap_err();
+    assert!(err.to_string().contains("does not speak TLS"), "{err}");
     assert_eq!(total(&gearmand, "Any::task"), None, "nothing was sent in plaintext");
 }

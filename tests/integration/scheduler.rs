@@ -476,3 +476,47 @@ mod durability;
 
 #[path = "scheduler_redis.rs"]
 mod redis_setups;
+
+/// A Rust service with li3g-client alone (feature `redis`): `Client::from_config` reads the
+/// configuration, schedules a job 1 s ahead in its Redis, a running daemon's scheduler moves it,
+/// a worker runs it, and the client reads its status. Only `li3g_client` calls schedule and read.
+#[test]
+fn li3g_client_alone_schedules_in_redis_and_reads_status() {
+    let setup = Setup::new();
+    let mut command = host();
+    command.args(["start", "--workers", "1", "--verbose", "--config"]).arg(&setup.config_path);
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut daemon = ChildGuard::spawn(&mut command);
+    let log = Lines::collect(daemon.child().stderr.take().unwrap());
+    log.wait_for("(Scheduler) Moving due jobs", LONG);
+    wait_for_workers(&[setup.gearmand()], APPEND, 1);
+
+    let path = setup.file("from-the-client");
+    let config = setup.config_path.display().to_string();
+    let mut client = temp_env_client(&config);
+    let submitted = client
+        .job(APPEND, (path.display().to_string(), "scheduled by li3g-client"))
+        .after(Duration::from_secs(1))
+        .submit()
+        .unwrap();
+    let li3g_client::Submitted::Scheduled { id, .. } = submitted else { panic!("{submitted:?}") };
+    // In Redis, not in the job server: pending until the scheduler moves it.
+    assert_eq!(client.status(&id).unwrap().as_deref(), Some("pending"));
+    assert!(setup.store().pending().unwrap().iter().any(|p| p.id == id), "the scheduler's schedule has it");
+    wait_until("the job runs", LONG, || lines(&path) == ["scheduled by li3g-client"]);
+    log.wait_for(&format!("Job #{id} moved for immediate execution"), LONG);
+    wait_until("the client reads it finished", LONG, || client.status(&id).unwrap().as_deref() == Some("finished"));
+    assert_eq!(client.status("no-such-job").unwrap(), None);
+    signal(daemon.id(), Signal::SIGTERM);
+    assert!(daemon.wait_timeout(LONG).is_some(), "the daemon stops");
+}
+
+/// `Client::from_config("default")` with `LI3G_CONFIG` naming `config`, read the way a service
+/// reads it (the variable only for this call: tests run in parallel).
+fn temp_env_client(config: &str) -> li3g_client::Client {
+    let target = li3g_client::config::from_vars("default", |var| {
+        (var == li3g_client::config::CONFIG_VAR).then(|| config.to_string())
+    })
+    .unwrap();
+    li3g_client::Client::from_target(&target)
+}

@@ -57,14 +57,14 @@
 
 mod plugin_settings;
 pub mod pools;
-mod scheduler;
 mod values;
 
+pub use li3g_client::config::redact_url;
+use li3g_client::scheduler_settings::RawSchedulerSettings;
+pub use li3g_client::scheduler_settings::{lease_from_secs, SchedulerSettings, DEFAULT_PREFIX, LEGACY_PREFIX};
 use plugin_settings::{merge, split_plugins, RawPlugins};
 pub use pools::PoolSettings;
-use scheduler::RawSchedulerSettings;
-pub use scheduler::{lease_from_secs, SchedulerSettings, DEFAULT_PREFIX, LEGACY_PREFIX};
-pub use values::{parse_seconds, parse_size, redact_url, seconds, MAX_SECONDS};
+pub use values::{parse_seconds, parse_size, seconds, MAX_SECONDS};
 
 use crate::plugins::canonical_task_name;
 pub use crate::worker::sandbox::SandboxRules;
@@ -229,9 +229,11 @@ struct RawOverride {
     plugins: Option<RawPlugins>,
     #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
     redis_tls_ca: Option<PathBuf>,
     metrics: Option<String>,
     metrics_token: Option<String>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
     scheduler: Option<RawSchedulerSettings>,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
@@ -251,9 +253,11 @@ struct RawConfig {
     plugins: Option<RawPlugins>,
     #[expect(dead_code, reason = "read by li3g_client::config")]
     redis: Option<String>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
     redis_tls_ca: Option<PathBuf>,
     metrics: Option<String>,
     metrics_token: Option<String>,
+    #[expect(dead_code, reason = "read by li3g_client::config")]
     scheduler: Option<RawSchedulerSettings>,
     #[expect(dead_code, reason = "read by li3g_client::config")]
     environment: Option<String>,
@@ -296,7 +300,7 @@ pub fn parse(path: &Path, text: &str, name: &str, environment: Option<&str>) -> 
 }
 
 fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
-    let Target { name, file, servers, servers_default, tls, redis, redis_key, environment } = target;
+    let Target { name, file, servers, servers_default, tls, redis, redis_key, scheduler, environment } = target;
     let (name, path) = (name.as_str(), file.as_deref());
     let invalid = |key: String, message: String| ConfigError::Invalid { path: path.map(Into::into), key, message };
     let mut plugin_setting_origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -321,12 +325,8 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
                     }
                 }
             }
-            raw.redis_tls_ca = over.redis_tls_ca.or(raw.redis_tls_ca);
             raw.metrics = over.metrics.or(raw.metrics);
             raw.metrics_token = over.metrics_token.or(raw.metrics_token);
-            if let Some(over) = over.scheduler {
-                raw.scheduler = Some(raw.scheduler.unwrap_or_default().merge(over));
-            }
             raw.tasks.extend(over.tasks);
         }
     }
@@ -352,16 +352,6 @@ fn resolve(target: Target, mut raw: RawConfig) -> Result<Config, ConfigError> {
         None => None,
     };
     let pools = pools::resolve(name, std::mem::take(&mut raw.pools), &invalid)?;
-    let mut scheduler = raw
-        .scheduler
-        .unwrap_or_default()
-        .resolve()
-        .map_err(|(key, message)| invalid(format!("{name}.{key}"), message))?;
-    // Relative to the configuration file, as the plugins directory is.
-    scheduler.tls_ca = raw.redis_tls_ca.map(|ca| match path.and_then(Path::parent) {
-        Some(dir) if ca.is_relative() => dir.join(ca),
-        _ => ca,
-    });
     // A CA file that cannot be read fails every connection, and a worker then loses the
     // retries of failed jobs (a lasting error, not an outage): refuse it here, for every command.
     if let (Some(url), Some(ca)) = (redis.as_deref(), scheduler.tls_ca.as_deref()) {

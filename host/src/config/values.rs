@@ -1,5 +1,6 @@
 //! The values settings and flags share: a number of seconds ([`seconds`], [`parse_seconds`]),
-//! a memory size ([`parse_size`]), and a URL made fit for a log line ([`redact_url`]).
+//! and a memory size ([`parse_size`]). (A URL made fit for a log line, `redact_url`, is
+//! li3g-client's, which its Redis errors need.)
 
 use std::time::Duration;
 
@@ -54,15 +55,4 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("{text:?}: a memory limit must be above zero"));
     }
     n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// `url` with its password (and user) replaced by `***`, for log lines and messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    // The credentials end at the last `@` before the path.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
 }

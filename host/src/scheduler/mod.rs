@@ -19,18 +19,16 @@
 //!
 //! Layout: [`schedule`] (the Redis operations: [`Schedule`]), [`entries`] (its keys, statuses,
 //! errors and listings), [`lua`] (the scripts), [`record`]
-//! (what is stored), [`run`] (the scheduler loop), `submit` (its
+//! (what is stored) are li3g-client's (feature `redis`: a client schedules and reads status
+//! with the same keys and scripts), [`run`] (the scheduler loop), `submit` (its
 //! job servers and the pipelined submissions), [`wake`] (its sleep), [`job_hooks`] (the
 //! worker's status and failure hooks). Its settings come from [`crate::config::SchedulerSettings`];
 //! the caller opens the schedule with a URL and those settings, and gives the loop its servers.
 //! Nothing here runs tasks.
 
-pub mod entries;
+pub use li3g_client::redis::{entries, lua, record, schedule};
 pub mod job_hooks;
-pub mod lua;
-pub mod record;
 pub mod run;
-pub mod schedule;
 mod submit;
 pub mod wake;
 

@@ -1,15 +1,15 @@
 //! The schedule in Redis: scheduling, taking due jobs under a lease, acknowledging, the dead
 //! set, listings and job status. One [`Schedule`] is one synchronous Redis connection (the
 //! `redis` crate's blocking API: no runtime, no threads, safe in processes that fork), opened
-//! by [`crate::redis_target`] (one server, Sentinel or Cluster, with auth and TLS).
+//! by [`super::target`] (one server, Sentinel or Cluster, with auth and TLS).
 //!
 //! Every multi-key change is one of [`super::lua`]'s scripts. A connection that fails is
 //! dropped and made again on the next call; retrying with backoff is the caller's choice.
 
 use super::lua;
 use super::record::Record;
-use crate::config::SchedulerSettings as Settings;
-use crate::redis_target::{Kind, RedisConn, RedisTarget};
+use crate::redis::target::{Kind, RedisConn, RedisTarget};
+use crate::scheduler_settings::SchedulerSettings as Settings;
 use redis::Script;
 use serde_json::{json, Value};
 
@@ -184,7 +184,7 @@ impl Schedule {
     /// # Errors
     /// [`ScheduleError`] when Redis fails (nothing moved).
     pub fn migrate_legacy(&mut self) -> Result<u64, ScheduleError> {
-        use crate::config::{DEFAULT_PREFIX, LEGACY_PREFIX};
+        use crate::scheduler_settings::{DEFAULT_PREFIX, LEGACY_PREFIX};
         if self.keys.prefix != DEFAULT_PREFIX || self.target.kind() == Kind::Cluster {
             return Ok(0);
         }

@@ -1,12 +1,14 @@
 //! The `[NAME.scheduler]` section: the scheduler's settings ([`SchedulerSettings`]) as written
-//! and resolved, and the bounds of a lease ([`lease_from_secs`]).
+//! and resolved, and the bounds of a lease ([`lease_from_secs`]). Here, not in li3g-host, because
+//! a client that schedules in Redis needs the same prefix, keys and status expiry as the
+//! scheduler; li3g-host's configuration reader re-exports it.
 
 use serde::Deserialize;
 use std::time::Duration;
 
 /// The scheduler's settings: the configuration's `[NAME.scheduler]` table. The scheduler is
 /// given these (and the Redis URL, and the servers); it never reads the whole
-/// [`Config`](super::Config).
+/// configuration (li3g-host's `Config`).
 ///
 /// ```toml
 /// [default.scheduler]
@@ -52,7 +54,7 @@ const MAX_LEASE: Duration = Duration::from_secs(86_400);
 /// submission, and fencing would drop every batch.
 const MIN_LEASE: Duration = Duration::from_millis(100);
 
-/// A lease of `secs` seconds, if within [`MIN_LEASE`]..=[`MAX_LEASE`] (`lease`, `--lease`).
+/// A lease of `secs` seconds, if within `MIN_LEASE`..=`MAX_LEASE` (100 ms to a day) (`lease`, `--lease`).
 ///
 /// # Errors
 /// What is wrong with it.
@@ -83,7 +85,7 @@ impl Default for SchedulerSettings {
 /// The `[NAME.scheduler]` table as written (every key optional).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawSchedulerSettings {
+pub struct RawSchedulerSettings {
     prefix: Option<String>,
     schedule_set: Option<String>,
     compat: Option<bool>,
@@ -94,7 +96,7 @@ pub(super) struct RawSchedulerSettings {
 
 impl RawSchedulerSettings {
     /// `over`'s keys on top of `self`'s.
-    pub(super) fn merge(self, over: RawSchedulerSettings) -> RawSchedulerSettings {
+    pub fn merge(self, over: RawSchedulerSettings) -> RawSchedulerSettings {
         RawSchedulerSettings {
             prefix: over.prefix.or(self.prefix),
             schedule_set: over.schedule_set.or(self.schedule_set),
@@ -109,7 +111,7 @@ impl RawSchedulerSettings {
     ///
     /// # Errors
     /// The key and what is wrong with it.
-    pub(super) fn resolve(self) -> Result<SchedulerSettings, (String, String)> {
+    pub fn resolve(self) -> Result<SchedulerSettings, (String, String)> {
         let default = SchedulerSettings::default();
         let lease = match self.lease {
             None => default.lease,

@@ -49,7 +49,7 @@ impl Keys {
     /// # Errors
     /// [`ScheduleError::CrossSlot`], saying what to change.
     pub fn check_one_slot(&self, compat: bool) -> Result<(), ScheduleError> {
-        use crate::redis_target::slot;
+        use crate::redis::target::slot;
         let tagged = self.prefix.find('{').is_some_and(|open| self.prefix[open + 1..].find('}').is_some_and(|n| n > 0));
         if !tagged {
             return Err(ScheduleError::CrossSlot(format!(
@@ -117,7 +117,7 @@ pub enum ScheduleError {
     Redis(#[from] redis::RedisError),
     /// The URL or the TLS CA file is unusable.
     #[error(transparent)]
-    Target(#[from] crate::redis_target::TargetError),
+    Target(#[from] crate::redis::target::TargetError),
     /// On a Redis Cluster, the schedule's keys would not share one slot (every script touches
     /// several of them).
     #[error("on a Redis Cluster {0}")]

@@ -4,11 +4,11 @@
 //! everything the scheduler needs to submit it without knowing tasks. li3_gearman's members
 //! (`{"id", "action", "workload", "options"}` in `job_scheduled`, see the original's
 //! `Gearman::schedule`) read as the same record: function
-//! [`COMPAT_FUNCTION`](crate::workload::COMPAT_FUNCTION), the workload object re-encoded,
+//! [`COMPAT_FUNCTION`], the workload object re-encoded,
 //! priority from the action. No I/O here.
 
-use crate::gearman::packet::Priority;
 use crate::workload::COMPAT_FUNCTION;
+use li3g_protocol::packet::Priority;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -78,7 +78,7 @@ pub enum RecordError {
     Action(String),
 }
 
-pub use li3g_client::client::unique_for;
+pub use crate::client::unique_for;
 
 impl Record {
     /// Reads a stored job: li3g's [`Record`] or a li3_gearman member.
