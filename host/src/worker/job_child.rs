@@ -253,28 +253,30 @@ fn worker_died_signal() -> libc::c_int {
 }
 
 extern "C" fn kill_own_group(_: libc::c_int) {
-    // SAFETY: kill(2) is async-signal-safe; 0 is this process's own group, which the job child
-    // leads (checked before this handler is installed).
-    unsafe { libc::kill(0, libc::SIGKILL) };
+    // SAFETY: getpid and kill are async-signal-safe. The job child leads the group whose id is
+    // its PID (set in its setup); were it not its leader, no group has that id (a PID in use as
+    // a group's id is not reused), the first kill fails and the second still ends the child.
+    unsafe {
+        let me = libc::getpid();
+        libc::kill(-me, libc::SIGKILL);
+        libc::kill(me, libc::SIGKILL);
+    }
 }
 
 /// A worker killed outright (SIGKILL, the OOM killer) cannot kill its job child's group, and a
 /// parent-death SIGKILL ends the child alone: what the job started (a program it runs, in the
 /// child's group) would run on, reparented to init. So the child's parent-death signal is one
-/// whose handler kills the child's whole group, itself with it. Kept at SIGKILL (set at the
-/// fork) when the child does not lead its own group or the handler cannot be installed; until
-/// the switch the child has started nothing, so SIGKILL alone is enough.
+/// whose handler kills the child's whole group, itself with it (two system calls per job:
+/// `rt_sigaction`, `prctl`). Kept at SIGKILL (set at the fork) when the handler cannot be
+/// installed; until the switch the child has started nothing, so SIGKILL alone is enough.
 fn take_the_group_when_the_worker_dies() {
-    if nix::unistd::getpgrp() != nix::unistd::getpid() {
-        return;
-    }
     let signal = worker_died_signal();
     // SAFETY: sigaction is plain data (a handler address, a mask, flags), for which all zeroes
     // is a valid value.
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
     action.sa_sigaction = kill_own_group as extern "C" fn(libc::c_int) as usize;
-    // SAFETY: the handler only calls kill(2) (async-signal-safe); `action` is ours and outlives
-    // the calls, and a null old action is allowed.
+    // SAFETY: the handler only calls getpid and kill (async-signal-safe); `action` is ours and
+    // outlives the calls, and a null old action is allowed.
     let installed = unsafe {
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(signal, &action, std::ptr::null_mut()) == 0
