@@ -376,3 +376,16 @@ fn a_worker_killed_mid_job_takes_what_the_job_started_with_it() {
     let _ = worker.wait_timeout(WAIT);
     wait_until_gone("what the job started is gone with its worker", &marker);
 }
+
+#[test]
+fn an_oversized_result_fails_the_job_without_atomic_too() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (_daemon, _lines) = start(&gearmand, &dir, &["--workers", "1"]);
+    wait_for_workers(&[&gearmand], "Misbehave::big", 1);
+    let mut client = client(&gearmand);
+    // Exactly 64 MiB: with the job handle, more than one packet's body.
+    let err = call(&mut client, "Misbehave::big", &[json!(64)]).unwrap_err();
+    assert!(err.starts_with("task Misbehave::big returned 67108864 bytes, more than the 64 MiB"), "{err}");
+    assert_eq!(call(&mut client, "Misbehave::big", &[json!(1)]).unwrap().len(), 1 << 20, "the worker goes on");
+}
