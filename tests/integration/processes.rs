@@ -7,7 +7,7 @@ use li3g_tests::{alive, children, host, run, wait_for_workers, wait_until, Child
 use li3g_tests::{signal, Signal};
 use serde_json::json;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The one job child of the one worker of gearmand's only worker process.
@@ -344,4 +344,48 @@ fn config_task_keys_are_canonical_and_unknown_ones_are_reported() {
     lines.wait_for("tasks.\"Nope::run\" names no loaded task; its settings are unused", WAIT);
     wait_for_workers(&[&gearmand], "Misbehave::sleep", 1);
     assert!(requeued_while_running(&gearmand), "`\\Misbehave::sleep`'s timeout never reached gearmand");
+}
+
+#[test]
+fn a_worker_killed_mid_job_takes_what_the_job_started_with_it() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let mut command = host();
+    command
+        .args(["work", "--atomic", "--servers", &gearmand.addr()])
+        .arg("--plugins")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut worker = ChildGuard::spawn(&mut command);
+    wait_for_workers(&[&gearmand], "Misbehave::shell", 1);
+    let marker = unique_marker(6000);
+    // The `gearman` CLI as the client: it waits for the job, whose worker is about to die.
+    let mut submit = Command::new("gearman");
+    submit
+        .args(["-h", "127.0.0.1", "-p", &gearmand.port.to_string(), "-f", "Misbehave::shell"])
+        .arg(json!([format!("sleep {marker}")]).to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _client = ChildGuard::spawn(&mut submit);
+    wait_until("the job's sleep runs", WAIT, || !processes_with_arg(&marker).is_empty());
+    // SIGKILL: the worker can do nothing. Its job child gets its parent-death signal, and what
+    // the job started (a shell and its sleep, in the child's process group) must go with it,
+    // not run on as orphans of init.
+    signal(worker.id(), Signal::SIGKILL);
+    let _ = worker.wait_timeout(WAIT);
+    wait_until_gone("what the job started is gone with its worker", &marker);
+}
+
+#[test]
+fn an_oversized_result_fails_the_job_without_atomic_too() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let (_daemon, _lines) = start(&gearmand, &dir, &["--workers", "1"]);
+    wait_for_workers(&[&gearmand], "Misbehave::big", 1);
+    let mut client = client(&gearmand);
+    // Exactly 64 MiB: with the job handle, more than one packet's body.
+    let err = call(&mut client, "Misbehave::big", &[json!(64)]).unwrap_err();
+    assert!(err.starts_with("task Misbehave::big returned 67108864 bytes, more than the 64 MiB"), "{err}");
+    assert_eq!(call(&mut client, "Misbehave::big", &[json!(1)]).unwrap().len(), 1 << 20, "the worker goes on");
 }

@@ -197,8 +197,11 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
     let run = |events: &mut dyn JobEvents| {
         prepared.run(&args, &info, events).map(|output| output.as_bytes().to_vec()).map_err(|err| err.to_string())
     };
-    let (result, cost) =
-        if config.atomic { in_child(run, config, &task, &mut reporter) } else { (run(&mut reporter), None) };
+    let (result, cost) = if config.atomic {
+        in_child(run, config, &task, &mut reporter)
+    } else {
+        (capped(&task, run(&mut reporter)), None)
+    };
     let lost = reporter.failed;
     let failure = result.as_ref().err().map(String::as_str);
     scoreboard::done(&task, started.elapsed().as_secs_f64(), failure, cost.as_ref().map(JobCost::as_pair));
@@ -212,6 +215,21 @@ fn run(registry: &Registry, config: &WorkerConfig, conn: &mut Conn, job: &Assign
         hooks.report_end(&info.id, &job.function, &job.workload, &result, &hook_log);
     }
     Ok(Ran { task, id: Some(info.id), outcome: result.into(), cost })
+}
+
+/// An in-process task's result, failed when one Gearman packet cannot carry it (as the job
+/// child's pipe caps it under `--atomic`): sent as it is, the packet would reach the job server
+/// and be refused by the client, which drops its connection and loses the result.
+fn capped(task: &str, result: Result<Vec<u8>, String>) -> Result<Vec<u8>, String> {
+    match result {
+        Ok(bytes) if bytes.len() > job_child::MAX_FRAME => Err(format!(
+            "task {task} returned {} bytes, more than the {} MiB a Gearman packet can carry; the job failed, \
+             nothing was truncated",
+            bytes.len(),
+            crate::gearman::packet::DEFAULT_MAX_BODY >> 20
+        )),
+        result => result,
+    }
 }
 
 /// Runs `run` in a [`job_child`] with the task's limits; the child's failure is the job's

@@ -12,8 +12,10 @@
 //!
 //! The child leads a process group of its own: a timeout or a second stop signal kills the
 //! group as a whole (whatever the job started goes too), and a Ctrl-C at the terminal does not
-//! reach it. It gets SIGKILL when its worker dies (checked against a worker that died before
-//! the request took effect), and closes what it must not hold: the worker's job server
+//! reach it. When its worker dies, even by SIGKILL, the group dies with it (the child's
+//! parent-death signal kills the whole group: see [`take_the_group_when_the_worker_dies`];
+//! checked against a worker that died before the request took effect), and it closes what it
+//! must not hold: the worker's job server
 //! sockets and the PID file's lock ([`process::close_inherited`]), the worker's wake pipe.
 //! The parent caps what a frame may announce at the largest Gearman packet, so a runaway result
 //! fails the job with a clear message instead of filling the worker's memory or being cut.
@@ -77,7 +79,7 @@ pub enum ForkError {
     #[error("was killed: the worker was told to stop at once (a second stop signal)")]
     Stopped,
     /// The child sent more in one piece than a Gearman packet can carry.
-    #[error("sent {size} bytes in one piece, more than the {} MiB a Gearman packet can carry; the job was stopped and failed, nothing was truncated", MAX_FRAME >> 20)]
+    #[error("sent {size} bytes in one piece, more than the {} MiB a Gearman packet can carry; the job was stopped and failed, nothing was truncated", crate::gearman::packet::DEFAULT_MAX_BODY >> 20)]
     TooBig {
         /// What the child announced.
         size: u64,
@@ -213,6 +215,7 @@ fn child(
     limits: ChildLimits,
     sandbox: Option<&Prepared>,
 ) -> i32 {
+    take_the_group_when_the_worker_dies();
     if let Some(bytes) = limits.memory {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes);
     }
@@ -242,6 +245,46 @@ fn child(
     // Not closed here: `_exit` closes it with the process, one system call fewer.
     let _ = std::os::fd::IntoRawFd::into_raw_fd(events.pipe);
     i32::from(broken)
+}
+
+/// The job child's parent-death signal: its handler kills the child's whole process group.
+fn worker_died_signal() -> libc::c_int {
+    libc::SIGRTMAX()
+}
+
+extern "C" fn kill_own_group(_: libc::c_int) {
+    // SAFETY: getpid and kill are async-signal-safe. The job child leads the group whose id is
+    // its PID (set in its setup); were it not its leader, no group has that id (a PID in use as
+    // a group's id is not reused), the first kill fails and the second still ends the child.
+    unsafe {
+        let me = libc::getpid();
+        libc::kill(-me, libc::SIGKILL);
+        libc::kill(me, libc::SIGKILL);
+    }
+}
+
+/// A worker killed outright (SIGKILL, the OOM killer) cannot kill its job child's group, and a
+/// parent-death SIGKILL ends the child alone: what the job started (a program it runs, in the
+/// child's group) would run on, reparented to init. So the child's parent-death signal is one
+/// whose handler kills the child's whole group, itself with it (two system calls per job:
+/// `rt_sigaction`, `prctl`). Kept at SIGKILL (set at the fork) when the handler cannot be
+/// installed; until the switch the child has started nothing, so SIGKILL alone is enough.
+fn take_the_group_when_the_worker_dies() {
+    let signal = worker_died_signal();
+    // SAFETY: sigaction is plain data (a handler address, a mask, flags), for which all zeroes
+    // is a valid value.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = kill_own_group as extern "C" fn(libc::c_int) as usize;
+    // SAFETY: the handler only calls getpid and kill (async-signal-safe); `action` is ours and
+    // outlives the calls, and a null old action is allowed.
+    let installed = unsafe {
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut()) == 0
+    };
+    if installed {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number and nothing else.
+        let _ = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::c_ulong::try_from(signal).unwrap_or(0)) };
+    }
 }
 
 /// The forked job child, owned by the worker from the fork on. However the wait for it ends

@@ -10,8 +10,14 @@ use crate::plugins::JobEvents;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
-/// The largest frame the child may send: what one Gearman packet can carry.
-pub const MAX_FRAME: usize = DEFAULT_MAX_BODY;
+/// The largest frame the child may send: what one Gearman packet can carry beside the job
+/// handle and its NUL (`WORK_COMPLETE` is `handle \0 result`, and li3g's client, like the
+/// codec, refuses a body past [`DEFAULT_MAX_BODY`]: a result of exactly the cap reached the job
+/// server and was lost at the client, which dropped the connection).
+pub const MAX_FRAME: usize = DEFAULT_MAX_BODY - MAX_HANDLE - 1;
+
+/// The longest job handle room is kept for: gearmand's `GEARMAN_JOB_HANDLE_SIZE`.
+const MAX_HANDLE: usize = 64;
 
 const STATUS: u8 = 1;
 const DATA: u8 = 2;
@@ -232,6 +238,16 @@ mod tests {
         bytes.resize(5 + MAX_FRAME, b'x');
         frames.feed(&bytes, &mut Ignore).unwrap();
         assert_eq!(frames.outcome.map(|o| o.unwrap().len()), Some(MAX_FRAME));
+    }
+
+    #[test]
+    fn a_result_at_the_cap_fits_one_packet_with_the_longest_handle() {
+        use crate::gearman::packet::{decode, encode, Decoded, Magic, Packet};
+        let packet = Packet::WorkComplete { handle: vec![b'H'; MAX_HANDLE], data: vec![b'x'; MAX_FRAME] };
+        let mut wire = Vec::new();
+        encode(Magic::Res, &packet, &mut wire).unwrap();
+        // What li3g's client does with the server's WORK_COMPLETE: decode it under the cap.
+        assert!(matches!(decode(&wire, DEFAULT_MAX_BODY), Ok(Decoded::Packet { .. })), "refused: {} bytes", wire.len());
     }
 
     #[derive(Default)]
