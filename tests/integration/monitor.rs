@@ -3,8 +3,9 @@
 //! through the page that runs the dead job, refused GETs and missing tokens).
 
 use crate::daemon::{call, client, WAIT};
+use crate::devtools::Browser;
 use crate::watching::Pool;
-use li3g_tests::{free_port, host, run, wait_for_port, wait_until, ChildGuard, Gearmand, Redis};
+use li3g_tests::{free_port, host, run, wait_for_port, wait_until, wait_until_ok, ChildGuard, Gearmand, Redis, POLL};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -197,17 +198,37 @@ fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     assert!(dead.contains(&id) && dead.contains("Retry") && dead.contains("Delete"), "{dead}");
 
     // A GET on the action is refused; a POST without the token too; nothing changed.
-    let (action, csrf) = form_of(&dead, &format!("/dead/{id}/retry"));
+    let (action, _) = form_of(&dead, &format!("/dead/{id}/retry"));
     assert_eq!(http(port, "GET", &action, &[], "").0, 405);
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     assert_eq!(http(port, "POST", &action, &form, "csrf=wrong").0, 403);
     assert!(li3g(&["scheduled"]).stdout.contains("Dead: 1"));
-    // The POST the form makes: the job runs again, and this time finishes.
-    let (status, page) = http(port, "POST", &action, &form, &format!("csrf={csrf}"));
-    assert_eq!(status, 200, "{page}");
-    assert!(page.contains(&format!("Requeued job {id}")), "{page}");
-    // Its refresh reloads the page, not the action (a GET there is refused).
-    assert!(page.contains("content=\"5; url=/dead\""), "{page}");
+    // Chromium clicks Retry on the Dead page: its form's POST runs the job again.
+    let mut browser = Browser::open(&format!("{base}/dead"), WAIT);
+    let button =
+        format!("form[action=\"/dead/{id}/retry\"] button, form[action=\"/dead/{id}/retry\"] input[type=submit]");
+    let click = format!(
+        "(() => {{ const b = document.querySelector('{button}'); if (!b) return false; b.click(); return true; }})()"
+    );
+    wait_until_ok("Chromium clicks Retry on the Dead page", WAIT, POLL, || match browser.eval(&click) {
+        Ok(Value::Bool(true)) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    // The page Chromium shows after the POST; its refresh reloads /dead, not the action.
+    let requeued = format!("Requeued job {id}");
+    let shown = wait_until_ok("Chromium shows the retry's answer", WAIT, POLL, || {
+        let text = browser.eval("[location.pathname, document.body ? document.body.innerText : ''].join('\\n')")?;
+        let text = text.as_str().unwrap_or_default().to_string();
+        if text.contains(&requeued) {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert!(shown.starts_with(&format!("{action}\n")), "{shown}");
+    let refresh = browser.eval("document.querySelector('meta[http-equiv=refresh]').content").unwrap();
+    assert_eq!(refresh, json!("5; url=/dead"));
+    drop(browser);
     wait_until("the retried job finishes", WAIT, || li3g(&["status", &id]).stdout.starts_with("finished"));
     assert_eq!(std::fs::read_to_string(&flaky).unwrap().lines().count(), 3);
 
