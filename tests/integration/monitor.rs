@@ -549,3 +549,50 @@ fn status_and_the_dashboard_answer_while_the_pool_restarts_and_workers_are_kille
         })
     });
 }
+
+#[test]
+fn a_dashboard_action_waits_at_most_1_5_s_for_redis_and_one_runs_at_a_time() {
+    let redis = Redis::start();
+    let monitor = InProcess::start(&format!("[default]\nredis = \"{}\"\n", redis.url()));
+    let config = li3g_host::config::load(None, "default", None).unwrap();
+    let mut store = li3g_host::scheduler::Schedule::open(&redis.url(), &config.scheduler).unwrap();
+    assert!(store.bury("j1", "{}", "boom", false).unwrap());
+    let (status, page) = http(monitor.port, "GET", "/dead", &[], "");
+    assert_eq!(status, 200, "{page}");
+    let (action, csrf) = form_of(&page, "/dead/j1/retry");
+    let body = format!("csrf={csrf}");
+
+    // Redis stopped: the kernel accepts, nothing answers. Four POSTs at once: one waits for
+    // Redis (at most its 1.5 s), the others are told at once that an action is in progress;
+    // no handler is Redis's for its 10 s read timeout.
+    let stopped = Stopped::new(redis.pid());
+    let port = monitor.port;
+    let posts: Vec<_> = (0..4)
+        .map(|_| {
+            let (action, body) = (action.clone(), body.clone());
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let form = [("Content-Type", "application/x-www-form-urlencoded")];
+                let answer = http(port, "POST", &action, &form, &body);
+                (answer, started.elapsed())
+            })
+        })
+        .collect();
+    let answers: Vec<_> = posts.into_iter().map(|p| p.join().unwrap()).collect();
+    for ((status, _), took) in &answers {
+        assert_eq!(*status, 503, "{answers:?}");
+        assert!(*took < Duration::from_secs(3), "{answers:?}");
+    }
+    let said = |what: &str| answers.iter().filter(|((_, text), _)| text.contains(what)).count();
+    assert!(said("Redis did not answer within 1.5s") >= 1, "{answers:?}");
+    assert_eq!(said("Redis did not answer") + said("an action is in progress"), 4, "{answers:?}");
+    // Meanwhile the pages still answer.
+    assert_eq!(http(port, "GET", "/", &[], "").0, 200);
+
+    // Redis back: the retry goes through (the job is unreadable, so it is not requeued, but
+    // Redis answered).
+    drop(stopped);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let (status, text) = http(port, "POST", &action, &form, &body);
+    assert_ne!(status, 503, "{text}");
+}
