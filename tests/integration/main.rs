@@ -11,6 +11,7 @@ mod config;
 mod conformance;
 mod daemon;
 mod deploy;
+mod devtools;
 mod dispatch;
 mod first_run;
 mod gearman_client;

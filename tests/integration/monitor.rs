@@ -3,8 +3,9 @@
 //! through the page that runs the dead job, refused GETs and missing tokens).
 
 use crate::daemon::{call, client, WAIT};
+use crate::devtools::Browser;
 use crate::watching::Pool;
-use li3g_tests::{free_port, host, run, wait_for_port, wait_until, ChildGuard, Gearmand, Redis};
+use li3g_tests::{free_port, host, run, wait_for_port, wait_until, wait_until_ok, ChildGuard, Gearmand, Redis, POLL};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -197,17 +198,37 @@ fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     assert!(dead.contains(&id) && dead.contains("Retry") && dead.contains("Delete"), "{dead}");
 
     // A GET on the action is refused; a POST without the token too; nothing changed.
-    let (action, csrf) = form_of(&dead, &format!("/dead/{id}/retry"));
+    let (action, _) = form_of(&dead, &format!("/dead/{id}/retry"));
     assert_eq!(http(port, "GET", &action, &[], "").0, 405);
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     assert_eq!(http(port, "POST", &action, &form, "csrf=wrong").0, 403);
     assert!(li3g(&["scheduled"]).stdout.contains("Dead: 1"));
-    // The POST the form makes: the job runs again, and this time finishes.
-    let (status, page) = http(port, "POST", &action, &form, &format!("csrf={csrf}"));
-    assert_eq!(status, 200, "{page}");
-    assert!(page.contains(&format!("Requeued job {id}")), "{page}");
-    // Its refresh reloads the page, not the action (a GET there is refused).
-    assert!(page.contains("content=\"5; url=/dead\""), "{page}");
+    // Chromium clicks Retry on the Dead page: its form's POST runs the job again.
+    let mut browser = Browser::open(&format!("{base}/dead"), WAIT);
+    let button =
+        format!("form[action=\"/dead/{id}/retry\"] button, form[action=\"/dead/{id}/retry\"] input[type=submit]");
+    let click = format!(
+        "(() => {{ const b = document.querySelector('{button}'); if (!b) return false; b.click(); return true; }})()"
+    );
+    wait_until_ok("Chromium clicks Retry on the Dead page", WAIT, POLL, || match browser.eval(&click) {
+        Ok(Value::Bool(true)) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    // The page Chromium shows after the POST; its refresh reloads /dead, not the action.
+    let requeued = format!("Requeued job {id}");
+    let shown = wait_until_ok("Chromium shows the retry's answer", WAIT, POLL, || {
+        let text = browser.eval("[location.pathname, document.body ? document.body.innerText : ''].join('\\n')")?;
+        let text = text.as_str().unwrap_or_default().to_string();
+        if text.contains(&requeued) {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert!(shown.starts_with(&format!("{action}\n")), "{shown}");
+    let refresh = browser.eval("document.querySelector('meta[http-equiv=refresh]').content").unwrap();
+    assert_eq!(refresh, json!("5; url=/dead"));
+    drop(browser);
     wait_until("the retried job finishes", WAIT, || li3g(&["status", &id]).stdout.starts_with("finished"));
     assert_eq!(std::fs::read_to_string(&flaky).unwrap().lines().count(), 3);
 
@@ -527,4 +548,51 @@ fn status_and_the_dashboard_answer_while_the_pool_restarts_and_workers_are_kille
             l.starts_with("li3g_child_restarts_total{kind=\"worker\",reason=\"killed\"}") && !l.ends_with(" 0")
         })
     });
+}
+
+#[test]
+fn a_dashboard_action_waits_at_most_1_5_s_for_redis_and_one_runs_at_a_time() {
+    let redis = Redis::start();
+    let monitor = InProcess::start(&format!("[default]\nredis = \"{}\"\n", redis.url()));
+    let config = li3g_host::config::load(None, "default", None).unwrap();
+    let mut store = li3g_host::scheduler::Schedule::open(&redis.url(), &config.scheduler).unwrap();
+    assert!(store.bury("j1", "{}", "boom", false).unwrap());
+    let (status, page) = http(monitor.port, "GET", "/dead", &[], "");
+    assert_eq!(status, 200, "{page}");
+    let (action, csrf) = form_of(&page, "/dead/j1/retry");
+    let body = format!("csrf={csrf}");
+
+    // Redis stopped: the kernel accepts, nothing answers. Four POSTs at once: one waits for
+    // Redis (at most its 1.5 s), the others are told at once that an action is in progress;
+    // no handler is Redis's for its 10 s read timeout.
+    let stopped = Stopped::new(redis.pid());
+    let port = monitor.port;
+    let posts: Vec<_> = (0..4)
+        .map(|_| {
+            let (action, body) = (action.clone(), body.clone());
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let form = [("Content-Type", "application/x-www-form-urlencoded")];
+                let answer = http(port, "POST", &action, &form, &body);
+                (answer, started.elapsed())
+            })
+        })
+        .collect();
+    let answers: Vec<_> = posts.into_iter().map(|p| p.join().unwrap()).collect();
+    for ((status, _), took) in &answers {
+        assert_eq!(*status, 503, "{answers:?}");
+        assert!(*took < Duration::from_secs(3), "{answers:?}");
+    }
+    let said = |what: &str| answers.iter().filter(|((_, text), _)| text.contains(what)).count();
+    assert!(said("Redis did not answer within 1.5s") >= 1, "{answers:?}");
+    assert_eq!(said("Redis did not answer") + said("an action is in progress"), 4, "{answers:?}");
+    // Meanwhile the pages still answer.
+    assert_eq!(http(port, "GET", "/", &[], "").0, 200);
+
+    // Redis back: the retry goes through (the job is unreadable, so it is not requeued, but
+    // Redis answered).
+    drop(stopped);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let (status, text) = http(port, "POST", &action, &form, &body);
+    assert_ne!(status, 503, "{text}");
 }

@@ -39,6 +39,8 @@ pub struct Schedule {
     settings: Settings,
     /// This connection's lease owner token: `host:pid:random`, unique per [`Schedule`].
     token: String,
+    /// Connect and answer timeout instead of [`RedisTarget::connect`]'s defaults.
+    timeout: Option<Duration>,
 }
 
 impl Schedule {
@@ -56,7 +58,15 @@ impl Schedule {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let host = host.trim();
         let token = format!("{host}:{}:{}", std::process::id(), crate::job_id::generate());
-        Ok(Schedule { target, conn: None, keys, settings: settings.clone(), token })
+        Ok(Schedule { target, conn: None, keys, settings: settings.clone(), token, timeout: None })
+    }
+
+    /// The same store, connecting and waiting for each answer at most `timeout` (see
+    /// [`RedisTarget::connect_within`]).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Schedule {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Its keys.
@@ -93,7 +103,10 @@ impl Schedule {
     /// is dropped so that the next call makes a fresh one.
     fn with<T>(&mut self, f: impl FnOnce(&mut RedisConn, &Keys) -> redis::RedisResult<T>) -> Result<T, ScheduleError> {
         if self.conn.is_none() {
-            self.conn = Some(self.target.connect()?);
+            self.conn = Some(match self.timeout {
+                Some(timeout) => self.target.connect_within(timeout)?,
+                None => self.target.connect()?,
+            });
         }
         let conn = self.conn.as_mut().expect("connected above");
         let result = f(conn, &self.keys);

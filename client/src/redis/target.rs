@@ -230,10 +230,31 @@ impl RedisTarget {
     /// What Redis (or the sentinels) answered: a refused password is
     /// [`redis::ErrorKind`]`::AuthenticationFailed`.
     pub fn connect(&mut self) -> RedisResult<RedisConn> {
+        self.connect_with(CONNECT_TIMEOUT, || IO_TIMEOUT)
+    }
+
+    /// As [`RedisTarget::connect`], connecting and the first answer within `timeout` in all
+    /// instead of the defaults (2 s, then 10 s per answer): for a caller that must answer soon,
+    /// e.g. the monitor's dashboard actions. Each answer waits at most what was left of
+    /// `timeout` once connected (at least a third of it); a Cluster's connections and the
+    /// Sentinel lookup keep their defaults.
+    ///
+    /// # Errors
+    /// As [`RedisTarget::connect`].
+    pub fn connect_within(&mut self, timeout: Duration) -> RedisResult<RedisConn> {
+        // Connecting (with its setup commands, each waited for up to the connect timeout) gets
+        // two thirds; the first answer what is left of `timeout`, at least the last third.
+        let started = std::time::Instant::now();
+        let io = move || timeout.saturating_sub(started.elapsed()).max(timeout / 3);
+        self.connect_with(timeout * 2 / 3, io)
+    }
+
+    fn connect_with(&mut self, connect: Duration, io: impl Fn() -> Duration) -> RedisResult<RedisConn> {
         let single = |client: &redis::Client| -> RedisResult<RedisConn> {
-            let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-            conn.set_read_timeout(Some(IO_TIMEOUT))?;
-            conn.set_write_timeout(Some(IO_TIMEOUT))?;
+            let conn = client.get_connection_with_timeout(connect)?;
+            let io = io();
+            conn.set_read_timeout(Some(io))?;
+            conn.set_write_timeout(Some(io))?;
             Ok(RedisConn::Single(conn))
         };
         match &mut self.inner {

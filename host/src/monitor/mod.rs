@@ -22,11 +22,13 @@ pub mod metrics;
 pub mod sources;
 
 use crate::config::Config;
-use crate::scheduler::Schedule;
+use crate::scheduler::{Schedule, ScheduleError};
 use dashboard::{Page, View};
 use http::{Request, Response};
 use sources::Sources;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Where the monitor listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -130,6 +132,22 @@ struct Monitor<'a> {
     config: &'a Config,
     csrf: String,
     sources: Sources,
+    /// An action (retry, delete, cancel) is talking to Redis: at most one at a time, so a
+    /// Redis that does not answer takes one handler thread, not all of them.
+    acting: AtomicBool,
+}
+
+/// How long a dashboard action waits for Redis (to connect, and for each answer): a handler
+/// thread is not Redis's for its default 10 s.
+const ACTION_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Clears [`Monitor::acting`] however the action ends.
+struct Acting<'a>(&'a AtomicBool);
+
+impl Drop for Acting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 fn answer(status: u16, content_type: &str, body: String) -> Response {
@@ -216,9 +234,14 @@ impl Monitor<'_> {
         if !csrf.is_some_and(|c| same(&c, &self.csrf)) {
             return Response::text(403, "missing or wrong CSRF token\n");
         }
-        let Some(mut store) = self.schedule() else {
+        let Some(store) = self.schedule() else {
             return Response::text(409, "no Redis configured\n");
         };
+        if self.acting.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return Response::text(503, "an action is in progress; try again\n").with_header("Retry-After", "2");
+        }
+        let _acting = Acting(&self.acting);
+        let mut store = store.with_timeout(ACTION_TIMEOUT);
         let (done, page) = match what {
             Action::Retry => (store.requeue(&id), Page::Dead),
             Action::Delete => (store.delete_dead(&id), Page::Dead),
@@ -228,8 +251,17 @@ impl Monitor<'_> {
         let notice = match &done {
             Ok(true) => format!("{} job {id}", what.done()),
             Ok(false) => format!("no such job {id}"),
+            Err(ScheduleError::Redis(err)) if err.is_timeout() || err.is_io_error() => format!(
+                "cannot {} job {id}: Redis did not answer within {:.1}s ({err})",
+                what.verb(),
+                ACTION_TIMEOUT.as_secs_f64()
+            ),
             Err(err) => format!("cannot {} job {id}: {err}", what.verb()),
         };
+        if matches!(&done, Err(ScheduleError::Redis(e)) if e.is_timeout() || e.is_io_error()) {
+            // Not the page: rendering it would wait for the same Redis once more.
+            return Response::text(503, &format!("{notice}\n"));
+        }
         let mut page = self.page(page, query, Some(&notice));
         if !matches!(done, Ok(true)) {
             page.status = 409;
@@ -310,7 +342,8 @@ pub fn serve(listener: TcpListener, config: &Config, stop: &dyn Fn() -> bool) ->
 
 /// [`serve`] with other limits (tests).
 pub fn serve_with(listener: TcpListener, config: &Config, limits: &http::Limits, stop: &dyn Fn() -> bool) -> i32 {
-    let monitor = Monitor { config, csrf: random_token(), sources: Sources::new(config) };
+    let monitor =
+        Monitor { config, csrf: random_token(), sources: Sources::new(config), acting: AtomicBool::new(false) };
     match http::serve(&listener, limits, &|request| monitor.handle(request), stop) {
         Ok(()) => 0,
         Err(err) => {
@@ -350,7 +383,12 @@ mod tests {
         let file = dir.path().join("li3g.toml");
         std::fs::write(&file, "[default]\nservers = [\"127.0.0.1:1\"]\n").unwrap();
         let config = crate::config::load(Some(&file), "default", None).unwrap();
-        let monitor = Monitor { config: &config, csrf: random_token(), sources: Sources::new(&config) };
+        let monitor = Monitor {
+            config: &config,
+            csrf: random_token(),
+            sources: Sources::new(&config),
+            acting: AtomicBool::new(false),
+        };
         let ask = |method: &str, target: &str| {
             monitor.handle(&Request {
                 method: method.into(),
