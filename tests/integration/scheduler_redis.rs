@@ -408,6 +408,14 @@ fn sentinel_failover_loses_only_unreplicated_jobs_and_everyone_follows_the_new_m
             killed_at.saturating_duration_since(*at)
         );
     }
+    // A job runs twice only if its move's lease ack was not replicated: the same window.
+    for (line, _, at) in acked.iter().filter(|(line, _, _)| ran.iter().filter(|l| *l == line).count() > 1) {
+        assert!(
+            *at >= killed_at - Duration::from_secs(1) && *at <= killed_at,
+            "{line} ran twice, acknowledged outside the replication window ({:?} before the kill)",
+            killed_at.saturating_duration_since(*at)
+        );
+    }
     let after: Vec<&(String, String, std::time::Instant)> = acked.iter().filter(|(_, _, at)| *at > killed_at).collect();
     assert!(after.len() >= 50);
     for (line, _, _) in &after {
