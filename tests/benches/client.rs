@@ -21,26 +21,14 @@
 //! workers bench, which writes the page's top, keeps every section below it.
 
 use li3g_client::{AsyncClient, Client, ServerAddr};
-use li3g_tests::{wait_until, workspace_root, Gearmand};
-use std::path::{Path, PathBuf};
+use li3g_tests::{cc_peer, wait_until, workspace_root, Gearmand};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const FUNCTION: &str = "Hello::run";
 const START: &str = "<!-- client bench -->";
 const END: &str = "<!-- /client bench -->";
-
-fn cc(source: &str, out: &Path) -> PathBuf {
-    let status = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(out)
-        .arg(workspace_root().join("tests/peers").join(source))
-        .arg("-lgearman")
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "cc {source} failed (is libgearman-dev installed?)");
-    out.to_path_buf()
-}
 
 fn queued(gearmand: &Gearmand) -> u64 {
     gearmand.status().iter().find(|s| s.function == FUNCTION).map_or(0, |s| s.total)
@@ -81,7 +69,7 @@ fn main() {
     let batched = ((100_000.0 * scale) as usize).max(1000);
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).expect("create target/bench");
-    let c = cc("bench_client.c", &dir.join("bench_client"));
+    let c = cc_peer("bench_client.c", &dir.join("bench_client"));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let began = Instant::now();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -29,10 +29,10 @@
 
 use li3g_host::gearman::admin_protocol::parse_status;
 use li3g_host::gearman::conn::{Conn, ServerAddr};
+use li3g_tests::{cc_peer, signal, Signal};
 use li3g_tests::{children, release_build, wait_until, workspace_root, ChildGuard, Gearmand};
-use li3g_tests::{signal, Signal};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,18 +109,6 @@ impl Tools {
         assert!(out.status.success(), "the C client failed ({mode} {n} {})", kind.name);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
-}
-
-fn cc(source: &str, out: &Path) -> PathBuf {
-    let status = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(out)
-        .arg(workspace_root().join("tests/peers").join(source))
-        .arg("-lgearman")
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "cc {source} failed (is libgearman-dev installed?)");
-    out.to_path_buf()
 }
 
 fn queued(gearmand: &Gearmand, function: &str) -> u64 {
@@ -273,10 +261,10 @@ fn main() {
     let tools = Tools {
         host: release.join("li3g-host"),
         plugins: release.clone(),
-        c_worker: cc("noop_worker.c", &bench.join("noop_worker")),
-        c_client: cc("bench_client.c", &bench.join("bench_client")),
+        c_worker: cc_peer("noop_worker.c", &bench.join("noop_worker")),
+        c_client: cc_peer("bench_client.c", &bench.join("bench_client")),
         python_worker: workspace_root().join("tests/peers/noop_worker.py"),
-        fork_floor: cc("fork_floor.c", &bench.join("fork_floor")),
+        fork_floor: cc_peer("fork_floor.c", &bench.join("fork_floor")),
     };
     let kind = |name: &str, function: &'static str, workload: &'static str, jobs: usize, sync_jobs: usize| Kind {
         name: name.to_string(),

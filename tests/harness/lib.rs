@@ -115,6 +115,22 @@ fn cargo(root: &Path, target: &Path, args: &[&str]) {
     assert!(output.status.success(), "cargo {} failed:\n{}", args.join(" "), String::from_utf8_lossy(&output.stderr));
 }
 
+/// Compiles the C peer `tests/peers/SOURCE` against libgearman into `out` (for the benches).
+///
+/// # Panics
+/// If `cc` fails (is libgearman-dev installed?).
+pub fn cc_peer(source: &str, out: &Path) -> PathBuf {
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(out)
+        .arg(workspace_root().join("tests/peers").join(source))
+        .arg("-lgearman")
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc {source} failed (is libgearman-dev installed?)");
+    out.to_path_buf()
+}
+
 /// The release build of the host and the example plugins, for benchmarks: the `li3g-host`
 /// binary and the directory holding `libhello.so` and `libredis_counter.so` next to it.
 ///

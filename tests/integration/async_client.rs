@@ -10,15 +10,16 @@ use li3g_tests::tls::{Certs, TlsServer};
 use li3g_tests::{wait_until, Gearmand, PluginDir, Worker};
 use std::time::{Duration, Instant};
 
-fn addr(port: u16) -> ServerAddr {
+pub(crate) fn addr(port: u16) -> ServerAddr {
     ServerAddr { host: "127.0.0.1".into(), port, tls: false }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
+/// Jobs gearmand holds for `function` (queued and running).
+pub(crate) fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
     gearmand.status().iter().find(|s| s.function == function).map(|s| s.total)
 }
 

@@ -7,17 +7,7 @@ use li3g_client::{AsyncClient, Client, ClientError, RunError, ServerAddr};
 use li3g_tests::{wait_until, wait_until_ok, Gearmand, PluginDir, Worker};
 use std::time::Duration;
 
-fn addr(port: u16) -> ServerAddr {
-    ServerAddr { host: "127.0.0.1".into(), port, tls: false }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
-    gearmand.status().iter().find(|s| s.function == function).map(|s| s.total)
-}
+use crate::async_client::{addr, runtime, total};
 
 #[test]
 fn async_calls_that_coalesce_on_one_connection_each_get_the_result() {

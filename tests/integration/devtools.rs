@@ -26,17 +26,8 @@ impl Browser {
     pub(crate) fn open(url: &str, timeout: Duration) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let child = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--remote-debugging-port=0",
-            ])
+            .args(crate::monitor::HEADLESS)
+            .arg("--remote-debugging-port=0")
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(url)
             .stdin(Stdio::null())

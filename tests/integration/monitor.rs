@@ -30,19 +30,22 @@ pub(crate) fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]
     (status, body)
 }
 
+/// Chromium's flags for a headless run in a test: no sandbox (root), no GPU, nothing fetched.
+pub(crate) const HEADLESS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+];
+
 fn chromium(args: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
+        .args(HEADLESS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .stdin(Stdio::null())

@@ -3,6 +3,7 @@
 //! request, no silent duplicate, handles that name their server, never an empty unique key for
 //! a background job.
 
+use crate::async_client::{addr, total};
 use crate::gearman_client::{unconfirming_proxy, wedged_server};
 use li3g_client::config::Target;
 use li3g_client::gearman::GearmanClient;
@@ -10,14 +11,6 @@ use li3g_client::{config, Client, ClientError, JobEvent, Priority, RunError, Ser
 use li3g_tests::{wait_until, Gearmand, PluginDir, Worker};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime};
-
-fn addr(port: u16) -> ServerAddr {
-    ServerAddr { host: "127.0.0.1".into(), port, tls: false }
-}
-
-fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
-    gearmand.status().iter().find(|s| s.function == function).map(|s| s.total)
-}
 
 #[test]
 fn typed_calls_submit_and_call_with_results_and_failures() {
