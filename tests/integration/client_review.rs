@@ -3,7 +3,7 @@
 //! timeout on a server that keeps answering.
 
 use li3g_client::gearman::GearmanClient;
-use li3g_client::{AsyncClient, Client, ClientError, RunError, ServerAddr};
+use li3g_client::{AsyncClient, Client, ClientError, RunError};
 use li3g_tests::{wait_until, wait_until_ok, Gearmand, PluginDir, Worker};
 use std::time::Duration;
 

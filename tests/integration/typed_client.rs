@@ -7,7 +7,7 @@ use crate::async_client::{addr, total};
 use crate::gearman_client::{unconfirming_proxy, wedged_server};
 use li3g_client::config::Target;
 use li3g_client::gearman::GearmanClient;
-use li3g_client::{config, Client, ClientError, JobEvent, Priority, RunError, ServerAddr, Submitted};
+use li3g_client::{config, Client, ClientError, JobEvent, Priority, RunError, Submitted};
 use li3g_tests::{wait_until, Gearmand, PluginDir, Worker};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime};
