@@ -186,7 +186,7 @@ fn the_dashboard_shows_the_pool_and_a_retry_through_it_runs_the_dead_job() {
     let slow = crate::daemon::sleep_in_flight(&pool.gearmands[0], 20.0);
     if let Ok(path) = std::env::var("LI3G_SCREENSHOT") {
         // The picture in the README and docs/WATCHING.md.
-        chromium(&["--window-size=1250,230", &format!("--screenshot={path}"), &format!("{base}/")]);
+        chromium(&["--window-size=1250,260", &format!("--screenshot={path}"), &format!("{base}/")]);
     }
     let busy = dom(&format!("{base}/"));
     assert!(busy.contains("id=\"page-busy\"") && busy.contains("Misbehave::sleep"), "{busy}");
