@@ -4,7 +4,7 @@
 
 use crate::daemon::{call, client, sleep_in_flight, start, WAIT};
 use li3g_tests::{alive, children, host, run, wait_for_workers, wait_until, ChildGuard, Gearmand, Lines, PluginDir};
-use li3g_tests::{signal, Signal};
+use li3g_tests::{signal, Signal, Worker};
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -119,16 +119,12 @@ fn a_sigkilled_atomic_daemon_with_a_job_in_flight_leaves_nothing_behind() {
 fn a_job_child_is_killed_and_reaped_when_its_worker_fails_while_it_runs() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["misbehave"]);
-    let mut command = host();
-    command
-        .args(["work", "--atomic", "--servers", &gearmand.addr()])
-        .arg("--plugins")
-        .arg(dir.path())
+    let worker = Worker::builder(&[gearmand.addr()])
+        .plugins(dir.path())
+        .arg("--atomic")
         .env("LI3G_TEST_JOB_POLL_FAILS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let worker = ChildGuard::spawn(&mut command);
-    wait_for_workers(&[&gearmand], "Misbehave::shell", 1);
+        .registered(&[&gearmand], "Misbehave::shell", 1)
+        .spawn();
     let marker = unique_marker(5000);
     // The worker's wait for its job child fails at once: the job fails, and neither the child
     // nor what it started keeps running (the child was an orphan, running and never reaped).
@@ -350,15 +346,11 @@ fn config_task_keys_are_canonical_and_unknown_ones_are_reported() {
 fn a_worker_killed_mid_job_takes_what_the_job_started_with_it() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["misbehave"]);
-    let mut command = host();
-    command
-        .args(["work", "--atomic", "--servers", &gearmand.addr()])
-        .arg("--plugins")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut worker = ChildGuard::spawn(&mut command);
-    wait_for_workers(&[&gearmand], "Misbehave::shell", 1);
+    let mut worker = Worker::builder(&[gearmand.addr()])
+        .plugins(dir.path())
+        .arg("--atomic")
+        .registered(&[&gearmand], "Misbehave::shell", 1)
+        .spawn();
     let marker = unique_marker(6000);
     // The `gearman` CLI as the client: it waits for the job, whose worker is about to die.
     let mut submit = Command::new("gearman");
