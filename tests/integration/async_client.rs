@@ -260,3 +260,39 @@ fn a_tls_server_whose_certificate_another_ca_signed_is_refused_naming_the_cause(
     assert!(err.to_string().contains("does not speak TLS"), "{err}");
     assert_eq!(total(&gearmand, "Any::task"), None, "nothing was sent in plaintext");
 }
+
+#[test]
+fn a_stalled_redis_holds_up_no_other_call_of_the_async_client() {
+    // Scheduling in Redis is a blocking round trip; run on a runtime's own thread it stopped
+    // every other task of a single-threaded runtime until Redis answered or timed out.
+    use nix::sys::signal::{kill, Signal};
+    let gearmand = Gearmand::start();
+    let redis = li3g_tests::Redis::start();
+    let target = li3g_client::config::Target {
+        servers: vec![addr(gearmand.port)],
+        redis: Some(redis.url()),
+        ..li3g_client::config::load(None, "default", None).unwrap()
+    };
+    let client = AsyncClient::from_target(&target);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis_pid = nix::unistd::Pid::from_raw(redis.pid() as i32);
+    runtime.block_on(async {
+        assert_eq!(client.status("no-such-job").await.unwrap(), None, "the store answers");
+        kill(redis_pid, Signal::SIGSTOP).unwrap();
+        let scheduler = client.clone();
+        let scheduling =
+            tokio::spawn(
+                async move { scheduler.job("Async::later", ()).after(Duration::from_secs(3600)).submit().await },
+            );
+        tokio::task::yield_now().await;
+        for n in 0..10 {
+            client.submit("Async::now", n).await.expect("a job server call while Redis is stopped");
+        }
+        assert!(!scheduling.is_finished(), "the calls on the job server waited for the stopped Redis");
+        kill(redis_pid, Signal::SIGCONT).unwrap();
+        let scheduled = scheduling.await.unwrap().expect("scheduled once Redis answers");
+        assert!(matches!(scheduled, li3g_client::Submitted::Scheduled { .. }), "{scheduled:?}");
+    });
+    assert_eq!(total(&gearmand, "Async::now"), Some(10));
+    assert_eq!(total(&gearmand, "Async::later"), None, "scheduled in Redis, not in the job server");
+}
