@@ -1,7 +1,8 @@
 //! li3g-client's `AsyncClient` (feature `tokio`) inside a tokio runtime, against a real gearmand
 //! and li3g workers: many calls in flight on one connection, each answer matched to its call;
 //! deadlines against a server that stops answering (SIGSTOP); dropped calls leave nothing
-//! behind; pipelined submission (`submit_many`, blocking and async) reports per job.
+//! behind; pipelined submission (`submit_many`, blocking and async) reports per job and fails
+//! over for what it never sent; a stalled Redis holds up no other task.
 
 use crate::gearman_client::unconfirming_proxy;
 use li3g_client::gearman::GearmanClient;
@@ -295,4 +296,36 @@ fn a_stalled_redis_holds_up_no_other_call_of_the_async_client() {
     });
     assert_eq!(total(&gearmand, "Async::now"), Some(10));
     assert_eq!(total(&gearmand, "Async::later"), None, "scheduled in Redis, not in the job server");
+}
+
+#[test]
+fn blocking_submit_many_fails_over_to_the_next_server_for_what_it_never_sent() {
+    let gearmand = Gearmand::start();
+    // A first server that is down: every window goes to the next one.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut client = Client::with(GearmanClient::new(vec![addr(dead), addr(gearmand.port)]).start_at(0));
+    let results = client.submit_many((0..1100u64).map(|i| ("Batch::failover".to_string(), (i,))));
+    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+    assert_eq!(total(&gearmand, "Batch::failover"), Some(1100));
+
+    // A first server that takes the first window and confirms none of it: that window is
+    // "maybe queued" (and was), the windows after it go to gearmand, and nothing runs twice.
+    let proxy = unconfirming_proxy(gearmand.port);
+    let mut client = Client::with(GearmanClient::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0));
+    let jobs = 3 * li3g_client::gearman::PIPELINE_WINDOW as u64;
+    let results = client.submit_many((0..jobs).map(|i| ("Batch::broken".to_string(), (i,))));
+    let window = li3g_client::gearman::PIPELINE_WINDOW;
+    assert!(
+        results[..window].iter().all(|r| matches!(r, Err(RunError::Client(ClientError::MaybeQueued { .. })))),
+        "{:?}",
+        results[..window].iter().find(|r| r.is_ok())
+    );
+    assert!(
+        results[window..].iter().all(|r| r.as_ref().is_ok_and(|q| q.handle.server == addr(gearmand.port))),
+        "{:?}",
+        results[window..].iter().find(|r| r.is_err())
+    );
+    // The confirmed windows are there; of the first, what the proxy passed on before it closed.
+    let held = total(&gearmand, "Batch::broken").unwrap_or(0);
+    assert!((2 * window as u64..=jobs).contains(&held), "{held} of {jobs}");
 }
