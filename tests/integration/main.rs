@@ -22,6 +22,7 @@ mod logging;
 mod migrating;
 mod monitor;
 mod multi_server;
+mod newcomer;
 mod pools;
 mod processes;
 mod sandbox;
