@@ -60,3 +60,42 @@ fn run_with_retries_and_no_redis_warns_that_the_retries_need_redis() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(!out.stderr.contains("warning"), "with Redis configured, no warning: {}", out.stderr);
 }
+
+/// `run` with no job server configured and none running: the error says what was tried and
+/// that `li3g-host start` runs one (before: only "Connection refused"). `ping` says the same.
+/// With `--servers`, the error is the server's alone.
+#[test]
+fn run_and_ping_with_no_job_server_say_that_start_runs_one() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let config = tempfile::tempdir().unwrap();
+    let file = config.path().join("li3g.toml");
+    // A configuration without `servers`: the default address, 127.0.0.1:4730, is tried.
+    std::fs::write(&file, "[default]\n").unwrap();
+    let given = run(host().args(["run", "Hello::say", "Mariano", "--servers", &addr, "--config"]).arg(&file));
+    assert_eq!(given.code, Some(1), "{}", given.stderr);
+    assert!(given.stderr.contains("no job server could take the job"), "{}", given.stderr);
+    assert!(!given.stderr.contains("li3g-host start"), "--servers given: no hint: {}", given.stderr);
+    if std::net::TcpStream::connect("127.0.0.1:4730").is_ok() {
+        eprintln!("127.0.0.1:4730 is taken on this machine: the default-address case is not checked");
+        return;
+    }
+    for args in [&["run", "Hello::say", "Mariano"][..], &["run", "Hello::say", "Mariano", "--sync"], &["ping"]] {
+        let out = run(host().args(args).arg("--config").arg(&file));
+        assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("no job server is configured, so 127.0.0.1:4730 was tried: `li3g-host start` runs one"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// `run --at` with something that is no time says what a time looks like.
+#[test]
+fn run_at_with_no_time_shows_the_form_it_takes() {
+    let out = run(host().args(["run", "Hello::say", "Mariano", "--at", "tomorrow"]));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("expected a date and time such as 2026-12-01T10:00:00Z"), "{}", out.stderr);
+}
