@@ -117,6 +117,12 @@ fn a_new_plugin_crate_written_inside_another_cargo_workspace_is_a_workspace_of_i
         .expect("write the enclosing workspace's Cargo.toml");
     let out = run(host().args(["new", "my-tasks"]).current_dir(checkout.path()));
     assert_eq!(out.code, Some(0), "new: {}", out.stderr);
+    // It says where the built plugin goes.
+    assert!(
+        out.stdout.contains("Then: copy target/release/libmy_tasks.so into the host's plugins directory"),
+        "{}",
+        out.stdout
+    );
     let dir = checkout.path().join("my-tasks");
     // `cargo metadata --no-deps` reads the manifests and the workspace, nothing else (no
     // network, no build): it fails as `cargo build` would when the crate is not taken.

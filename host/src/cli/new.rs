@@ -30,5 +30,9 @@ pub(super) fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
     }
     println!("Next: cd {} && cargo test && cargo build --release", dir.display());
     println!("      li3g-host plugins --plugins target/release   (lib{lib}.so)");
+    println!(
+        "Then: copy target/release/lib{lib}.so into the host's plugins directory (the first line of \
+         `li3g-host plugins` names it) and run li3g-host restart"
+    );
     Ok(ExitCode::SUCCESS)
 }
