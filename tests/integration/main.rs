@@ -32,6 +32,7 @@ mod setup;
 mod state;
 mod tls;
 mod tls_faults;
+mod tls_listen;
 mod typed_client;
 mod watching;
 mod worker;
