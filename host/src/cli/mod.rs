@@ -52,8 +52,9 @@ enum Command {
     Start(start::StartArgs),
     /// Stop the daemon gracefully: workers finish the job in hand; waits until it is gone.
     Shutdown(control::ShutdownArgs),
-    /// Restart the daemon's workers gracefully: new workers load the plugins afresh while the
-    /// old ones finish their job; the daemon keeps its PID.
+    /// Restart the daemon's workers gracefully: new workers load the plugins and the TLS files
+    /// afresh while the old ones finish their job; the daemon keeps its PID. A TLS file that
+    /// cannot be used refuses the restart (the workers keep running): said here, exit 1.
     Restart(control::RestartArgs),
     /// Run the embedded Gearman job server in the foreground (gearmand's protocol, loopback by default).
     Server(server::ServerArgs),
