@@ -1,7 +1,8 @@
 //! `li3g-host restart` reads the TLS files for `tls://` servers again: a daemon whose workers
 //! reach gearmand through stunnel (mutual TLS) gets a new CA, server and client certificate
-//! on disk and on stunnel, is restarted, and runs jobs again through TLS with the new files;
-//! a file broken at a restart refuses it, `restart` says why, and the workers keep running.
+//! on disk and on stunnel, is restarted, and runs jobs again through TLS with the new files
+//! (its scheduler too); a file broken at a restart refuses it, `restart` says why, and the
+//! workers keep running.
 
 use li3g_tests::tls::{Certs, Stunnel};
 use li3g_tests::{host, run, wait_until, wait_until_ok, ChildGuard, Gearmand, Lines, PluginDir};
@@ -34,6 +35,10 @@ fn hello(server: &str, certs: &Certs) {
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Hello TLS\n"), "{}", out.stderr);
 }
 
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
 fn workers(gearmand: &Gearmand) -> u64 {
     gearmand.status().iter().find(|s| s.function == "Hello::say").map_or(0, |s| s.workers)
 }
@@ -45,7 +50,8 @@ fn restart_reads_rotated_tls_files_and_a_broken_one_keeps_the_workers_running() 
     let mut stunnel = Stunnel::start(&old.server, Some(&old.ca), gearmand.port);
     let port = stunnel.port;
     let server = format!("tls://localhost:{port}");
-    let plugins = PluginDir::with(&["hello"]);
+    let plugins = PluginDir::with(&["hello", "misbehave"]);
+    let redis = li3g_tests::Redis::start();
     let dir = tempfile::tempdir().unwrap();
     install(&old, dir.path());
     let config = dir.path().join("li3g.toml");
@@ -53,7 +59,8 @@ fn restart_reads_rotated_tls_files_and_a_broken_one_keeps_the_workers_running() 
     std::fs::write(
         &config,
         format!(
-            "[default]\nservers = [\"{server}\"]\ntls_ca = \"ca.pem\"\ntls_cert = \"client.pem\"\ntls_key = \"client.key\"\nplugins = {:?}\n",
+            "[default]\nservers = [\"{server}\"]\ntls_ca = \"ca.pem\"\ntls_cert = \"client.pem\"\ntls_key = \"client.key\"\nredis = \"{}\"\nplugins = {:?}\n",
+            redis.url(),
             plugins.path()
         ),
     )
@@ -81,6 +88,16 @@ fn restart_reads_rotated_tls_files_and_a_broken_one_keeps_the_workers_running() 
     assert!(out.stdout.contains("is restarting its workers"), "{}", out.stdout);
     wait_until("a new worker registered through TLS with the new files", WAIT, || workers(&gearmand) == 1);
     hello(&server, &new);
+    // The scheduler was replaced too: a scheduled job reaches gearmand through the new files.
+    let ran = dir.path().join("ran");
+    let out = run(host()
+        .current_dir(dir.path())
+        .args(["run", "Misbehave::append", path(&ran), "scheduled", "--in", "1s", "--config"])
+        .arg(&config));
+    assert!(out.code == Some(0) && out.stdout.starts_with("scheduled job "), "{}{}", out.stdout, out.stderr);
+    wait_until("the scheduled job ran through TLS after the rotation", WAIT, || {
+        std::fs::read_to_string(&ran).is_ok_and(|text| text.lines().any(|l| l == "scheduled"))
+    });
 
     // A broken file at the next restart: refused, said why, and the workers keep serving.
     let running = gearmand.worker_pids();
