@@ -180,12 +180,14 @@ impl RedisTarget {
                     None => (path, tls),
                     Some((path, "sentinel_tls=off")) if tls => (path, false),
                     Some((path, "sentinel_tls=on")) if tls => (path, true),
-                    Some((_, query)) if !tls => return Err(bad(
-                        url,
-                        format!(
+                    Some((_, query)) if !tls => {
+                        return Err(bad(
+                            url,
+                            format!(
                             "{query:?}: redis+sentinel:// takes no options (sentinel_tls is for rediss+sentinel://)"
                         ),
-                    )),
+                        ))
+                    }
                     Some((_, query)) => {
                         return Err(bad(url, format!("unknown option {query:?} (sentinel_tls=off or sentinel_tls=on)")))
                     }
