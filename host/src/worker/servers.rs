@@ -140,6 +140,12 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             }
         }
 
+        // What the last job child left (it answered and exits; whatever it started in its
+        // group is killed now, not at the next job), while the servers answer what was sent.
+        if job_child::has_exiting() {
+            job_child::reap_children(false);
+        }
+
         // 3. Wait for what the servers send (not at all while a job is held), then read.
         let holding = servers.iter().any(|s| s.state == State::Holding);
         let timeout = if holding { Duration::ZERO } else { wait_time(&servers, config.recycle_at) };
