@@ -140,6 +140,9 @@ impl Drop for Registration {
     }
 }
 
+/// The client's job store, shared with the blocking pool's threads that call it.
+type Store = Arc<Mutex<Result<Box<dyn JobStore>, String>>>;
+
 struct Inner {
     servers: Vec<ServerAddr>,
     conns: Vec<tokio::sync::Mutex<Option<Connection>>>,
@@ -149,7 +152,7 @@ struct Inner {
     request_timeout: Duration,
     name: String,
     environment: Option<String>,
-    store: Option<Mutex<Result<Box<dyn JobStore>, String>>>,
+    store: Option<Store>,
     /// For `tls://` servers; `None`: the process's, as the blocking client's
     /// ([`li3g_protocol::transport::client_config`]).
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -181,7 +184,7 @@ impl AsyncClient {
     /// there with the `redis` feature, and are refused without it, as with the blocking
     /// client).
     pub fn from_target(target: &Target) -> AsyncClient {
-        let store = crate::client::store_for(target).map(Mutex::new);
+        let store = crate::client::store_for(target).map(|store| Arc::new(Mutex::new(store)));
         AsyncClient::build(
             target.servers.clone(),
             DEFAULT_REQUEST_TIMEOUT,
@@ -196,7 +199,7 @@ impl AsyncClient {
         request_timeout: Duration,
         name: String,
         environment: Option<String>,
-        store: Option<Mutex<Result<Box<dyn JobStore>, String>>>,
+        store: Option<Store>,
     ) -> AsyncClient {
         let start = if servers.is_empty() { 0 } else { crate::gearman::random_index(servers.len()) };
         AsyncClient {
@@ -237,12 +240,39 @@ impl AsyncClient {
         self.rebuild(|inner| inner.current = AtomicUsize::new(index % inner.servers.len().max(1)))
     }
 
-    /// Schedules jobs in `store`; its calls block the task that schedules (a Redis round trip).
+    /// Schedules jobs in `store`. Its calls (a Redis round trip each) run on tokio's blocking
+    /// pool, one at a time, so they hold up no other task.
     ///
     /// # Panics
     /// When called on a client that has been cloned.
     pub fn with_store(self, store: Box<dyn JobStore>) -> AsyncClient {
-        self.rebuild(|inner| inner.store = Some(Mutex::new(Ok(store))))
+        self.rebuild(|inner| inner.store = Some(Arc::new(Mutex::new(Ok(store)))))
+    }
+
+    /// Job `id`'s status from the client's store, as [`Client::status`](crate::Client::status)
+    /// reads it, on tokio's blocking pool.
+    ///
+    /// # Errors
+    /// [`RunError::Schedule`] when there is no store or it cannot be read.
+    pub async fn status(&self, id: &str) -> Result<Option<String>, RunError> {
+        let id = id.to_string();
+        self.with_store_blocking(move |store| store.status(&id).map_err(RunError::Schedule)).await
+    }
+
+    /// Runs `call` on the client's store on tokio's blocking pool.
+    async fn with_store_blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut dyn JobStore) -> Result<T, RunError> + Send + 'static,
+    ) -> Result<T, RunError> {
+        let Some(store) = self.inner.store.clone() else {
+            return Err(RunError::Schedule("no Redis is configured: job status is kept there".into()));
+        };
+        let blocking =
+            tokio::task::spawn_blocking(move || match &mut *store.lock().unwrap_or_else(|e| e.into_inner()) {
+                Ok(store) => call(store.as_mut()),
+                Err(why) => Err(RunError::RedisUrl(why.clone())),
+            });
+        blocking.await.map_err(|err| RunError::Schedule(format!("the job store's call failed: {err}").into()))?
     }
 
     /// Speaks TLS to `tls://` servers with `config` instead of the process's configuration (the
@@ -516,11 +546,7 @@ impl AsyncClient {
                 Ok(Outcome::Scheduled { id, at })
             }
             Step::Store { job, at } => {
-                let store = self.inner.store.as_ref().expect("planned for a store");
-                match &mut *store.lock().expect("store lock") {
-                    Ok(store) => store.schedule(&job, at).map_err(RunError::Schedule)?,
-                    Err(why) => return Err(RunError::RedisUrl(why.clone())),
-                }
+                self.with_store_blocking(move |store| store.schedule(&job, at).map_err(RunError::Schedule)).await?;
                 Ok(Outcome::Scheduled { id, at })
             }
             Step::Submit { job, background: true } => {

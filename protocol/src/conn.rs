@@ -6,15 +6,16 @@
 //! blocking). Everything we send is a request (`\0REQ`); everything we accept is a response.
 
 use crate::admin_protocol;
+use crate::connecting::{Connecting, Progress};
 use crate::packet::{self, Decoded, Magic, Packet};
 use crate::transport::{self, Transport};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Waits in `poll(2)` for at most `timeout`; returns whether a descriptor is ready (false on
 /// timeout or a signal).
@@ -197,41 +198,38 @@ const READ_CHUNK: usize = 64 * 1024;
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Conn {
-    /// Connects to `server`, trying each address it resolves to, within `timeout` each.
+    /// Connects to `server`, trying each address it resolves to, within `timeout` each (and,
+    /// for `tls://`, the handshake within `timeout` more): [`Connecting`]'s steps, waited for
+    /// here.
     ///
     /// # Errors
-    /// [`ConnError::Io`] when no address accepts.
+    /// [`ConnError::Io`] when no address accepts, [`ConnError::Tls`] when TLS fails.
     pub fn connect(server: &ServerAddr, timeout: Duration) -> Result<Conn, ConnError> {
-        let io = |source: io::Error| match transport::explain_io(&source) {
-            Some(reason) => ConnError::Tls { server: server.to_string(), reason },
-            None => ConnError::Io { server: server.to_string(), source },
-        };
-        let addrs: Vec<SocketAddr> = (server.host.as_str(), server.port).to_socket_addrs().map_err(io)?.collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name resolves to no address");
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true).map_err(io)?;
-                    let stream = if server.tls {
-                        Transport::tls(stream, &server.host, timeout).map_err(io)?
-                    } else {
-                        Transport::Plain(stream)
-                    };
-                    return Ok(Conn {
-                        stream,
-                        server: server.clone(),
-                        buf: vec![0; READ_CHUNK],
-                        pos: 0,
-                        end: 0,
-                        empty_ok: false,
-                        out: Vec::with_capacity(256),
-                        max_body: packet::DEFAULT_MAX_BODY,
-                    });
-                }
-                Err(err) => last = err,
-            }
+        let mut connecting = Connecting::start(server, timeout)?;
+        loop {
+            let left = connecting.deadline().saturating_duration_since(Instant::now());
+            let mut fds = [PollFd::new(connecting.socket().as_fd(), connecting.events())];
+            // A signal or the deadline: the step looks again, and fails once it is past.
+            poll(&mut fds, left).map_err(|source| ConnError::Io { server: server.to_string(), source })?;
+            connecting = match connecting.advance()? {
+                Progress::Connected(conn) => return Ok(conn),
+                Progress::Pending(connecting) => connecting,
+            };
         }
-        Err(io(last))
+    }
+
+    /// A connection over `stream`, connected to `server`, with nothing read or queued yet.
+    pub(crate) fn new(stream: Transport, server: ServerAddr) -> Conn {
+        Conn {
+            stream,
+            server,
+            buf: vec![0; READ_CHUNK],
+            pos: 0,
+            end: 0,
+            empty_ok: false,
+            out: Vec::with_capacity(256),
+            max_body: packet::DEFAULT_MAX_BODY,
+        }
     }
 
     /// The server this connection talks to.

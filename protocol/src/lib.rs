@@ -6,6 +6,8 @@
 //!   answers, for both sides, free of I/O.
 //! - [`conn`]: one blocking connection to a job server ([`conn::Conn`]) and a server's address
 //!   ([`conn::ServerAddr`], `tls://` for TLS).
+//! - [`connecting`]: a connection being opened without blocking (TCP connect, TLS handshake),
+//!   driven by the caller's `poll(2)`; the blocking connect waits for the same steps.
 //! - [`transport`]: what a connection reads and writes through: plain TCP or TLS (rustls).
 //! - [`tls`]: TLS settings: PEM certificates and keys, rustls' client and server
 //!   configurations, and a TLS failure's cause in words.
@@ -18,6 +20,7 @@
 
 pub mod admin_protocol;
 pub mod conn;
+pub mod connecting;
 pub mod packet;
 pub mod tls;
 pub mod transport;

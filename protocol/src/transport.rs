@@ -42,6 +42,71 @@ pub fn client_config() -> Result<Arc<ClientConfig>, String> {
         .clone()
 }
 
+/// A TLS session whose handshake is under way on a non-blocking socket: the caller waits for
+/// the socket as [`wants_read`](Handshaking::wants_read) and
+/// [`wants_write`](Handshaking::wants_write) say, then calls [`advance`](Handshaking::advance),
+/// so a server that never answers holds up nothing else the caller's `poll(2)` serves.
+pub struct Handshaking(Box<StreamOwned<ClientConnection, TcpStream>>);
+
+impl Handshaking {
+    /// Starts TLS on `socket` (non-blocking) with the server `host`, the name its certificate
+    /// must carry.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a host that is no server name, `InvalidData` carrying the
+    /// `rustls::Error` (see [`explain_io`]), or the default configuration's failure.
+    pub fn start(socket: TcpStream, host: &str) -> io::Result<Handshaking> {
+        let config = client_config().map_err(io::Error::other)?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?}: {e}")))?;
+        let conn = ClientConnection::new(config, name).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(Handshaking(Box::new(StreamOwned::new(conn, socket))))
+    }
+
+    /// Moves the handshake on as far as the socket allows without waiting: `Ok(true)` once it
+    /// is complete.
+    ///
+    /// # Errors
+    /// [`HandshakeClosed`] when the server closes the connection, `InvalidData` carrying the
+    /// `rustls::Error` when TLS fails (see [`explain_io`]), or the socket's error.
+    pub fn advance(&mut self) -> io::Result<bool> {
+        let tls = &mut *self.0;
+        while tls.conn.is_handshaking() {
+            match tls.conn.complete_io(&mut tls.sock) {
+                Ok((0, 0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, HandshakeClosed)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, HandshakeClosed))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the handshake waits for the server's bytes.
+    pub fn wants_read(&self) -> bool {
+        self.0.conn.wants_read()
+    }
+
+    /// Whether the handshake has bytes for the server that the socket did not take yet.
+    pub fn wants_write(&self) -> bool {
+        self.0.conn.wants_write()
+    }
+
+    /// The socket, for `poll(2)`.
+    pub fn socket(&self) -> &TcpStream {
+        &self.0.sock
+    }
+
+    /// The connection, once [`advance`](Handshaking::advance) said the handshake is complete.
+    pub fn finish(self) -> Transport {
+        Transport::Tls(self.0)
+    }
+}
+
 /// A connection's byte stream.
 pub enum Transport {
     /// Plaintext.
@@ -51,38 +116,6 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Starts TLS on `socket` with the server `host` (the name its certificate must carry) and
-    /// completes the handshake within `timeout`.
-    ///
-    /// # Errors
-    /// The socket's, or `InvalidData` carrying the `rustls::Error` (see [`explain_io`]).
-    pub fn tls(socket: TcpStream, host: &str, timeout: Duration) -> io::Result<Transport> {
-        let config = client_config().map_err(io::Error::other)?;
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?}: {e}")))?;
-        let conn = ClientConnection::new(config, name).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut tls = StreamOwned::new(conn, socket);
-        tls.sock.set_read_timeout(Some(timeout))?;
-        tls.sock.set_write_timeout(Some(timeout))?;
-        while tls.conn.is_handshaking() {
-            match tls.conn.complete_io(&mut tls.sock) {
-                Ok((0, 0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, HandshakeClosed)),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, HandshakeClosed))
-                }
-                // The socket's timeout: the server took the connection but does not answer.
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, HandshakeTimeout(timeout)))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        tls.sock.set_read_timeout(None)?;
-        tls.sock.set_write_timeout(None)?;
-        Ok(Transport::Tls(Box::new(tls)))
-    }
-
     /// The socket, for `poll(2)` and its options.
     pub fn socket(&self) -> &TcpStream {
         match self {

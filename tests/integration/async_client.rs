@@ -1,7 +1,8 @@
 //! li3g-client's `AsyncClient` (feature `tokio`) inside a tokio runtime, against a real gearmand
 //! and li3g workers: many calls in flight on one connection, each answer matched to its call;
 //! deadlines against a server that stops answering (SIGSTOP); dropped calls leave nothing
-//! behind; pipelined submission (`submit_many`, blocking and async) reports per job.
+//! behind; pipelined submission (`submit_many`, blocking and async) reports per job and fails
+//! over for what it never sent; a stalled Redis holds up no other task.
 
 use crate::gearman_client::unconfirming_proxy;
 use li3g_client::gearman::GearmanClient;
@@ -23,6 +24,30 @@ pub(crate) fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
     gearmand.status().iter().find(|s| s.function == function).map(|s| s.total)
 }
 
+/// `n` concurrent `Misbehave::echo` calls of `client`, call `i` sending `args(i)`, each within
+/// `timeout`: what each got back, by call.
+async fn concurrent_echoes(
+    client: &AsyncClient,
+    n: u64,
+    timeout: Duration,
+    args: fn(u64) -> Vec<u64>,
+) -> Vec<(u64, Vec<u64>)> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let echoed: Vec<u64> = client.job("Misbehave::echo", (args(i),)).timeout(timeout).call().await.unwrap();
+                (i, echoed)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    results
+}
+
 /// Connections that registered no function: clients (and gearadmin's own).
 fn client_connections(gearmand: &Gearmand) -> usize {
     gearmand.workers().iter().filter(|w| w.functions.is_empty()).count()
@@ -32,33 +57,12 @@ fn client_connections(gearmand: &Gearmand) -> usize {
 fn a_thousand_concurrent_calls_on_one_connection_each_get_their_own_result() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker =
-        Worker::builder(&[gearmand.addr()]).plugins(dir.path()).registered(&[&gearmand], "Misbehave::echo", 1).spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::echo");
     let before = client_connections(&gearmand);
     let client = AsyncClient::new(vec![addr(gearmand.port)]);
     // The runtime lives to the end: its tasks hold the connection.
     let rt = runtime();
-    let results = rt.block_on(async {
-        let calls: Vec<_> = (0..1000u64)
-            .map(|i| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let echoed: Vec<u64> = client
-                        .job("Misbehave::echo", (vec![i, i * 7],))
-                        .timeout(Duration::from_secs(120))
-                        .call()
-                        .await
-                        .unwrap();
-                    (i, echoed)
-                })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for call in calls {
-            results.push(call.await.unwrap());
-        }
-        results
-    });
+    let results = rt.block_on(concurrent_echoes(&client, 1000, Duration::from_secs(120), |i| vec![i, i * 7]));
     assert_eq!(results.len(), 1000);
     for (i, echoed) in results {
         assert_eq!(echoed, vec![i, i * 7], "call {i} got another call's result");
@@ -204,32 +208,12 @@ fn tls_servers_are_spoken_to_with_many_calls_in_flight_on_one_tls_connection() {
     let tls = TlsServer::start(&certs.server, None);
     let dir = PluginDir::with(&["misbehave"]);
     // The worker on the server's plaintext loopback listener; the client through TLS only.
-    let _worker = Worker::builder(&[tls.server.addr()])
-        .plugins(dir.path())
-        .registered(&[&tls.server], "Misbehave::echo", 1)
-        .spawn();
+    let _worker = Worker::serving(&tls.server, &dir, "Misbehave::echo");
     let before = client_connections(&tls.server);
     let client = tls_client(tls.tls_port, &certs.ca);
     let rt = runtime();
     let results = rt.block_on(async {
-        let calls: Vec<_> = (0..200u64)
-            .map(|i| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let echoed: Vec<u64> = client
-                        .job("Misbehave::echo", (vec![i],))
-                        .timeout(Duration::from_secs(60))
-                        .call()
-                        .await
-                        .unwrap();
-                    (i, echoed)
-                })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for call in calls {
-            results.push(call.await.unwrap());
-        }
+        let results = concurrent_echoes(&client, 200, Duration::from_secs(60), |i| vec![i]).await;
         let queued = client.submit("Later::tls", ("x",)).await.unwrap();
         assert!(queued.handle.to_string().contains(&format!("tls://localhost:{}", tls.tls_port)), "{}", queued.handle);
         results
@@ -259,4 +243,72 @@ fn a_tls_server_whose_certificate_another_ca_signed_is_refused_naming_the_cause(
     let err = runtime().block_on(tls_client(gearmand.port, &certs.ca).submit("Any::task", ())).unwrap_err();
     assert!(err.to_string().contains("does not speak TLS"), "{err}");
     assert_eq!(total(&gearmand, "Any::task"), None, "nothing was sent in plaintext");
+}
+
+#[test]
+fn a_stalled_redis_holds_up_no_other_call_of_the_async_client() {
+    // Scheduling in Redis is a blocking round trip; run on a runtime's own thread it stopped
+    // every other task of a single-threaded runtime until Redis answered or timed out.
+    use nix::sys::signal::{kill, Signal};
+    let gearmand = Gearmand::start();
+    let redis = li3g_tests::Redis::start();
+    let target = li3g_client::config::Target {
+        servers: vec![addr(gearmand.port)],
+        redis: Some(redis.url()),
+        ..li3g_client::config::load(None, "default", None).unwrap()
+    };
+    let client = AsyncClient::from_target(&target);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis_pid = nix::unistd::Pid::from_raw(redis.pid() as i32);
+    runtime.block_on(async {
+        assert_eq!(client.status("no-such-job").await.unwrap(), None, "the store answers");
+        kill(redis_pid, Signal::SIGSTOP).unwrap();
+        let scheduler = client.clone();
+        let scheduling =
+            tokio::spawn(
+                async move { scheduler.job("Async::later", ()).after(Duration::from_secs(3600)).submit().await },
+            );
+        tokio::task::yield_now().await;
+        for n in 0..10 {
+            client.submit("Async::now", n).await.expect("a job server call while Redis is stopped");
+        }
+        assert!(!scheduling.is_finished(), "the calls on the job server waited for the stopped Redis");
+        kill(redis_pid, Signal::SIGCONT).unwrap();
+        let scheduled = scheduling.await.unwrap().expect("scheduled once Redis answers");
+        assert!(matches!(scheduled, li3g_client::Submitted::Scheduled { .. }), "{scheduled:?}");
+    });
+    assert_eq!(total(&gearmand, "Async::now"), Some(10));
+    assert_eq!(total(&gearmand, "Async::later"), None, "scheduled in Redis, not in the job server");
+}
+
+#[test]
+fn blocking_submit_many_fails_over_to_the_next_server_for_what_it_never_sent() {
+    let gearmand = Gearmand::start();
+    // A first server that is down: every window goes to the next one.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut client = Client::with(GearmanClient::new(vec![addr(dead), addr(gearmand.port)]).start_at(0));
+    let results = client.submit_many((0..1100u64).map(|i| ("Batch::failover".to_string(), (i,))));
+    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+    assert_eq!(total(&gearmand, "Batch::failover"), Some(1100));
+
+    // A first server that takes the first window and confirms none of it: that window is
+    // "maybe queued" (and was), the windows after it go to gearmand, and nothing runs twice.
+    let proxy = unconfirming_proxy(gearmand.port);
+    let mut client = Client::with(GearmanClient::new(vec![addr(proxy), addr(gearmand.port)]).start_at(0));
+    let jobs = 3 * li3g_client::gearman::PIPELINE_WINDOW as u64;
+    let results = client.submit_many((0..jobs).map(|i| ("Batch::broken".to_string(), (i,))));
+    let window = li3g_client::gearman::PIPELINE_WINDOW;
+    assert!(
+        results[..window].iter().all(|r| matches!(r, Err(RunError::Client(ClientError::MaybeQueued { .. })))),
+        "{:?}",
+        results[..window].iter().find(|r| r.is_ok())
+    );
+    assert!(
+        results[window..].iter().all(|r| r.as_ref().is_ok_and(|q| q.handle.server == addr(gearmand.port))),
+        "{:?}",
+        results[window..].iter().find(|r| r.is_err())
+    );
+    // The confirmed windows are there; of the first, what the proxy passed on before it closed.
+    let held = total(&gearmand, "Batch::broken").unwrap_or(0);
+    assert!((2 * window as u64..=jobs).contains(&held), "{held} of {jobs}");
 }

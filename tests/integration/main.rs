@@ -32,6 +32,8 @@ mod setup;
 mod state;
 mod tls;
 mod tls_faults;
+mod tls_listen;
+mod tls_restart;
 mod typed_client;
 mod watching;
 mod worker;

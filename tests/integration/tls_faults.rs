@@ -1,11 +1,13 @@
 //! TLS on Gearman connections, under faults (a review of the TLS work): clients that
 //! misbehave at the embedded server's TLS listener must not hold it, and the server keeps
-//! serving the clients that behave.
+//! serving the clients that behave; a job server that takes a worker's connection and never
+//! answers its handshake (or never takes it) holds up none of the worker's other servers.
 
 use li3g_tests::tls::{Certs, TlsServer};
-use li3g_tests::{host, run};
+use li3g_tests::{host, run, wait_until, wait_until_ok, Gearmand, PluginDir, Worker};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// Reads from `socket` until the server closes it, at most `within`; how long it took.
@@ -69,4 +71,109 @@ fn a_key_that_is_not_the_certificates_or_no_key_at_all_is_named_with_its_files()
     let out = run(command.arg(&certs.server.cert).arg("--tls-key").arg(&certs.client.key));
     assert_ne!(out.code, Some(0));
     assert!(out.stderr.contains(&format!("{key} is not the key of the certificate in {cert}")), "{}", out.stderr);
+}
+
+/// Three `Hello::say` jobs run synchronously through `gearmand`, each answered.
+fn three_jobs_answered(gearmand: &Gearmand) {
+    for n in 0..3 {
+        let out = run(host().args(["run", "Hello::say", &format!("J{n}"), "--sync", "--servers", &gearmand.addr()]));
+        assert_eq!((out.code, out.stdout.as_str()), (Some(0), format!("Hello J{n}\n").as_str()), "{}", out.stderr);
+    }
+}
+
+/// Whether `socket`, whose peer we never answer, is still open at the peer's end.
+fn peer_still_there(socket: &mut TcpStream) -> bool {
+    socket.set_nonblocking(true).expect("non-blocking");
+    let mut buf = [0u8; 4096];
+    loop {
+        match socket.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn a_tls_server_that_never_answers_the_handshake_holds_up_no_job_on_the_other_servers() {
+    // The hung server: the kernel takes the connection, the test reads the ClientHello and
+    // never answers. The worker used to wait in that handshake (5 s, on every reconnect) with
+    // its jobs on the healthy server waiting too.
+    let certs = Certs::new();
+    let hung = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let hung_addr = format!("tls://127.0.0.1:{}", hung.local_addr().expect("its address").port());
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let _worker = Worker::builder(&[hung_addr.as_str(), &gearmand.addr()])
+        .plugins(dir.path())
+        .arg("--tls-ca")
+        .arg(&certs.ca)
+        .registered(&[&gearmand], "Hello::say", 1)
+        .spawn();
+    // The worker's handshake now under way: a connection whose ClientHello came and that the
+    // worker has not given up (an earlier one may have timed out already).
+    let mut pending =
+        wait_until_ok("a handshake under way", Duration::from_secs(30), Duration::from_millis(20), || {
+            let (mut socket, _) = hung.accept().map_err(|e| e.to_string())?;
+            socket.set_read_timeout(Some(Duration::from_secs(2))).expect("a read timeout");
+            let mut hello = [0u8; 5];
+            socket.read_exact(&mut hello).map_err(|e| format!("no ClientHello: {e}"))?;
+            if hello[0] != 0x16 {
+                return Err(format!("not a TLS handshake record: {hello:?}"));
+            }
+            if peer_still_there(&mut socket) {
+                Ok(socket)
+            } else {
+                Err("given up already".to_string())
+            }
+        });
+    three_jobs_answered(&gearmand);
+    assert!(
+        peer_still_there(&mut pending),
+        "the jobs on the healthy server waited for the hung server's handshake to give up"
+    );
+}
+
+#[test]
+fn a_job_server_that_never_takes_the_connection_holds_up_no_job_on_the_other_servers() {
+    // A listener whose accept queue is full: the kernel drops the worker's SYN, as a
+    // firewall that black-holes the port does, and the TCP connect stays under way.
+    let full = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let port = full.local_addr().expect("its address").port();
+    // SAFETY: listen(2) on a socket we own, to shrink its accept queue to one connection.
+    assert_eq!(unsafe { libc::listen(full.as_raw_fd(), 0) }, 0);
+    let _filler = TcpStream::connect(("127.0.0.1", port)).expect("the one connection the queue holds");
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["hello"]);
+    let _worker = Worker::builder(&[format!("127.0.0.1:{port}"), gearmand.addr()])
+        .plugins(dir.path())
+        .registered(&[&gearmand], "Hello::say", 1)
+        .spawn();
+    // The worker's connect now under way: its socket in SYN_SENT towards the port.
+    let mut connecting = Vec::new();
+    wait_until("the worker's connect under way", Duration::from_secs(30), || {
+        connecting = syn_sent_to(port);
+        !connecting.is_empty()
+    });
+    three_jobs_answered(&gearmand);
+    let still = syn_sent_to(port);
+    assert!(
+        connecting.iter().any(|local| still.contains(local)),
+        "the jobs on the healthy server waited for the connect to give up ({connecting:?} then {still:?})"
+    );
+}
+
+/// The local ports of loopback sockets in SYN_SENT towards `port` (from /proc/net/tcp).
+fn syn_sent_to(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")).then(|| fields[1].to_string())
+        })
+        .collect()
 }

@@ -183,6 +183,20 @@ impl GearmanClient {
         self.connect(&server, overall).map_err(Some)
     }
 
+    /// The kept connection, else one to the first server (in turn) that takes it; why each
+    /// refused when none does.
+    fn any_connection(&mut self) -> Result<Conn, Vec<String>> {
+        let mut reasons = Vec::new();
+        for _ in 0..self.servers.len().max(1) + usize::from(self.conn.is_some()) {
+            match self.connection(None) {
+                Ok(conn) => return Ok(conn),
+                Err(Some(reason)) => reasons.push(reason),
+                Err(None) => break,
+            }
+        }
+        Err(reasons)
+    }
+
     /// Connects to `server` and asks it for exceptions, within the deadlines.
     fn connect(&self, server: &ServerAddr, overall: Option<Instant>) -> Result<Conn, String> {
         let deadline = Deadline::new(self.request_timeout, overall);
@@ -329,24 +343,15 @@ impl GearmanClient {
     /// written at once, then their `JOB_CREATED`s are read in order (a server answers in order),
     /// so a batch costs a round trip per window, not per job. Returns each job's handle or why
     /// it has none. A job sent and not confirmed is [`ClientError::MaybeQueued`] and never
-    /// resent, here or elsewhere; the jobs after a failure on the same connection are not sent
-    /// anywhere ([`ClientError::NoServer`] with the reason) only when that failure came before
-    /// they were written.
+    /// resent, here or elsewhere. A window goes to the first server that takes the connection,
+    /// so the windows after a server fails (never sent) go to the next one;
+    /// [`ClientError::NoServer`] only when none does.
     pub fn submit_many_background(&mut self, jobs: &[Submit]) -> Vec<Result<JobHandle, ClientError>> {
         let mut results: Vec<Result<JobHandle, ClientError>> = Vec::with_capacity(jobs.len());
         for window in jobs.chunks(PIPELINE_WINDOW) {
-            if let Some(reason) = results.iter().rev().find_map(|r| match r {
-                Err(ClientError::MaybeQueued { server, reason }) => Some(format!("{server}: {reason}")),
-                _ => None,
-            }) {
-                // The connection failed under an earlier window: these were never sent.
-                results.extend(window.iter().map(|_| Err(ClientError::NoServer(vec![reason.clone()]))));
-                continue;
-            }
-            let mut conn = match self.connection(None) {
+            let mut conn = match self.any_connection() {
                 Ok(conn) => conn,
-                Err(err) => {
-                    let reasons: Vec<String> = err.into_iter().collect();
+                Err(reasons) => {
                     results.extend(window.iter().map(|_| Err(ClientError::NoServer(reasons.clone()))));
                     continue;
                 }

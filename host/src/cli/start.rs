@@ -135,6 +135,9 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &log_file {
         WorkerOptions::use_log_file(path)?;
     }
+    // Where relative TLS paths are read from at each `restart`, as they were now (a --daemon
+    // works from `/`).
+    let base = std::env::current_dir()?;
     let pid_path = args.pid.path()?;
     let pid_file;
     if args.daemon {
@@ -164,8 +167,9 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         pid_file = PidFile::acquire(&pid_path)?;
     }
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
-    let worker = |config: &Config, pool: Option<&str>| run_worker(config, &args.worker, log, pool);
+    let worker = |config: &Config, pool: Option<&str>| run_worker(config, &args.worker, log, pool, None);
     let scheduler = |config: &Config| run_scheduler(config, log.verbose, DEFAULT_BATCH);
+    let reload_tls = || super::tls_reload::reload(&args.common, &config, &base, log);
     let options = daemon::Options {
         workers: args.workers,
         limit: args.limit,
@@ -180,6 +184,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         scoreboard: Some(crate::scoreboard::path_for(&pid_path)),
         metrics: args.metrics.clone(),
         listen: args.listen.clone(),
+        before_restart: Some(&reload_tls),
     };
     let code = daemon::run(&config, &options)?;
     drop(pid_file);

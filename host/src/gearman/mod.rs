@@ -4,4 +4,4 @@
 //! failover). Re-exported here so that the host's modules (and its tests) name them as before.
 
 pub use li3g_client::gearman as client;
-pub use li3g_protocol::{admin_protocol, conn, packet, transport};
+pub use li3g_protocol::{admin_protocol, conn, connecting, packet, transport};

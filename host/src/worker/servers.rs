@@ -6,6 +6,7 @@ use super::memory::check_memory;
 use super::selection::Selection;
 use super::{job_child, WorkerConfig, WorkerStats, ANSWER_DEADLINE, PING_FUNCTION, STOP_CHECK};
 use crate::gearman::conn::{Conn, ConnError, ServerAddr};
+use crate::gearman::connecting::{Connecting, Progress};
 use crate::gearman::packet::Packet;
 use crate::plugins::{canonical_task_name, Registry};
 use crate::process::{self, Backoff};
@@ -22,6 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 enum State {
     /// Not connected; reconnect at `retry_at`.
     Down,
+    /// The TCP connect or the TLS handshake is under way (in `Server::connecting`).
+    Connecting,
     /// Free: the next loop asks it for a job.
     Ready,
     /// `GRAB_JOB_UNIQ` sent at this instant; waiting for the answer.
@@ -35,6 +38,8 @@ enum State {
 struct Server {
     addr: ServerAddr,
     conn: Option<Conn>,
+    /// The connection being opened, while `Connecting`.
+    connecting: Option<Connecting>,
     state: State,
     job: Option<Assigned>,
     retry_at: Instant,
@@ -63,6 +68,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         .map(|addr| Server {
             addr: addr.clone(),
             conn: None,
+            connecting: None,
             state: State::Down,
             job: None,
             retry_at: Instant::now(),
@@ -75,13 +81,13 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
     let mut turn = 0;
     let mut readable: Vec<bool> = vec![false; servers.len()];
     loop {
-        if stop() || stats.over_memory || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
+        if stop() || stats.over_memory || used_up(config, &stats) {
             job_child::reap_children(true);
             return stats;
         }
         let now = Instant::now();
         for server in servers.iter_mut().filter(|s| s.state == State::Down && now >= s.retry_at) {
-            connect(server, &functions, config);
+            start_connect(server, &functions, config);
         }
 
         // 1. One held job, servers in turn.
@@ -105,7 +111,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
                 }
                 Err(err) => server.drop_conn(&err.to_string()),
             }
-            if stop() || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
+            if stop() || used_up(config, &stats) {
                 // Send the answer, grab nothing more.
                 if let Some(conn) = servers[i].conn.as_mut() {
                     if let Err(err) = conn.flush() {
@@ -136,7 +142,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
 
         // 3. Wait for what the servers send (not at all while a job is held), then read.
         let holding = servers.iter().any(|s| s.state == State::Holding);
-        let timeout = if holding { Duration::ZERO } else { wait_time(&servers) };
+        let timeout = if holding { Duration::ZERO } else { wait_time(&servers, config.recycle_at) };
         if servers.len() == 1 && servers[0].conn.is_some() && !holding {
             // One server: read at once, blocking up to STOP_CHECK (its deadlines are coarser).
             readable[0] = true;
@@ -145,6 +151,12 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         }
         let now = Instant::now();
         for (server, &readable) in servers.iter_mut().zip(&readable) {
+            if server.state == State::Connecting {
+                if readable || server.connecting.as_ref().is_some_and(|c| now >= c.deadline()) {
+                    advance_connect(server, &functions, config);
+                }
+                continue;
+            }
             if readable {
                 receive(server, now);
             }
@@ -153,14 +165,17 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
     }
 }
 
-/// Waits in one `poll(2)` over every connection and the signal wake-up pipe, at most `timeout`;
-/// marks in `readable` the servers that have something to read.
+/// Waits in one `poll(2)` over every connection (and connection being opened) and the signal
+/// wake-up pipe, at most `timeout`; marks in `readable` the servers whose socket is ready.
 fn wait(servers: &[Server], timeout: Duration, readable: &mut [bool]) {
     let mut fds = Vec::with_capacity(servers.len() + 1);
     let mut which = Vec::with_capacity(servers.len());
     for (i, server) in servers.iter().enumerate() {
         if let Some(conn) = &server.conn {
             fds.push(PollFd::new(conn.stream().as_fd(), PollFlags::POLLIN));
+            which.push(i);
+        } else if let Some(connecting) = &server.connecting {
+            fds.push(PollFd::new(connecting.socket().as_fd(), connecting.events()));
             which.push(i);
         }
     }
@@ -180,13 +195,20 @@ fn wait(servers: &[Server], timeout: Duration, readable: &mut [bool]) {
     }
 }
 
-/// How long `poll` may wait: until the next deadline, reconnect, or stop-flag look.
-fn wait_time(servers: &[Server]) -> Duration {
+/// Whether the worker has done its share: `max_jobs` jobs, or its age past `recycle_at`.
+pub(super) fn used_up(config: &WorkerConfig, stats: &WorkerStats) -> bool {
+    config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max)
+        || config.recycle_at.is_some_and(|at| Instant::now() >= at)
+}
+
+/// How long `poll` may wait: until the next deadline, reconnect, recycle, or stop-flag look.
+fn wait_time(servers: &[Server], recycle_at: Option<Instant>) -> Duration {
     let now = Instant::now();
-    let mut until = now + STOP_CHECK;
+    let mut until = recycle_at.map_or(now + STOP_CHECK, |at| at.max(now).min(now + STOP_CHECK));
     for server in servers {
         let deadline = match server.state {
             State::Down => Some(server.retry_at),
+            State::Connecting => server.connecting.as_ref().map(Connecting::deadline),
             State::Grabbing(since) => Some(since + ANSWER_DEADLINE),
             _ => None,
         };
@@ -197,21 +219,50 @@ fn wait_time(servers: &[Server]) -> Duration {
     until.saturating_duration_since(now)
 }
 
-/// Connects and registers a server that is down and due.
-fn connect(server: &mut Server, functions: &[String], config: &WorkerConfig) {
-    match register(&server.addr, functions, config) {
-        Ok(conn) => {
+/// Starts connecting to a server that is down and due, and takes what steps it can at once
+/// (a loopback server is often connected before any wait).
+fn start_connect(server: &mut Server, functions: &[String], config: &WorkerConfig) {
+    match Connecting::start(&server.addr, CONNECT_TIMEOUT) {
+        Ok(connecting) => {
+            server.connecting = Some(connecting);
+            server.state = State::Connecting;
+            advance_connect(server, functions, config);
+        }
+        Err(err) => connect_failed(server, &err),
+    }
+}
+
+/// Moves a connection being opened on; registers it once it is open.
+fn advance_connect(server: &mut Server, functions: &[String], config: &WorkerConfig) {
+    let Some(connecting) = server.connecting.take() else { return };
+    let connected = connecting.advance().and_then(|progress| match progress {
+        Progress::Connected(conn) => register(conn, functions, config).map(Some),
+        Progress::Pending(connecting) => {
+            // A job child (`--atomic`) must not keep this socket open past its worker (each
+            // address tried is a new socket).
+            crate::process::keep_from_children(connecting.socket());
+            server.connecting = Some(connecting);
+            Ok(None)
+        }
+    });
+    match connected {
+        Ok(None) => {}
+        Ok(Some(conn)) => {
             info!("Connected to {} and registered {} functions", server.addr, functions.len());
             server.conn = Some(conn);
             server.state = State::Ready;
             server.backoff.reset();
         }
-        Err(err) => {
-            let delay = server.backoff.failed();
-            warn!("Cannot reach {err}; retrying in {delay:?}");
-            server.retry_at = Instant::now() + delay;
-        }
+        Err(err) => connect_failed(server, &err),
     }
+}
+
+fn connect_failed(server: &mut Server, err: &ConnError) {
+    let delay = server.backoff.failed();
+    warn!("Cannot reach {err}; retrying in {delay:?}");
+    server.connecting = None;
+    server.state = State::Down;
+    server.retry_at = Instant::now() + delay;
 }
 
 /// Reads once from a readable server and acts on every whole packet.
@@ -285,8 +336,8 @@ fn functions(registry: &Registry, selection: &Selection) -> Vec<String> {
     names
 }
 
-fn register(addr: &ServerAddr, functions: &[String], config: &WorkerConfig) -> Result<Conn, ConnError> {
-    let mut conn = Conn::connect(addr, CONNECT_TIMEOUT)?;
+/// Sets an open connection's mode and queues its registration.
+fn register(mut conn: Conn, functions: &[String], config: &WorkerConfig) -> Result<Conn, ConnError> {
     // A job child (`--atomic`) must not keep this connection open past its worker.
     crate::process::keep_from_children(conn.stream());
     if config.servers.len() == 1 {
