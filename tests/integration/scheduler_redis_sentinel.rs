@@ -65,6 +65,7 @@ fn rediss_sentinel_asks_the_sentinels_over_tls_and_follows_a_failover_through_th
     });
     assert_eq!(lines(&path), ["before", "plaintext sentinel", "after"], "each once");
     assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up: {:#?}", log.all());
+    assert_eq!(log.count("Cannot subscribe"), 0, "the wake-up subscription found the master too: {:#?}", log.all());
 }
 
 /// A field of `INFO replication` on the server on `port`.
