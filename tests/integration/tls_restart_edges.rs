@@ -1,6 +1,7 @@
 //! `restart` and the TLS files at their edges (beside `tls_restart`): a CA path that names a
 //! FIFO or a directory refuses the restart at once, and the supervisor keeps answering
-//! (`shutdown` works); restarts in a row while jobs run lose none and run none twice.
+//! (`shutdown` works); a CA that parses but did not sign the server's certificate refuses it
+//! too; restarts in a row while jobs run lose none and run none twice.
 
 use li3g_host::client::{Outcome, RunOptions};
 use li3g_tests::tls::{Certs, Stunnel};
@@ -24,7 +25,7 @@ struct TlsDaemon {
     pid_file: std::path::PathBuf,
     daemon: ChildGuard,
     log: Lines,
-    _stunnel: Stunnel,
+    stunnel: Option<Stunnel>,
 }
 
 impl TlsDaemon {
@@ -48,7 +49,7 @@ impl TlsDaemon {
         start.arg(&config).arg("--pid").arg(&pid_file).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut daemon = ChildGuard::spawn(&mut start);
         let log = Lines::collect(daemon.child().stderr.take().unwrap());
-        TlsDaemon { dir, config, pid_file, daemon, log, _stunnel: stunnel }
+        TlsDaemon { dir, config, pid_file, daemon, log, stunnel: Some(stunnel) }
     }
 
     fn control(&self, command: &str) -> li3g_tests::Run {
@@ -99,6 +100,46 @@ fn a_tls_file_that_is_no_regular_file_refuses_the_restart_at_once_and_the_daemon
         std::fs::copy(&certs.ca, &ca).unwrap();
     }
     daemon.log.wait_for("Restart refused", WAIT);
+    let out = daemon.control("shutdown");
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(daemon.daemon.wait_timeout(Duration::from_secs(10)).is_some(), "the daemon stopped");
+}
+
+/// A CA file replaced by another CA's certificate (it parses; it did not sign the server's
+/// certificate): `restart` asks the `tls://` server with it, is refused, says why and keeps the
+/// workers that serve. With the server down, the same restart is not held back (nothing can be
+/// told about the files).
+/// (Before, `restart` said "is restarting", the workers that served left, and the new ones
+/// could not connect: nothing served.)
+#[test]
+fn a_ca_that_does_not_verify_the_server_refuses_the_restart_and_keeps_the_workers() {
+    let certs = Certs::new();
+    let other = Certs::new();
+    let gearmand = Gearmand::start();
+    let plugins = PluginDir::with(&["hello"]);
+    let mut daemon = TlsDaemon::start(&gearmand, &certs, &plugins, 1, "");
+    wait_until("the worker registered through TLS", WAIT, || workers(&gearmand, "Hello::say") == 1);
+    let running = gearmand.worker_pids();
+    std::fs::copy(&other.ca, daemon.ca()).unwrap();
+    let out = daemon.control("restart");
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    for said in ["refused to restart", "refuses the new TLS files", "certificate is refused"] {
+        assert!(out.stderr.contains(said), "expected {said:?} in: {}", out.stderr);
+    }
+    assert_eq!(gearmand.worker_pids(), running, "the same workers serve");
+    // The right CA again: restarted, and a new worker serves through TLS.
+    std::fs::copy(&certs.ca, daemon.ca()).unwrap();
+    let out = daemon.control("restart");
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    wait_until("a new worker serves", WAIT, || {
+        let now = gearmand.worker_pids();
+        now.len() == 1 && now != running
+    });
+    // The server down: nothing to ask, so the restart goes ahead.
+    drop(daemon.stunnel.take());
+    std::fs::copy(&other.ca, daemon.ca()).unwrap();
+    let out = daemon.control("restart");
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     let out = daemon.control("shutdown");
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(daemon.daemon.wait_timeout(Duration::from_secs(10)).is_some(), "the daemon stopped");
