@@ -34,6 +34,7 @@ mod tls;
 mod tls_faults;
 mod tls_listen;
 mod tls_restart;
+mod tls_restart_edges;
 mod typed_client;
 mod watching;
 mod worker;

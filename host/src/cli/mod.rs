@@ -16,6 +16,7 @@ mod schedule;
 mod server;
 mod start;
 mod status;
+mod tls_probe;
 mod tls_reload;
 mod work;
 

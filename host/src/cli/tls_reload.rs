@@ -6,14 +6,17 @@
 //! supervisor, so every child forked after the restart connects with them: an operator who
 //! rotates a CA or a certificate and runs `restart` gets the new one. A file that cannot be
 //! used refuses the restart: the running workers keep the files they read, and the reason is
-//! logged and reaches `li3g-host restart` through the scoreboard.
+//! logged and reaches `li3g-host restart` through the scoreboard. So do files that parse but
+//! that a `tls://` server, which takes the files in use, refuses (a CA that did not sign its
+//! certificate, a client certificate it does not accept): each such server is asked once
+//! ([`super::tls_probe`]) before the workers are replaced by ones that could not reach it.
 //!
 //! Paths are read from the directory `start` ran in (a `--daemon` works from `/`), as they
 //! were at start. A configuration file that cannot be read now keeps the file names read at
 //! start (their contents are read again), as the workers keep the plugin settings read at
 //! start then.
 
-use super::{install_tls, Common};
+use super::Common;
 use crate::config::Config;
 use crate::log::Log;
 use std::path::Path;
@@ -37,6 +40,24 @@ pub(super) fn reload(common: &Common, config: &Config, base: &Path, log: Log) ->
             *path = base.join(&*path);
         }
     }
-    let fresh = Config { tls: files, ..config.clone() };
-    install_tls(&fresh).map_err(|err| format!("TLS settings for tls:// servers: {err}"))
+    if config.servers.iter().any(|s| s.tls) || files != crate::tls::ClientFiles::default() {
+        let tls = crate::tls::client_config(&files).map_err(|err| format!("TLS settings for tls:// servers: {err}"))?;
+        lost_server(config, &tls)?;
+        li3g_protocol::transport::install_client_config(tls);
+    }
+    Ok(())
+}
+
+/// `Err` when a `tls://` server that takes the files installed now refuses the new ones
+/// (checked by [`super::tls_probe`]): restarting would trade workers that reach it for ones
+/// that cannot. A server that refuses both, or cannot be asked, is no reason to refuse.
+fn lost_server(config: &Config, fresh: &std::sync::Arc<rustls::ClientConfig>) -> Result<(), String> {
+    for server in config.servers.iter().filter(|s| s.tls) {
+        let Some(why) = super::tls_probe::refusal(server, fresh) else { continue };
+        let now = li3g_protocol::transport::client_config().ok();
+        if now.is_some_and(|now| super::tls_probe::refusal(server, &now).is_none()) {
+            return Err(format!("{server} refuses the new TLS files ({why}), and takes the ones the workers use now"));
+        }
+    }
+    Ok(())
 }
