@@ -215,6 +215,8 @@ pub struct SentinelSetup {
     ca: Option<String>,
     conf_dir: PathBuf,
     sentinels: Vec<ChildGuard>,
+    /// Servers started for [`SentinelSetup::add_stale_sentinel`].
+    others: Vec<Redis>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -273,6 +275,7 @@ impl SentinelSetup {
             ca: certs.map(|c| c.files()[0].clone()),
             conf_dir: conf_dir.path().to_path_buf(),
             sentinels: Vec::new(),
+            others: Vec::new(),
             _dirs: dirs.into_iter().chain([conf_dir]).collect(),
         };
         for i in 0..3 {
@@ -325,6 +328,34 @@ impl SentinelSetup {
             redis_cli(port, &["SENTINEL", "MASTER", MASTER_NAME]).lines().any(|l| l.trim() == "num-slaves")
                 && redis_cli(port, &["SENTINEL", "REPLICAS", MASTER_NAME]).contains("127.0.0.1")
         });
+        port
+    }
+
+    /// A sentinel with a stale view (as one cut off from the others keeps after a failover):
+    /// it watches, as `mymaster`, a server that is a replica (of a server none of the others
+    /// watch, so no word of theirs reaches it). Its port, once it names that replica.
+    ///
+    /// # Panics
+    /// When they do not start within 30 s.
+    pub fn add_stale_sentinel(&mut self) -> u16 {
+        let mut plain = |args: &[&str]| {
+            let dir = tempfile::tempdir().unwrap();
+            let redis = on_a_free_port("a redis-server", |port| Redis::try_start_with(port, dir.path(), args, None));
+            self._dirs.push(dir);
+            redis
+        };
+        let elsewhere = plain(&["--save", "", "--appendonly", "no"]);
+        let of = elsewhere.port.to_string();
+        let replica = plain(&["--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", &of]);
+        let i = self.sentinels.len();
+        let (port, guard) =
+            on_a_free_port("a stale sentinel", |port| start_sentinel(&self.conf_dir, i, port, replica.port, None));
+        self.sentinels.push(guard);
+        let named = replica.port.to_string();
+        wait_until("the stale sentinel names the replica", Duration::from_secs(30), || {
+            redis_cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]).contains(&named)
+        });
+        self.others.extend([elsewhere, replica]);
         port
     }
 

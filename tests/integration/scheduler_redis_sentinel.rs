@@ -65,6 +65,7 @@ fn rediss_sentinel_asks_the_sentinels_over_tls_and_follows_a_failover_through_th
     });
     assert_eq!(lines(&path), ["before", "plaintext sentinel", "after"], "each once");
     assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up: {:#?}", log.all());
+    assert_eq!(log.count("Cannot subscribe"), 0, "the wake-up subscription found the master too: {:#?}", log.all());
 }
 
 /// A field of `INFO replication` on the server on `port`.
@@ -85,10 +86,12 @@ fn replication(port: u16, field: &str) -> Option<u64> {
 /// the new master within seconds of the writes resuming, neither of them shown `READONLY`
 /// (each such answer is met with a fresh connection, to the master the sentinels name now, and
 /// the same call once more; before, the client's call failed with `READONLY` and the
-/// scheduler logged `Cannot take due jobs` and backed off).
+/// scheduler logged `Cannot take due jobs` and backed off). Last, a sentinel with a stale view
+/// (it names a replica as `mymaster`), first in the URL, is passed over for the next sentinel
+/// (before, every connection asked it first and failed: "not a master").
 #[test]
 fn a_master_demoted_under_open_connections_is_left_for_the_new_one_and_every_job_runs_once() {
-    let sentinel = SentinelSetup::start();
+    let mut sentinel = SentinelSetup::start();
     let setup = setup_on(&sentinel.url(), "", "");
     let mut worker = ChildGuard::spawn(
         host()
@@ -201,4 +204,17 @@ fn a_master_demoted_under_open_connections_is_left_for_the_new_one_and_every_job
     assert_eq!(lines(&flaky).len(), 2, "the retry ran once");
     assert!(client_back < Duration::from_secs(10) && scheduler_back < Duration::from_secs(15));
     assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up");
+
+    // A sentinel with a stale view, first in the URL, names a replica: the next is asked.
+    let stale = sentinel.add_stale_sentinel();
+    let ports: Vec<String> = [stale].iter().chain(&sentinel.sentinel_ports).map(|p| format!("127.0.0.1:{p}")).collect();
+    let stale_first = setup.file("stale-first.toml");
+    configure(&setup, &stale_first, &format!("redis+sentinel://{}/mymaster/0", ports.join(",")), "", "");
+    let out = run(host()
+        .args(["run", APPEND, &path.display().to_string(), "past the stale sentinel", "--in", "1s", "--config"])
+        .arg(&stale_first));
+    scheduled_id(&out);
+    wait_until("the job scheduled past the stale sentinel ran", LONG, || {
+        lines(&path).contains(&"past the stale sentinel".to_string())
+    });
 }

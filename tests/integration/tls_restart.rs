@@ -1,7 +1,7 @@
 //! `li3g-host restart` reads the TLS files for `tls://` servers again: a daemon whose workers
 //! reach gearmand through stunnel (mutual TLS) gets a new CA, server and client certificate
 //! on disk and on stunnel, is restarted, and runs jobs again through TLS with the new files
-//! (its scheduler too); a file broken at a restart refuses it, `restart` says why, and the
+//! (its scheduler and monitor too); a file broken at a restart refuses it, `restart` says why, and the
 //! workers keep running.
 
 use li3g_tests::tls::{Certs, Stunnel};
@@ -66,13 +66,20 @@ fn restart_reads_rotated_tls_files_and_a_broken_one_keeps_the_workers_running() 
     )
     .unwrap();
     let pid_file = dir.path().join("li3g.pid");
+    let metrics = li3g_tests::free_port();
+    let up = |answer: u8| {
+        let (status, body) = crate::monitor::http(metrics, "GET", "/metrics", &[], "");
+        status == 200 && body.contains(&format!("li3g_server_up{{server=\"{server}\"}} {answer}"))
+    };
     let mut start = host();
-    start.current_dir(dir.path()).args(["start", "--workers", "1", "--verbose", "--config"]).arg(&config);
+    start.current_dir(dir.path()).args(["start", "--workers", "1", "--verbose", "--metrics"]);
+    start.arg(format!("127.0.0.1:{metrics}")).arg("--config").arg(&config);
     start.arg("--pid").arg(&pid_file).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut daemon = ChildGuard::spawn(&mut start);
     let log = Lines::collect(daemon.child().stderr.take().unwrap());
     wait_until("the worker registered through TLS", WAIT, || workers(&gearmand) == 1);
     hello(&server, &old);
+    wait_until("the monitor asks the server through TLS", WAIT, || up(1));
 
     // Rotation: a new CA, server and client certificate, on disk and on stunnel (same port).
     let new = Certs::new();
@@ -83,11 +90,14 @@ fn restart_reads_rotated_tls_files_and_a_broken_one_keeps_the_workers_running() 
     });
     // The worker started before the rotation cannot come back: it holds the old files.
     wait_until("the old worker left gearmand with stunnel", WAIT, || workers(&gearmand) == 0);
+    wait_until("the monitor cannot ask the server with the old files", WAIT, || up(0));
     let out = run(host().arg("restart").arg("--pid").arg(&pid_file));
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("is restarting its workers"), "{}", out.stdout);
     wait_until("a new worker registered through TLS with the new files", WAIT, || workers(&gearmand) == 1);
     hello(&server, &new);
+    // The monitor was replaced too, and asks the server with the new files.
+    wait_until("the monitor asks the server through TLS with the new files", WAIT, || up(1));
     // The scheduler was replaced too: a scheduled job reaches gearmand through the new files.
     let ran = dir.path().join("ran");
     let out = run(host()

@@ -292,10 +292,22 @@ impl RedisTarget {
         match &mut self.inner {
             Inner::Single(client) => single(client),
             Inner::Sentinel(sentinel) => {
-                let info = sentinel.master_info(self.ca.as_deref())?;
-                let client = client_for(info, sentinel.tls, self.ca.as_deref())?;
-                let conn = single(&client)?;
-                Sentinel::check_master(conn)
+                // A sentinel whose view lags (just after a failover, or cut off from the
+                // others) may name a server that is a replica now: ask the next one.
+                let mut from = 0;
+                loop {
+                    let (i, info) = sentinel.master_info_from(from, self.ca.as_deref())?;
+                    let client = client_for(info, sentinel.tls, self.ca.as_deref())?;
+                    match Sentinel::check_master(single(&client)?) {
+                        Err(err) if err.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel => {
+                            if i + 1 >= sentinel.sentinels.len() {
+                                return Err(err);
+                            }
+                            from = i + 1;
+                        }
+                        checked => return checked,
+                    }
+                }
             }
             Inner::Cluster(cluster) => Ok(RedisConn::Cluster(Box::new(cluster.get_connection()?))),
         }
@@ -310,7 +322,7 @@ impl RedisTarget {
     pub fn subscriber(&mut self, attempt: usize) -> RedisResult<(ConnectionInfo, Option<&[u8]>)> {
         let info = match &mut self.inner {
             Inner::Single(client) => client.get_connection_info().clone(),
-            Inner::Sentinel(sentinel) => sentinel.master_info(self.ca.as_deref())?,
+            Inner::Sentinel(sentinel) => sentinel.master_info_from(0, self.ca.as_deref())?.1,
             Inner::Cluster(_) => {
                 let (_, rest) = self.url.split_once("://").expect("parsed");
                 let (userinfo, hosts, _) = split(&self.url, rest).expect("parsed");
@@ -323,13 +335,14 @@ impl RedisTarget {
 }
 
 impl Sentinel {
-    /// The master's address as the first sentinel that answers names it (each sentinel tried
-    /// in turn, each bounded by [`SENTINEL_TIMEOUT`], over TLS checked against `ca` with
-    /// `rediss+sentinel://`), with the master's credentials, database and TLS. When none
-    /// answers, the last one's error, naming that sentinel.
-    fn master_info(&self, ca: Option<&[u8]>) -> RedisResult<ConnectionInfo> {
+    /// The master's address as the first sentinel from number `from` on that answers names it
+    /// (each sentinel tried in turn, each bounded by [`SENTINEL_TIMEOUT`], over TLS checked
+    /// against `ca` with `rediss+sentinel://`), with the master's credentials, database and
+    /// TLS, and that sentinel's number. When none answers, the last one's error, naming that
+    /// sentinel.
+    fn master_info_from(&self, from: usize, ca: Option<&[u8]>) -> RedisResult<(usize, ConnectionInfo)> {
         let mut last = None;
-        for sentinel in &self.sentinels {
+        for (i, sentinel) in self.sentinels.iter().enumerate().skip(from) {
             let asked = (|| -> RedisResult<Option<(String, u16)>> {
                 let conn = client_for(sentinel.clone(), self.sentinel_tls, ca)?
                     .get_connection_with_timeout(SENTINEL_TIMEOUT)?;
@@ -345,10 +358,11 @@ impl Sentinel {
                     } else {
                         ConnectionAddr::Tcp(host, port)
                     };
-                    return Ok(addr
+                    let info = addr
                         .into_connection_info()?
                         .set_redis_settings(self.redis.clone())
-                        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)));
+                        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+                    return Ok((i, info));
                 }
                 Ok(None) => {
                     last = Some(redis::RedisError::from((

@@ -167,7 +167,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         pid_file = PidFile::acquire(&pid_path)?;
     }
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
-    let worker = |config: &Config, pool: Option<&str>| run_worker(config, &args.worker, log, pool);
+    let worker = |config: &Config, pool: Option<&str>| run_worker(config, &args.worker, log, pool, None);
     let scheduler = |config: &Config| run_scheduler(config, log.verbose, DEFAULT_BATCH);
     let reload_tls = || super::tls_reload::reload(&args.common, &config, &base, log);
     let options = daemon::Options {

@@ -280,7 +280,8 @@ pub fn default_store() -> Result<PathBuf, Error> {
 }
 
 /// The monitor as a child kind: one, always replaced, not reloaded by `restart` (it loads no
-/// plugin). Last in start order: it stops first.
+/// plugin) unless it asks `tls://` servers: then it is replaced too, so that it asks them with
+/// the TLS files the restart read again. Last in start order: it stops first.
 fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec<'a> {
     let mut spec = ChildSpec::new("monitor", 1, move |_number| match listener.try_clone() {
         Ok(listener) => crate::monitor::serve(listener, config, &signals::stop_requested),
@@ -289,7 +290,7 @@ fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec
             2
         }
     });
-    spec.reload = false;
+    spec.reload = config.servers.iter().any(|server| server.tls);
     spec
 }
 

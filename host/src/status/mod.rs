@@ -315,6 +315,13 @@ pub fn queues(server: &ServerAddr) -> ServerQueues {
                 ServerQueues { server: server.to_string(), error: Some(err.to_string()), functions: Vec::new() }
             }
         },
+        // Connected, and then nothing (a stopped job server: the kernel accepts for it).
+        Err(crate::gearman::conn::ConnError::Io { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+        {
+            let late = format!("no answer within {:.1}s", ADMIN_TIMEOUT.as_secs_f64());
+            ServerQueues { server: server.to_string(), error: Some(late), functions: Vec::new() }
+        }
         Err(err) => ServerQueues { server: server.to_string(), error: Some(err.to_string()), functions: Vec::new() },
     }
 }
@@ -342,10 +349,14 @@ fn scheduler_counts(url: &str, settings: &crate::config::SchedulerSettings) -> S
     let counted = Schedule::open(url, settings)
         .map(|store| store.with_timeout(SOURCES_WITHIN))
         .and_then(|mut store| Ok((store.pending()?, store.dead()?)));
-    match counted {
-        Ok((pending, dead)) => scheduler_counts_of(&pending, &dead),
-        Err(err) => SchedulerCounts { error: Some(err.to_string()), pending: 0, leased: 0, dead: 0, next_due_ms: None },
-    }
+    let error = match counted {
+        Ok((pending, dead)) => return scheduler_counts_of(&pending, &dead),
+        Err(crate::scheduler::schedule::ScheduleError::Redis(err)) if err.is_timeout() => {
+            format!("{} gave no answer within {:.1}s", crate::config::redact_url(url), SOURCES_WITHIN.as_secs_f64())
+        }
+        Err(err) => err.to_string(),
+    };
+    SchedulerCounts { error: Some(error), pending: 0, leased: 0, dead: 0, next_due_ms: None }
 }
 
 /// The counts of a listing of the schedule.
