@@ -10,6 +10,7 @@ mod compat;
 mod config;
 mod conformance;
 mod daemon;
+mod daemon_redis_tls;
 mod deploy;
 mod devtools;
 mod dispatch;

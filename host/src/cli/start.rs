@@ -108,6 +108,9 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     // The daemon works from `/`: fix relative paths now.
     config.plugins = Some(std::path::absolute(plugins_dir(&config)?)?);
     config.file = config.file.as_deref().map(std::path::absolute).transpose()?;
+    // `redis_tls_ca` is relative to the configuration file, which may have been named by a
+    // relative path: read by every scheduler and worker after the fork, from `/` with --daemon.
+    config.scheduler.tls_ca = config.scheduler.tls_ca.as_deref().map(std::path::absolute).transpose()?;
     // Fail in the foreground on what would fail in every worker, without loading any plugin
     // here: the supervisor must stay free of plugin code (workers load it after the fork, so a
     // restart sees changed files, and no plugin can put a thread in the process that forks).
