@@ -142,6 +142,14 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(at) = args.at.or_else(|| args.in_.map(|delay| std::time::SystemTime::now() + delay)) {
         job = job.at(at); // bounded above
     }
+    if args.retries.is_some() && config.redis.is_none() {
+        // Retries wait in Redis: the workers schedule them there, with their own configuration.
+        eprintln!(
+            "li3g-host: warning: --retries: configuration {} names no redis; the job is retried only by \
+             workers whose configuration does (set redis = \"redis://HOST:PORT/DB\"; docs/SCHEDULING.md)",
+            config.name
+        );
+    }
     if let Some(maximum) = args.retries {
         let mut retries = Retries::with_maximum(maximum);
         if !args.retry_delays.is_empty() {
