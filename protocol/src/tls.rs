@@ -72,13 +72,43 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The most a PEM file may hold: a system's whole CA bundle is a few hundred KiB.
+const PEM_LIMIT: u64 = 16 << 20;
+
+/// The bytes of the PEM file at `path`: a regular file (after symlinks) of at most
+/// [`PEM_LIMIT`] bytes. Opened without blocking and checked before a byte is read, so a FIFO,
+/// a device or a directory named by mistake (or swapped in) is refused at once instead of
+/// holding the reader for good: `restart` reads these files in the supervisor, whose loop must
+/// keep answering signals.
+fn read_pem(path: &Path) -> Result<Vec<u8>, rustls_pki_types::pem::Error> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = rustls_pki_types::pem::Error::Io;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(io::Error::other("not a regular file (a directory, a FIFO or a device)")));
+    }
+    if meta.len() > PEM_LIMIT {
+        return Err(io(io::Error::other(format!("{} bytes, more than a PEM file holds", meta.len()))));
+    }
+    let mut text = Vec::new();
+    file.take(PEM_LIMIT).read_to_end(&mut text).map_err(io)?;
+    Ok(text)
+}
+
 /// Reads every certificate in the PEM file at `path`.
 ///
 /// # Errors
 /// [`TlsError::Pem`] when it cannot be read or parsed, [`TlsError::NoCertificate`] when it holds none.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = |source| TlsError::Pem { path: path.to_path_buf(), source };
-    let certs = CertificateDer::pem_file_iter(path).map_err(pem)?.collect::<Result<Vec<_>, _>>().map_err(pem)?;
+    let text = read_pem(path).map_err(pem)?;
+    let certs = CertificateDer::pem_slice_iter(&text).collect::<Result<Vec<_>, _>>().map_err(pem)?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.to_path_buf()));
     }
@@ -90,7 +120,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// # Errors
 /// [`TlsError::Pem`] when it cannot be read or holds no key.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| match source {
+    read_pem(path).and_then(|text| PrivateKeyDer::from_pem_slice(&text)).map_err(|source| match source {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey(path.to_path_buf()),
         source => TlsError::Pem { path: path.to_path_buf(), source },
     })
@@ -232,6 +262,28 @@ mod tests {
         assert!(explain(&e).contains("wrong host name"));
         let e = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
         assert!(explain(&e).contains("demands a client certificate"));
+    }
+
+    #[test]
+    fn what_is_no_regular_file_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("li3g-tls-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("ca.pem");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // On a thread, so that a reader that blocks on the FIFO fails the test instead of
+        // holding it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (f, d) = (fifo.clone(), dir.clone());
+        std::thread::spawn(move || {
+            drop(tx.send((read_certs(&f).map(drop), read_key(&f).map(drop), read_certs(&d).map(drop))))
+        });
+        let (certs, key, directory) =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("read without blocking");
+        for err in [certs.unwrap_err(), key.unwrap_err(), directory.unwrap_err()] {
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

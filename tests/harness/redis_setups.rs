@@ -47,6 +47,11 @@ impl TestCerts {
         self.dir.path().join("wrong-ca.pem")
     }
 
+    /// The CA's, the server certificate's and its key's paths.
+    fn files(&self) -> [String; 3] {
+        ["ca.pem", "server.pem", "server.key"].map(|name| self.dir.path().join(name).display().to_string())
+    }
+
     /// redis-server's arguments for TLS on `tls_port` (no client certificates asked), its
     /// plaintext port staying open for the harness's checks.
     pub fn redis_args(&self, tls_port: u16) -> Vec<String> {
@@ -193,15 +198,25 @@ impl RedisCluster {
 }
 
 /// A master, a replica of it, and three sentinels watching it as `mymaster` (quorum 2, down
-/// after 1 s, failover timeout 2 s), all on loopback.
+/// after 1 s, failover timeout 2 s), all on loopback. With TLS ([`SentinelSetup::start_tls`])
+/// the master and the replica also listen on a TLS port and replicate through it, and the
+/// sentinels listen on TLS only (`port 0`) and reach the master, the replica and one another
+/// over TLS (`tls-replication yes`).
 pub struct SentinelSetup {
-    /// The master (at start).
+    /// The master (at start), on its plaintext port (for the harness's checks).
     pub master: Option<Redis>,
-    /// Its replica.
+    /// Its replica, on its plaintext port.
     pub replica: Redis,
-    /// The sentinels' ports.
+    /// The master's and the replica's TLS ports (with TLS): what the sentinels name.
+    pub tls_ports: Option<(u16, u16)>,
+    /// The sentinels' ports (their TLS ports, with TLS).
     pub sentinel_ports: Vec<u16>,
-    _sentinels: Vec<ChildGuard>,
+    /// The CA the sentinels' certificates chain to (with TLS).
+    ca: Option<String>,
+    conf_dir: PathBuf,
+    sentinels: Vec<ChildGuard>,
+    /// Servers started for [`SentinelSetup::add_stale_sentinel`].
+    others: Vec<Redis>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -214,41 +229,65 @@ impl SentinelSetup {
     /// # Panics
     /// When one does not start, or they do not see each other within 30 s.
     pub fn start() -> SentinelSetup {
+        SentinelSetup::start_with(None)
+    }
+
+    /// The same over TLS with `certs`: see [`SentinelSetup`].
+    ///
+    /// # Panics
+    /// As [`SentinelSetup::start`].
+    pub fn start_tls(certs: &TestCerts) -> SentinelSetup {
+        SentinelSetup::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&TestCerts>) -> SentinelSetup {
         let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-        let persistence = ["--save", "", "--appendonly", "no"];
-        let master =
-            on_a_free_port("the master", |port| Redis::try_start_with(port, dirs[0].path(), &persistence, None));
-        let replicaof = master.port.to_string();
-        let replica = on_a_free_port("the replica", |port| {
-            Redis::try_start_with(
-                port,
-                dirs[1].path(),
-                &["--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", &replicaof],
-                None,
-            )
-        });
+        let tls_ports = certs.map(|_| (free_port(), free_port()));
+        let tls_args = |port: Option<u16>| match (certs, port) {
+            (Some(certs), Some(port)) => {
+                let mut args = certs.redis_args(port);
+                args.extend(["--tls-replication".into(), "yes".into()]);
+                args
+            }
+            _ => Vec::new(),
+        };
+        let start = |dir: &Path, tls: Option<u16>, replicaof: Option<u16>| {
+            let mut args: Vec<String> = ["--save", "", "--appendonly", "no"].map(String::from).to_vec();
+            args.extend(tls_args(tls));
+            if let Some(port) = replicaof {
+                args.extend(["--replicaof".into(), "127.0.0.1".into(), port.to_string()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            on_a_free_port("a redis-server", |port| Redis::try_start_with(port, dir, &args, None))
+        };
+        let master = start(dirs[0].path(), tls_ports.map(|p| p.0), None);
+        let master_port = tls_ports.map_or(master.port, |p| p.0);
+        let replica = start(dirs[1].path(), tls_ports.map(|p| p.1), Some(master_port));
         wait_until("the replica is in sync", Duration::from_secs(30), || {
             redis_cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
         });
         let conf_dir = tempfile::tempdir().unwrap();
-        let mut sentinels = Vec::new();
-        let mut ports = Vec::new();
-        for i in 0..3 {
-            let (port, guard) =
-                on_a_free_port("a sentinel", |port| start_sentinel(conf_dir.path(), i, port, master.port));
-            ports.push(port);
-            sentinels.push(guard);
-        }
-        let setup = SentinelSetup {
+        let mut setup = SentinelSetup {
             master: Some(master),
             replica,
-            sentinel_ports: ports,
-            _sentinels: sentinels,
+            tls_ports,
+            sentinel_ports: Vec::new(),
+            ca: certs.map(|c| c.files()[0].clone()),
+            conf_dir: conf_dir.path().to_path_buf(),
+            sentinels: Vec::new(),
+            others: Vec::new(),
             _dirs: dirs.into_iter().chain([conf_dir]).collect(),
         };
+        for i in 0..3 {
+            let (port, guard) = on_a_free_port("a sentinel", |port| {
+                start_sentinel(&setup.conf_dir, i, port, master_port, certs.map(|c| (c, true)))
+            });
+            setup.sentinel_ports.push(port);
+            setup.sentinels.push(guard);
+        }
         wait_until("every sentinel sees the replica and two other sentinels", Duration::from_secs(30), || {
             setup.sentinel_ports.iter().all(|port| {
-                let info = redis_cli(*port, &["SENTINEL", "MASTER", MASTER_NAME]);
+                let info = setup.cli(*port, &["SENTINEL", "MASTER", MASTER_NAME]);
                 let field = |name: &str| {
                     let mut lines = info.lines();
                     lines.find(|l| l.trim() == name).and_then(|_| lines.next()).map(|v| v.trim().to_string())
@@ -261,13 +300,72 @@ impl SentinelSetup {
 
     /// The sentinels' PIDs, in the order of [`SentinelSetup::url`].
     pub fn sentinel_pids(&self) -> Vec<u32> {
-        self._sentinels.iter().map(ChildGuard::id).collect()
+        self.sentinels.iter().map(ChildGuard::id).collect()
     }
 
-    /// `redis+sentinel://127.0.0.1:s1,127.0.0.1:s2,127.0.0.1:s3/mymaster/0`.
+    /// `redis+sentinel://127.0.0.1:s1,127.0.0.1:s2,127.0.0.1:s3/mymaster/0`
+    /// (`rediss+sentinel://` with TLS).
     pub fn url(&self) -> String {
         let addrs: Vec<String> = self.sentinel_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}/0", addrs.join(","))
+        let scheme = if self.ca.is_some() { "rediss+sentinel" } else { "redis+sentinel" };
+        format!("{scheme}://{}/{MASTER_NAME}/0", addrs.join(","))
+    }
+
+    /// One more sentinel watching the same master (TLS to the master and the replica when the
+    /// setup has it, `certs`), whose own port is plaintext: a sentinel without a `tls-port`.
+    /// Its port, once it knows the master.
+    ///
+    /// # Panics
+    /// When it does not start or learn the master within 30 s.
+    pub fn add_plaintext_sentinel(&mut self, certs: Option<&TestCerts>) -> u16 {
+        let master = self.tls_ports.map_or_else(|| self.master.as_ref().expect("the master").port, |p| p.0);
+        let i = self.sentinels.len();
+        let (port, guard) = on_a_free_port("a plaintext sentinel", |port| {
+            start_sentinel(&self.conf_dir, i, port, master, certs.map(|c| (c, false)))
+        });
+        self.sentinels.push(guard);
+        wait_until("the plaintext sentinel sees the replica", Duration::from_secs(30), || {
+            redis_cli(port, &["SENTINEL", "MASTER", MASTER_NAME]).lines().any(|l| l.trim() == "num-slaves")
+                && redis_cli(port, &["SENTINEL", "REPLICAS", MASTER_NAME]).contains("127.0.0.1")
+        });
+        port
+    }
+
+    /// A sentinel with a stale view (as one cut off from the others keeps after a failover):
+    /// it watches, as `mymaster`, a server that is a replica (of a server none of the others
+    /// watch, so no word of theirs reaches it). Its port, once it names that replica.
+    ///
+    /// # Panics
+    /// When they do not start within 30 s.
+    pub fn add_stale_sentinel(&mut self) -> u16 {
+        let mut plain = |args: &[&str]| {
+            let dir = tempfile::tempdir().unwrap();
+            let redis = on_a_free_port("a redis-server", |port| Redis::try_start_with(port, dir.path(), args, None));
+            self._dirs.push(dir);
+            redis
+        };
+        let elsewhere = plain(&["--save", "", "--appendonly", "no"]);
+        let of = elsewhere.port.to_string();
+        let replica = plain(&["--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", &of]);
+        let i = self.sentinels.len();
+        let (port, guard) =
+            on_a_free_port("a stale sentinel", |port| start_sentinel(&self.conf_dir, i, port, replica.port, None));
+        self.sentinels.push(guard);
+        let named = replica.port.to_string();
+        wait_until("the stale sentinel names the replica", Duration::from_secs(30), || {
+            redis_cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]).contains(&named)
+        });
+        self.others.extend([elsewhere, replica]);
+        port
+    }
+
+    /// `redis-cli -p PORT ARGS...` on a sentinel (or any server) of the setup: over TLS with
+    /// its CA when the setup has TLS and `port` is a sentinel's.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        match &self.ca {
+            Some(ca) if self.sentinel_ports.contains(&port) => redis_cli_tls(port, ca, args),
+            _ => redis_cli(port, args),
+        }
     }
 
     /// The port the sentinels name as master now.
@@ -277,19 +375,37 @@ impl SentinelSetup {
 
     /// The port sentinel number `i` names as master now.
     pub fn master_port_by(&self, i: usize) -> Option<u16> {
-        let mut conn = connect(self.sentinel_ports[i]);
-        let addr: Option<(String, u16)> =
-            redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER_NAME).query(&mut conn).ok()?;
-        addr.map(|(_, port)| port)
+        let answer = self.cli(self.sentinel_ports[i], &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
+        answer.lines().nth(1)?.trim().parse().ok()
     }
 }
 
-fn start_sentinel(dir: &Path, i: usize, port: u16, master: u16) -> Result<(u16, ChildGuard), String> {
+/// Starts sentinel number `i` on `port`, watching the master on `master`; with `tls` =
+/// `(certs, tls_port)`, it reaches the servers and the other sentinels over TLS, and listens on
+/// TLS alone when `tls_port` (else in plaintext alone).
+fn start_sentinel(
+    dir: &Path,
+    i: usize,
+    port: u16,
+    master: u16,
+    tls: Option<(&TestCerts, bool)>,
+) -> Result<(u16, ChildGuard), String> {
     let conf = dir.join(format!("sentinel-{i}.conf"));
+    let listen = match tls {
+        Some((certs, tls_port)) => {
+            let [ca, cert, key] = certs.files();
+            let ports = if tls_port { format!("port 0\ntls-port {port}") } else { format!("port {port}\ntls-port 0") };
+            format!(
+                "{ports}\ntls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n\
+                 tls-auth-clients no\ntls-replication yes\n"
+            )
+        }
+        None => format!("port {port}\n"),
+    };
     std::fs::write(
         &conf,
         format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
+            "{listen}bind 127.0.0.1\ndir {}\nsentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\nsentinel failover-timeout {MASTER_NAME} 2000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n",
             dir.display()
@@ -298,10 +414,42 @@ fn start_sentinel(dir: &Path, i: usize, port: u16, master: u16) -> Result<(u16, 
     .unwrap();
     let process =
         ChildGuard::spawn(Command::new("redis-sentinel").arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()));
-    serving(&process, port, b"INFO server\r\n", |answer| {
+    let pid_of = |answer: &str| {
         answer.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|pid| pid.trim().parse().ok())
-    })?;
+    };
+    match tls {
+        Some((certs, true)) => {
+            let ca = certs.files()[0].clone();
+            // `serving` speaks plaintext: ask over TLS with redis-cli, 10 s at most.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if !super::alive(process.id()) {
+                    return Err(format!("the sentinel exited (port {port} taken?)"));
+                }
+                match pid_of(&redis_cli_tls(port, &ca, &["INFO", "server"])) {
+                    Some(pid) if pid == process.id() => break,
+                    Some(pid) => return Err(format!("port {port} is served by PID {pid}, not ours")),
+                    None if std::time::Instant::now() >= deadline => {
+                        return Err(format!("nothing served TLS on port {port} within 10 s"))
+                    }
+                    None => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        _ => serving(&process, port, b"INFO server\r\n", pid_of)?,
+    }
     Ok((port, process))
+}
+
+/// `redis-cli --tls --cacert CA -p PORT ARGS...`'s standard output.
+pub fn redis_cli_tls(port: u16, ca: &str, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["--tls", "--cacert", ca, "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A plain connection to the Redis (or sentinel) on 127.0.0.1:`port`.

@@ -132,7 +132,16 @@ impl Stunnel {
         on_a_free_port("stunnel", |port| Stunnel::try_start_on(port, server, client_ca, backend))
     }
 
-    fn try_start_on(port: u16, server: &CertFiles, client_ca: Option<&Path>, backend: u16) -> Result<Stunnel, String> {
+    /// As [`Stunnel::start`], on `port` (to restart it where it was, with other certificates).
+    ///
+    /// # Errors
+    /// Why it did not start there (the port still taken, stunnel missing).
+    pub fn try_start_on(
+        port: u16,
+        server: &CertFiles,
+        client_ca: Option<&Path>,
+        backend: u16,
+    ) -> Result<Stunnel, String> {
         let dir = tempfile::tempdir().expect("a directory for stunnel");
         let mut config = format!(
             "foreground = yes\npid =\ndebug = 3\noutput = {log}\n[gearman]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{backend}\ncert = {cert}\nkey = {key}\n",

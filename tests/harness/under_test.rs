@@ -25,6 +25,12 @@ impl Worker {
     pub fn on(port: u16) -> HostBuilder<'static> {
         Worker::builder(&[format!("127.0.0.1:{port}")])
     }
+
+    /// A worker of the plugins in `plugins` on `gearmand` alone, started and waited for until
+    /// it registered `function` there.
+    pub fn serving(gearmand: &Gearmand, plugins: &crate::PluginDir, function: &str) -> ChildGuard {
+        Worker::builder(&[gearmand.addr()]).plugins(plugins.path()).registered(&[gearmand], function, 1).spawn()
+    }
 }
 
 impl Daemon {

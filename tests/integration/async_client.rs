@@ -24,6 +24,30 @@ pub(crate) fn total(gearmand: &Gearmand, function: &str) -> Option<u64> {
     gearmand.status().iter().find(|s| s.function == function).map(|s| s.total)
 }
 
+/// `n` concurrent `Misbehave::echo` calls of `client`, call `i` sending `args(i)`, each within
+/// `timeout`: what each got back, by call.
+async fn concurrent_echoes(
+    client: &AsyncClient,
+    n: u64,
+    timeout: Duration,
+    args: fn(u64) -> Vec<u64>,
+) -> Vec<(u64, Vec<u64>)> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let echoed: Vec<u64> = client.job("Misbehave::echo", (args(i),)).timeout(timeout).call().await.unwrap();
+                (i, echoed)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    results
+}
+
 /// Connections that registered no function: clients (and gearadmin's own).
 fn client_connections(gearmand: &Gearmand) -> usize {
     gearmand.workers().iter().filter(|w| w.functions.is_empty()).count()
@@ -33,33 +57,12 @@ fn client_connections(gearmand: &Gearmand) -> usize {
 fn a_thousand_concurrent_calls_on_one_connection_each_get_their_own_result() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker =
-        Worker::builder(&[gearmand.addr()]).plugins(dir.path()).registered(&[&gearmand], "Misbehave::echo", 1).spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::echo");
     let before = client_connections(&gearmand);
     let client = AsyncClient::new(vec![addr(gearmand.port)]);
     // The runtime lives to the end: its tasks hold the connection.
     let rt = runtime();
-    let results = rt.block_on(async {
-        let calls: Vec<_> = (0..1000u64)
-            .map(|i| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let echoed: Vec<u64> = client
-                        .job("Misbehave::echo", (vec![i, i * 7],))
-                        .timeout(Duration::from_secs(120))
-                        .call()
-                        .await
-                        .unwrap();
-                    (i, echoed)
-                })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for call in calls {
-            results.push(call.await.unwrap());
-        }
-        results
-    });
+    let results = rt.block_on(concurrent_echoes(&client, 1000, Duration::from_secs(120), |i| vec![i, i * 7]));
     assert_eq!(results.len(), 1000);
     for (i, echoed) in results {
         assert_eq!(echoed, vec![i, i * 7], "call {i} got another call's result");
@@ -205,32 +208,12 @@ fn tls_servers_are_spoken_to_with_many_calls_in_flight_on_one_tls_connection() {
     let tls = TlsServer::start(&certs.server, None);
     let dir = PluginDir::with(&["misbehave"]);
     // The worker on the server's plaintext loopback listener; the client through TLS only.
-    let _worker = Worker::builder(&[tls.server.addr()])
-        .plugins(dir.path())
-        .registered(&[&tls.server], "Misbehave::echo", 1)
-        .spawn();
+    let _worker = Worker::serving(&tls.server, &dir, "Misbehave::echo");
     let before = client_connections(&tls.server);
     let client = tls_client(tls.tls_port, &certs.ca);
     let rt = runtime();
     let results = rt.block_on(async {
-        let calls: Vec<_> = (0..200u64)
-            .map(|i| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let echoed: Vec<u64> = client
-                        .job("Misbehave::echo", (vec![i],))
-                        .timeout(Duration::from_secs(60))
-                        .call()
-                        .await
-                        .unwrap();
-                    (i, echoed)
-                })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for call in calls {
-            results.push(call.await.unwrap());
-        }
+        let results = concurrent_echoes(&client, 200, Duration::from_secs(60), |i| vec![i]).await;
         let queued = client.submit("Later::tls", ("x",)).await.unwrap();
         assert!(queued.handle.to_string().contains(&format!("tls://localhost:{}", tls.tls_port)), "{}", queued.handle);
         results

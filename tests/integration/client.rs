@@ -23,10 +23,7 @@ fn sync() -> RunOptions {
 fn every_priority_in_background_and_sync() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello", "misbehave"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .registered(&[&gearmand], "Misbehave::counter", 1)
-        .spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::counter");
     let mut client = client(&gearmand);
     for priority in [Priority::Low, Priority::Normal, Priority::High] {
         let options = RunOptions { priority, ..sync() };
@@ -75,10 +72,7 @@ fn jobs_with_the_same_unique_key_run_once_for_all_their_clients() {
             Err(format!("{status:?}"))
         }
     });
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .registered(&[&gearmand], "Misbehave::counter", 1)
-        .spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::counter");
     for thread in waiting {
         let Outcome::Completed { result, .. } = thread.join().unwrap() else { panic!() };
         assert_eq!(result, b"1", "both clients get the one run's result");
@@ -131,10 +125,7 @@ fn run_within(command: &mut Command, timeout: Duration) -> (Option<ExitStatus>, 
 fn a_failing_task_reaches_every_client_as_a_failure() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .registered(&[&gearmand], "Misbehave::counter", 1)
-        .spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::counter");
     let port = gearmand.port.to_string();
     let within = Duration::from_secs(30);
 
@@ -192,10 +183,7 @@ echo $client->returnCode() == GEARMAN_WORK_FAIL ? "GEARMAN_WORK_FAIL" : "code " 
 fn a_task_that_warns_and_then_succeeds_passes_its_warning_on() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .registered(&[&gearmand], "Misbehave::counter", 1)
-        .spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::counter");
     let mut events = Vec::new();
     let outcome = client(&gearmand)
         .run("Misbehave::progress", &[json!(2)], &sync(), &mut |e| events.push(format!("{e:?}")))
@@ -243,10 +231,7 @@ fn run_sync_says_when_no_worker_is_registered_and_keeps_waiting() {
 
     // With a worker registered, nothing is said: the job just runs.
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .registered(&[&gearmand], "Misbehave::counter", 1)
-        .spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::counter");
     let out = run(host()
         .args(["run", "--sync", "--timeout", "30", "--servers", &gearmand.addr()])
         .args(["Misbehave::sleep", "4"]));

@@ -41,8 +41,7 @@ fn async_calls_that_coalesce_on_one_connection_each_get_the_result() {
         },
     );
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker =
-        Worker::builder(&[gearmand.addr()]).plugins(dir.path()).registered(&[&gearmand], "Misbehave::echo", 1).spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::echo");
     for call in calls {
         assert_eq!(rt.block_on(call).unwrap().unwrap(), 7);
     }
@@ -166,8 +165,7 @@ fn an_unanswered_submission_does_not_cut_off_the_calls_waiting_on_its_connection
     // on a new connection. A still waits on the first one and must get its result.
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["misbehave"]);
-    let _worker =
-        Worker::builder(&[gearmand.addr()]).plugins(dir.path()).registered(&[&gearmand], "Misbehave::sleep", 1).spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::sleep");
     let proxy = slow_answers_proxy(gearmand.port, Duration::ZERO, 1);
     let client = AsyncClient::new(vec![addr(proxy)]).request_timeout(Duration::from_millis(500));
     let rt = runtime();
@@ -188,8 +186,7 @@ fn the_trigger_example_queues_a_background_job_and_gets_a_synchronous_result() {
     // client/examples/trigger.rs, as the crate's docs tell a user to run it.
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
-    let _worker =
-        Worker::builder(&[gearmand.addr()]).plugins(dir.path()).registered(&[&gearmand], "Hello::say", 1).spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Hello::say");
     let root = li3g_tests::workspace_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = std::process::Command::new(cargo)

@@ -348,3 +348,35 @@ workers = 1
     assert!(!metrics.contains("pool=\"default\",task=\"Misbehave::sleep\""), "{metrics}");
     crate::monitor::promtool_check(&metrics);
 }
+
+#[test]
+fn work_ends_at_its_max_age_after_the_job_in_hand_with_the_recycle_code() {
+    // `work` (one worker under systemd or supervisor) recycles itself by age: with
+    // --max-age, or its pool's max_age with --pool; the job in hand is finished first.
+    let dir = PluginDir::with(&["misbehave"]);
+    let gearmand = Gearmand::start();
+    let (_config_dir, config) = config_file(&format!(
+        "[default]\nservers = [\"{}\"]\n[default.pools.slow]\ntasks = [\"Misbehave::sleep\"]\nmax_age = 1\nmax_age_splay = 0.2\n",
+        gearmand.addr()
+    ));
+    let mut client = client(&gearmand);
+    // (Without --pool, the pool keeps Misbehave::sleep to itself: that worker has no config.)
+    for (what, args) in [
+        ("--max-age", vec!["--max-age", "1", "--max-age-splay", "0.2"]),
+        ("the pool's max_age", vec!["--config", &config, "--pool", "slow"]),
+    ] {
+        let started = Instant::now();
+        let mut worker = li3g_tests::Worker::builder(&[gearmand.addr()])
+            .plugins(dir.path())
+            .args(&args)
+            .registered(&[&gearmand], "Misbehave::sleep", 1)
+            .spawn();
+        // A job that outlives the age limit: answered, then the worker ends.
+        let answer = call(&mut client, "Misbehave::sleep", &[json!(1.5)]).unwrap();
+        assert_eq!(answer, b"1.5", "{what}");
+        let status = worker.wait_timeout(WAIT).unwrap_or_else(|| panic!("{what}: the worker did not end"));
+        assert_eq!(status.code(), Some(75), "{what}: {status:?}");
+        assert!(started.elapsed() >= Duration::from_secs(1), "{what}: ended before its age");
+        wait_until("no worker left", WAIT, || gearmand.workers().iter().all(|w| w.functions.is_empty()));
+    }
+}

@@ -381,3 +381,20 @@ fn an_oversized_result_fails_the_job_without_atomic_too() {
     assert!(err.starts_with("task Misbehave::big returned 67108864 bytes, more than the 64 MiB"), "{err}");
     assert_eq!(call(&mut client, "Misbehave::big", &[json!(1)]).unwrap().len(), 1 << 20, "the worker goes on");
 }
+
+#[test]
+fn what_an_answered_atomic_job_left_running_is_killed_without_waiting_for_the_next_job() {
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let _worker = Worker::builder(&[gearmand.addr()])
+        .plugins(dir.path())
+        .arg("--atomic")
+        .registered(&[&gearmand], "Misbehave::shell", 1)
+        .spawn();
+    let marker = unique_marker(6100);
+    // The job starts a sleep in its process group and answers at once; no job comes after
+    // it. The sleep used to live on until the next job's fork reaped the child.
+    let mut client = client(&gearmand);
+    call(&mut client, "Misbehave::shell", &[json!(format!("sleep {marker} >/dev/null 2>&1 &"))]).unwrap();
+    wait_until_gone("what the answered job left running is gone", &marker);
+}

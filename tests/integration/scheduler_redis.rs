@@ -550,3 +550,6 @@ fn a_job_moved_from_the_old_prefix_keeps_its_status() {
     let status = setup.li3g(&["status", &record.id]);
     assert!(status.stdout.starts_with("pending"), "{} {}", status.stdout, status.stderr);
 }
+
+#[path = "scheduler_redis_sentinel.rs"]
+mod sentinel;

@@ -16,10 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 fn typed_calls_submit_and_call_with_results_and_failures() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello", "misbehave"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .registered(&[&gearmand], "Misbehave::counter", 1)
-        .spawn();
+    let _worker = Worker::serving(&gearmand, &dir, "Misbehave::counter");
     let mut client = Client::new(vec![addr(gearmand.port)]);
 
     let hello: String = client.call("Hello::say", ("Mariano",)).unwrap();

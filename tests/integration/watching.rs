@@ -62,6 +62,11 @@ impl Pool {
         Pool { gearmands, _redis: redis, _plugins: plugins, dir, config, daemon, _lines: lines }
     }
 
+    /// Its Redis's PID.
+    pub(crate) fn redis_pid(&self) -> u32 {
+        self._redis.pid()
+    }
+
     pub(crate) fn pid_file(&self) -> PathBuf {
         self.dir.path().join("li3g-host.pid")
     }
@@ -158,6 +163,47 @@ fn status_shows_the_job_in_hand_failures_queues_and_the_schedule() {
     assert!(out.contains("pending 1  leased 0  dead 0"), "{out}");
     assert!(out.contains("Misbehave::fail #") && out.contains(": no disk left"), "{out}");
     slow.join().unwrap().unwrap();
+}
+
+/// Stops a process (SIGSTOP) until dropped (SIGCONT).
+struct Stopped(u32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        li3g_tests::signal(self.0, li3g_tests::Signal::SIGCONT);
+    }
+}
+
+/// One job server and Redis stopped (SIGSTOP: they accept connections and never answer):
+/// `status` answers within seconds, text and JSON, naming each stopped source as down, with the
+/// other job server's queues. (It asked the sources in turn, waiting out each one's timeouts:
+/// 2 s for the job server, then Redis' 10 s read timeout.)
+#[test]
+fn status_with_a_stopped_job_server_and_redis_answers_and_names_them() {
+    let pool = Pool::start(1);
+    background(&pool.gearmands[1], "Nobody::serves");
+    let stopped = pool.gearmands[0].addr();
+    li3g_tests::signal(pool.gearmands[0].pid(), li3g_tests::Signal::SIGSTOP);
+    let _gearmand = Stopped(pool.gearmands[0].pid());
+    li3g_tests::signal(pool.redis_pid(), li3g_tests::Signal::SIGSTOP);
+    let _redis = Stopped(pool.redis_pid());
+    let started = std::time::Instant::now();
+    let text = pool.status(&[]);
+    let took = started.elapsed();
+    eprintln!("status with a stopped gearmand and Redis answered in {took:?}: {}", text.stdout);
+    assert_eq!(text.code, Some(0), "{}", text.stderr);
+    assert!(took < Duration::from_secs(8), "status took {took:?}");
+    let out = &text.stdout;
+    assert!(out.contains(&format!("{stopped}: cannot ask: no answer within")), "{out}");
+    assert!(out.contains("cannot read Redis: redis://127.0.0.1:") && out.contains("no answer within"), "{out}");
+    assert!(out.contains("Nobody::serves  queued 1"), "the other job server answers: {out}");
+    let started = std::time::Instant::now();
+    let report = pool.json();
+    assert!(started.elapsed() < Duration::from_secs(8), "status --json took {:?}", started.elapsed());
+    let servers = report["servers"].as_array().unwrap();
+    let down = servers.iter().find(|s| s["server"] == stopped.as_str()).unwrap();
+    assert!(down["error"].as_str().is_some_and(|e| e.contains("no answer")), "{report}");
+    assert!(report["scheduler"]["error"].as_str().is_some(), "{report}");
 }
 
 #[test]

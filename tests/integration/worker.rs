@@ -10,6 +10,17 @@ use li3g_tests::{signal, Signal};
 use std::process::Command;
 use std::time::Duration;
 
+/// A worker of the plugins in `dir` in environment `staging`, on every one of `servers`, once
+/// it registered `Hello::say` on each.
+fn staging_worker(dir: &PluginDir, servers: &[&Gearmand]) -> li3g_tests::ChildGuard {
+    let addrs: Vec<String> = servers.iter().map(|g| g.addr()).collect();
+    Worker::builder(&addrs)
+        .plugins(dir.path())
+        .env("LI3G_ENVIRONMENT", "staging")
+        .registered(servers, "Hello::say", 1)
+        .spawn()
+}
+
 fn addr(port: u16) -> ServerAddr {
     ServerAddr { host: "127.0.0.1".into(), port, tls: false }
 }
@@ -34,11 +45,7 @@ fn exception(client: &mut GearmanClient, function: &str, workload: &[u8]) -> Str
 fn the_gearman_cli_gets_hello_mariano() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .env("LI3G_ENVIRONMENT", "staging")
-        .registered(&[&gearmand], "Hello::say", 1)
-        .spawn();
+    let _worker = staging_worker(&dir, &[&gearmand]);
     let out = run(Command::new("gearman").args([
         "-h",
         "127.0.0.1",
@@ -59,11 +66,7 @@ fn the_gearman_cli_gets_hello_mariano() {
 fn li3g_host_run_sync_prints_the_result_and_background_queues() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .env("LI3G_ENVIRONMENT", "staging")
-        .registered(&[&gearmand], "Hello::say", 1)
-        .spawn();
+    let _worker = staging_worker(&dir, &[&gearmand]);
     let out = run(host().args(["run", "Hello::say", "Mariano", "--sync", "--servers", &gearmand.addr()]));
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Hello Mariano\n"), "{}", out.stderr);
     let out = run(host().args(["run", "Hello::say", "later", "--servers", &gearmand.addr()]));
@@ -75,11 +78,7 @@ fn li3g_host_run_sync_prints_the_result_and_background_queues() {
 fn results_exceptions_progress_data_and_context() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello", "misbehave"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .env("LI3G_ENVIRONMENT", "staging")
-        .registered(&[&gearmand], "Hello::say", 1)
-        .spawn();
+    let _worker = staging_worker(&dir, &[&gearmand]);
     let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     assert_eq!(sync(&mut client, "Misbehave::add", b"[40, 2]").unwrap(), b"42");
     let message = exception(&mut client, "Misbehave::fail", b"disk full");
@@ -112,11 +111,7 @@ fn results_exceptions_progress_data_and_context() {
 fn the_li3_gearman_envelope_works_and_a_malformed_one_is_an_exception() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .env("LI3G_ENVIRONMENT", "staging")
-        .registered(&[&gearmand], "Hello::say", 1)
-        .spawn();
+    let _worker = staging_worker(&dir, &[&gearmand]);
     let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     let php = br#"{"id":"5a1f","args":["Mariano"],"env":"production","configName":"default","task":"\\Hello::say","background":false,"retry":0,"retries":3}"#;
     assert_eq!(sync(&mut client, COMPAT_FUNCTION, php).unwrap(), b"Hello Mariano");
@@ -132,11 +127,7 @@ fn the_worker_re_registers_after_gearmand_restarts() {
     let gearmand = Gearmand::start();
     let port = gearmand.port;
     let dir = PluginDir::with(&["hello"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .env("LI3G_ENVIRONMENT", "staging")
-        .registered(&[&gearmand], "Hello::say", 1)
-        .spawn();
+    let _worker = staging_worker(&dir, &[&gearmand]);
     gearmand.kill();
     let gearmand = Gearmand::start_on(port);
     wait_for_workers(&[&gearmand], "Hello::say", 1);
@@ -148,11 +139,7 @@ fn the_worker_re_registers_after_gearmand_restarts() {
 fn two_servers_one_killed_the_other_still_serves() {
     let (a, b) = (Gearmand::start(), Gearmand::start());
     let dir = PluginDir::with(&["hello"]);
-    let _worker = Worker::builder(&[a.addr(), b.addr()])
-        .plugins(dir.path())
-        .env("LI3G_ENVIRONMENT", "staging")
-        .registered(&[&a, &b], "Hello::say", 1)
-        .spawn();
+    let _worker = staging_worker(&dir, &[&a, &b]);
     let mut client_b = GearmanClient::new(vec![addr(b.port)]);
     assert_eq!(sync(&mut client_b, "Hello::say", b"b").unwrap(), b"Hello b");
     let mut client_a = GearmanClient::new(vec![addr(a.port)]);
@@ -168,11 +155,7 @@ fn two_servers_one_killed_the_other_still_serves() {
 fn ping_is_answered_and_set_client_id_shows_in_gearadmin() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
-    let worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .env("LI3G_ENVIRONMENT", "staging")
-        .registered(&[&gearmand], "Hello::say", 1)
-        .spawn();
+    let worker = staging_worker(&dir, &[&gearmand]);
     let mut client = GearmanClient::new(vec![addr(gearmand.port)]);
     let pong = sync(&mut client, "li3g::ping", b"").unwrap();
     assert!(
@@ -188,11 +171,7 @@ fn ping_is_answered_and_set_client_id_shows_in_gearadmin() {
 fn sigterm_stops_the_worker() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
-    let mut worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .env("LI3G_ENVIRONMENT", "staging")
-        .registered(&[&gearmand], "Hello::say", 1)
-        .spawn();
+    let mut worker = staging_worker(&dir, &[&gearmand]);
     signal(worker.id(), Signal::SIGTERM);
     let status = worker.wait_timeout(Duration::from_secs(10)).expect("the worker exits on SIGTERM");
     assert!(status.success(), "{status:?}");
@@ -202,11 +181,7 @@ fn sigterm_stops_the_worker() {
 fn a_python_gearman_client_sending_the_li3_gearman_envelope_gets_the_result() {
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
-    let _worker = Worker::builder(&[gearmand.addr()])
-        .plugins(dir.path())
-        .env("LI3G_ENVIRONMENT", "staging")
-        .registered(&[&gearmand], "Hello::say", 1)
-        .spawn();
+    let _worker = staging_worker(&dir, &[&gearmand]);
     let script = li3g_tests::workspace_root().join("tests/peers/li3_gearman_client.py");
     let out = run(Command::new("python3").arg(&script).arg(gearmand.addr()).args(["Hello::say", "Mariano"]));
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "Hello Mariano\n"), "{}", out.stderr);

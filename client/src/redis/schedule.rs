@@ -101,28 +101,42 @@ impl Schedule {
 
     /// Runs `f` on the connection, connecting first when there is none; a failed connection
     /// is dropped so that the next call makes a fresh one.
-    fn with<T>(&mut self, f: impl FnOnce(&mut RedisConn, &Keys) -> redis::RedisResult<T>) -> Result<T, ScheduleError> {
-        if self.conn.is_none() {
-            self.conn = Some(match self.timeout {
-                Some(timeout) => self.target.connect_within(timeout)?,
-                None => self.target.connect()?,
-            });
-        }
-        let conn = self.conn.as_mut().expect("connected above");
-        let result = f(conn, &self.keys);
-        if let Err(err) = &result {
-            // A replica that a failover demoted answers writes with READONLY: connect again,
-            // to the master the sentinels name now.
-            if err.is_io_error()
+    ///
+    /// `READONLY` (the connection is to a master that a failover demoted to a replica, still
+    /// open, or named a moment too long by a sentinel) is answered by a fresh connection, to
+    /// the master the sentinels name now, and `f` once more on it: a read-only replica ran
+    /// none of `f`'s writes (each is refused before it runs, in a script too), so the second
+    /// attempt is the first that writes. The caller sees the demotion only when the new
+    /// master cannot be reached either.
+    fn with<T>(
+        &mut self,
+        mut f: impl FnMut(&mut RedisConn, &Keys) -> redis::RedisResult<T>,
+    ) -> Result<T, ScheduleError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if self.conn.is_none() {
+                self.conn = Some(match self.timeout {
+                    Some(timeout) => self.target.connect_within(timeout)?,
+                    None => self.target.connect()?,
+                });
+            }
+            let conn = self.conn.as_mut().expect("connected above");
+            let result = f(conn, &self.keys);
+            let Err(err) = &result else { return Ok(result?) };
+            let demoted = err.code() == Some("READONLY");
+            if demoted
+                || err.is_io_error()
                 || err.is_connection_dropped()
                 || err.is_timeout()
                 || err.is_unrecoverable_error()
-                || err.code() == Some("READONLY")
             {
                 self.conn = None;
             }
+            if !(demoted && attempts == 1) {
+                return Ok(result?);
+            }
         }
-        Ok(result?)
     }
 
     fn status_ttl(&self) -> u64 {
@@ -270,7 +284,7 @@ impl Schedule {
             CANCEL
                 .key(keys.scheduled())
                 .key(keys.jobs())
-                .key(compat_key)
+                .key(&compat_key)
                 .key(keys.status(id))
                 .arg(id)
                 .arg(member)
@@ -318,8 +332,8 @@ impl Schedule {
                 .key(keys.owners())
                 .key(keys.status(id))
                 .arg(id)
-                .arg(entry)
-                .arg(token)
+                .arg(&entry)
+                .arg(&token)
                 .arg(ttl)
                 .invoke(conn)
         })?;
@@ -345,8 +359,8 @@ impl Schedule {
         let (compat_key, token) = (self.compat_key(), self.token.clone());
         let reply: Vec<Option<String>> = self.with(|conn, keys| {
             let mut invocation = TAKE.prepare_invoke();
-            invocation.key(keys.scheduled()).key(keys.leased()).key(keys.jobs()).key(compat_key).key(keys.owners());
-            invocation.arg(lease_ms).arg(batch).arg(compat).arg(token).arg(if reclaim { "1" } else { "0" });
+            invocation.key(keys.scheduled()).key(keys.leased()).key(keys.jobs()).key(&compat_key).key(keys.owners());
+            invocation.arg(lease_ms).arg(batch).arg(compat).arg(&token).arg(if reclaim { "1" } else { "0" });
             for id in accepted {
                 invocation.arg(id);
             }
@@ -369,7 +383,7 @@ impl Schedule {
         self.with(|conn, keys| {
             let mut invocation = ACK.prepare_invoke();
             invocation.key(keys.leased()).key(keys.jobs()).key(keys.scheduled()).key(keys.owners());
-            invocation.arg(token);
+            invocation.arg(&token);
             for id in ids {
                 invocation.arg(id);
             }
@@ -391,7 +405,7 @@ impl Schedule {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         let held: Vec<i64> = self.with(|conn, keys| {
             let mut invocation = RENEW.prepare_invoke();
-            invocation.key(keys.leased()).key(keys.owners()).arg(token).arg(lease_ms);
+            invocation.key(keys.leased()).key(keys.owners()).arg(&token).arg(lease_ms);
             for id in ids {
                 invocation.arg(*id);
             }
@@ -415,7 +429,7 @@ impl Schedule {
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.with(|conn, keys| {
             let mut invocation = DEFER.prepare_invoke();
-            invocation.key(keys.leased()).key(keys.owners()).key(keys.scheduled()).arg(token).arg(delay_ms);
+            invocation.key(keys.leased()).key(keys.owners()).key(keys.scheduled()).arg(&token).arg(delay_ms);
             for id in ids {
                 invocation.arg(id);
             }

@@ -10,10 +10,15 @@
 //! - `rediss://...`: the same over TLS (rustls). The server's certificate is checked against the
 //!   system's roots, or only against the CA file given as `tls_ca` (`redis_tls_ca` in the
 //!   configuration: a URL cannot carry a file's contents).
-//! - `redis+sentinel://[user:password@]host1[:port],host2[:port]/master_name[/db]`
-//!   (`rediss+sentinel://`: TLS to the master): the sentinels are asked where `master_name` is
-//!   at every (re)connection; the credentials and TLS are the master's (the sentinels are reached
-//!   without them). Port 26379 when a host names none.
+//! - `redis+sentinel://[user:password@]host1[:port],host2[:port]/master_name[/db]`: the
+//!   sentinels are asked where `master_name` is at every (re)connection; the credentials are
+//!   the master's (the sentinels are asked without them). Port 26379 when a host names none.
+//!   `rediss+sentinel://`: TLS to the sentinels and to the master, both checked against the
+//!   same roots (`tls_ca`), so that nobody on the path can forge the sentinels' answer and send
+//!   li3g (and its password) to another "master". `?sentinel_tls=off` after the path reaches
+//!   the sentinels in plaintext and only the master over TLS, for sentinels without a
+//!   `tls-port` (weaker: the answer can be forged, and only the master's certificate check then
+//!   stands between li3g and a forged master).
 //! - `redis+cluster://[user:password@]host1[:port],host2[:port]` (`rediss+cluster://`): a Redis
 //!   Cluster, seeded by those nodes; commands follow `MOVED`/`ASK`. Port 6379 when none.
 //!
@@ -75,11 +80,15 @@ enum Inner {
 /// and to the master have no timeouts, so one stalled sentinel, or a master stalled before the
 /// sentinels notice, blocked every reconnection for good, SIGTERM included.)
 struct Sentinel {
+    /// Each with TLS when `sentinel_tls`.
     sentinels: Vec<ConnectionInfo>,
     master: String,
     /// The master's credentials and database.
     redis: redis::RedisConnectionInfo,
+    /// TLS to the master.
     tls: bool,
+    /// TLS to the sentinels (`rediss+sentinel://`, unless `?sentinel_tls=off`).
+    sentinel_tls: bool,
 }
 
 /// How long one sentinel may take to connect and to answer.
@@ -166,26 +175,49 @@ impl RedisTarget {
             }
             "redis+sentinel" | "rediss+sentinel" => {
                 let (userinfo, hosts, path) = split(url, rest)?;
+                let tls = scheme.starts_with("rediss");
+                let (path, sentinel_tls) = match path.split_once('?') {
+                    None => (path, tls),
+                    Some((path, "sentinel_tls=off")) if tls => (path, false),
+                    Some((path, "sentinel_tls=on")) if tls => (path, true),
+                    Some((_, query)) if !tls => {
+                        return Err(bad(
+                            url,
+                            format!(
+                            "{query:?}: redis+sentinel:// takes no options (sentinel_tls is for rediss+sentinel://)"
+                        ),
+                        ))
+                    }
+                    Some((_, query)) => {
+                        return Err(bad(url, format!("unknown option {query:?} (sentinel_tls=off or sentinel_tls=on)")))
+                    }
+                };
                 let mut parts = path.split('/').filter(|p| !p.is_empty());
                 let master = parts.next().ok_or_else(|| bad(url, "no master name after the hosts"))?;
                 let db: i64 = match parts.next() {
                     Some(db) => db.parse().map_err(|_| bad(url, format!("{db:?} is not a database number")))?,
                     None => 0,
                 };
-                let tls = scheme.starts_with("rediss");
                 let mut sentinels = Vec::new();
                 let mut auth = None;
+                let sentinel_scheme = if sentinel_tls { "rediss" } else { "redis" };
                 for host in &hosts {
-                    let info = node(url, "redis", userinfo, host, 26379)?;
+                    let info = node(url, sentinel_scheme, userinfo, host, 26379)?;
                     auth.get_or_insert_with(|| info.redis_settings().clone());
                     // The sentinels are asked without the master's credentials.
-                    sentinels.push(info.addr().clone().into_connection_info().map_err(|err| bad(url, err))?);
+                    sentinels.push(
+                        info.addr()
+                            .clone()
+                            .into_connection_info()
+                            .map_err(|err| bad(url, err))?
+                            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)),
+                    );
                 }
                 let redis = auth.unwrap_or_default().set_db(db);
                 if tls {
                     install_crypto();
                 }
-                Inner::Sentinel(Box::new(Sentinel { sentinels, master: master.to_string(), redis, tls }))
+                Inner::Sentinel(Box::new(Sentinel { sentinels, master: master.to_string(), redis, tls, sentinel_tls }))
             }
             "redis+cluster" | "rediss+cluster" => {
                 let (userinfo, hosts, path) = split(url, rest)?;
@@ -260,16 +292,22 @@ impl RedisTarget {
         match &mut self.inner {
             Inner::Single(client) => single(client),
             Inner::Sentinel(sentinel) => {
-                let info = sentinel.master_info()?;
-                let client = match (&self.ca, sentinel.tls) {
-                    (Some(ca), true) => redis::Client::build_with_tls(
-                        info,
-                        redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) },
-                    )?,
-                    _ => redis::Client::open(info)?,
-                };
-                let conn = single(&client)?;
-                Sentinel::check_master(conn)
+                // A sentinel whose view lags (just after a failover, or cut off from the
+                // others) may name a server that is a replica now: ask the next one.
+                let mut from = 0;
+                loop {
+                    let (i, info) = sentinel.master_info_from(from, self.ca.as_deref())?;
+                    let client = client_for(info, sentinel.tls, self.ca.as_deref())?;
+                    match Sentinel::check_master(single(&client)?) {
+                        Err(err) if err.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel => {
+                            if i + 1 >= sentinel.sentinels.len() {
+                                return Err(err);
+                            }
+                            from = i + 1;
+                        }
+                        checked => return checked,
+                    }
+                }
             }
             Inner::Cluster(cluster) => Ok(RedisConn::Cluster(Box::new(cluster.get_connection()?))),
         }
@@ -284,7 +322,7 @@ impl RedisTarget {
     pub fn subscriber(&mut self, attempt: usize) -> RedisResult<(ConnectionInfo, Option<&[u8]>)> {
         let info = match &mut self.inner {
             Inner::Single(client) => client.get_connection_info().clone(),
-            Inner::Sentinel(sentinel) => sentinel.master_info()?,
+            Inner::Sentinel(sentinel) => sentinel.master_info_from(0, self.ca.as_deref())?.1,
             Inner::Cluster(_) => {
                 let (_, rest) = self.url.split_once("://").expect("parsed");
                 let (userinfo, hosts, _) = split(&self.url, rest).expect("parsed");
@@ -297,14 +335,17 @@ impl RedisTarget {
 }
 
 impl Sentinel {
-    /// The master's address as the first sentinel that answers names it (each sentinel tried
-    /// in turn, each bounded by [`SENTINEL_TIMEOUT`]), with the master's credentials, database
-    /// and TLS.
-    fn master_info(&self) -> RedisResult<ConnectionInfo> {
+    /// The master's address as the first sentinel from number `from` on that answers names it
+    /// (each sentinel tried in turn, each bounded by [`SENTINEL_TIMEOUT`], over TLS checked
+    /// against `ca` with `rediss+sentinel://`), with the master's credentials, database and
+    /// TLS, and that sentinel's number. When none answers, the last one's error, naming that
+    /// sentinel.
+    fn master_info_from(&self, from: usize, ca: Option<&[u8]>) -> RedisResult<(usize, ConnectionInfo)> {
         let mut last = None;
-        for sentinel in &self.sentinels {
+        for (i, sentinel) in self.sentinels.iter().enumerate().skip(from) {
             let asked = (|| -> RedisResult<Option<(String, u16)>> {
-                let conn = redis::Client::open(sentinel.clone())?.get_connection_with_timeout(SENTINEL_TIMEOUT)?;
+                let conn = client_for(sentinel.clone(), self.sentinel_tls, ca)?
+                    .get_connection_with_timeout(SENTINEL_TIMEOUT)?;
                 conn.set_read_timeout(Some(SENTINEL_TIMEOUT))?;
                 conn.set_write_timeout(Some(SENTINEL_TIMEOUT))?;
                 let mut conn = conn;
@@ -317,10 +358,11 @@ impl Sentinel {
                     } else {
                         ConnectionAddr::Tcp(host, port)
                     };
-                    return Ok(addr
+                    let info = addr
                         .into_connection_info()?
                         .set_redis_settings(self.redis.clone())
-                        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)));
+                        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+                    return Ok((i, info));
                 }
                 Ok(None) => {
                     last = Some(redis::RedisError::from((
@@ -329,10 +371,30 @@ impl Sentinel {
                         self.master.clone(),
                     )))
                 }
-                Err(err) => last = Some(err),
+                Err(err) => last = Some(self.sentinel_error(sentinel, err)),
             }
         }
         Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no sentinel"))))
+    }
+
+    /// `err` from asking `sentinel`, saying which sentinel, and with TLS what a handshake
+    /// failure may mean; its kind kept (an I/O error stays one, for the callers' retries).
+    fn sentinel_error(&self, sentinel: &ConnectionInfo, err: redis::RedisError) -> redis::RedisError {
+        if err.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel || err.code().is_some() {
+            return err;
+        }
+        let addr = sentinel.addr();
+        let what = if err.is_timeout() { format!("no answer within {SENTINEL_TIMEOUT:?}") } else { err.to_string() };
+        let detail = if self.sentinel_tls {
+            format!(
+                "{addr} over TLS: {what} (rediss+sentinel:// reaches the sentinels over TLS, checked against \
+                 redis_tls_ca: a sentinel without a tls-port, or with a certificate of another CA or for another \
+                 host, is refused; ?sentinel_tls=off asks them in plaintext)"
+            )
+        } else {
+            format!("{addr}: {what}")
+        };
+        redis::RedisError::from((err.kind(), "cannot ask a sentinel", detail))
     }
 
     /// `conn` if its server says it is a master (`ROLE`): a sentinel may still name a demoted
@@ -349,6 +411,18 @@ impl Sentinel {
             Err(err) if err.code() != Some("NOPERM") => Err(err),
             _ => Ok(conn),
         }
+    }
+}
+
+/// A client for `info`: over TLS (when `info` is a TLS address) with `ca` as the only root when
+/// given and `tls` is asked for, else the system's roots.
+fn client_for(info: ConnectionInfo, tls: bool, ca: Option<&[u8]>) -> RedisResult<redis::Client> {
+    match (ca, tls) {
+        (Some(ca), true) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) },
+        ),
+        _ => redis::Client::open(info),
     }
 }
 
@@ -516,6 +590,11 @@ mod tests {
         {
             let err = RedisTarget::check_url(bad).unwrap_err().to_string();
             assert!(err.contains("is not a Redis URL"), "{bad}: {err}");
+        }
+        assert_eq!(RedisTarget::check_url("rediss+sentinel://h1,h2/m/0?sentinel_tls=off").unwrap(), Kind::Sentinel);
+        for bad in ["redis+sentinel://h1/m/0?sentinel_tls=off", "rediss+sentinel://h1/m?tls=no"] {
+            let err = RedisTarget::check_url(bad).unwrap_err().to_string();
+            assert!(err.contains("sentinel_tls"), "{bad}: {err}");
         }
         let err = RedisTarget::check_url("redis+sentinel://u:secret@h1/").unwrap_err().to_string();
         assert!(!err.contains("secret"), "{err}");

@@ -89,9 +89,38 @@ pub(super) struct RestartArgs {
     pid: PidArg,
 }
 
+/// How long `restart` waits for the daemon to say it restarts or refuses.
+const RESTART_ANSWER: Duration = Duration::from_secs(10);
+
 pub(super) fn restart(args: &RestartArgs) -> anyhow::Result<ExitCode> {
+    let path = args.pid.path()?;
     let pid = args.pid.running()?;
+    // The supervisor answers on its scoreboard: a new generation (restarting) or one more
+    // refused restart, with the reason (a TLS file it cannot use).
+    let board = crate::scoreboard::Scoreboard::open(&crate::scoreboard::path_for(&path)).ok();
+    let before = board.as_ref().map(|b| (b.generation(), b.restarts_refused().0));
     kill(Pid::from_raw(pid), Signal::SIGHUP)?;
-    println!("li3g-host: the daemon (PID {pid}) is restarting its workers: new ones load the plugins afresh, old ones finish their job");
-    Ok(ExitCode::SUCCESS)
+    let restarting = "new ones load the plugins and the TLS files afresh, old ones finish their job";
+    let (Some(board), Some((generation, refused))) = (board, before) else {
+        println!("li3g-host: asked the daemon (PID {pid}) to restart its workers: {restarting}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Shared memory has nothing to wait on: it is looked at every 10 ms, for a bounded time.
+    let deadline = std::time::Instant::now() + RESTART_ANSWER;
+    while std::time::Instant::now() < deadline {
+        let (now_refused, why) = board.restarts_refused();
+        if now_refused > refused {
+            eprintln!(
+                "li3g-host: the daemon (PID {pid}) refused to restart: {why}; its workers keep running as they were"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        if board.generation() > generation {
+            println!("li3g-host: the daemon (PID {pid}) is restarting its workers: {restarting}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("li3g-host: asked the daemon (PID {pid}) to restart; it has not answered within {RESTART_ANSWER:?} (see its log)");
+    Ok(ExitCode::FAILURE)
 }

@@ -16,6 +16,8 @@ mod schedule;
 mod server;
 mod start;
 mod status;
+mod tls_probe;
+mod tls_reload;
 mod work;
 
 use crate::config::{self, Config};
@@ -51,8 +53,9 @@ enum Command {
     Start(start::StartArgs),
     /// Stop the daemon gracefully: workers finish the job in hand; waits until it is gone.
     Shutdown(control::ShutdownArgs),
-    /// Restart the daemon's workers gracefully: new workers load the plugins afresh while the
-    /// old ones finish their job; the daemon keeps its PID.
+    /// Restart the daemon's workers gracefully: new workers load the plugins and the TLS files
+    /// afresh while the old ones finish their job; the daemon keeps its PID. A TLS file that
+    /// cannot be used refuses the restart (the workers keep running): said here, exit 1.
     Restart(control::RestartArgs),
     /// Run the embedded Gearman job server in the foreground (gearmand's protocol, loopback by default).
     Server(server::ServerArgs),
@@ -119,22 +122,35 @@ impl Common {
         if let Some(dir) = &self.plugins {
             config.plugins = Some(dir.clone());
         }
-        if self.tls_cert.is_some() || self.tls_key.is_some() {
-            config.tls.cert = self.tls_cert.clone();
-            config.tls.key = self.tls_key.clone();
-        }
-        if let Some(ca) = &self.tls_ca {
-            config.tls.ca = Some(ca.clone());
-        }
+        config.tls = self.tls_files(config.tls);
         // The TLS configuration for `tls://` servers, installed for every connection of this
         // process (and its forked workers); its files are read now, so a missing one is
         // reported at once.
-        if config.servers.iter().any(|s| s.tls) || config.tls != crate::tls::ClientFiles::default() {
-            let tls = crate::tls::client_config(&config.tls).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
-            li3g_protocol::transport::install_client_config(tls);
-        }
+        install_tls(&config).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
         Ok(config)
     }
+
+    /// The TLS files for `tls://` servers: the configuration's `files`, with the command line's
+    /// (and `LI3G_TLS_*`) winning.
+    fn tls_files(&self, mut files: crate::tls::ClientFiles) -> crate::tls::ClientFiles {
+        if self.tls_cert.is_some() || self.tls_key.is_some() {
+            files.cert = self.tls_cert.clone();
+            files.key = self.tls_key.clone();
+        }
+        if let Some(ca) = &self.tls_ca {
+            files.ca = Some(ca.clone());
+        }
+        files
+    }
+}
+
+/// Reads `config`'s TLS files and installs them for every later `tls://` connection of this
+/// process and the children it forks, when it names a `tls://` server or TLS files.
+fn install_tls(config: &Config) -> Result<(), crate::tls::TlsError> {
+    if config.servers.iter().any(|s| s.tls) || config.tls != crate::tls::ClientFiles::default() {
+        li3g_protocol::transport::install_client_config(crate::tls::client_config(&config.tls)?);
+    }
+    Ok(())
 }
 
 /// The plugins directory: configured, else /usr/lib/li3g/plugins, else the executable's own

@@ -19,13 +19,15 @@ pub(super) struct ServerArgs {
     /// plaintext listener). A non-loopback address needs --insecure-listen.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: String,
-    /// Listen in plaintext on a non-loopback address: whoever reaches the port can submit and
-    /// take every job, so only on a network where that is acceptable.
+    /// Open a listener that lets in whoever reaches it on a non-loopback address: plaintext
+    /// (--listen), or TLS without --tls-client-ca (which only encrypts). Whoever reaches the
+    /// port can submit and take every job, so only on a network where that is acceptable.
     #[arg(long)]
     insecure_listen: bool,
     /// Address of the TLS listener, beside the plaintext one (port 0: any free port); its
-    /// certificate and key are --tls-cert and --tls-key [default: the configuration's
-    /// `tls_listen`, `tls_cert`, `tls_key`, else no TLS listener]
+    /// certificate and key are --tls-cert and --tls-key. A non-loopback address needs
+    /// --tls-client-ca (or --insecure-listen) [default: the configuration's `tls_listen`,
+    /// `tls_cert`, `tls_key`, else no TLS listener]
     #[arg(long, value_name = "ADDR")]
     tls_listen: Option<String>,
     /// CA certificates (PEM) that must sign every TLS client's certificate: mutual TLS, the
@@ -50,23 +52,28 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let client_ca = args.tls_client_ca.clone().or(config.tls_client_ca.clone());
     let bind =
         |addr: &str| std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"));
-    let plain = match args.listen.as_str() {
-        "off" => None,
-        addr => {
-            // Looked at before binding: a refused address is never open, even briefly.
-            let ips: Vec<std::net::IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?
-                .map(|a| a.ip())
-                .collect();
-            anyhow::ensure!(
-                ips.iter().all(std::net::IpAddr::is_loopback) || args.insecure_listen,
-                "refusing to listen on {addr} in plaintext: whoever reaches that port can submit and take every \
-                 job (run every task). Listen on loopback, use TLS (--tls-listen with --tls-cert, --tls-key and \
-                 --tls-client-ca), or say --insecure-listen"
-            );
-            Some(bind(addr)?)
-        }
-    };
+    // Every address is looked at before anything is bound: a refused listener is never open,
+    // even briefly.
+    let plain_addr = Some(args.listen.as_str()).filter(|addr| *addr != "off");
+    if let Some(addr) = plain_addr {
+        anyhow::ensure!(
+            loopback_only(addr)? || args.insecure_listen,
+            "refusing to listen on {addr} in plaintext: whoever reaches that port can submit and take every \
+             job (run every task). Listen on loopback, use TLS (--tls-listen with --tls-cert, --tls-key and \
+             --tls-client-ca), or say --insecure-listen"
+        );
+    }
+    if let Some(addr) = &tls_listen {
+        // TLS without client certificates only encrypts: it says nothing about who connects.
+        anyhow::ensure!(
+            client_ca.is_some() || loopback_only(addr)? || args.insecure_listen,
+            "refusing to listen for TLS on {addr} without --tls-client-ca: TLS without client certificates \
+             only encrypts, and whoever reaches that port can submit and take every job (run every task). Give \
+             --tls-client-ca (or tls_client_ca) so that only clients with a certificate of that CA get in, \
+             listen on loopback, or say --insecure-listen"
+        );
+    }
+    let plain = plain_addr.map(bind).transpose()?;
     let tls = match (&tls_listen, &config.tls.cert, &config.tls.key) {
         (Some(addr), Some(cert), Some(key)) => {
             let config = crate::tls::server_config(cert, key, client_ca.as_deref())?;
@@ -104,4 +111,13 @@ pub(super) fn run(args: &ServerArgs) -> anyhow::Result<ExitCode> {
     eprintln!("li3g-host: job server listening on {} (store: {store})", addrs.join(" and "));
     server.serve(signals::wake_fd().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)), &signals::stop_requested)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether every address `addr` names is a loopback one (`Err`: it names none).
+fn loopback_only(addr: &str) -> anyhow::Result<bool> {
+    let ips: Vec<std::net::IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    Ok(ips.iter().all(std::net::IpAddr::is_loopback))
 }

@@ -108,6 +108,9 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     // The daemon works from `/`: fix relative paths now.
     config.plugins = Some(std::path::absolute(plugins_dir(&config)?)?);
     config.file = config.file.as_deref().map(std::path::absolute).transpose()?;
+    // `redis_tls_ca` is relative to the configuration file, which may have been named by a
+    // relative path: read by every scheduler and worker after the fork, from `/` with --daemon.
+    config.scheduler.tls_ca = config.scheduler.tls_ca.as_deref().map(std::path::absolute).transpose()?;
     // Fail in the foreground on what would fail in every worker, without loading any plugin
     // here: the supervisor must stay free of plugin code (workers load it after the fork, so a
     // restart sees changed files, and no plugin can put a thread in the process that forks).
@@ -135,6 +138,9 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &log_file {
         WorkerOptions::use_log_file(path)?;
     }
+    // Where relative TLS paths are read from at each `restart`, as they were now (a --daemon
+    // works from `/`).
+    let base = std::env::current_dir()?;
     let pid_path = args.pid.path()?;
     let pid_file;
     if args.daemon {
@@ -164,8 +170,9 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         pid_file = PidFile::acquire(&pid_path)?;
     }
     let log = if args.daemon { crate::log::Log { verbose: false } } else { log };
-    let worker = |config: &Config, pool: Option<&str>| run_worker(config, &args.worker, log, pool);
+    let worker = |config: &Config, pool: Option<&str>| run_worker(config, &args.worker, log, pool, None);
     let scheduler = |config: &Config| run_scheduler(config, log.verbose, DEFAULT_BATCH);
+    let reload_tls = || super::tls_reload::reload(&args.common, &config, &base, log);
     let options = daemon::Options {
         workers: args.workers,
         limit: args.limit,
@@ -180,6 +187,7 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         scoreboard: Some(crate::scoreboard::path_for(&pid_path)),
         metrics: args.metrics.clone(),
         listen: args.listen.clone(),
+        before_restart: Some(&reload_tls),
     };
     let code = daemon::run(&config, &options)?;
     drop(pid_file);

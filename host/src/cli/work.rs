@@ -103,6 +103,7 @@ impl WorkerOptions {
             timeout: settings.and_then(|p| p.timeout).or(self.timeout),
             memlimit: settings.and_then(|p| p.memlimit).or(self.memlimit),
             max_jobs: settings.and_then(|p| p.max_jobs).or(self.max_jobs),
+            recycle_at: None,
             selection: config.selection(pool),
             pool: settings.map(|p| (p.name.clone(), p.tasks.clone())),
             configured_tasks: config.tasks.keys().cloned().collect(),
@@ -125,6 +126,16 @@ pub(super) struct WorkArgs {
     /// options. Without it, a worker of the default pool: every task no pool keeps to itself.
     #[arg(long, value_name = "POOL")]
     pool: Option<String>,
+    /// End once this many seconds old, after the job in hand, with exit code 75 (systemd's or
+    /// supervisor's restart then replaces the worker: GearmanManager's max_worker_lifetime).
+    /// The pool's `max_age` wins with --pool.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds)]
+    max_age: Option<Duration>,
+    /// Spread of --max-age: the limit is max-age plus a random part of this, so workers
+    /// started together are not all replaced at once [default: a tenth of --max-age, at least
+    /// 5 s]. The pool's `max_age_splay` wins with --pool.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::parse_seconds, requires = "max_age")]
+    max_age_splay: Option<Duration>,
     #[command(flatten)]
     worker: WorkerOptions,
     #[command(flatten)]
@@ -144,14 +155,28 @@ pub(super) fn run(args: &WorkArgs) -> anyhow::Result<ExitCode> {
     // What would make every start fail is an error here, on stderr, not only a log line.
     crate::plugins::registry::check_dir(&plugins_dir(&config)?)?;
     signals::install_worker();
-    Ok(ExitCode::from(run_worker(&config, &args.worker, args.worker.log(), args.pool.as_deref())))
+    let settings = args.pool.as_deref().and_then(|pool| config.pool(pool));
+    let max_age = settings.and_then(|p| p.max_age).or(args.max_age);
+    let splay = settings.and_then(|p| p.max_age_splay).or(args.max_age_splay);
+    let recycle_at = max_age.map(|age| {
+        let max_age = crate::daemon::recycle::MaxAge::new(age, splay);
+        std::time::Instant::now() + max_age.age + max_age.splay.mul_f64(crate::daemon::recycle::Rng::new().unit())
+    });
+    Ok(ExitCode::from(run_worker(&config, &args.worker, args.worker.log(), args.pool.as_deref(), recycle_at)))
 }
 
 /// Runs one worker until it is stopped ([`worker::serve`]); returns its exit code. Used by
 /// `work` and by each worker `start` forks; `pool` is the worker's pool (`None`: the default).
-pub(super) fn run_worker(config: &Config, options: &WorkerOptions, log: Log, pool: Option<&str>) -> u8 {
+pub(super) fn run_worker(
+    config: &Config,
+    options: &WorkerOptions,
+    log: Log,
+    pool: Option<&str>,
+    recycle_at: Option<std::time::Instant>,
+) -> u8 {
     let mut worker = options.worker_config(config, pool);
     worker.log = log;
+    worker.recycle_at = recycle_at;
     match plugins_dir(config) {
         Ok(dir) => worker::serve(&dir, &worker),
         Err(err) => {

@@ -23,7 +23,8 @@
 //! });
 //! scheduler.restart = Restart::Transient;
 //! scheduler.reload = false;
-//! let options = PoolOptions { children: vec![scheduler], log: li3g_host::log::Log { verbose: true } };
+//! let options =
+//!     PoolOptions { children: vec![scheduler], log: li3g_host::log::Log { verbose: true }, before_restart: None };
 //! assert_eq!(options.children[0].name, "scheduler");
 //! ```
 //!

@@ -15,6 +15,10 @@
 //! it is doing and exits with [`EXIT_RECYCLE`], and it is replaced at once whatever the
 //! [`Restart`] policy.
 //!
+//! Restarting (SIGHUP): [`PoolOptions::before_restart`] prepares what the new children need (or
+//! refuses, leaving every child as it is); then each child of a kind that reloads is asked to
+//! stop after what it is doing while its replacement is spawned beside it.
+//!
 //! Stopping: the first SIGTERM/SIGINT asks the children to stop (SIGTERM: a worker finishes the
 //! job in hand), kind by kind in reverse start order; a second one passes SIGTERM on again (a worker's second: it kills its job's
 //! process group and leaves) and SIGKILLs whatever is left [`KILL_GRACE`] later.
@@ -40,12 +44,26 @@ use std::time::{Duration, Instant};
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// How the pool runs.
-#[derive(Debug)]
 pub struct PoolOptions<'a> {
     /// The kinds of children, started in this order.
     pub children: Vec<ChildSpec<'a>>,
     /// Where log lines go.
     pub log: Log,
+    /// Run in the supervisor when a `restart` (SIGHUP) comes, before any child is touched:
+    /// what the new children need prepared (the TLS files read again); `Err(why)` refuses the
+    /// restart, the running children keep running, and `why` is logged and put on the
+    /// scoreboard for `li3g-host restart` to print.
+    pub before_restart: Option<&'a dyn Fn() -> Result<(), String>>,
+}
+
+impl std::fmt::Debug for PoolOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolOptions")
+            .field("children", &self.children)
+            .field("log", &self.log)
+            .field("before_restart", &self.before_restart.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -242,6 +260,13 @@ impl Pool<'_, '_> {
             self.log("Reopening the log file (SIGUSR1)");
         }
         if signals::take_reload() && !self.stopping {
+            if let Some(Err(why)) = self.options.before_restart.map(|prepare| prepare()) {
+                self.log(&format!("Restart refused: {why}; the workers keep running as they are"));
+                if let Some(board) = scoreboard::current::board() {
+                    board.refuse_restart(&why);
+                }
+                return;
+            }
             self.log("Restarting: new workers load the plugins afresh, old ones finish their job");
             if let Some(board) = scoreboard::current::board() {
                 board.next_generation();

@@ -51,6 +51,10 @@ pub struct Options<'a> {
     pub metrics: Option<String>,
     /// Where the embedded job server listens (`start --listen`; default [`EMBEDDED_LISTEN`]).
     pub listen: Option<crate::gearman::conn::ServerAddr>,
+    /// Run in the supervisor at each `restart`, before a child is touched (see
+    /// [`PoolOptions::before_restart`]): `start` reads the TLS files for `tls://` servers again
+    /// and installs them for the children forked next; `Err` refuses the restart.
+    pub before_restart: Option<&'a dyn Fn() -> Result<(), String>>,
 }
 
 /// Why the daemon cannot start.
@@ -126,7 +130,7 @@ pub fn run(config: &Config, options: &Options<'_>) -> Result<i32, Error> {
         children.insert(0, server_child(listener, server_options));
     }
     let board = options.scoreboard.as_deref().and_then(|path| create_scoreboard(path, config, &children, options.log));
-    let code = supervise(&PoolOptions { children, log: options.log });
+    let code = supervise(&PoolOptions { children, log: options.log, before_restart: options.before_restart });
     if let Some(path) = board {
         let _ = std::fs::remove_file(path);
     }
@@ -276,7 +280,8 @@ pub fn default_store() -> Result<PathBuf, Error> {
 }
 
 /// The monitor as a child kind: one, always replaced, not reloaded by `restart` (it loads no
-/// plugin). Last in start order: it stops first.
+/// plugin) unless it asks `tls://` servers: then it is replaced too, so that it asks them with
+/// the TLS files the restart read again. Last in start order: it stops first.
 fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec<'a> {
     let mut spec = ChildSpec::new("monitor", 1, move |_number| match listener.try_clone() {
         Ok(listener) => crate::monitor::serve(listener, config, &signals::stop_requested),
@@ -285,7 +290,7 @@ fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec
             2
         }
     });
-    spec.reload = false;
+    spec.reload = config.servers.iter().any(|server| server.tls);
     spec
 }
 
@@ -324,9 +329,11 @@ fn children<'a>(config: &'a Config, options: &'a Options<'_>) -> Vec<ChildSpec<'
     }
     if let Some(scheduler) = options.scheduler.filter(|_| config.redis.is_some()) {
         // One scheduler, always replaced when it ends; it loads no plugin, so a restart
-        // (SIGHUP) has nothing to reload in it.
+        // (SIGHUP) has nothing to reload in it, unless it reaches `tls://` servers: then it is
+        // replaced too, so that it uses the TLS files the restart read again (the old one
+        // finishes its batch; the leases keep two from moving the same job).
         let mut spec = ChildSpec::new("scheduler", 1, move |_number| i32::from(scheduler(config)));
-        spec.reload = false;
+        spec.reload = config.servers.iter().any(|server| server.tls);
         children.push(spec);
     }
     children

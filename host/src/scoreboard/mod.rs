@@ -10,7 +10,8 @@
 //! process maps the file at its own address):
 //! - [`Header`]: magic, layout version and slot count (a reader refuses a file of another
 //!   layout), the supervisor's PID and start time, the generation (bumped by `restart`), the
-//!   configuration file, and the restarts per child kind and reason. Written by the supervisor.
+//!   configuration file, the restarts per child kind and reason, and the `restart`s refused
+//!   with the last reason. Written by the supervisor.
 //! - the failure ring: the last [`FAILURES`] job failures of any child, each entry under its own
 //!   sequence counter; a writer claims an entry with one `fetch_add`.
 //! - the slots: one per child, under a sequence counter (a seqlock): the writer makes it odd,
@@ -46,7 +47,7 @@ pub use writer::SlotWriter;
 /// The first bytes of a scoreboard file.
 pub const MAGIC: [u8; 8] = *b"li3g-scb";
 /// The layout's version: a reader refuses another.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// How many failures the ring keeps.
 pub const FAILURES: usize = 100;
 /// How many tasks a slot keeps counters for (more are counted under the last entry, `*`).
@@ -100,6 +101,10 @@ pub struct Header {
     /// their slots ([`Scoreboard::retire`]): so a total over the board never goes down when a
     /// worker is recycled (a Prometheus counter must not).
     pub(crate) retired: [TaskCounters; TASKS],
+    /// How many `restart`s the supervisor refused (a TLS file it could not use), and why the
+    /// last one was: what `li3g-host restart` waits for besides a new generation.
+    pub(crate) restarts_refused: AtomicU64,
+    pub(crate) refusal: Text<256>,
 }
 
 /// One job's counters for one task.
@@ -332,6 +337,23 @@ impl Scoreboard {
     /// Starts a new generation (`restart`).
     pub fn next_generation(&self) -> u64 {
         self.header().generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Records a refused `restart` and why (the supervisor): the count goes up after the
+    /// reason is written, so a reader that sees the new count reads its reason.
+    pub fn refuse_restart(&self, why: &str) {
+        if self.writable {
+            let header = self.header();
+            header.refusal.set(why);
+            header.restarts_refused.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// How many `restart`s were refused, and the last one's reason.
+    pub fn restarts_refused(&self) -> (u64, String) {
+        let header = self.header();
+        let count = header.restarts_refused.load(Ordering::Acquire);
+        (count, header.refusal.get())
     }
 
     /// Counts a replaced child.

@@ -5,7 +5,11 @@
 //! documented, stable format of docs/WATCHING.md), and the monitor serves the same JSON.
 //!
 //! Reading is all it does: the scoreboard is mapped read-only, the job servers are asked one
-//! admin command each, Redis one listing.
+//! admin command each, Redis one listing. [`report`] asks them all at once, each on a thread of
+//! its own, and waits for them until one shared deadline ([`SOURCES_WITHIN`]): a job server or a
+//! Redis that accepts connections and never answers (stopped, or its machine stalled) is
+//! reported as down, naming it, instead of holding the report for its own timeouts in turn.
+//! (The monitor, which never forks either, caches the same questions: `monitor/sources.rs`.)
 
 use crate::config::Config;
 use crate::gearman::admin_protocol;
@@ -181,12 +185,75 @@ pub fn open(path: &Path) -> Result<Scoreboard, StatusError> {
     Ok(board)
 }
 
+/// How long [`report`] waits for the job servers and Redis, all asked at once.
+pub const SOURCES_WITHIN: Duration = Duration::from_secs(2);
+
 /// The report: the scoreboard's snapshot, and the queues and counts the configuration's job
-/// servers and Redis give now.
+/// servers and Redis give within [`SOURCES_WITHIN`] (all asked at once); a source that did not
+/// answer by then is in the report as down (`no answer within 2.0s`).
+///
+/// Each source is asked on a thread of its own; one that is late is left to end by its own
+/// timeouts (a job server's [`ADMIN_TIMEOUT`], Redis' connection within [`SOURCES_WITHIN`]),
+/// its answer dropped. So call it from a process that does not fork (the `status` command).
 pub fn report(snapshot: &Snapshot, config: &Config) -> Report {
-    let servers = config.servers.iter().map(queues).collect();
-    let scheduler = config.redis.as_deref().map(|url| scheduler_counts(url, config));
+    let deadline = std::time::Instant::now() + SOURCES_WITHIN;
+    let (tx, rx) = std::sync::mpsc::channel::<Source>();
+    let mut asked = 0;
+    for (i, server) in config.servers.iter().enumerate() {
+        let (tx, server) = (tx.clone(), server.clone());
+        let spawned = std::thread::Builder::new()
+            .name("status-source".into())
+            .spawn(move || drop(tx.send(Source::Server(i, queues(&server)))));
+        asked += usize::from(spawned.is_ok());
+    }
+    if let Some(url) = config.redis.clone() {
+        let (tx, settings) = (tx.clone(), config.scheduler.clone());
+        let spawned = std::thread::Builder::new()
+            .name("status-source".into())
+            .spawn(move || drop(tx.send(Source::Redis(scheduler_counts(&url, &settings)))));
+        asked += usize::from(spawned.is_ok());
+    }
+    drop(tx);
+    let mut servers: Vec<Option<ServerQueues>> = vec![None; config.servers.len()];
+    let mut scheduler = None;
+    for _ in 0..asked {
+        let Ok(answer) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) else {
+            break;
+        };
+        match answer {
+            Source::Server(i, queues) => servers[i] = Some(queues),
+            Source::Redis(counts) => scheduler = Some(counts),
+        }
+    }
+    let late = format!("no answer within {:.1}s", SOURCES_WITHIN.as_secs_f64());
+    let servers = servers
+        .into_iter()
+        .zip(&config.servers)
+        .map(|(queues, server)| {
+            queues.unwrap_or_else(|| ServerQueues {
+                server: server.to_string(),
+                error: Some(late.clone()),
+                functions: Vec::new(),
+            })
+        })
+        .collect();
+    let scheduler = config.redis.as_deref().map(|url| {
+        scheduler.unwrap_or_else(|| SchedulerCounts {
+            error: Some(format!("{} gave {late}", crate::config::redact_url(url))),
+            pending: 0,
+            leased: 0,
+            dead: 0,
+            next_due_ms: None,
+        })
+    });
     report_with(snapshot, servers, scheduler)
+}
+
+/// One source's answer to [`report`].
+enum Source {
+    /// Job server number `.0`'s.
+    Server(usize, ServerQueues),
+    Redis(SchedulerCounts),
 }
 
 /// The report of `snapshot` with the queues and scheduler counts given (the monitor's, from its
@@ -248,6 +315,13 @@ pub fn queues(server: &ServerAddr) -> ServerQueues {
                 ServerQueues { server: server.to_string(), error: Some(err.to_string()), functions: Vec::new() }
             }
         },
+        // Connected, and then nothing (a stopped job server: the kernel accepts for it).
+        Err(crate::gearman::conn::ConnError::Io { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+        {
+            let late = format!("no answer within {:.1}s", ADMIN_TIMEOUT.as_secs_f64());
+            ServerQueues { server: server.to_string(), error: Some(late), functions: Vec::new() }
+        }
         Err(err) => ServerQueues { server: server.to_string(), error: Some(err.to_string()), functions: Vec::new() },
     }
 }
@@ -269,12 +343,20 @@ pub fn parse_status(lines: &[String]) -> Result<Vec<FunctionQueue>, admin_protoc
         .collect())
 }
 
-fn scheduler_counts(url: &str, config: &Config) -> SchedulerCounts {
-    let counted = Schedule::open(url, &config.scheduler).and_then(|mut store| Ok((store.pending()?, store.dead()?)));
-    match counted {
-        Ok((pending, dead)) => scheduler_counts_of(&pending, &dead),
-        Err(err) => SchedulerCounts { error: Some(err.to_string()), pending: 0, leased: 0, dead: 0, next_due_ms: None },
-    }
+/// The counts of the schedule at `url`, connecting and waiting for each answer at most
+/// [`SOURCES_WITHIN`].
+fn scheduler_counts(url: &str, settings: &crate::config::SchedulerSettings) -> SchedulerCounts {
+    let counted = Schedule::open(url, settings)
+        .map(|store| store.with_timeout(SOURCES_WITHIN))
+        .and_then(|mut store| Ok((store.pending()?, store.dead()?)));
+    let error = match counted {
+        Ok((pending, dead)) => return scheduler_counts_of(&pending, &dead),
+        Err(crate::scheduler::schedule::ScheduleError::Redis(err)) if err.is_timeout() => {
+            format!("{} gave no answer within {:.1}s", crate::config::redact_url(url), SOURCES_WITHIN.as_secs_f64())
+        }
+        Err(err) => err.to_string(),
+    };
+    SchedulerCounts { error: Some(error), pending: 0, leased: 0, dead: 0, next_due_ms: None }
 }
 
 /// The counts of a listing of the schedule.

@@ -109,6 +109,11 @@ thread_local! {
         const { std::cell::RefCell::new(process::ThreadWitness::new()) };
 }
 
+/// Whether job children that answered are still to be reaped ([`reap_children`]).
+pub fn has_exiting() -> bool {
+    EXITING.with(|pids| !pids.borrow().is_empty())
+}
+
 /// Reaps the job children that answered since; with `block`, waits for all of them. Whatever
 /// a job left running in its process group is killed first: nothing a job started outlives it.
 pub fn reap_children(block: bool) {

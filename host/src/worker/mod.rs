@@ -95,6 +95,10 @@ pub struct WorkerConfig {
     pub sandbox: sandbox::SandboxConfig,
     /// Stop after this many jobs (`None`: never).
     pub max_jobs: Option<u64>,
+    /// `work --max-age` (or its pool's `max_age`): once this passes the worker ends after the
+    /// job in hand, to be replaced (exit code 75). Under `start` the supervisor recycles
+    /// workers itself (SIGUSR2), so this is `None` there.
+    pub recycle_at: Option<std::time::Instant>,
     /// The task names the configuration sets options for: those no loaded plugin has are
     /// reported, since a typo there would otherwise go unseen.
     pub configured_tasks: Vec<String>,

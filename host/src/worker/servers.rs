@@ -81,7 +81,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
     let mut turn = 0;
     let mut readable: Vec<bool> = vec![false; servers.len()];
     loop {
-        if stop() || stats.over_memory || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
+        if stop() || stats.over_memory || used_up(config, &stats) {
             job_child::reap_children(true);
             return stats;
         }
@@ -111,7 +111,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
                 }
                 Err(err) => server.drop_conn(&err.to_string()),
             }
-            if stop() || config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max) {
+            if stop() || used_up(config, &stats) {
                 // Send the answer, grab nothing more.
                 if let Some(conn) = servers[i].conn.as_mut() {
                     if let Err(err) = conn.flush() {
@@ -140,9 +140,15 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             }
         }
 
+        // What the last job child left (it answered and exits; whatever it started in its
+        // group is killed now, not at the next job), while the servers answer what was sent.
+        if job_child::has_exiting() {
+            job_child::reap_children(false);
+        }
+
         // 3. Wait for what the servers send (not at all while a job is held), then read.
         let holding = servers.iter().any(|s| s.state == State::Holding);
-        let timeout = if holding { Duration::ZERO } else { wait_time(&servers) };
+        let timeout = if holding { Duration::ZERO } else { wait_time(&servers, config.recycle_at) };
         if servers.len() == 1 && servers[0].conn.is_some() && !holding {
             // One server: read at once, blocking up to STOP_CHECK (its deadlines are coarser).
             readable[0] = true;
@@ -195,10 +201,16 @@ fn wait(servers: &[Server], timeout: Duration, readable: &mut [bool]) {
     }
 }
 
-/// How long `poll` may wait: until the next deadline, reconnect, or stop-flag look.
-fn wait_time(servers: &[Server]) -> Duration {
+/// Whether the worker has done its share: `max_jobs` jobs, or its age past `recycle_at`.
+pub(super) fn used_up(config: &WorkerConfig, stats: &WorkerStats) -> bool {
+    config.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max)
+        || config.recycle_at.is_some_and(|at| Instant::now() >= at)
+}
+
+/// How long `poll` may wait: until the next deadline, reconnect, recycle, or stop-flag look.
+fn wait_time(servers: &[Server], recycle_at: Option<Instant>) -> Duration {
     let now = Instant::now();
-    let mut until = now + STOP_CHECK;
+    let mut until = recycle_at.map_or(now + STOP_CHECK, |at| at.max(now).min(now + STOP_CHECK));
     for server in servers {
         let deadline = match server.state {
             State::Down => Some(server.retry_at),

@@ -9,7 +9,7 @@ use log::{error, info, warn};
 /// A worker process's body: loads the plugins from `plugins`, runs the worker until it is
 /// stopped, logs how it went. Returns the process's exit code: 0 when stopped,
 /// [`EXIT_RECYCLE`](crate::daemon::EXIT_RECYCLE) when it ended to be replaced (`--max-jobs`,
-/// `--memlimit`, or SIGUSR2: the supervisor's `--max-age`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
+/// `--memlimit`, `work --max-age`, or SIGUSR2: the supervisor's `--max-age`), 2 when the plugins cannot be loaded. Used by `work` and by each worker
 /// `start` forks.
 pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     crate::log::init(worker.log.verbose);
@@ -59,7 +59,7 @@ pub fn serve(plugins: &std::path::Path, worker: &WorkerConfig) -> u8 {
     let stats = super::run(&registry, worker, &crate::signals::stop_requested);
     crate::scoreboard::current::state(crate::scoreboard::State::Stopping);
     info!("Worker ended: {} completed, {} failed", plural(stats.completed as usize, "job"), stats.failed);
-    let used_up = worker.max_jobs.is_some_and(|max| stats.completed + stats.failed >= max);
+    let used_up = super::servers::used_up(worker, &stats);
     if stats.over_memory || crate::signals::recycle_requested() || (used_up && !crate::signals::stop_requested()) {
         crate::daemon::EXIT_RECYCLE as u8
     } else {

@@ -1,0 +1,53 @@
+//! `start --daemon` and `rediss://`: the daemon works from `/`, and `redis_tls_ca` is relative
+//! to the configuration file, which may be named by a relative path.
+
+use li3g_tests::redis_setups::TestCerts;
+use li3g_tests::{host, run, wait_until, Gearmand, PluginDir, Redis};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `cd DIR && li3g-host start --daemon --config li3g.toml` with `redis_tls_ca = "ca.pem"` (in
+/// DIR) and a `rediss://` Redis: a job scheduled through it runs, moved by the daemon's
+/// scheduler. (Before, the scheduler, forked after the daemon moved to `/`, looked for
+/// `/ca.pem`: `Cannot start: the Redis TLS CA file ca.pem: No such file or directory`, again
+/// and again, and no scheduled job ever ran.)
+#[test]
+fn a_daemon_started_with_a_relative_configuration_path_reads_its_redis_tls_ca() {
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tls_port = li3g_tests::free_port();
+    let args = certs.redis_args(tls_port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = tempfile::tempdir().unwrap();
+    let _redis =
+        li3g_tests::on_a_free_port("redis-server", |port| Redis::try_start_with(port, data.path(), &args, None));
+    let gearmand = Gearmand::start();
+    let plugins = PluginDir::with(&["misbehave"]);
+    std::fs::copy(certs.ca(), dir.path().join("ca.pem")).unwrap();
+    std::fs::write(
+        dir.path().join("li3g.toml"),
+        format!(
+            "[default]\nservers = [\"{}\"]\nredis = \"rediss://127.0.0.1:{tls_port}/0\"\nredis_tls_ca = \"ca.pem\"\nplugins = {:?}\n",
+            gearmand.addr(),
+            plugins.path()
+        ),
+    )
+    .unwrap();
+    let (pid, log) = (dir.path().join("li3g.pid"), dir.path().join("li3g.log"));
+    // Every command run in DIR, naming the configuration by its relative path.
+    let li3g = |args: &[&str]| run(host().current_dir(dir.path()).args(args).arg("--config").arg("li3g.toml"));
+    let pid = pid.to_str().unwrap();
+    let out = li3g(&["start", "--daemon", "--workers", "1", "--log-file", log.to_str().unwrap(), "--pid", pid]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let ran = dir.path().join("ran");
+    let out = li3g(&["run", "Misbehave::append", ran.to_str().unwrap(), "over tls", "--in", "1s"]);
+    assert!(out.code == Some(0) && out.stdout.starts_with("scheduled job "), "{}{}", out.stdout, out.stderr);
+    wait_until("the daemon's scheduler moved the job over TLS", WAIT, || {
+        std::fs::read_to_string(&ran).is_ok_and(|text| text == "over tls\n")
+    });
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!logged.contains("Cannot start"), "{logged}");
+    let out = run(host().args(["shutdown", "--pid", pid]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
