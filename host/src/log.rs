@@ -74,7 +74,8 @@ impl Log {
     /// such as `warning: `) and in the log; once, with its prefix, when the log is stderr
     /// itself (`--verbose`, or no syslog daemon to take it).
     pub fn announce(&self, prefix: &str, message: &str) {
-        if FILE.get().is_some() || !(self.verbose || !syslog_available()) {
+        let log_is_stderr = FILE.get().is_none() && (self.verbose || !syslog_available());
+        if !log_is_stderr {
             eprintln!("li3g-host: {prefix}{message}");
             self.daemon(message);
         } else {
