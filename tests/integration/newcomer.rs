@@ -54,11 +54,13 @@ fn run_with_retries_and_no_redis_warns_that_the_retries_need_redis() {
         out.stderr
     );
     let out = submit("[default]\n", false);
-    assert_eq!((out.code, out.stderr.as_str()), (Some(0), ""), "no --retries, no warning");
+    // (No worker serves Hello::say here: that warning is said, the retries' is not.)
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("--retries"), "no --retries, no warning of them: {}", out.stderr);
     let redis = Redis::start();
     let out = submit(&format!("[default]\nredis = \"{}\"\n", redis.url()), true);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(!out.stderr.contains("warning"), "with Redis configured, no warning: {}", out.stderr);
+    assert!(!out.stderr.contains("--retries"), "with Redis configured, no warning of them: {}", out.stderr);
 }
 
 /// `run` with no job server configured and none running: the error says what was tried and
@@ -98,4 +100,29 @@ fn run_at_with_no_time_shows_the_form_it_takes() {
     let out = run(host().args(["run", "Hello::say", "Mariano", "--at", "tomorrow"]));
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("expected a date and time such as 2026-12-01T10:00:00Z"), "{}", out.stderr);
+}
+
+/// `run` of a background job for a task no worker serves says so (before: "queued" and the job
+/// waited for ever, silently); with a worker there, nothing is said.
+#[test]
+fn run_in_the_background_warns_when_no_worker_serves_the_task() {
+    let gearmand = Gearmand::start();
+    let queue = |task: &str| run(host().args(["run", task, "x", "--servers", &gearmand.addr()]));
+    let out = queue("Nobody::here");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.starts_with("queued job "), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("warning: no worker has registered Nobody::here on 127.0.0.1:")
+            && out.stderr.contains("the job waits there until one does"),
+        "{}",
+        out.stderr
+    );
+    let dir = li3g_tests::PluginDir::with(&["hello"]);
+    let _worker = li3g_tests::Worker::serving(&gearmand, &dir, "Hello::say");
+    let out = queue("Hello::say");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("no worker"), "{}", out.stderr);
+    // `Class` alone is `Class::run`, as the worker registers it.
+    let out = queue("Hello");
+    assert!(!out.stderr.contains("no worker"), "{}", out.stderr);
 }

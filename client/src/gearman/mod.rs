@@ -159,15 +159,7 @@ impl GearmanClient {
     /// # Errors
     /// [`ClientError::NoServer`] with each server's reason when none can be reached.
     pub fn open_connection(&mut self) -> Result<Conn, ClientError> {
-        let mut errors = Vec::new();
-        for _ in 0..self.servers.len().max(1) {
-            match self.connection(None) {
-                Ok(conn) => return Ok(conn),
-                Err(Some(err)) => errors.push(err),
-                Err(None) => break,
-            }
-        }
-        Err(ClientError::NoServer(errors))
+        self.any_connection().map_err(ClientError::NoServer)
     }
 
     /// The kept connection if it is still open, else a new one to the next server.
@@ -187,7 +179,8 @@ impl GearmanClient {
     /// refused when none does.
     fn any_connection(&mut self) -> Result<Conn, Vec<String>> {
         let mut reasons = Vec::new();
-        for _ in 0..self.servers.len().max(1) + usize::from(self.conn.is_some()) {
+        // A kept connection that closed costs no try: `connection` goes on to the next server.
+        for _ in 0..self.servers.len().max(1) {
             match self.connection(None) {
                 Ok(conn) => return Ok(conn),
                 Err(Some(reason)) => reasons.push(reason),
@@ -562,8 +555,9 @@ impl GearmanClient {
 }
 
 /// Whether `server` says that no worker has registered `function` (admin `status`, on a
-/// connection of its own). Any failure to ask counts as "don't know": false.
-fn no_worker(server: &ServerAddr, function: &[u8], request_timeout: Duration, overall: Option<Instant>) -> bool {
+/// connection of its own, within `request_timeout`). Any failure to ask counts as "don't
+/// know": false.
+pub fn no_worker(server: &ServerAddr, function: &[u8], request_timeout: Duration, overall: Option<Instant>) -> bool {
     let deadline = Deadline::new(request_timeout, overall);
     let Ok(mut conn) = Conn::connect(server, deadline.left()) else { return false };
     let _ = conn.stream().set_write_timeout(Some(deadline.left()));

@@ -11,6 +11,9 @@ use crate::retry_policy::Retries;
 use clap::{Args, ValueEnum};
 use li3g_client::{Queued, Submitted};
 use std::process::ExitCode;
+
+/// How long `run` asks the job server, after queueing, whether any worker serves the task.
+const NO_WORKER_CHECK: Duration = Duration::from_secs(2);
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -185,7 +188,21 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.sync {
         match job.submit() {
-            Ok(Submitted::Queued(Queued { id, handle })) => println!("queued job {id} as {handle}"),
+            Ok(Submitted::Queued(Queued { id, handle })) => {
+                println!("queued job {id} as {handle}");
+                // A job for a task nobody serves waits for ever, silently: say so.
+                let function = if args.li3_gearman {
+                    crate::workload::COMPAT_FUNCTION.to_string()
+                } else {
+                    li3g_client::client::canonical_task_name(&args.task)
+                };
+                if li3g_client::gearman::no_worker(&handle.server, function.as_bytes(), NO_WORKER_CHECK, None) {
+                    eprintln!(
+                        "li3g-host: warning: no worker has registered {function} on {}; the job waits there until one does",
+                        handle.server
+                    );
+                }
+            }
             Ok(Submitted::Scheduled { id, at }) => {
                 println!("scheduled job {id} for {}", crate::cli::schedule::rfc3339(at))
             }
