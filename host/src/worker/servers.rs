@@ -49,13 +49,19 @@ struct Server {
 }
 
 impl Server {
+    /// Drops the connection; it is opened again after the backoff's next delay. The backoff is
+    /// reset only once a server has answered ([`receive`]), not when the connection opens: a
+    /// server that takes the connection and closes it unanswered (a TLS proxy whose job server
+    /// is down, a mutual-TLS server refusing our certificate after the handshake) was otherwise
+    /// reconnected to at once, in a loop, hundreds of times a second.
     fn drop_conn(&mut self, why: &str) {
-        warn!("Lost {why}; reconnecting");
+        let delay = self.backoff.failed();
+        warn!("Lost {why}; reconnecting in {delay:?}");
         self.conn = None;
         self.job = None;
         self.partial_since = None;
         self.state = State::Down;
-        self.retry_at = Instant::now();
+        self.retry_at = Instant::now() + delay;
     }
 }
 
@@ -245,7 +251,6 @@ fn advance_connect(server: &mut Server, functions: &[String], config: &WorkerCon
             info!("Connected to {} and registered {} functions", server.addr, functions.len());
             server.conn = Some(conn);
             server.state = State::Ready;
-            server.backoff.reset();
         }
         Err(err) => connect_failed(server, &err),
     }
@@ -271,6 +276,10 @@ fn receive(server: &mut Server, now: Instant) {
             Ok(None) => break,
             Err(err) => return server.drop_conn(&err.to_string()),
         };
+        if !matches!(packet, Packet::Error { .. }) {
+            // It speaks Gearman to us: the connection worked.
+            server.backoff.reset();
+        }
         match (packet, server.state) {
             (
                 Packet::JobAssignUniq { handle, function, workload, .. }
