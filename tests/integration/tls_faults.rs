@@ -220,3 +220,29 @@ fn a_tls_server_that_closes_the_connection_unanswered_is_retried_with_a_growing_
     let demanded = workers[1].1.wait_for("Lost", Duration::ZERO);
     assert!(demanded.contains("the server demands a client certificate"), "{demanded}");
 }
+
+#[test]
+fn sigterm_stops_a_worker_on_one_tls_server_at_once() {
+    // A worker with one server read it blocking, for up to 500 ms at a time, counting on a
+    // signal to cut the read short; rustls retries an interrupted read, so over TLS each
+    // SIGTERM waited for that read's timeout.
+    let certs = Certs::new();
+    let tls = TlsServer::start(&certs.server, None);
+    let dir = PluginDir::with(&["hello"]);
+    let server = format!("tls://localhost:{}", tls.tls_port);
+    let spawn = || Worker::builder(&[server.as_str()]).plugins(dir.path()).arg("--tls-ca").arg(&certs.ca).spawn();
+    let mut workers = [spawn(), spawn()];
+    li3g_tests::wait_for_workers(&[&tls.server], "Hello::say", 2);
+    let took: Vec<Duration> = workers
+        .iter_mut()
+        .map(|worker| {
+            let sent = Instant::now();
+            li3g_tests::signal(worker.id(), li3g_tests::Signal::SIGTERM);
+            let status = worker.wait_timeout(Duration::from_secs(10)).expect("the worker exits on SIGTERM");
+            assert!(status.success(), "{status:?}");
+            sent.elapsed()
+        })
+        .collect();
+    // At once, for one of the two at least (the machine may be busy): 500 ms each before.
+    assert!(took.iter().min().expect("two") < &Duration::from_millis(350), "SIGTERM took {took:?}");
+}

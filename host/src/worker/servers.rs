@@ -149,7 +149,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         // 3. Wait for what the servers send (not at all while a job is held), then read.
         let holding = servers.iter().any(|s| s.state == State::Holding);
         let timeout = if holding { Duration::ZERO } else { wait_time(&servers) };
-        if servers.len() == 1 && servers[0].conn.is_some() && !holding {
+        if servers.len() == 1 && !servers[0].addr.tls && servers[0].conn.is_some() && !holding {
             // One server: read at once, blocking up to STOP_CHECK (its deadlines are coarser).
             readable[0] = true;
         } else {
@@ -343,9 +343,11 @@ fn functions(registry: &Registry, selection: &Selection) -> Vec<String> {
 fn register(mut conn: Conn, functions: &[String], config: &WorkerConfig) -> Result<Conn, ConnError> {
     // A job child (`--atomic`) must not keep this connection open past its worker.
     crate::process::keep_from_children(conn.stream());
-    if config.servers.len() == 1 {
+    if config.servers.len() == 1 && !conn.server().tls {
         // One server: a read that blocks (briefly) needs no poll before it. A signal cuts it
-        // short; one that lands just before the read waits at most STOP_CHECK.
+        // short; one that lands just before the read waits at most STOP_CHECK. Not over TLS:
+        // rustls retries a read a signal interrupted, so every stop would wait STOP_CHECK;
+        // the poll, which watches the signal pipe too, sees it at once.
         conn.set_blocking_reads(STOP_CHECK)?;
     } else {
         conn.set_nonblocking(true)?;
