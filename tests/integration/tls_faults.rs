@@ -3,11 +3,12 @@
 //! serving the clients that behave; a job server that takes a worker's connection and never
 //! answers its handshake (or never takes it) holds up none of the worker's other servers.
 
-use li3g_tests::tls::{Certs, TlsServer};
-use li3g_tests::{host, run, wait_until, wait_until_ok, Gearmand, PluginDir, Worker};
+use li3g_tests::tls::{Certs, Stunnel, TlsServer};
+use li3g_tests::{free_port, host, run, wait_until, wait_until_ok, ChildGuard, Gearmand, Lines, PluginDir, Worker};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Reads from `socket` until the server closes it, at most `within`; how long it took.
@@ -176,4 +177,72 @@ fn syn_sent_to(port: u16) -> Vec<String> {
             (fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")).then(|| fields[1].to_string())
         })
         .collect()
+}
+
+/// A worker on `server` alone, with `tls` (`--tls-ca ...`), its log lines collected.
+fn logging_worker(server: &str, dir: &PluginDir, tls: &[&str]) -> (ChildGuard, Lines) {
+    let mut command = host();
+    command
+        .args(["work", "--verbose", "--servers", server])
+        .args(tls)
+        .arg("--plugins")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut worker = ChildGuard::spawn(&mut command);
+    let lines = Lines::collect(worker.child().stderr.take().expect("its stderr"));
+    (worker, lines)
+}
+
+#[test]
+fn a_tls_server_that_closes_the_connection_unanswered_is_retried_with_a_growing_delay() {
+    // Both take the TCP connection and complete the TLS handshake (TLS 1.3: the client is done
+    // first), then close it without a Gearman word: stunnel whose gearmand is down, and a
+    // mutual-TLS server refusing a worker that has no client certificate. The worker reset its
+    // backoff on every handshake and reconnected at once when the connection was lost:
+    // hundreds of handshakes a second, two log lines each.
+    let certs = Certs::new();
+    let stunnel = Stunnel::start(&certs.server, None, free_port());
+    let mutual = TlsServer::start(&certs.server, Some(&certs.ca));
+    let dir = PluginDir::with(&["hello"]);
+    let ca = certs.ca.to_str().expect("a UTF-8 path");
+    let started = Instant::now();
+    let servers = [format!("tls://localhost:{}", stunnel.port), format!("tls://localhost:{}", mutual.tls_port)];
+    let workers: Vec<_> = servers.iter().map(|server| logging_worker(server, &dir, &["--tls-ca", ca])).collect();
+    for (server, (_, lines)) in servers.iter().zip(&workers) {
+        let lost = format!("Lost {server}: ");
+        wait_until("five connections lost", Duration::from_secs(30), || lines.count(&lost) >= 5);
+        // 100 + 200 + 400 + 800 ms between them, and the delay in the words.
+        assert!(started.elapsed() >= Duration::from_millis(1500), "{server}: {:#?}", lines.all());
+        let fourth = lines.all().into_iter().filter(|l| l.contains(&lost)).nth(3).expect("a fourth loss");
+        assert!(fourth.ends_with("; reconnecting in 800ms"), "{fourth}");
+    }
+    let demanded = workers[1].1.wait_for("Lost", Duration::ZERO);
+    assert!(demanded.contains("the server demands a client certificate"), "{demanded}");
+}
+
+#[test]
+fn sigterm_stops_a_worker_on_one_tls_server_at_once() {
+    // A worker with one server read it blocking, for up to 500 ms at a time, counting on a
+    // signal to cut the read short; rustls retries an interrupted read, so over TLS each
+    // SIGTERM waited for that read's timeout.
+    let certs = Certs::new();
+    let tls = TlsServer::start(&certs.server, None);
+    let dir = PluginDir::with(&["hello"]);
+    let server = format!("tls://localhost:{}", tls.tls_port);
+    let spawn = || Worker::builder(&[server.as_str()]).plugins(dir.path()).arg("--tls-ca").arg(&certs.ca).spawn();
+    let mut workers = [spawn(), spawn()];
+    li3g_tests::wait_for_workers(&[&tls.server], "Hello::say", 2);
+    let took: Vec<Duration> = workers
+        .iter_mut()
+        .map(|worker| {
+            let sent = Instant::now();
+            li3g_tests::signal(worker.id(), li3g_tests::Signal::SIGTERM);
+            let status = worker.wait_timeout(Duration::from_secs(10)).expect("the worker exits on SIGTERM");
+            assert!(status.success(), "{status:?}");
+            sent.elapsed()
+        })
+        .collect();
+    // At once, for one of the two at least (the machine may be busy): 500 ms each before.
+    assert!(took.iter().min().expect("two") < &Duration::from_millis(350), "SIGTERM took {took:?}");
 }

@@ -49,13 +49,19 @@ struct Server {
 }
 
 impl Server {
+    /// Drops the connection; it is opened again after the backoff's next delay. The backoff is
+    /// reset only once a server has answered ([`receive`]), not when the connection opens: a
+    /// server that takes the connection and closes it unanswered (a TLS proxy whose job server
+    /// is down, a mutual-TLS server refusing our certificate after the handshake) was otherwise
+    /// reconnected to at once, in a loop, hundreds of times a second.
     fn drop_conn(&mut self, why: &str) {
-        warn!("Lost {why}; reconnecting");
+        let delay = self.backoff.failed();
+        warn!("Lost {why}; reconnecting in {delay:?}");
         self.conn = None;
         self.job = None;
         self.partial_since = None;
         self.state = State::Down;
-        self.retry_at = Instant::now();
+        self.retry_at = Instant::now() + delay;
     }
 }
 
@@ -149,7 +155,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         // 3. Wait for what the servers send (not at all while a job is held), then read.
         let holding = servers.iter().any(|s| s.state == State::Holding);
         let timeout = if holding { Duration::ZERO } else { wait_time(&servers, config.recycle_at) };
-        if servers.len() == 1 && servers[0].conn.is_some() && !holding {
+        if servers.len() == 1 && !servers[0].addr.tls && servers[0].conn.is_some() && !holding {
             // One server: read at once, blocking up to STOP_CHECK (its deadlines are coarser).
             readable[0] = true;
         } else {
@@ -257,7 +263,6 @@ fn advance_connect(server: &mut Server, functions: &[String], config: &WorkerCon
             info!("Connected to {} and registered {} functions", server.addr, functions.len());
             server.conn = Some(conn);
             server.state = State::Ready;
-            server.backoff.reset();
         }
         Err(err) => connect_failed(server, &err),
     }
@@ -283,6 +288,10 @@ fn receive(server: &mut Server, now: Instant) {
             Ok(None) => break,
             Err(err) => return server.drop_conn(&err.to_string()),
         };
+        if !matches!(packet, Packet::Error { .. }) {
+            // It speaks Gearman to us: the connection worked.
+            server.backoff.reset();
+        }
         match (packet, server.state) {
             (
                 Packet::JobAssignUniq { handle, function, workload, .. }
@@ -346,9 +355,11 @@ fn functions(registry: &Registry, selection: &Selection) -> Vec<String> {
 fn register(mut conn: Conn, functions: &[String], config: &WorkerConfig) -> Result<Conn, ConnError> {
     // A job child (`--atomic`) must not keep this connection open past its worker.
     crate::process::keep_from_children(conn.stream());
-    if config.servers.len() == 1 {
+    if config.servers.len() == 1 && !conn.server().tls {
         // One server: a read that blocks (briefly) needs no poll before it. A signal cuts it
-        // short; one that lands just before the read waits at most STOP_CHECK.
+        // short; one that lands just before the read waits at most STOP_CHECK. Not over TLS:
+        // rustls retries a read a signal interrupted, so every stop would wait STOP_CHECK;
+        // the poll, which watches the signal pipe too, sees it at once.
         conn.set_blocking_reads(STOP_CHECK)?;
     } else {
         conn.set_nonblocking(true)?;
