@@ -477,6 +477,9 @@ mod durability;
 #[path = "scheduler_redis.rs"]
 mod redis_setups;
 
+#[path = "scheduler_in_flight.rs"]
+mod in_flight;
+
 /// A Rust service with li3g-client alone (feature `redis`): `Client::from_config` reads the
 /// configuration, schedules a job 1 s ahead in its Redis, a running daemon's scheduler moves it,
 /// a worker runs it, and the client reads its status. Only `li3g_client` calls schedule and read.

@@ -23,6 +23,7 @@ use super::wake::Wake;
 use crate::gearman::client::GearmanClient;
 use crate::gearman::conn::ServerAddr;
 use crate::process::Backoff;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// The longest sleep without looking at Redis (and at the stop flag).
@@ -85,7 +86,9 @@ pub struct SchedulerStats {
 /// Fencing: a batch is submitted only while its lease is known to be this scheduler's. Taken
 /// less than a third of the lease ago, it is; older (the job servers were down, or the
 /// process was stopped), its leases are renewed first and the jobs another scheduler took
-/// over meanwhile are dropped.
+/// over meanwhile are dropped. A take that waited on Redis past the lease of the batch in
+/// flight hands that batch back to this scheduler (its own token): it keeps it, under the
+/// fresh lease, and does not submit it again (see `handed_back`).
 pub fn run(
     store: &mut Schedule,
     config: &SchedulerConfig,
@@ -147,10 +150,18 @@ pub fn run(
             }
         }
         let leased_at = Instant::now();
-        let taken = store.take(config.lease, config.batch, &state.accepted, reclaim);
-        if taken.is_ok() {
+        let mut taken = store.take(config.lease, config.batch, &state.accepted, reclaim);
+        if let Ok(taken) = &mut taken {
             state.accepted.clear();
             reclaim = false;
+            if let Some(batch) = &in_flight {
+                let again = handed_back(&mut taken.jobs, batch);
+                if again > 0 {
+                    log(&format!(
+                        "Took back {again} jobs already submitted, their answers not read yet (their lease ran out while Redis was slow to answer); not submitting them again"
+                    ));
+                }
+            }
         }
         if let Some(batch) = in_flight.take() {
             state.finish(store, batch);
@@ -230,6 +241,23 @@ pub fn run(
 struct Batch {
     jobs: Vec<Record>,
     leased_at: Instant,
+}
+
+/// Removes from `taken` the jobs of `in_flight`, and says how many there were.
+///
+/// A take handed them back because their lease ran out while it waited on Redis (a stall
+/// longer than the lease: writes paused, a failover), under this scheduler's own token, with a
+/// fresh lease: they are this scheduler's still. They were submitted already, and the batch's
+/// answers, read next, acknowledge them (or, lost, submit them again, as for any batch).
+/// Submitted again here, they ran twice when the workers had finished them meanwhile.
+fn handed_back(taken: &mut Vec<(String, Option<String>)>, in_flight: &Batch) -> usize {
+    if taken.is_empty() || in_flight.jobs.is_empty() {
+        return 0;
+    }
+    let submitted: HashSet<&str> = in_flight.jobs.iter().map(|r| r.id.as_str()).collect();
+    let before = taken.len();
+    taken.retain(|(id, _)| !submitted.contains(id.as_str()));
+    before - taken.len()
 }
 
 /// After a refusal that may pass (a full queue) on every server: due again after 1 s,
