@@ -304,6 +304,35 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
 }
 
+/// A loopback port that never takes a connection: a listener whose accept queue is full, so
+/// the kernel drops every SYN to it, as a firewall that black-holes the port does, and a
+/// connect to it stays under way until it times out.
+pub struct BlackHole {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _listener: std::net::TcpListener,
+    _filler: std::net::TcpStream,
+}
+
+impl BlackHole {
+    /// Opens one.
+    pub fn new() -> BlackHole {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let port = listener.local_addr().expect("its address").port();
+        // SAFETY: listen(2) on a socket we own, to shrink its accept queue to one connection.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let filler = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the one connection the queue holds");
+        BlackHole { port, _listener: listener, _filler: filler }
+    }
+}
+
+impl Default for BlackHole {
+    fn default() -> Self {
+        BlackHole::new()
+    }
+}
+
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`, at most `timeout`.
 pub fn wait_for_port(port: u16, timeout: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;

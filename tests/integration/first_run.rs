@@ -544,3 +544,28 @@ fn start_names_the_plugin_whose_constructor_aborts() {
     let (mut daemon, lines) = start(&gearmand, &dir, "[default.plugins.state_misbehave]\nmode = \"abort\"\n", &[]);
     assert_refused(&mut daemon, &lines, &["plugin state_misbehave's state constructor killed", "SIGABRT"]);
 }
+
+#[test]
+fn start_tries_the_configured_job_servers_at_once_not_one_after_the_other() {
+    // Five servers that never take the connection: start asks them all at once (1 s), where it
+    // used to give each its second in turn (5 s) before the workers started.
+    let holes: Vec<li3g_tests::BlackHole> = (0..5).map(|_| li3g_tests::BlackHole::new()).collect();
+    let servers: Vec<String> = holes.iter().map(|h| format!("127.0.0.1:{}", h.port)).collect();
+    let dir = PluginDir::with(&["hello"]);
+    let mut command = host();
+    command
+        .args(["start", "--workers", "1", "--servers", &servers.join(","), "--plugins"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let started = std::time::Instant::now();
+    let mut daemon = ChildGuard::spawn(&mut command);
+    let lines = Lines::collect(daemon.child().stderr.take().unwrap());
+    let line = lines.wait_for("No job server is reachable", WAIT);
+    let took = started.elapsed();
+    for server in &servers {
+        assert!(line.contains(&format!("{server}: no TCP connection within 1s")), "{server}: {line}");
+    }
+    assert!(took < Duration::from_secs(4), "the five servers were tried one after the other: {took:?}");
+    assert!(daemon.wait_timeout(Duration::ZERO).is_none());
+}

@@ -7,7 +7,6 @@ use li3g_tests::tls::{Certs, Stunnel, TlsServer};
 use li3g_tests::{free_port, host, run, wait_until, wait_until_ok, ChildGuard, Gearmand, Lines, PluginDir, Worker};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -140,11 +139,8 @@ fn a_tls_server_that_never_answers_the_handshake_holds_up_no_job_on_the_other_se
 fn a_job_server_that_never_takes_the_connection_holds_up_no_job_on_the_other_servers() {
     // A listener whose accept queue is full: the kernel drops the worker's SYN, as a
     // firewall that black-holes the port does, and the TCP connect stays under way.
-    let full = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-    let port = full.local_addr().expect("its address").port();
-    // SAFETY: listen(2) on a socket we own, to shrink its accept queue to one connection.
-    assert_eq!(unsafe { libc::listen(full.as_raw_fd(), 0) }, 0);
-    let _filler = TcpStream::connect(("127.0.0.1", port)).expect("the one connection the queue holds");
+    let hole = li3g_tests::BlackHole::new();
+    let port = hole.port;
     let gearmand = Gearmand::start();
     let dir = PluginDir::with(&["hello"]);
     let _worker = Worker::builder(&[format!("127.0.0.1:{port}"), gearmand.addr()])

@@ -235,15 +235,38 @@ fn embedded_server(
 }
 
 /// Says once, on stderr and in the log, when no configured job server accepts a connection at
-/// start: the workers then retry with a growing delay, each logging its own attempts.
+/// start: the workers then retry with a growing delay, each logging its own attempts. The
+/// servers are tried all at once, each for at most a second (and a second more for a TLS
+/// handshake), so unreachable ones delay the start by that much at most, not a second each.
 fn warn_if_unreachable(config: &Config, log: Log) {
+    use crate::gearman::connecting::{Connecting, Progress};
+    use nix::poll::PollFd;
+    use std::os::fd::AsFd;
     let timeout = std::time::Duration::from_secs(1);
     let mut reasons = Vec::new();
+    let mut pending: Vec<Connecting> = Vec::new();
     for server in &config.servers {
-        match crate::gearman::conn::Conn::connect(server, timeout) {
-            Ok(_) => return,
+        match Connecting::start(server, timeout) {
+            Ok(connecting) => pending.push(connecting),
             Err(err) => reasons.push(err.to_string()),
         }
+    }
+    while !pending.is_empty() {
+        let now = std::time::Instant::now();
+        let until = pending.iter().map(Connecting::deadline).min().unwrap_or(now);
+        let mut fds: Vec<PollFd> = pending.iter().map(|c| PollFd::new(c.socket().as_fd(), c.events())).collect();
+        // An error (EINVAL, ENOMEM) or a signal: every connection below looks again.
+        let _ = crate::process::poll(&mut fds, Some(until.saturating_duration_since(now)));
+        drop(fds);
+        let mut still = Vec::new();
+        for connecting in pending {
+            match connecting.advance() {
+                Ok(Progress::Connected(_)) => return,
+                Ok(Progress::Pending(connecting)) => still.push(connecting),
+                Err(err) => reasons.push(err.to_string()),
+            }
+        }
+        pending = still;
     }
     let message = format!(
         "No job server is reachable ({}); the workers keep trying, with a growing delay (check `servers`, \
