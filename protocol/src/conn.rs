@@ -198,9 +198,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Conn {
-    /// Connects to `server`, trying each address it resolves to, within `timeout` each (and,
-    /// for `tls://`, the handshake within `timeout` more): [`Connecting`]'s steps, waited for
-    /// here.
+    /// Connects to `server`, trying each address it resolves to, then (for `tls://`) the
+    /// handshake, all within `timeout`: [`Connecting`]'s steps, waited for here.
     ///
     /// # Errors
     /// [`ConnError::Io`] when no address accepts, [`ConnError::Tls`] when TLS fails.

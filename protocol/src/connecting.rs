@@ -29,9 +29,13 @@ pub struct Connecting {
     /// The addresses not tried yet.
     addrs: std::vec::IntoIter<SocketAddr>,
     timeout: Duration,
+    /// When the whole connect (every address, the handshake) gives up.
+    overall: Instant,
     step: Step,
     /// When the current step (one address's TCP connect, or the handshake) gives up.
     deadline: Instant,
+    /// How long the current address was given to accept.
+    share: Duration,
 }
 
 enum Step {
@@ -50,8 +54,10 @@ pub enum Progress {
 }
 
 impl Connecting {
-    /// Resolves `server` and starts the TCP connect to its first address. Each address gets
-    /// `timeout` to accept, and the TLS handshake `timeout` more.
+    /// Resolves `server` and starts the TCP connect to its first address. All of it (every
+    /// address, then the TLS handshake) takes at most `timeout`: each address tried gets an
+    /// equal share of what is left, so a black-holed first address (an IPv6 one, say) leaves
+    /// time for the next.
     ///
     /// # Errors
     /// [`ConnError::Io`] when the name does not resolve or no address can be tried.
@@ -59,14 +65,10 @@ impl Connecting {
         let addrs: Vec<SocketAddr> =
             (server.host.as_str(), server.port).to_socket_addrs().map_err(|e| io_error(server, e))?.collect();
         let mut addrs = addrs.into_iter();
+        let overall = Instant::now() + timeout;
         let socket = next_address(server, &mut addrs, None)?;
-        Ok(Connecting {
-            server: server.clone(),
-            addrs,
-            timeout,
-            step: Step::Tcp(socket),
-            deadline: Instant::now() + timeout,
-        })
+        let (deadline, share) = share(overall, addrs.len());
+        Ok(Connecting { server: server.clone(), addrs, timeout, overall, step: Step::Tcp(socket), deadline, share })
     }
 
     /// The server being connected to.
@@ -111,7 +113,7 @@ impl Connecting {
                         if !self.server.tls {
                             return done(self.server, Transport::Plain(socket));
                         }
-                        self.deadline = Instant::now() + self.timeout;
+                        self.deadline = self.overall;
                         Step::Tls(Handshaking::start(socket, &self.server.host).map_err(|e| io_error(&self.server, e))?)
                     }
                     Ok(false) if Instant::now() < self.deadline => {
@@ -120,13 +122,11 @@ impl Connecting {
                     }
                     failed => {
                         let why = failed.err().unwrap_or_else(|| {
-                            io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                format!("no TCP connection within {:?}", self.timeout),
-                            )
+                            let given = shown(self.share);
+                            io::Error::new(io::ErrorKind::TimedOut, format!("no TCP connection within {given:?}"))
                         });
                         let socket = next_address(&self.server, &mut self.addrs, Some(why))?;
-                        self.deadline = Instant::now() + self.timeout;
+                        (self.deadline, self.share) = share(self.overall, self.addrs.len());
                         Step::Tcp(socket)
                     }
                 },
@@ -148,6 +148,19 @@ impl Connecting {
             };
         }
     }
+}
+
+/// The deadline of an address's TCP connect, and the time it gives: an equal share of the
+/// time left until `overall` with `after` more addresses to try.
+fn share(overall: Instant, after: usize) -> (Instant, Duration) {
+    let now = Instant::now();
+    let share = overall.saturating_duration_since(now) / u32::try_from(after + 1).unwrap_or(u32::MAX);
+    (now + share, share)
+}
+
+/// `d` to the millisecond, for messages (a share of 300 ms is 299.98 ms, said as 300 ms).
+fn shown(d: Duration) -> Duration {
+    Duration::from_millis((d.as_secs_f64() * 1000.0).round() as u64)
 }
 
 /// The connection, made blocking.
@@ -202,5 +215,21 @@ fn io_error(server: &ServerAddr, source: io::Error) -> ConnError {
     match transport::explain_io(&source) {
         Some(reason) => ConnError::Tls { server: server.to_string(), reason },
         None => ConnError::Io { server: server.to_string(), source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_gets_an_equal_share_of_what_is_left() {
+        let overall = Instant::now() + Duration::from_secs(6);
+        let (_, first) = share(overall, 2);
+        assert!(first <= Duration::from_secs(2) && first > Duration::from_millis(1990), "{first:?}");
+        let (at, last) = share(overall, 0);
+        assert!(last <= Duration::from_secs(6) && at <= overall, "{last:?}");
+        assert_eq!(share(Instant::now(), 3).1, Duration::ZERO, "nothing left, nothing given");
+        assert_eq!(shown(Duration::from_micros(299_980)), Duration::from_millis(300));
     }
 }
