@@ -1,5 +1,6 @@
 //! `start --daemon` and `rediss://`: the daemon works from `/`, and `redis_tls_ca` is relative
 //! to the configuration file, which may be named by a relative path; `restart` reads it again.
+//! Sandbox paths, relative to where `start` ran, too.
 
 use li3g_tests::redis_setups::TestCerts;
 use li3g_tests::{host, run, wait_until, Gearmand, PluginDir, Redis};
@@ -110,6 +111,39 @@ fn restart_replaces_the_scheduler_with_one_that_reads_the_rotated_redis_tls_ca()
     let out = run(host().args(["restart", "--pid", pid]));
     assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("redis_tls_ca") && out.stderr.contains("ca.pem"), "{}", out.stderr);
+    let out = run(host().args(["shutdown", "--pid", pid]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+/// The same for the sandbox: `cd DIR && li3g-host start --daemon --config li3g.toml` with
+/// `[default.sandbox] read = ["data"]` (a directory in DIR): the daemon's worker serves, as
+/// `work` there does. (Before, the worker forked by the daemon opened `/data`: `Sandbox: sandbox
+/// path data: failed to open "data"`, it exited, and the daemon with it: no children left.)
+#[test]
+fn a_daemon_started_from_a_directory_opens_relative_sandbox_paths_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let gearmand = Gearmand::start();
+    let plugins = PluginDir::with(&["hello"]);
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(
+        dir.path().join("li3g.toml"),
+        format!(
+            "[default]\nservers = [\"{}\"]\nplugins = {:?}\n[default.sandbox]\nread = [\"data\"]\nbest_effort = true\n",
+            gearmand.addr(),
+            plugins.path()
+        ),
+    )
+    .unwrap();
+    let (pid, log) = (dir.path().join("li3g.pid"), dir.path().join("li3g.log"));
+    let li3g = |args: &[&str]| run(host().current_dir(dir.path()).args(args).arg("--config").arg("li3g.toml"));
+    let pid = pid.to_str().unwrap();
+    let out = li3g(&["start", "--daemon", "--workers", "1", "--log-file", log.to_str().unwrap(), "--pid", pid]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    wait_until("the daemon's worker serves", WAIT, || {
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!logged.contains("No children left"), "the daemon ended: {logged}");
+        li3g(&["ping"]).code == Some(0)
+    });
     let out = run(host().args(["shutdown", "--pid", pid]));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
