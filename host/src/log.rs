@@ -69,6 +69,19 @@ impl Log {
     pub fn daemon(&self, message: &str) {
         self.line(Role::Daemon, message);
     }
+
+    /// A daemon line the person who started it must see too: on stderr (`prefix` before it,
+    /// such as `warning: `) and in the log; once, with its prefix, when the log is stderr
+    /// itself (`--verbose`, or no syslog daemon to take it).
+    pub fn announce(&self, prefix: &str, message: &str) {
+        let log_is_stderr = FILE.get().is_none() && (self.verbose || !syslog_available());
+        if !log_is_stderr {
+            eprintln!("li3g-host: {prefix}{message}");
+            self.daemon(message);
+        } else {
+            self.daemon(&format!("{prefix}{message}"));
+        }
+    }
 }
 
 static PID: AtomicU32 = AtomicU32::new(0);

@@ -23,6 +23,7 @@ mod logging;
 mod migrating;
 mod monitor;
 mod multi_server;
+mod newcomer;
 mod pools;
 mod processes;
 mod sandbox;

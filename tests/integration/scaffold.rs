@@ -106,3 +106,31 @@ fn a_new_plugin_crate_builds_outside_the_checkout_passes_its_tests_and_runs_in_t
     let next = exec(&["MyTasks::next"], Some(&config));
     assert_eq!((next.code, next.stdout.as_str()), (Some(0), "41\n"), "{}", next.stderr);
 }
+
+/// `li3g-host new` run in a li3g checkout (where the README's commands run) or anywhere under
+/// another cargo workspace: the crate is a workspace of its own, so cargo takes it. Before, cargo
+/// refused it ("current package believes it's in a workspace when it's not").
+#[test]
+fn a_new_plugin_crate_written_inside_another_cargo_workspace_is_a_workspace_of_its_own() {
+    let checkout = tempfile::tempdir().expect("a directory standing for a checkout");
+    std::fs::write(checkout.path().join("Cargo.toml"), "[workspace]\nmembers = [\"host\"]\nresolver = \"2\"\n")
+        .expect("write the enclosing workspace's Cargo.toml");
+    let out = run(host().args(["new", "my-tasks"]).current_dir(checkout.path()));
+    assert_eq!(out.code, Some(0), "new: {}", out.stderr);
+    // It says where the built plugin goes.
+    assert!(
+        out.stdout.contains("Then: copy target/release/libmy_tasks.so into the host's plugins directory"),
+        "{}",
+        out.stdout
+    );
+    let dir = checkout.path().join("my-tasks");
+    // `cargo metadata --no-deps` reads the manifests and the workspace, nothing else (no
+    // network, no build): it fails as `cargo build` would when the crate is not taken.
+    let metadata =
+        cargo(&dir, &checkout.path().join("target"), &["metadata", "--no-deps", "--offline", "--format-version", "1"]);
+    let metadata: serde_json::Value =
+        serde_json::from_str(metadata.lines().find(|l| l.starts_with('{')).unwrap_or_default())
+            .expect("cargo metadata's JSON");
+    let root = std::path::PathBuf::from(metadata["workspace_root"].as_str().expect("workspace_root"));
+    assert_eq!(root.canonicalize().ok(), dir.canonicalize().ok(), "the crate is its own workspace root: {metadata}");
+}

@@ -185,7 +185,7 @@ fn plugins_lists_the_settings_a_plugin_takes() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stdout.contains(
-            "    settings: Settings { url, tls_ca, client_name, closed_key } (section plugins.redis_counter)\n"
+            "    settings: Settings { url, tls_ca, client_name, closed_key } (section [default.plugins.redis_counter])\n"
         ),
         "{}",
         out.stdout

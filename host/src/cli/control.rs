@@ -2,7 +2,7 @@
 //! signals (`ping`, which asks its workers, is in `ping.rs`).
 
 use crate::config::parse_seconds;
-use crate::pidfile::running_pid;
+use crate::pidfile::{running_pid, PidFileError};
 use crate::process;
 use clap::Args;
 use nix::sys::signal::{kill, Signal};
@@ -45,6 +45,25 @@ impl PidArg {
         };
         Ok(std::path::absolute(path)?)
     }
+
+    /// The running daemon's PID, from the PID file. When no daemon runs at the default PID
+    /// file, the error says how to reach one started with `--pid` (the most common reason).
+    pub(super) fn running(&self) -> anyhow::Result<i32> {
+        match running_pid(&self.path()?) {
+            Ok(pid) => Ok(pid),
+            Err(err @ PidFileError::NotRunning { .. }) => Err(anyhow::anyhow!("{err}{}", self.hint())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// What to add to "no daemon is running" when no PID file was named.
+    pub(super) fn hint(&self) -> &'static str {
+        if self.pid.is_none() {
+            "; a daemon started with --pid PATH (or LI3G_PID) is reached with the same --pid PATH"
+        } else {
+            ""
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -57,8 +76,7 @@ pub(super) struct ShutdownArgs {
 }
 
 pub(super) fn shutdown(args: &ShutdownArgs) -> anyhow::Result<ExitCode> {
-    let path = args.pid.path()?;
-    let pid = running_pid(&path)?;
+    let pid = args.pid.running()?;
     // A pidfd lets us wait for a process that is not our child.
     let pidfd = process::pidfd(Pid::from_raw(pid)).map_err(|err| anyhow::anyhow!("cannot watch PID {pid}: {err}"))?;
     kill(Pid::from_raw(pid), Signal::SIGTERM)?;
@@ -83,7 +101,7 @@ const RESTART_ANSWER: Duration = Duration::from_secs(10);
 
 pub(super) fn restart(args: &RestartArgs) -> anyhow::Result<ExitCode> {
     let path = args.pid.path()?;
-    let pid = running_pid(&path)?;
+    let pid = args.pid.running()?;
     // The supervisor answers on its scoreboard: a new generation (restarting) or one more
     // refused restart, with the reason (a TLS file it cannot use).
     let board = crate::scoreboard::Scoreboard::open(&crate::scoreboard::path_for(&path)).ok();

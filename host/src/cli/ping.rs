@@ -74,7 +74,7 @@ pub(super) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
     }
     let mut client = crate::client::for_config(&config);
     if let Err(err) = client.job(PING_FUNCTION, ()).priority(Priority::High).timeout(args.timeout).call_raw() {
-        return error(&err.to_string());
+        return error(&super::run::no_server_hint(&config, &err).unwrap_or_else(|| err.to_string()));
     }
     // Every task of the plugins here has a worker: a plugin refused in the workers (a typo in
     // its settings after a `restart`, a constructor failing) leaves its tasks unregistered.

@@ -83,7 +83,7 @@ fn render(dir: &std::path::Path, registry: &Registry, config: &crate::config::Co
             out += &format!("    REFUSED: {}\n", refusal.reason);
         }
         if !plugin.settings.is_empty() {
-            out += &format!("    settings: {} (section plugins.{})\n", plugin.settings, plugin.name);
+            out += &format!("    settings: {} (section [{}.plugins.{}])\n", plugin.settings, config.name, plugin.name);
         }
         if plugin.tasks.is_empty() {
             out += "    (no tasks)\n";

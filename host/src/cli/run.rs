@@ -106,7 +106,9 @@ fn parse_at(text: &str) -> Result<std::time::SystemTime, String> {
         }
         _ => (trimmed, None),
     };
-    let utc = humantime::parse_rfc3339_weak(local).map_err(|err| format!("{text}: {err}"))?;
+    let utc = humantime::parse_rfc3339_weak(local).map_err(|err| {
+        format!("{text}: {err}; expected a date and time such as 2026-12-01T10:00:00Z (UTC) or 2026-12-01T11:00:00+01:00, or use --in 90s")
+    })?;
     // Local time = UTC + offset, so UTC = local time - offset.
     let at = match offset {
         None => Some(utc),
@@ -118,6 +120,27 @@ fn parse_at(text: &str) -> Result<std::time::SystemTime, String> {
         return Err(format!("{text} is more than 100 years from now"));
     }
     Ok(at)
+}
+
+/// What to do when no job server took the job and none is configured: the default address
+/// was tried, and the newcomer has likely not started one yet.
+pub(super) fn no_server_hint(config: &crate::config::Config, err: &RunError) -> Option<String> {
+    match err {
+        RunError::Client(ClientError::NoServer(_)) if config.servers_default => Some(format!(
+            "{err}; no job server is configured, so {} was tried: `li3g-host start` runs one there with its \
+             workers, or name yours with --servers or servers = [...] in li3g.toml",
+            config.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        )),
+        _ => None,
+    }
+}
+
+/// `err` as this command's error, with [`no_server_hint`] when it applies.
+fn failed(config: &crate::config::Config, err: RunError) -> anyhow::Error {
+    match no_server_hint(config, &err) {
+        Some(hint) => anyhow::anyhow!(hint),
+        None => err.into(),
+    }
 }
 
 pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -142,6 +165,14 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(at) = args.at.or_else(|| args.in_.map(|delay| std::time::SystemTime::now() + delay)) {
         job = job.at(at); // bounded above
     }
+    if args.retries.is_some() && config.redis.is_none() {
+        // Retries wait in Redis: the workers schedule them there, with their own configuration.
+        eprintln!(
+            "li3g-host: warning: --retries: configuration {} names no redis; the job is retried only by \
+             workers whose configuration does (set redis = \"redis://HOST:PORT/DB\"; docs/SCHEDULING.md)",
+            config.name
+        );
+    }
     if let Some(maximum) = args.retries {
         let mut retries = Retries::with_maximum(maximum);
         if !args.retry_delays.is_empty() {
@@ -158,7 +189,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Ok(Submitted::Scheduled { id, at }) => {
                 println!("scheduled job {id} for {}", crate::cli::schedule::rfc3339(at))
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(failed(&config, err)),
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -185,7 +216,7 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("li3g-host: {err}");
             Ok(ExitCode::FAILURE)
         }
-        Err(err) => Err(err.into()),
+        Err(err) => Err(failed(&config, err)),
     }
 }
 
@@ -206,6 +237,7 @@ mod tests {
         assert!(at("2026-12-01T08:00:00+25:00").unwrap_err().contains("offset"));
         assert!(at("2200-01-01T00:00:00Z").unwrap_err().contains("100 years"));
         assert!(at("9999-12-31T23:59:59+01:00").is_err());
+        assert!(at("tomorrow").unwrap_err().contains("expected a date and time such as 2026-12-01T10:00:00Z"));
         assert!(parse_in("18446744073709551615s").is_err());
         assert!(parse_in("300000y").unwrap_err().contains("100 years"));
         assert_eq!(parse_in("90s"), Ok(Duration::from_secs(90)));

@@ -44,6 +44,10 @@ pub(super) fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let path = crate::scoreboard::path_for(&args.pid.path()?);
     let board = match crate::status::open(&path) {
         Ok(board) => board,
+        Err(err @ crate::status::StatusError::NotRunning(_)) => {
+            eprintln!("li3g-host: {err}{}", args.pid.hint());
+            return Ok(ExitCode::FAILURE);
+        }
         Err(err) => {
             eprintln!("li3g-host: {err}");
             return Ok(ExitCode::FAILURE);

@@ -215,8 +215,7 @@ fn embedded_server(
             // clients connect and wait.
             crate::server::check_store(&store).map_err(|source| Error::StoreOpen { source })?;
             let message = format!("Job server listening on {addr} (store: {})", store.display());
-            eprintln!("li3g-host: {message}");
-            options.log.daemon(&message);
+            options.log.announce("", &message);
             let server_options = crate::server::Options {
                 store: Some(store),
                 host: crate::process::hostname(),
@@ -228,8 +227,7 @@ fn embedded_server(
             let mut client = crate::gearman::client::GearmanClient::new(vec![server]);
             client.echo(b"li3g").map_err(|e| Error::Taken { addr: addr.clone(), reason: e.to_string() })?;
             let message = format!("Using the Gearman server already listening on {addr}");
-            eprintln!("li3g-host: {message}");
-            options.log.daemon(&message);
+            options.log.announce("", &message);
             Ok(None)
         }
         Err(source) => Err(Error::Listen { addr, source }),
@@ -252,8 +250,7 @@ fn warn_if_unreachable(config: &Config, log: Log) {
          or leave it unset for the embedded job server, or use --listen)",
         reasons.join("; ")
     );
-    eprintln!("li3g-host: warning: {message}");
-    log.daemon(&message);
+    log.announce("warning: ", &message);
 }
 
 /// The embedded server's default store: `/var/lib/li3g/queue.sqlite` as root, else in the
