@@ -145,14 +145,17 @@ fn a_ca_that_does_not_verify_the_server_refuses_the_restart_and_keeps_the_worker
     assert!(daemon.daemon.wait_timeout(Duration::from_secs(10)).is_some(), "the daemon stopped");
 }
 
-/// Ten `restart`s in a row while background jobs are submitted through TLS: every `restart`
-/// is answered, and every job the client was told is queued runs exactly once.
+/// Ten `restart`s in a row while jobs are submitted: every `restart` is answered, and every
+/// job the client was told is queued (straight to gearmand) or scheduled (in Redis, moved by
+/// the daemon's scheduler, which each restart replaces since it reaches a `tls://` server)
+/// runs exactly once, through TLS.
 #[test]
 fn ten_restarts_in_a_row_lose_no_job_and_run_none_twice() {
     let certs = Certs::new();
     let gearmand = Gearmand::start();
     let plugins = PluginDir::with(&["misbehave"]);
-    let daemon = TlsDaemon::start(&gearmand, &certs, &plugins, 2, "");
+    let redis = li3g_tests::Redis::start();
+    let daemon = TlsDaemon::start(&gearmand, &certs, &plugins, 2, &format!("redis = \"{}\"\n", redis.url()));
     wait_until("the workers registered through TLS", WAIT, || workers(&gearmand, "Misbehave::append") == 2);
     let path = daemon.dir.path().join("ran");
     let config = li3g_host::config::load(Some(&daemon.config), "default", None).unwrap();
@@ -168,10 +171,12 @@ fn ten_restarts_in_a_row_lose_no_job_and_run_none_twice() {
             let start = Instant::now();
             for n in 0..400 {
                 let line = format!("j{n}");
-                let options = RunOptions { background: true, ..RunOptions::default() };
+                // Every other one scheduled, due a moment later.
+                let schedule = (n % 2 == 1).then(|| std::time::SystemTime::now() + Duration::from_millis(100));
+                let options = RunOptions { background: true, schedule, ..RunOptions::default() };
                 let args = [json!(path), json!(line)];
                 match client.run("Misbehave::append", &args, &options, &mut |_| {}) {
-                    Ok(Outcome::Queued { .. }) => acked.push(line),
+                    Ok(Outcome::Queued { .. } | Outcome::Scheduled { .. }) => acked.push(line),
                     other => panic!("{other:?}"),
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -199,7 +204,7 @@ fn ten_restarts_in_a_row_lose_no_job_and_run_none_twice() {
         assert_eq!(ran.iter().filter(|l| *l == line).count(), 1, "{line} ran once: {} lines", ran.len());
     }
     assert_eq!(ran.len(), acked.len(), "nothing else ran");
-    eprintln!("10 restarts in a row: {} jobs queued, {} ran", acked.len(), ran.len());
+    eprintln!("10 restarts in a row: {} jobs queued or scheduled, {} ran", acked.len(), ran.len());
     let out = daemon.control("shutdown");
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     drop(daemon);

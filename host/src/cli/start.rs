@@ -111,6 +111,12 @@ pub(super) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     // `redis_tls_ca` is relative to the configuration file, which may have been named by a
     // relative path: read by every scheduler and worker after the fork, from `/` with --daemon.
     config.scheduler.tls_ca = config.scheduler.tls_ca.as_deref().map(std::path::absolute).transpose()?;
+    // Sandbox paths, as `work` reads them from where it runs: a worker forked by a --daemon
+    // opens them from `/`.
+    absolute_sandbox(&mut config.sandbox)?;
+    for task in config.tasks.values_mut() {
+        absolute_sandbox(&mut task.sandbox)?;
+    }
     // Fail in the foreground on what would fail in every worker, without loading any plugin
     // here: the supervisor must stay free of plugin code (workers load it after the fork, so a
     // restart sees changed files, and no plugin can put a thread in the process that forks).
@@ -245,4 +251,12 @@ fn check_plugins(config: &Config, options: &WorkerOptions) -> anyhow::Result<()>
         ),
         other => anyhow::bail!("not starting: the workers' start-up check ended with {other:?}"),
     }
+}
+
+/// `rules`' paths made absolute (relative ones are from the current directory).
+fn absolute_sandbox(rules: &mut Option<crate::worker::sandbox::SandboxRules>) -> std::io::Result<()> {
+    for path in rules.iter_mut().flat_map(|rules| rules.read.iter_mut().chain(rules.write.iter_mut())) {
+        *path = std::path::absolute(&*path)?;
+    }
+    Ok(())
 }

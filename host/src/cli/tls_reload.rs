@@ -11,6 +11,9 @@
 //! certificate, a client certificate it does not accept): each such server is asked once
 //! ([`super::tls_probe`]) before the workers are replaced by ones that could not reach it.
 //!
+//! `redis_tls_ca` (for `rediss://`) is checked too: the scheduler and the workers forked after
+//! the restart read it, so one that cannot be used refuses the restart as well.
+//!
 //! Paths are read from the directory `start` ran in (a `--daemon` works from `/`), as they
 //! were at start. A configuration file that cannot be read now keeps the file names read at
 //! start (their contents are read again), as the workers keep the plugin settings read at
@@ -24,6 +27,11 @@ use std::path::Path;
 /// Reads the TLS files again and installs them (see the module's docs); `Err` says why the
 /// restart is refused.
 pub(super) fn reload(common: &Common, config: &Config, base: &Path, log: Log) -> Result<(), String> {
+    // Redis' CA: read by every scheduler and worker forked after the restart, from the path
+    // read at start (absolute).
+    if let Some(ca) = &config.scheduler.tls_ca {
+        crate::tls::read_certs(ca).map_err(|err| format!("redis_tls_ca: {err}"))?;
+    }
     let named = match &config.file {
         Some(file) => match crate::config::load(Some(file), &config.name, config.environment.as_deref()) {
             Ok(fresh) => fresh.tls,

@@ -300,8 +300,8 @@ pub fn default_store() -> Result<PathBuf, Error> {
 }
 
 /// The monitor as a child kind: one, always replaced, not reloaded by `restart` (it loads no
-/// plugin) unless it asks `tls://` servers: then it is replaced too, so that it asks them with
-/// the TLS files the restart read again. Last in start order: it stops first.
+/// plugin) unless it asks `tls://` servers or Redis with `redis_tls_ca`: then it is replaced
+/// too, so that it asks them with the TLS files the restart read again. Last in start order: it stops first.
 fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec<'a> {
     let mut spec = ChildSpec::new("monitor", 1, move |_number| match listener.try_clone() {
         Ok(listener) => crate::monitor::serve(listener, config, &signals::stop_requested),
@@ -310,7 +310,7 @@ fn monitor_child<'a>(listener: &'a TcpListener, config: &'a Config) -> ChildSpec
             2
         }
     });
-    spec.reload = config.servers.iter().any(|server| server.tls);
+    spec.reload = config.servers.iter().any(|server| server.tls) || config.scheduler.tls_ca.is_some();
     spec
 }
 
@@ -349,11 +349,12 @@ fn children<'a>(config: &'a Config, options: &'a Options<'_>) -> Vec<ChildSpec<'
     }
     if let Some(scheduler) = options.scheduler.filter(|_| config.redis.is_some()) {
         // One scheduler, always replaced when it ends; it loads no plugin, so a restart
-        // (SIGHUP) has nothing to reload in it, unless it reaches `tls://` servers: then it is
-        // replaced too, so that it uses the TLS files the restart read again (the old one
-        // finishes its batch; the leases keep two from moving the same job).
+        // (SIGHUP) has nothing to reload in it, unless it reaches `tls://` servers or Redis
+        // with `redis_tls_ca`: then it is replaced too, so that it uses the TLS files the
+        // restart read again (the old one finishes its batch; the leases keep two from moving
+        // the same job).
         let mut spec = ChildSpec::new("scheduler", 1, move |_number| i32::from(scheduler(config)));
-        spec.reload = config.servers.iter().any(|server| server.tls);
+        spec.reload = config.servers.iter().any(|server| server.tls) || config.scheduler.tls_ca.is_some();
         children.push(spec);
     }
     children
