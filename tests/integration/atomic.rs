@@ -33,6 +33,8 @@ fn an_atomic_job_reports_its_cpu_time_and_peak_memory() {
 
     // A small job costs little: the figures are the job's, not a running total.
     assert_eq!(call(&mut client, "Misbehave::burn", &[json!(0.01), json!(1)]).unwrap(), b"0.01");
+    // Its line may come a moment after its answer: wait for it, not the first job's.
+    li3g_tests::wait_until("the small job's line", WAIT, || lines.count("Misbehave::burn completed in") >= 2);
     let lines_now = lines.all();
     let small = lines_now.iter().rev().find(|l| l.contains("Misbehave::burn completed in")).expect("a line");
     assert!(figure(small, "cpu ") < 0.1 && figure(small, "max rss ") < 40.0, "{small}");
