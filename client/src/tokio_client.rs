@@ -140,8 +140,9 @@ impl Drop for Registration {
     }
 }
 
-/// The client's job store, shared with the blocking pool's threads that call it.
-type Store = Arc<Mutex<Result<Box<dyn JobStore>, String>>>;
+/// The client's job store, shared with the blocking pool's thread that calls it; locked in
+/// the calling task (not on a pool thread), so calls queued behind a slow one take no thread.
+type Store = Arc<tokio::sync::Mutex<Result<Box<dyn JobStore>, String>>>;
 
 struct Inner {
     servers: Vec<ServerAddr>,
@@ -184,7 +185,7 @@ impl AsyncClient {
     /// there with the `redis` feature, and are refused without it, as with the blocking
     /// client).
     pub fn from_target(target: &Target) -> AsyncClient {
-        let store = crate::client::store_for(target).map(|store| Arc::new(Mutex::new(store)));
+        let store = crate::client::store_for(target).map(|store| Arc::new(tokio::sync::Mutex::new(store)));
         AsyncClient::build(
             target.servers.clone(),
             DEFAULT_REQUEST_TIMEOUT,
@@ -241,12 +242,15 @@ impl AsyncClient {
     }
 
     /// Schedules jobs in `store`. Its calls (a Redis round trip each) run on tokio's blocking
-    /// pool, one at a time, so they hold up no other task.
+    /// pool, one at a time, so they hold up no other task; a call that cannot start within the
+    /// request timeout (the one before it is stalled) fails without touching the store. A call
+    /// dropped once its store call has started still completes that call (a job is then
+    /// scheduled, as a submission dropped once written may be queued).
     ///
     /// # Panics
     /// When called on a client that has been cloned.
     pub fn with_store(self, store: Box<dyn JobStore>) -> AsyncClient {
-        self.rebuild(|inner| inner.store = Some(Arc::new(Mutex::new(Ok(store)))))
+        self.rebuild(|inner| inner.store = Some(Arc::new(tokio::sync::Mutex::new(Ok(store)))))
     }
 
     /// Job `id`'s status from the client's store, as [`Client::status`](crate::Client::status)
@@ -259,7 +263,11 @@ impl AsyncClient {
         self.with_store_blocking(move |store| store.status(&id).map_err(RunError::Schedule)).await
     }
 
-    /// Runs `call` on the client's store on tokio's blocking pool.
+    /// Runs `call` on the client's store on tokio's blocking pool, once the calls before it
+    /// are done: waited for here, at most the request timeout, so that calls queued behind a
+    /// stalled store hold no thread of the pool (tokio resolves names there) and keep a
+    /// deadline. A call that panics leaves the store unused from then on (its connection may
+    /// hold a half-read answer).
     async fn with_store_blocking<T: Send + 'static>(
         &self,
         call: impl FnOnce(&mut dyn JobStore) -> Result<T, RunError> + Send + 'static,
@@ -267,11 +275,32 @@ impl AsyncClient {
         let Some(store) = self.inner.store.clone() else {
             return Err(RunError::Schedule("no Redis is configured: job status is kept there".into()));
         };
-        let blocking =
-            tokio::task::spawn_blocking(move || match &mut *store.lock().unwrap_or_else(|e| e.into_inner()) {
-                Ok(store) => call(store.as_mut()),
-                Err(why) => Err(RunError::RedisUrl(why.clone())),
-            });
+        let wait = self.inner.request_timeout;
+        let Ok(mut store) = tokio::time::timeout(wait, store.lock_owned()).await else {
+            return Err(RunError::Schedule(
+                format!(
+                    "the job store's call before this one took over {:.1} s: nothing was scheduled or read",
+                    wait.as_secs_f64()
+                )
+                .into(),
+            ));
+        };
+        let blocking = tokio::task::spawn_blocking(move || {
+            let called = match &mut *store {
+                Ok(job_store) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(job_store.as_mut()))),
+                Err(why) => return Err(RunError::RedisUrl(why.clone())),
+            };
+            called.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                let why = format!("the job store's call panicked ({what}); it is not used again");
+                *store = Err(why.clone());
+                Err(RunError::Schedule(why.into()))
+            })
+        });
         blocking.await.map_err(|err| RunError::Schedule(format!("the job store's call failed: {err}").into()))?
     }
 

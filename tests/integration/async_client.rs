@@ -312,3 +312,61 @@ fn blocking_submit_many_fails_over_to_the_next_server_for_what_it_never_sent() {
     let held = total(&gearmand, "Batch::broken").unwrap_or(0);
     assert!((2 * window as u64..=jobs).contains(&held), "{held} of {jobs}");
 }
+
+#[test]
+fn calls_queued_behind_a_stalled_redis_take_no_blocking_threads_and_give_up_in_time() {
+    // Each scheduling call waited for the store on a thread of tokio's blocking pool: 600 of
+    // them behind a stopped Redis held its 512 threads, so whatever else needs the pool (tokio
+    // resolves a job server's name there) waited too, and each call waited for every call
+    // before it, without a deadline of its own.
+    use nix::sys::signal::{kill, Signal};
+    let gearmand = Gearmand::start();
+    let redis = li3g_tests::Redis::start();
+    let target = li3g_client::config::Target {
+        servers: vec![ServerAddr { host: "localhost".into(), port: gearmand.port, tls: false }],
+        redis: Some(redis.url()),
+        ..li3g_client::config::load(None, "default", None).unwrap()
+    };
+    let client = AsyncClient::from_target(&target).request_timeout(Duration::from_secs(1));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis_pid = nix::unistd::Pid::from_raw(redis.pid() as i32);
+    /// Lets Redis go on however the test ends: dropping the runtime waits for the calls in Redis.
+    struct Resume(nix::unistd::Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+    runtime.block_on(async {
+        assert_eq!(client.status("no-such-job").await.unwrap(), None, "the store answers");
+        kill(redis_pid, Signal::SIGSTOP).unwrap();
+        let _resume = Resume(redis_pid);
+        let schedules: Vec<_> = (0..600)
+            .map(|n| {
+                let client = client.clone();
+                tokio::spawn(
+                    async move { client.job("Async::later", (n,)).after(Duration::from_secs(3600)).submit().await },
+                )
+            })
+            .collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        client.submit("Async::now", (0,)).await.expect("a job server by name while Redis is stopped");
+        // All but the call in Redis give up within their request timeout, having done nothing.
+        let mut schedules = schedules.into_iter();
+        let first = schedules.next().unwrap();
+        let by = tokio::time::Instant::now() + Duration::from_secs(8);
+        for schedule in schedules {
+            let err = tokio::time::timeout_at(by, schedule).await.expect("within the request timeout").unwrap();
+            let err = err.expect_err("nothing scheduled while Redis is stopped").to_string();
+            assert!(err.contains("nothing was scheduled"), "{err}");
+        }
+        assert!(!first.is_finished(), "the call in Redis waits for its answer");
+        kill(redis_pid, Signal::SIGCONT).unwrap();
+        let scheduled = first.await.unwrap().expect("scheduled once Redis answers");
+        let li3g_client::Submitted::Scheduled { id, .. } = scheduled else { panic!("{scheduled:?}") };
+        assert!(client.status(&id).await.unwrap().is_some(), "job {id} is in Redis");
+    });
+    assert_eq!(total(&gearmand, "Async::now"), Some(1));
+}
