@@ -460,13 +460,16 @@ impl AsyncClient {
             return Ok(conn.clone());
         }
         let server = &self.inner.servers[at];
-        let mut limit = Instant::now() + self.inner.connect_timeout.min(self.inner.request_timeout);
+        let started = Instant::now();
+        let mut limit = started + self.inner.connect_timeout.min(self.inner.request_timeout);
         if let Some(deadline) = deadline {
             limit = limit.min(deadline);
         }
-        let conn = tokio::time::timeout_at(limit, connect(server, self.inner.tls.as_ref())).await.map_err(|_| {
-            format!("{server}: no connection within {:.1} s", self.inner.connect_timeout.as_secs_f64())
-        })??;
+        // The time it had (the request timeout or the caller's deadline may be the shorter).
+        let within = limit.saturating_duration_since(started);
+        let conn = tokio::time::timeout_at(limit, connect(server, self.inner.tls.as_ref()))
+            .await
+            .map_err(|_| format!("{server}: no connection within {:.1} s", within.as_secs_f64()))??;
         *slot = Some(conn.clone());
         Ok(conn)
     }

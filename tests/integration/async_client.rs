@@ -353,6 +353,15 @@ fn calls_queued_behind_a_stalled_redis_take_no_blocking_threads_and_give_up_in_t
             tokio::task::yield_now().await;
         }
         client.submit("Async::now", (0,)).await.expect("a job server by name while Redis is stopped");
+        // A server that takes the connection and answers nothing: named with the time it had.
+        let stopped = Gearmand::start();
+        kill(nix::unistd::Pid::from_raw(stopped.pid() as i32), Signal::SIGSTOP).unwrap();
+        let err = AsyncClient::new(vec![addr(stopped.port)])
+            .request_timeout(Duration::from_secs(1))
+            .submit("Async::never", (0,))
+            .await
+            .expect_err("a stopped server confirms nothing");
+        assert!(err.to_string().contains("no connection within 1.0 s"), "{err}");
         // All but the call in Redis give up within their request timeout, having done nothing.
         let mut schedules = schedules.into_iter();
         let first = schedules.next().unwrap();
@@ -369,4 +378,29 @@ fn calls_queued_behind_a_stalled_redis_take_no_blocking_threads_and_give_up_in_t
         assert!(client.status(&id).await.unwrap().is_some(), "job {id} is in Redis");
     });
     assert_eq!(total(&gearmand, "Async::now"), Some(1));
+}
+
+#[test]
+fn blocking_submit_many_passes_over_a_stopped_server_and_one_that_died_under_its_kept_connection() {
+    use nix::sys::signal::{kill, Signal};
+    let live = Gearmand::start();
+    let stopped = Gearmand::start();
+    let dying = Gearmand::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let servers = vec![addr(dying.port), addr(dead), addr(stopped.port), addr(live.port)];
+    let mut client = Client::with(GearmanClient::new(servers).start_at(0).request_timeout(Duration::from_secs(1)));
+    let window = li3g_client::gearman::PIPELINE_WINDOW as u64;
+    let results = client.submit_many((0..10u64).map(|i| ("Batch::kept".to_string(), (i,))));
+    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|q| q.handle.server == addr(dying.port))));
+    kill(nix::unistd::Pid::from_raw(stopped.pid() as i32), Signal::SIGSTOP).unwrap();
+    drop(dying);
+    let results = client.submit_many((0..2 * window).map(|i| ("Batch::moved".to_string(), (i,))));
+    assert!(
+        results.iter().all(|r| r.as_ref().is_ok_and(|q| q.handle.server == addr(live.port))),
+        "{:?}",
+        results.iter().find(|r| r.as_ref().map_or(true, |q| q.handle.server != addr(live.port)))
+    );
+    kill(nix::unistd::Pid::from_raw(stopped.pid() as i32), Signal::SIGCONT).unwrap();
+    assert_eq!(total(&live, "Batch::moved"), Some(2 * window));
+    assert_eq!(total(&stopped, "Batch::moved"), None, "nothing reached the stopped server");
 }
