@@ -404,3 +404,37 @@ fn blocking_submit_many_passes_over_a_stopped_server_and_one_that_died_under_its
     assert_eq!(total(&live, "Batch::moved"), Some(2 * window));
     assert_eq!(total(&stopped, "Batch::moved"), None, "nothing reached the stopped server");
 }
+
+#[test]
+fn a_dropped_schedule_is_scheduled_once_its_redis_call_started_and_not_before() {
+    // What the caller of a dropped (timed out) `submit()` of a scheduled job can count on: a
+    // call whose Redis round trip had started completes it; one still waiting for the call
+    // before it did nothing.
+    use nix::sys::signal::{kill, Signal};
+    let gearmand = Gearmand::start();
+    let redis = li3g_tests::Redis::start();
+    let target = li3g_client::config::Target {
+        servers: vec![addr(gearmand.port)],
+        redis: Some(redis.url()),
+        ..li3g_client::config::load(None, "default", None).unwrap()
+    };
+    let client = AsyncClient::from_target(&target);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis_pid = nix::unistd::Pid::from_raw(redis.pid() as i32);
+    runtime.block_on(async {
+        assert_eq!(client.status("started").await.unwrap(), None, "the store answers");
+        kill(redis_pid, Signal::SIGSTOP).unwrap();
+        let schedule = |id: &'static str| {
+            let client = client.clone();
+            async move { client.job("Async::later", (1,)).id(id).after(Duration::from_secs(3600)).submit().await }
+        };
+        let started = tokio::time::timeout(Duration::from_millis(300), schedule("started")).await;
+        assert!(started.is_err(), "Redis is stopped: {started:?}");
+        let waiting = tokio::time::timeout(Duration::from_millis(300), schedule("waiting")).await;
+        assert!(waiting.is_err(), "behind the call in Redis: {waiting:?}");
+        kill(redis_pid, Signal::SIGCONT).unwrap();
+        // Store calls run in turn: this one after the dropped call's round trip.
+        assert!(client.status("started").await.unwrap().is_some(), "the started call was completed");
+        assert_eq!(client.status("waiting").await.unwrap(), None, "the waiting call did nothing");
+    });
+}
