@@ -297,7 +297,7 @@ impl AsyncClient {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".into());
                 let why = format!("the job store's call panicked ({what}); it is not used again");
-                *store = Err(why.clone());
+                *store = Ok(Box::new(Broken(why.clone())));
                 Err(RunError::Schedule(why.into()))
             })
         });
@@ -594,6 +594,19 @@ impl AsyncClient {
                 Ok(Outcome::Completed { id, result })
             }
         }
+    }
+}
+
+/// In place of a store whose call panicked: every call fails, saying so.
+struct Broken(String);
+
+impl JobStore for Broken {
+    fn schedule(&mut self, _: &crate::ScheduledJob, _: std::time::SystemTime) -> Result<(), crate::client::StoreError> {
+        Err(self.0.clone().into())
+    }
+
+    fn status(&mut self, _: &str) -> Result<Option<String>, crate::client::StoreError> {
+        Err(self.0.clone().into())
     }
 }
 

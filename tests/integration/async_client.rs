@@ -438,3 +438,31 @@ fn a_dropped_schedule_is_scheduled_once_its_redis_call_started_and_not_before() 
         assert_eq!(client.status("waiting").await.unwrap(), None, "the waiting call did nothing");
     });
 }
+
+#[test]
+fn a_job_store_that_panics_is_reported_and_not_used_again() {
+    // A panic in a store call is the call's error, not a panicked task; the store may be
+    // half-way through a request (a Redis answer left unread), so later calls are refused.
+    struct Panicking(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl li3g_client::JobStore for Panicking {
+        fn schedule(
+            &mut self,
+            _: &li3g_client::ScheduledJob,
+            _: std::time::SystemTime,
+        ) -> Result<(), li3g_client::client::StoreError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            panic!("the store broke");
+        }
+    }
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = AsyncClient::new(vec![addr(1)]).with_store(Box::new(Panicking(calls.clone())));
+    runtime().block_on(async {
+        for _ in 0..2 {
+            let err = client.job("Async::later", (1,)).after(Duration::from_secs(60)).submit().await.unwrap_err();
+            assert!(matches!(err, RunError::Schedule(_)), "{err:?}");
+            let err = err.to_string();
+            assert!(err.contains("panicked (the store broke); it is not used again"), "{err}");
+        }
+    });
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the broken store was called once");
+}
