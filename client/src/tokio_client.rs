@@ -154,6 +154,9 @@ struct Inner {
     name: String,
     environment: Option<String>,
     store: Option<Store>,
+    /// Store calls done so far: a call waiting for the store gives up only when none was done
+    /// within the request timeout (a stalled store), not while a long queue moves.
+    store_calls: Arc<std::sync::atomic::AtomicU64>,
     /// For `tls://` servers; `None`: the process's, as the blocking client's
     /// ([`li3g_protocol::transport::client_config`]).
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -213,6 +216,7 @@ impl AsyncClient {
                 name,
                 environment,
                 store,
+                store_calls: Arc::default(),
                 tls: None,
             }),
         }
@@ -264,10 +268,10 @@ impl AsyncClient {
     }
 
     /// Runs `call` on the client's store on tokio's blocking pool, once the calls before it
-    /// are done: waited for here, at most the request timeout, so that calls queued behind a
-    /// stalled store hold no thread of the pool (tokio resolves names there) and keep a
-    /// deadline. A call that panics leaves the store unused from then on (its connection may
-    /// hold a half-read answer).
+    /// are done: waited for here, so that calls queued behind a stalled store hold no thread of
+    /// the pool (tokio resolves names there), and given up when no call before it was done
+    /// within the request timeout. A call that panics leaves the store unused from then on
+    /// (its connection may hold a half-read answer).
     async fn with_store_blocking<T: Send + 'static>(
         &self,
         call: impl FnOnce(&mut dyn JobStore) -> Result<T, RunError> + Send + 'static,
@@ -276,16 +280,28 @@ impl AsyncClient {
             return Err(RunError::Schedule("no Redis is configured: job status is kept there".into()));
         };
         let wait = self.inner.request_timeout;
-        let Ok(mut store) = tokio::time::timeout(wait, store.lock_owned()).await else {
-            return Err(RunError::Schedule(
-                format!(
-                    "the job store's call before this one took over {:.1} s: nothing was scheduled or read",
-                    wait.as_secs_f64()
-                )
-                .into(),
-            ));
+        let calls = self.inner.store_calls.clone();
+        let lock = store.lock_owned();
+        tokio::pin!(lock);
+        let mut store = loop {
+            let done = calls.load(Ordering::Relaxed);
+            match tokio::time::timeout(wait, &mut lock).await {
+                Ok(store) => break store,
+                Err(_) if calls.load(Ordering::Relaxed) != done => {}
+                Err(_) => {
+                    return Err(RunError::Schedule(
+                        format!(
+                            "the job store did not finish the call before this one within {:.1} s: \
+                             nothing was scheduled or read",
+                            wait.as_secs_f64()
+                        )
+                        .into(),
+                    ))
+                }
+            }
         };
         let blocking = tokio::task::spawn_blocking(move || {
+            let _counted = Counted(calls);
             let called = match &mut *store {
                 Ok(job_store) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(job_store.as_mut()))),
                 Err(why) => return Err(RunError::RedisUrl(why.clone())),
@@ -594,6 +610,15 @@ impl AsyncClient {
                 Ok(Outcome::Completed { id, result })
             }
         }
+    }
+}
+
+/// Counts a store call as done when dropped (after the call, the store's lock still held).
+struct Counted(Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 

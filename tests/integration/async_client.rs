@@ -466,3 +466,34 @@ fn a_job_store_that_panics_is_reported_and_not_used_again() {
     });
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the broken store was called once");
 }
+
+#[test]
+fn a_long_queue_of_store_calls_on_a_live_redis_is_not_cut_off_by_the_request_timeout() {
+    // The calls run one at a time: thousands at once take longer in all than a short request
+    // timeout, and none may fail for it while the store keeps answering.
+    let redis = li3g_tests::Redis::start();
+    let target = li3g_client::config::Target {
+        servers: vec![addr(1)],
+        redis: Some(redis.url()),
+        ..li3g_client::config::load(None, "default", None).unwrap()
+    };
+    let client = AsyncClient::from_target(&target).request_timeout(Duration::from_millis(200));
+    let started = Instant::now();
+    let results = runtime().block_on(async {
+        let calls: Vec<_> = (0..10_000u64)
+            .map(|n| {
+                let client = client.clone();
+                tokio::spawn(
+                    async move { client.job("Async::later", (n,)).after(Duration::from_secs(3600)).submit().await },
+                )
+            })
+            .collect();
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await.unwrap());
+        }
+        results
+    });
+    let took = started.elapsed();
+    assert!(results.iter().all(Result::is_ok), "in {took:?}: {:?}", results.iter().find(|r| r.is_err()));
+}
