@@ -140,8 +140,9 @@ impl Drop for Registration {
     }
 }
 
-/// The client's job store, shared with the blocking pool's threads that call it.
-type Store = Arc<Mutex<Result<Box<dyn JobStore>, String>>>;
+/// The client's job store, shared with the blocking pool's thread that calls it; locked in
+/// the calling task (not on a pool thread), so calls queued behind a slow one take no thread.
+type Store = Arc<tokio::sync::Mutex<Result<Box<dyn JobStore>, String>>>;
 
 struct Inner {
     servers: Vec<ServerAddr>,
@@ -153,6 +154,9 @@ struct Inner {
     name: String,
     environment: Option<String>,
     store: Option<Store>,
+    /// Store calls done so far: a call waiting for the store gives up only when none was done
+    /// within the request timeout (a stalled store), not while a long queue moves.
+    store_calls: Arc<std::sync::atomic::AtomicU64>,
     /// For `tls://` servers; `None`: the process's, as the blocking client's
     /// ([`li3g_protocol::transport::client_config`]).
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -184,7 +188,7 @@ impl AsyncClient {
     /// there with the `redis` feature, and are refused without it, as with the blocking
     /// client).
     pub fn from_target(target: &Target) -> AsyncClient {
-        let store = crate::client::store_for(target).map(|store| Arc::new(Mutex::new(store)));
+        let store = crate::client::store_for(target).map(|store| Arc::new(tokio::sync::Mutex::new(store)));
         AsyncClient::build(
             target.servers.clone(),
             DEFAULT_REQUEST_TIMEOUT,
@@ -212,6 +216,7 @@ impl AsyncClient {
                 name,
                 environment,
                 store,
+                store_calls: Arc::default(),
                 tls: None,
             }),
         }
@@ -241,12 +246,15 @@ impl AsyncClient {
     }
 
     /// Schedules jobs in `store`. Its calls (a Redis round trip each) run on tokio's blocking
-    /// pool, one at a time, so they hold up no other task.
+    /// pool, one at a time, so they hold up no other task; a call that cannot start within the
+    /// request timeout (the one before it is stalled) fails without touching the store. A call
+    /// dropped once its store call has started still completes that call (a job is then
+    /// scheduled, as a submission dropped once written may be queued).
     ///
     /// # Panics
     /// When called on a client that has been cloned.
     pub fn with_store(self, store: Box<dyn JobStore>) -> AsyncClient {
-        self.rebuild(|inner| inner.store = Some(Arc::new(Mutex::new(Ok(store)))))
+        self.rebuild(|inner| inner.store = Some(Arc::new(tokio::sync::Mutex::new(Ok(store)))))
     }
 
     /// Job `id`'s status from the client's store, as [`Client::status`](crate::Client::status)
@@ -259,7 +267,11 @@ impl AsyncClient {
         self.with_store_blocking(move |store| store.status(&id).map_err(RunError::Schedule)).await
     }
 
-    /// Runs `call` on the client's store on tokio's blocking pool.
+    /// Runs `call` on the client's store on tokio's blocking pool, once the calls before it
+    /// are done: waited for here, so that calls queued behind a stalled store hold no thread of
+    /// the pool (tokio resolves names there), and given up when no call before it was done
+    /// within the request timeout. A call that panics leaves the store unused from then on
+    /// (its connection may hold a half-read answer).
     async fn with_store_blocking<T: Send + 'static>(
         &self,
         call: impl FnOnce(&mut dyn JobStore) -> Result<T, RunError> + Send + 'static,
@@ -267,11 +279,44 @@ impl AsyncClient {
         let Some(store) = self.inner.store.clone() else {
             return Err(RunError::Schedule("no Redis is configured: job status is kept there".into()));
         };
-        let blocking =
-            tokio::task::spawn_blocking(move || match &mut *store.lock().unwrap_or_else(|e| e.into_inner()) {
-                Ok(store) => call(store.as_mut()),
-                Err(why) => Err(RunError::RedisUrl(why.clone())),
-            });
+        let wait = self.inner.request_timeout;
+        let calls = self.inner.store_calls.clone();
+        let lock = store.lock_owned();
+        tokio::pin!(lock);
+        let mut store = loop {
+            let done = calls.load(Ordering::Relaxed);
+            match tokio::time::timeout(wait, &mut lock).await {
+                Ok(store) => break store,
+                Err(_) if calls.load(Ordering::Relaxed) != done => {}
+                Err(_) => {
+                    return Err(RunError::Schedule(
+                        format!(
+                            "the job store did not finish the call before this one within {:.1} s: \
+                             nothing was scheduled or read",
+                            wait.as_secs_f64()
+                        )
+                        .into(),
+                    ))
+                }
+            }
+        };
+        let blocking = tokio::task::spawn_blocking(move || {
+            let _counted = Counted(calls);
+            let called = match &mut *store {
+                Ok(job_store) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(job_store.as_mut()))),
+                Err(why) => return Err(RunError::RedisUrl(why.clone())),
+            };
+            called.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                let why = format!("the job store's call panicked ({what}); it is not used again");
+                *store = Ok(Box::new(Broken(why.clone())));
+                Err(RunError::Schedule(why.into()))
+            })
+        });
         blocking.await.map_err(|err| RunError::Schedule(format!("the job store's call failed: {err}").into()))?
     }
 
@@ -431,13 +476,16 @@ impl AsyncClient {
             return Ok(conn.clone());
         }
         let server = &self.inner.servers[at];
-        let mut limit = Instant::now() + self.inner.connect_timeout.min(self.inner.request_timeout);
+        let started = Instant::now();
+        let mut limit = started + self.inner.connect_timeout.min(self.inner.request_timeout);
         if let Some(deadline) = deadline {
             limit = limit.min(deadline);
         }
-        let conn = tokio::time::timeout_at(limit, connect(server, self.inner.tls.as_ref())).await.map_err(|_| {
-            format!("{server}: no connection within {:.1} s", self.inner.connect_timeout.as_secs_f64())
-        })??;
+        // The time it had (the request timeout or the caller's deadline may be the shorter).
+        let within = limit.saturating_duration_since(started);
+        let conn = tokio::time::timeout_at(limit, connect(server, self.inner.tls.as_ref()))
+            .await
+            .map_err(|_| format!("{server}: no connection within {:.1} s", within.as_secs_f64()))??;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -562,6 +610,28 @@ impl AsyncClient {
                 Ok(Outcome::Completed { id, result })
             }
         }
+    }
+}
+
+/// Counts a store call as done when dropped (after the call, the store's lock still held).
+struct Counted(Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// In place of a store whose call panicked: every call fails, saying so.
+struct Broken(String);
+
+impl JobStore for Broken {
+    fn schedule(&mut self, _: &crate::ScheduledJob, _: std::time::SystemTime) -> Result<(), crate::client::StoreError> {
+        Err(self.0.clone().into())
+    }
+
+    fn status(&mut self, _: &str) -> Result<Option<String>, crate::client::StoreError> {
+        Err(self.0.clone().into())
     }
 }
 

@@ -312,3 +312,188 @@ fn blocking_submit_many_fails_over_to_the_next_server_for_what_it_never_sent() {
     let held = total(&gearmand, "Batch::broken").unwrap_or(0);
     assert!((2 * window as u64..=jobs).contains(&held), "{held} of {jobs}");
 }
+
+#[test]
+fn calls_queued_behind_a_stalled_redis_take_no_blocking_threads_and_give_up_in_time() {
+    // Each scheduling call waited for the store on a thread of tokio's blocking pool: 600 of
+    // them behind a stopped Redis held its 512 threads, so whatever else needs the pool (tokio
+    // resolves a job server's name there) waited too, and each call waited for every call
+    // before it, without a deadline of its own.
+    use nix::sys::signal::{kill, Signal};
+    let gearmand = Gearmand::start();
+    let redis = li3g_tests::Redis::start();
+    let target = li3g_client::config::Target {
+        servers: vec![ServerAddr { host: "localhost".into(), port: gearmand.port, tls: false }],
+        redis: Some(redis.url()),
+        ..li3g_client::config::load(None, "default", None).unwrap()
+    };
+    let client = AsyncClient::from_target(&target).request_timeout(Duration::from_secs(1));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis_pid = nix::unistd::Pid::from_raw(redis.pid() as i32);
+    /// Lets Redis go on however the test ends: dropping the runtime waits for the calls in Redis.
+    struct Resume(nix::unistd::Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+    runtime.block_on(async {
+        assert_eq!(client.status("no-such-job").await.unwrap(), None, "the store answers");
+        kill(redis_pid, Signal::SIGSTOP).unwrap();
+        let _resume = Resume(redis_pid);
+        let schedules: Vec<_> = (0..600)
+            .map(|n| {
+                let client = client.clone();
+                tokio::spawn(
+                    async move { client.job("Async::later", (n,)).after(Duration::from_secs(3600)).submit().await },
+                )
+            })
+            .collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        client.submit("Async::now", (0,)).await.expect("a job server by name while Redis is stopped");
+        // A server that takes the connection and answers nothing: named with the time it had.
+        let stopped = Gearmand::start();
+        kill(nix::unistd::Pid::from_raw(stopped.pid() as i32), Signal::SIGSTOP).unwrap();
+        let err = AsyncClient::new(vec![addr(stopped.port)])
+            .request_timeout(Duration::from_secs(1))
+            .submit("Async::never", (0,))
+            .await
+            .expect_err("a stopped server confirms nothing");
+        assert!(err.to_string().contains("no connection within 1.0 s"), "{err}");
+        // All but the call in Redis give up within their request timeout, having done nothing.
+        let mut schedules = schedules.into_iter();
+        let first = schedules.next().unwrap();
+        let by = tokio::time::Instant::now() + Duration::from_secs(8);
+        for schedule in schedules {
+            let err = tokio::time::timeout_at(by, schedule).await.expect("within the request timeout").unwrap();
+            let err = err.expect_err("nothing scheduled while Redis is stopped").to_string();
+            assert!(err.contains("nothing was scheduled"), "{err}");
+        }
+        assert!(!first.is_finished(), "the call in Redis waits for its answer");
+        kill(redis_pid, Signal::SIGCONT).unwrap();
+        let scheduled = first.await.unwrap().expect("scheduled once Redis answers");
+        let li3g_client::Submitted::Scheduled { id, .. } = scheduled else { panic!("{scheduled:?}") };
+        assert!(client.status(&id).await.unwrap().is_some(), "job {id} is in Redis");
+    });
+    assert_eq!(total(&gearmand, "Async::now"), Some(1));
+}
+
+#[test]
+fn blocking_submit_many_passes_over_a_stopped_server_and_one_that_died_under_its_kept_connection() {
+    use nix::sys::signal::{kill, Signal};
+    let live = Gearmand::start();
+    let stopped = Gearmand::start();
+    let dying = Gearmand::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let servers = vec![addr(dying.port), addr(dead), addr(stopped.port), addr(live.port)];
+    let mut client = Client::with(GearmanClient::new(servers).start_at(0).request_timeout(Duration::from_secs(1)));
+    let window = li3g_client::gearman::PIPELINE_WINDOW as u64;
+    let results = client.submit_many((0..10u64).map(|i| ("Batch::kept".to_string(), (i,))));
+    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|q| q.handle.server == addr(dying.port))));
+    kill(nix::unistd::Pid::from_raw(stopped.pid() as i32), Signal::SIGSTOP).unwrap();
+    drop(dying);
+    let results = client.submit_many((0..2 * window).map(|i| ("Batch::moved".to_string(), (i,))));
+    assert!(
+        results.iter().all(|r| r.as_ref().is_ok_and(|q| q.handle.server == addr(live.port))),
+        "{:?}",
+        results.iter().find(|r| r.as_ref().map_or(true, |q| q.handle.server != addr(live.port)))
+    );
+    kill(nix::unistd::Pid::from_raw(stopped.pid() as i32), Signal::SIGCONT).unwrap();
+    assert_eq!(total(&live, "Batch::moved"), Some(2 * window));
+    assert_eq!(total(&stopped, "Batch::moved"), None, "nothing reached the stopped server");
+}
+
+#[test]
+fn a_dropped_schedule_is_scheduled_once_its_redis_call_started_and_not_before() {
+    // What the caller of a dropped (timed out) `submit()` of a scheduled job can count on: a
+    // call whose Redis round trip had started completes it; one still waiting for the call
+    // before it did nothing.
+    use nix::sys::signal::{kill, Signal};
+    let gearmand = Gearmand::start();
+    let redis = li3g_tests::Redis::start();
+    let target = li3g_client::config::Target {
+        servers: vec![addr(gearmand.port)],
+        redis: Some(redis.url()),
+        ..li3g_client::config::load(None, "default", None).unwrap()
+    };
+    let client = AsyncClient::from_target(&target);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis_pid = nix::unistd::Pid::from_raw(redis.pid() as i32);
+    runtime.block_on(async {
+        assert_eq!(client.status("started").await.unwrap(), None, "the store answers");
+        kill(redis_pid, Signal::SIGSTOP).unwrap();
+        let schedule = |id: &'static str| {
+            let client = client.clone();
+            async move { client.job("Async::later", (1,)).id(id).after(Duration::from_secs(3600)).submit().await }
+        };
+        let started = tokio::time::timeout(Duration::from_millis(300), schedule("started")).await;
+        assert!(started.is_err(), "Redis is stopped: {started:?}");
+        let waiting = tokio::time::timeout(Duration::from_millis(300), schedule("waiting")).await;
+        assert!(waiting.is_err(), "behind the call in Redis: {waiting:?}");
+        kill(redis_pid, Signal::SIGCONT).unwrap();
+        // Store calls run in turn: this one after the dropped call's round trip.
+        assert!(client.status("started").await.unwrap().is_some(), "the started call was completed");
+        assert_eq!(client.status("waiting").await.unwrap(), None, "the waiting call did nothing");
+    });
+}
+
+#[test]
+fn a_job_store_that_panics_is_reported_and_not_used_again() {
+    // A panic in a store call is the call's error, not a panicked task; the store may be
+    // half-way through a request (a Redis answer left unread), so later calls are refused.
+    struct Panicking(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl li3g_client::JobStore for Panicking {
+        fn schedule(
+            &mut self,
+            _: &li3g_client::ScheduledJob,
+            _: std::time::SystemTime,
+        ) -> Result<(), li3g_client::client::StoreError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            panic!("the store broke");
+        }
+    }
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = AsyncClient::new(vec![addr(1)]).with_store(Box::new(Panicking(calls.clone())));
+    runtime().block_on(async {
+        for _ in 0..2 {
+            let err = client.job("Async::later", (1,)).after(Duration::from_secs(60)).submit().await.unwrap_err();
+            assert!(matches!(err, RunError::Schedule(_)), "{err:?}");
+            let err = err.to_string();
+            assert!(err.contains("panicked (the store broke); it is not used again"), "{err}");
+        }
+    });
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the broken store was called once");
+}
+
+#[test]
+fn a_long_queue_of_store_calls_on_a_live_redis_is_not_cut_off_by_the_request_timeout() {
+    // The calls run one at a time: thousands at once take longer in all than a short request
+    // timeout, and none may fail for it while the store keeps answering.
+    let redis = li3g_tests::Redis::start();
+    let target = li3g_client::config::Target {
+        servers: vec![addr(1)],
+        redis: Some(redis.url()),
+        ..li3g_client::config::load(None, "default", None).unwrap()
+    };
+    let client = AsyncClient::from_target(&target).request_timeout(Duration::from_millis(200));
+    let started = Instant::now();
+    let results = runtime().block_on(async {
+        let calls: Vec<_> = (0..10_000u64)
+            .map(|n| {
+                let client = client.clone();
+                tokio::spawn(
+                    async move { client.job("Async::later", (n,)).after(Duration::from_secs(3600)).submit().await },
+                )
+            })
+            .collect();
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await.unwrap());
+        }
+        results
+    });
+    let took = started.elapsed();
+    assert!(results.iter().all(Result::is_ok), "in {took:?}: {:?}", results.iter().find(|r| r.is_err()));
+}

@@ -115,7 +115,8 @@ pub fn has_exiting() -> bool {
 }
 
 /// Reaps the job children that answered since; with `block`, waits for all of them. Whatever
-/// a job left running in its process group is killed first: nothing a job started outlives it.
+/// a job left running in its process group is killed first: nothing a job started in its group
+/// outlives it (a process that left the group, with `setsid` or `setpgid`, is not reached).
 pub fn reap_children(block: bool) {
     EXITING.with(|pids| {
         pids.borrow_mut().retain(|pid| {
