@@ -189,3 +189,29 @@ fn a_python_gearman_client_sending_the_li3_gearman_envelope_gets_the_result() {
     let out = run(Command::new("python3").arg(&script).arg(gearmand.addr()).arg("Hello"));
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "I am Hello::run\n"), "{}", out.stderr);
 }
+
+#[test]
+fn a_worker_that_ends_runs_the_job_a_server_was_assigning_it_instead_of_dropping_it() {
+    // Two servers with a job each; the worker ends after one job (--max-jobs 1). It asked both
+    // for a job at once, so the second is assigning it one as it ends: leaving then made that
+    // server requeue it, one of its --job-retries spent, and with --job-retries=1 the job was
+    // dropped. The worker now waits for the answers it asked for and runs what it was handed.
+    let a = Gearmand::start();
+    let b = Gearmand::try_gearmand_on(li3g_tests::free_port(), &["--job-retries=1"]).expect("gearmand");
+    let dir = PluginDir::with(&["misbehave"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().display().to_string();
+    for (server, line) in [(&a, "from a"), (&b, "from b")] {
+        let out = run(host().args(["run", "Misbehave::append", &path, line, "--servers", &server.addr()]));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    let mut worker = Worker::builder(&[a.addr(), b.addr()]).plugins(dir.path()).arg("--max-jobs").arg("1").spawn();
+    let status = worker.wait_timeout(Duration::from_secs(30)).expect("the worker ends");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let mut ran: Vec<String> = std::fs::read_to_string(file.path()).unwrap().lines().map(str::to_string).collect();
+    ran.sort();
+    // Each job ran once, or is still queued where it was: none dropped.
+    let queued = |g: &Gearmand| g.status().iter().find(|s| s.function == "Misbehave::append").map_or(0, |s| s.total);
+    assert_eq!(ran.len() as u64 + queued(&a) + queued(&b), 2, "ran {ran:?}; a {} b {}", queued(&a), queued(&b));
+    assert!(ran.iter().all(|l| l == "from a" || l == "from b") && ran.windows(2).all(|w| w[0] != w[1]), "{ran:?}");
+}

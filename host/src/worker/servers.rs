@@ -17,6 +17,9 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping worker waits for the answers to the GRAB_JOB_UNIQs it sent (a server
+/// answers one at once; one that does not is left).
+const DRAIN_WITHIN: Duration = Duration::from_secs(1);
 
 /// Where one server's conversation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,13 +89,24 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
     // The server whose held job runs next when several hold one.
     let mut turn = 0;
     let mut readable: Vec<bool> = vec![false; servers.len()];
+    // Since when the worker is stopping (see the loop's first lines).
+    let mut stopping_since: Option<Instant> = None;
     loop {
-        if stop() || stats.over_memory || used_up(config, &stats) {
+        // Stopping: no new GRAB_JOB_UNIQ, and a server still answering one (it may be assigning
+        // us a job now) is waited for, at most DRAIN_WITHIN, and a job it assigns is run, as a
+        // job in hand. Gone with an assigned job, the worker would make the server requeue it,
+        // one of `--job-retries` spent (the last one: the job dropped). A second stop signal
+        // means now.
+        let stopping = stop() || stats.over_memory || used_up(config, &stats);
+        let now = Instant::now();
+        let since = if stopping { *stopping_since.get_or_insert(now) } else { now };
+        let holding = servers.iter().any(|s| s.state == State::Holding);
+        let asked = now < since + DRAIN_WITHIN && servers.iter().any(|s| matches!(s.state, State::Grabbing(_)));
+        if stopping && (!(holding || asked) || crate::signals::stop_count() >= 2) {
             job_child::reap_children(true);
             return stats;
         }
-        let now = Instant::now();
-        for server in servers.iter_mut().filter(|s| s.state == State::Down && now >= s.retry_at) {
+        for server in servers.iter_mut().filter(|s| !stopping && s.state == State::Down && now >= s.retry_at) {
             start_connect(server, &functions, config);
         }
 
@@ -132,7 +146,7 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
         let now = Instant::now();
         for server in &mut servers {
             let Some(conn) = server.conn.as_mut() else { continue };
-            if server.state == State::Ready {
+            if server.state == State::Ready && !stopping {
                 if let Err(err) = conn.queue_packet(&Packet::GrabJobUniq) {
                     server.drop_conn(&err.to_string());
                     continue;
