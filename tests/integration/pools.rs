@@ -377,6 +377,13 @@ fn work_ends_at_its_max_age_after_the_job_in_hand_with_the_recycle_code() {
         let status = worker.wait_timeout(WAIT).unwrap_or_else(|| panic!("{what}: the worker did not end"));
         assert_eq!(status.code(), Some(75), "{what}: {status:?}");
         assert!(started.elapsed() >= Duration::from_secs(1), "{what}: ended before its age");
-        wait_until("no worker left", WAIT, || gearmand.workers().iter().all(|w| w.functions.is_empty()));
+        li3g_tests::wait_until_ok("no worker left", WAIT, Duration::from_millis(50), || {
+            let workers = gearmand.workers();
+            if workers.iter().all(|w| w.functions.is_empty()) {
+                Ok(())
+            } else {
+                Err(format!("{what}: {workers:?}"))
+            }
+        });
     }
 }

@@ -543,3 +543,32 @@ fn sighup_leaves_the_server_and_its_jobs_in_place() {
     let mut worker = Peer::worker(&server, "hup");
     assert_eq!(worker.grab().map(|(_, w)| w), Some(b"kept".to_vec()));
 }
+
+#[test]
+fn a_worker_that_registers_and_leaves_at_once_is_forgotten() {
+    // CAN_DO and the end of stream arrive together (written, then closed at once): the server
+    // reads the packet in a short read and must still see the close. The embedded server took
+    // a short read for "all read" and kept such a worker registered for ever (a worker that
+    // answered its last job and exited did this: `work --max-age`).
+    let servers = [
+        Gearmand::start(),
+        li3g_tests::on_a_free_port("li3g-host server", |port| Gearmand::try_embedded_on(port, None, &[])),
+    ];
+    for server in servers {
+        let names: Vec<String> = (0..50).map(|n| format!("vanish{n}")).collect();
+        for name in &names {
+            let mut peer = Peer::connect(&server);
+            peer.send(&Packet::CanDo { function: name.as_str().into() });
+            drop(peer);
+        }
+        wait_until_ok("every vanished worker forgotten", LONG, Duration::from_millis(50), || {
+            let left: Vec<String> =
+                server.workers().into_iter().flat_map(|w| w.functions).filter(|f| names.contains(f)).collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still registered: {left:?}"))
+            }
+        });
+    }
+}

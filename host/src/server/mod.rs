@@ -292,6 +292,11 @@ impl Server {
                         if event.is_writable() {
                             self.flush(token);
                         }
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(peer) = self.peers.get_mut(&token) {
+                                peer.read_closed = true;
+                            }
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             ready.push(token);
                         }

@@ -107,7 +107,7 @@ impl Server {
                 self.dispatch(token, incoming);
             }
             let Some(peer) = self.peers.get_mut(&token) else { return };
-            if drained {
+            if drained && !peer.read_closed {
                 // The next bytes bring a new event. Reading goes on whatever output waits: a
                 // client that writes everything before it reads must not deadlock (as
                 // gearmand); a peer leaving more than `max_output` unread is cut off instead.

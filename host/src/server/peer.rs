@@ -91,6 +91,9 @@ pub(super) struct Peer {
     held_from: Option<usize>,
     /// Answered garbage or asked to leave: closed once the output is written.
     pub closing: bool,
+    /// The poll said the peer closed its side (or the socket failed): a short read is then
+    /// no sign that all was read, since no new event comes for the end of stream.
+    pub read_closed: bool,
     /// Whether it is in the server's list of connections to flush at the end of the turn.
     pub dirty: bool,
     /// Whether it is registered for writability (only while output is stuck).
@@ -126,6 +129,7 @@ impl Peer {
             written: 0,
             held_from: None,
             closing: false,
+            read_closed: false,
             dirty: false,
             want_write: false,
             client_id: None,
