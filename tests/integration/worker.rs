@@ -215,3 +215,41 @@ fn a_worker_that_ends_runs_the_job_a_server_was_assigning_it_instead_of_dropping
     assert_eq!(ran.len() as u64 + queued(&a) + queued(&b), 2, "ran {ran:?}; a {} b {}", queued(&a), queued(&b));
     assert!(ran.iter().all(|l| l == "from a" || l == "from b") && ran.windows(2).all(|w| w[0] != w[1]), "{ran:?}");
 }
+
+#[test]
+fn a_stopping_worker_runs_a_job_assigned_while_it_ran_another_it_held() {
+    // Three servers with a job each; the worker ends after one job (--max-jobs 1) and runs the
+    // ones it was handed. A's job is quick, B's takes 2 s, and C is stopped (SIGSTOP) until A's
+    // job ran, so C's answer to GRAB_JOB_UNIQ comes within the drain's second while the worker
+    // runs B's job. The worker counted that second from before B's job and, after it, left
+    // without reading C's answer: C requeued the job, its one --job-retries spent: dropped.
+    let a = Gearmand::start();
+    let b = Gearmand::start();
+    let c = Gearmand::try_gearmand_on(li3g_tests::free_port(), &["--job-retries=1"]).expect("gearmand");
+    let dir = PluginDir::with(&["misbehave"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().display().to_string();
+    let slow = format!("sleep 2; echo 'from b' >> '{path}'");
+    let jobs = [(&a, "Misbehave::append", vec![path.as_str(), "from a"]), (&b, "Misbehave::shell", vec![&slow])];
+    for (server, function, args) in jobs.iter().chain([&(&c, "Misbehave::append", vec![path.as_str(), "from c"])]) {
+        let out = run(host().arg("run").arg(function).args(args).args(["--servers", &server.addr()]));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    signal(c.pid(), Signal::SIGSTOP);
+    let addrs = [a.addr(), b.addr(), c.addr()];
+    let mut worker = Worker::builder(&addrs).plugins(dir.path()).arg("--max-jobs").arg("1").spawn();
+    let ran = |file: &tempfile::NamedTempFile| std::fs::read_to_string(file.path()).unwrap_or_default();
+    let a_ran =
+        li3g_tests::poll_until(Duration::from_secs(30), Duration::from_millis(5), || ran(&file).contains("from a"));
+    signal(c.pid(), Signal::SIGCONT);
+    assert!(a_ran, "A's job never ran: {:?}", ran(&file));
+    let status = worker.wait_timeout(Duration::from_secs(30)).expect("the worker ends");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let mut lines: Vec<String> = ran(&file).lines().map(str::to_string).collect();
+    lines.sort();
+    let queued =
+        |g: &Gearmand| g.status().iter().find(|s| s.function.starts_with("Misbehave::")).map_or(0, |s| s.total);
+    // Each job ran once, or is still queued where it was: none dropped.
+    assert_eq!(lines.len() as u64 + queued(&a) + queued(&b) + queued(&c), 3, "ran {lines:?}");
+    assert!(lines.windows(2).all(|w| w[0] != w[1]), "{lines:?}");
+}

@@ -17,8 +17,8 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a stopping worker waits for the answers to the GRAB_JOB_UNIQs it sent (a server
-/// answers one at once; one that does not is left).
+/// How long a stopping worker waits for the answers to the GRAB_JOB_UNIQs it sent, from the
+/// stop or its last job since (a server answers one at once; one that does not is left).
 const DRAIN_WITHIN: Duration = Duration::from_secs(1);
 
 /// Where one server's conversation stands.
@@ -131,6 +131,12 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
                 }
                 Err(err) => server.drop_conn(&err.to_string()),
             }
+            // A stopping worker's wait for the answers it asked for starts again after a job in
+            // hand: an answer that came while the job ran, within the wait, is in the socket
+            // unread (the `continue` below skips the read), and counted from before the job the
+            // wait was over, so the worker left with that job assigned (dropped with
+            // `--job-retries=1`). At most one job per server: no new GRAB_JOB_UNIQ once stopping.
+            stopping_since = None;
             if stop() || used_up(config, &stats) {
                 // Send the answer, grab nothing more.
                 if let Some(conn) = servers[i].conn.as_mut() {
