@@ -253,3 +253,24 @@ fn a_stopping_worker_runs_a_job_assigned_while_it_ran_another_it_held() {
     assert_eq!(lines.len() as u64 + queued(&a) + queued(&b) + queued(&c), 3, "ran {lines:?}");
     assert!(lines.windows(2).all(|w| w[0] != w[1]), "{lines:?}");
 }
+
+#[test]
+fn a_worker_past_its_memlimit_asks_for_no_further_job() {
+    // --memlimit 1M: any worker is past it after its first job, and ends to be replaced. It
+    // asked the server for the next job anyway (the stop was seen only after the GRAB_JOB_UNIQ
+    // went out) and ran it, still over its limit.
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().display().to_string();
+    for line in ["one", "two"] {
+        let out = run(host().args(["run", "Misbehave::append", &path, line, "--servers", &gearmand.addr()]));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    let mut worker = Worker::builder(&[gearmand.addr()]).plugins(dir.path()).args(["--memlimit", "1M"]).spawn();
+    let status = worker.wait_timeout(Duration::from_secs(30)).expect("the worker ends");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let ran = std::fs::read_to_string(file.path()).unwrap();
+    let queued = gearmand.status().iter().find(|s| s.function == "Misbehave::append").map_or(0, |s| s.total);
+    assert_eq!((ran.lines().count(), queued), (1, 1), "ran {ran:?}");
+}

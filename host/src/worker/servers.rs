@@ -137,7 +137,9 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             // wait was over, so the worker left with that job assigned (dropped with
             // `--job-retries=1`). At most one job per server: no new GRAB_JOB_UNIQ once stopping.
             stopping_since = None;
-            if stop() || used_up(config, &stats) {
+            // Past its memory limit too: otherwise the next step asked every free server for a
+            // job (`stopping` was taken before this job) and the worker ran it, still over.
+            if stop() || stats.over_memory || used_up(config, &stats) {
                 // Send the answer, grab nothing more.
                 if let Some(conn) = servers[i].conn.as_mut() {
                     if let Err(err) = conn.flush() {
