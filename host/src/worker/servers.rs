@@ -150,16 +150,23 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             }
         }
 
-        // 2. Ask every free server for a job; send what each is owed.
+        // 2. Ask every free server for a job, no more at a time than `max_jobs` leaves (each
+        // job a server hands us is run, even past `max_jobs`: see the loop's first lines);
+        // send what each is owed.
         let now = Instant::now();
+        let mut room = config.max_jobs.map(|max| {
+            let asked = servers.iter().filter(|s| matches!(s.state, State::Holding | State::Grabbing(_))).count();
+            max.saturating_sub(stats.completed + stats.failed + asked as u64)
+        });
         for server in &mut servers {
             let Some(conn) = server.conn.as_mut() else { continue };
-            if server.state == State::Ready && !stopping {
+            if server.state == State::Ready && !stopping && room != Some(0) {
                 if let Err(err) = conn.queue_packet(&Packet::GrabJobUniq) {
                     server.drop_conn(&err.to_string());
                     continue;
                 }
                 server.state = State::Grabbing(now);
+                room = room.map(|left| left - 1);
             }
             if conn.has_queued() {
                 if let Err(err) = conn.flush() {
