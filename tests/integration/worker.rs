@@ -192,8 +192,8 @@ fn a_python_gearman_client_sending_the_li3_gearman_envelope_gets_the_result() {
 
 #[test]
 fn a_worker_that_ends_runs_the_job_a_server_was_assigning_it_instead_of_dropping_it() {
-    // Two servers with a job each; the worker ends after one job (--max-jobs 1). It asked both
-    // for a job at once, so the second is assigning it one as it ends: leaving then made that
+    // Two servers with a job each; the worker ends after one job (--memlimit 1M: any worker is
+    // past it then; --max-jobs 1 would ask one server only). It asked both for a job at once, so the second is assigning it one as it ends: leaving then made that
     // server requeue it, one of its --job-retries spent, and with --job-retries=1 the job was
     // dropped. The worker now waits for the answers it asked for and runs what it was handed.
     let a = Gearmand::start();
@@ -205,7 +205,7 @@ fn a_worker_that_ends_runs_the_job_a_server_was_assigning_it_instead_of_dropping
         let out = run(host().args(["run", "Misbehave::append", &path, line, "--servers", &server.addr()]));
         assert_eq!(out.code, Some(0), "{}", out.stderr);
     }
-    let mut worker = Worker::builder(&[a.addr(), b.addr()]).plugins(dir.path()).arg("--max-jobs").arg("1").spawn();
+    let mut worker = Worker::builder(&[a.addr(), b.addr()]).plugins(dir.path()).args(["--memlimit", "1M"]).spawn();
     let status = worker.wait_timeout(Duration::from_secs(30)).expect("the worker ends");
     assert_eq!(status.code(), Some(75), "{status:?}");
     let mut ran: Vec<String> = std::fs::read_to_string(file.path()).unwrap().lines().map(str::to_string).collect();
@@ -214,4 +214,90 @@ fn a_worker_that_ends_runs_the_job_a_server_was_assigning_it_instead_of_dropping
     let queued = |g: &Gearmand| g.status().iter().find(|s| s.function == "Misbehave::append").map_or(0, |s| s.total);
     assert_eq!(ran.len() as u64 + queued(&a) + queued(&b), 2, "ran {ran:?}; a {} b {}", queued(&a), queued(&b));
     assert!(ran.iter().all(|l| l == "from a" || l == "from b") && ran.windows(2).all(|w| w[0] != w[1]), "{ran:?}");
+}
+
+#[test]
+fn a_stopping_worker_runs_a_job_assigned_while_it_ran_another_it_held() {
+    // Three servers with a job each; the worker ends after one job (--memlimit 1M: any worker
+    // is past it then) and runs the ones it was handed. A's job is quick, B's takes 2 s, and C is stopped (SIGSTOP) until A's
+    // job ran, so C's answer to GRAB_JOB_UNIQ comes within the drain's second while the worker
+    // runs B's job. The worker counted that second from before B's job and, after it, left
+    // without reading C's answer: C requeued the job, its one --job-retries spent: dropped.
+    let a = Gearmand::start();
+    let b = Gearmand::start();
+    let c = Gearmand::try_gearmand_on(li3g_tests::free_port(), &["--job-retries=1"]).expect("gearmand");
+    let dir = PluginDir::with(&["misbehave"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().display().to_string();
+    let slow = format!("sleep 2; echo 'from b' >> '{path}'");
+    let jobs = [(&a, "Misbehave::append", vec![path.as_str(), "from a"]), (&b, "Misbehave::shell", vec![&slow])];
+    for (server, function, args) in jobs.iter().chain([&(&c, "Misbehave::append", vec![path.as_str(), "from c"])]) {
+        let out = run(host().arg("run").arg(function).args(args).args(["--servers", &server.addr()]));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    signal(c.pid(), Signal::SIGSTOP);
+    let addrs = [a.addr(), b.addr(), c.addr()];
+    let mut worker = Worker::builder(&addrs).plugins(dir.path()).args(["--memlimit", "1M"]).spawn();
+    let ran = |file: &tempfile::NamedTempFile| std::fs::read_to_string(file.path()).unwrap_or_default();
+    let a_ran =
+        li3g_tests::poll_until(Duration::from_secs(30), Duration::from_millis(5), || ran(&file).contains("from a"));
+    signal(c.pid(), Signal::SIGCONT);
+    assert!(a_ran, "A's job never ran: {:?}", ran(&file));
+    let status = worker.wait_timeout(Duration::from_secs(30)).expect("the worker ends");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let mut lines: Vec<String> = ran(&file).lines().map(str::to_string).collect();
+    lines.sort();
+    let queued = |g: &Gearmand| {
+        g.status().iter().filter(|s| s.function.starts_with("Misbehave::")).map(|s| s.total).sum::<u64>()
+    };
+    // Each job ran once, or is still queued where it was: none dropped.
+    assert_eq!(lines.len() as u64 + queued(&a) + queued(&b) + queued(&c), 3, "ran {lines:?}");
+    assert!(lines.windows(2).all(|w| w[0] != w[1]), "{lines:?}");
+}
+
+#[test]
+fn a_worker_past_its_memlimit_asks_for_no_further_job() {
+    // --memlimit 1M: any worker is past it after its first job, and ends to be replaced. It
+    // asked the server for the next job anyway (the stop was seen only after the GRAB_JOB_UNIQ
+    // went out) and ran it, still over its limit.
+    let gearmand = Gearmand::start();
+    let dir = PluginDir::with(&["misbehave"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().display().to_string();
+    for line in ["one", "two"] {
+        let out = run(host().args(["run", "Misbehave::append", &path, line, "--servers", &gearmand.addr()]));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    let mut worker = Worker::builder(&[gearmand.addr()]).plugins(dir.path()).args(["--memlimit", "1M"]).spawn();
+    let status = worker.wait_timeout(Duration::from_secs(30)).expect("the worker ends");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let ran = std::fs::read_to_string(file.path()).unwrap();
+    let queued = gearmand.status().iter().find(|s| s.function == "Misbehave::append").map_or(0, |s| s.total);
+    assert_eq!((ran.lines().count(), queued), (1, 1), "ran {ran:?}");
+}
+
+#[test]
+fn max_jobs_1_on_three_servers_runs_one_job_and_leaves_the_others_queued() {
+    // The worker asked every server for a job at once; ending after one, it ran the ones it
+    // was handed (rather than drop them): three jobs under --max-jobs 1. It now asks for no
+    // more jobs at a time than it has left.
+    let servers = [Gearmand::start(), Gearmand::start(), Gearmand::start()];
+    let dir = PluginDir::with(&["misbehave"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().display().to_string();
+    for (i, server) in servers.iter().enumerate() {
+        let out =
+            run(host().args(["run", "Misbehave::append", &path, &format!("from {i}"), "--servers", &server.addr()]));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    let addrs: Vec<String> = servers.iter().map(Gearmand::addr).collect();
+    let mut worker = Worker::builder(&addrs).plugins(dir.path()).args(["--max-jobs", "1"]).spawn();
+    let status = worker.wait_timeout(Duration::from_secs(30)).expect("the worker ends");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let ran = std::fs::read_to_string(file.path()).unwrap();
+    let queued: u64 = servers
+        .iter()
+        .map(|g| g.status().iter().find(|s| s.function == "Misbehave::append").map_or(0, |s| s.total))
+        .sum();
+    assert_eq!((ran.lines().count(), queued), (1, 2), "ran {ran:?}");
 }

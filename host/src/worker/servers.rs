@@ -17,8 +17,8 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a stopping worker waits for the answers to the GRAB_JOB_UNIQs it sent (a server
-/// answers one at once; one that does not is left).
+/// How long a stopping worker waits for the answers to the GRAB_JOB_UNIQs it sent, from the
+/// stop or its last job since (a server answers one at once; one that does not is left).
 const DRAIN_WITHIN: Duration = Duration::from_secs(1);
 
 /// Where one server's conversation stands.
@@ -131,7 +131,15 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
                 }
                 Err(err) => server.drop_conn(&err.to_string()),
             }
-            if stop() || used_up(config, &stats) {
+            // A stopping worker's wait for the answers it asked for starts again after a job in
+            // hand: an answer that came while the job ran, within the wait, is in the socket
+            // unread (the `continue` below skips the read), and counted from before the job the
+            // wait was over, so the worker left with that job assigned (dropped with
+            // `--job-retries=1`). At most one job per server: no new GRAB_JOB_UNIQ once stopping.
+            stopping_since = None;
+            // Past its memory limit too: otherwise the next step asked every free server for a
+            // job (`stopping` was taken before this job) and the worker ran it, still over.
+            if stop() || stats.over_memory || used_up(config, &stats) {
                 // Send the answer, grab nothing more.
                 if let Some(conn) = servers[i].conn.as_mut() {
                     if let Err(err) = conn.flush() {
@@ -142,16 +150,23 @@ pub fn run(registry: &Registry, config: &WorkerConfig, stop: &dyn Fn() -> bool) 
             }
         }
 
-        // 2. Ask every free server for a job; send what each is owed.
+        // 2. Ask every free server for a job, no more at a time than `max_jobs` leaves (each
+        // job a server hands us is run, even past `max_jobs`: see the loop's first lines);
+        // send what each is owed.
         let now = Instant::now();
+        let mut room = config.max_jobs.map(|max| {
+            let asked = servers.iter().filter(|s| matches!(s.state, State::Holding | State::Grabbing(_))).count();
+            max.saturating_sub(stats.completed + stats.failed + asked as u64)
+        });
         for server in &mut servers {
             let Some(conn) = server.conn.as_mut() else { continue };
-            if server.state == State::Ready && !stopping {
+            if server.state == State::Ready && !stopping && room != Some(0) {
                 if let Err(err) = conn.queue_packet(&Packet::GrabJobUniq) {
                     server.drop_conn(&err.to_string());
                     continue;
                 }
                 server.state = State::Grabbing(now);
+                room = room.map(|left| left - 1);
             }
             if conn.has_queued() {
                 if let Err(err) = conn.flush() {
