@@ -85,6 +85,30 @@ impl Setup {
             .spawn()
     }
 
+    /// A worker with `--verbose`, registered, its log lines collected.
+    fn verbose_worker(&self) -> (ChildGuard, Lines) {
+        let mut command = host();
+        command.args(["work", "--verbose", "--config"]).arg(&self.config_path).stdout(Stdio::null());
+        let mut child = ChildGuard::spawn(command.stderr(Stdio::piped()));
+        wait_for_workers(&[self.gearmand()], APPEND, 1);
+        let lines = Lines::collect(child.child().stderr.take().unwrap());
+        (child, lines)
+    }
+
+    /// Waits until Redis holds no job of the default prefix: none scheduled, leased or stored.
+    fn wait_schedule_empty(&self) {
+        let mut redis = self.redis();
+        wait_until("the schedule is empty", LONG, || {
+            let (s, l, j): (u64, u64, u64) = redis::pipe()
+                .zcard("{li3g}:scheduled")
+                .zcard("{li3g}:leased")
+                .hlen("{li3g}:jobs")
+                .query(&mut redis)
+                .unwrap();
+            s + l + j == 0
+        });
+    }
+
     /// A scheduler with `--verbose`, its log lines collected.
     fn scheduler(&self, env: &[(&str, &str)]) -> (ChildGuard, Lines) {
         let mut command = host();
@@ -225,16 +249,7 @@ fn ten_thousand_jobs_due_at_once_with_two_schedulers_run_exactly_once() {
     let _workers = [setup.worker(), setup.worker()];
     wait_until("every job ran", Duration::from_secs(120), || lines(&path).len() >= count);
     // Nothing left anywhere that could run a job again.
-    let mut redis = setup.redis();
-    wait_until("the schedule is empty", LONG, || {
-        let (s, l, j): (u64, u64, u64) = redis::pipe()
-            .zcard("{li3g}:scheduled")
-            .zcard("{li3g}:leased")
-            .hlen("{li3g}:jobs")
-            .query(&mut redis)
-            .unwrap();
-        (s, l, j) == (0, 0, 0)
-    });
+    setup.wait_schedule_empty();
     wait_until("gearmand has no job left", LONG, || {
         setup.gearmand().status().iter().filter(|f| f.function == APPEND).all(|f| f.total == 0)
     });

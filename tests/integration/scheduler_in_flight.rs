@@ -77,15 +77,7 @@ fn a_batch_whose_lease_runs_out_while_a_take_waits_on_redis_is_not_submitted_aga
         assert_eq!(ran.iter().filter(|l| **l == line).count(), 1, "{line} ran once: {ran:?}\n{:#?}", log.all());
     }
     log.wait_for("not submitting them again", LONG);
-    wait_until("the schedule is empty", LONG, || {
-        let (s, l, j): (u64, u64, u64) = redis::pipe()
-            .zcard("{li3g}:scheduled")
-            .zcard("{li3g}:leased")
-            .hlen("{li3g}:jobs")
-            .query(&mut redis)
-            .unwrap();
-        s + l + j == 0
-    });
+    setup.wait_schedule_empty();
     assert_eq!(log.count("moved for immediate execution"), 6, "each moved once: {:#?}", log.all());
     assert!(li3g_tests::alive(scheduler.id()), "the scheduler stayed up");
 }

@@ -319,15 +319,7 @@ fn redis_cli_auth(port: u16, password: &str, args: &[&str]) -> String {
 fn sentinel_failover_loses_only_unreplicated_jobs_and_everyone_follows_the_new_master() {
     let mut sentinel = SentinelSetup::start();
     let setup = setup_on(&sentinel.url(), "", "");
-    let mut worker = ChildGuard::spawn(
-        host()
-            .args(["work", "--verbose", "--config"])
-            .arg(&setup.config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    wait_for_workers(&[setup.gearmand()], APPEND, 1);
-    let wlog = Lines::collect(worker.child().stderr.take().unwrap());
+    let (_worker, wlog) = setup.verbose_worker();
     let (scheduler, log) = setup.scheduler(&[]);
     let path = setup.file("failover");
     let config = setup.config();

@@ -93,15 +93,7 @@ fn replication(port: u16, field: &str) -> Option<u64> {
 fn a_master_demoted_under_open_connections_is_left_for_the_new_one_and_every_job_runs_once() {
     let mut sentinel = SentinelSetup::start();
     let setup = setup_on(&sentinel.url(), "", "");
-    let mut worker = ChildGuard::spawn(
-        host()
-            .args(["work", "--verbose", "--config"])
-            .arg(&setup.config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    wait_for_workers(&[setup.gearmand()], APPEND, 1);
-    let wlog = Lines::collect(worker.child().stderr.take().unwrap());
+    let (_worker, wlog) = setup.verbose_worker();
     let (scheduler, log) = setup.scheduler(&[]);
     let path = setup.file("demoted");
     let config = setup.config();
