@@ -48,6 +48,19 @@ async fn concurrent_echoes(
     results
 }
 
+/// A Redis, an async client of `gearmand` that schedules in it, and a single-threaded runtime
+/// (where a call that blocks its thread holds up every other task).
+fn client_with_redis(gearmand: &Gearmand) -> (li3g_tests::Redis, AsyncClient, tokio::runtime::Runtime) {
+    let redis = li3g_tests::Redis::start();
+    let target = li3g_client::config::Target {
+        servers: vec![addr(gearmand.port)],
+        redis: Some(redis.url()),
+        ..li3g_client::config::load(None, "default", None).unwrap()
+    };
+    let client = AsyncClient::from_target(&target);
+    (redis, client, tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
+}
+
 /// Connections that registered no function: clients (and gearadmin's own).
 fn client_connections(gearmand: &Gearmand) -> usize {
     gearmand.workers().iter().filter(|w| w.functions.is_empty()).count()
@@ -251,14 +264,7 @@ fn a_stalled_redis_holds_up_no_other_call_of_the_async_client() {
     // every other task of a single-threaded runtime until Redis answered or timed out.
     use nix::sys::signal::{kill, Signal};
     let gearmand = Gearmand::start();
-    let redis = li3g_tests::Redis::start();
-    let target = li3g_client::config::Target {
-        servers: vec![addr(gearmand.port)],
-        redis: Some(redis.url()),
-        ..li3g_client::config::load(None, "default", None).unwrap()
-    };
-    let client = AsyncClient::from_target(&target);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (redis, client, runtime) = client_with_redis(&gearmand);
     let redis_pid = nix::unistd::Pid::from_raw(redis.pid() as i32);
     runtime.block_on(async {
         assert_eq!(client.status("no-such-job").await.unwrap(), None, "the store answers");
@@ -412,14 +418,7 @@ fn a_dropped_schedule_is_scheduled_once_its_redis_call_started_and_not_before() 
     // before it did nothing.
     use nix::sys::signal::{kill, Signal};
     let gearmand = Gearmand::start();
-    let redis = li3g_tests::Redis::start();
-    let target = li3g_client::config::Target {
-        servers: vec![addr(gearmand.port)],
-        redis: Some(redis.url()),
-        ..li3g_client::config::load(None, "default", None).unwrap()
-    };
-    let client = AsyncClient::from_target(&target);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (redis, client, runtime) = client_with_redis(&gearmand);
     let redis_pid = nix::unistd::Pid::from_raw(redis.pid() as i32);
     runtime.block_on(async {
         assert_eq!(client.status("started").await.unwrap(), None, "the store answers");
