@@ -3,10 +3,26 @@
 //! Sandbox paths, relative to where `start` ran, too.
 
 use li3g_tests::redis_setups::TestCerts;
-use li3g_tests::{host, run, wait_until, Gearmand, PluginDir, Redis};
+use li3g_tests::{host, run, wait_until, Gearmand, PluginDir, Redis, Run};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// `li3g-host ARGS --config li3g.toml` run in `dir`: the configuration named by its relative path.
+fn in_dir(dir: &Path, args: &[&str]) -> Run {
+    run(host().current_dir(dir).args(args).arg("--config").arg("li3g.toml"))
+}
+
+/// `li3g-host start --daemon --workers 1` run in `dir` with `dir/li3g.toml` holding `config`,
+/// logging to `dir/li3g.log`; the PID file's path and the log's.
+fn start_daemon_in(dir: &Path, config: &str) -> (String, PathBuf) {
+    std::fs::write(dir.join("li3g.toml"), config).unwrap();
+    let (pid, log) = (dir.join("li3g.pid").display().to_string(), dir.join("li3g.log"));
+    let out = in_dir(dir, &["start", "--daemon", "--workers", "1", "--log-file", log.to_str().unwrap(), "--pid", &pid]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    (pid, log)
+}
 
 /// `cd DIR && li3g-host start --daemon --config li3g.toml` with `redis_tls_ca = "ca.pem"` (in
 /// DIR) and a `rediss://` Redis: a job scheduled through it runs, moved by the daemon's
@@ -26,21 +42,14 @@ fn a_daemon_started_with_a_relative_configuration_path_reads_its_redis_tls_ca() 
     let gearmand = Gearmand::start();
     let plugins = PluginDir::with(&["misbehave"]);
     std::fs::copy(certs.ca(), dir.path().join("ca.pem")).unwrap();
-    std::fs::write(
-        dir.path().join("li3g.toml"),
-        format!(
-            "[default]\nservers = [\"{}\"]\nredis = \"rediss://127.0.0.1:{tls_port}/0\"\nredis_tls_ca = \"ca.pem\"\nplugins = {:?}\n",
-            gearmand.addr(),
-            plugins.path()
-        ),
-    )
-    .unwrap();
-    let (pid, log) = (dir.path().join("li3g.pid"), dir.path().join("li3g.log"));
-    // Every command run in DIR, naming the configuration by its relative path.
-    let li3g = |args: &[&str]| run(host().current_dir(dir.path()).args(args).arg("--config").arg("li3g.toml"));
-    let pid = pid.to_str().unwrap();
-    let out = li3g(&["start", "--daemon", "--workers", "1", "--log-file", log.to_str().unwrap(), "--pid", pid]);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let config = format!(
+        "[default]\nservers = [\"{}\"]\nredis = \"rediss://127.0.0.1:{tls_port}/0\"\nredis_tls_ca = \"ca.pem\"\nplugins = {:?}\n",
+        gearmand.addr(),
+        plugins.path()
+    );
+    let (pid, log) = start_daemon_in(dir.path(), &config);
+    let pid = pid.as_str();
+    let li3g = |args: &[&str]| in_dir(dir.path(), args);
     let ran = dir.path().join("ran");
     let out = li3g(&["run", "Misbehave::append", ran.to_str().unwrap(), "over tls", "--in", "1s"]);
     assert!(out.code == Some(0) && out.stdout.starts_with("scheduled job "), "{}{}", out.stdout, out.stderr);
@@ -125,24 +134,17 @@ fn a_daemon_started_from_a_directory_opens_relative_sandbox_paths_from_there() {
     let gearmand = Gearmand::start();
     let plugins = PluginDir::with(&["hello"]);
     std::fs::create_dir(dir.path().join("data")).unwrap();
-    std::fs::write(
-        dir.path().join("li3g.toml"),
-        format!(
-            "[default]\nservers = [\"{}\"]\nplugins = {:?}\n[default.sandbox]\nread = [\"data\"]\nbest_effort = true\n",
-            gearmand.addr(),
-            plugins.path()
-        ),
-    )
-    .unwrap();
-    let (pid, log) = (dir.path().join("li3g.pid"), dir.path().join("li3g.log"));
-    let li3g = |args: &[&str]| run(host().current_dir(dir.path()).args(args).arg("--config").arg("li3g.toml"));
-    let pid = pid.to_str().unwrap();
-    let out = li3g(&["start", "--daemon", "--workers", "1", "--log-file", log.to_str().unwrap(), "--pid", pid]);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let config = format!(
+        "[default]\nservers = [\"{}\"]\nplugins = {:?}\n[default.sandbox]\nread = [\"data\"]\nbest_effort = true\n",
+        gearmand.addr(),
+        plugins.path()
+    );
+    let (pid, log) = start_daemon_in(dir.path(), &config);
+    let pid = pid.as_str();
     wait_until("the daemon's worker serves", WAIT, || {
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(!logged.contains("No children left"), "the daemon ended: {logged}");
-        li3g(&["ping"]).code == Some(0)
+        in_dir(dir.path(), &["ping"]).code == Some(0)
     });
     let out = run(host().args(["shutdown", "--pid", pid]));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
