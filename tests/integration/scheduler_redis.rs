@@ -8,6 +8,33 @@ use li3g_tests::redis_setups::{redis_cli, RedisCluster, SentinelSetup, TestCerts
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// A thread that schedules `APPEND` jobs `j0`, `j1`, ... (each due in 200 ms, 5 ms apart,
+/// 20 ms more after a refusal) through `config`'s client until `stop`, telling `outcome` each
+/// job's line and what the client answered.
+pub(super) fn scheduling_client(
+    config: li3g_host::config::Config,
+    path: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    mut outcome: impl FnMut(String, Result<Outcome, li3g_host::client::RunError>) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut client = li3g_host::client::for_config(&config);
+        for n in 0..5000 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let line = format!("j{n}");
+            let due = SystemTime::now() + Duration::from_millis(200);
+            let options = RunOptions { schedule: Some(due), ..RunOptions::default() };
+            let args = [json!(path.display().to_string()), json!(line)];
+            let answer = client.run(APPEND, &args, &options, &mut |_| {});
+            let refused = answer.is_err();
+            outcome(line, answer);
+            std::thread::sleep(Duration::from_millis(if refused { 25 } else { 5 }));
+        }
+    })
+}
+
 /// A gearmand, the misbehave plugin and a configuration naming `redis` (with `top` lines under
 /// `[default]` and `scheduler` lines under `[default.scheduler]`); no Redis of its own.
 fn setup_on(redis: &str, top: &str, scheduler: &str) -> Setup {
@@ -329,29 +356,13 @@ fn sentinel_failover_loses_only_unreplicated_jobs_and_everyone_follows_the_new_m
     let refused = Arc::new(Mutex::new(0u32));
     let stop = Arc::new(AtomicBool::new(false));
     let client = {
-        let (acked, refused, stop, path) = (acked.clone(), refused.clone(), stop.clone(), path.clone());
-        std::thread::spawn(move || {
-            let mut client = li3g_host::client::for_config(&config);
-            for n in 0..5000 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let line = format!("j{n}");
-                let due = SystemTime::now() + Duration::from_millis(200);
-                let options = RunOptions { schedule: Some(due), ..RunOptions::default() };
-                let args = [json!(path.display().to_string()), json!(line)];
-                match client.run(APPEND, &args, &options, &mut |_| {}) {
-                    Ok(Outcome::Scheduled { id, .. } | Outcome::Queued { id, .. }) => {
-                        acked.lock().unwrap().push((line, id, std::time::Instant::now()))
-                    }
-                    Ok(other) => panic!("{other:?}"),
-                    Err(_) => {
-                        *refused.lock().unwrap() += 1;
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
+        let (acked, refused) = (acked.clone(), refused.clone());
+        scheduling_client(config, path.clone(), stop.clone(), move |line, outcome| match outcome {
+            Ok(Outcome::Scheduled { id, .. } | Outcome::Queued { id, .. }) => {
+                acked.lock().unwrap().push((line, id, std::time::Instant::now()))
             }
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => *refused.lock().unwrap() += 1,
         })
     };
     wait_until("jobs are being scheduled and moved", LONG, || lines(&path).len() >= 50);

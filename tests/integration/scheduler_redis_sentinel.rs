@@ -102,29 +102,13 @@ fn a_master_demoted_under_open_connections_is_left_for_the_new_one_and_every_job
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let client = {
-        let (acked, errors, stop, path) = (acked.clone(), errors.clone(), stop.clone(), path.clone());
-        std::thread::spawn(move || {
-            let mut client = li3g_host::client::for_config(&config);
-            for n in 0..5000 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let line = format!("j{n}");
-                let due = SystemTime::now() + Duration::from_millis(200);
-                let options = RunOptions { schedule: Some(due), ..RunOptions::default() };
-                let args = [json!(path.display().to_string()), json!(line)];
-                match client.run(APPEND, &args, &options, &mut |_| {}) {
-                    Ok(Outcome::Scheduled { .. } | Outcome::Queued { .. }) => {
-                        acked.lock().unwrap().push((line, std::time::Instant::now()))
-                    }
-                    Ok(other) => panic!("{other:?}"),
-                    Err(err) => {
-                        errors.lock().unwrap().push(err.to_string());
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
+        let (acked, errors) = (acked.clone(), errors.clone());
+        super::scheduling_client(config, path.clone(), stop.clone(), move |line, outcome| match outcome {
+            Ok(Outcome::Scheduled { .. } | Outcome::Queued { .. }) => {
+                acked.lock().unwrap().push((line, std::time::Instant::now()))
             }
+            Ok(other) => panic!("{other:?}"),
+            Err(err) => errors.lock().unwrap().push(err.to_string()),
         })
     };
     wait_until("jobs are being scheduled and moved", LONG, || lines(&path).len() >= 30);
