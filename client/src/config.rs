@@ -131,21 +131,17 @@ enum Servers {
 /// The keys of one named configuration this reader uses; the others are the host's.
 #[derive(Debug, Deserialize, Default)]
 struct RawTarget {
-    servers: Option<Servers>,
-    tls_ca: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    redis: Option<String>,
-    redis_tls_ca: Option<PathBuf>,
-    scheduler: Option<RawSchedulerSettings>,
+    #[serde(flatten)]
+    keys: RawKeys,
     environment: Option<String>,
     #[serde(default)]
-    environments: BTreeMap<String, RawOverride>,
+    environments: BTreeMap<String, RawKeys>,
 }
 
-/// The keys of `[NAME.environments.ENV]` this reader uses.
+/// The keys this reader uses that a configuration and each of its environments
+/// (`[NAME.environments.ENV]`) may give.
 #[derive(Debug, Deserialize, Default)]
-struct RawOverride {
+struct RawKeys {
     servers: Option<Servers>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -153,6 +149,25 @@ struct RawOverride {
     redis: Option<String>,
     redis_tls_ca: Option<PathBuf>,
     scheduler: Option<RawSchedulerSettings>,
+}
+
+impl RawKeys {
+    /// These keys with an environment's over them: each it gives wins, and its scheduler
+    /// settings are merged key by key.
+    fn overlay(self, over: RawKeys) -> RawKeys {
+        RawKeys {
+            servers: over.servers.or(self.servers),
+            tls_ca: over.tls_ca.or(self.tls_ca),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
+            redis: over.redis.or(self.redis),
+            redis_tls_ca: over.redis_tls_ca.or(self.redis_tls_ca),
+            scheduler: match over.scheduler {
+                Some(over) => Some(self.scheduler.unwrap_or_default().merge(over)),
+                None => self.scheduler,
+            },
+        }
+    }
 }
 
 /// The file to read: the one given, or the first of [`SEARCH_PATH`] that exists.
@@ -270,25 +285,19 @@ fn resolve(
     let environment = environment.map(str::to_string).or(raw.environment.take());
     let mut servers_key = format!("{name}.servers");
     let mut redis_key = format!("{name}.redis");
+    let mut keys = raw.keys;
     if let Some(env) = environment.as_deref() {
         if let Some(over) = raw.environments.remove(env) {
             if over.servers.is_some() {
-                raw.servers = over.servers;
                 servers_key = format!("{name}.environments.{env}.servers");
             }
-            raw.tls_ca = over.tls_ca.or(raw.tls_ca);
-            raw.tls_cert = over.tls_cert.or(raw.tls_cert);
-            raw.tls_key = over.tls_key.or(raw.tls_key);
             if over.redis.is_some() {
-                raw.redis = over.redis;
                 redis_key = format!("{name}.environments.{env}.redis");
             }
-            raw.redis_tls_ca = over.redis_tls_ca.or(raw.redis_tls_ca);
-            if let Some(over) = over.scheduler {
-                raw.scheduler = Some(raw.scheduler.unwrap_or_default().merge(over));
-            }
+            keys = keys.overlay(over);
         }
     }
+    let raw = keys;
     let mut scheduler = raw
         .scheduler
         .unwrap_or_default()
